@@ -1,0 +1,253 @@
+"""swarmlab.toml: validated settings. The defaults describe the embedded lab host.
+
+Lookup order: --config, $SWARMLAB_CONFIG, ./swarmlab.toml, /etc/swarmlab/swarmlab.toml, defaults.
+Every error names the key, what was wrong and what is allowed, in one line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import stat
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import SwarmlabError
+
+API_KEY_ENV = "SWARMLAB_PDNS_API_KEY"
+CONFIG_ENV = "SWARMLAB_CONFIG"
+DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class ConfigError(SwarmlabError):
+    exit_code = 2
+
+
+def is_dns_label(text: str) -> bool:
+    return bool(DNS_LABEL.match(text))
+
+
+# Validators take the raw TOML value and return the typed one, or raise ValueError(allowed).
+def _text(value):
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a non-empty string")
+    return value
+
+
+def _label(value):
+    if not isinstance(value, str) or not is_dns_label(value):
+        raise ValueError("a DNS label: lowercase letters, digits and '-', 1-63 characters")
+    return value
+
+
+def _int_range(low: int, high: int) -> Callable[[Any], int]:
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"an integer from {low} to {high}")
+        return value
+    return check
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def check(value):
+        if value not in allowed:
+            raise ValueError("one of " + ", ".join(allowed))
+        return value
+    return check
+
+
+def _zone(value):
+    if not isinstance(value, str):
+        raise ValueError("a DNS name such as lab.swarmlab.test.")
+    name = value.lower().rstrip(".")
+    if not name or not all(is_dns_label(part) for part in name.split(".")):
+        raise ValueError("a DNS name such as lab.swarmlab.test.")
+    return name + "."
+
+
+def _url(value):
+    if not isinstance(value, str) or not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+        raise ValueError("an http:// or https:// URL such as http://127.0.0.1:8081")
+    return value.rstrip("/")
+
+
+def _cidr(value):
+    try:
+        net = ipaddress.IPv4Network(value, strict=True)
+    except (ValueError, TypeError):
+        raise ValueError("an IPv4 network in CIDR form such as 10.77.0.0/24") from None
+    if not 16 <= net.prefixlen <= 28:
+        raise ValueError("an IPv4 network with a prefix from /16 to /28")
+    return net
+
+
+def _path(value):
+    if not isinstance(value, str) or not value:
+        raise ValueError("a file system path")
+    return Path(value).expanduser()
+
+
+def _optional_path(value):
+    return None if value in ("", None) else _path(value)
+
+
+@dataclass(frozen=True)
+class Config:
+    # [libvirt]
+    uri: str = "qemu:///system"
+    network: str = "swarmlab"
+    cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.77.0.0/24")
+    template: str = "debian12"
+    domain_type: str = "auto"
+    # [dns]
+    zone: str = "lab.swarmlab.test."
+    api_url: str = "http://127.0.0.1:8081"
+    api_key_file: Path | None = None
+    ttl: int = 600
+    # [ssh]
+    ssh_user: str = "root"
+    ssh_key: Path | None = None
+    # [nodes]
+    vcpus: int = 1
+    memory_mib: int = 1024
+    max_nodes: int = 9
+    lab: str = "lab"
+    prefix: str = "swr"
+    # [host]: the embedded lab host that `swarmlab host up` runs
+    namespace: str = "swarmlab"
+    state_dir: Path = Path("/var/lib/swarmlab")
+    cache_dir: Path = Path("/var/cache/swarmlab")
+    dns_port: int = 5300
+    source: str = "built-in defaults"
+
+    @property
+    def api_key_path(self) -> Path:
+        return self.api_key_file or self.state_dir / "pdns-api-key"
+
+    @property
+    def ssh_key_path(self) -> Path:
+        return self.ssh_key or self.state_dir / "id_ed25519"
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        return next(self.cidr.hosts())
+
+    @property
+    def dhcp_range(self) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
+        hosts = list(self.cidr.hosts())
+        return hosts[len(hosts) // 2], hosts[-1]
+
+    @property
+    def api_port(self) -> int:
+        from urllib.parse import urlsplit
+        return urlsplit(self.api_url).port or 80
+
+    def api_key(self) -> str:
+        """The PowerDNS API key: $SWARMLAB_PDNS_API_KEY, else the 0600 key file."""
+        key = os.environ.get(API_KEY_ENV, "").strip()
+        if key:
+            return key
+        path = self.api_key_path
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            raise ConfigError(f"PowerDNS API key file {path} is missing: run `swarmlab host up`, "
+                              f"or set {API_KEY_ENV}, or name the file in [dns] api_key_file") from None
+        if stat.S_IMODE(mode) & 0o077:
+            raise ConfigError(f"PowerDNS API key file {path} is readable by others "
+                              f"(mode {stat.S_IMODE(mode):o}): chmod 600 {path}")
+        key = path.read_text().strip()
+        if not key:
+            raise ConfigError(f"PowerDNS API key file {path} is empty")
+        return key
+
+    def as_dict(self) -> dict:
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, (Path, ipaddress.IPv4Network)) else value
+        out["api_key_file"] = str(self.api_key_path)
+        out["ssh_key"] = str(self.ssh_key_path)
+        return out
+
+
+# TOML section -> {toml key: (Config field, validator)}
+SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
+    "libvirt": {
+        "uri": ("uri", _text),
+        "network": ("network", _label),
+        "cidr": ("cidr", _cidr),
+        "template": ("template", _label),
+        "domain_type": ("domain_type", _choice("auto", "kvm", "qemu")),
+    },
+    "dns": {
+        "zone": ("zone", _zone),
+        "api_url": ("api_url", _url),
+        "api_key_file": ("api_key_file", _optional_path),
+        "ttl": ("ttl", _int_range(1, 86400)),
+    },
+    "ssh": {
+        "user": ("ssh_user", _label),
+        "key": ("ssh_key", _optional_path),
+    },
+    "nodes": {
+        "vcpus": ("vcpus", _int_range(1, 64)),
+        "memory_mib": ("memory_mib", _int_range(256, 262144)),
+        "max": ("max_nodes", _int_range(1, 64)),
+        "lab": ("lab", _label),
+        "prefix": ("prefix", _label),
+    },
+    "host": {
+        "namespace": ("namespace", _label),
+        "state_dir": ("state_dir", _path),
+        "cache_dir": ("cache_dir", _path),
+        "dns_port": ("dns_port", _int_range(1, 65535)),
+    },
+}
+
+
+def parse(data: dict, source: str) -> Config:
+    values: dict[str, Any] = {}
+    for section, content in data.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"{source}: unknown section [{section}]; allowed: "
+                              + ", ".join(f"[{s}]" for s in SCHEMA))
+        if not isinstance(content, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        for key, value in content.items():
+            if section == "dns" and key == "api_key":
+                raise ConfigError(f"{source}: [dns] api_key is not allowed inline; put the key in a "
+                                  f"0600 file named by [dns] api_key_file, or set {API_KEY_ENV}")
+            if key not in SCHEMA[section]:
+                raise ConfigError(f"{source}: unknown key [{section}] {key}; allowed: "
+                                  + ", ".join(SCHEMA[section]))
+            name, check = SCHEMA[section][key]
+            try:
+                values[name] = check(value)
+            except ValueError as e:
+                raise ConfigError(f"{source}: [{section}] {key} = {value!r} is invalid; expected {e}") from None
+    return Config(**values, source=source)
+
+
+def load(path: str | Path | None = None) -> Config:
+    explicit = path or os.environ.get(CONFIG_ENV)
+    if explicit:
+        candidate = Path(explicit).expanduser()
+        if not candidate.is_file():
+            raise ConfigError(f"config file {candidate} not found (from "
+                              f"{'--config' if path else CONFIG_ENV}); fix the path or unset it")
+    else:
+        candidate = next((p for p in (Path("swarmlab.toml"), Path("/etc/swarmlab/swarmlab.toml"))
+                          if p.is_file()), None)
+        if candidate is None:
+            return Config()
+    try:
+        data = tomllib.loads(candidate.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{candidate}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{candidate}: cannot read: {e.strerror}") from None
+    return parse(data, str(candidate))

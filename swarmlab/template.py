@@ -1,0 +1,229 @@
+"""Builds the Debian 12 template image: debootstrap, then the swarmlab recipe, then a qcow2.
+
+Two cache stages, both keyed by a hash of what goes into them:
+- base/<key>/rootfs: the debootstrap result (slow, ~3 min), keyed by suite and package list;
+- templates/<key>/: disk.qcow2 + kernel + initrd, keyed by the whole recipe.
+An unchanged recipe therefore costs only a hash and a lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import SwarmlabError
+
+# Bump when the build steps below change in a way the recipe fields do not show.
+RECIPE_VERSION = 1
+
+BASE_PACKAGES = (
+    "systemd-sysv", "systemd-resolved", "udev", "dbus", "apparmor", "iproute2", "procps",
+    "ca-certificates", "openssh-server", "qemu-guest-agent", "linux-image-cloud-amd64",
+)
+ENGINE_PACKAGES = ("docker.io",)
+BAKED_IMAGE = "swarmlab/busybox:latest"
+BAKED_IMAGE_TAR = "/usr/share/swarmlab/images/busybox.tar"
+DISK_SIZE = "8G"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    ssh_public_key: str
+    suite: str = "bookworm"
+    with_engine: bool = True
+    extra_packages: tuple[str, ...] = ()
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        engine = ENGINE_PACKAGES if self.with_engine else ()
+        return tuple(sorted({*BASE_PACKAGES, *engine, *self.extra_packages}))
+
+    def base_key(self) -> str:
+        return _digest({"suite": self.suite, "variant": "minbase", "packages": self.packages})
+
+    def key(self) -> str:
+        return _digest({"v": RECIPE_VERSION, "base": self.base_key(), **asdict(self),
+                        "files": guest_files(self), "busybox": _busybox_identity()})
+
+
+@dataclass
+class TemplateImage:
+    """A built template in the cache: what the hypervisor needs to define its domain."""
+
+    key: str
+    directory: Path
+    disk: Path = field(init=False)
+    kernel: Path = field(init=False)
+    initrd: Path = field(init=False)
+
+    def __post_init__(self):
+        self.disk = self.directory / "disk.qcow2"
+        self.kernel = self.directory / "vmlinuz"
+        self.initrd = self.directory / "initrd.img"
+
+    @property
+    def complete(self) -> bool:
+        return (self.directory / "complete").exists()
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _busybox_identity() -> str:
+    path = Path(shutil.which("busybox") or "/bin/busybox")
+    if not path.exists():
+        raise SwarmlabError("busybox not found: install Debian's busybox-static (scripts/install-host does)")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def guest_files(recipe: Recipe) -> dict[str, str]:
+    """Files the recipe writes into the guest, by absolute path."""
+    files = {
+        "/etc/systemd/network/10-lab.network": (
+            "[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n\n[DHCPv4]\nClientIdentifier=mac\n"
+        ),
+        "/etc/fstab": "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n",
+        "/etc/hosts": "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
+        "/etc/ssh/sshd_config.d/swarmlab.conf": (
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "PermitRootLogin prohibit-password\nUseDNS no\n"
+        ),
+        # Clones must not share host keys: generate them at first boot, before sshd's own check.
+        "/etc/systemd/system/ssh.service.d/swarmlab-hostkeys.conf": (
+            "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\n"
+            "ExecStartPre=/usr/sbin/sshd -t\n"
+        ),
+        "/root/.ssh/authorized_keys": recipe.ssh_public_key.strip() + "\n",
+    }
+    if recipe.with_engine:
+        files["/etc/systemd/system/swarmlab-images.service"] = (
+            "[Unit]\nDescription=Import swarmlab's baked container images\n"
+            "After=docker.service\nRequires=docker.service\n\n"
+            "[Service]\nType=oneshot\nRemainAfterExit=yes\n"
+            f"ExecStart=/bin/sh -c 'docker image inspect {BAKED_IMAGE} >/dev/null 2>&1 || "
+            f"docker import --change \"CMD [\\\"/bin/sh\\\"]\" {BAKED_IMAGE_TAR} {BAKED_IMAGE}'\n\n"
+            "[Install]\nWantedBy=multi-user.target\n"
+        )
+    return files
+
+
+def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise SwarmlabError(f"{what} failed ({cmd[0]} exit {proc.returncode}): {' | '.join(tail)}")
+    return proc
+
+
+def build_base(recipe: Recipe, cache_dir: Path, progress: Progress) -> Path:
+    """debootstrap once per package list; returns the cached rootfs directory."""
+    base = cache_dir / "base" / recipe.base_key()
+    rootfs = base / "rootfs"
+    if (base / "complete").exists():
+        return rootfs
+    if not shutil.which("debootstrap"):
+        raise SwarmlabError("debootstrap not found: run scripts/install-host (apt install debootstrap)")
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    progress(f"debootstrap {recipe.suite} with {len(recipe.packages)} packages (about 3 minutes)")
+    _run(["debootstrap", "--variant=minbase", "--include=" + ",".join(recipe.packages),
+          recipe.suite, str(rootfs)], "debootstrap")
+    (base / "complete").write_text(json.dumps({"packages": recipe.packages}) + "\n")
+    return rootfs
+
+
+def _busybox_rootfs_tar(dest: Path) -> None:
+    """A minimal container root filesystem: Debian's static busybox and its applet links."""
+    busybox = Path(shutil.which("busybox") or "/bin/busybox")
+    applets = _run([str(busybox), "--list"], "busybox --list").stdout.split()
+    with tarfile.open(dest, "w") as tar:
+        for d in ("bin", "tmp", "etc", "proc", "sys", "dev"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(busybox, "bin/busybox")
+        for applet in applets:
+            if applet != "busybox":
+                info = tarfile.TarInfo(f"bin/{applet}")
+                info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+                tar.addfile(info)
+
+
+def _customize(recipe: Recipe, rootfs: Path) -> None:
+    for path, content in guest_files(recipe).items():
+        target = rootfs / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    (rootfs / "root/.ssh").chmod(0o700)
+    (rootfs / "root/.ssh/authorized_keys").chmod(0o600)
+    if recipe.with_engine:
+        tar = rootfs / BAKED_IMAGE_TAR.lstrip("/")
+        tar.parent.mkdir(parents=True, exist_ok=True)
+        _busybox_rootfs_tar(tar)
+    units = ["systemd-networkd", "systemd-resolved", "ssh"]
+    if recipe.with_engine:
+        units += ["docker", "swarmlab-images"]
+    _run(["chroot", str(rootfs), "systemctl", "enable", *units], "systemctl enable in the image")
+    resolv = rootfs / "etc/resolv.conf"
+    resolv.unlink(missing_ok=True)
+    resolv.symlink_to("/run/systemd/resolve/stub-resolv.conf")
+    # Identity hygiene: every clone gets its own machine-id and host keys at first boot.
+    (rootfs / "etc/machine-id").write_text("")
+    (rootfs / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+    for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    (rootfs / "etc/hostname").unlink(missing_ok=True)
+    for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for entry in (rootfs / junk).glob("*"):
+            if entry.is_file():
+                entry.unlink()
+
+
+def build(recipe: Recipe, cache_dir: Path, progress: Progress = lambda _m: None) -> tuple[TemplateImage, bool]:
+    """Returns the cached image for the recipe, building it when missing. bool: built now."""
+    image = TemplateImage(recipe.key(), cache_dir / "templates" / f"{recipe.name}-{recipe.key()}")
+    if image.complete:
+        return image, False
+    base = build_base(recipe, cache_dir, progress)
+    image.directory.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=image.directory.parent, prefix=".build-") as tmp:
+        work = Path(tmp)
+        rootfs = work / "rootfs"
+        progress("copying the base root filesystem")
+        _run(["cp", "-a", "--reflink=auto", str(base), str(rootfs)], "copying the base rootfs")
+        rootfs = rootfs / "rootfs"
+        progress("applying the swarmlab recipe")
+        _customize(recipe, rootfs)
+        kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
+        initrds = sorted((rootfs / "boot").glob("initrd.img-*"))
+        if not kernels or not initrds:
+            raise SwarmlabError(f"no kernel or initrd in {rootfs}/boot: the base is broken; "
+                                f"delete {base.parent} and rebuild")
+        shutil.copy2(kernels[-1], work / "vmlinuz")
+        shutil.copy2(initrds[-1], work / "initrd.img")
+        progress("making the ext4 image and converting it to qcow2")
+        raw = work / "disk.raw"
+        _run(["mkfs.ext4", "-q", "-F", "-L", "swarmlab-root", "-E",
+              "lazy_itable_init=1,lazy_journal_init=1", "-d", str(rootfs), str(raw), DISK_SIZE],
+             "mkfs.ext4")
+        _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(work / "disk.qcow2")], "qemu-img convert")
+        raw.unlink()
+        shutil.rmtree(work / "rootfs")
+        (work / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2) + "\n")
+        (work / "complete").write_text(image.key + "\n")
+        shutil.rmtree(image.directory, ignore_errors=True)
+        os.rename(work, image.directory)
+        os.chmod(image.directory, 0o755)
+    return image, True
