@@ -301,10 +301,15 @@ class Hypervisor:
     def define_domain(self, xml: str) -> None:
         if _ownership(xml) is None:
             raise HypervisorError("refusing to define a domain without swarmlab ownership metadata")
-        name = ET.fromstring(xml).findtext("name")
+        root = ET.fromstring(xml)
+        name = root.findtext("name")
         existing = self._domain(name)
-        if existing is not None and _ownership(existing.XMLDesc(0)) is None:
-            raise Refused(f"domain {name} exists and was not created by swarmlab; pick another name")
+        if existing is not None:
+            if _ownership(existing.XMLDesc(0)) is None:
+                raise Refused(f"domain {name} exists and was not created by swarmlab; pick another name")
+            if root.find("uuid") is None:  # redefining keeps the domain's identity
+                ET.SubElement(root, "uuid").text = existing.UUIDString()
+                xml = ET.tostring(root, encoding="unicode")
         try:
             self.conn.defineXML(xml)
         except libvirt.libvirtError as e:
@@ -359,14 +364,19 @@ def kvm_works(kernel: Path, timeout: float = 20) -> bool:
     if not Path("/dev/kvm").exists():
         return False
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = ["qemu-system-x86_64", "-accel", "kvm", "-m", "256", "-display", "none", "-no-reboot",
-               "-serial", f"file:{tmp}/console", "-kernel", str(kernel),
-               "-append", "console=ttyS0 panic=-1 root=/dev/null"]
+        console = Path(tmp) / "console"
+        proc = subprocess.Popen(
+            ["qemu-system-x86_64", "-accel", "kvm", "-m", "256", "-display", "none", "-no-reboot",
+             "-serial", f"file:{console}", "-kernel", str(kernel),
+             "-append", "console=ttyS0 panic=-1 root=/dev/null"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            proc = subprocess.run(cmd, capture_output=True, timeout=timeout)
-        except (subprocess.TimeoutExpired, FileNotFoundError):
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # A qemu stuck inside KVM can take a minute to die; do not wait for it.
+            proc.kill()
             return False
-        return proc.returncode == 0 and "Kernel panic" in Path(f"{tmp}/console").read_text(errors="replace")
+        return proc.returncode == 0 and "Kernel panic" in console.read_text(errors="replace")
 
 
 def netmask(cidr: ipaddress.IPv4Network) -> str:

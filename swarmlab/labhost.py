@@ -129,7 +129,6 @@ class HostState:
     namespace: str | None = None
     started: list[str] = field(default_factory=list)  # daemons host up started: libvirtd, virtlogd
     pdns_pid: int | None = None
-    domain_type: str | None = None  # result of the KVM probe, cached
 
     @staticmethod
     def path(config: Config) -> Path:
@@ -138,7 +137,9 @@ class HostState:
     @classmethod
     def load(cls, config: Config) -> "HostState | None":
         try:
-            return cls(**json.loads(cls.path(config).read_text()))
+            data = json.loads(cls.path(config).read_text())
+            known = {f for f in cls.__dataclass_fields__}
+            return cls(**{k: v for k, v in data.items() if k in known})
         except FileNotFoundError:
             return None
         except (ValueError, TypeError):
@@ -292,6 +293,24 @@ def _libvirt_socket_ready(uri: str) -> bool:
         hv.close()
 
 
+def fix_kvm_device() -> bool:
+    """Gives /dev/kvm the owner and mode Debian's udev rule gives it (root:kvm 0660) where
+    no udev runs. Otherwise libvirt's capability cache sees KVM in qemu's probe but not for
+    the qemu user, calls itself outdated on every call and re-probes: ~60 s per define."""
+    import grp
+    kvm = Path("/dev/kvm")
+    try:
+        gid = grp.getgrnam("kvm").gr_gid
+        st = kvm.stat()
+    except (KeyError, FileNotFoundError):
+        return False
+    if st.st_gid == gid and st.st_mode & 0o060 == 0o060:
+        return False
+    os.chown(kvm, 0, gid)
+    kvm.chmod(0o660)
+    return True
+
+
 def ensure_libvirtd(config: Config, namespace: str | None, progress: Progress) -> list[str]:
     started = []
     running = find_process("libvirtd")
@@ -357,6 +376,8 @@ def host_up(config: Config, isolated: bool, progress: Progress = lambda _m: None
     if namespace:
         enter_netns(namespace)
 
+    if fix_kvm_device():
+        changes.append("set /dev/kvm to root:kvm 0660, as Debian's udev rule does (no udev runs here)")
     started = ensure_libvirtd(config, namespace, progress)
     state.started = sorted(set(state.started) | set(started))
     changes += [f"started {d}" for d in started]
@@ -480,15 +501,24 @@ def host_down(config: Config, progress: Progress = lambda _m: None) -> list[str]
 
 # --- template -------------------------------------------------------------------------------
 def resolve_domain_type(config: Config, kernel: Path, progress: Progress) -> str:
+    """kvm where guests really run under it, else qemu (TCG). The probe's answer is cached
+    per host kernel, since `host down` must not make the next `template build` probe again."""
     if config.domain_type != "auto":
         return config.domain_type
-    state = HostState.load(config) or HostState()
-    if state.domain_type is None:
-        from .hypervisor import kvm_works
-        progress("probing whether KVM runs guests here (up to 10 s)")
-        state.domain_type = "kvm" if kvm_works(kernel, timeout=10) else "qemu"
-        state.save(config)
-    return state.domain_type
+    from .hypervisor import kvm_works
+    cache = config.cache_dir / "kvm-probe.json"
+    release = os.uname().release
+    try:
+        known = json.loads(cache.read_text())
+        if known.get("host_kernel") == release:
+            return known["domain_type"]
+    except (OSError, ValueError, KeyError):
+        pass
+    progress("probing whether KVM runs guests here (up to 10 s)")
+    domain_type = "kvm" if kvm_works(kernel, timeout=10) else "qemu"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"host_kernel": release, "domain_type": domain_type}) + "\n")
+    return domain_type
 
 
 def template_build(config: Config, name: str, with_engine: bool = True,

@@ -198,19 +198,17 @@ def build(recipe: Recipe, cache_dir: Path, progress: Progress = lambda _m: None)
         return image, False
     base = build_base(recipe, cache_dir, progress)
     image.directory.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=image.directory.parent, prefix=".build-") as tmp:
-        work = Path(tmp)
+    work = Path(tempfile.mkdtemp(dir=image.directory.parent, prefix=f".build-{image.key}-"))
+    try:
         rootfs = work / "rootfs"
         progress("copying the base root filesystem")
         _run(["cp", "-a", "--reflink=auto", str(base), str(rootfs)], "copying the base rootfs")
-        rootfs = rootfs / "rootfs"
         progress("applying the swarmlab recipe")
         _customize(recipe, rootfs)
         kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
         initrds = sorted((rootfs / "boot").glob("initrd.img-*"))
         if not kernels or not initrds:
-            raise SwarmlabError(f"no kernel or initrd in {rootfs}/boot: the base is broken; "
-                                f"delete {base.parent} and rebuild")
+            raise SwarmlabError(f"no kernel or initrd in the base image: delete {base.parent} and rebuild")
         shutil.copy2(kernels[-1], work / "vmlinuz")
         shutil.copy2(initrds[-1], work / "initrd.img")
         progress("making the ext4 image and converting it to qcow2")
@@ -220,10 +218,12 @@ def build(recipe: Recipe, cache_dir: Path, progress: Progress = lambda _m: None)
              "mkfs.ext4")
         _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(work / "disk.qcow2")], "qemu-img convert")
         raw.unlink()
-        shutil.rmtree(work / "rootfs")
+        shutil.rmtree(rootfs)
         (work / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2) + "\n")
         (work / "complete").write_text(image.key + "\n")
+        os.chmod(work, 0o755)
         shutil.rmtree(image.directory, ignore_errors=True)
-        os.rename(work, image.directory)
-        os.chmod(image.directory, 0o755)
+        os.rename(work, image.directory)  # atomic: a cache entry is whole or absent
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return image, True
