@@ -348,8 +348,7 @@ class Hypervisor:
         if dom.isActive():
             dom.destroy()
         dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                          | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                          | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                          | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
         return True
 
     def mac_of(self, name: str) -> str:

@@ -1,0 +1,85 @@
+"""doctor: one ✓/✗ line per check with a fix for each ✗, --json, exit codes.
+libvirt is the test:///default driver; PowerDNS is real."""
+
+import json
+
+from tests.conftest import swarmlab
+
+
+def doctor_config(tmp_path, pdns_server, template="test", zone_created=True, key_mode=0o600):
+    client, server, key = pdns_server
+    if zone_created:
+        client.ensure_zone("lab.swarmlab.test.")
+    key_file = tmp_path / "api-key"
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    ssh_key = tmp_path / "id_ed25519"
+    ssh_key.write_text("not a real key\n")
+    ssh_key.chmod(key_mode)
+    path = tmp_path / "swarmlab.toml"
+    path.write_text(f"""[libvirt]
+uri = "test:///default"
+network = "default"
+template = "{template}"
+[dns]
+api_url = "{client.api_url}"
+api_key_file = "{key_file}"
+[ssh]
+key = "{ssh_key}"
+[host]
+state_dir = "{tmp_path / 'state'}"
+""")
+    return path
+
+
+def test_doctor_reports_each_failure_with_a_fix(tmp_path, pdns_server):
+    # "test" is running: a template must be shut off. The SSH key is 0644. The zone is missing.
+    path = doctor_config(tmp_path, pdns_server, zone_created=False, key_mode=0o644)
+    proc = swarmlab("doctor", config=path)
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("✓ libvirt ") and "test:///default answers" in lines[0]
+    assert lines[1].startswith("✓ network ") and "default active" in lines[1]
+    assert lines[2].startswith("✗ template ") and "test is running" in lines[2]
+    assert lines[3] == "  fix: shut it down: `virsh shutdown test`"
+    assert lines[4].startswith("✗ powerdns ") and "zone lab.swarmlab.test. is missing" in lines[4]
+    assert lines[5].startswith("  fix: run `swarmlab host up`")
+    assert lines[6].startswith("✗ ssh-key ") and "mode 644" in lines[6]
+    assert lines[7] == f"  fix: chmod 600 {tmp_path / 'id_ed25519'}"
+    assert pdns_server[2] not in proc.stdout + proc.stderr
+
+
+def test_doctor_json_matches_and_all_green_exits_0(tmp_path, pdns_server):
+    path = doctor_config(tmp_path, pdns_server, template="test")
+    proc = swarmlab("doctor", "--json", config=path)
+    data = json.loads(proc.stdout)
+    assert [c["check"] for c in data["checks"]] == ["libvirt", "network", "template", "powerdns", "ssh-key"]
+    failing = {c["check"] for c in data["checks"] if not c["ok"]}
+    assert failing == {"template"}  # test:///default's only domain is running
+    assert data["ok"] is False and proc.returncode == 1
+    assert all(c["fix"] for c in data["checks"] if not c["ok"])
+    assert all(c["fix"] == "" for c in data["checks"] if c["ok"])
+
+
+def test_doctor_names_a_missing_template_and_an_unreachable_libvirt(tmp_path, pdns_server):
+    path = doctor_config(tmp_path, pdns_server, template="debian10template")
+    proc = swarmlab("doctor", "--json", config=path)
+    checks = {c["check"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert checks["template"]["detail"] == "domain debian10template not found"
+    assert "swarmlab template build --name debian10template" in checks["template"]["fix"]
+
+    path.write_text(path.read_text().replace("test:///default", "qemu+unix:///system?socket=/nonexistent"))
+    proc = swarmlab("doctor", "--json", config=path)
+    checks = {c["check"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert not checks["libvirt"]["ok"] and "is not reachable" in checks["libvirt"]["detail"]
+    assert checks["powerdns"]["ok"]
+    assert proc.returncode == 1
+
+
+def test_doctor_with_powerdns_down_names_the_url(tmp_path, pdns_server):
+    path = doctor_config(tmp_path, pdns_server)
+    client = pdns_server[0]
+    path.write_text(path.read_text().replace(client.api_url, "http://127.0.0.1:9"))
+    proc = swarmlab("doctor", config=path)
+    assert "✗ powerdns  PowerDNS API at http://127.0.0.1:9 refused the connection" in proc.stdout
+    assert proc.returncode == 1

@@ -1,0 +1,102 @@
+"""libvirt adapter against libvirt's test:///default driver: clone XML, ownership checks."""
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from swarmlab import config as configuration, labhost
+from swarmlab.errors import Refused
+from swarmlab.hypervisor import NS_URI, HypervisorError, Hypervisor, derive_clone_xml
+from swarmlab.render import render
+
+
+@pytest.fixture
+def hv():
+    h = Hypervisor("test:///default")  # a fresh in-memory host per connection
+    yield h
+    h.close()
+
+
+def template_xml() -> str:
+    return render("domain.xml.j2", domain_type="qemu", name="debian12", ns_uri=NS_URI, role="template",
+                  attrs={"recipe": "abc123"}, memory_mib=1024, vcpus=1, kernel="/k", initrd="/i",
+                  cmdline="root=/dev/vda console=ttyS0 systemd.hostname=debian12",
+                  pool="swarmlab-templates", volume="debian12-abc123.qcow2", network="default")
+
+
+def test_clone_xml_gets_new_identity_disk_and_owner():
+    xml = derive_clone_xml(template_xml(), "lab1-swr1", "52:54:00:aa:bb:01", "swarmlab-nodes",
+                           "lab1-swr1.qcow2", {"role": "node", "lab": "lab1"}, hostname="swr1")
+    root = ET.fromstring(xml)
+    assert root.findtext("name") == "lab1-swr1"
+    assert root.find("uuid") is None
+    assert root.find("devices/interface/mac").get("address") == "52:54:00:aa:bb:01"
+    source = root.find("devices/disk/source")
+    assert (source.get("pool"), source.get("volume")) == ("swarmlab-nodes", "lab1-swr1.qcow2")
+    assert root.find("devices/disk/driver").get("type") == "qcow2"
+    owner = root.find(f"metadata/{{{NS_URI}}}resource")
+    assert owner.attrib == {"role": "node", "lab": "lab1"}
+    assert root.findtext("os/cmdline").split().count("systemd.hostname=swr1") == 1
+    assert "systemd.hostname=debian12" not in root.findtext("os/cmdline")
+
+
+def test_clone_defines_and_is_owned(hv):
+    hv.define_domain(template_xml())
+    clone = derive_clone_xml(hv.domain_xml("debian12"), "lab1-swr1", "52:54:00:aa:bb:01", "p", "v.qcow2",
+                             {"role": "node", "lab": "lab1"}, hostname="swr1")
+    hv.define_domain(clone)
+    state = hv.domain_state("lab1-swr1")
+    assert state.state == "shut-off" and state.owner == {"role": "node", "lab": "lab1"}
+    assert [d.name for d in hv.owned_domains()] == ["debian12", "lab1-swr1"]
+    assert hv.mac_of("lab1-swr1") == "52:54:00:aa:bb:01"
+    # Redefining an owned domain keeps its UUID instead of failing.
+    uuid = hv.conn.lookupByName("lab1-swr1").UUIDString()
+    hv.define_domain(clone)
+    assert hv.conn.lookupByName("lab1-swr1").UUIDString() == uuid
+    hv.start("lab1-swr1")
+    assert hv.domain_state("lab1-swr1").running
+    assert hv.destroy("lab1-swr1") is True
+    assert hv.undefine("lab1-swr1") is True
+    assert hv.domain_state("lab1-swr1") is None
+
+
+def test_users_own_template_can_be_cloned(hv):
+    # Like the article's debian10template: a plain domain with a file disk, no swarmlab metadata.
+    xml = derive_clone_xml(hv.domain_xml("test"), "lab1-swr1", "52:54:00:aa:bb:02", "p", "v.qcow2",
+                           {"role": "node", "lab": "lab1"}, hostname="swr1")
+    root = ET.fromstring(xml)
+    assert root.find("devices/disk").get("type") == "volume"
+    assert root.find("devices/disk/source").get("file") is None
+    hv.define_domain(xml)
+    assert hv.domain_state("lab1-swr1").owner["lab"] == "lab1"
+
+
+def test_foreign_domains_and_networks_are_never_touched(hv):
+    assert hv.domain_state("test").owner is None
+    with pytest.raises(Refused, match="not created by swarmlab"):
+        hv.destroy("test")
+    with pytest.raises(Refused, match="not created by swarmlab"):
+        hv.undefine("test")
+    with pytest.raises(Refused, match="not created by swarmlab"):
+        hv.define_domain(template_xml().replace("<name>debian12</name>", "<name>test</name>"))
+    with pytest.raises(HypervisorError, match="without swarmlab ownership"):
+        hv.define_domain(hv.domain_xml("test").replace("<name>test</name>", "<name>other</name>"))
+    config = configuration.Config(network="default")
+    with pytest.raises(Refused, match="network default exists and was not created by swarmlab"):
+        hv.ensure_network("default", labhost.network_xml(config))
+    with pytest.raises(Refused):
+        hv.remove_network("default")
+    assert hv.domain_state("test").running
+    assert hv.network_state("default").active
+
+
+def test_network_from_template_is_idempotent_and_owned(hv):
+    config = configuration.Config(network="swl-unit", cidr=configuration._cidr("10.79.0.0/24"))
+    changes = hv.ensure_network("swl-unit", labhost.network_xml(config))
+    assert changes == ["defined network swl-unit", "started network swl-unit"]
+    assert hv.ensure_network("swl-unit", labhost.network_xml(config)) == []
+    state = hv.network_state("swl-unit")
+    assert state.active and state.owner == {"role": "network"}
+    assert state.gateway == "10.79.0.1" and state.dhcp_ranges == [("10.79.0.128", "10.79.0.254")]
+    assert hv.remove_network("swl-unit") == ["stopped network swl-unit", "undefined network swl-unit"]
+    assert not hv.network_state("swl-unit").exists
