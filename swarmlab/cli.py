@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Optional
 
+import libvirt
 import typer
 
 from . import __version__, config as configuration, labhost
@@ -153,6 +154,9 @@ def main() -> None:
     except SwarmlabError as e:
         typer.echo(f"swarmlab: {e}", err=True)
         sys.exit(e.exit_code)
+    except libvirt.libvirtError as e:
+        typer.echo(f"swarmlab: libvirt: {e.get_error_message()}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("swarmlab: interrupted; rerun the command to finish, or undo with `down`", err=True)
         sys.exit(130)

@@ -132,6 +132,14 @@ class Config:
         return self.ssh_key or self.state_dir / "id_ed25519"
 
     @property
+    def template_pool(self) -> str:
+        return f"{self.network}-templates"
+
+    @property
+    def node_pool(self) -> str:
+        return f"{self.network}-nodes"
+
+    @property
     def gateway(self) -> ipaddress.IPv4Address:
         return next(self.cidr.hosts())
 

@@ -220,8 +220,12 @@ class Hypervisor:
             pool = self.conn.storagePoolLookupByName(name)
         except libvirt.libvirtError:
             path.mkdir(parents=True, exist_ok=True)
-            pool = self.conn.storagePoolDefineXML(
-                f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>")
+            try:
+                pool = self.conn.storagePoolDefineXML(
+                    f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>")
+            except libvirt.libvirtError as e:
+                raise HypervisorError(f"defining storage pool {name} at {path} failed: {e.get_error_message()}; "
+                                      "another libvirt pool may use that directory (`virsh pool-list --all`)") from None
             changes.append(f"defined storage pool {name} at {path}")
         target = ET.fromstring(pool.XMLDesc()).findtext("target/path")
         if Path(target) != path:
@@ -234,6 +238,17 @@ class Hypervisor:
             pool.setAutostart(True)
         pool.refresh()
         return changes
+
+    def remove_pool(self, name: str) -> list[str]:
+        """Forgets the pool; its files (cached images, volumes) stay on disk."""
+        try:
+            pool = self.conn.storagePoolLookupByName(name)
+        except libvirt.libvirtError:
+            return []
+        if pool.isActive():
+            pool.destroy()
+        pool.undefine()
+        return [f"undefined storage pool {name} (files kept)"]
 
     def pool(self, name: str):
         try:

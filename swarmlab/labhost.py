@@ -29,8 +29,6 @@ from .render import render
 
 CLONE_NEWNET = 0x40000000
 PDNS_SCHEMA = Path("/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql")
-TEMPLATE_POOL = "swarmlab-templates"
-NODE_POOL = "swarmlab-nodes"
 
 Progress = Callable[[str], None]
 
@@ -407,8 +405,8 @@ def host_up(config: Config, isolated: bool, progress: Progress = lambda _m: None
     try:
         progress(f"ensuring lab network {config.network} ({config.cidr})")
         changes += hv.ensure_network(config.network, network_xml(config))
-        changes += hv.ensure_pool(TEMPLATE_POOL, config.cache_dir / "images")
-        changes += hv.ensure_pool(NODE_POOL, config.state_dir / "volumes")
+        changes += hv.ensure_pool(config.template_pool, config.cache_dir / "images")
+        changes += hv.ensure_pool(config.node_pool, config.state_dir / "volumes")
     finally:
         hv.close()
     return changes
@@ -473,6 +471,8 @@ def host_down(config: Config, progress: Progress = lambda _m: None) -> list[str]
                         changes.append(f"powered off {dom.name}")
             progress(f"removing network {config.network}")
             changes += hv.remove_network(config.network)
+            for pool in (config.template_pool, config.node_pool):
+                changes += hv.remove_pool(pool)
         finally:
             hv.close()
     if state.pdns_pid and pdns_server(config).running(state.pdns_pid):
@@ -541,12 +541,12 @@ def template_build(config: Config, name: str, with_engine: bool = True,
                                  ssh_public_key=config.ssh_key_path.with_suffix(".pub").read_text())
         started = time.monotonic()
         image, built = template.build(recipe, config.cache_dir, progress)
-        hv.ensure_pool(TEMPLATE_POOL, config.cache_dir / "images")
+        hv.ensure_pool(config.template_pool, config.cache_dir / "images")
         volume = f"{name}-{image.key}.qcow2"
         pooled = config.cache_dir / "images" / volume
         if not pooled.exists():
             os.link(image.disk, pooled)  # same file system: instant, no second copy
-            hv.pool(TEMPLATE_POOL).refresh()
+            hv.pool(config.template_pool).refresh()
         domain_type = resolve_domain_type(config, image.kernel, progress)
         unchanged = bool(existing and existing.owner.get("recipe") == image.key
                          and existing.owner.get("domain_type") == domain_type)
@@ -555,7 +555,7 @@ def template_build(config: Config, name: str, with_engine: bool = True,
                          attrs={"recipe": image.key, "domain_type": domain_type},
                          memory_mib=config.memory_mib, vcpus=config.vcpus, kernel=image.kernel,
                          initrd=image.initrd, cmdline=f"root=/dev/vda rw console=ttyS0 systemd.hostname={name}",
-                         pool=TEMPLATE_POOL, volume=volume, network=config.network)
+                         pool=config.template_pool, volume=volume, network=config.network)
             hv.define_domain(xml)  # libvirt gives the template its own MAC
         return {"name": name, "recipe": image.key, "built": built, "defined": not unchanged,
                 "domain_type": domain_type, "disk": str(pooled),

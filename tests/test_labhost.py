@@ -1,0 +1,103 @@
+"""`host up --isolated` / `host status` / `host down` for real: namespace, libvirtd, network,
+dnsmasq, PowerDNS. Each step is checked the way a user would look at it."""
+
+import json
+import subprocess
+
+import pytest
+
+from swarmlab import config as configuration, labhost
+from tests.conftest import host_up_or_skip, swarmlab, write_config
+
+
+def netns_run(namespace: str, *cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", namespace, *cmd], capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("host")
+    path = write_config(tmp / "swarmlab.toml", tmp / "state")
+    proc = swarmlab("host", "up", "--isolated", "--json", config=path)
+    assert proc.returncode == 0, proc.stderr
+    yield path, json.loads(proc.stdout)
+    swarmlab("host", "down", config=path)
+
+
+def test_host_up_builds_everything_inside_the_namespace(host):
+    path, first = host
+    config = configuration.load(path)
+    assert first["changed"] is True
+    assert f"created network namespace {config.namespace}" in first["changes"]
+    assert config.namespace in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    # The bridge exists in the namespace, with the gateway address, and not on the host.
+    bridge = first["status"]["network"]["bridge"]
+    inside = netns_run(config.namespace, "ip", "-br", "addr", "show", bridge).stdout
+    assert f"{config.gateway}/24" in inside
+    assert subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0
+    # libvirtd and PowerDNS run inside the namespace.
+    libvirtd = labhost.find_process("libvirtd")
+    assert labhost.in_netns(config.namespace, libvirtd)
+    assert labhost.in_netns(config.namespace, first["status"]["pdns"]["pid"])
+    # The network is active for libvirt (virsh as a user would run it).
+    info = subprocess.run(["virsh", "-c", config.uri, "net-info", config.network], capture_output=True, text=True)
+    assert "Active:         yes" in info.stdout and "Autostart:      yes" in info.stdout
+
+
+def test_powerdns_answers_inside_the_namespace_only_on_loopback(host):
+    path, _ = host
+    config = configuration.load(path)
+    soa = netns_run(config.namespace, "dig", "+short", "@127.0.0.1", "-p", str(config.dns_port), config.zone, "SOA")
+    assert soa.stdout.startswith(f"ns1.{config.zone}")
+    # The API key file is 0600, and the API accepts it from inside the namespace.
+    assert config.api_key_path.stat().st_mode & 0o777 == 0o600
+    key = config.api_key_path.read_text().strip()
+    api = netns_run(config.namespace, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                    f"X-API-Key: {key}", f"{config.api_url}/api/v1/servers/localhost/zones/{config.zone}")
+    assert api.stdout == "200"
+    listening = netns_run(config.namespace, "ss", "-Hltn").stdout
+    assert f"127.0.0.1:{config.api_port}" in listening
+    assert f"0.0.0.0:{config.api_port}" not in listening
+    # The lab network's dnsmasq forwards the zone to PowerDNS: ask it at the gateway.
+    via_dnsmasq = netns_run(config.namespace, "dig", "+short", f"@{config.gateway}", config.zone, "SOA")
+    assert via_dnsmasq.stdout.startswith(f"ns1.{config.zone}")
+
+
+def test_second_host_up_changes_nothing_and_says_so(host):
+    path, _ = host
+    proc = swarmlab("host", "up", "--isolated", config=path)
+    assert proc.returncode == 0
+    assert proc.stdout.strip().endswith("lab host is up; nothing changed (namespace swl-test)")
+    status = swarmlab("host", "status", "--json", config=path)
+    assert status.returncode == 0 and json.loads(status.stdout)["up"] is True
+
+
+def test_doctor_on_the_host_passes_everything_but_the_template(host):
+    path, _ = host
+    proc = swarmlab("doctor", "--json", config=path)
+    failing = {c["check"] for c in json.loads(proc.stdout)["checks"] if not c["ok"]}
+    assert failing <= {"template"}
+
+
+def test_switching_modes_is_refused(host):
+    path, _ = host
+    proc = swarmlab("host", "up", config=path)
+    assert proc.returncode == 4
+    assert "already up (isolated): run `swarmlab host down` first" in proc.stderr
+
+
+def test_host_down_leaves_nothing_behind(host):
+    path, first = host
+    config = configuration.load(path)
+    proc = swarmlab("host", "down", config=path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"removed network namespace {config.namespace}" in proc.stdout
+    assert config.namespace not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for daemon in ("libvirtd", "virtlogd", "pdns_server", "dnsmasq"):
+        assert labhost.find_process(daemon) is None, f"{daemon} still runs"
+    assert subprocess.run(["ip", "link", "show", first["status"]["network"]["bridge"]],
+                          capture_output=True).returncode != 0
+    status = swarmlab("host", "status", config=path)
+    assert status.returncode == 3 and "lab host is down" in status.stdout
+    again = swarmlab("host", "down", config=path)
+    assert again.returncode == 0 and "it was not up" in again.stdout
