@@ -486,13 +486,16 @@ def host_down(config: Config, progress: Progress = lambda _m: None) -> list[str]
             _stop_pid(pid, daemon, timeout=20)
             changes.append(f"stopped {daemon}")
     if namespace:
+        # Only what libvirt and host up run in there; a shell someone opened inside is theirs.
+        ours = {"qemu-system-x86", "dnsmasq", "libvirtd", "virtlogd", "pdns_server"}
         leftovers = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout.split()
-        for pid in leftovers:
-            if int(pid) != os.getpid():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        for pid in map(int, leftovers):
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm in ours:
+                _stop_pid(pid, comm, timeout=5)
         subprocess.run(["ip", "netns", "del", namespace], check=True, capture_output=True)
         changes.append(f"removed network namespace {namespace}")
     HostState.path(config).unlink(missing_ok=True)

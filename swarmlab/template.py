@@ -53,7 +53,9 @@ class Recipe:
         return _digest({"suite": self.suite, "variant": "minbase", "packages": self.packages})
 
     def key(self) -> str:
-        return _digest({"v": RECIPE_VERSION, "base": self.base_key(), **asdict(self),
+        # The name is the domain's, not the image's: templates with equal recipes share a disk.
+        content = {k: v for k, v in asdict(self).items() if k != "name"}
+        return _digest({"v": RECIPE_VERSION, "base": self.base_key(), **content,
                         "files": guest_files(self), "busybox": _busybox_identity()})
 
 
@@ -193,7 +195,7 @@ def _customize(recipe: Recipe, rootfs: Path) -> None:
 
 def build(recipe: Recipe, cache_dir: Path, progress: Progress = lambda _m: None) -> tuple[TemplateImage, bool]:
     """Returns the cached image for the recipe, building it when missing. bool: built now."""
-    image = TemplateImage(recipe.key(), cache_dir / "templates" / f"{recipe.name}-{recipe.key()}")
+    image = TemplateImage(recipe.key(), cache_dir / "templates" / recipe.key())
     if image.complete:
         return image, False
     base = build_base(recipe, cache_dir, progress)

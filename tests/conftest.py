@@ -75,6 +75,18 @@ def pdns_server(tmp_path):
         proc.wait(10)
 
 
+@pytest.fixture(scope="module")
+def vm_state_dir():
+    """State for real-VM tests: node volumes live here, so qemu's user must reach it
+    (pytest's own tmp dirs are 0700)."""
+    import shutil
+    import tempfile
+    path = Path(tempfile.mkdtemp(prefix="swarmlab-test-", dir="/var/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def host_up_or_skip(config_path: Path) -> configuration.Config:
     libvirtd = labhost.find_process("libvirtd")
     config = configuration.load(config_path)
