@@ -111,7 +111,8 @@ def template_build(name: Optional[str] = typer.Option(None, "--name", help="Doma
                                                   "(for testing swarmlab's own engine install)."),
                    as_json: bool = JsonOption):
     """Build the Debian 12 template image (cached by recipe) and define it as a shut-off domain."""
-    _enter_host()
+    # No _enter_host(): debootstrap needs the Debian mirror, which the lab namespace cannot reach,
+    # and libvirt's socket is reachable from anywhere.
     result = labhost.template_build(ctx.config, name or ctx.config.template, not no_engine, ctx.progress)
     if as_json:
         _emit_json(result)

@@ -305,6 +305,19 @@ class Hypervisor:
             raise NotFound(f"domain {name} not found")
         return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
 
+    def disk_path(self, name: str) -> str | None:
+        """The first disk's file, or None when its volume or file is gone."""
+        disk = ET.fromstring(self.domain_xml(name)).find("devices/disk[@device='disk']/source")
+        if disk is None:
+            return None
+        if disk.get("pool"):
+            try:
+                return self.volume_path(disk.get("pool"), disk.get("volume"))
+            except SwarmlabError:
+                return None
+        path = disk.get("file") or disk.get("dev")
+        return path if path and Path(path).exists() else None
+
     def owned_domains(self) -> list[DomainState]:
         out = []
         for dom in self.conn.listAllDomains():

@@ -603,6 +603,10 @@ def doctor(config: Config) -> list[dict]:
             elif tmpl.running:
                 add("template", False, f"{config.template} is {tmpl.state}",
                     f"shut it down: `virsh shutdown {config.template}`")
+            elif hv.disk_path(config.template) is None:
+                add("template", False, f"{config.template}'s disk is missing",
+                    f"run `swarmlab template build --name {config.template}`" if tmpl.owner
+                    else "restore the template's disk image")
             else:
                 add("template", True, f"{config.template} is {tmpl.state}"
                     + (f", recipe {tmpl.owner.get('recipe')}" if tmpl.owner else " (your own template)"))

@@ -100,3 +100,13 @@ def test_network_from_template_is_idempotent_and_owned(hv):
     assert state.gateway == "10.79.0.1" and state.dhcp_ranges == [("10.79.0.128", "10.79.0.254")]
     assert hv.remove_network("swl-unit") == ["stopped network swl-unit", "undefined network swl-unit"]
     assert not hv.network_state("swl-unit").exists
+
+
+def test_disk_path_is_none_when_the_disk_is_gone(hv, tmp_path):
+    assert hv.disk_path("test") is None  # test:///default's disk file does not exist
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"")
+    xml = hv.domain_xml("test").replace("/guest/diskimage1", str(disk)).replace("<name>test</name>", "<name>mine</name>")
+    xml = xml.replace("<uuid>6695eb01-f6a4-8304-79aa-97f2502e193f</uuid>", "")
+    hv.conn.defineXML(xml)
+    assert hv.disk_path("mine") == str(disk)
