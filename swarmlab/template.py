@@ -129,6 +129,29 @@ def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
     return proc
 
 
+def _unmount_under(path: Path) -> None:
+    """debootstrap mounts /proc, /sys (and sometimes /dev) inside its target; a killed run
+    leaves them there, and deleting the target must never reach into them."""
+    prefix = str(path.resolve()) + "/"
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", mount], capture_output=True)
+
+
+def _remove_tree(path: Path) -> None:
+    if path.exists():
+        _unmount_under(path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_stale_builds(parent: Path) -> None:
+    """Work directories of builds that were killed: .build-<pid>-*, pid no longer alive."""
+    for work in parent.glob(".build-*"):
+        pid = work.name.split("-")[1]
+        if not pid.isdigit() or not Path(f"/proc/{pid}").exists():
+            _remove_tree(work)
+
+
 def build_base(recipe: Recipe, cache_dir: Path, progress: Progress) -> Path:
     """debootstrap once per package list; returns the cached rootfs directory."""
     base = cache_dir / "base" / recipe.base_key()
@@ -137,7 +160,7 @@ def build_base(recipe: Recipe, cache_dir: Path, progress: Progress) -> Path:
         return rootfs
     if not shutil.which("debootstrap"):
         raise SwarmlabError("debootstrap not found: run scripts/install-host (apt install debootstrap)")
-    shutil.rmtree(base, ignore_errors=True)
+    _remove_tree(base)
     base.mkdir(parents=True)
     progress(f"debootstrap {recipe.suite} with {len(recipe.packages)} packages (about 3 minutes)")
     _run(["debootstrap", "--variant=minbase", "--include=" + ",".join(recipe.packages),
@@ -200,7 +223,8 @@ def build(recipe: Recipe, cache_dir: Path, progress: Progress = lambda _m: None)
         return image, False
     base = build_base(recipe, cache_dir, progress)
     image.directory.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=image.directory.parent, prefix=f".build-{image.key}-"))
+    _remove_stale_builds(image.directory.parent)
+    work = Path(tempfile.mkdtemp(dir=image.directory.parent, prefix=f".build-{os.getpid()}-"))
     try:
         rootfs = work / "rootfs"
         progress("copying the base root filesystem")
@@ -220,12 +244,12 @@ def build(recipe: Recipe, cache_dir: Path, progress: Progress = lambda _m: None)
              "mkfs.ext4")
         _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(work / "disk.qcow2")], "qemu-img convert")
         raw.unlink()
-        shutil.rmtree(rootfs)
+        _remove_tree(rootfs)
         (work / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2) + "\n")
         (work / "complete").write_text(image.key + "\n")
         os.chmod(work, 0o755)
-        shutil.rmtree(image.directory, ignore_errors=True)
+        _remove_tree(image.directory)
         os.rename(work, image.directory)  # atomic: a cache entry is whole or absent
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _remove_tree(work)
     return image, True
