@@ -10,10 +10,10 @@ from typing import Optional
 import libvirt
 import typer
 
-from . import __version__, config as configuration, labhost
+from . import __version__, config as configuration, lab as labs, labhost
 from .errors import SwarmlabError
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
                   help="Docker Swarm training labs on a libvirt host.")
 host_app = typer.Typer(no_args_is_help=True, help="The embedded lab host: libvirtd, lab network, PowerDNS.")
 template_app = typer.Typer(no_args_is_help=True, help="The Debian 12 template VM that nodes are cloned from.")
@@ -147,6 +147,136 @@ def show_config(as_json: bool = JsonOption):
     else:
         for key, value in data.items():
             typer.echo(f"{key:<13} {value}")
+
+
+class NodeBoard:
+    """One line per node with its phase (clone, boot, lease, dns, ssh, ready): a live table on a
+    terminal, one log line per change otherwise."""
+
+    def __init__(self, enabled: bool = True):
+        from rich.console import Console
+        self.console = Console(stderr=True)
+        self.live = None
+        self.rows: dict[str, tuple[str, str, float]] = {}
+        self.enabled = enabled
+        self.started = time.monotonic()
+
+    def __enter__(self):
+        if self.enabled and self.console.is_terminal:
+            from rich.live import Live
+            self.live = Live(self._table(), console=self.console, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live:
+            self.live.update(self._table())
+            self.live.__exit__(*exc)
+
+    def _table(self):
+        from rich.table import Table
+        table = Table(box=None, header_style="bold")
+        for col in ("node", "phase", "detail", "since start"):
+            table.add_column(col)
+        for node, (phase, detail, at) in self.rows.items():
+            steps = " ".join(("●" if labs.PHASES.index(p) <= labs.PHASES.index(phase) else "○") for p in labs.PHASES)
+            table.add_row(node, f"{steps} {phase}", detail, f"{at:5.1f}s")
+        return table
+
+    def __call__(self, node: str, phase: str, detail: str) -> None:
+        at = time.monotonic() - self.started
+        self.rows[node] = (phase, detail, at)
+        if not self.enabled:
+            return
+        if self.live:
+            self.live.update(self._table())
+        else:
+            typer.echo(f"[{at:6.1f}s] {node}: {phase} {detail}".rstrip(), err=True)
+
+
+LabOption = typer.Option(None, "--lab", help="Lab name (default: [nodes] lab in swarmlab.toml).")
+
+
+@app.command()
+def up(count: int = typer.Argument(..., metavar="N", help="Number of nodes the lab should have."),
+       lab: Optional[str] = LabOption,
+       template: Optional[str] = typer.Option(None, "--template", help="Template domain (default: [libvirt] template)."),
+       prefix: Optional[str] = typer.Option(None, "--prefix", help="Node name prefix (default: swr, as in swr1)."),
+       as_json: bool = JsonOption):
+    """Create and boot N linked clones in parallel, reserve their addresses, register their DNS
+    names and wait for SSH. Rerunning converges; a larger N adds nodes."""
+    _enter_host()
+    config = ctx.config
+    if template:
+        import dataclasses
+        config = dataclasses.replace(config, template=template)
+    name = lab or config.lab
+    started = time.monotonic()
+    with NodeBoard(enabled=True) as board:
+        result = labs.up(config, count, name, prefix or config.prefix, board)
+    seconds = round(time.monotonic() - started, 1)
+    if as_json:
+        _emit_json({"lab": result.name, "seconds": seconds,
+                    "nodes": [{"node": n.name, "domain": n.domain, "ip": n.ip, "dns": n.fqdn, "mac": n.mac}
+                              for n in result.nodes]})
+        return
+    for n in result.nodes:
+        typer.echo(f"{n.name:<8} {n.ip:<15} {n.fqdn}")
+    typer.echo(f"lab {result.name}: {len(result.nodes)} nodes ready in {seconds:.1f} s")
+
+
+@app.command()
+def status(lab: Optional[str] = LabOption, as_json: bool = JsonOption):
+    """One row per node: domain state, IP, DNS name, whether SSH answers. Exit 3 if the lab does not exist."""
+    _enter_host()
+    data = labs.status(ctx.config, lab or ctx.config.lab)
+    if as_json:
+        _emit_json(data)
+        return
+    typer.echo(f"{'NODE':<8} {'STATE':<10} {'IP':<15} {'DNS':<40} SSH")
+    for row in data["nodes"]:
+        dns_mark = "" if row["dns_ip"] == row["ip"] else f" (DNS says {row['dns_ip'] or 'nothing'})"
+        typer.echo(f"{row['node']:<8} {row['state']:<10} {row['ip']:<15} {row['dns'] + dns_mark:<40} "
+                   f"{'yes' if row['ssh'] else 'no'}")
+    if data.get("dns_error"):
+        typer.echo(f"DNS: {data['dns_error']}", err=True)
+
+
+@app.command()
+def down(lab: Optional[str] = LabOption,
+         yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+         as_json: bool = JsonOption):
+    """Remove the lab's domains, volumes, DHCP reservations, DNS records and known_hosts. Idempotent."""
+    _enter_host()
+    name = lab or ctx.config.lab
+    if not yes:
+        if not sys.stdin.isatty():
+            raise configuration.ConfigError(f"`down` removes every node of lab {name}: pass --yes to confirm")
+        typer.confirm(f"Remove lab {name} and everything in it?", abort=True)
+    removed = labs.down(ctx.config, name, ctx.progress)
+    if as_json:
+        _emit_json({"lab": name, "removed": removed})
+        return
+    if not removed:
+        typer.echo(f"lab {name} does not exist; nothing to remove")
+        return
+    for item in removed:
+        typer.echo(f"- {item}")
+    typer.echo(f"lab {name} is gone")
+
+
+@app.command("ls")
+def list_labs(as_json: bool = JsonOption):
+    """All labs on this host, with node counts and states."""
+    _enter_host()
+    data = labs.list_labs(ctx.config)
+    if as_json:
+        _emit_json(data)
+        return
+    if not data:
+        typer.echo("no labs; create one with `swarmlab up 3`")
+    for row in data:
+        typer.echo(f"{row['lab']:<16} {row['nodes']} nodes, {row['running']} running ({', '.join(row['states'])})")
 
 
 def main() -> None:

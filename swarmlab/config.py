@@ -84,6 +84,12 @@ def _cidr(value):
     return net
 
 
+def _host_port(value):
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9.-]+:\d{1,5}$", value):
+        raise ValueError("HOST:PORT of the server that answers for the zone, such as 127.0.0.1:5300")
+    return value
+
+
 def _path(value):
     if not isinstance(value, str) or not value:
         raise ValueError("a file system path")
@@ -107,6 +113,7 @@ class Config:
     api_url: str = "http://127.0.0.1:8081"
     api_key_file: Path | None = None
     ttl: int = 600
+    nameserver: str | None = None  # host:port that answers for the zone; default: the embedded one
     # [ssh]
     ssh_user: str = "root"
     ssh_key: Path | None = None
@@ -114,7 +121,8 @@ class Config:
     vcpus: int = 1
     memory_mib: int = 1024
     max_nodes: int = 9
-    lab: str = "lab"
+    lab: str = "demo"
+    boot_timeout: int = 300
     prefix: str = "swr"
     # [host]: the embedded lab host that `swarmlab host up` runs
     namespace: str = "swarmlab"
@@ -130,6 +138,11 @@ class Config:
     @property
     def ssh_key_path(self) -> Path:
         return self.ssh_key or self.state_dir / "id_ed25519"
+
+    @property
+    def dns_server(self) -> tuple[str, int]:
+        host, port = (self.nameserver or f"127.0.0.1:{self.dns_port}").rsplit(":", 1)
+        return host, int(port)
 
     @property
     def template_pool(self) -> str:
@@ -196,6 +209,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "api_url": ("api_url", _url),
         "api_key_file": ("api_key_file", _optional_path),
         "ttl": ("ttl", _int_range(1, 86400)),
+        "nameserver": ("nameserver", _host_port),
     },
     "ssh": {
         "user": ("ssh_user", _label),
@@ -206,6 +220,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "memory_mib": ("memory_mib", _int_range(256, 262144)),
         "max": ("max_nodes", _int_range(1, 64)),
         "lab": ("lab", _label),
+        "boot_timeout": ("boot_timeout", _int_range(10, 3600)),
         "prefix": ("prefix", _label),
     },
     "host": {

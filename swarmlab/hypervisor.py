@@ -212,6 +212,43 @@ class Hypervisor:
         return {lease["mac"].lower(): lease["ipaddr"] for lease in net.DHCPLeases()
                 if lease.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4}
 
+    def dhcp_reservations(self, network: str) -> dict[str, str]:
+        """MAC -> IP of the network's <dhcp><host> entries."""
+        net = self._network(network)
+        if net is None:
+            return {}
+        root = ET.fromstring(net.XMLDesc())
+        return {h.get("mac").lower(): h.get("ip") for h in root.findall("ip/dhcp/host") if h.get("mac")}
+
+    def _update_dhcp_host(self, network: str, command: int, host_xml: str) -> None:
+        net = self._network(network)
+        if net is None:
+            raise NotFound(f"network {network} not found")
+        if _ownership(net.XMLDesc()) is None:
+            raise Refused(f"network {network} was not created by swarmlab; not changing its DHCP hosts")
+        flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+        if net.isActive():
+            flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+        try:
+            net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, host_xml, flags)
+        except libvirt.libvirtError as e:
+            raise HypervisorError(f"updating DHCP hosts of {network} failed: {e.get_error_message()}") from None
+
+    def add_reservation(self, network: str, mac: str, ip: str, name: str) -> None:
+        """A fixed MAC -> IP, so a node keeps its address across destroy/start."""
+        if self.dhcp_reservations(network).get(mac.lower()) == ip:
+            return
+        self._update_dhcp_host(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+                               f"<host mac='{mac}' name='{name}' ip='{ip}'/>")
+
+    def remove_reservation(self, network: str, mac: str) -> bool:
+        ip = self.dhcp_reservations(network).get(mac.lower())
+        if ip is None:
+            return False
+        self._update_dhcp_host(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
+                               f"<host mac='{mac}' ip='{ip}'/>")
+        return True
+
     # --- storage ----------------------------------------------------------------------------
     def ensure_pool(self, name: str, path: Path) -> list[str]:
         """A directory pool swarmlab owns (pools carry no metadata; the name and path say it)."""

@@ -1,0 +1,425 @@
+"""Labs: `up N`, `status`, `down`, `ls`. Orchestrates hypervisor, dns and remote.
+
+A lab is plain data: a name and its nodes (domain, volume, MAC, IP, DNS name). Before any
+resource is made, the plan is written to a journal (<state_dir>/labs/<lab>/lab.json), so a
+run killed at any point leaves only resources that the journal or libvirt's ownership
+metadata names: a rerun of `up` finishes them and `down` removes them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import json
+import os
+import shutil
+import time
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import dns.message
+import dns.query
+import dns.rdatatype
+
+from . import labhost
+from .config import Config, is_dns_label
+from .dns import DnsError, canonical
+from .errors import NotFound, Refused, SwarmlabError
+from .hypervisor import Hypervisor, derive_clone_xml, random_mac
+from .remote import RemoteError, SshTarget, port_open, run, wait_for_ssh
+
+PHASES = ("clone", "boot", "lease", "dns", "ssh", "ready")
+MIN_FREE_PER_NODE = 512 << 20  # an overlay grows to ~60 MB at boot; leave room for images
+
+# progress(node, phase, detail)
+NodeProgress = Callable[[str, str, str], None]
+
+
+class LabError(SwarmlabError):
+    pass
+
+
+@dataclass
+class Node:
+    name: str  # the guest's hostname: swr1
+    domain: str  # libvirt domain: <lab>-swr1
+    volume: str
+    mac: str
+    ip: str
+    fqdn: str  # swr1.<lab>.<zone>
+
+
+@dataclass
+class Lab:
+    name: str
+    nodes: list[Node] = field(default_factory=list)
+
+    def node(self, name: str) -> Node | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+
+def fqdn(config: Config, lab: str, node: str) -> str:
+    return canonical(f"{node}.{lab}.{config.zone}")
+
+
+def lab_dir(config: Config, lab: str) -> Path:
+    return config.state_dir / "labs" / lab
+
+
+def known_hosts(config: Config, lab: str) -> Path:
+    return lab_dir(config, lab) / "known_hosts"
+
+
+# --- journal and locks ----------------------------------------------------------------------
+def load_journal(config: Config, lab: str) -> Lab | None:
+    try:
+        data = json.loads((lab_dir(config, lab) / "lab.json").read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        raise LabError(f"{lab_dir(config, lab) / 'lab.json'} is corrupt: run `swarmlab down --lab {lab} --yes`") from None
+    return Lab(data["name"], [Node(**n) for n in data["nodes"]])
+
+
+def save_journal(config: Config, lab: Lab) -> None:
+    path = lab_dir(config, lab.name) / "lab.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(lab), indent=2) + "\n")
+    tmp.replace(path)  # atomic, so a kill never leaves half a journal
+
+
+@contextmanager
+def _flock(path: Path, what: str) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise Refused(f"{what} is busy: another swarmlab command (pid {holder}) works on it; "
+                          "wait for it to finish") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield  # the kernel drops the lock when the process dies, even on SIGKILL
+
+
+def lab_lock(config: Config, lab: str):
+    return _flock(config.state_dir / "locks" / f"lab-{lab}.lock", f"lab {lab}")
+
+
+# --- validation -----------------------------------------------------------------------------
+def check_names(config: Config, lab: str, prefix: str) -> None:
+    if not is_dns_label(lab) or len(lab) > 40:
+        raise LabError(f"lab name {lab!r} is not a DNS label: use lowercase letters, digits and '-', "
+                       "at most 40 characters (e.g. --lab group1)")
+    if not is_dns_label(prefix) or len(prefix) > 20 or prefix[-1].isdigit():
+        raise LabError(f"prefix {prefix!r} is not a DNS label that can take a number: use lowercase letters, "
+                       "digits and '-', not ending in a digit (e.g. --prefix swr)")
+
+
+def check_count(config: Config, count: int) -> None:
+    if not 1 <= count <= config.max_nodes:
+        raise LabError(f"node count {count} is out of range: use 1 to {config.max_nodes} "
+                       "(raise [nodes] max in swarmlab.toml for more)")
+
+
+def preflight(config: Config, hv: Hypervisor, new_nodes: int) -> str:
+    """Everything `up` needs, checked before any VM exists. Returns the template's disk path."""
+    template = hv.domain_state(config.template)
+    if template is None:
+        raise NotFound(f"template {config.template} not found: run `swarmlab template build` "
+                       "or set [libvirt] template")
+    if template.running:
+        raise Refused(f"template {config.template} is {template.state}: shut it down first "
+                      f"(`virsh shutdown {config.template}`); clones need an unchanging backing disk")
+    disk = hv.disk_path(config.template)
+    if disk is None:
+        raise NotFound(f"the disk of template {config.template} is missing: run `swarmlab template build`")
+    net = hv.network_state(config.network)
+    if not net.active:
+        raise LabError(f"network {config.network} is {'inactive' if net.exists else 'missing'}: "
+                       "run `swarmlab host up`")
+    if not net.dhcp_ranges:
+        raise LabError(f"network {config.network} has no DHCP range: nodes could not get addresses")
+    try:
+        client = labhost.pdns_client(config)
+        if not client.zone_exists(config.zone):
+            raise LabError(f"zone {config.zone} is missing in PowerDNS: run `swarmlab host up`")
+    except DnsError as e:
+        raise LabError(f"{e} (checked before creating any VM)") from None
+    if new_nodes:
+        pool_dir = Path(ET.fromstring(hv.pool(config.node_pool).XMLDesc()).findtext("target/path"))
+        free = shutil.disk_usage(pool_dir).free
+        if free < new_nodes * MIN_FREE_PER_NODE:
+            raise LabError(f"not enough free disk in {pool_dir}: {free >> 20} MiB free, "
+                           f"{new_nodes * MIN_FREE_PER_NODE >> 20} MiB needed for {new_nodes} overlays")
+    return disk
+
+
+def _free_ips(config: Config, used: set[str], count: int) -> list[str]:
+    """Reserved addresses come from below the DHCP range, so they never meet a dynamic lease."""
+    start = ipaddress.IPv4Address(str(config.gateway)) + 9
+    end = ipaddress.IPv4Address(str(config.dhcp_range[0]))
+    free = [str(ip) for ip in config.cidr.hosts() if start <= ip < end and str(ip) not in used]
+    if len(free) < count:
+        raise LabError(f"network {config.network} has only {len(free)} addresses left for reservations")
+    return free[:count]
+
+
+# --- discovery ------------------------------------------------------------------------------
+def owned_nodes(hv: Hypervisor, lab: str) -> list:
+    return [d for d in hv.owned_domains() if d.owner.get("role") == "node" and d.owner.get("lab") == lab]
+
+
+def find_lab(config: Config, hv: Hypervisor, lab: str) -> Lab | None:
+    """The lab from its journal, completed by what libvirt's metadata says belongs to it."""
+    journal = load_journal(config, lab)
+    domains = owned_nodes(hv, lab)
+    if journal is None and not domains:
+        return None
+    found = journal or Lab(lab)
+    for d in domains:
+        if not any(n.domain == d.name for n in found.nodes):
+            o = d.owner
+            found.nodes.append(Node(o.get("node", d.name), d.name, o.get("volume", f"{d.name}.qcow2"),
+                                    o.get("mac", ""), o.get("ip", ""), fqdn(config, lab, o.get("node", d.name))))
+    found.nodes.sort(key=lambda n: (len(n.name), n.name))
+    return found
+
+
+def all_labs(config: Config, hv: Hypervisor) -> list[str]:
+    names = {d.owner["lab"] for d in hv.owned_domains() if d.owner.get("role") == "node" and "lab" in d.owner}
+    labs_root = config.state_dir / "labs"
+    if labs_root.is_dir():
+        names |= {p.name for p in labs_root.iterdir() if (p / "lab.json").exists()}
+    return sorted(names)
+
+
+# --- up -------------------------------------------------------------------------------------
+def _dns_answers(config: Config, name: str) -> set[str]:
+    host, port = config.dns_server
+    try:
+        reply = dns.query.udp(dns.message.make_query(name, "A"), host, port=port, timeout=3)
+    except Exception:  # timeouts and socket errors: treated as "not yet"
+        return set()
+    return {rr.address for rrset in reply.answer if rrset.rdtype == dns.rdatatype.A for rr in rrset}
+
+
+def _create_node(config: Config, hv: Hypervisor, lab: str, node: Node, template_xml: str, backing: str) -> None:
+    """Idempotent: each step checks what a killed earlier run may already have done."""
+    if hv.domain_state(node.domain) is None:
+        try:
+            hv.volume_path(config.node_pool, node.volume)
+        except NotFound:
+            hv.create_overlay(config.node_pool, node.volume, backing)
+        owner = {"role": "node", "lab": lab, "node": node.name, "volume": node.volume, "mac": node.mac,
+                 "ip": node.ip, "template": config.template}
+        hv.define_domain(derive_clone_xml(template_xml, node.domain, node.mac, config.node_pool, node.volume,
+                                          owner, hostname=node.name))
+    if hv.network_state(config.network).owner is not None:
+        hv.add_reservation(config.network, node.mac, node.ip, node.name)
+
+
+def _wait_lease(config: Config, hv: Hypervisor, node: Node) -> str:
+    deadline = time.monotonic() + config.boot_timeout
+    while time.monotonic() < deadline:
+        ip = hv.dhcp_leases(config.network).get(node.mac)
+        if ip:
+            return ip
+        if not hv.domain_state(node.domain).running:
+            raise LabError(f"{node.name} ({node.domain}) stopped while booting: see `virsh console {node.domain}`")
+        time.sleep(1)
+    raise LabError(f"{node.name} got no DHCP lease within {config.boot_timeout} s (MAC {node.mac}, network "
+                   f"{config.network}): check `virsh console {node.domain}` and `virsh net-dhcp-leases {config.network}`")
+
+
+def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress = lambda *_: None) -> Lab:
+    check_names(config, lab, prefix)
+    check_count(config, count)
+    hv = Hypervisor(config.uri)
+    try:
+        with lab_lock(config, lab):
+            existing = find_lab(config, hv, lab)
+            have = existing.nodes if existing else []
+            if len(have) > count:
+                raise Refused(f"lab {lab} has {len(have)} nodes; `up {count}` would have to remove some: "
+                              f"run `swarmlab down --lab {lab}` first, or `up {len(have)}` or more")
+            if have and any(not n.name.startswith(prefix) for n in have):
+                raise Refused(f"lab {lab} already uses prefix {have[0].name.rstrip('0123456789')}; "
+                              "a lab has one prefix")
+            backing = preflight(config, hv, count - len(have))
+            template_xml = hv.domain_xml(config.template)
+
+            with _flock(config.state_dir / "locks" / "addresses.lock", "address allocation"):
+                used = set(hv.dhcp_reservations(config.network).values()) | {n.ip for n in have}
+                ips = iter(_free_ips(config, used, count - len(have)))
+                plan = Lab(lab, list(have))
+                taken = {n.name for n in have}
+                index = 1
+                while len(plan.nodes) < count:
+                    name = f"{prefix}{index}"
+                    index += 1
+                    if name in taken:
+                        continue
+                    plan.nodes.append(Node(name, f"{lab}-{name}", f"{lab}-{name}.qcow2", random_mac(),
+                                           next(ips), fqdn(config, lab, name)))
+                save_journal(config, plan)  # from here on, `down` knows every resource we may make
+                for node in plan.nodes:
+                    progress(node.name, "clone", node.domain)
+                    _create_node(config, hv, lab, node, template_xml, backing)
+
+            def boot(node: Node) -> None:
+                progress(node.name, "boot", "")
+                hv.start(node.domain)
+                progress(node.name, "lease", node.mac)
+                ip = _wait_lease(config, hv, node)
+                if ip != node.ip:
+                    node.ip = ip  # a network swarmlab does not own hands out its own addresses
+                progress(node.name, "lease", ip)
+
+            _parallel(boot, plan.nodes)
+            save_journal(config, plan)
+
+            for node in plan.nodes:
+                progress(node.name, "dns", node.fqdn)
+            client = labhost.pdns_client(config)
+            client.replace_a(config.zone, {n.fqdn: n.ip for n in plan.nodes}, config.ttl)
+            client.rectify(config.zone)
+            deadline = time.monotonic() + 30
+            pending = {n.fqdn: n.ip for n in plan.nodes}
+            while pending and time.monotonic() < deadline:
+                pending = {name: ip for name, ip in pending.items() if _dns_answers(config, name) != {ip}}
+                if pending:
+                    time.sleep(0.5)
+            if pending:
+                host, port = config.dns_server
+                raise LabError(f"{host}:{port} does not answer {', '.join(pending)} with the registered "
+                               "addresses: check [dns] nameserver and PowerDNS")
+
+            def reach(node: Node) -> None:
+                progress(node.name, "ssh", node.ip)
+                conn = wait_for_ssh(ssh_target(config, lab, node), config.boot_timeout)
+                try:
+                    hostname = run(conn, "hostname", timeout=30).strip()
+                finally:
+                    conn.close()
+                if hostname != node.name:
+                    raise LabError(f"{node.name} at {node.ip} calls itself {hostname!r}: the template must take "
+                                   "its hostname from the kernel command line (systemd.hostname=)")
+                progress(node.name, "ready", node.ip)
+
+            _parallel(reach, plan.nodes)
+            return plan
+    finally:
+        hv.close()
+
+
+def _parallel(work: Callable[[Node], None], nodes: list[Node]) -> None:
+    """Runs work per node at once (one shared libvirt connection: libvirt's is thread-safe);
+    raises the first failure after all have finished."""
+    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+        futures = [pool.submit(work, n) for n in nodes]
+    errors = [f.exception() for f in futures if f.exception()]
+    if errors:
+        raise errors[0]
+
+
+def ssh_target(config: Config, lab: str, node: Node) -> SshTarget:
+    return SshTarget(node.ip, config.ssh_user, config.ssh_key_path, known_hosts(config, lab))
+
+
+# --- status / ls ----------------------------------------------------------------------------
+def status(config: Config, lab: str) -> dict:
+    hv = Hypervisor(config.uri)
+    try:
+        found = find_lab(config, hv, lab)
+        if found is None:
+            raise NotFound(f"lab {lab} does not exist: `swarmlab ls` lists the labs, `swarmlab up N --lab {lab}` makes it")
+        leases = hv.dhcp_leases(config.network)
+        try:
+            records = {r.name: r.ip for r in labhost.pdns_client(config).list_a(config.zone)}
+            dns_error = None
+        except SwarmlabError as e:
+            records, dns_error = {}, str(e)
+        rows = []
+        for node in found.nodes:
+            state = hv.domain_state(node.domain)
+            running = bool(state and state.running)
+            ip = leases.get(node.mac) or node.ip
+            rows.append({"node": node.name, "domain": node.domain, "state": state.state if state else "missing",
+                         "ip": ip if running else node.ip, "lease": bool(leases.get(node.mac)),
+                         "dns": node.fqdn, "dns_ip": records.get(node.fqdn),
+                         "ssh": running and port_open(ip, 22, timeout=1.5)})
+        result = {"lab": lab, "nodes": rows}
+        if dns_error:
+            result["dns_error"] = dns_error
+        return result
+    finally:
+        hv.close()
+
+
+def list_labs(config: Config) -> list[dict]:
+    hv = Hypervisor(config.uri)
+    try:
+        out = []
+        for name in all_labs(config, hv):
+            found = find_lab(config, hv, name)
+            states = [(hv.domain_state(n.domain) or None) for n in found.nodes]
+            out.append({"lab": name, "nodes": len(found.nodes),
+                        "running": sum(1 for s in states if s and s.running),
+                        "states": sorted({s.state if s else "missing" for s in states})})
+        return out
+    finally:
+        hv.close()
+
+
+# --- down -----------------------------------------------------------------------------------
+def down(config: Config, lab: str, progress: Callable[[str], None] = lambda _m: None) -> list[str]:
+    """Removes exactly what the journal and the ownership metadata say belongs to the lab."""
+    if not is_dns_label(lab):
+        raise LabError(f"lab name {lab!r} is not a DNS label")
+    hv = Hypervisor(config.uri)
+    removed: list[str] = []
+    try:
+        with lab_lock(config, lab):
+            found = find_lab(config, hv, lab)
+            if found is None:
+                return []
+            network_owned = hv.network_state(config.network).owner is not None
+            for node in found.nodes:
+                state = hv.domain_state(node.domain)
+                if state is not None:
+                    if state.owner is None or state.owner.get("lab") != lab:
+                        raise Refused(f"domain {node.domain} does not belong to lab {lab}; leaving it alone")
+                    progress(f"removing {node.domain}")
+                    hv.undefine(node.domain)
+                    removed.append(f"domain {node.domain}")
+                if hv.delete_volume(config.node_pool, node.volume):
+                    removed.append(f"volume {node.volume}")
+                if network_owned and node.mac and hv.remove_reservation(config.network, node.mac):
+                    removed.append(f"reservation {node.mac} -> {node.ip}")
+            names = [n.fqdn for n in found.nodes]
+            if names:
+                client = labhost.pdns_client(config)
+                present = {r.name for r in client.list_a(config.zone)}
+                ours = [n for n in names if n in present]
+                if ours:
+                    client.delete_a(config.zone, ours)
+                    client.rectify(config.zone)
+                    removed += [f"record {n}" for n in ours]
+            directory = lab_dir(config, lab)
+            if (directory / "known_hosts").exists():
+                removed.append(f"known_hosts of {lab}")
+            shutil.rmtree(directory, ignore_errors=True)
+        return removed
+    finally:
+        hv.close()
+
