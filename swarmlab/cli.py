@@ -38,14 +38,18 @@ def _emit_json(data) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(config: Optional[str] = typer.Option(None, "--config", "-c", metavar="FILE",
                                                help="swarmlab.toml to use (else $SWARMLAB_CONFIG, ./swarmlab.toml, "
                                                     "/etc/swarmlab/swarmlab.toml, built-in defaults)."),
-          version: bool = typer.Option(False, "--version", help="Print the version and exit.")):
-    if version:
-        typer.echo(__version__)
-        raise typer.Exit()
+          version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print the version and exit.")):
     ctx.config = configuration.load(config)
 
 
@@ -222,7 +226,7 @@ def up(count: int = typer.Argument(..., metavar="N", help="Number of nodes the l
         return
     for n in result.nodes:
         typer.echo(f"{n.name:<8} {n.ip:<15} {n.fqdn}")
-    typer.echo(f"lab {result.name}: {len(result.nodes)} nodes ready in {seconds:.1f} s")
+    typer.echo(f"lab {result.name}: {len(result.nodes)} node{'s' if len(result.nodes) != 1 else ''} ready in {seconds:.1f} s")
 
 
 @app.command()
@@ -279,9 +283,19 @@ def list_labs(as_json: bool = JsonOption):
         typer.echo(f"{row['lab']:<16} {row['nodes']} nodes, {row['running']} running ({', '.join(row['states'])})")
 
 
+# Typer keeps its click private; its public BadParameter derives from click's ClickException.
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def main() -> None:
     try:
-        app()
+        code = app(prog_name="swarmlab", standalone_mode=False)
+    except typer.Abort:  # Ctrl-C (click turns KeyboardInterrupt into Abort) or a "no" at a prompt
+        typer.echo("swarmlab: interrupted; rerun the command to finish it, or undo it with `down`", err=True)
+        sys.exit(130)
+    except ClickException as e:  # usage errors: click's own short message, exit 2
+        e.show()
+        sys.exit(e.exit_code)
     except SwarmlabError as e:
         typer.echo(f"swarmlab: {e}", err=True)
         sys.exit(e.exit_code)
@@ -289,5 +303,6 @@ def main() -> None:
         typer.echo(f"swarmlab: libvirt: {e.get_error_message()}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        typer.echo("swarmlab: interrupted; rerun the command to finish, or undo with `down`", err=True)
+        typer.echo("swarmlab: interrupted; rerun the command to finish it, or undo it with `down`", err=True)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

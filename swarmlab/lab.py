@@ -9,10 +9,12 @@ metadata names: a rerun of `up` finishes them and `down` removes them.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import ipaddress
 import json
 import os
 import shutil
+import threading
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
@@ -29,11 +31,14 @@ from . import labhost
 from .config import Config, is_dns_label
 from .dns import DnsError, canonical
 from .errors import NotFound, Refused, SwarmlabError
-from .hypervisor import Hypervisor, derive_clone_xml, random_mac
+from .hypervisor import Hypervisor, derive_clone_xml
 from .remote import RemoteError, SshTarget, port_open, run, wait_for_ssh
 
 PHASES = ("clone", "boot", "lease", "dns", "ssh", "ready")
 MIN_FREE_PER_NODE = 512 << 20  # an overlay grows to ~60 MB at boot; leave room for images
+
+# Set on Ctrl-C so that the per-node waits in worker threads stop at once.
+_cancelled = threading.Event()
 
 # progress(node, phase, detail)
 NodeProgress = Callable[[str, str, str], None]
@@ -164,14 +169,41 @@ def preflight(config: Config, hv: Hypervisor, new_nodes: int) -> str:
     return disk
 
 
-def _free_ips(config: Config, used: set[str], count: int) -> list[str]:
+def _static_range(config: Config) -> list[str]:
     """Reserved addresses come from below the DHCP range, so they never meet a dynamic lease."""
     start = ipaddress.IPv4Address(str(config.gateway)) + 9
     end = ipaddress.IPv4Address(str(config.dhcp_range[0]))
-    free = [str(ip) for ip in config.cidr.hosts() if start <= ip < end and str(ip) not in used]
-    if len(free) < count:
-        raise LabError(f"network {config.network} has only {len(free)} addresses left for reservations")
-    return free[:count]
+    return [str(ip) for ip in config.cidr.hosts() if start <= ip < end]
+
+
+def stable_mac(taken: set[str], *identity: str) -> str:
+    """The same MAC for the same network/lab/node every time. dnsmasq keeps a lease for an
+    hour after its VM is gone and will not hand that address to another MAC; a recreated
+    node with its old MAC gets its old address back (and a class sees the same IPs)."""
+    for attempt in range(1000):
+        digest = hashlib.sha256("/".join([*identity, str(attempt)]).encode()).digest()
+        mac = "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+        if mac not in taken:
+            return mac
+    raise LabError("no free MAC address found")  # 1000 collisions in 2^24: not in practice
+
+
+def assign_addresses(config: Config, nodes: list[tuple[str, str]], reserved: dict[str, str],
+                     leases: dict[str, str]) -> list[str]:
+    """An IP per (name, mac): the one a lingering lease of that MAC holds if it is free,
+    else the lowest address that is neither reserved nor leased to another MAC."""
+    static = _static_range(config)
+    busy = set(reserved.values()) | set(leases.values())
+    out = []
+    for _name, mac in nodes:
+        ip = leases.get(mac)
+        if ip not in static or ip in reserved.values() or ip in out:
+            ip = next((a for a in static if a not in busy and a not in out), None)
+        if ip is None:
+            raise LabError(f"network {config.network} has no address left for reservations "
+                           f"({len(static)} in {static[0]}-{static[-1]}, all reserved or leased)")
+        out.append(ip)
+    return out
 
 
 # --- discovery ------------------------------------------------------------------------------
@@ -230,7 +262,7 @@ def _create_node(config: Config, hv: Hypervisor, lab: str, node: Node, template_
 
 def _wait_lease(config: Config, hv: Hypervisor, node: Node) -> str:
     deadline = time.monotonic() + config.boot_timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not _cancelled.is_set():
         ip = hv.dhcp_leases(config.network).get(node.mac)
         if ip:
             return ip
@@ -259,18 +291,19 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
             template_xml = hv.domain_xml(config.template)
 
             with _flock(config.state_dir / "locks" / "addresses.lock", "address allocation"):
-                used = set(hv.dhcp_reservations(config.network).values()) | {n.ip for n in have}
-                ips = iter(_free_ips(config, used, count - len(have)))
-                plan = Lab(lab, list(have))
-                taken = {n.name for n in have}
-                index = 1
-                while len(plan.nodes) < count:
-                    name = f"{prefix}{index}"
-                    index += 1
-                    if name in taken:
-                        continue
-                    plan.nodes.append(Node(name, f"{lab}-{name}", f"{lab}-{name}.qcow2", random_mac(),
-                                           next(ips), fqdn(config, lab, name)))
+                reserved = hv.dhcp_reservations(config.network)
+                reserved.update({n.mac: n.ip for n in have})
+                taken_macs = set(reserved) | {d.owner.get("mac") for d in hv.owned_domains()}
+                names = [f"{prefix}{i}" for i in range(1, count + len(have) + 1)
+                         if f"{prefix}{i}" not in {n.name for n in have}][:count - len(have)]
+                new = []
+                for name in names:
+                    mac = stable_mac(taken_macs, config.network, lab, name)
+                    taken_macs.add(mac)
+                    new.append((name, mac))
+                ips = assign_addresses(config, new, reserved, hv.dhcp_leases(config.network))
+                plan = Lab(lab, list(have) + [Node(name, f"{lab}-{name}", f"{lab}-{name}.qcow2", mac, ip,
+                                                   fqdn(config, lab, name)) for (name, mac), ip in zip(new, ips)])
                 save_journal(config, plan)  # from here on, `down` knows every resource we may make
                 for node in plan.nodes:
                     progress(node.name, "clone", node.domain)
@@ -306,7 +339,7 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
 
             def reach(node: Node) -> None:
                 progress(node.name, "ssh", node.ip)
-                conn = wait_for_ssh(ssh_target(config, lab, node), config.boot_timeout)
+                conn = wait_for_ssh(ssh_target(config, lab, node), config.boot_timeout, _cancelled.is_set)
                 try:
                     hostname = run(conn, "hostname", timeout=30).strip()
                 finally:
@@ -325,8 +358,17 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
 def _parallel(work: Callable[[Node], None], nodes: list[Node]) -> None:
     """Runs work per node at once (one shared libvirt connection: libvirt's is thread-safe);
     raises the first failure after all have finished."""
-    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
-        futures = [pool.submit(work, n) for n in nodes]
+    pool = ThreadPoolExecutor(max_workers=max(1, len(nodes)))
+    futures = [pool.submit(work, n) for n in nodes]
+    try:
+        for f in futures:
+            while not f.done():
+                time.sleep(0.1)  # wake up for Ctrl-C, which only the main thread receives
+    except KeyboardInterrupt:
+        _cancelled.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     errors = [f.exception() for f in futures if f.exception()]
     if errors:
         raise errors[0]

@@ -10,6 +10,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import paramiko
 from fabric import Connection
@@ -70,10 +71,10 @@ def port_open(host: str, port: int = 22, timeout: float = 2) -> bool:
         return False
 
 
-def wait_for_ssh(target: SshTarget, timeout: float) -> Connection:
+def wait_for_ssh(target: SshTarget, timeout: float, cancelled: Callable[[], bool] = lambda: False) -> Connection:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not cancelled():
         if port_open(target.host):
             try:
                 return connect(target)

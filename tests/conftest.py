@@ -75,7 +75,17 @@ def pdns_server(tmp_path):
         proc.wait(10)
 
 
-@pytest.fixture(scope="module")
+def pytest_collection_modifyitems(config, items):
+    """Unit and PowerDNS tests first, then the lab host lifecycle (which brings its own host up
+    and down), then the real-VM modules, which share one session lab host."""
+    def rank(item):
+        if item.get_closest_marker("vm"):
+            return 2
+        return 1 if item.module.__name__.endswith("test_labhost") else 0
+    items.sort(key=rank)
+
+
+@pytest.fixture(scope="session")
 def vm_state_dir():
     """State for real-VM tests: node volumes live here, so qemu's user must reach it
     (pytest's own tmp dirs are 0700)."""
@@ -95,3 +105,20 @@ def host_up_or_skip(config_path: Path) -> configuration.Config:
                     "run `swarmlab host down` (or stop libvirtd) before the real-component tests")
     swarmlab("host", "up", "--isolated", config=config_path, check=True)
     return config
+
+
+@pytest.fixture(scope="session")
+def vm_host(vm_state_dir):
+    """One isolated lab host with a built template for every real-VM test: (config path, config,
+    template build result). Torn down at the end of the session."""
+    import json
+    path = write_config(vm_state_dir / "swarmlab.toml", vm_state_dir / "state", nodes={"max": 6})
+    config = host_up_or_skip(path)
+    try:
+        build = swarmlab("template", "build", "--json", config=path, timeout=1200)
+        assert build.returncode == 0, build.stderr
+        yield path, config, json.loads(build.stdout)
+    finally:
+        for lab in json.loads(swarmlab("ls", "--json", config=path).stdout or "[]"):
+            swarmlab("down", "--lab", lab["lab"], "--yes", config=path)
+        swarmlab("host", "down", config=path)

@@ -110,3 +110,21 @@ def test_disk_path_is_none_when_the_disk_is_gone(hv, tmp_path):
     xml = xml.replace("<uuid>6695eb01-f6a4-8304-79aa-97f2502e193f</uuid>", "")
     hv.conn.defineXML(xml)
     assert hv.disk_path("mine") == str(disk)
+
+
+def test_addresses_avoid_lingering_leases_and_macs_are_stable():
+    from swarmlab import lab as labs
+    config = configuration.Config()
+    mac = labs.stable_mac(set(), "swarmlab", "demo", "swr1")
+    assert mac == labs.stable_mac(set(), "swarmlab", "demo", "swr1")
+    assert mac != labs.stable_mac({mac}, "swarmlab", "demo", "swr1")
+    assert mac != labs.stable_mac(set(), "swarmlab", "other", "swr1")
+    # .10 is still leased to a MAC whose VM is gone: dnsmasq would not give it to anyone else.
+    ips = labs.assign_addresses(config, [("swr1", "52:54:00:00:00:01"), ("swr2", "52:54:00:00:00:02")],
+                                reserved={"52:54:00:00:00:09": "10.77.0.11"},
+                                leases={"52:54:00:aa:aa:aa": "10.77.0.10"})
+    assert ips == ["10.77.0.12", "10.77.0.13"]
+    # A node recreated with its old MAC gets its old address back.
+    again = labs.assign_addresses(config, [("swr1", "52:54:00:00:00:01")], reserved={},
+                                  leases={"52:54:00:00:00:01": "10.77.0.42", "52:54:00:aa:aa:aa": "10.77.0.10"})
+    assert again == ["10.77.0.42"]

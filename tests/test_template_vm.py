@@ -12,28 +12,22 @@ from swarmlab import config as configuration, labhost
 from swarmlab.hypervisor import Hypervisor, derive_clone_xml, random_mac
 from swarmlab.remote import SshTarget, run, wait_for_ssh
 from swarmlab.template import BAKED_IMAGE
-from tests.conftest import host_up_or_skip, swarmlab, write_config
+from tests.conftest import swarmlab
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1500)]
 NODES = ("swl-t1", "swl-t2")
 
 
 @pytest.fixture(scope="module")
-def built(vm_state_dir):
-    path = write_config(vm_state_dir / "swarmlab.toml", vm_state_dir / "state")
-    config = host_up_or_skip(path)
-    try:
-        first = swarmlab("template", "build", "--json", config=path, timeout=1200)
-        assert first.returncode == 0, first.stderr
-        yield path, config, json.loads(first.stdout)
-    finally:
-        labhost.enter_host(config)
-        hv = Hypervisor(config.uri)
-        for name in NODES:
-            hv.undefine(name)
-            hv.delete_volume(config.node_pool, f"{name}.qcow2")
-        hv.close()
-        swarmlab("host", "down", config=path)
+def built(vm_host):
+    path, config, result = vm_host
+    yield path, config, result
+    labhost.enter_host(config)
+    hv = Hypervisor(config.uri)
+    for name in NODES:
+        hv.undefine(name)
+        hv.delete_volume(config.node_pool, f"{name}.qcow2")
+    hv.close()
 
 
 @pytest.fixture(scope="module")

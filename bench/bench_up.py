@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Benchmark: `swarmlab up 3` against the seed's manual sequence, on the current lab host.
+
+Prints figures; asserts nothing. Run as root with the lab host up and the template built:
+    .venv/bin/python bench/bench_up.py [--nodes 3]
+
+- swarmlab: `swarmlab up N --lab bench` from template-ready to every node SSH-ready.
+- seed: the article's steps, one after another: full-copy clones (what virt-clone does), virsh
+  start, poll `net-dhcp-leases` until every node has one, one DNS record per node, then ssh to
+  each node in turn.
+Both runs are torn down with `swarmlab down` afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from swarmlab import config as configuration, lab as labs, labhost  # noqa: E402
+from swarmlab.hypervisor import Hypervisor, derive_clone_xml, random_mac  # noqa: E402
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "swarmlab", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def allocated_mib(path: str) -> float:
+    info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", path],
+                                     capture_output=True, text=True, check=True).stdout)
+    return info["actual-size"] / 2**20
+
+
+def bench_swarmlab(config, nodes: int) -> tuple[float, list[float]]:
+    started = time.monotonic()
+    proc = cli("up", str(nodes), "--lab", "bench", "--json")
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        sys.exit(f"swarmlab up failed: {proc.stderr.strip().splitlines()[-1]}")
+    hv = Hypervisor(config.uri)
+    sizes = [allocated_mib(hv.volume_path(config.node_pool, n.volume))
+             for n in labs.load_journal(config, "bench").nodes]
+    hv.close()
+    return elapsed, sizes
+
+
+def bench_seed(config, nodes: int) -> dict[str, float]:
+    """The article's procedure, scripted serially with the same tools a person would type."""
+    hv = Hypervisor(config.uri)
+    template_xml = hv.domain_xml(config.template)
+    source = ET.fromstring(template_xml).find("devices/disk/source")
+    template_disk = hv.volume_path(source.get("pool"), source.get("volume"))
+    pool_dir = Path(ET.fromstring(hv.pool(config.node_pool).XMLDesc()).findtext("target/path"))
+    names = [f"seed{i}" for i in range(1, nodes + 1)]
+    macs: dict[str, str] = {}
+    marks: dict[str, float] = {}
+    started = time.monotonic()
+    for name in names:  # virt-clone: a full copy of the template disk per node
+        volume = f"bench-seed-{name}.qcow2"
+        subprocess.run(["qemu-img", "convert", "-O", "qcow2", template_disk, str(pool_dir / volume)], check=True)
+        hv.pool(config.node_pool).refresh()
+        mac = random_mac()
+        macs[mac] = name
+        hv.define_domain(derive_clone_xml(template_xml, f"bench-seed-{name}", mac, config.node_pool, volume,
+                                          {"role": "node", "lab": "bench-seed", "node": name, "volume": volume,
+                                           "mac": mac}, hostname=name))
+    marks["clone"] = time.monotonic() - started
+    for name in names:
+        subprocess.run(["virsh", "-q", "-c", config.uri, "start", f"bench-seed-{name}"], check=True,
+                       capture_output=True)
+    ips: dict[str, str] = {}
+    while len(ips) < nodes:  # `virsh net-dhcp-leases` until every node shows up
+        leases = hv.dhcp_leases(config.network)
+        ips = {macs[m]: ip for m, ip in leases.items() if m in macs}
+        time.sleep(1)
+    marks["leases"] = time.monotonic() - started
+    client = labhost.pdns_client(config)
+    for name, ip in ips.items():  # pdnsutil add-record, one per node, then rectify
+        client.replace_a(config.zone, {f"{name}.bench-seed.{config.zone}": ip}, config.ttl)
+    client.rectify(config.zone)
+    known_hosts = config.state_dir / "labs" / "bench-seed" / "known_hosts"
+    known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    for name in names:  # ssh to each node in turn, retrying until sshd answers
+        while subprocess.run(["ssh", "-i", str(config.ssh_key_path), "-o", "BatchMode=yes", "-o",
+                              f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=accept-new",
+                              "-o", "ConnectTimeout=3", f"{config.ssh_user}@{ips[name]}", "hostname"],
+                             capture_output=True).returncode != 0:
+            time.sleep(2)
+    marks["ssh"] = time.monotonic() - started
+    # Journal the records so `swarmlab down --lab bench-seed` removes them too.
+    lab = labs.find_lab(config, hv, "bench-seed")
+    for node in lab.nodes:
+        node.fqdn = f"{node.name}.bench-seed.{config.zone}"
+    labs.save_journal(config, lab)
+    hv.close()
+    return marks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=3)
+    args = parser.parse_args()
+    config = configuration.load()
+    labhost.enter_host(config)
+    for lab in ("bench", "bench-seed"):
+        cli("down", "--lab", lab, "--yes")
+    try:
+        up_seconds, sizes = bench_swarmlab(config, args.nodes)
+        cli("down", "--lab", "bench", "--yes")  # same CPU for both runs
+        seed = bench_seed(config, args.nodes)
+    finally:
+        for lab in ("bench", "bench-seed"):
+            cli("down", "--lab", lab, "--yes")
+    print(f"nodes:                          {args.nodes} ({config.vcpus} vCPU, {config.memory_mib} MiB each)")
+    print(f"swarmlab up (to all SSH-ready): {up_seconds:7.1f} s")
+    print(f"seed sequence, serial:          {seed['ssh']:7.1f} s "
+          f"(clones {seed['clone']:.1f} s, leases at {seed['leases']:.1f} s)")
+    print(f"ratio swarmlab / seed:          {up_seconds / seed['ssh']:7.2f}  (target <= 0.40)")
+    print(f"disk per node after boot:       {max(sizes):7.1f} MiB max, {sum(sizes) / len(sizes):.1f} MiB mean "
+          "(target <= 100 MiB)")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,215 @@
+"""`swarmlab up` / `status` / `down` / `ls` on real VMs (TCG) in the isolated test lab host.
+One 3-node lab is shared by the read-only checks; the destructive ones come last."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import dns.message
+import dns.query
+import dns.rdatatype
+import pytest
+
+from swarmlab import config as configuration, lab as labs, labhost
+from swarmlab.hypervisor import Hypervisor
+from swarmlab.remote import run, wait_for_ssh
+from tests.conftest import ROOT, swarmlab
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
+
+
+def resolve(server: tuple[str, int], name: str) -> set[str]:
+    reply = dns.query.udp(dns.message.make_query(name, "A"), server[0], port=server[1], timeout=3)
+    return {rr.address for rrset in reply.answer if rrset.rdtype == dns.rdatatype.A for rr in rrset}
+
+
+def leftovers(config, lab: str, macs: list[str]) -> dict:
+    """Everything of a lab a user could still find: domains, volumes, reservations, records, state."""
+    hv = Hypervisor(config.uri)
+    try:
+        return {
+            "domains": [d.name for d in hv.owned_domains() if d.owner.get("lab") == lab]
+                       + [d.name() for d in hv.conn.listAllDomains() if d.name().startswith(f"{lab}-")],
+            "volumes": [v for v in hv.pool(config.node_pool).listVolumes() if v.startswith(f"{lab}-")],
+            "reservations": [m for m in hv.dhcp_reservations(config.network) if m in macs],
+            "records": [r.name for r in labhost.pdns_client(config).list_a(config.zone)
+                        if r.name.endswith(f".{lab}.{config.zone}")],
+            "state": (labs.lab_dir(config, lab)).exists(),
+        }
+    finally:
+        hv.close()
+
+
+NOTHING = {"domains": [], "volumes": [], "reservations": [], "records": [], "state": False}
+
+
+@pytest.fixture(scope="module")
+def lab3(vm_host):
+    path, config, _ = vm_host
+    labhost.enter_host(config)
+    proc = swarmlab("up", "3", "--lab", "t1", "--json", config=path)
+    assert proc.returncode == 0, proc.stderr
+    yield path, config, json.loads(proc.stdout)
+
+
+def test_up_3_gives_three_running_owned_nodes_with_leases(lab3):
+    _, config, result = lab3
+    assert [n["node"] for n in result["nodes"]] == ["swr1", "swr2", "swr3"]
+    hv = Hypervisor(config.uri)
+    owned = labs.owned_nodes(hv, "t1")
+    assert sorted(d.name for d in owned) == ["t1-swr1", "t1-swr2", "t1-swr3"]
+    assert all(d.running for d in owned)
+    leases = hv.dhcp_leases(config.network)
+    reservations = hv.dhcp_reservations(config.network)
+    for node in result["nodes"]:
+        assert leases[node["mac"]] == node["ip"]
+        assert reservations[node["mac"]] == node["ip"]
+    hv.close()
+
+
+def test_records_resolve_through_powerdns_to_exactly_those_ips(lab3):
+    _, config, result = lab3
+    for node in result["nodes"]:
+        assert node["dns"] == f"{node['node']}.t1.{config.zone}"
+        assert resolve(config.dns_server, node["dns"]) == {node["ip"]}
+        # and through the lab network's dnsmasq, which is what the nodes themselves ask
+        assert resolve((str(config.gateway), 53), node["dns"]) == {node["ip"]}
+
+
+def test_ssh_to_each_node_prints_its_name(lab3):
+    path, config, result = lab3
+    found = labs.load_journal(config, "t1")
+    for node in found.nodes:
+        conn = wait_for_ssh(labs.ssh_target(config, "t1", node), 60)
+        assert run(conn, "hostname").strip() == node.name
+        # the lab's nodes can reach each other by their lab names
+        other = found.nodes[(found.nodes.index(node) + 1) % 3]
+        assert run(conn, f"getent hosts {other.fqdn.rstrip('.')}").split()[0] == other.ip
+        conn.close()
+    lines = labs.known_hosts(config, "t1").read_text().splitlines()
+    assert {line.split()[0] for line in lines} >= {n.ip for n in found.nodes}
+
+
+def test_status_json_agrees(lab3):
+    path, _, result = lab3
+    proc = swarmlab("status", "--lab", "t1", "--json", config=path)
+    assert proc.returncode == 0
+    rows = {r["node"]: r for r in json.loads(proc.stdout)["nodes"]}
+    for node in result["nodes"]:
+        row = rows[node["node"]]
+        assert (row["state"], row["ip"], row["dns"], row["dns_ip"], row["ssh"]) == \
+               ("running", node["ip"], node["dns"], node["ip"], True)
+    text = swarmlab("status", "--lab", "t1", config=path).stdout
+    assert "swr2" in text and result["nodes"][1]["ip"] in text
+
+
+def test_rerun_changes_nothing_and_fewer_is_refused(lab3):
+    path, config, result = lab3
+    again = swarmlab("up", "3", "--lab", "t1", "--json", config=path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["nodes"] == result["nodes"]
+    fewer = swarmlab("up", "2", "--lab", "t1", config=path)
+    assert fewer.returncode == 4
+    assert "lab t1 has 3 nodes; `up 2` would have to remove some: run `swarmlab down --lab t1` first" in fewer.stderr
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["up", "0"], 1, "node count 0 is out of range: use 1 to 6"),
+    (["up", "7"], 1, "node count 7 is out of range: use 1 to 6"),
+    (["up", "two"], 2, "'two' is not a valid integer"),
+    (["up", "1", "--lab", "Bad_Lab"], 1, "lab name 'Bad_Lab' is not a DNS label"),
+    (["up", "1", "--prefix", "node9"], 1, "prefix 'node9' is not a DNS label that can take a number"),
+    (["up", "1", "--template", "nosuch"], 3, "template nosuch not found"),
+    (["up", "1", "--template", "t1-swr1"], 4, "template t1-swr1 is running: shut it down first"),
+])
+def test_bad_input_is_one_line_and_creates_nothing(lab3, args, code, message):
+    path, config, _ = lab3
+    full = args if "--lab" in args else [*args, "--lab", "bad"]
+    proc = swarmlab(*full, config=path)
+    assert proc.returncode == code, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    lab = full[full.index("--lab") + 1]
+    assert leftovers(config, lab, []) == NOTHING
+
+
+def test_powerdns_problems_are_caught_before_any_vm(lab3, tmp_path):
+    path, config, _ = lab3
+    wrong_key = swarmlab("up", "1", "--lab", "bad", config=path, env={"SWARMLAB_PDNS_API_KEY": "wrong"})
+    assert wrong_key.returncode == 1
+    assert "PowerDNS rejected the API key" in wrong_key.stderr and "before creating any VM" in wrong_key.stderr
+    down_url = tmp_path / "down.toml"
+    down_url.write_text(path.read_text().replace(config.api_url, "http://127.0.0.1:9"))
+    unreachable = swarmlab("up", "1", "--lab", "bad", config=down_url)
+    assert "PowerDNS API at http://127.0.0.1:9 refused the connection" in unreachable.stderr
+    no_net = tmp_path / "nonet.toml"
+    no_net.write_text(path.read_text().replace(f'network = "{config.network}"', 'network = "nosuchnet"'))
+    missing = swarmlab("up", "1", "--lab", "bad", config=no_net)
+    assert "network nosuchnet is missing: run `swarmlab host up`" in missing.stderr
+    assert leftovers(config, "bad", []) == NOTHING
+
+
+def test_not_enough_disk_is_refused_before_any_vm(lab3, monkeypatch):
+    _, config, _ = lab3
+    monkeypatch.setattr(labs.shutil, "disk_usage", lambda _p: type("U", (), {"free": 100 << 20})())
+    hv = Hypervisor(config.uri)
+    with pytest.raises(labs.LabError, match="not enough free disk .* 100 MiB free, 1024 MiB needed for 2 overlays"):
+        labs.preflight(config, hv, 2)
+    hv.close()
+
+
+def test_down_of_an_unknown_lab_says_so_and_exits_0(lab3):
+    path, _, _ = lab3
+    proc = swarmlab("down", "--lab", "nosuchlab", "--yes", config=path)
+    assert proc.returncode == 0 and "lab nosuchlab does not exist; nothing to remove" in proc.stdout
+    assert swarmlab("status", "--lab", "nosuchlab", config=path).returncode == 3
+
+
+def test_second_lab_survives_the_first_labs_down_and_grows(lab3):
+    path, config, result = lab3
+    second = swarmlab("up", "1", "--lab", "t2", "--json", config=path)
+    assert second.returncode == 0, second.stderr
+    t2 = json.loads(second.stdout)["nodes"]
+    assert t2[0]["ip"] not in {n["ip"] for n in result["nodes"]}
+    listing = json.loads(swarmlab("ls", "--json", config=path).stdout)
+    assert {(r["lab"], r["nodes"], r["running"]) for r in listing} >= {("t1", 3, 3), ("t2", 1, 1)}
+
+    proc = swarmlab("down", "--lab", "t1", "--yes", config=path)
+    assert proc.returncode == 0, proc.stderr
+    assert leftovers(config, "t1", [n["mac"] for n in result["nodes"]]) == NOTHING
+    status = json.loads(swarmlab("status", "--lab", "t2", "--json", config=path).stdout)["nodes"]
+    assert status[0]["state"] == "running" and status[0]["dns_ip"] == t2[0]["ip"] and status[0]["ssh"]
+    assert Hypervisor(config.uri).dhcp_reservations(config.network)[t2[0]["mac"]] == t2[0]["ip"]
+    again = swarmlab("down", "--lab", "t1", "--yes", config=path)
+    assert again.returncode == 0 and "does not exist" in again.stdout
+
+    grown = swarmlab("up", "2", "--lab", "t2", "--json", config=path)
+    assert grown.returncode == 0, grown.stderr
+    nodes = json.loads(grown.stdout)["nodes"]
+    assert [n["node"] for n in nodes] == ["swr1", "swr2"] and nodes[0] == t2[0]
+    assert resolve(config.dns_server, nodes[1]["dns"]) == {nodes[1]["ip"]}
+
+
+def test_sigkill_during_up_then_down_leaves_nothing(lab3):
+    path, config, _ = lab3
+    env = {**os.environ, "SWARMLAB_CONFIG": str(path)}
+    proc = subprocess.Popen([sys.executable, "-m", "swarmlab", "up", "2", "--lab", "t3"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hv = Hypervisor(config.uri)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill once the VMs exist and are booting
+        if sum(d.running for d in labs.owned_nodes(hv, "t3")) == 2:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    journal = labs.load_journal(config, "t3")
+    assert journal is not None and len(journal.nodes) == 2
+    assert len(labs.owned_nodes(hv, "t3")) == 2
+    hv.close()
+    down = swarmlab("down", "--lab", "t3", "--yes", config=path)
+    assert down.returncode == 0, down.stderr
+    assert leftovers(config, "t3", [n.mac for n in journal.nodes]) == NOTHING
