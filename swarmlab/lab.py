@@ -257,7 +257,8 @@ def _create_node(config: Config, hv: Hypervisor, lab: str, node: Node, template_
         hv.define_domain(derive_clone_xml(template_xml, node.domain, node.mac, config.node_pool, node.volume,
                                           owner, hostname=node.name))
     if hv.network_state(config.network).owner is not None:
-        hv.add_reservation(config.network, node.mac, node.ip, node.name)
+        # dnsmasq matches host entries by name too: the domain name is unique on the host.
+        hv.add_reservation(config.network, node.mac, node.ip, node.domain)
 
 
 def _wait_lease(config: Config, hv: Hypervisor, node: Node) -> str:

@@ -119,7 +119,7 @@ def test_rerun_changes_nothing_and_fewer_is_refused(lab3):
 @pytest.mark.parametrize("args, code, message", [
     (["up", "0"], 1, "node count 0 is out of range: use 1 to 6"),
     (["up", "7"], 1, "node count 7 is out of range: use 1 to 6"),
-    (["up", "two"], 2, "'two' is not a valid integer"),
+    (["up", "two"], 2, "Invalid value for 'N'"),
     (["up", "1", "--lab", "Bad_Lab"], 1, "lab name 'Bad_Lab' is not a DNS label"),
     (["up", "1", "--prefix", "node9"], 1, "prefix 'node9' is not a DNS label that can take a number"),
     (["up", "1", "--template", "nosuch"], 3, "template nosuch not found"),
@@ -200,10 +200,11 @@ def test_sigkill_during_up_then_down_leaves_nothing(lab3):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     hv = Hypervisor(config.uri)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # kill once the VMs exist and are booting
+    while time.monotonic() < deadline and proc.poll() is None:  # kill once the VMs are booting
         if sum(d.running for d in labs.owned_nodes(hv, "t3")) == 2:
             break
         time.sleep(0.2)
+    assert proc.poll() is None, "swarmlab up ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     journal = labs.load_journal(config, "t3")
