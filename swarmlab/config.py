@@ -90,6 +90,19 @@ def _host_port(value):
     return value
 
 
+def _label_list(value):
+    if not isinstance(value, list) or not all(isinstance(v, str) and re.match(r"^[a-z0-9-]+:[^=\s]+=\S*$", v)
+                                              for v in value):
+        raise ValueError('a list of "NODE:KEY=VALUE" strings such as ["swr1:env=prod"]')
+    return tuple(value)
+
+
+def _path_list(value):
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError('a list of paths to image tarballs (docker save format)')
+    return tuple(Path(v).expanduser() for v in value)
+
+
 def _path(value):
     if not isinstance(value, str) or not value:
         raise ValueError("a file system path")
@@ -124,6 +137,11 @@ class Config:
     lab: str = "demo"
     boot_timeout: int = 300
     prefix: str = "swr"
+    labels: tuple[str, ...] = ()  # NODE:KEY=VALUE, applied when the swarm forms
+    # [engine]
+    engine_install: str = "bundle"
+    engine_package: str = "docker.io"
+    engine_images: tuple[Path, ...] = ()
     # [host]: the embedded lab host that `swarmlab host up` runs
     namespace: str = "swarmlab"
     state_dir: Path = Path("/var/lib/swarmlab")
@@ -189,6 +207,8 @@ class Config:
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = [str(v) for v in value]
             out[f.name] = str(value) if isinstance(value, (Path, ipaddress.IPv4Network)) else value
         out["api_key_file"] = str(self.api_key_path)
         out["ssh_key"] = str(self.ssh_key_path)
@@ -222,6 +242,12 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "lab": ("lab", _label),
         "boot_timeout": ("boot_timeout", _int_range(10, 3600)),
         "prefix": ("prefix", _label),
+        "labels": ("labels", _label_list),
+    },
+    "engine": {
+        "install": ("engine_install", _choice("bundle", "apt")),
+        "package": ("engine_package", _label),
+        "images": ("engine_images", _path_list),
     },
     "host": {
         "namespace": ("namespace", _label),

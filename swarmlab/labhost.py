@@ -58,11 +58,17 @@ def in_netns(name: str, pid: int | str = "self") -> bool:
     return target is not None and _inode(f"/proc/{pid}/ns/net") == target
 
 
+_host_netns_fd: int | None = None  # the namespace we came from, for commands that need the internet
+
+
 def enter_netns(name: str) -> None:
     """Moves this process into the namespace. Call before any thread starts: setns applies
     to the calling thread, and threads started afterwards inherit it."""
+    global _host_netns_fd
     if in_netns(name):
         return
+    if _host_netns_fd is None:
+        _host_netns_fd = os.open("/proc/self/ns/net", os.O_RDONLY)
     fd = os.open(netns_path(name), os.O_RDONLY)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -71,6 +77,15 @@ def enter_netns(name: str) -> None:
             raise HostError(f"cannot enter network namespace {name}: {os.strerror(err)} (swarmlab needs root)")
     finally:
         os.close(fd)
+
+
+def run_in_host_netns(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    """Runs a command in the network namespace swarmlab started in (apt needs the mirror,
+    which the lab namespace cannot reach)."""
+    if _host_netns_fd is not None:
+        cmd = ["nsenter", f"--net=/proc/self/fd/{_host_netns_fd}", *cmd]
+        kw["pass_fds"] = (_host_netns_fd,)
+    return subprocess.run(cmd, **kw)
 
 
 def _netns_cmd(namespace: str | None, cmd: list[str]) -> list[str]:

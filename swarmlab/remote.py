@@ -51,15 +51,20 @@ def connect(target: SshTarget, timeout: float = 10) -> Connection:
     return conn
 
 
-def run(conn: Connection, command: str, timeout: float = 120, check: bool = True) -> str:
-    """Runs a command; returns stdout. Never echoes the command's output to our terminal."""
+def run(conn: Connection, command: str, timeout: float = 120, check: bool = True,
+        secret: str | None = None) -> str:
+    """Runs a command; returns stdout. Output is captured, never echoed. A `secret` (a join
+    token) is blanked out of any message built here."""
+    shown = command.replace(secret, "<hidden>") if secret else command
     try:
         result = conn.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
     except Exception as e:  # invoke's CommandTimedOut and transport errors
-        raise RemoteError(f"{conn.host}: `{command.split()[0]}` failed: {type(e).__name__}") from None
+        raise RemoteError(f"{conn.host}: `{shown.split()[0]}` failed: {type(e).__name__}") from None
     if check and result.exited != 0:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-        raise RemoteError(f"{conn.host}: `{command}` exited {result.exited}: {' | '.join(tail)}")
+        tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+        if secret:
+            tail = tail.replace(secret, "<hidden>")
+        raise RemoteError(f"{conn.host}: `{shown}` exited {result.exited}: {tail}")
     return result.stdout
 
 

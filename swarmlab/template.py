@@ -9,6 +9,7 @@ An unchanged recipe therefore costs only a hash and a lookup.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -184,6 +185,35 @@ def _busybox_rootfs_tar(dest: Path) -> None:
                 info = tarfile.TarInfo(f"bin/{applet}")
                 info.type, info.linkname = tarfile.SYMTYPE, "busybox"
                 tar.addfile(info)
+
+
+def image_archive(cache_dir: Path) -> Path:
+    """The baked image as a `docker save` archive, for `docker load` on nodes whose template
+    did not bake it in (an engine installed later, or the user's own template)."""
+    dest = cache_dir / "container-images" / f"busybox-{_busybox_identity()}.tar"
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    layer = dest.with_suffix(".layer.tmp")
+    _busybox_rootfs_tar(layer)
+    layer_digest = hashlib.sha256(layer.read_bytes()).hexdigest()
+    image_config = json.dumps({
+        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
+        "history": [{"created_by": "swarmlab: Debian busybox-static"}]}).encode()
+    config_name = hashlib.sha256(image_config).hexdigest() + ".json"
+    manifest = json.dumps([{"Config": config_name, "RepoTags": [BAKED_IMAGE],
+                            "Layers": [f"{layer_digest}/layer.tar"]}]).encode()
+    tmp = dest.with_suffix(".tmp")
+    with tarfile.open(tmp, "w") as tar:
+        for name, data in ((config_name, image_config), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        tar.add(layer, f"{layer_digest}/layer.tar")
+    layer.unlink()
+    tmp.replace(dest)
+    return dest
 
 
 def _customize(recipe: Recipe, rootfs: Path) -> None:

@@ -45,7 +45,7 @@ def test_values_are_read_and_normalised(tmp_path):
     ('[dns]\napi_url = "127.0.0.1:8081"\n', "[dns] api_url = '127.0.0.1:8081' is invalid; expected an http://"),
     ('[dns]\napi_key = "s3cret"\n', "[dns] api_key is not allowed inline"),
     ('[dns]\napikey_file = "/x"\n', "unknown key [dns] apikey_file; allowed: zone, api_url, api_key_file, ttl"),
-    ('[dsn]\nzone = "x."\n', "unknown section [dsn]; allowed: [libvirt], [dns], [ssh], [nodes], [host]"),
+    ('[dsn]\nzone = "x."\n', "unknown section [dsn]; allowed: [libvirt], [dns], [ssh], [nodes], [engine], [host]"),
     ('[nodes]\nprefix = "Swr_"\n', "[nodes] prefix = 'Swr_' is invalid; expected a DNS label"),
     ('[nodes\n', "not valid TOML"),
 ])
