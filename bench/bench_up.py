@@ -5,10 +5,10 @@ Prints figures; asserts nothing. Run as root with the lab host up and the templa
     .venv/bin/python bench/bench_up.py [--nodes 3]
 
 - swarmlab: `swarmlab up N --lab bench` from template-ready to every node SSH-ready.
-- seed: the article's steps, one after another: full-copy clones (what virt-clone does), virsh
-  start, poll `net-dhcp-leases` until every node has one, one DNS record per node, then ssh to
-  each node in turn.
-Both runs are torn down with `swarmlab down` afterwards.
+- seed: the article's steps, one after another: `virt-clone` (a full copy) per node, `virsh
+  start`, poll `net-dhcp-leases` until every node has one, one DNS record per node, then ssh
+  to each node in turn.
+Both runs are torn down afterwards.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from swarmlab import config as configuration, lab as labs, labhost  # noqa: E402
-from swarmlab.hypervisor import Hypervisor, derive_clone_xml, random_mac  # noqa: E402
+from swarmlab.hypervisor import Hypervisor  # noqa: E402
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -41,7 +42,7 @@ def allocated_mib(path: str) -> float:
 
 def bench_swarmlab(config, nodes: int) -> tuple[float, list[float]]:
     started = time.monotonic()
-    proc = cli("up", str(nodes), "--lab", "bench", "--json")
+    proc = cli("up", str(nodes), "--lab", "bench", "--no-swarm", "--json")
     elapsed = time.monotonic() - started
     if proc.returncode != 0:
         sys.exit(f"swarmlab up failed: {proc.stderr.strip().splitlines()[-1]}")
@@ -52,42 +53,44 @@ def bench_swarmlab(config, nodes: int) -> tuple[float, list[float]]:
     return elapsed, sizes
 
 
+SEED = [f"bench-seed{i}" for i in range(1, 10)]
+
+
+def remove_seed_domains(config) -> None:
+    """The seed run's virt-clone copies: the bench made them, the bench removes them."""
+    for name in SEED:
+        if subprocess.run(["virsh", "-q", "-c", config.uri, "domstate", name], capture_output=True).returncode == 0:
+            subprocess.run(["virsh", "-q", "-c", config.uri, "destroy", name], capture_output=True)
+            subprocess.run(["virsh", "-q", "-c", config.uri, "undefine", name, "--remove-all-storage"],
+                           capture_output=True)
+
+
 def bench_seed(config, nodes: int) -> dict[str, float]:
-    """The article's procedure, scripted serially with the same tools a person would type."""
+    """The article's procedure, scripted serially with the tools a person types:
+    virt-clone, virsh start, virsh net-dhcp-leases, a DNS record per node, ssh."""
     hv = Hypervisor(config.uri)
-    template_xml = hv.domain_xml(config.template)
-    source = ET.fromstring(template_xml).find("devices/disk/source")
-    template_disk = hv.volume_path(source.get("pool"), source.get("volume"))
     pool_dir = Path(ET.fromstring(hv.pool(config.node_pool).XMLDesc()).findtext("target/path"))
-    names = [f"seed{i}" for i in range(1, nodes + 1)]
-    macs: dict[str, str] = {}
+    names = SEED[:nodes]
     marks: dict[str, float] = {}
     started = time.monotonic()
-    for name in names:  # virt-clone: a full copy of the template disk per node
-        volume = f"bench-seed-{name}.qcow2"
-        subprocess.run(["qemu-img", "convert", "-O", "qcow2", template_disk, str(pool_dir / volume)], check=True)
-        hv.pool(config.node_pool).refresh()
-        mac = random_mac()
-        macs[mac] = name
-        hv.define_domain(derive_clone_xml(template_xml, f"bench-seed-{name}", mac, config.node_pool, volume,
-                                          {"role": "node", "lab": "bench-seed", "node": name, "volume": volume,
-                                           "mac": mac}, hostname=name))
+    for name in names:
+        subprocess.run(["virt-clone", "--connect", config.uri, "-o", config.template, "-n", name,
+                        "-f", str(pool_dir / f"{name}.qcow2")], check=True, capture_output=True)
     marks["clone"] = time.monotonic() - started
     for name in names:
-        subprocess.run(["virsh", "-q", "-c", config.uri, "start", f"bench-seed-{name}"], check=True,
-                       capture_output=True)
+        subprocess.run(["virsh", "-q", "-c", config.uri, "start", name], check=True, capture_output=True)
+    macs = {hv.mac_of(name): name for name in names}
     ips: dict[str, str] = {}
     while len(ips) < nodes:  # `virsh net-dhcp-leases` until every node shows up
-        leases = hv.dhcp_leases(config.network)
-        ips = {macs[m]: ip for m, ip in leases.items() if m in macs}
+        ips = {macs[m]: ip for m, ip in hv.dhcp_leases(config.network).items() if m in macs}
         time.sleep(1)
     marks["leases"] = time.monotonic() - started
     client = labhost.pdns_client(config)
-    for name, ip in ips.items():  # pdnsutil add-record, one per node, then rectify
-        client.replace_a(config.zone, {f"{name}.bench-seed.{config.zone}": ip}, config.ttl)
+    records = {f"{name}.seed.{config.zone}": ip for name, ip in ips.items()}
+    for name, ip in records.items():  # pdnsutil add-record, one per node, then rectify
+        client.replace_a(config.zone, {name: ip}, config.ttl)
     client.rectify(config.zone)
-    known_hosts = config.state_dir / "labs" / "bench-seed" / "known_hosts"
-    known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    known_hosts = Path(tempfile.mkdtemp()) / "known_hosts"
     for name in names:  # ssh to each node in turn, retrying until sshd answers
         while subprocess.run(["ssh", "-i", str(config.ssh_key_path), "-o", "BatchMode=yes", "-o",
                               f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=accept-new",
@@ -95,11 +98,7 @@ def bench_seed(config, nodes: int) -> dict[str, float]:
                              capture_output=True).returncode != 0:
             time.sleep(2)
     marks["ssh"] = time.monotonic() - started
-    # Journal the records so `swarmlab down --lab bench-seed` removes them too.
-    lab = labs.find_lab(config, hv, "bench-seed")
-    for node in lab.nodes:
-        node.fqdn = f"{node.name}.bench-seed.{config.zone}"
-    labs.save_journal(config, lab)
+    client.delete_a(config.zone, list(records))
     hv.close()
     return marks
 
@@ -110,15 +109,15 @@ def main() -> None:
     args = parser.parse_args()
     config = configuration.load()
     labhost.enter_host(config)
-    for lab in ("bench", "bench-seed"):
-        cli("down", "--lab", lab, "--yes")
+    cli("down", "--lab", "bench", "--yes")
+    remove_seed_domains(config)
     try:
         up_seconds, sizes = bench_swarmlab(config, args.nodes)
-        cli("down", "--lab", "bench", "--yes")  # same CPU for both runs
+        cli("down", "--lab", "bench", "--yes")  # the same idle CPU for both runs
         seed = bench_seed(config, args.nodes)
     finally:
-        for lab in ("bench", "bench-seed"):
-            cli("down", "--lab", lab, "--yes")
+        cli("down", "--lab", "bench", "--yes")
+        remove_seed_domains(config)
     print(f"nodes:                          {args.nodes} ({config.vcpus} vCPU, {config.memory_mib} MiB each)")
     print(f"swarmlab up (to all SSH-ready): {up_seconds:7.1f} s")
     print(f"seed sequence, serial:          {seed['ssh']:7.1f} s "

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sys
 import time
+from dataclasses import asdict
 from typing import Optional
 
 import libvirt
 import typer
 
-from . import __version__, config as configuration, lab as labs, labhost
+from . import __version__, config as configuration, formation, lab as labs, labhost, swarm
 from .errors import SwarmlabError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
@@ -206,44 +209,116 @@ def up(count: int = typer.Argument(..., metavar="N", help="Number of nodes the l
        lab: Optional[str] = LabOption,
        template: Optional[str] = typer.Option(None, "--template", help="Template domain (default: [libvirt] template)."),
        prefix: Optional[str] = typer.Option(None, "--prefix", help="Node name prefix (default: swr, as in swr1)."),
+       managers: Optional[int] = typer.Option(None, "--managers", "-m", metavar="M",
+                                              help="Swarm managers (default: 3 from 3 nodes up, else 1)."),
+       label: list[str] = typer.Option([], "--label", "-l", metavar="NODE:KEY=VALUE",
+                                       help="Node label for placement exercises; repeatable."),
+       no_swarm: bool = typer.Option(False, "--no-swarm", help="Stop at SSH-ready nodes; do not form the swarm."),
        as_json: bool = JsonOption):
     """Create and boot N linked clones in parallel, reserve their addresses, register their DNS
-    names and wait for SSH. Rerunning converges; a larger N adds nodes."""
+    names, wait for SSH and form the swarm. Rerunning converges; a larger N adds nodes."""
     _enter_host()
     config = ctx.config
     if template:
         import dataclasses
         config = dataclasses.replace(config, template=template)
     name = lab or config.lab
+    labels = [swarm.parse_label(spec) for spec in (*config.labels, *label)]
     started = time.monotonic()
-    with NodeBoard(enabled=True) as board:
-        result = labs.up(config, count, name, prefix or config.prefix, board)
+    with NodeBoard() as board:
+        result, report = formation.bring_up(config, count, name, prefix or config.prefix, managers, labels,
+                                            not no_swarm, board)
     seconds = round(time.monotonic() - started, 1)
     if as_json:
-        _emit_json({"lab": result.name, "seconds": seconds,
+        _emit_json({"lab": result.name, "seconds": seconds, "swarm": asdict(report) if report else None,
                     "nodes": [{"node": n.name, "domain": n.domain, "ip": n.ip, "dns": n.fqdn, "mac": n.mac}
                               for n in result.nodes]})
         return
     for n in result.nodes:
         typer.echo(f"{n.name:<8} {n.ip:<15} {n.fqdn}")
-    typer.echo(f"lab {result.name}: {len(result.nodes)} node{'s' if len(result.nodes) != 1 else ''} ready in {seconds:.1f} s")
+    if report:
+        _render_form_report(report)
+    typer.echo(f"lab {result.name}: {len(result.nodes)} node{'s' if len(result.nodes) != 1 else ''} "
+               f"{'in a swarm ' if report else ''}ready in {seconds:.1f} s")
+
+
+def _render_form_report(report) -> None:
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    if report.initialized:
+        typer.echo(f"+ swarm initialised on {report.initialized}")
+    for line in report.engine + report.images:
+        typer.echo(f"+ {line}")
+    for line in report.joined:
+        typer.echo(f"+ joined {line}")
+    for line in report.labels:
+        typer.echo(f"+ label {line}")
 
 
 @app.command()
 def status(lab: Optional[str] = LabOption, as_json: bool = JsonOption):
-    """One row per node: domain state, IP, DNS name, whether SSH answers. Exit 3 if the lab does not exist."""
+    """One row per node: domain state, IP, DNS name, SSH, and the swarm's view of it (role,
+    manager status, availability, node status, engine). Exit 3 if the lab does not exist."""
     _enter_host()
-    data = labs.status(ctx.config, lab or ctx.config.lab)
+    data = formation.status_with_swarm(ctx.config, lab or ctx.config.lab)
     if as_json:
         _emit_json(data)
         return
-    typer.echo(f"{'NODE':<8} {'STATE':<10} {'IP':<15} {'DNS':<40} SSH")
+    typer.echo(f"{'NODE':<7} {'STATE':<9} {'IP':<13} {'DNS':<34} {'SSH':<4} {'ROLE':<8} {'MANAGER':<12} "
+               f"{'AVAIL':<7} {'STATUS':<7} ENGINE")
     for row in data["nodes"]:
-        dns_mark = "" if row["dns_ip"] == row["ip"] else f" (DNS says {row['dns_ip'] or 'nothing'})"
-        typer.echo(f"{row['node']:<8} {row['state']:<10} {row['ip']:<15} {row['dns'] + dns_mark:<40} "
-                   f"{'yes' if row['ssh'] else 'no'}")
+        dns_name = row["dns"] if row["dns_ip"] == row["ip"] else f"{row['dns']} (DNS: {row['dns_ip'] or 'none'})"
+        typer.echo(f"{row['node']:<7} {row['state']:<9} {row['ip']:<13} {dns_name:<34} "
+                   f"{'yes' if row['ssh'] else 'no':<4} {row['role'] or '-':<8} {row['manager_status'] or '-':<12} "
+                   f"{row['availability'] or '-':<7} {row['node_status'] or '-':<7} {row['engine'] or '-'}")
+    if data.get("swarm_error"):
+        typer.echo(f"swarm: {data['swarm_error']}", err=True)
     if data.get("dns_error"):
         typer.echo(f"DNS: {data['dns_error']}", err=True)
+
+
+swarm_app = typer.Typer(no_args_is_help=True, help="The lab's Docker Swarm.")
+app.add_typer(swarm_app, name="swarm")
+
+
+@swarm_app.command("form")
+def swarm_form(lab: Optional[str] = LabOption,
+               managers: Optional[int] = typer.Option(None, "--managers", "-m", metavar="M",
+                                                      help="Swarm managers (default: 3 from 3 nodes up, else 1)."),
+               label: list[str] = typer.Option([], "--label", "-l", metavar="NODE:KEY=VALUE",
+                                               help="Node label; repeatable."),
+               as_json: bool = JsonOption):
+    """(Re)form the swarm on an existing lab. Nodes already in it are left alone; missing ones join."""
+    _enter_host()
+    labels = [swarm.parse_label(spec) for spec in (*ctx.config.labels, *label)]
+    with NodeBoard() as board:
+        report = formation.form_lab(ctx.config, lab or ctx.config.lab, managers, labels, board)
+    if as_json:
+        _emit_json({"changed": report.changed, **asdict(report)})
+        return
+    _render_form_report(report)
+    typer.echo("swarm formed" if report.changed else "swarm already formed; nothing changed")
+
+
+NodeArgument = typer.Argument(..., metavar="NODE", help="Node name, e.g. swr1.")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def ssh(typer_ctx: typer.Context, node: str = NodeArgument, lab: Optional[str] = LabOption):
+    """A shell on a node, or one command after `--`, with the lab's key and known_hosts."""
+    _enter_host()
+    argv = labs.ssh_command(ctx.config, lab or ctx.config.lab, node, list(typer_ctx.args))
+    os.execvp(argv[0], argv)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def docker(typer_ctx: typer.Context, node: str = NodeArgument, lab: Optional[str] = LabOption):
+    """Run `docker ARGS` on a node: swarmlab docker swr1 -- node ls"""
+    _enter_host()
+    if not typer_ctx.args:
+        raise configuration.ConfigError("give docker's arguments after `--`, e.g. swarmlab docker swr1 -- node ls")
+    argv = labs.ssh_command(ctx.config, lab or ctx.config.lab, node, ["docker", *map(shlex.quote, typer_ctx.args)])
+    os.execvp(argv[0], argv)
 
 
 @app.command()

@@ -307,3 +307,47 @@ def swarm_view(config: Config, lab: Lab, running: list[Node]) -> tuple[dict[str,
         finally:
             conn.close()
     return {}, f"no manager answered (tried {', '.join(tried) or 'no running node'})"
+
+
+def bring_up(config: Config, count: int, lab_name: str, prefix: str, managers: int | None,
+             labels: list[NodeLabel], form_swarm: bool, progress: NodeProgress = lambda *_: None
+             ) -> tuple[Lab, FormReport | None]:
+    """`up`: the nodes, then (unless told not to) the swarm, over the same SSH connections."""
+    from . import lab as labs
+    count_managers = managers or swarm.default_managers(count)
+    conns: dict[str, Connection] = {}
+    try:
+        found = labs.up(config, count, lab_name, prefix, progress,
+                        validate=lambda names: check_plan(lab_name, names, count_managers, labels)
+                        if form_swarm else None,
+                        connections=conns)
+        if not form_swarm:
+            return found, None
+        with lab_lock(config, lab_name):
+            return found, form(config, found, conns, count_managers, labels, progress)
+    finally:
+        for c in conns.values():
+            c.close()
+
+
+def status_with_swarm(config: Config, lab_name: str) -> dict:
+    """`status`: the lab's rows, plus each node's swarm columns read from one manager."""
+    from . import lab as labs
+    data = labs.status(config, lab_name)
+    hv = Hypervisor(config.uri)
+    try:
+        found = find_lab(config, hv, lab_name)
+    finally:
+        hv.close()
+    running = [found.node(r["node"]) for r in data["nodes"] if r["ssh"]]
+    view, error = swarm_view(config, found, running)
+    for row in data["nodes"]:
+        member = view.get(row["node"])
+        row.update({"role": member.role if member else None,
+                    "manager_status": member.manager_status if member else None,
+                    "availability": member.availability if member else None,
+                    "node_status": member.status if member else None,
+                    "engine": member.engine_version if member else None})
+    if error:
+        data["swarm_error"] = error
+    return data

@@ -34,7 +34,7 @@ from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor, derive_clone_xml
 from .remote import RemoteError, SshTarget, port_open, run, wait_for_ssh
 
-PHASES = ("clone", "boot", "lease", "dns", "ssh", "ready")
+PHASES = ("clone", "boot", "lease", "dns", "ssh", "ready", "engine", "images", "init", "join", "swarm")
 MIN_FREE_PER_NODE = 512 << 20  # an overlay grows to ~60 MB at boot; leave room for images
 
 # Set on Ctrl-C so that the per-node waits in worker threads stop at once.
@@ -274,7 +274,12 @@ def _wait_lease(config: Config, hv: Hypervisor, node: Node) -> str:
                    f"{config.network}): check `virsh console {node.domain}` and `virsh net-dhcp-leases {config.network}`")
 
 
-def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress = lambda *_: None) -> Lab:
+def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress = lambda *_: None,
+       validate: Callable[[list[str]], None] = lambda _names: None,
+       connections: dict | None = None) -> Lab:
+    """Brings the lab to `count` running, SSH-ready nodes. `validate(node names)` runs after
+    planning and before anything is created; SSH connections are kept in `connections` when
+    given (the caller closes them), so that later steps reuse them."""
     check_names(config, lab, prefix)
     check_count(config, count)
     hv = Hypervisor(config.uri)
@@ -291,12 +296,12 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
             backing = preflight(config, hv, count - len(have))
             template_xml = hv.domain_xml(config.template)
 
+            validate([n.name for n in have] + _new_names(prefix, have, count))
             with _flock(config.state_dir / "locks" / "addresses.lock", "address allocation"):
                 reserved = hv.dhcp_reservations(config.network)
                 reserved.update({n.mac: n.ip for n in have})
                 taken_macs = set(reserved) | {d.owner.get("mac") for d in hv.owned_domains()}
-                names = [f"{prefix}{i}" for i in range(1, count + len(have) + 1)
-                         if f"{prefix}{i}" not in {n.name for n in have}][:count - len(have)]
+                names = _new_names(prefix, have, count)
                 new = []
                 for name in names:
                     mac = stable_mac(taken_macs, config.network, lab, name)
@@ -344,7 +349,10 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
                 try:
                     hostname = run(conn, "hostname", timeout=30).strip()
                 finally:
-                    conn.close()
+                    if connections is None:
+                        conn.close()
+                    else:
+                        connections[node.name] = conn
                 if hostname != node.name:
                     raise LabError(f"{node.name} at {node.ip} calls itself {hostname!r}: the template must take "
                                    "its hostname from the kernel command line (systemd.hostname=)")
@@ -354,6 +362,30 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
             return plan
     finally:
         hv.close()
+
+
+def _new_names(prefix: str, have: list[Node], count: int) -> list[str]:
+    """The lowest free prefix<i> names that bring the lab to count nodes."""
+    taken = {n.name for n in have}
+    return [f"{prefix}{i}" for i in range(1, count + len(have) + 1) if f"{prefix}{i}" not in taken][:count - len(have)]
+
+
+def ssh_command(config: Config, lab: str, node_name: str, command: list[str]) -> list[str]:
+    """argv for OpenSSH to a node with the lab's key and known_hosts (strict checking)."""
+    hv = Hypervisor(config.uri)
+    try:
+        found = find_lab(config, hv, lab)
+    finally:
+        hv.close()
+    if found is None:
+        raise NotFound(f"lab {lab} does not exist: `swarmlab ls` lists the labs")
+    node = found.node(node_name)
+    if node is None:
+        raise NotFound(f"lab {lab} has no node {node_name} (nodes: {', '.join(n.name for n in found.nodes)})")
+    tty = ["-t"] if not command else []
+    return ["ssh", *tty, "-i", str(config.ssh_key_path), "-o", f"UserKnownHostsFile={known_hosts(config, lab)}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+            f"{config.ssh_user}@{node.ip}", *command]
 
 
 def _parallel(work: Callable[[Node], None], nodes: list[Node]) -> None:

@@ -572,7 +572,7 @@ def template_build(config: Config, name: str, with_engine: bool = True,
             xml = render("domain.xml.j2", domain_type=domain_type, name=name, ns_uri=NS_URI, role="template",
                          attrs={"recipe": image.key, "domain_type": domain_type},
                          memory_mib=config.memory_mib, vcpus=config.vcpus, kernel=image.kernel,
-                         initrd=image.initrd, cmdline=f"root=/dev/vda rw console=ttyS0 systemd.hostname={name}",
+                         initrd=image.initrd, cmdline=f"root=/dev/vda rw console=ttyS0 quiet systemd.hostname={name}",
                          pool=config.template_pool, volume=volume, network=config.network)
             hv.define_domain(xml)  # libvirt gives the template its own MAC
         return {"name": name, "recipe": image.key, "built": built, "defined": not unchanged,

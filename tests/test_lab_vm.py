@@ -50,8 +50,10 @@ NOTHING = {"domains": [], "volumes": [], "reservations": [], "records": [], "sta
 def lab3(vm_host):
     path, config, _ = vm_host
     labhost.enter_host(config)
-    proc = swarmlab("up", "3", "--lab", "t1", "--json", config=path)
+    proc = swarmlab("up", "3", "--lab", "t1", "--label", "swr1:placepoint=gdc", "--label", "swr2:env=dev",
+                    "--json", config=path)
     assert proc.returncode == 0, proc.stderr
+    assert "SWMTKN" not in proc.stdout + proc.stderr  # join tokens are never printed
     yield path, config, json.loads(proc.stdout)
 
 
@@ -106,11 +108,92 @@ def test_status_json_agrees(lab3):
     assert "swr2" in text and result["nodes"][1]["ip"] in text
 
 
+def docker_json(path, node: str, *args: str, lab: str = "t1") -> list[dict]:
+    """`swarmlab docker NODE -- ARGS --format '{{json .}}'`, as an instructor would run it."""
+    proc = swarmlab("docker", node, "--lab", lab, "--", *args, "--format", "{{json .}}", config=path)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+def test_up_forms_a_three_manager_swarm(lab3):
+    path, _, result = lab3
+    assert result["swarm"]["initialized"] == "swr1"
+    nodes = docker_json(path, "swr2", "node", "ls")
+    assert sorted(n["Hostname"] for n in nodes) == ["swr1", "swr2", "swr3"]
+    assert all(n["Status"] == "Ready" and n["Availability"] == "Active" for n in nodes)
+    assert sorted(n["ManagerStatus"] for n in nodes) == ["Leader", "Reachable", "Reachable"]
+
+
+def test_labels_are_visible_in_node_inspect(lab3):
+    path, _, _ = lab3
+    labels = {n: docker_json(path, "swr1", "node", "inspect", n)[0]["Spec"]["Labels"] for n in ("swr1", "swr2", "swr3")}
+    assert labels == {"swr1": {"placepoint": "gdc"}, "swr2": {"env": "dev"}, "swr3": {}}
+
+
+def test_a_replicated_service_of_the_baked_image_runs(lab3):
+    path, _, _ = lab3
+    create = swarmlab("docker", "swr1", "--lab", "t1", "--", "service", "create", "--detach", "--name", "hello",
+                      "--replicas", "2", "--no-resolve-image", "swarmlab/busybox:latest", "sleep", "1d", config=path)
+    assert create.returncode == 0, create.stderr
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        tasks = docker_json(path, "swr1", "service", "ps", "hello")
+        running = [t for t in tasks if t["CurrentState"].startswith("Running") and t["DesiredState"] == "Running"]
+        if len(running) == 2:
+            break
+        time.sleep(3)
+    assert len(running) == 2, tasks
+    swarmlab("docker", "swr1", "--lab", "t1", "--", "service", "rm", "hello", config=path)
+
+
+def test_swarm_form_twice_changes_nothing(lab3):
+    path, _, _ = lab3
+    proc = swarmlab("swarm", "form", "--lab", "t1", "--label", "swr1:placepoint=gdc", "--json", config=path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["changed"] is False and report["joined"] == [] and report["initialized"] is None
+    assert report["firewall"] == [f"swr{i}: no firewall, nothing needed" for i in (1, 2, 3)]
+    text = swarmlab("swarm", "form", "--lab", "t1", config=path).stdout
+    assert "swarm already formed; nothing changed" in text
+
+
+def test_status_shows_the_swarm_columns(lab3):
+    path, _, _ = lab3
+    rows = json.loads(swarmlab("status", "--lab", "t1", "--json", config=path).stdout)["nodes"]
+    assert sorted(r["manager_status"] for r in rows) == ["Leader", "Reachable", "Reachable"]
+    assert {(r["role"], r["availability"], r["node_status"]) for r in rows} == {("manager", "Active", "Ready")}
+    assert all(r["engine"].startswith("20.10") for r in rows)
+    text = swarmlab("status", "--lab", "t1", config=path).stdout
+    assert "Leader" in text and "Reachable" in text
+
+
+def test_ssh_runs_one_command_with_the_labs_known_hosts(lab3):
+    path, _, _ = lab3
+    proc = swarmlab("ssh", "swr3", "--lab", "t1", "--", "hostname", config=path)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "swr3")
+    failing = swarmlab("ssh", "swr3", "--lab", "t1", "--", "exit 7", config=path)
+    assert failing.returncode == 7
+    unknown = swarmlab("ssh", "swr9", "--lab", "t1", config=path)
+    assert unknown.returncode == 3 and "lab t1 has no node swr9 (nodes: swr1, swr2, swr3)" in unknown.stderr
+
+
+def test_swarm_input_errors_create_nothing(lab3):
+    path, config, _ = lab3
+    too_many = swarmlab("up", "2", "--lab", "bad", "--managers", "3", config=path)
+    assert too_many.returncode == 1 and "--managers 3 is out of range: use 1 to 2 for 2 nodes" in too_many.stderr
+    unknown = swarmlab("up", "2", "--lab", "bad", "--label", "swr7:env=dev", config=path)
+    assert "names node swr7, which lab bad does not have" in unknown.stderr
+    malformed = swarmlab("up", "2", "--lab", "bad", "--label", "swr1-env-dev", config=path)
+    assert "is not NODE:KEY=VALUE" in malformed.stderr
+    assert leftovers(config, "bad", []) == NOTHING
+
+
 def test_rerun_changes_nothing_and_fewer_is_refused(lab3):
     path, config, result = lab3
     again = swarmlab("up", "3", "--lab", "t1", "--json", config=path)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["nodes"] == result["nodes"]
+    assert json.loads(again.stdout)["swarm"]["joined"] == []
     fewer = swarmlab("up", "2", "--lab", "t1", config=path)
     assert fewer.returncode == 4
     assert "lab t1 has 3 nodes; `up 2` would have to remove some: run `swarmlab down --lab t1` first" in fewer.stderr
@@ -186,17 +269,20 @@ def test_second_lab_survives_the_first_labs_down_and_grows(lab3):
     again = swarmlab("down", "--lab", "t1", "--yes", config=path)
     assert again.returncode == 0 and "does not exist" in again.stdout
 
-    grown = swarmlab("up", "2", "--lab", "t2", "--json", config=path)
+    grown = swarmlab("up", "3", "--lab", "t2", "--managers", "1", "--json", config=path)
     assert grown.returncode == 0, grown.stderr
     nodes = json.loads(grown.stdout)["nodes"]
-    assert [n["node"] for n in nodes] == ["swr1", "swr2"] and nodes[0] == t2[0]
-    assert resolve(config.dns_server, nodes[1]["dns"]) == {nodes[1]["ip"]}
+    assert [n["node"] for n in nodes] == ["swr1", "swr2", "swr3"] and nodes[0] == t2[0]
+    assert resolve(config.dns_server, nodes[2]["dns"]) == {nodes[2]["ip"]}
+    members = {n["Hostname"]: n for n in docker_json(path, "swr1", "node", "ls", lab="t2")}
+    assert {h: m["ManagerStatus"] for h, m in members.items()} == {"swr1": "Leader", "swr2": "", "swr3": ""}
+    assert all(m["Status"] == "Ready" for m in members.values())
 
 
 def test_sigkill_during_up_then_down_leaves_nothing(lab3):
     path, config, _ = lab3
     env = {**os.environ, "SWARMLAB_CONFIG": str(path)}
-    proc = subprocess.Popen([sys.executable, "-m", "swarmlab", "up", "2", "--lab", "t3"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "swarmlab", "up", "2", "--lab", "t3", "--no-swarm"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     hv = Hypervisor(config.uri)
     deadline = time.monotonic() + 120

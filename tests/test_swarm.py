@@ -1,0 +1,87 @@
+"""Parsing docker's --format '{{json .}}' output, by key, as docker 20.10 prints it."""
+
+import pytest
+
+from swarmlab import swarm
+from swarmlab.errors import SwarmlabError
+
+NODE_LS = """\
+{"Availability":"Active","EngineVersion":"20.10.24+dfsg1","Hostname":"swr1","ID":"k2y0vq0ojk8wnv0xfa4ehzl1f","ManagerStatus":"Leader","Self":true,"Status":"Ready","TLSStatus":"Ready"}
+{"Availability":"Drain","EngineVersion":"20.10.24+dfsg1","Hostname":"swr2","ID":"pq8lq6n2wgyx4s4ozkqmbjo0v","ManagerStatus":"Reachable","Self":false,"Status":"Ready","TLSStatus":"Ready"}
+{"Availability":"Active","EngineVersion":"20.10.24+dfsg1","Hostname":"swr3","ID":"z1d5qyzhlcclbf09c5bw2nmxu","ManagerStatus":"","Self":false,"Status":"Down","TLSStatus":"Ready"}
+"""
+
+
+def test_node_ls_by_key():
+    nodes = swarm.parse_node_ls(NODE_LS)
+    assert [(n.hostname, n.role, n.manager_status, n.status, n.availability) for n in nodes] == [
+        ("swr1", "manager", "Leader", "Ready", "Active"),
+        ("swr2", "manager", "Reachable", "Ready", "Drain"),
+        ("swr3", "worker", "", "Down", "Active"),
+    ]
+    assert nodes[0].is_self and nodes[0].engine_version == "20.10.24+dfsg1"
+
+
+def test_swarm_info_active_manager_and_inactive():
+    info = swarm.parse_swarm_info('{"NodeID":"k2y0","NodeAddr":"10.77.0.10","LocalNodeState":"active",'
+                                  '"ControlAvailable":true,"Error":"","RemoteManagers":[{"NodeID":"k2y0",'
+                                  '"Addr":"10.77.0.10:2377"}],"Nodes":3,"Managers":3,"Cluster":{}}')
+    assert (info.state, info.is_manager, info.managers, info.nodes) == ("active", True, 3, 3)
+    assert info.remote_managers == ("10.77.0.10:2377",)
+    idle = swarm.parse_swarm_info('{"NodeID":"","NodeAddr":"","LocalNodeState":"inactive","ControlAvailable":false,'
+                                  '"Error":"","RemoteManagers":null}')
+    assert (idle.state, idle.is_manager, idle.managers) == ("inactive", False, 0)
+
+
+def test_services_and_tasks():
+    services = swarm.parse_service_ls('{"ID":"x1","Image":"swarmlab/busybox:latest","Mode":"replicated",'
+                                      '"Name":"web","Ports":"","Replicas":"3/5"}\n')
+    assert (services[0].name, services[0].running, services[0].desired) == ("web", 3, 5)
+    tasks = swarm.parse_service_ps(
+        '{"CurrentState":"Running 5 seconds ago","DesiredState":"Running","Error":"","ID":"t1","Image":"b",'
+        '"Name":"web.1","Node":"swr2","Ports":""}\n'
+        '{"CurrentState":"Shutdown 1 minute ago","DesiredState":"Shutdown","Error":"task: non-zero exit (255)",'
+        '"ID":"t0","Image":"b","Name":" \\\\_ web.1","Node":"swr1","Ports":""}\n')
+    assert [(t.name, t.node, t.state, t.desired_state) for t in tasks] == [
+        ("web.1", "swr2", "Running", "Running"), ("web.1", "swr1", "Shutdown", "Shutdown")]
+    assert tasks[1].error == "task: non-zero exit (255)"
+
+
+def test_garbage_is_a_clear_error():
+    with pytest.raises(SwarmlabError, match="unexpected output from `docker node ls`: Error response"):
+        swarm.parse_node_ls("Error response from daemon: This node is not a swarm manager.")
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("swr1:placepoint=gdc", ("swr1", "placepoint", "gdc")),
+    ("swr2:env=dev", ("swr2", "env", "dev")),
+    ("swr3:empty=", ("swr3", "empty", "")),
+])
+def test_labels(spec, expected):
+    label = swarm.parse_label(spec)
+    assert (label.node, label.key, label.value) == expected
+
+
+@pytest.mark.parametrize("spec", ["swr1", "swr1:env", "env=prod", "SWR1:env=prod", "swr1:=x"])
+def test_bad_labels_name_the_form(spec):
+    with pytest.raises(SwarmlabError, match="is not NODE:KEY=VALUE"):
+        swarm.parse_label(spec)
+
+
+def test_manager_defaults_and_even_warning():
+    assert [swarm.default_managers(n) for n in (1, 2, 3, 5)] == [1, 1, 3, 3]
+    assert swarm.manager_warning(3) is None
+    assert "majority (2 of 2)" in swarm.manager_warning(2)
+    assert "majority (3 of 4)" in swarm.manager_warning(4)
+
+
+def test_plan_checks_before_anything_is_created():
+    from swarmlab import formation
+    names = ["swr1", "swr2", "swr3"]
+    formation.check_plan("t1", names, 3, [swarm.parse_label("swr2:env=dev")])
+    with pytest.raises(SwarmlabError, match="--managers 4 is out of range: use 1 to 3 for 3 nodes"):
+        formation.check_plan("t1", names, 4, [])
+    with pytest.raises(SwarmlabError, match="--managers 0 is out of range"):
+        formation.check_plan("t1", names, 0, [])
+    with pytest.raises(SwarmlabError, match="names node swr9, which lab t1 does not have"):
+        formation.check_plan("t1", names, 1, [swarm.parse_label("swr9:env=dev")])
