@@ -174,4 +174,5 @@ class FormReport:
 
     @property
     def changed(self) -> bool:
-        return bool(self.initialized or self.joined or self.labels or self.engine or self.firewall or self.images)
+        opened = [line for line in self.firewall if not line.endswith("nothing needed")]
+        return bool(self.initialized or self.joined or self.labels or self.engine or opened or self.images)

@@ -85,3 +85,10 @@ def test_plan_checks_before_anything_is_created():
         formation.check_plan("t1", names, 0, [])
     with pytest.raises(SwarmlabError, match="names node swr9, which lab t1 does not have"):
         formation.check_plan("t1", names, 1, [swarm.parse_label("swr9:env=dev")])
+
+
+def test_a_form_report_with_only_checks_is_no_change():
+    report = swarm.FormReport(firewall=["swr1: no firewall, nothing needed"])
+    assert report.changed is False
+    report.firewall.append("swr2: opened swarm ports in ufw")
+    assert report.changed is True
