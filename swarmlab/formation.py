@@ -202,6 +202,8 @@ def form(config: Config, lab: Lab, conns: dict[str, Connection], managers: int,
         report.images.extend(side_load_images(config, node, conn))
 
     _each(prepare, nodes)
+    for lines in (report.engine, report.firewall, report.images):
+        lines.sort()  # threads finish in any order; reports should not
     infos = dict(zip((n.name for n in nodes), _each(lambda n: swarm_info(conns[n.name]), nodes)))
     wanted_managers = nodes[:managers]
 
@@ -214,7 +216,10 @@ def form(config: Config, lab: Lab, conns: dict[str, Connection], managers: int,
         run(conns[entry.name], f"docker swarm init --advertise-addr {entry.ip}", timeout=180)
         report.initialized = entry.name
     entry_conn = conns[entry.name]
-    members = {n.hostname: n for n in node_ls(entry_conn)}
+    members: dict[str, swarm.SwarmNode] = {}
+    for member in node_ls(entry_conn):  # a node that left and rejoined is listed twice: prefer Ready
+        if member.hostname not in members or member.status == "Ready":
+            members[member.hostname] = member
 
     def needs_join(node: Node) -> bool:
         if node.name in members and members[node.name].status != "Down" or node is entry:
