@@ -13,7 +13,7 @@ from typing import Optional
 import libvirt
 import typer
 
-from . import __version__, config as configuration, formation, lab as labs, labhost, swarm
+from . import __version__, chaos, config as configuration, formation, lab as labs, labhost, swarm
 from .errors import SwarmlabError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
@@ -360,6 +360,104 @@ def list_labs(as_json: bool = JsonOption):
 
 # Typer keeps its click private; its public BadParameter derives from click's ClickException.
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+chaos_app = typer.Typer(no_args_is_help=True, help="Failure exercises with a measured timeline.")
+app.add_typer(chaos_app, name="chaos")
+TimeoutOption = typer.Option(180.0, "--timeout", metavar="S", help="Give up waiting for an event after S seconds.")
+ReportOption = typer.Option(None, "--report", metavar="FILE.html", help="Also write a self-contained HTML report.")
+
+
+def _render_timelines(timelines, as_json: bool, report: Optional[str]) -> None:
+    if report:
+        from pathlib import Path
+        pages = [chaos.html_report(t) for t in timelines]
+        Path(report).write_text(pages[0] if len(pages) == 1 else "\n".join(pages))
+    if as_json:
+        data = [t.as_dict() for t in timelines]
+        _emit_json(data[0] if len(data) == 1 else data)
+    else:
+        for t in timelines:
+            typer.echo(f"{t.exercise} {t.target} (lab {t.lab})"
+                       + (f": leader {t.old_leader} -> {t.new_leader or '?'}, at the end {t.final_leader}"
+                          if t.old_leader else ""))
+            typer.echo(f"  {'EVENT':<18} {'SECONDS':>8}  {'EXPECTED':<10} DETAIL")
+            for e in t.events:
+                window = f"{e.expected[0]:g}-{e.expected[1]:g} s" if e.expected else ""
+                late = " LATE" if e.expected and e.t > e.expected[1] else ""
+                typer.echo(f"  {e.event:<18} {e.t:>8.1f}  {window:<10} {e.detail}{late}")
+            for m in t.missing:
+                typer.echo(f"  {m:<18} {'-':>8}  {'':<10} not seen within the timeout")
+        if report:
+            typer.echo(f"report: {report}")
+    if any(t.missing for t in timelines):
+        raise typer.Exit(5)
+
+
+@chaos_app.command("kill-leader")
+def chaos_kill_leader(lab: Optional[str] = LabOption,
+                      restore: bool = typer.Option(False, "--restore", help="Start the node again and time its return."),
+                      timeout: float = TimeoutOption, force: bool = typer.Option(False, "--force",
+                      help="Kill even when it costs the swarm its quorum."),
+                      report: Optional[str] = ReportOption, as_json: bool = JsonOption):
+    """Power off the leader's VM and time the election, the node going Down and its tasks moving.
+    Exit 5 when an expected event never came."""
+    _enter_host()
+    _render_timelines([chaos.kill(ctx.config, lab or ctx.config.lab, None, restore, timeout, force, ctx.progress)],
+                      as_json, report)
+
+
+@chaos_app.command("kill")
+def chaos_kill(node: str = NodeArgument, lab: Optional[str] = LabOption,
+               restore: bool = typer.Option(False, "--restore", help="Start the node again and time its return."),
+               timeout: float = TimeoutOption, force: bool = typer.Option(False, "--force",
+               help="Kill even when it costs the swarm its quorum."),
+               report: Optional[str] = ReportOption, as_json: bool = JsonOption):
+    """Power off one node's VM and time what the swarm does."""
+    _enter_host()
+    _render_timelines([chaos.kill(ctx.config, lab or ctx.config.lab, node, restore, timeout, force, ctx.progress)],
+                      as_json, report)
+
+
+@chaos_app.command("start")
+def chaos_start(node: Optional[str] = typer.Argument(None, metavar="NODE"), lab: Optional[str] = LabOption,
+                all_nodes: bool = typer.Option(False, "--all", help="Every stopped node of the lab."),
+                timeout: float = TimeoutOption, report: Optional[str] = ReportOption, as_json: bool = JsonOption):
+    """Start a stopped node (or --all) and time its return to the swarm. Undoes any chaos run."""
+    _enter_host()
+    if bool(node) == all_nodes:
+        raise configuration.ConfigError("name one NODE or pass --all")
+    timelines = chaos.start(ctx.config, lab or ctx.config.lab, None if all_nodes else [node], timeout, ctx.progress)
+    if not timelines:
+        typer.echo("every node is running; nothing to start")
+        return
+    _render_timelines(timelines, as_json, report)
+
+
+@chaos_app.command("drain")
+def chaos_drain(node: str = NodeArgument, lab: Optional[str] = LabOption, timeout: float = TimeoutOption,
+                report: Optional[str] = ReportOption, as_json: bool = JsonOption):
+    """Set a node's availability to drain and time its tasks moving elsewhere."""
+    _enter_host()
+    _render_timelines([chaos.availability(ctx.config, lab or ctx.config.lab, node, "drain", timeout, ctx.progress)],
+                      as_json, report)
+
+
+@chaos_app.command("activate")
+def chaos_activate(node: str = NodeArgument, lab: Optional[str] = LabOption, timeout: float = TimeoutOption,
+                   report: Optional[str] = ReportOption, as_json: bool = JsonOption):
+    """Set a node's availability back to active (tasks may be placed on it again)."""
+    _enter_host()
+    _render_timelines([chaos.availability(ctx.config, lab or ctx.config.lab, node, "active", timeout, ctx.progress)],
+                      as_json, report)
+
+
+@chaos_app.command("demote-leader")
+def chaos_demote_leader(lab: Optional[str] = LabOption, timeout: float = TimeoutOption,
+                        report: Optional[str] = ReportOption, as_json: bool = JsonOption):
+    """The contrast to kill-leader: demote the leader gracefully, time the hand-over, promote it back."""
+    _enter_host()
+    _render_timelines([chaos.demote_leader(ctx.config, lab or ctx.config.lab, timeout, ctx.progress)], as_json, report)
 
 
 def main() -> None:

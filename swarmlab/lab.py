@@ -35,7 +35,7 @@ from .hypervisor import Hypervisor, derive_clone_xml
 from .remote import RemoteError, SshTarget, port_open, run, wait_for_ssh
 
 PHASES = ("clone", "boot", "lease", "dns", "ssh", "ready", "engine", "images", "init", "join", "swarm")
-MIN_FREE_PER_NODE = 512 << 20  # an overlay grows to ~60 MB at boot; leave room for images
+MIN_FREE_PER_NODE = 512 << 20  # an overlay is ~10 MB after boot; leave room for images and logs
 
 # Set on Ctrl-C so that the per-node waits in worker threads stop at once.
 _cancelled = threading.Event()
