@@ -147,7 +147,8 @@ class Survivors:
 
     def __init__(self, conns: dict[str, Connection]):
         self.conns = conns
-        self.pool = ThreadPoolExecutor(max_workers=max(1, len(conns)))
+        # Room for a few hung calls per manager while later polls go on.
+        self.pool = ThreadPoolExecutor(max_workers=4 * max(1, len(conns)))
 
     def ask(self, command: str, exclude: set[str] = frozenset()) -> str | None:
         """The first answer from any manager not excluded, or None when none answers in time."""

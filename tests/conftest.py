@@ -77,8 +77,11 @@ def pdns_server(tmp_path):
 
 def pytest_collection_modifyitems(config, items):
     """Unit and PowerDNS tests first, then the lab host lifecycle (which brings its own host up
-    and down), then the real-VM modules, which share one session lab host."""
+    and down), then the real-VM modules, which share one session lab host and one 3-manager
+    swarm lab, then the tests that remove that lab."""
     def rank(item):
+        if item.get_closest_marker("last"):
+            return 3  # tests that take the shared swarm lab down
         if item.get_closest_marker("vm"):
             return 2
         return 1 if item.module.__name__.endswith("test_labhost") else 0
@@ -122,3 +125,25 @@ def vm_host(vm_state_dir):
         for lab in json.loads(swarmlab("ls", "--json", config=path).stdout or "[]"):
             swarmlab("down", "--lab", lab["lab"], "--yes", config=path)
         swarmlab("host", "down", config=path)
+
+
+@pytest.fixture(scope="session")
+def lab3(vm_host):
+    """The shared 3-node, 3-manager swarm lab `t1` with placement labels: (config path, config,
+    `up --json` result)."""
+    import json
+    path, config, _ = vm_host
+    labhost.enter_host(config)
+    proc = swarmlab("up", "3", "--lab", "t1", "--label", "swr1:placepoint=gdc", "--label", "swr2:env=dev",
+                    "--json", config=path)
+    assert proc.returncode == 0, proc.stderr
+    assert "SWMTKN" not in proc.stdout + proc.stderr  # join tokens are never printed
+    return path, config, json.loads(proc.stdout)
+
+
+def docker_json(path, node: str, *args: str, lab: str = "t1") -> list[dict]:
+    """`swarmlab docker NODE -- ARGS --format '{{json .}}'`, as an instructor would run it."""
+    import json
+    proc = swarmlab("docker", node, "--lab", lab, "--", *args, "--format", "{{json .}}", config=path)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]

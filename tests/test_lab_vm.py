@@ -16,7 +16,7 @@ import pytest
 from swarmlab import config as configuration, lab as labs, labhost
 from swarmlab.hypervisor import Hypervisor
 from swarmlab.remote import run, wait_for_ssh
-from tests.conftest import ROOT, swarmlab
+from tests.conftest import ROOT, docker_json, swarmlab
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
 
@@ -44,17 +44,6 @@ def leftovers(config, lab: str, macs: list[str]) -> dict:
 
 
 NOTHING = {"domains": [], "volumes": [], "reservations": [], "records": [], "state": False}
-
-
-@pytest.fixture(scope="module")
-def lab3(vm_host):
-    path, config, _ = vm_host
-    labhost.enter_host(config)
-    proc = swarmlab("up", "3", "--lab", "t1", "--label", "swr1:placepoint=gdc", "--label", "swr2:env=dev",
-                    "--json", config=path)
-    assert proc.returncode == 0, proc.stderr
-    assert "SWMTKN" not in proc.stdout + proc.stderr  # join tokens are never printed
-    yield path, config, json.loads(proc.stdout)
 
 
 def test_up_3_gives_three_running_owned_nodes_with_leases(lab3):
@@ -106,13 +95,6 @@ def test_status_json_agrees(lab3):
                ("running", node["ip"], node["dns"], node["ip"], True)
     text = swarmlab("status", "--lab", "t1", config=path).stdout
     assert "swr2" in text and result["nodes"][1]["ip"] in text
-
-
-def docker_json(path, node: str, *args: str, lab: str = "t1") -> list[dict]:
-    """`swarmlab docker NODE -- ARGS --format '{{json .}}'`, as an instructor would run it."""
-    proc = swarmlab("docker", node, "--lab", lab, "--", *args, "--format", "{{json .}}", config=path)
-    assert proc.returncode == 0, proc.stderr
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
 
 def test_up_forms_a_three_manager_swarm(lab3):
@@ -251,6 +233,7 @@ def test_down_of_an_unknown_lab_says_so_and_exits_0(lab3):
     assert swarmlab("status", "--lab", "nosuchlab", config=path).returncode == 3
 
 
+@pytest.mark.last
 def test_second_lab_survives_the_first_labs_down_and_grows(lab3):
     path, config, result = lab3
     second = swarmlab("up", "1", "--lab", "t2", "--json", config=path)
@@ -277,8 +260,13 @@ def test_second_lab_survives_the_first_labs_down_and_grows(lab3):
     members = {n["Hostname"]: n for n in docker_json(path, "swr1", "node", "ls", lab="t2")}
     assert {h: m["ManagerStatus"] for h, m in members.items()} == {"swr1": "Leader", "swr2": "", "swr3": ""}
     assert all(m["Status"] == "Ready" for m in members.values())
+    # One manager: killing it would lose the quorum, so chaos refuses without --force.
+    refused = swarmlab("chaos", "kill-leader", "--lab", "t2", config=path)
+    assert refused.returncode == 4 and "leaves 0 of 1 managers" in refused.stderr
+    assert swarmlab("status", "--lab", "t2", "--json", config=path).returncode == 0
 
 
+@pytest.mark.last
 def test_sigkill_during_up_then_down_leaves_nothing(lab3):
     path, config, _ = lab3
     env = {**os.environ, "SWARMLAB_CONFIG": str(path)}

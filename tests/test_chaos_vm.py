@@ -1,0 +1,90 @@
+"""Chaos on the shared 3-manager lab with a 5-replica service: kill the leader and bring it
+back, drain and activate a node. Everything is read back the way an instructor would."""
+
+import json
+import time
+
+import pytest
+
+from tests.conftest import docker_json, swarmlab
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
+
+
+@pytest.fixture(scope="module")
+def service(lab3):
+    path, _, _ = lab3
+    create = swarmlab("docker", "swr1", "--lab", "t1", "--", "service", "create", "--detach", "--name", "web",
+                      "--replicas", "5", "--no-resolve-image", "swarmlab/busybox:latest", "sleep", "1d", config=path)
+    assert create.returncode == 0, create.stderr
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        running = [t for t in docker_json(path, "swr1", "service", "ps", "web", "--filter", "desired-state=running")
+                   if t["CurrentState"].startswith("Running")]
+        if len(running) == 5:
+            break
+        time.sleep(3)
+    assert len(running) == 5
+    yield "web"
+    swarmlab("docker", "swr1", "--lab", "t1", "--", "service", "rm", "web", config=path)
+
+
+def running_tasks(path, via: str) -> list[dict]:
+    return [t for t in docker_json(path, via, "service", "ps", "web", "--filter", "desired-state=running")
+            if t["CurrentState"].startswith("Running")]
+
+
+def test_kill_leader_and_restore(lab3, service, tmp_path):
+    path, _, _ = lab3
+    report = tmp_path / "kill-leader.html"
+    proc = swarmlab("chaos", "kill-leader", "--lab", "t1", "--restore", "--json", "--report", str(report),
+                    config=path, timeout=900)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    data = json.loads(proc.stdout)
+    times = {e["event"]: e["t"] for e in data["events"]}
+    old, new = data["old_leader"], data["new_leader"]
+    assert old and new and new != old and data["target"] == old
+    assert times["killed"] == 0
+    assert 0 < times["new-leader"] < times["node-down"] < times["tasks-rescheduled"]
+    assert times["restarted"] < times["rejoined"]
+    assert data["missing"] == []
+    assert "5/5" in next(e["detail"] for e in data["events"] if e["event"] == "tasks-rescheduled")
+    # what an instructor sees afterwards: the old leader back, Ready and Reachable; 5 tasks, none lost
+    nodes = {n["Hostname"]: n for n in docker_json(path, new, "node", "ls")}
+    assert (nodes[old]["Status"], nodes[old]["ManagerStatus"]) == ("Ready", "Reachable")
+    assert sum(n["ManagerStatus"] == "Leader" for n in nodes.values()) == 1
+    assert len(running_tasks(path, new)) == 5
+    page = report.read_text()
+    assert "<svg" in page and all(e["event"] in page for e in data["events"])
+
+
+def test_drain_moves_tasks_off_and_activate_makes_the_node_eligible(lab3, service):
+    path, _, _ = lab3
+    drained = swarmlab("chaos", "drain", "swr3", "--lab", "t1", "--json", config=path, timeout=600)
+    assert drained.returncode == 0, drained.stderr + drained.stdout
+    data = json.loads(drained.stdout)
+    drained_event = next(e for e in data["events"] if e["event"] == "drained")
+    assert "web 5/5" in drained_event["detail"] and data["missing"] == []
+    tasks = running_tasks(path, "swr1")
+    assert len(tasks) == 5 and all(t["Node"] != "swr3" for t in tasks)
+    assert docker_json(path, "swr1", "node", "inspect", "swr3")[0]["Spec"]["Availability"] == "drain"
+
+    activated = swarmlab("chaos", "activate", "swr3", "--lab", "t1", "--json", config=path)
+    assert activated.returncode == 0, activated.stderr
+    assert docker_json(path, "swr1", "node", "inspect", "swr3")[0]["Spec"]["Availability"] == "active"
+    # eligible again: scaling up places tasks on it
+    swarmlab("docker", "swr1", "--lab", "t1", "--", "service", "scale", "--detach", "web=8", config=path)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not any(t["Node"] == "swr3" for t in running_tasks(path, "swr1")):
+        time.sleep(3)
+    assert any(t["Node"] == "swr3" for t in running_tasks(path, "swr1"))
+
+
+def test_bad_chaos_input_destroys_nothing(lab3):
+    path, _, _ = lab3
+    unknown = swarmlab("chaos", "kill", "swr9", "--lab", "t1", config=path)
+    assert unknown.returncode == 3 and "lab t1 has no node swr9" in unknown.stderr
+    no_lab = swarmlab("chaos", "kill-leader", "--lab", "nosuch", config=path)
+    assert no_lab.returncode == 3 and "lab nosuch does not exist" in no_lab.stderr
+    running = json.loads(swarmlab("status", "--lab", "t1", "--json", config=path).stdout)["nodes"]
+    assert all(r["state"] == "running" for r in running)
