@@ -36,6 +36,7 @@ EXPECTED = {
     "api-unavailable": (0, 5),
     "api-back": (10, 31),
     "new-leader": (10, 31),
+    "node-unreachable": (10, 31),
     "node-down": (15, 60),
     "tasks-rescheduled": (20, 70),
     "demoted": (0, 5),
@@ -264,6 +265,7 @@ def _watch(timeline: Timeline, survivors: Survivors, target: str, deadline: floa
     """Polls until every wanted event happened or the deadline passes. API outages are
     recorded whenever they happen; they are not waited for."""
     api_down = False
+    was_manager = any(n["node"] == target and n["manager"] for n in timeline.before.get("nodes", []))
     while time.monotonic() < deadline and not all(timeline.has(e) for e in want):
         round_started = time.monotonic()
         nodes = survivors.nodes(exclude)
@@ -284,8 +286,12 @@ def _watch(timeline: Timeline, survivors: Survivors, target: str, deadline: floa
                 timeline.mark("new-leader", leader)
                 progress(f"new-leader {leader}")
             me = next((n for n in nodes if n.hostname == target), None)
-            if "node-down" in want and not timeline.has("node-down") and me and \
-                    (me.status in ("Down", "Unknown") or me.manager_status == "Unreachable"):
+            # A new leader reports its dead predecessor Unreachable at once (it is why it was
+            # elected); the node turns Down only when its heartbeats are missed long enough.
+            if me and me.manager_status == "Unreachable" and not timeline.has("node-unreachable") \
+                    and "node-down" in want:
+                timeline.mark("node-unreachable", target)
+            if "node-down" in want and not timeline.has("node-down") and me and me.status == "Down":
                 timeline.mark("node-down", f"{target} {me.status}/{me.manager_status or 'worker'}")
                 progress(f"node-down {target}")
             if "tasks-rescheduled" in want and not timeline.has("tasks-rescheduled") and \
@@ -295,7 +301,7 @@ def _watch(timeline: Timeline, survivors: Survivors, target: str, deadline: floa
                     timeline.mark("tasks-rescheduled", settled[1])
                     progress(f"tasks-rescheduled ({settled[1]})")
             if "rejoined" in want and not timeline.has("rejoined") and me and me.status == "Ready" and \
-                    me.manager_status in ("Reachable", "Leader", ""):
+                    (me.manager_status in ("Reachable", "Leader") or not was_manager):
                 timeline.mark("rejoined", f"{target} {me.status}/{me.manager_status or 'worker'}")
                 progress(f"rejoined {target}")
             if "drained" in want and not timeline.has("drained"):
@@ -414,7 +420,9 @@ def start(config: Config, lab_name: str, names: list[str] | None, timeout: float
     try:
         survivors, _ = _managers(session)
         try:
+            before = snapshot(survivors)
             for timeline in timelines:
+                timeline.before = before
                 _watch(timeline, survivors, timeline.target, timeline.started + timeout + 120, ["rejoined"],
                        progress, {timeline.target})
                 _finish(timeline, survivors, set())
