@@ -10,7 +10,6 @@ from __future__ import annotations
 import shlex
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +18,7 @@ from fabric import Connection
 from . import labhost, swarm, template
 from .config import Config
 from .errors import SwarmlabError
-from .lab import Lab, Node, NodeProgress, find_lab, lab_lock, ssh_target
+from .lab import Lab, Node, NodeProgress, each_node, find_lab, lab_lock, ssh_target
 from .hypervisor import Hypervisor
 from .remote import RemoteError, connect, run
 from .swarm import FormReport, NodeLabel
@@ -31,15 +30,6 @@ class FormError(SwarmlabError):
     pass
 
 
-def _each(work: Callable[[Node], object], nodes: list[Node]) -> list:
-    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
-        futures = [pool.submit(work, n) for n in nodes]
-    errors = [f.exception() for f in futures if f.exception()]
-    if errors:
-        raise errors[0]
-    return [f.result() for f in futures]
-
-
 def open_connections(config: Config, lab: Lab) -> dict[str, Connection]:
     conns: dict[str, Connection] = {}
 
@@ -47,7 +37,7 @@ def open_connections(config: Config, lab: Lab) -> dict[str, Connection]:
         conns[node.name] = connect(ssh_target(config, lab.name, node))
 
     try:
-        _each(open_one, lab.nodes)
+        each_node(open_one, lab.nodes)
     except SwarmlabError:
         for c in conns.values():
             c.close()
@@ -201,10 +191,10 @@ def form(config: Config, lab: Lab, conns: dict[str, Connection], managers: int,
         progress(node.name, "images", "")
         report.images.extend(side_load_images(config, node, conn))
 
-    _each(prepare, nodes)
+    each_node(prepare, nodes)
     for lines in (report.engine, report.firewall, report.images):
         lines.sort()  # threads finish in any order; reports should not
-    infos = dict(zip((n.name for n in nodes), _each(lambda n: swarm_info(conns[n.name]), nodes)))
+    infos = dict(zip((n.name for n in nodes), each_node(lambda n: swarm_info(conns[n.name]), nodes)))
     wanted_managers = nodes[:managers]
 
     entry = next((n for n in nodes if infos[n.name].state == "active" and infos[n.name].is_manager), None)
@@ -248,7 +238,7 @@ def form(config: Config, lab: Lab, conns: dict[str, Connection], managers: int,
         report.joined.append(f"{node.name} (worker)")
         progress(node.name, "swarm", "worker")
 
-    _each(join_worker, workers)
+    each_node(join_worker, workers)
 
     for label in labels:
         current = swarm.parse_labels_json(run(entry_conn, f"docker node inspect --format '{{{{json .Spec.Labels}}}}' "

@@ -324,7 +324,7 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
                     node.ip = ip  # a network swarmlab does not own hands out its own addresses
                 progress(node.name, "lease", ip)
 
-            _parallel(boot, plan.nodes)
+            each_node(boot, plan.nodes)
             save_journal(config, plan)
 
             for node in plan.nodes:
@@ -358,7 +358,7 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
                                    "its hostname from the kernel command line (systemd.hostname=)")
                 progress(node.name, "ready", node.ip)
 
-            _parallel(reach, plan.nodes)
+            each_node(reach, plan.nodes)
             return plan
     finally:
         hv.close()
@@ -388,9 +388,9 @@ def ssh_command(config: Config, lab: str, node_name: str, command: list[str]) ->
             f"{config.ssh_user}@{node.ip}", *command]
 
 
-def _parallel(work: Callable[[Node], None], nodes: list[Node]) -> None:
-    """Runs work per node at once (one shared libvirt connection: libvirt's is thread-safe);
-    raises the first failure after all have finished."""
+def each_node(work: Callable[[Node], object], nodes: list[Node]) -> list:
+    """Runs work per node at once (one shared libvirt connection: libvirt's is thread-safe).
+    Returns the results in node order; raises the first failure after all have finished."""
     pool = ThreadPoolExecutor(max_workers=max(1, len(nodes)))
     futures = [pool.submit(work, n) for n in nodes]
     try:
@@ -405,6 +405,7 @@ def _parallel(work: Callable[[Node], None], nodes: list[Node]) -> None:
     errors = [f.exception() for f in futures if f.exception()]
     if errors:
         raise errors[0]
+    return [f.result() for f in futures]
 
 
 def ssh_target(config: Config, lab: str, node: Node) -> SshTarget:
