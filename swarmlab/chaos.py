@@ -76,8 +76,14 @@ class Timeline:
     started: float = field(default_factory=time.monotonic, repr=False)
 
     def mark(self, event: str, detail: str = "", at: float | None = None) -> Event:
-        e = Event(event, round((at if at is not None else time.monotonic()) - self.started, 2), detail,
-                  EXPECTED.get(event))
+        t = round((at if at is not None else time.monotonic()) - self.started, 2)
+        window = EXPECTED.get(event)
+        restart = next((e.t for e in self.events if e.event == "restarted"), None)
+        if window and restart is not None and event in ("rejoined",):
+            window = (round(restart + window[0], 1), round(restart + window[1], 1))  # counted from the restart
+        if event == "restarted":
+            window = None  # it happens when we decide, not when swarm does
+        e = Event(event, t, detail, window)
         self.events.append(e)
         return e
 
