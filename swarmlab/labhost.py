@@ -379,6 +379,12 @@ def host_up(config: Config, isolated: bool, progress: Progress = lambda _m: None
         raise Refused(f"the lab host is already up ({mode}): run `swarmlab host down` first to switch")
     changes: list[str] = []
     namespace = config.namespace if isolated else None
+    running = find_process("libvirtd")
+    if namespace and running and not in_netns(namespace, running):
+        # Refuse before creating anything, so a refusal leaves no namespace behind.
+        raise Refused(f"libvirtd (pid {running}) already runs outside namespace {namespace}, so lab "
+                      "networks would leak into the host network: stop it first (`swarmlab host down` "
+                      "for another lab host), or use `host up` without --isolated")
     if namespace and not netns_exists(namespace):
         progress(f"creating network namespace {namespace}")
         subprocess.run(["ip", "netns", "add", namespace], check=True, capture_output=True)

@@ -18,10 +18,12 @@ def netns_run(namespace: str, *cmd: str) -> subprocess.CompletedProcess:
 def host(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("host")
     path = write_config(tmp / "swarmlab.toml", tmp / "state")
-    proc = swarmlab("host", "up", "--isolated", "--json", config=path)
-    assert proc.returncode == 0, proc.stderr
-    yield path, json.loads(proc.stdout)
-    swarmlab("host", "down", config=path)
+    try:
+        proc = swarmlab("host", "up", "--isolated", "--json", config=path)
+        assert proc.returncode == 0, proc.stderr
+        yield path, json.loads(proc.stdout)
+    finally:
+        swarmlab("host", "down", config=path)
 
 
 def test_host_up_builds_everything_inside_the_namespace(host):
@@ -77,6 +79,15 @@ def test_doctor_on_the_host_passes_everything_but_the_template(host):
     proc = swarmlab("doctor", "--json", config=path)
     failing = {c["check"] for c in json.loads(proc.stdout)["checks"] if not c["ok"]}
     assert failing <= {"template"}
+
+
+def test_a_second_isolated_host_is_refused_before_it_creates_anything(host, tmp_path):
+    other = write_config(tmp_path / "other.toml", tmp_path / "state", host={"namespace": "swl-other"},
+                         libvirt={"network": "swl-other"})
+    proc = swarmlab("host", "up", "--isolated", config=other)
+    assert proc.returncode == 4 and "already runs outside namespace swl-other" in proc.stderr
+    assert "swl-other" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not (tmp_path / "state" / "host.json").exists()
 
 
 def test_switching_modes_is_refused(host):
