@@ -8,22 +8,22 @@ thread, because a manager's API hangs during an election: whichever answers firs
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FuturesTimeout, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-import libvirt
 from fabric import Connection
 
 from . import swarm
+from .command import Command, Fact
 from .config import Config
 from .errors import NotFound, Refused, SwarmlabError
 from .formation import open_connections
-from .hypervisor import Hypervisor
-from .lab import Lab, Node, find_lab, lab_lock
-from .remote import RemoteError, run
+from .hypervisor import Hypervisor, LifecycleWatch
+from .lab import Lab, Node, find_lab, lab_lock, require_lab
+from .remote import RemoteError, read, run
+from .template import BAKED_IMAGE
 
 POLL = 1.0  # seconds between polls
 API_TIMEOUT = 4.0  # a manager slower than this counts as unavailable (the CLI alone takes ~1 s under TCG)
@@ -44,6 +44,7 @@ EXPECTED = {
     "rejoined": (30, 120),
     "drained": (0, 30),
     "activated": (0, 5),
+    "promoted": (0, 60),
 }
 
 Progress = Callable[[str], None]
@@ -96,58 +97,6 @@ class Timeline:
         return data
 
 
-# --- libvirt lifecycle events ---------------------------------------------------------------
-_event_loop_started = False
-
-
-def _start_event_loop() -> None:
-    """libvirt delivers domain events only to a process that runs its event loop."""
-    global _event_loop_started
-    if _event_loop_started:
-        return
-    libvirt.virEventRegisterDefaultImpl()
-
-    def loop():
-        while True:
-            libvirt.virEventRunDefaultImpl()
-
-    threading.Thread(target=loop, name="libvirt-events", daemon=True).start()
-    _event_loop_started = True
-
-
-class LifecycleWatch:
-    """Times of STOPPED/STARTED events for one domain, on the host's monotonic clock."""
-
-    def __init__(self, uri: str, domain: str):
-        _start_event_loop()
-        self.times: dict[str, float] = {}
-        self.conn = libvirt.open(uri)
-        self.domain = domain
-
-        def callback(_conn, dom, event, _detail, _opaque):
-            if dom.name() != self.domain:
-                return
-            if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
-                self.times.setdefault("stopped", time.monotonic())
-            elif event == libvirt.VIR_DOMAIN_EVENT_STARTED:
-                self.times.setdefault("started", time.monotonic())
-
-        self.callback_id = self.conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, callback, None)
-
-    def wait(self, kind: str, timeout: float = 5) -> float | None:
-        deadline = time.monotonic() + timeout
-        while kind not in self.times and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.times.get(kind)
-
-    def close(self) -> None:
-        try:
-            self.conn.domainEventDeregisterAny(self.callback_id)
-            self.conn.close()
-        except libvirt.libvirtError:
-            pass
-
-
 # --- reading the swarm ----------------------------------------------------------------------
 class Survivors:
     """One connection per manager; ask all at once, take the first answer."""
@@ -157,8 +106,9 @@ class Survivors:
         # Room for a few hung calls per manager while later polls go on.
         self.pool = ThreadPoolExecutor(max_workers=4 * max(1, len(conns)))
 
-    def ask(self, command: str, exclude: set[str] = frozenset()) -> str | None:
-        """The first answer from any manager not excluded, or None when none answers in time."""
+    def ask(self, command: Command, exclude: set[str] = frozenset()) -> str | None:
+        """The first answer from any manager not excluded, or None when none answers in time
+        (or every one that answered failed)."""
         futures = [self.pool.submit(run, self.conns[n], command, API_TIMEOUT) for n in self.conns if n not in exclude]
         try:
             for future in as_completed(futures, timeout=API_TIMEOUT + 1):
@@ -168,46 +118,133 @@ class Survivors:
             pass
         return None
 
+    def read(self, fact: Fact, exclude: set[str] = frozenset()):
+        out = self.ask(fact.command, exclude)
+        return fact.parse(out) if out is not None else None
+
     def nodes(self, exclude: set[str] = frozenset()) -> list[swarm.SwarmNode] | None:
-        out = self.ask(swarm.NODE_LS, exclude)
-        return swarm.parse_node_ls(out) if out is not None else None
+        return self.read(swarm.NODES, exclude)
+
+    def tasks(self, services: list[str] | None, exclude: set[str]) -> dict[str, tuple[int, list[swarm.Task]]] | None:
+        """Desired replicas and running-desired tasks per service (all when services is None)."""
+        listed = self.read(swarm.SERVICES, exclude)
+        if listed is None:
+            return None
+        out = {}
+        for service in listed:
+            if services is not None and service.name not in services:
+                continue
+            ps = self.read(swarm.tasks(service.name, running_only=True), exclude)
+            if ps is None:
+                return None
+            out[service.name] = (service.desired, ps)
+        return out
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def tasks_settled(survivors: Survivors, exclude: set[str], away_from: str | None) -> tuple[bool, str] | None:
-    """(every service at its desired count with no running task on away_from, summary)."""
-    out = survivors.ask(swarm.SERVICE_LS, exclude)
-    if out is None:
-        return None
-    services = swarm.parse_service_ls(out)
-    summary = []
-    for service in services:
-        ps = survivors.ask(swarm.service_ps(service.name) + " --filter desired-state=running", exclude)
-        if ps is None:
-            return None
-        running = [t for t in swarm.parse_service_ps(ps) if t.state == "Running"]
-        on_target = [t for t in running if t.node == away_from]
-        summary.append(f"{service.name} {len(running)}/{service.desired}")
-        if len(running) < service.desired or on_target:
-            return False, ", ".join(summary)
-    return True, ", ".join(summary) or "no services"
+def tasks_settled(tasks: dict[str, tuple[int, list[swarm.Task]]], away_from: str | None) -> tuple[bool, str]:
+    """(every service at its desired count of Running tasks, none on away_from; a summary)."""
+    summary, settled = [], True
+    for name, (desired, ps) in tasks.items():
+        running = [t for t in ps if t.state == "Running"]
+        summary.append(f"{name} {len(running)}/{desired}")
+        if len(running) < desired or any(t.node == away_from for t in running):
+            settled = False
+    return settled, ", ".join(summary) or "no services"
 
 
 def snapshot(survivors: Survivors, exclude: set[str] = frozenset()) -> dict:
     nodes = survivors.nodes(exclude) or []
-    tasks = []
-    out = survivors.ask(swarm.SERVICE_LS, exclude)
-    for service in swarm.parse_service_ls(out or ""):
-        ps = survivors.ask(swarm.service_ps(service.name) + " --filter desired-state=running", exclude)
-        tasks += [{"service": service.name, "task": t.name, "node": t.node, "state": t.state}
-                  for t in swarm.parse_service_ps(ps or "")]
+    tasks = [{"service": name, "task": t.name, "node": t.node, "state": t.state}
+             for name, (_desired, ps) in (survivors.tasks(None, exclude) or {}).items() for t in ps]
     return {"nodes": [{"node": n.hostname, "status": n.status, "availability": n.availability,
                        "manager": n.manager_status} for n in nodes], "tasks": tasks}
 
 
+# --- event detection: pure, fed with what the managers answered ------------------------------
+@dataclass
+class EventDetector:
+    """Turns successive observations of the swarm into timeline events. `want` names the
+    events the exercise waits for; API outages are recorded whenever they happen."""
+
+    target: str
+    want: list[str]
+    was_manager: bool
+    seen: set[str] = field(default_factory=set)
+    api_down: bool = False
+
+    @property
+    def done(self) -> bool:
+        return all(e in self.seen for e in self.want)
+
+    def wants_tasks(self) -> bool:
+        """Whether the next observation should include the services' tasks."""
+        if "drained" in self.want and "drained" not in self.seen:
+            return True
+        return ("tasks-rescheduled" in self.want and "tasks-rescheduled" not in self.seen
+                and ("node-down" in self.seen or "node-down" not in self.want))
+
+    def feed(self, nodes: list[swarm.SwarmNode] | None,
+             tasks: dict[str, tuple[int, list[swarm.Task]]] | None = None) -> list[tuple[str, str]]:
+        """New (event, detail) pairs from one round: `nodes` is `docker node ls` from the first
+        surviving manager that answered (None: none did), `tasks` what Survivors.tasks gave."""
+        out: list[tuple[str, str]] = []
+
+        def event(name: str, detail: str = "") -> None:
+            if name not in self.seen:
+                self.seen.add(name)
+                out.append((name, detail))
+
+        if nodes is None:
+            if not self.api_down:
+                self.seen.add("api-unavailable")
+                out.append(("api-unavailable", f"no surviving manager answered within {API_TIMEOUT:g} s"))
+            self.api_down = True
+            return out
+        if self.api_down:
+            event("api-back")
+        self.api_down = False
+        leader = next((n.hostname for n in nodes if n.manager_status == "Leader"), None)
+        if "new-leader" in self.want and leader and leader != self.target:
+            event("new-leader", leader)
+        me = next((n for n in nodes if n.hostname == self.target), None)
+        if me and "node-down" in self.want:
+            # A new leader reports its dead predecessor Unreachable at once (it is why it was
+            # elected); the node turns Down only when its heartbeats are missed long enough.
+            if me.manager_status == "Unreachable":
+                event("node-unreachable", self.target)
+            if me.status == "Down":
+                event("node-down", f"{self.target} {me.status}/{me.manager_status or 'worker'}")
+        if me and "rejoined" in self.want and me.status == "Ready" and \
+                (me.manager_status in ("Reachable", "Leader") or not self.was_manager):
+            event("rejoined", f"{self.target} {me.status}/{me.manager_status or 'worker'}")
+        if me and "promoted" in self.want and me.manager_status in ("Reachable", "Leader"):
+            event("promoted", f"{self.target} {me.manager_status}")
+        if tasks is not None and self.wants_tasks():
+            settled, summary = tasks_settled(tasks, self.target)
+            if settled:
+                event("drained" if "drained" in self.want else "tasks-rescheduled", summary)
+        return out
+
+
+def quorum_refusal(nodes: list[swarm.SwarmNode], target: str) -> str | None:
+    """Why powering off `target` would cost the swarm its raft quorum, or None."""
+    member = next((n for n in nodes if n.hostname == target), None)
+    managers = [n for n in nodes if n.manager_status]
+    reachable = [n for n in managers if n.manager_status in ("Leader", "Reachable")]
+    if member and member.manager_status and len(reachable) - 1 <= len(managers) // 2:
+        return (f"killing manager {target} leaves {len(reachable) - 1} of {len(managers)} managers: raft needs a "
+                f"majority ({len(managers) // 2 + 1}), so the swarm would stop accepting changes until it returns. "
+                "Use 3 or more managers, or --force")
+    return None
+
+
 # --- exercises ------------------------------------------------------------------------------
+DRILL_SERVICE = "swarmlab-drill"
+
+
 @dataclass
 class Session:
     config: Config
@@ -216,43 +253,35 @@ class Session:
     conns: dict[str, Connection]
 
     def node(self, name: str) -> Node:
-        node = self.lab.node(name)
-        if node is None:
-            raise NotFound(f"lab {self.lab.name} has no node {name} (nodes: {', '.join(n.name for n in self.lab.nodes)})")
-        return node
+        return self.lab.require_node(name)
 
     def running(self, node: Node) -> bool:
         state = self.hv.domain_state(node.domain)
         return bool(state and state.running)
 
 
-def _open(config: Config, lab_name: str) -> Session:
-    hv = Hypervisor(config.uri)
-    found = find_lab(config, hv, lab_name)
-    if found is None:
-        hv.close()
-        raise NotFound(f"lab {lab_name} does not exist: `swarmlab ls` lists the labs")
-    live = Lab(found.name, [n for n in found.nodes if (s := hv.domain_state(n.domain)) and s.running])
+def _open(config: Config, hv: Hypervisor, lab_name: str) -> Session:
+    found = require_lab(config, hv, lab_name)
     conns: dict[str, Connection] = {}
-    for node in live.nodes:
-        try:
-            conns.update(open_connections(config, Lab(found.name, [node])))
-        except RemoteError:
-            pass  # a node that does not answer is simply not asked
+    for node in found.nodes:
+        if (s := hv.domain_state(node.domain)) and s.running:
+            try:
+                conns.update(open_connections(config, Lab(found.name, [node])))
+            except RemoteError:
+                pass  # a node that does not answer is simply not asked
     return Session(config, found, hv, conns)
 
 
 def _close(session: Session) -> None:
     for c in session.conns.values():
         c.close()
-    session.hv.close()
 
 
 def _managers(session: Session) -> tuple[Survivors, list[swarm.SwarmNode]]:
     managers = {}
     for name, conn in session.conns.items():
         try:
-            if swarm.parse_swarm_info(run(conn, swarm.SWARM_INFO, timeout=10)).is_manager:
+            if read(conn, swarm.SWARM, timeout=10).is_manager:
                 managers[name] = conn
         except SwarmlabError:
             continue
@@ -267,54 +296,19 @@ def _managers(session: Session) -> tuple[Survivors, list[swarm.SwarmNode]]:
 
 
 def _watch(timeline: Timeline, survivors: Survivors, target: str, deadline: float, want: list[str],
-           progress: Progress, exclude: set[str]) -> None:
-    """Polls until every wanted event happened or the deadline passes. API outages are
-    recorded whenever they happen; they are not waited for."""
-    api_down = False
+           progress: Progress, exclude: set[str], services: list[str] | None = None) -> None:
+    """Polls until every wanted event happened or the deadline passes."""
     was_manager = any(n["node"] == target and n["manager"] for n in timeline.before.get("nodes", []))
-    while time.monotonic() < deadline and not all(timeline.has(e) for e in want):
+    detector = EventDetector(target, want, was_manager)
+    while time.monotonic() < deadline and not detector.done:
         round_started = time.monotonic()
         nodes = survivors.nodes(exclude)
-        if nodes is None:
-            if not api_down:
-                timeline.mark("api-unavailable", "no surviving manager answered within "
-                                                 f"{API_TIMEOUT:g} s", at=round_started)
-                progress("api-unavailable")
-            api_down = True
-        else:
-            if api_down and not timeline.has("api-back"):
-                timeline.mark("api-back")
-                progress("api-back")
-            api_down = False
-            leader = next((n.hostname for n in nodes if n.manager_status == "Leader"), None)
-            if "new-leader" in want and not timeline.has("new-leader") and leader and leader != target:
-                timeline.new_leader = leader
-                timeline.mark("new-leader", leader)
-                progress(f"new-leader {leader}")
-            me = next((n for n in nodes if n.hostname == target), None)
-            # A new leader reports its dead predecessor Unreachable at once (it is why it was
-            # elected); the node turns Down only when its heartbeats are missed long enough.
-            if me and me.manager_status == "Unreachable" and not timeline.has("node-unreachable") \
-                    and "node-down" in want:
-                timeline.mark("node-unreachable", target)
-            if "node-down" in want and not timeline.has("node-down") and me and me.status == "Down":
-                timeline.mark("node-down", f"{target} {me.status}/{me.manager_status or 'worker'}")
-                progress(f"node-down {target}")
-            if "tasks-rescheduled" in want and not timeline.has("tasks-rescheduled") and \
-                    (timeline.has("node-down") or "node-down" not in want):
-                settled = tasks_settled(survivors, exclude, target)
-                if settled and settled[0]:
-                    timeline.mark("tasks-rescheduled", settled[1])
-                    progress(f"tasks-rescheduled ({settled[1]})")
-            if "rejoined" in want and not timeline.has("rejoined") and me and me.status == "Ready" and \
-                    (me.manager_status in ("Reachable", "Leader") or not was_manager):
-                timeline.mark("rejoined", f"{target} {me.status}/{me.manager_status or 'worker'}")
-                progress(f"rejoined {target}")
-            if "drained" in want and not timeline.has("drained"):
-                settled = tasks_settled(survivors, exclude, target)
-                if settled and settled[0]:
-                    timeline.mark("drained", settled[1])
-                    progress(f"drained ({settled[1]})")
+        tasks = survivors.tasks(services, exclude) if nodes is not None and detector.wants_tasks() else None
+        for event, detail in detector.feed(nodes, tasks):
+            timeline.mark(event, detail, at=round_started if event == "api-unavailable" else None)
+            if event == "new-leader":
+                timeline.new_leader = detail
+            progress(f"{event} {detail}".strip() if event not in ("api-unavailable",) else event)
         time.sleep(max(0.0, POLL - (time.monotonic() - round_started)))
     timeline.missing = [e for e in want if not timeline.has(e)]
 
@@ -327,13 +321,32 @@ def _finish(timeline: Timeline, survivors: Survivors, exclude: set[str]) -> Time
     return timeline
 
 
+def _drill_service(survivors: Survivors, replicas: int, timeout: float, progress: Progress) -> None:
+    """A small service of the baked image, so that the drill always has tasks to reschedule."""
+    progress(f"no service runs: creating {DRILL_SERVICE} ({replicas} replicas of {BAKED_IMAGE}) for the drill")
+    create = Command("docker", "service", "create", "--detach", "--name", DRILL_SERVICE, "--replicas", str(replicas),
+                     "--no-resolve-image", BAKED_IMAGE, "sleep", "1d")
+    if survivors.ask(create) is None:
+        raise ChaosError(f"creating the drill service {DRILL_SERVICE} failed: see `swarmlab status`")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tasks = survivors.tasks([DRILL_SERVICE], set())
+        if tasks and tasks_settled(tasks, None)[0]:
+            return
+        time.sleep(POLL)
+    raise ChaosError(f"the drill service {DRILL_SERVICE} did not reach {replicas} running tasks in {timeout:g} s")
+
+
 def kill(config: Config, lab_name: str, target: str | None, restore: bool, timeout: float, force: bool,
-         progress: Progress = lambda _m: None) -> Timeline:
-    """Hard power-off of a node (the leader when target is None), then watch the swarm heal."""
-    session = _open(config, lab_name)
-    try:
-        with lab_lock(config, lab_name):
+         service: str | None = None, progress: Progress = lambda _m: None) -> Timeline:
+    """Hard power-off of a node (the leader when target is None), then watch the swarm heal.
+    With `service`, only that service's tasks are followed; with no service at all, a drill
+    service is created for the run and removed afterwards."""
+    with Hypervisor(config.uri) as hv, lab_lock(config, lab_name):
+        session = _open(config, hv, lab_name)
+        try:
             survivors, nodes = _managers(session)
+            drill = False
             try:
                 leader = next((n.hostname for n in nodes if n.manager_status == "Leader"), None)
                 if target is None:
@@ -344,39 +357,42 @@ def kill(config: Config, lab_name: str, target: str | None, restore: bool, timeo
                 member = next((n for n in nodes if n.hostname == target), None)
                 if not session.running(node) or (member and member.status == "Down"):
                     raise ChaosError(f"{target} is already down: `swarmlab chaos start {target}` brings it back")
-                managers = [n for n in nodes if n.manager_status]
-                reachable = [n for n in managers if n.manager_status in ("Leader", "Reachable")]
-                if member and member.manager_status and len(reachable) - 1 <= len(managers) // 2 and not force:
-                    raise Refused(f"killing manager {target} leaves {len(reachable) - 1} of {len(managers)} managers: "
-                                  f"raft needs a majority ({len(managers) // 2 + 1}), so the swarm would stop "
-                                  "accepting changes until it returns. Use 3 or more managers, or --force")
+                refusal = quorum_refusal(nodes, target)
+                if refusal and not force:
+                    raise Refused(refusal)
+                services = [s.name for s in survivors.read(swarm.SERVICES) or []]
+                if service is not None and service not in services:
+                    raise NotFound(f"lab {lab_name} has no service {service} "
+                                   f"(services: {', '.join(services) or 'none'}); leave out --service for a drill service")
+                if not services:
+                    _drill_service(survivors, max(2, len(nodes)), timeout, progress)
+                    drill, service = True, DRILL_SERVICE
                 exercise = "kill-leader" if target == leader else "kill"
                 timeline = Timeline(exercise, lab_name, target, old_leader=leader)
                 timeline.before = snapshot(survivors)
-                exclude = {target}
                 want = ["node-down", "tasks-rescheduled"]
                 if target == leader:
                     want = ["new-leader", *want]
-                watch = LifecycleWatch(config.uri, node.domain)
-                try:
+                with LifecycleWatch(hv, node.domain) as watch:
                     progress(f"killing {target} ({node.domain})" + (" - the leader" if target == leader else ""))
                     timeline.started = time.monotonic()
-                    session.hv.destroy(node.domain)
+                    hv.destroy(node.domain)
                     stopped = watch.wait("stopped")
                     if stopped is not None:
                         timeline.started = min(timeline.started, stopped)
                     timeline.mark("killed", f"{target} powered off" + (" (libvirt event)" if stopped else ""),
                                   at=timeline.started)
-                    _watch(timeline, survivors, target, timeline.started + timeout, want, progress, exclude)
+                    _watch(timeline, survivors, target, timeline.started + timeout, want, progress, {target},
+                           [service] if service else None)
                     if restore:
                         _restart(session, timeline, node, watch, survivors, timeout, progress)
-                finally:
-                    watch.close()
                 return _finish(timeline, survivors, set())
             finally:
+                if drill:
+                    survivors.ask(Command("docker", "service", "rm", DRILL_SERVICE))
                 survivors.close()
-    finally:
-        _close(session)
+        finally:
+            _close(session)
 
 
 def _restart(session: Session, timeline: Timeline, node: Node, watch: LifecycleWatch,
@@ -384,7 +400,7 @@ def _restart(session: Session, timeline: Timeline, node: Node, watch: LifecycleW
     progress(f"starting {node.name} again")
     before = time.monotonic()
     session.hv.start(node.domain)
-    started = watch.wait("started") if watch else None
+    started = watch.wait("started")
     timeline.mark("restarted", f"{node.name} started" + (" (libvirt event)" if started else ""),
                   at=started or before)
     missing = timeline.missing
@@ -395,112 +411,117 @@ def _restart(session: Session, timeline: Timeline, node: Node, watch: LifecycleW
 def start(config: Config, lab_name: str, names: list[str] | None, timeout: float,
           progress: Progress = lambda _m: None) -> list[Timeline]:
     """Starts stopped nodes (all when names is None) and waits until each is back in the swarm."""
-    hv = Hypervisor(config.uri)
-    try:
-        found = find_lab(config, hv, lab_name)
-        if found is None:
-            raise NotFound(f"lab {lab_name} does not exist: `swarmlab ls` lists the labs")
-        targets = found.nodes if names is None else [found.node(n) or _unknown(found, n) for n in names]
+    with Hypervisor(config.uri) as hv:
+        found = require_lab(config, hv, lab_name)
+        targets = found.nodes if names is None else [found.require_node(n) for n in names]
         stopped = [n for n in targets if not ((s := hv.domain_state(n.domain)) and s.running)]
         if names and not stopped:
             raise ChaosError(f"{', '.join(names)} already running")
         timelines = []
-        watch = {n.name: LifecycleWatch(config.uri, n.domain) for n in stopped}
-        try:
-            for node in stopped:
+        for node in stopped:
+            with LifecycleWatch(hv, node.domain) as watch:
                 timeline = Timeline("start", lab_name, node.name)
                 progress(f"starting {node.name}")
                 timeline.started = time.monotonic()
                 hv.start(node.domain)
-                at = watch[node.name].wait("started")
+                at = watch.wait("started")
                 timeline.mark("restarted", f"{node.name} started", at=at or timeline.started)
                 timelines.append(timeline)
-        finally:
-            for w in watch.values():
-                w.close()
-    finally:
-        hv.close()
-    if not timelines:
-        return []
-    session = _open(config, lab_name)
-    try:
-        survivors, _ = _managers(session)
+        if not timelines:
+            return []
+        session = _open(config, hv, lab_name)
         try:
-            before = snapshot(survivors)
-            for timeline in timelines:
-                timeline.before = before
-                _watch(timeline, survivors, timeline.target, timeline.started + timeout + 120, ["rejoined"],
-                       progress, {timeline.target})
-                _finish(timeline, survivors, set())
+            survivors, _ = _managers(session)
+            try:
+                before = snapshot(survivors)
+                for timeline in timelines:
+                    timeline.before = before
+                    _watch(timeline, survivors, timeline.target, timeline.started + timeout + 120, ["rejoined"],
+                           progress, {timeline.target})
+                    _finish(timeline, survivors, set())
+            finally:
+                survivors.close()
         finally:
-            survivors.close()
-    finally:
-        _close(session)
+            _close(session)
     return timelines
-
-
-def _unknown(lab: Lab, name: str):
-    raise NotFound(f"lab {lab.name} has no node {name} (nodes: {', '.join(n.name for n in lab.nodes)})")
 
 
 def availability(config: Config, lab_name: str, target: str, mode: str, timeout: float,
                  progress: Progress = lambda _m: None) -> Timeline:
     """drain or active, with the time until the tasks have moved."""
-    session = _open(config, lab_name)
-    try:
-        session.node(target)
-        survivors, nodes = _managers(session)
+    with Hypervisor(config.uri) as hv:
+        session = _open(config, hv, lab_name)
         try:
-            if not any(n.hostname == target for n in nodes):
-                raise ChaosError(f"{target} is not in the swarm of lab {lab_name}")
-            timeline = Timeline("drain" if mode == "drain" else "activate", lab_name, target)
-            timeline.before = snapshot(survivors)
-            progress(f"setting {target} availability to {mode}")
-            timeline.started = time.monotonic()
-            if survivors.ask(f"docker node update --availability {mode} {target}") is None:
-                raise ChaosError(f"no manager answered `docker node update` for {target}")
-            if mode == "active":
-                timeline.mark("activated", target)
-            want = ["drained"] if mode == "drain" else []
-            _watch(timeline, survivors, target, timeline.started + timeout, want, progress, set())
-            return _finish(timeline, survivors, set())
+            session.node(target)
+            survivors, nodes = _managers(session)
+            try:
+                if not any(n.hostname == target for n in nodes):
+                    raise ChaosError(f"{target} is not in the swarm of lab {lab_name}")
+                timeline = Timeline("drain" if mode == "drain" else "activate", lab_name, target)
+                timeline.before = snapshot(survivors)
+                progress(f"setting {target} availability to {mode}")
+                timeline.started = time.monotonic()
+                if survivors.ask(Command("docker", "node", "update", "--availability", mode, target)) is None:
+                    raise ChaosError(f"no manager answered `docker node update` for {target}")
+                if mode == "active":
+                    timeline.mark("activated", target)
+                want = ["drained"] if mode == "drain" else []
+                _watch(timeline, survivors, target, timeline.started + timeout, want, progress, set())
+                return _finish(timeline, survivors, set())
+            finally:
+                survivors.close()
         finally:
-            survivors.close()
-    finally:
-        _close(session)
+            _close(session)
 
 
 def demote_leader(config: Config, lab_name: str, timeout: float, progress: Progress = lambda _m: None) -> Timeline:
-    """The graceful contrast: demote the leader, time the hand-over, promote it back."""
-    session = _open(config, lab_name)
-    try:
-        survivors, nodes = _managers(session)
+    """The graceful contrast: demote the leader, time the hand-over, promote it back and time
+    its return as a Reachable manager. A promotion that fails is in the timeline (missing
+    `promoted`, exit 5): the lab is then a manager short, and the output says so."""
+    with Hypervisor(config.uri) as hv:
+        session = _open(config, hv, lab_name)
         try:
-            leader = next((n.hostname for n in nodes if n.manager_status == "Leader"), None)
-            managers = [n for n in nodes if n.manager_status]
-            if leader is None or len(managers) < 2:
-                raise Refused(f"lab {lab_name} needs a leader and a second manager to hand over to")
-            timeline = Timeline("demote-leader", lab_name, leader, old_leader=leader)
-            timeline.before = snapshot(survivors)
-            progress(f"demoting {leader}")
-            timeline.started = time.monotonic()
-            if survivors.ask(f"docker node demote {leader}", exclude=set()) is None:
-                raise ChaosError(f"no manager answered `docker node demote {leader}`")
-            timeline.mark("demoted", leader)
-            _watch(timeline, survivors, leader, timeline.started + timeout, ["new-leader"], progress, {leader})
-            survivors.ask(f"docker node promote {leader}", exclude={leader})
-            return _finish(timeline, survivors, set())
+            survivors, nodes = _managers(session)
+            try:
+                leader = next((n.hostname for n in nodes if n.manager_status == "Leader"), None)
+                managers = [n for n in nodes if n.manager_status]
+                if leader is None or len(managers) < 2:
+                    raise Refused(f"lab {lab_name} needs a leader and a second manager to hand over to")
+                timeline = Timeline("demote-leader", lab_name, leader, old_leader=leader)
+                timeline.before = snapshot(survivors)
+                progress(f"demoting {leader}")
+                timeline.started = time.monotonic()
+                if survivors.ask(Command("docker", "node", "demote", leader)) is None:
+                    raise ChaosError(f"no manager answered `docker node demote {leader}`")
+                timeline.mark("demoted", leader)
+                _watch(timeline, survivors, leader, timeline.started + timeout, ["new-leader"], progress, {leader})
+                missing = timeline.missing
+                progress(f"promoting {leader} back")
+                if survivors.ask(Command("docker", "node", "promote", leader), exclude={leader}) is None:
+                    timeline.missing = missing + ["promoted"]
+                    timeline.mark("promote-failed", f"`docker node promote {leader}` failed: the lab is a manager "
+                                                    f"short; run it again with `swarmlab docker {timeline.new_leader or 'NODE'}"
+                                                    f" -- node promote {leader}`")
+                    progress(f"promote-failed {leader}")
+                else:
+                    _watch(timeline, survivors, leader, time.monotonic() + timeout, ["promoted"], progress, set())
+                    timeline.missing = missing + timeline.missing
+                return _finish(timeline, survivors, set())
+            finally:
+                survivors.close()
         finally:
-            survivors.close()
-    finally:
-        _close(session)
+            _close(session)
 
 
-def html_report(timeline: Timeline) -> str:
-    """A self-contained page (inline SVG and CSS) an instructor can project."""
+def html_report(timelines: list[Timeline]) -> str:
+    """One self-contained page (inline SVG and CSS) an instructor can project, with a section
+    per timeline."""
     from .render import render
-    last = max([e.t for e in timeline.events] + [hi for e in timeline.events if e.expected for hi in e.expected[1:]]
-               + [10.0])
-    step = 5 if last <= 60 else 10 if last <= 150 else 30
-    span = (int(last // step) + 1) * step
-    return render("report.html.j2", t=timeline.as_dict(), span=span, ticks=list(range(0, span + 1, step)))
+    sections = []
+    for timeline in timelines:
+        last = max([e.t for e in timeline.events]
+                   + [hi for e in timeline.events if e.expected for hi in e.expected[1:]] + [10.0])
+        step = 5 if last <= 60 else 10 if last <= 150 else 30
+        span = (int(last // step) + 1) * step
+        sections.append({"t": timeline.as_dict(), "span": span, "ticks": list(range(0, span + 1, step))})
+    return render("report.html.j2", sections=sections)

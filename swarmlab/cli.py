@@ -10,10 +10,9 @@ import time
 from dataclasses import asdict
 from typing import Optional
 
-import libvirt
 import typer
 
-from . import __version__, chaos, config as configuration, formation, lab as labs, labhost, swarm
+from . import __version__, chaos, command, config as configuration, formation, lab as labs, labhost, swarm
 from .errors import SwarmlabError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
@@ -37,6 +36,19 @@ class Context:
 ctx = Context()
 
 
+def _table(columns: tuple[str, ...], rows: list[tuple], indent: int = 0, right: set[str] = frozenset()) -> None:
+    """A plain text table on stdout (rich lays it out; no colour, no box, any width)."""
+    from rich.console import Console
+    from rich.padding import Padding
+    from rich.table import Table
+    table = Table(box=None, show_edge=False, pad_edge=False, header_style="", padding=(0, 2, 0, 0))
+    for col in columns:
+        table.add_column(col, justify="right" if col in right else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*[str(cell) for cell in row])
+    Console(width=500, no_color=True, highlight=False, soft_wrap=True).print(Padding(table, (0, 0, 0, indent)))
+
+
 def _emit_json(data) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
@@ -52,8 +64,39 @@ def _main(config: Optional[str] = typer.Option(None, "--config", "-c", metavar="
                                                help="swarmlab.toml to use (else $SWARMLAB_CONFIG, ./swarmlab.toml, "
                                                     "/etc/swarmlab/swarmlab.toml, built-in defaults)."),
           version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
-                                       help="Print the version and exit.")):
+                                       help="Print the version and exit."),
+          verbose: bool = typer.Option(False, "--verbose", "-v",
+                                       help="Show the debug log (SSH, libvirt, HTTP) on stderr; otherwise it "
+                                            "goes to <state_dir>/swarmlab.log.")):
     ctx.config = configuration.load(config)
+    _setup_logging(ctx.config, verbose)
+
+
+def _setup_logging(config: configuration.Config, verbose: bool) -> None:
+    """Only swarmlab's own lines reach the terminal. Libraries (paramiko above all) log
+    channel failures and resets while nodes are killed on purpose: those go to a debug log,
+    or to stderr with --verbose. Known secrets are blanked in every record."""
+    import logging
+    import logging.handlers
+    root = logging.getLogger()
+    root.handlers.clear()
+    handler: logging.Handler
+    if verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        root.setLevel(logging.DEBUG)
+    else:
+        try:
+            config.state_dir.mkdir(parents=True, exist_ok=True)
+            path = config.state_dir / "swarmlab.log"
+            handler = logging.handlers.RotatingFileHandler(path, maxBytes=2 << 20, backupCount=2, delay=True)
+            if not path.exists():
+                path.touch(mode=0o600)
+        except OSError:
+            handler = logging.NullHandler()  # no writable state dir (e.g. `config` as a user)
+        root.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
+    handler.addFilter(command.redact_secrets)
+    root.addHandler(handler)
 
 
 def _enter_host() -> None:
@@ -251,6 +294,10 @@ def _render_form_report(report) -> None:
         typer.echo(f"+ {line}")
     for line in report.joined:
         typer.echo(f"+ joined {line}")
+    for node in report.promoted:
+        typer.echo(f"+ promoted {node} to manager")
+    for node in report.demoted:
+        typer.echo(f"+ demoted {node} to worker")
     for line in report.labels:
         typer.echo(f"+ label {line}")
 
@@ -264,13 +311,13 @@ def status(lab: Optional[str] = LabOption, as_json: bool = JsonOption):
     if as_json:
         _emit_json(data)
         return
-    typer.echo(f"{'NODE':<7} {'STATE':<9} {'IP':<13} {'DNS':<34} {'SSH':<4} {'ROLE':<8} {'MANAGER':<12} "
-               f"{'AVAIL':<7} {'STATUS':<7} ENGINE")
+    rows = []
     for row in data["nodes"]:
         dns_name = row["dns"] if row["dns_ip"] == row["ip"] else f"{row['dns']} (DNS: {row['dns_ip'] or 'none'})"
-        typer.echo(f"{row['node']:<7} {row['state']:<9} {row['ip']:<13} {dns_name:<34} "
-                   f"{'yes' if row['ssh'] else 'no':<4} {row['role'] or '-':<8} {row['manager_status'] or '-':<12} "
-                   f"{row['availability'] or '-':<7} {row['node_status'] or '-':<7} {row['engine'] or '-'}")
+        rows.append((row["node"], row["state"], row["ip"], dns_name, "yes" if row["ssh"] else "no",
+                     row["role"] or "-", row["manager_status"] or "-", row["availability"] or "-",
+                     row["node_status"] or "-", row["engine"] or "-"))
+    _table(("NODE", "STATE", "IP", "DNS", "SSH", "ROLE", "MANAGER", "AVAIL", "STATUS", "ENGINE"), rows)
     if data.get("swarm_error"):
         typer.echo(f"swarm: {data['swarm_error']}", err=True)
     if data.get("dns_error"):
@@ -354,8 +401,9 @@ def list_labs(as_json: bool = JsonOption):
         return
     if not data:
         typer.echo("no labs; create one with `swarmlab up 3`")
-    for row in data:
-        typer.echo(f"{row['lab']:<16} {row['nodes']} nodes, {row['running']} running ({', '.join(row['states'])})")
+        return
+    _table(("LAB", "NODES", "RUNNING", "STATES"),
+           [(r["lab"], r["nodes"], r["running"], ", ".join(r["states"])) for r in data], right={"NODES", "RUNNING"})
 
 
 # Typer keeps its click private; its public BadParameter derives from click's ClickException.
@@ -371,8 +419,7 @@ ReportOption = typer.Option(None, "--report", metavar="FILE.html", help="Also wr
 def _render_timelines(timelines, as_json: bool, report: Optional[str]) -> None:
     if report:
         from pathlib import Path
-        pages = [chaos.html_report(t) for t in timelines]
-        Path(report).write_text(pages[0] if len(pages) == 1 else "\n".join(pages))
+        Path(report).write_text(chaos.html_report(timelines))
     if as_json:
         data = [t.as_dict() for t in timelines]
         _emit_json(data[0] if len(data) == 1 else data)
@@ -381,21 +428,23 @@ def _render_timelines(timelines, as_json: bool, report: Optional[str]) -> None:
             typer.echo(f"{t.exercise} {t.target} (lab {t.lab})"
                        + (f": leader {t.old_leader} -> {t.new_leader or '?'}, at the end {t.final_leader}"
                           if t.old_leader else ""))
-            typer.echo(f"  {'EVENT':<18} {'SECONDS':>8}  {'EXPECTED':<10} DETAIL")
-            for e in t.events:
-                window = f"{e.expected[0]:g}-{e.expected[1]:g} s" if e.expected else ""
-                late = " LATE" if e.expected and e.t > e.expected[1] else ""
-                typer.echo(f"  {e.event:<18} {e.t:>8.1f}  {window:<10} {e.detail}{late}")
-            for m in t.missing:
-                typer.echo(f"  {m:<18} {'-':>8}  {'':<10} not seen within the timeout")
+            rows = [(e.event, f"{e.t:.1f}", f"{e.expected[0]:g}-{e.expected[1]:g} s" if e.expected else "",
+                     e.detail + (" LATE" if e.expected and e.t > e.expected[1] else "")) for e in t.events]
+            rows += [(m, "-", "", "not seen within the timeout") for m in t.missing]
+            _table(("EVENT", "SECONDS", "EXPECTED", "DETAIL"), rows, indent=2, right={"SECONDS"})
         if report:
             typer.echo(f"report: {report}")
     if any(t.missing for t in timelines):
         raise typer.Exit(5)
 
 
+ServiceOption = typer.Option(None, "--service", metavar="NAME",
+                             help="Follow only this service's tasks. With no service in the lab, a small drill "
+                                  "service of the baked image is created for the run and removed afterwards.")
+
+
 @chaos_app.command("kill-leader")
-def chaos_kill_leader(lab: Optional[str] = LabOption,
+def chaos_kill_leader(lab: Optional[str] = LabOption, service: Optional[str] = ServiceOption,
                       restore: bool = typer.Option(False, "--restore", help="Start the node again and time its return."),
                       timeout: float = TimeoutOption, force: bool = typer.Option(False, "--force",
                       help="Kill even when it costs the swarm its quorum."),
@@ -403,20 +452,20 @@ def chaos_kill_leader(lab: Optional[str] = LabOption,
     """Power off the leader's VM and time the election, the node going Down and its tasks moving.
     Exit 5 when an expected event never came."""
     _enter_host()
-    _render_timelines([chaos.kill(ctx.config, lab or ctx.config.lab, None, restore, timeout, force, ctx.progress)],
-                      as_json, report)
+    _render_timelines([chaos.kill(ctx.config, lab or ctx.config.lab, None, restore, timeout, force, service,
+                                  ctx.progress)], as_json, report)
 
 
 @chaos_app.command("kill")
-def chaos_kill(node: str = NodeArgument, lab: Optional[str] = LabOption,
+def chaos_kill(node: str = NodeArgument, lab: Optional[str] = LabOption, service: Optional[str] = ServiceOption,
                restore: bool = typer.Option(False, "--restore", help="Start the node again and time its return."),
                timeout: float = TimeoutOption, force: bool = typer.Option(False, "--force",
                help="Kill even when it costs the swarm its quorum."),
                report: Optional[str] = ReportOption, as_json: bool = JsonOption):
     """Power off one node's VM and time what the swarm does."""
     _enter_host()
-    _render_timelines([chaos.kill(ctx.config, lab or ctx.config.lab, node, restore, timeout, force, ctx.progress)],
-                      as_json, report)
+    _render_timelines([chaos.kill(ctx.config, lab or ctx.config.lab, node, restore, timeout, force, service,
+                                  ctx.progress)], as_json, report)
 
 
 @chaos_app.command("start")
@@ -472,9 +521,6 @@ def main() -> None:
     except SwarmlabError as e:
         typer.echo(f"swarmlab: {e}", err=True)
         sys.exit(e.exit_code)
-    except libvirt.libvirtError as e:
-        typer.echo(f"swarmlab: libvirt: {e.get_error_message()}", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("swarmlab: interrupted; rerun the command to finish it, or undo it with `down`", err=True)
         sys.exit(130)

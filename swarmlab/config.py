@@ -20,6 +20,7 @@ from .errors import SwarmlabError
 API_KEY_ENV = "SWARMLAB_PDNS_API_KEY"
 CONFIG_ENV = "SWARMLAB_CONFIG"
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")  # Debian policy 5.6.1
 
 
 class ConfigError(SwarmlabError):
@@ -85,15 +86,34 @@ def _cidr(value):
 
 
 def _host_port(value):
-    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9.-]+:\d{1,5}$", value):
-        raise ValueError("HOST:PORT of the server that answers for the zone, such as 127.0.0.1:5300")
+    # An IP address, not a host name: a name would be resolved through the very DNS being
+    # verified, and an unresolvable one ended in a 30 s timeout instead of an error.
+    host, _, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError
+    except ValueError:
+        raise ValueError("IP:PORT of the server that answers for the zone, such as 127.0.0.1:5300 "
+                         "(an IP address, not a host name)") from None
+    return value
+
+
+def _package(value):
+    if not isinstance(value, str) or not DEBIAN_PACKAGE.match(value):
+        raise ValueError("a Debian package name such as docker.io or docker-ce")
     return value
 
 
 def _label_list(value):
-    if not isinstance(value, list) or not all(isinstance(v, str) and re.match(r"^[a-z0-9-]+:[^=\s]+=\S*$", v)
-                                              for v in value):
+    from .swarm import parse_label  # one label grammar for the config file and the command line
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError('a list of "NODE:KEY=VALUE" strings such as ["swr1:env=prod"]')
+    for spec in value:
+        try:
+            parse_label(spec)
+        except SwarmlabError as e:
+            raise ValueError(f'a list of "NODE:KEY=VALUE" strings; {e}') from None
     return tuple(value)
 
 
@@ -246,7 +266,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
     },
     "engine": {
         "install": ("engine_install", _choice("bundle", "apt")),
-        "package": ("engine_package", _label),
+        "package": ("engine_package", _package),
         "images": ("engine_images", _path_list),
     },
     "host": {
@@ -281,6 +301,22 @@ def parse(data: dict, source: str) -> Config:
     return Config(**values, source=source)
 
 
+def check_file_safety(path: Path) -> None:
+    """swarmlab runs as root and copies files the config names ([engine] images) into VMs, and it
+    may read ./swarmlab.toml from any directory: only its owner (root or the caller) may write it."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        raise ConfigError(f"config file {path} is writable by group or others (mode {mode:o}): anyone who can "
+                          f"write it controls what root copies into the VMs; chmod go-w {path}")
+    if st.st_uid not in (0, os.geteuid()):
+        raise ConfigError(f"config file {path} belongs to uid {st.st_uid}, not to root or you: its owner controls "
+                          f"what swarmlab does as root; chown root {path}, or pass a config file of your own")
+
+
 def load(path: str | Path | None = None) -> Config:
     explicit = path or os.environ.get(CONFIG_ENV)
     if explicit:
@@ -293,6 +329,7 @@ def load(path: str | Path | None = None) -> Config:
                           if p.is_file()), None)
         if candidate is None:
             return Config()
+    check_file_safety(candidate)
     try:
         data = tomllib.loads(candidate.read_text())
     except tomllib.TOMLDecodeError as e:

@@ -7,9 +7,7 @@ that is already where it should be is left alone, so a rerun completes a half-fo
 
 from __future__ import annotations
 
-import shlex
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -18,9 +16,11 @@ from fabric import Connection
 from . import labhost, swarm, template
 from .config import Config
 from .errors import SwarmlabError
-from .lab import Lab, Node, NodeProgress, each_node, find_lab, lab_lock, ssh_target
+from .lab import Lab, Node, NodeProgress, each_node, lab_lock, require_lab, ssh_target
 from .hypervisor import Hypervisor
-from .remote import RemoteError, connect, run
+from .command import Command, Raw, or_true, sh, then
+from .remote import RemoteError, connect, read, run
+from .waiting import poll_until
 from .swarm import FormReport, NodeLabel
 
 BUNDLE_DIR = "/var/cache/swarmlab-bundle"
@@ -72,30 +72,38 @@ def _download_bundle(config: Config, guest_status: str) -> list[Path]:
     return sorted(directory.glob("*.deb"))
 
 
+def _active(conn: Connection, unit: str, what: str = "is-active") -> str:
+    return run(conn, or_true(Command("systemctl", what, unit))).strip()
+
+
 def ensure_engine(config: Config, node: Node, conn: Connection) -> list[str]:
     changes = []
-    if run(conn, "command -v dockerd || true").strip() == "":
+    if run(conn, or_true(Command("command", "-v", "dockerd"))).strip() == "":
         if config.engine_install == "apt":
-            run(conn, "DEBIAN_FRONTEND=noninteractive apt-get -q update && DEBIAN_FRONTEND=noninteractive "
-                      f"apt-get -q -y install --no-install-recommends {config.engine_package}", timeout=900)
+            env = Raw("DEBIAN_FRONTEND=noninteractive")
+            run(conn, then(Command(env, "apt-get", "-q", "update"),
+                           Command(env, "apt-get", "-q", "-y", "install", "--no-install-recommends",
+                                   config.engine_package)), timeout=900)
             changes.append(f"{node.name}: installed {config.engine_package} with apt")
         else:
-            debs = _download_bundle(config, run(conn, "cat /var/lib/dpkg/status"))
-            run(conn, f"mkdir -p {BUNDLE_DIR}")
+            debs = _download_bundle(config, run(conn, Command("cat", "/var/lib/dpkg/status")))
+            run(conn, Command("mkdir", "-p", BUNDLE_DIR))
             sftp = conn.sftp()
             for deb in debs:
                 sftp.put(str(deb), f"{BUNDLE_DIR}/{deb.name}")
-            run(conn, f"DEBIAN_FRONTEND=noninteractive dpkg -i {BUNDLE_DIR}/*.deb && rm -rf {BUNDLE_DIR}",
-                timeout=900)
+            run(conn, then(Command(Raw("DEBIAN_FRONTEND=noninteractive"), "dpkg", "-i",
+                                   *[f"{BUNDLE_DIR}/{deb.name}" for deb in debs]),
+                           Command("rm", "-rf", BUNDLE_DIR)), timeout=900)
             changes.append(f"{node.name}: installed {config.engine_package} from a bundle of {len(debs)} packages")
-    if run(conn, "systemctl is-enabled docker || true").strip() != "enabled":
-        run(conn, "systemctl enable docker")
+    if _active(conn, "docker", "is-enabled") != "enabled":
+        run(conn, Command("systemctl", "enable", "docker"))
         changes.append(f"{node.name}: enabled docker at boot")
-    if run(conn, "systemctl is-active docker || true").strip() != "active":
-        run(conn, "systemctl start docker", check=False, timeout=180)
-        if run(conn, "systemctl is-active docker || true").strip() != "active":
-            journal = run(conn, "journalctl -u docker -n 5 --no-pager -o cat || true").strip().splitlines()
-            raise FormError(f"{node.name}: the Docker engine does not start: " + " | ".join(journal[-3:]))
+    if _active(conn, "docker") != "active":
+        run(conn, Command("systemctl", "start", "docker"), check=False, timeout=180)
+        if _active(conn, "docker") != "active":
+            journal = run(conn, or_true(Command("journalctl", "-u", "docker", "-n", "5", "--no-pager", "-o", "cat")))
+            raise FormError(f"{node.name}: the Docker engine does not start: "
+                            + " | ".join(journal.strip().splitlines()[-3:]))
         changes.append(f"{node.name}: started docker")
     return changes
 
@@ -124,7 +132,7 @@ fi
 
 def open_swarm_ports(node: Node, conn: Connection) -> str:
     """Opens the swarm ports where a firewall is active. Returns what was found."""
-    found = run(conn, f"sh -c {shlex.quote(FIREWALL_SCRIPT)}").strip()
+    found = run(conn, sh(FIREWALL_SCRIPT)).strip()
     return f"{node.name}: " + ("no firewall, nothing needed" if found == "none" else f"opened swarm ports in {found}")
 
 
@@ -132,7 +140,7 @@ def open_swarm_ports(node: Node, conn: Connection) -> str:
 def side_load_images(config: Config, node: Node, conn: Connection) -> list[str]:
     archives = [template.image_archive(config.cache_dir), *config.engine_images]
     loaded = []
-    present = set(run(conn, "docker image ls --format '{{.Repository}}:{{.Tag}}'").split())
+    present = set(run(conn, Command("docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}")).split())
     for archive in archives:
         if archive == archives[0] and template.BAKED_IMAGE in present:
             continue  # baked into the template already
@@ -140,48 +148,45 @@ def side_load_images(config: Config, node: Node, conn: Connection) -> list[str]:
             raise FormError(f"image tarball {archive} (from [engine] images) not found")
         remote = f"/tmp/swarmlab-{archive.name}"
         conn.sftp().put(str(archive), remote)
-        out = run(conn, f"docker load -i {shlex.quote(remote)} && rm -f {shlex.quote(remote)}", timeout=600)
+        out = run(conn, then(Command("docker", "load", "-i", remote), Command("rm", "-f", remote)), timeout=600)
         loaded += [f"{node.name}: {line.split(':', 1)[1].strip()}" for line in out.splitlines() if "Loaded image" in line]
     return loaded
 
 
 # --- swarm ----------------------------------------------------------------------------------
-def swarm_info(conn: Connection) -> swarm.SwarmInfo:
-    return swarm.parse_swarm_info(run(conn, swarm.SWARM_INFO))
+def _wait_member(entry: Connection, hostname: str, role: str, timeout: float = 120) -> None:
+    """Until the managers list the node Ready, and Reachable as a manager or with no manager
+    status as a worker."""
+    def settled() -> bool:
+        member = swarm.current_members(read(entry, swarm.NODES, timeout=30)).get(hostname)
+        return bool(member and member.status == "Ready"
+                    and (member.manager_status in ("Reachable", "Leader") if role == "manager"
+                         else not member.manager_status))
+    poll_until(settled, timeout, 1, lambda: FormError(
+        f"{hostname} is not {'a Reachable manager' if role == 'manager' else 'a Ready worker'} after "
+        f"{timeout:.0f} s: see `swarmlab docker {hostname} -- info`"))
 
 
-def node_ls(conn: Connection, timeout: float = 30) -> list[swarm.SwarmNode]:
-    return swarm.parse_node_ls(run(conn, swarm.NODE_LS, timeout=timeout))
-
-
-def _wait_member(entry: Connection, hostname: str, manager: bool, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for n in node_ls(entry):
-            if n.hostname == hostname and n.status == "Ready" and (not manager or n.manager_status in ("Reachable", "Leader")):
-                return
-        time.sleep(1)
-    raise FormError(f"{hostname} joined but is not {'Reachable' if manager else 'Ready'} after {timeout:.0f} s: "
-                    f"see `swarmlab docker {hostname} -- info`")
-
-
-def join(node: Node, conn: Connection, token: str, entry_ip: str) -> None:
+def _carry_out(step: swarm.Step, conns: dict[str, Connection], entry: Connection) -> None:
     try:
-        run(conn, f"docker swarm join --advertise-addr {node.ip} --token {token} {entry_ip}:2377",
-            timeout=180, secret=token)
+        run(conns[step.on], step.command, timeout=180, check=step.kind not in ("leave", "remove"))
     except RemoteError as e:
-        raise FormError(f"{node.name}: the swarm rejected the join: {str(e).split(': ', 2)[-1]}") from None
+        if step.kind.startswith("join"):
+            raise FormError(f"{step.node}: the swarm rejected the join: {str(e).split(': ', 2)[-1]}") from None
+        raise FormError(f"{step.node}: `{step.command.shown}` failed: {str(e).split(': ', 2)[-1]}") from None
+    if step.wait:
+        # A joining node cannot list the swarm yet; a promotion or demotion ran on a manager.
+        _wait_member(conns[step.on] if step.kind in ("promote", "demote") else entry, step.node, step.wait)
 
 
-def form(config: Config, lab: Lab, conns: dict[str, Connection], managers: int,
+def form(config: Config, lab: Lab, conns: dict[str, Connection], managers: int | None,
          labels: list[NodeLabel], progress: NodeProgress = lambda *_: None) -> FormReport:
+    """Carries out the formation plan: engine, firewall and images on every node, then init,
+    joins, promotions and demotions, then labels. Each step is computed from facts read just
+    before (swarm.plan_*), so a rerun does only what is still missing."""
     report = FormReport()
     nodes = lab.nodes
-    by_name = {n.name: n for n in nodes}
     check_plan(lab.name, [n.name for n in nodes], managers, labels)
-    warning = swarm.manager_warning(managers)
-    if warning:
-        report.warnings.append(warning)
 
     def prepare(node: Node) -> None:
         conn = conns[node.name]
@@ -194,64 +199,50 @@ def form(config: Config, lab: Lab, conns: dict[str, Connection], managers: int,
     each_node(prepare, nodes)
     for lines in (report.engine, report.firewall, report.images):
         lines.sort()  # threads finish in any order; reports should not
-    infos = dict(zip((n.name for n in nodes), each_node(lambda n: swarm_info(conns[n.name]), nodes)))
-    wanted_managers = nodes[:managers]
+    order = [n.name for n in nodes]
+    ips = {n.name: n.ip for n in nodes}
+    infos = dict(zip(order, each_node(lambda n: read(conns[n.name], swarm.SWARM), nodes)))
 
-    entry = next((n for n in nodes if infos[n.name].state == "active" and infos[n.name].is_manager), None)
-    if entry is None:
-        entry = wanted_managers[0]
-        if infos[entry.name].state != "inactive":  # half-joined to a swarm that is gone
-            run(conns[entry.name], "docker swarm leave --force", check=False)
-        progress(entry.name, "init", entry.ip)
-        run(conns[entry.name], f"docker swarm init --advertise-addr {entry.ip}", timeout=180)
-        report.initialized = entry.name
-    entry_conn = conns[entry.name]
-    members: dict[str, swarm.SwarmNode] = {}
-    for member in node_ls(entry_conn):  # a node that left and rejoined is listed twice: prefer Ready
-        if member.hostname not in members or member.status == "Ready":
-            members[member.hostname] = member
+    entry, bootstrap = swarm.plan_bootstrap(order, ips, infos)
+    for step in bootstrap:
+        if step.kind == "init":
+            progress(step.node, "init", ips[step.node])
+            report.initialized = step.node
+        _carry_out(step, conns, conns[entry])
+    tokens = {role: read(conns[entry], swarm.join_token(role)) for role in ("manager", "worker")}
+    wanted, steps = swarm.plan_membership(order, ips, infos, read(conns[entry], swarm.NODES), managers, entry, tokens)
 
-    def needs_join(node: Node) -> bool:
-        if node.name in members and members[node.name].status != "Down" or node is entry:
-            return False
-        if infos[node.name].state != "inactive":  # thinks it is in a swarm the managers do not list
-            run(conns[node.name], "docker swarm leave --force", check=False)
-            if node.name in members:
-                run(entry_conn, f"docker node rm --force {members[node.name].id}", check=False)
-        return True
+    def carry_out(step: swarm.Step) -> None:
+        if step.kind.startswith("join"):
+            progress(step.node, "join", step.wait)
+        _carry_out(step, conns, conns[entry])
+        if step.kind.startswith("join"):
+            report.joined.append(f"{step.node} ({step.wait})")
+        elif step.kind in ("promote", "demote"):
+            getattr(report, f"{step.kind}d").append(step.node)
 
-    manager_token = run(entry_conn, "docker swarm join-token -q manager").strip()
-    for node in wanted_managers:  # one at a time: each must be Reachable before the next joins
-        if needs_join(node):
-            progress(node.name, "join", "manager")
-            join(node, conns[node.name], manager_token, entry.ip)
-            _wait_member(entry_conn, node.name, manager=True)
-            report.joined.append(f"{node.name} (manager)")
-        progress(node.name, "swarm", "manager")
-    worker_token = run(entry_conn, "docker swarm join-token -q worker").strip()
-    workers = [n for n in nodes[managers:] if needs_join(n)]
+    workers = [s for s in steps if s.kind == "join-worker"]
+    warning = swarm.manager_warning(len(wanted))
+    if warning:
+        report.warnings.append(warning)
+    for step in steps:  # in order, one at a time, except that workers join together
+        if step.kind != "join-worker":
+            carry_out(step)
+        elif step is workers[0]:
+            each_node(carry_out, workers)
+    for member in swarm.current_members(read(conns[entry], swarm.NODES)).values():
+        if member.hostname in order:
+            progress(member.hostname, "swarm", member.role)
 
-    def join_worker(node: Node) -> None:
-        progress(node.name, "join", "worker")
-        join(node, conns[node.name], worker_token, entry.ip)
-        _wait_member(entry_conn, node.name, manager=False)
-        report.joined.append(f"{node.name} (worker)")
-        progress(node.name, "swarm", "worker")
-
-    each_node(join_worker, workers)
-
-    for label in labels:
-        current = swarm.parse_labels_json(run(entry_conn, f"docker node inspect --format '{{{{json .Spec.Labels}}}}' "
-                                                          f"{shlex.quote(by_name[label.node].name)}"))
-        if current.get(label.key) != label.value:
-            run(entry_conn, f"docker node update --label-add {shlex.quote(f'{label.key}={label.value}')} "
-                            f"{shlex.quote(label.node)}")
-            report.labels.append(f"{label.node}: {label.key}={label.value}")
+    current = {name: read(conns[entry], swarm.node_labels(name)) for name in {label.node for label in labels}}
+    for step in swarm.plan_labels(labels, current, entry):
+        _carry_out(step, conns, conns[entry])
+        report.labels.append(f"{step.node}: {step.detail}")
     return report
 
 
-def check_plan(lab: str, node_names: list[str], managers: int, labels: list[NodeLabel]) -> None:
-    if not 1 <= managers <= len(node_names):
+def check_plan(lab: str, node_names: list[str], managers: int | None, labels: list[NodeLabel]) -> None:
+    if managers is not None and not 1 <= managers <= len(node_names):
         raise FormError(f"--managers {managers} is out of range: use 1 to {len(node_names)} for {len(node_names)} nodes")
     for label in labels:
         if label.node not in node_names:
@@ -262,25 +253,18 @@ def check_plan(lab: str, node_names: list[str], managers: int, labels: list[Node
 def form_lab(config: Config, lab_name: str, managers: int | None, labels: list[NodeLabel],
              progress: NodeProgress = lambda *_: None) -> FormReport:
     """`swarm form`: (re)forms the swarm of an existing lab."""
-    hv = Hypervisor(config.uri)
-    try:
-        with lab_lock(config, lab_name):
-            found = find_lab(config, hv, lab_name)
-            if found is None:
-                raise FormError(f"lab {lab_name} does not exist: `swarmlab up N --lab {lab_name}` makes it")
-            stopped = [n.name for n in found.nodes if not (s := hv.domain_state(n.domain)) or not s.running]
-            if stopped:
-                raise FormError(f"nodes {', '.join(stopped)} of lab {lab_name} are not running: "
-                                f"`swarmlab up {len(found.nodes)} --lab {lab_name}` starts them")
-            conns = open_connections(config, found)
-            try:
-                count = managers or swarm.default_managers(len(found.nodes))
-                return form(config, found, conns, count, labels, progress)
-            finally:
-                for c in conns.values():
-                    c.close()
-    finally:
-        hv.close()
+    with Hypervisor(config.uri) as hv, lab_lock(config, lab_name):
+        found = require_lab(config, hv, lab_name)
+        stopped = [n.name for n in found.nodes if not (s := hv.domain_state(n.domain)) or not s.running]
+        if stopped:
+            raise FormError(f"nodes {', '.join(stopped)} of lab {lab_name} are not running: "
+                            f"`swarmlab up {len(found.nodes)} --lab {lab_name}` starts them")
+        conns = open_connections(config, found)
+        try:
+            return form(config, found, conns, managers, labels, progress)
+        finally:
+            for c in conns.values():
+                c.close()
 
 
 def swarm_view(config: Config, lab: Lab, running: list[Node]) -> tuple[dict[str, swarm.SwarmNode], str | None]:
@@ -293,10 +277,9 @@ def swarm_view(config: Config, lab: Lab, running: list[Node]) -> tuple[dict[str,
         except RemoteError:
             continue
         try:
-            info = swarm_info(conn)
-            if not info.is_manager:
+            if not read(conn, swarm.SWARM).is_manager:
                 continue
-            return {n.hostname: n for n in node_ls(conn, timeout=15)}, None
+            return swarm.current_members(read(conn, swarm.NODES, timeout=15)), None
         except SwarmlabError:
             continue
         finally:
@@ -309,17 +292,16 @@ def bring_up(config: Config, count: int, lab_name: str, prefix: str, managers: i
              ) -> tuple[Lab, FormReport | None]:
     """`up`: the nodes, then (unless told not to) the swarm, over the same SSH connections."""
     from . import lab as labs
-    count_managers = managers or swarm.default_managers(count)
     conns: dict[str, Connection] = {}
     try:
         found = labs.up(config, count, lab_name, prefix, progress,
-                        validate=lambda names: check_plan(lab_name, names, count_managers, labels)
+                        validate=lambda names: check_plan(lab_name, names, managers, labels)
                         if form_swarm else None,
                         connections=conns)
         if not form_swarm:
             return found, None
         with lab_lock(config, lab_name):
-            return found, form(config, found, conns, count_managers, labels, progress)
+            return found, form(config, found, conns, managers, labels, progress)
     finally:
         for c in conns.values():
             c.close()
@@ -329,11 +311,8 @@ def status_with_swarm(config: Config, lab_name: str) -> dict:
     """`status`: the lab's rows, plus each node's swarm columns read from one manager."""
     from . import lab as labs
     data = labs.status(config, lab_name)
-    hv = Hypervisor(config.uri)
-    try:
-        found = find_lab(config, hv, lab_name)
-    finally:
-        hv.close()
+    with Hypervisor(config.uri) as hv:
+        found = require_lab(config, hv, lab_name)
     running = [found.node(r["node"]) for r in data["nodes"] if r["ssh"]]
     view, error = swarm_view(config, found, running)
     for row in data["nodes"]:

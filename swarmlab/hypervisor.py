@@ -8,8 +8,11 @@ destructive call here checks it first. Volumes belong to swarmlab's own pool.
 from __future__ import annotations
 
 import ipaddress
+import json
 import random
 import subprocess
+import threading
+import time
 import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -72,11 +75,46 @@ class DomainState:
         return self.state in ("running", "blocked", "paused")
 
 
-def derive_clone_xml(template_xml: str, name: str, mac: str, pool: str, volume: str,
+@dataclass(frozen=True)
+class CloneDisk:
+    """What a clone does with one disk of its template."""
+
+    target: str  # vda, vdb, ...
+    source: dict[str, str]  # the template's <source> attributes (file, dev, or pool + volume)
+    action: str  # "overlay": a qcow2 of the clone's own; "share": read-only or shareable, used as is
+
+
+def clone_disks(template_xml: str) -> list[CloneDisk]:
+    """How each disk of a template is cloned. Writable disks get an overlay each (a disk left
+    shared read-write between clones would be corrupted by them); read-only media and disks
+    marked shareable are used as they are. Disks swarmlab cannot overlay are refused."""
+    out = []
+    for disk in ET.fromstring(template_xml).findall("devices/disk"):
+        target = disk.find("target").get("dev") if disk.find("target") is not None else "?"
+        source = dict(disk.find("source").attrib) if disk.find("source") is not None else {}
+        if disk.get("device", "disk") in ("cdrom", "floppy") or disk.find("readonly") is not None \
+                or disk.find("shareable") is not None:
+            out.append(CloneDisk(target, source, "share"))
+        elif disk.get("type") not in ("file", "block", "volume"):
+            raise HypervisorError(f"template disk {target} is a {disk.get('type')} disk: swarmlab can give clones "
+                                  "their own copy only of file, block and volume disks; make it read-only, "
+                                  "shareable or remove it from the template")
+        elif not source:
+            raise HypervisorError(f"template disk {target} has no source: give it one or remove it")
+        else:
+            out.append(CloneDisk(target, source, "overlay"))
+    if not any(d.action == "overlay" for d in out):
+        raise HypervisorError("template has no writable disk to clone")
+    return out
+
+
+def derive_clone_xml(template_xml: str, name: str, mac: str, pool: str, volumes: dict[str, str],
                      owner: dict[str, str], hostname: str | None = None) -> str:
-    """A node's domain XML from its template's: new name, no UUID, new MAC, its own disk
-    volume and swarmlab ownership metadata. With direct kernel boot the hostname rides on
-    the kernel command line, so the guest has it from its first second."""
+    """A node's domain XML from its template's: new name, no UUID, new MAC, an overlay volume
+    per writable disk (`volumes`: target -> volume in `pool`), its own NVRAM, no fixed
+    graphics port or agent socket path, and swarmlab ownership metadata. With direct kernel
+    boot the hostname rides on the kernel command line, so the guest has it from its first
+    second; otherwise `up` sets it over SSH."""
     root = ET.fromstring(template_xml)
     root.find("name").text = name
     for tag in ("uuid", "title", "description"):
@@ -91,35 +129,106 @@ def derive_clone_xml(template_xml: str, name: str, mac: str, pool: str, volume: 
     interfaces = root.findall("devices/interface")
     if len(interfaces) != 1:
         raise HypervisorError(f"template has {len(interfaces)} network interfaces; swarmlab needs exactly one")
-    for el in interfaces[0].findall("mac"):
-        interfaces[0].remove(el)
+    for el in interfaces[0].findall("mac") + interfaces[0].findall("target"):
+        interfaces[0].remove(el)  # the tap device name is the template's, too
     ET.SubElement(interfaces[0], "mac", {"address": mac})
-    disks = [d for d in root.findall("devices/disk") if d.get("device", "disk") == "disk"]
-    if not disks:
-        raise HypervisorError("template has no disk")
-    disk = disks[0]
-    disk.set("type", "volume")
-    for el in disk.findall("source") + disk.findall("backingStore"):
-        disk.remove(el)
-    source = ET.Element("source", {"pool": pool, "volume": volume})
-    disk.insert(1, source)
-    driver = disk.find("driver")
-    if driver is None:
-        driver = ET.SubElement(disk, "driver", {"name": "qemu"})
-    driver.set("type", "qcow2")
+    planned = {d.target: d for d in clone_disks(template_xml)}
+    for disk in root.findall("devices/disk"):
+        target = disk.find("target").get("dev") if disk.find("target") is not None else "?"
+        if planned[target].action != "overlay":
+            continue
+        if target not in volumes:
+            raise HypervisorError(f"template disk {target} is writable and has no overlay for {name}")
+        disk.set("type", "volume")
+        for el in disk.findall("source") + disk.findall("backingStore"):
+            disk.remove(el)
+        disk.insert(1, ET.Element("source", {"pool": pool, "volume": volumes[target]}))
+        driver = disk.find("driver")
+        if driver is None:
+            driver = ET.SubElement(disk, "driver", {"name": "qemu"})
+        driver.set("type", "qcow2")
+    nvram = root.find("os/nvram")
+    if nvram is not None:
+        # No path: libvirt creates <name>_VARS.fd for the clone from the template file (the
+        # template's own variables when it names no other), instead of sharing one.
+        if nvram.text and not nvram.get("template"):
+            nvram.set("template", nvram.text.strip())
+        nvram.text = None
+    for channel in root.findall("devices/channel"):
+        for source in channel.findall("source"):
+            source.attrib.pop("path", None)  # libvirt makes a socket per domain
+    for graphics in root.findall("devices/graphics"):
+        for attr in ("port", "tlsPort", "websocket"):
+            graphics.attrib.pop(attr, None)
+        graphics.set("autoport", "yes")
     cmdline = root.find("os/cmdline")
-    if hostname and cmdline is not None:
+    if hostname and root.find("os/kernel") is not None:
+        if cmdline is None:
+            cmdline = ET.SubElement(root.find("os"), "cmdline")
         words = [w for w in (cmdline.text or "").split() if not w.startswith("systemd.hostname=")]
         cmdline.text = " ".join(words + [f"systemd.hostname={hostname}"])
     return ET.tostring(root, encoding="unicode")
 
 
-def overlay_volume_xml(name: str, backing_path: str, capacity: int) -> str:
-    return (f"<volume><name>{name}</name><capacity unit='bytes'>{capacity}</capacity>"
-            "<target><format type='qcow2'/></target>"
-            f"<backingStore><path>{backing_path}</path><format type='qcow2'/></backingStore></volume>")
+def sets_hostname_at_boot(template_xml: str) -> bool:
+    """True when clones of this template boot a kernel libvirt hands them (direct kernel boot),
+    so that derive_clone_xml can put the hostname on its command line."""
+    return ET.fromstring(template_xml).find("os/kernel") is not None
 
 
+def image_info(path: str) -> tuple[str, int]:
+    """(format, virtual size in bytes) of a disk image, read by qemu-img (-U: it may be in use)."""
+    proc = subprocess.run(["qemu-img", "info", "--output=json", "-U", path], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise HypervisorError(f"cannot read disk image {path}: {proc.stderr.strip().splitlines()[-1:] or '?'}")
+    info = json.loads(proc.stdout)
+    return info["format"], int(info["virtual-size"])
+
+
+def overlay_volume_xml(name: str, backing_path: str, backing_format: str, capacity: int) -> str:
+    volume = ET.Element("volume")
+    ET.SubElement(volume, "name").text = name
+    ET.SubElement(volume, "capacity", {"unit": "bytes"}).text = str(capacity)
+    ET.SubElement(ET.SubElement(volume, "target"), "format", {"type": "qcow2"})
+    backing = ET.SubElement(volume, "backingStore")
+    ET.SubElement(backing, "path").text = backing_path
+    ET.SubElement(backing, "format", {"type": backing_format})
+    return ET.tostring(volume, encoding="unicode")
+
+
+def dir_pool_xml(name: str, path: Path) -> str:
+    pool = ET.Element("pool", {"type": "dir"})
+    ET.SubElement(pool, "name").text = name
+    ET.SubElement(ET.SubElement(pool, "target"), "path").text = str(path)
+    return ET.tostring(pool, encoding="unicode")
+
+
+def dhcp_host_xml(mac: str, ip: str, name: str | None = None) -> str:
+    attrs = {"mac": mac, "ip": ip} if name is None else {"mac": mac, "name": name, "ip": ip}
+    return ET.tostring(ET.Element("host", attrs), encoding="unicode")
+
+
+def _libvirt_errors_as_ours(cls):
+    """Every public method turns a libvirt error that it does not handle itself into a
+    one-line HypervisorError, so no libvirt object or exception leaves this module."""
+    import functools
+
+    def wrap(method):
+        @functools.wraps(method)
+        def wrapper(*args, **kwargs):
+            try:
+                return method(*args, **kwargs)
+            except libvirt.libvirtError as e:
+                raise HypervisorError(f"libvirt: {e.get_error_message()}") from None
+        return wrapper
+
+    for name, value in list(vars(cls).items()):
+        if callable(value) and not name.startswith("_"):
+            setattr(cls, name, wrap(value))
+    return cls
+
+
+@_libvirt_errors_as_ours
 class Hypervisor:
     def __init__(self, uri: str):
         self.uri = uri
@@ -134,6 +243,12 @@ class Hypervisor:
                 raise HypervisorError(f"libvirt at {self.uri} is not reachable ({e.get_error_message()}): "
                                       "start it with `swarmlab host up`, or fix [libvirt] uri") from None
         return self._conn
+
+    def __enter__(self) -> "Hypervisor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def close(self) -> None:
         if self._conn is not None:
@@ -239,14 +354,14 @@ class Hypervisor:
         if self.dhcp_reservations(network).get(mac.lower()) == ip:
             return
         self._update_dhcp_host(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
-                               f"<host mac='{mac}' name='{name}' ip='{ip}'/>")
+                               dhcp_host_xml(mac, ip, name))
 
     def remove_reservation(self, network: str, mac: str) -> bool:
         ip = self.dhcp_reservations(network).get(mac.lower())
         if ip is None:
             return False
         self._update_dhcp_host(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
-                               f"<host mac='{mac}' ip='{ip}'/>")
+                               dhcp_host_xml(mac, ip))
         return True
 
     # --- storage ----------------------------------------------------------------------------
@@ -258,8 +373,7 @@ class Hypervisor:
         except libvirt.libvirtError:
             path.mkdir(parents=True, exist_ok=True)
             try:
-                pool = self.conn.storagePoolDefineXML(
-                    f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>")
+                pool = self.conn.storagePoolDefineXML(dir_pool_xml(name, path))
             except libvirt.libvirtError as e:
                 raise HypervisorError(f"defining storage pool {name} at {path} failed: {e.get_error_message()}; "
                                       "another libvirt pool may use that directory (`virsh pool-list --all`)") from None
@@ -303,14 +417,12 @@ class Hypervisor:
             raise NotFound(f"volume {volume} not found in pool {pool}") from None
 
     def create_overlay(self, pool: str, name: str, backing_path: str) -> str:
-        """A qcow2 volume backed by backing_path (a linked clone). Returns its path."""
+        """A qcow2 volume backed by backing_path (a linked clone), whatever the backing file's
+        format (qcow2, raw, ...). Returns its path."""
         p = self.pool(pool)
-        info = subprocess.run(["qemu-img", "info", "--output=json", "-U", backing_path],
-                              capture_output=True, text=True)
-        import json
-        capacity = json.loads(info.stdout)["virtual-size"] if info.returncode == 0 else 8 << 30
+        backing_format, capacity = image_info(backing_path)
         try:
-            return p.createXML(overlay_volume_xml(name, backing_path, capacity), 0).path()
+            return p.createXML(overlay_volume_xml(name, backing_path, backing_format, capacity), 0).path()
         except libvirt.libvirtError as e:
             raise HypervisorError(f"creating volume {name} in pool {pool} failed: {e.get_error_message()}") from None
 
@@ -342,18 +454,20 @@ class Hypervisor:
             raise NotFound(f"domain {name} not found")
         return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
 
-    def disk_path(self, name: str) -> str | None:
-        """The first disk's file, or None when its volume or file is gone."""
-        disk = ET.fromstring(self.domain_xml(name)).find("devices/disk[@device='disk']/source")
-        if disk is None:
-            return None
-        if disk.get("pool"):
+    def source_path(self, source: dict[str, str]) -> str | None:
+        """The file or device behind a disk's <source>, or None when it is gone."""
+        if source.get("pool"):
             try:
-                return self.volume_path(disk.get("pool"), disk.get("volume"))
+                return self.volume_path(source["pool"], source.get("volume", ""))
             except SwarmlabError:
                 return None
-        path = disk.get("file") or disk.get("dev")
+        path = source.get("file") or source.get("dev")
         return path if path and Path(path).exists() else None
+
+    def disk_path(self, name: str) -> str | None:
+        """The first disk's file, or None when its volume or file is gone."""
+        disk = ET.fromstring(self.domain_xml(name)).find("devices/disk/source")
+        return None if disk is None else self.source_path(dict(disk.attrib))
 
     def owned_domains(self) -> list[DomainState]:
         out = []
@@ -412,13 +526,76 @@ class Hypervisor:
             return False
         if dom.isActive():
             dom.destroy()
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                          | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+        flags = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+        if ET.fromstring(dom.XMLDesc(0)).find("os/nvram") is not None:
+            flags |= libvirt.VIR_DOMAIN_UNDEFINE_NVRAM  # the clone's own copy, made from the template's
+        dom.undefineFlags(flags)
         return True
 
     def mac_of(self, name: str) -> str:
         mac = ET.fromstring(self.domain_xml(name)).find("devices/interface/mac")
         return mac.get("address").lower()
+
+
+# --- lifecycle events ---------------------------------------------------------------------------
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+
+def _start_event_loop() -> None:
+    """libvirt delivers domain events only to a process that runs its event loop, registered
+    before the connection that listens is opened."""
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def loop():
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=loop, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
+
+class LifecycleWatch:
+    """Times of STOPPED/STARTED events for one domain, on the host's monotonic clock."""
+
+    def __init__(self, hv: Hypervisor, domain: str):
+        _start_event_loop()
+        self.times: dict[str, float] = {}
+        self.domain = domain
+        self.conn = libvirt.open(hv.uri)  # its own: events need a connection opened after the loop
+
+        def callback(_conn, dom, event, _detail, _opaque):
+            if dom.name() != self.domain:
+                return
+            if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
+                self.times.setdefault("stopped", time.monotonic())
+            elif event == libvirt.VIR_DOMAIN_EVENT_STARTED:
+                self.times.setdefault("started", time.monotonic())
+
+        self.callback_id = self.conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, callback, None)
+
+    def __enter__(self) -> "LifecycleWatch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def wait(self, kind: str, timeout: float = 5) -> float | None:
+        deadline = time.monotonic() + timeout
+        while kind not in self.times and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.times.get(kind)
+
+    def close(self) -> None:
+        try:
+            self.conn.domainEventDeregisterAny(self.callback_id)
+            self.conn.close()
+        except libvirt.libvirtError:
+            pass
 
 
 def kvm_works(kernel: Path, timeout: float = 20) -> bool:

@@ -14,7 +14,6 @@ import ipaddress
 import json
 import os
 import shutil
-import threading
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
@@ -28,17 +27,16 @@ import dns.query
 import dns.rdatatype
 
 from . import labhost
+from .command import Command
 from .config import Config, is_dns_label
 from .dns import DnsError, canonical
 from .errors import NotFound, Refused, SwarmlabError
-from .hypervisor import Hypervisor, derive_clone_xml
-from .remote import RemoteError, SshTarget, port_open, run, wait_for_ssh
+from .hypervisor import Hypervisor, clone_disks, derive_clone_xml, sets_hostname_at_boot
+from .remote import SshTarget, port_open, run, wait_for_ssh
+from .waiting import cancelled as _cancelled, poll_until
 
 PHASES = ("clone", "boot", "lease", "dns", "ssh", "ready", "engine", "images", "init", "join", "swarm")
 MIN_FREE_PER_NODE = 512 << 20  # an overlay is ~10 MB after boot; leave room for images and logs
-
-# Set on Ctrl-C so that the per-node waits in worker threads stop at once.
-_cancelled = threading.Event()
 
 # progress(node, phase, detail)
 NodeProgress = Callable[[str, str, str], None]
@@ -46,6 +44,20 @@ NodeProgress = Callable[[str, str, str], None]
 
 class LabError(SwarmlabError):
     pass
+
+
+class LabNotFound(NotFound):
+    def __init__(self, lab: str):
+        super().__init__(f"lab {lab} does not exist: `swarmlab ls` lists the labs, `swarmlab up N --lab {lab}` makes it")
+
+
+class NodeErrors(SwarmlabError):
+    """Several nodes failed at once: one line per node."""
+
+    def __init__(self, errors: list[BaseException]):
+        self.errors = errors
+        super().__init__(f"{len(errors)} nodes failed: " + "; ".join(str(e) for e in errors))
+        self.exit_code = max(getattr(e, "exit_code", 1) for e in errors)
 
 
 @dataclass
@@ -56,6 +68,7 @@ class Node:
     mac: str
     ip: str
     fqdn: str  # swr1.<lab>.<zone>
+    extra_volumes: list[str] = field(default_factory=list)  # overlays of a template's further disks
 
 
 @dataclass
@@ -65,6 +78,12 @@ class Lab:
 
     def node(self, name: str) -> Node | None:
         return next((n for n in self.nodes if n.name == name), None)
+
+    def require_node(self, name: str) -> Node:
+        node = self.node(name)
+        if node is None:
+            raise NotFound(f"lab {self.name} has no node {name} (nodes: {', '.join(n.name for n in self.nodes)})")
+        return node
 
 
 def fqdn(config: Config, lab: str, node: str) -> str:
@@ -99,16 +118,23 @@ def save_journal(config: Config, lab: Lab) -> None:
 
 
 @contextmanager
-def _flock(path: Path, what: str) -> Iterator[None]:
+def _flock(path: Path, what: str, wait: float = 0) -> Iterator[None]:
+    """An exclusive lock; waits up to `wait` seconds for another holder, then refuses."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        def take() -> bool:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                return False
+
+        def busy() -> SwarmlabError:
             f.seek(0)
             holder = f.read().strip() or "?"
-            raise Refused(f"{what} is busy: another swarmlab command (pid {holder}) works on it; "
-                          "wait for it to finish") from None
+            return Refused(f"{what} is busy: another swarmlab command (pid {holder}) works on it; "
+                           "wait for it to finish")
+        poll_until(take, wait, 0.1, busy)
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
@@ -117,7 +143,14 @@ def _flock(path: Path, what: str) -> Iterator[None]:
 
 
 def lab_lock(config: Config, lab: str):
+    """One command per lab at a time: a second one is refused at once."""
     return _flock(config.state_dir / "locks" / f"lab-{lab}.lock", f"lab {lab}")
+
+
+def address_lock(config: Config):
+    """Host-wide, held only while addresses are chosen and reserved; other labs' commands wait
+    for it (bounded) instead of being refused."""
+    return _flock(config.state_dir / "locks" / "addresses.lock", "address allocation", wait=60)
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -222,8 +255,16 @@ def find_lab(config: Config, hv: Hypervisor, lab: str) -> Lab | None:
         if not any(n.domain == d.name for n in found.nodes):
             o = d.owner
             found.nodes.append(Node(o.get("node", d.name), d.name, o.get("volume", f"{d.name}.qcow2"),
-                                    o.get("mac", ""), o.get("ip", ""), fqdn(config, lab, o.get("node", d.name))))
+                                    o.get("mac", ""), o.get("ip", ""), fqdn(config, lab, o.get("node", d.name)),
+                                    o.get("extra_volumes", "").split()))
     found.nodes.sort(key=lambda n: (len(n.name), n.name))
+    return found
+
+
+def require_lab(config: Config, hv: Hypervisor, lab: str) -> Lab:
+    found = find_lab(config, hv, lab)
+    if found is None:
+        raise LabNotFound(lab)
     return found
 
 
@@ -245,16 +286,31 @@ def _dns_answers(config: Config, name: str) -> set[str]:
     return {rr.address for rrset in reply.answer if rrset.rdtype == dns.rdatatype.A for rr in rrset}
 
 
-def _create_node(config: Config, hv: Hypervisor, lab: str, node: Node, template_xml: str, backing: str) -> None:
+def _volumes(node: Node, template_xml: str) -> dict[str, str]:
+    """target -> overlay volume: the first writable disk is node.volume, others get their own."""
+    targets = [d.target for d in clone_disks(template_xml) if d.action == "overlay"]
+    if len(node.extra_volumes) != len(targets) - 1:
+        node.extra_volumes = [f"{node.domain}-{t}.qcow2" for t in targets[1:]]
+    return dict(zip(targets, [node.volume, *node.extra_volumes]))
+
+
+def _create_node(config: Config, hv: Hypervisor, lab: str, node: Node, template_xml: str) -> None:
     """Idempotent: each step checks what a killed earlier run may already have done."""
     if hv.domain_state(node.domain) is None:
-        try:
-            hv.volume_path(config.node_pool, node.volume)
-        except NotFound:
-            hv.create_overlay(config.node_pool, node.volume, backing)
+        volumes = _volumes(node, template_xml)
+        backing = {d.target: hv.source_path(d.source) for d in clone_disks(template_xml)}
+        for target, volume in volumes.items():
+            try:
+                hv.volume_path(config.node_pool, volume)
+            except NotFound:
+                if backing[target] is None:
+                    raise NotFound(f"disk {target} of template {config.template} is missing") from None
+                hv.create_overlay(config.node_pool, volume, backing[target])
         owner = {"role": "node", "lab": lab, "node": node.name, "volume": node.volume, "mac": node.mac,
                  "ip": node.ip, "template": config.template}
-        hv.define_domain(derive_clone_xml(template_xml, node.domain, node.mac, config.node_pool, node.volume,
+        if node.extra_volumes:
+            owner["extra_volumes"] = " ".join(node.extra_volumes)
+        hv.define_domain(derive_clone_xml(template_xml, node.domain, node.mac, config.node_pool, volumes,
                                           owner, hostname=node.name))
     if hv.network_state(config.network).owner is not None:
         # dnsmasq matches host entries by name too: the domain name is unique on the host.
@@ -262,16 +318,33 @@ def _create_node(config: Config, hv: Hypervisor, lab: str, node: Node, template_
 
 
 def _wait_lease(config: Config, hv: Hypervisor, node: Node) -> str:
-    deadline = time.monotonic() + config.boot_timeout
-    while time.monotonic() < deadline and not _cancelled.is_set():
+    def lease() -> str | None:
         ip = hv.dhcp_leases(config.network).get(node.mac)
-        if ip:
-            return ip
-        if not hv.domain_state(node.domain).running:
+        if not ip and not hv.domain_state(node.domain).running:
             raise LabError(f"{node.name} ({node.domain}) stopped while booting: see `virsh console {node.domain}`")
-        time.sleep(1)
-    raise LabError(f"{node.name} got no DHCP lease within {config.boot_timeout} s (MAC {node.mac}, network "
-                   f"{config.network}): check `virsh console {node.domain}` and `virsh net-dhcp-leases {config.network}`")
+        return ip
+    return poll_until(lease, config.boot_timeout, 1, lambda: LabError(
+        f"{node.name} got no DHCP lease within {config.boot_timeout} s (MAC {node.mac}, network "
+        f"{config.network}): check `virsh console {node.domain}` and `virsh net-dhcp-leases {config.network}`"))
+
+
+SET_HOSTNAME = (
+    'hostnamectl set-hostname "$1" 2>/dev/null || { echo "$1" > /etc/hostname && hostname "$1"; }; '
+    'sed -i "s/^127\\.0\\.1\\.1[[:space:]].*/127.0.1.1 $1/" /etc/hosts; '
+    # the engine reads the hostname once, at start, and the swarm knows a node by it
+    'systemctl try-restart docker 2>/dev/null || true')
+
+
+def check_planned_domains(hv: Hypervisor, lab: str, nodes: list[Node]) -> None:
+    """Refuses before anything is written when a planned domain name is taken by a domain that
+    is not this lab's."""
+    for node in nodes:
+        state = hv.domain_state(node.domain)
+        if state is not None and (state.owner is None or state.owner.get("lab") != lab):
+            whose = "was not created by swarmlab" if state.owner is None else \
+                f"belongs to lab {state.owner.get('lab', '?')}"
+            raise Refused(f"domain {node.domain} already exists and {whose}: rename or remove it, "
+                          f"or choose another --lab than {lab}")
 
 
 def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress = lambda *_: None,
@@ -282,86 +355,96 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
     given (the caller closes them), so that later steps reuse them."""
     check_names(config, lab, prefix)
     check_count(config, count)
-    hv = Hypervisor(config.uri)
-    try:
-        with lab_lock(config, lab):
-            existing = find_lab(config, hv, lab)
-            have = existing.nodes if existing else []
-            if len(have) > count:
-                raise Refused(f"lab {lab} has {len(have)} nodes; `up {count}` would have to remove some: "
-                              f"run `swarmlab down --lab {lab}` first, or `up {len(have)}` or more")
-            if have and any(not n.name.startswith(prefix) for n in have):
-                raise Refused(f"lab {lab} already uses prefix {have[0].name.rstrip('0123456789')}; "
-                              "a lab has one prefix")
-            backing = preflight(config, hv, count - len(have))
-            template_xml = hv.domain_xml(config.template)
+    with Hypervisor(config.uri) as hv, lab_lock(config, lab):
+        existing = find_lab(config, hv, lab)
+        have = existing.nodes if existing else []
+        if len(have) > count:
+            raise Refused(f"lab {lab} has {len(have)} nodes; `up {count}` would have to remove some: "
+                          f"run `swarmlab down --lab {lab}` first, or `up {len(have)}` or more")
+        if have and any(not n.name.startswith(prefix) for n in have):
+            raise Refused(f"lab {lab} already uses prefix {have[0].name.rstrip('0123456789')}; "
+                          "a lab has one prefix")
+        preflight(config, hv, count - len(have))
+        template_xml = hv.domain_xml(config.template)
+        clone_disks(template_xml)  # refuses a template with a disk it cannot clone safely
+        names = _new_names(prefix, have, count)
+        validate([n.name for n in have] + names)
+        check_planned_domains(hv, lab, [Node(name, f"{lab}-{name}", "", "", "", "") for name in names])
 
-            validate([n.name for n in have] + _new_names(prefix, have, count))
-            with _flock(config.state_dir / "locks" / "addresses.lock", "address allocation"):
-                reserved = hv.dhcp_reservations(config.network)
-                reserved.update({n.mac: n.ip for n in have})
-                taken_macs = set(reserved) | {d.owner.get("mac") for d in hv.owned_domains()}
-                names = _new_names(prefix, have, count)
-                new = []
-                for name in names:
-                    mac = stable_mac(taken_macs, config.network, lab, name)
-                    taken_macs.add(mac)
-                    new.append((name, mac))
-                ips = assign_addresses(config, new, reserved, hv.dhcp_leases(config.network))
-                plan = Lab(lab, list(have) + [Node(name, f"{lab}-{name}", f"{lab}-{name}.qcow2", mac, ip,
-                                                   fqdn(config, lab, name)) for (name, mac), ip in zip(new, ips)])
-                save_journal(config, plan)  # from here on, `down` knows every resource we may make
-                for node in plan.nodes:
-                    progress(node.name, "clone", node.domain)
-                    _create_node(config, hv, lab, node, template_xml, backing)
-
-            def boot(node: Node) -> None:
-                progress(node.name, "boot", "")
-                hv.start(node.domain)
-                progress(node.name, "lease", node.mac)
-                ip = _wait_lease(config, hv, node)
-                if ip != node.ip:
-                    node.ip = ip  # a network swarmlab does not own hands out its own addresses
-                progress(node.name, "lease", ip)
-
-            each_node(boot, plan.nodes)
-            save_journal(config, plan)
-
+        with address_lock(config):
+            reserved = hv.dhcp_reservations(config.network)
+            reserved.update({n.mac: n.ip for n in have})
+            taken_macs = set(reserved) | {d.owner.get("mac") for d in hv.owned_domains()}
+            new = []
+            for name in names:
+                mac = stable_mac(taken_macs, config.network, lab, name)
+                taken_macs.add(mac)
+                new.append((name, mac))
+            ips = assign_addresses(config, new, reserved, hv.dhcp_leases(config.network))
+            plan = Lab(lab, list(have) + [Node(name, f"{lab}-{name}", f"{lab}-{name}.qcow2", mac, ip,
+                                               fqdn(config, lab, name)) for (name, mac), ip in zip(new, ips)])
             for node in plan.nodes:
-                progress(node.name, "dns", node.fqdn)
-            client = labhost.pdns_client(config)
-            client.replace_a(config.zone, {n.fqdn: n.ip for n in plan.nodes}, config.ttl)
-            client.rectify(config.zone)
-            deadline = time.monotonic() + 30
-            pending = {n.fqdn: n.ip for n in plan.nodes}
-            while pending and time.monotonic() < deadline:
-                pending = {name: ip for name, ip in pending.items() if _dns_answers(config, name) != {ip}}
-                if pending:
-                    time.sleep(0.5)
-            if pending:
-                host, port = config.dns_server
-                raise LabError(f"{host}:{port} does not answer {', '.join(pending)} with the registered "
-                               "addresses: check [dns] nameserver and PowerDNS")
+                _volumes(node, template_xml)
+            save_journal(config, plan)  # from here on, `down` knows every resource we may make
+            if hv.network_state(config.network).owner is not None:
+                for node in plan.nodes:  # dnsmasq matches host entries by name too: use the unique domain name
+                    hv.add_reservation(config.network, node.mac, node.ip, node.domain)
+        for node in plan.nodes:
+            progress(node.name, "clone", node.domain)
+            _create_node(config, hv, lab, node, template_xml)
 
-            def reach(node: Node) -> None:
-                progress(node.name, "ssh", node.ip)
-                conn = wait_for_ssh(ssh_target(config, lab, node), config.boot_timeout, _cancelled.is_set)
-                try:
-                    hostname = run(conn, "hostname", timeout=30).strip()
-                finally:
-                    if connections is None:
-                        conn.close()
-                    else:
-                        connections[node.name] = conn
-                if hostname != node.name:
-                    raise LabError(f"{node.name} at {node.ip} calls itself {hostname!r}: the template must take "
-                                   "its hostname from the kernel command line (systemd.hostname=)")
-                progress(node.name, "ready", node.ip)
+        def boot(node: Node) -> None:
+            progress(node.name, "boot", "")
+            hv.start(node.domain)
+            progress(node.name, "lease", node.mac)
+            ip = _wait_lease(config, hv, node)
+            if ip != node.ip:
+                node.ip = ip  # a network swarmlab does not own hands out its own addresses
+            progress(node.name, "lease", ip)
 
-            each_node(reach, plan.nodes)
-            return plan
-    finally:
-        hv.close()
+        each_node(boot, plan.nodes)
+        save_journal(config, plan)
+
+        for node in plan.nodes:
+            progress(node.name, "dns", node.fqdn)
+        client = labhost.pdns_client(config)
+        client.replace_a(config.zone, {n.fqdn: n.ip for n in plan.nodes}, config.ttl)
+        client.rectify(config.zone)
+        pending = {n.fqdn: n.ip for n in plan.nodes}
+
+        def answered() -> bool:
+            for name, ip in list(pending.items()):
+                if _dns_answers(config, name) == {ip}:
+                    del pending[name]
+            return not pending
+        host, port = config.dns_server
+        poll_until(answered, 30, 0.5, lambda: LabError(
+            f"{host}:{port} does not answer {', '.join(pending)} with the registered addresses: "
+            "check [dns] nameserver and PowerDNS"))
+        hostname_at_boot = sets_hostname_at_boot(template_xml)
+
+        def reach(node: Node) -> None:
+            progress(node.name, "ssh", node.ip)
+            conn = wait_for_ssh(ssh_target(config, lab, node), config.boot_timeout, _cancelled.is_set)
+            try:
+                hostname = run(conn, Command("hostname"), timeout=30).strip()
+                if hostname != node.name and not hostname_at_boot:
+                    # A template that boots from its own disk has no kernel command line to carry it.
+                    run(conn, Command("sh", "-c", SET_HOSTNAME, "sh", node.name), timeout=120)
+                    hostname = run(conn, Command("hostname"), timeout=30).strip()
+            finally:
+                if connections is None:
+                    conn.close()
+                else:
+                    connections[node.name] = conn
+            if hostname != node.name:
+                raise LabError(f"{node.name} at {node.ip} calls itself {hostname!r}: the template must take "
+                               "its hostname from the kernel command line (systemd.hostname=) or from "
+                               "/etc/hostname, which swarmlab sets over SSH")
+            progress(node.name, "ready", node.ip)
+
+        each_node(reach, plan.nodes)
+        return plan
 
 
 def _new_names(prefix: str, have: list[Node], count: int) -> list[str]:
@@ -372,16 +455,9 @@ def _new_names(prefix: str, have: list[Node], count: int) -> list[str]:
 
 def ssh_command(config: Config, lab: str, node_name: str, command: list[str]) -> list[str]:
     """argv for OpenSSH to a node with the lab's key and known_hosts (strict checking)."""
-    hv = Hypervisor(config.uri)
-    try:
-        found = find_lab(config, hv, lab)
-    finally:
-        hv.close()
-    if found is None:
-        raise NotFound(f"lab {lab} does not exist: `swarmlab ls` lists the labs")
-    node = found.node(node_name)
-    if node is None:
-        raise NotFound(f"lab {lab} has no node {node_name} (nodes: {', '.join(n.name for n in found.nodes)})")
+    with Hypervisor(config.uri) as hv:
+        found = require_lab(config, hv, lab)
+    node = found.require_node(node_name)
     tty = ["-t"] if not command else []
     return ["ssh", *tty, "-i", str(config.ssh_key_path), "-o", f"UserKnownHostsFile={known_hosts(config, lab)}",
             "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
@@ -390,7 +466,8 @@ def ssh_command(config: Config, lab: str, node_name: str, command: list[str]) ->
 
 def each_node(work: Callable[[Node], object], nodes: list[Node]) -> list:
     """Runs work per node at once (one shared libvirt connection: libvirt's is thread-safe).
-    Returns the results in node order; raises the first failure after all have finished."""
+    Returns the results in node order. After all have finished, raises the failure when one
+    failed, or NodeErrors naming every failure when several did."""
     pool = ThreadPoolExecutor(max_workers=max(1, len(nodes)))
     futures = [pool.submit(work, n) for n in nodes]
     try:
@@ -403,8 +480,10 @@ def each_node(work: Callable[[Node], object], nodes: list[Node]) -> list:
         raise
     pool.shutdown()
     errors = [f.exception() for f in futures if f.exception()]
+    if len(errors) == 1 or any(not isinstance(e, SwarmlabError) for e in errors):
+        raise next(e for e in errors if not isinstance(e, SwarmlabError)) if len(errors) > 1 else errors[0]
     if errors:
-        raise errors[0]
+        raise NodeErrors(errors)
     return [f.result() for f in futures]
 
 
@@ -414,11 +493,8 @@ def ssh_target(config: Config, lab: str, node: Node) -> SshTarget:
 
 # --- status / ls ----------------------------------------------------------------------------
 def status(config: Config, lab: str) -> dict:
-    hv = Hypervisor(config.uri)
-    try:
-        found = find_lab(config, hv, lab)
-        if found is None:
-            raise NotFound(f"lab {lab} does not exist: `swarmlab ls` lists the labs, `swarmlab up N --lab {lab}` makes it")
+    with Hypervisor(config.uri) as hv:
+        found = require_lab(config, hv, lab)
         leases = hv.dhcp_leases(config.network)
         try:
             records = {r.name: r.ip for r in labhost.pdns_client(config).list_a(config.zone)}
@@ -434,17 +510,14 @@ def status(config: Config, lab: str) -> dict:
                          "ip": ip if running else node.ip, "lease": bool(leases.get(node.mac)),
                          "dns": node.fqdn, "dns_ip": records.get(node.fqdn),
                          "ssh": running and port_open(ip, 22, timeout=1.5)})
-        result = {"lab": lab, "nodes": rows}
-        if dns_error:
-            result["dns_error"] = dns_error
-        return result
-    finally:
-        hv.close()
+    result = {"lab": lab, "nodes": rows}
+    if dns_error:
+        result["dns_error"] = dns_error
+    return result
 
 
 def list_labs(config: Config) -> list[dict]:
-    hv = Hypervisor(config.uri)
-    try:
+    with Hypervisor(config.uri) as hv:
         out = []
         for name in all_labs(config, hv):
             found = find_lab(config, hv, name)
@@ -453,49 +526,46 @@ def list_labs(config: Config) -> list[dict]:
                         "running": sum(1 for s in states if s and s.running),
                         "states": sorted({s.state if s else "missing" for s in states})})
         return out
-    finally:
-        hv.close()
 
 
 # --- down -----------------------------------------------------------------------------------
 def down(config: Config, lab: str, progress: Callable[[str], None] = lambda _m: None) -> list[str]:
-    """Removes exactly what the journal and the ownership metadata say belongs to the lab."""
+    """Removes exactly what the journal and the ownership metadata say belongs to the lab.
+    Every domain's ownership is checked before anything is removed."""
     if not is_dns_label(lab):
         raise LabError(f"lab name {lab!r} is not a DNS label")
-    hv = Hypervisor(config.uri)
     removed: list[str] = []
-    try:
-        with lab_lock(config, lab):
-            found = find_lab(config, hv, lab)
-            if found is None:
-                return []
-            network_owned = hv.network_state(config.network).owner is not None
-            for node in found.nodes:
-                state = hv.domain_state(node.domain)
-                if state is not None:
-                    if state.owner is None or state.owner.get("lab") != lab:
-                        raise Refused(f"domain {node.domain} does not belong to lab {lab}; leaving it alone")
-                    progress(f"removing {node.domain}")
-                    hv.undefine(node.domain)
-                    removed.append(f"domain {node.domain}")
-                if hv.delete_volume(config.node_pool, node.volume):
-                    removed.append(f"volume {node.volume}")
-                if network_owned and node.mac and hv.remove_reservation(config.network, node.mac):
-                    removed.append(f"reservation {node.mac} -> {node.ip}")
-            names = [n.fqdn for n in found.nodes]
-            if names:
-                client = labhost.pdns_client(config)
-                present = {r.name for r in client.list_a(config.zone)}
-                ours = [n for n in names if n in present]
-                if ours:
-                    client.delete_a(config.zone, ours)
-                    client.rectify(config.zone)
-                    removed += [f"record {n}" for n in ours]
-            directory = lab_dir(config, lab)
-            if (directory / "known_hosts").exists():
-                removed.append(f"known_hosts of {lab}")
-            shutil.rmtree(directory, ignore_errors=True)
-        return removed
-    finally:
-        hv.close()
-
+    with Hypervisor(config.uri) as hv, lab_lock(config, lab):
+        found = find_lab(config, hv, lab)
+        if found is None:
+            return []
+        for node in found.nodes:
+            state = hv.domain_state(node.domain)
+            if state is not None and (state.owner is None or state.owner.get("lab") != lab):
+                raise Refused(f"domain {node.domain} does not belong to lab {lab}; leaving the whole lab alone: "
+                              f"remove {node.domain} from {lab_dir(config, lab) / 'lab.json'} if it is not yours")
+        network_owned = hv.network_state(config.network).owner is not None
+        for node in found.nodes:
+            if hv.domain_state(node.domain) is not None:
+                progress(f"removing {node.domain}")
+                hv.undefine(node.domain)
+                removed.append(f"domain {node.domain}")
+            for volume in (node.volume, *node.extra_volumes):
+                if hv.delete_volume(config.node_pool, volume):
+                    removed.append(f"volume {volume}")
+            if network_owned and node.mac and hv.remove_reservation(config.network, node.mac):
+                removed.append(f"reservation {node.mac} -> {node.ip}")
+        names = [n.fqdn for n in found.nodes]
+        if names:
+            client = labhost.pdns_client(config)
+            present = {r.name for r in client.list_a(config.zone)}
+            ours = [n for n in names if n in present]
+            if ours:
+                client.delete_a(config.zone, ours)
+                client.rectify(config.zone)
+                removed += [f"record {n}" for n in ours]
+        directory = lab_dir(config, lab)
+        if (directory / "known_hosts").exists():
+            removed.append(f"known_hosts of {lab}")
+        shutil.rmtree(directory, ignore_errors=True)
+    return removed

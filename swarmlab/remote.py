@@ -1,25 +1,66 @@
 """SSH to lab nodes with fabric: the lab's key, and a known_hosts file per lab.
 
-Host keys are recorded at first contact and verified on every later one (paramiko's
-AutoAddPolicy writes to the file loaded with load_host_keys; a changed key is refused).
+Host keys are recorded at first contact and verified on every later one; a changed key is
+refused. Recording appends one line under a lock: paramiko's AutoAddPolicy rewrote the
+whole file from its own copy, so parallel first contacts dropped each other's lines.
+Every command is a `command.Command`: arguments quoted, secrets masked in every message.
 """
 
 from __future__ import annotations
 
+import fcntl
 import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import paramiko
 from fabric import Connection
 
+from .command import Command, Fact, redact
 from .errors import SwarmlabError
+
+T = TypeVar("T")
 
 
 class RemoteError(SwarmlabError):
     pass
+
+
+class HostKeyMismatch(RemoteError):
+    """The node's host key differs from the one recorded: never retried."""
+
+
+class AuthenticationFailed(RemoteError):
+    pass
+
+
+class CommandFailed(RemoteError):
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class RecordHostKey(paramiko.MissingHostKeyPolicy):
+    """Trust on first use, recorded by appending one line under an exclusive lock; a key that
+    another connection recorded meanwhile must match."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def missing_host_key(self, client, hostname, key):
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            recorded = paramiko.HostKeys()
+            recorded.load(str(self.path))
+            known = (recorded.lookup(hostname) or {}).get(key.get_name())
+            if known is not None and known != key:
+                raise paramiko.BadHostKeyException(hostname, key, known)
+            if known is None:
+                with open(self.path, "a") as f:
+                    f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        client.get_host_keys().add(hostname, key.get_name(), key)
 
 
 @dataclass(frozen=True)
@@ -36,36 +77,39 @@ def connect(target: SshTarget, timeout: float = 10) -> Connection:
     conn = Connection(target.host, user=target.user, connect_timeout=timeout, connect_kwargs={
         "key_filename": str(target.key), "look_for_keys": False, "allow_agent": False,
         "banner_timeout": timeout, "auth_timeout": timeout})
-    conn.client.load_host_keys(str(target.known_hosts))
-    conn.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    conn.client.get_host_keys().load(str(target.known_hosts))
+    conn.client.set_missing_host_key_policy(RecordHostKey(target.known_hosts))
     try:
         conn.open()
     except paramiko.BadHostKeyException:
-        raise RemoteError(f"{target.host} presented a different host key than recorded in "
-                          f"{target.known_hosts}: if the node was recreated, remove its line there") from None
+        raise HostKeyMismatch(f"{target.host} presented a different host key than recorded in "
+                              f"{target.known_hosts}: if the node was recreated, remove its line there") from None
     except paramiko.AuthenticationException:
-        raise RemoteError(f"SSH authentication failed for {target.user}@{target.host} "
-                          f"with key {target.key}") from None
+        raise AuthenticationFailed(f"SSH authentication failed for {target.user}@{target.host} "
+                                   f"with key {target.key}") from None
     except (OSError, paramiko.SSHException, EOFError) as e:
         raise RemoteError(f"SSH to {target.user}@{target.host} failed: {e or type(e).__name__}") from None
     return conn
 
 
-def run(conn: Connection, command: str, timeout: float = 120, check: bool = True,
-        secret: str | None = None) -> str:
-    """Runs a command; returns stdout. Output is captured, never echoed. A `secret` (a join
-    token) is blanked out of any message built here."""
-    shown = command.replace(secret, "<hidden>") if secret else command
+def run(conn: Connection, command: Command, timeout: float = 120, check: bool = True) -> str:
+    """Runs a command; returns stdout. Output is captured, never echoed; secrets are blanked
+    out of any message built here."""
+    if not isinstance(command, Command):
+        raise TypeError("remote.run takes a command.Command, so that every argument is quoted")
     try:
-        result = conn.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
+        result = conn.run(command.shell, hide=True, warn=True, timeout=timeout, in_stream=False)
     except Exception as e:  # invoke's CommandTimedOut and transport errors
-        raise RemoteError(f"{conn.host}: `{shown.split()[0]}` failed: {type(e).__name__}") from None
+        raise RemoteError(f"{conn.host}: `{command.shown.split()[0]}` failed: {type(e).__name__}") from None
     if check and result.exited != 0:
-        tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
-        if secret:
-            tail = tail.replace(secret, "<hidden>")
-        raise RemoteError(f"{conn.host}: `{shown}` exited {result.exited}: {tail}")
+        tail = redact(" | ".join((result.stderr or result.stdout).strip().splitlines()[-3:]))
+        raise CommandFailed(f"{conn.host}: `{command.shown}` exited {result.exited}: {tail}", result.exited)
     return result.stdout
+
+
+def read(conn: Connection, fact: Fact[T], timeout: float = 120) -> T:
+    """Runs a fact's command and parses its output."""
+    return fact.parse(run(conn, fact.command, timeout=timeout))
 
 
 def port_open(host: str, port: int = 22, timeout: float = 2) -> bool:
@@ -83,9 +127,9 @@ def wait_for_ssh(target: SshTarget, timeout: float, cancelled: Callable[[], bool
         if port_open(target.host):
             try:
                 return connect(target)
+            except (HostKeyMismatch, AuthenticationFailed):
+                raise
             except RemoteError as e:
-                if "host key" in str(e) or "authentication" in str(e):
-                    raise
                 last = e
         time.sleep(2)
     raise RemoteError(f"sshd on {target.host} did not answer within {timeout:g} s"

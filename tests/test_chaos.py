@@ -30,11 +30,23 @@ def test_events_are_seconds_since_the_kill_with_expected_windows():
 
 
 def test_html_report_is_self_contained_with_svg_and_every_event():
-    page = chaos.html_report(sample())
+    page = chaos.html_report([sample()])
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "</svg>" in page
     for event in ("killed", "api-unavailable", "new-leader", "api-back", "node-down", "tasks-rescheduled", "rejoined"):
         assert event in page
-    assert "late" in page  # tasks-rescheduled at 75.5 s is past its 20-70 s window
+    # tasks-rescheduled at 75.5 s is past its 20-70 s window, and only it is marked late
+    assert page.count('<span class="late">late</span>') == 1
+    row = page[page.index("<td>tasks-rescheduled</td>"):]
+    assert row[:row.index("</tr>")].count('class="late"') == 1
     assert "not seen before the timeout" in page
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing to fetch
     assert "hello.1" in page and "swr3" in page
+
+
+def test_a_report_over_several_timelines_is_one_page():
+    second = sample()
+    second.exercise, second.target = "start", "swr3"
+    page = chaos.html_report([sample(), second])
+    assert page.count("<!DOCTYPE html>") == 1 and page.count("<html") == 1 and page.count("</html>") == 1
+    assert page.count("<section>") == 2 and page.count("<svg") == 2
+    assert "start: swr3 in lab t1" in page and "kill-leader: swr1 in lab t1" in page

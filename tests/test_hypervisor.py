@@ -26,7 +26,7 @@ def template_xml() -> str:
 
 def test_clone_xml_gets_new_identity_disk_and_owner():
     xml = derive_clone_xml(template_xml(), "lab1-swr1", "52:54:00:aa:bb:01", "swarmlab-nodes",
-                           "lab1-swr1.qcow2", {"role": "node", "lab": "lab1"}, hostname="swr1")
+                           {"vda": "lab1-swr1.qcow2"}, {"role": "node", "lab": "lab1"}, hostname="swr1")
     root = ET.fromstring(xml)
     assert root.findtext("name") == "lab1-swr1"
     assert root.find("uuid") is None
@@ -42,7 +42,7 @@ def test_clone_xml_gets_new_identity_disk_and_owner():
 
 def test_clone_defines_and_is_owned(hv):
     hv.define_domain(template_xml())
-    clone = derive_clone_xml(hv.domain_xml("debian12"), "lab1-swr1", "52:54:00:aa:bb:01", "p", "v.qcow2",
+    clone = derive_clone_xml(hv.domain_xml("debian12"), "lab1-swr1", "52:54:00:aa:bb:01", "p", {"vda": "v.qcow2"},
                              {"role": "node", "lab": "lab1"}, hostname="swr1")
     hv.define_domain(clone)
     state = hv.domain_state("lab1-swr1")
@@ -62,7 +62,7 @@ def test_clone_defines_and_is_owned(hv):
 
 def test_users_own_template_can_be_cloned(hv):
     # Like the article's debian10template: a plain domain with a file disk, no swarmlab metadata.
-    xml = derive_clone_xml(hv.domain_xml("test"), "lab1-swr1", "52:54:00:aa:bb:02", "p", "v.qcow2",
+    xml = derive_clone_xml(hv.domain_xml("test"), "lab1-swr1", "52:54:00:aa:bb:02", "p", {"vda": "v.qcow2"},
                            {"role": "node", "lab": "lab1"}, hostname="swr1")
     root = ET.fromstring(xml)
     assert root.find("devices/disk").get("type") == "volume"
@@ -128,3 +128,109 @@ def test_addresses_avoid_lingering_leases_and_macs_are_stable():
     again = labs.assign_addresses(config, [("swr1", "52:54:00:00:00:01")], reserved={},
                                   leases={"52:54:00:00:00:01": "10.77.0.42", "52:54:00:aa:aa:aa": "10.77.0.10"})
     assert again == ["10.77.0.42"]
+
+
+# --- an instructor's own template: several disks, UEFI, an agent socket, a fixed VNC port -----
+OWN_TEMPLATE = """<domain type="qemu">
+  <name>debian10template</name>
+  <memory unit="MiB">1024</memory>
+  <os>
+    <type arch="x86_64" machine="q35">hvm</type>
+    <loader readonly="yes" type="pflash">/usr/share/OVMF/OVMF_CODE.fd</loader>
+    <nvram>/var/lib/libvirt/qemu/nvram/debian10template_VARS.fd</nvram>
+    <boot dev="hd"/>
+  </os>
+  <devices>
+    <disk type="file" device="disk">
+      <driver name="qemu" type="raw"/>
+      <source file="/var/lib/libvirt/images/debian10template.img"/>
+      <target dev="vda" bus="virtio"/>
+    </disk>
+    <disk type="file" device="disk">
+      <driver name="qemu" type="qcow2"/>
+      <source file="/var/lib/libvirt/images/debian10template-data.qcow2"/>
+      <target dev="vdb" bus="virtio"/>
+    </disk>
+    <disk type="file" device="cdrom">
+      <source file="/var/lib/libvirt/images/debian-10.iso"/>
+      <target dev="sda" bus="sata"/>
+      <readonly/>
+    </disk>
+    <interface type="network">
+      <mac address="52:54:00:11:22:33"/>
+      <source network="default"/>
+      <target dev="vnet7"/>
+      <model type="virtio"/>
+    </interface>
+    <channel type="unix">
+      <source mode="bind" path="/var/lib/libvirt/qemu/channel/target/debian10template.org.qemu.guest_agent.0"/>
+      <target type="virtio" name="org.qemu.guest_agent.0"/>
+    </channel>
+    <graphics type="vnc" port="5901" autoport="no" listen="127.0.0.1"/>
+  </devices>
+</domain>"""
+
+
+def test_every_writable_disk_of_a_template_gets_its_own_overlay():
+    from swarmlab.hypervisor import clone_disks
+    plan = {d.target: d.action for d in clone_disks(OWN_TEMPLATE)}
+    assert plan == {"vda": "overlay", "vdb": "overlay", "sda": "share"}
+    xml = derive_clone_xml(OWN_TEMPLATE, "lab1-swr1", "52:54:00:aa:bb:03", "nodes",
+                           {"vda": "lab1-swr1.qcow2", "vdb": "lab1-swr1-vdb.qcow2"}, {"role": "node"}, hostname="swr1")
+    root = ET.fromstring(xml)
+    sources = {d.find("target").get("dev"): d.find("source").attrib for d in root.findall("devices/disk")}
+    assert sources["vda"] == {"pool": "nodes", "volume": "lab1-swr1.qcow2"}
+    assert sources["vdb"] == {"pool": "nodes", "volume": "lab1-swr1-vdb.qcow2"}
+    assert sources["sda"] == {"file": "/var/lib/libvirt/images/debian-10.iso"}  # read-only media are shared
+    # the overlays are qcow2, whatever the template's disks were (raw here)
+    assert {d.find("target").get("dev"): d.find("driver").get("type") for d in root.findall("devices/disk")
+            if d.get("device") == "disk"} == {"vda": "qcow2", "vdb": "qcow2"}
+    with pytest.raises(HypervisorError, match="template disk vdb is writable and has no overlay"):
+        derive_clone_xml(OWN_TEMPLATE, "x", "52:54:00:aa:bb:04", "nodes", {"vda": "x.qcow2"}, {"role": "node"})
+
+
+def test_a_clone_gets_its_own_nvram_agent_socket_graphics_port_and_tap():
+    root = ET.fromstring(derive_clone_xml(OWN_TEMPLATE, "lab1-swr1", "52:54:00:aa:bb:03", "nodes",
+                                          {"vda": "a", "vdb": "b"}, {"role": "node"}, hostname="swr1"))
+    nvram = root.find("os/nvram")
+    assert not (nvram.text or "").strip()  # libvirt makes lab1-swr1_VARS.fd ...
+    assert nvram.get("template") == "/var/lib/libvirt/qemu/nvram/debian10template_VARS.fd"  # ... from the template's
+    assert root.find("devices/channel/source").get("path") is None
+    graphics = root.find("devices/graphics")
+    assert graphics.get("port") is None and graphics.get("autoport") == "yes"
+    assert root.find("devices/interface/target") is None
+    # no direct kernel: nothing to put the hostname on, `up` sets it over SSH
+    assert root.find("os/cmdline") is None
+
+
+def test_a_template_that_boots_its_own_disk_gets_the_hostname_over_ssh():
+    from swarmlab.hypervisor import sets_hostname_at_boot
+    assert not sets_hostname_at_boot(OWN_TEMPLATE)
+    assert sets_hostname_at_boot(template_xml())
+
+
+def test_a_network_disk_is_refused_with_the_reason():
+    from swarmlab.hypervisor import clone_disks
+    xml = OWN_TEMPLATE.replace('<disk type="file" device="disk">\n      <driver name="qemu" type="qcow2"/>\n'
+                               '      <source file="/var/lib/libvirt/images/debian10template-data.qcow2"/>',
+                               '<disk type="network" device="disk">\n      <driver name="qemu" type="raw"/>\n'
+                               '      <source protocol="rbd" name="pool/data"/>')
+    with pytest.raises(HypervisorError, match="template disk vdb is a network disk: swarmlab can give clones"):
+        clone_disks(xml)
+
+
+def test_an_overlay_declares_the_backing_files_real_format(hv, tmp_path):
+    """A raw template's overlay must say raw: qcow2 on a raw file breaks the clone."""
+    import subprocess
+    from swarmlab.hypervisor import image_info, overlay_volume_xml
+    raw = tmp_path / "template.img"
+    subprocess.run(["qemu-img", "create", "-f", "raw", str(raw), "64M"], check=True, capture_output=True)
+    assert image_info(str(raw)) == ("raw", 64 << 20)
+    volume = ET.fromstring(overlay_volume_xml("n.qcow2", str(raw), "raw", 64 << 20))
+    assert volume.find("backingStore/format").get("type") == "raw"
+    assert volume.find("target/format").get("type") == "qcow2"
+    pool_dir = tmp_path / "pool"
+    hv.ensure_pool("unit-nodes", pool_dir)
+    path = hv.create_overlay("unit-nodes", "n.qcow2", str(raw))
+    vol_xml = ET.fromstring(hv.pool("unit-nodes").storageVolLookupByName("n.qcow2").XMLDesc())
+    assert path.endswith("n.qcow2") and vol_xml.find("backingStore/format").get("type") == "raw"

@@ -1,0 +1,35 @@
+"""Waiting for something outside to become true: one deadline loop for every wait."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, TypeVar
+
+from .errors import SwarmlabError
+
+T = TypeVar("T")
+
+# Set on Ctrl-C, so that waits in worker threads (which get no KeyboardInterrupt) stop at once.
+cancelled = threading.Event()
+
+
+class Cancelled(SwarmlabError):
+    exit_code = 130
+
+
+def poll_until(check: Callable[[], T], timeout: float, interval: float,
+               on_timeout: Callable[[], SwarmlabError]) -> T:
+    """Calls check() every `interval` seconds until it returns something true, and returns that.
+    Raises on_timeout() after `timeout` seconds, or Cancelled after Ctrl-C."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if cancelled.is_set():
+            raise Cancelled("interrupted")
+        started = time.monotonic()
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise on_timeout()
+        time.sleep(max(0.0, min(interval - (time.monotonic() - started), deadline - time.monotonic())))
