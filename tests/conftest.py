@@ -59,6 +59,17 @@ def write_config(path: Path, state_dir: Path, **sections: dict) -> Path:
     return path
 
 
+def make_test_host(directory: Path) -> str:
+    """A libvirt test:///FILE host of our own: a swarmlab network with DHCP hosts, node and
+    template pools under `directory`, a shut-off owned template and a foreign running domain."""
+    for sub in ("images", "volumes"):
+        (directory / sub).mkdir(exist_ok=True)
+    (directory / "images" / "template.qcow2").write_bytes(b"")
+    xml = directory / "testhost.xml"
+    xml.write_text((ROOT / "tests/fixtures/testhost.xml.in").read_text().replace("@DIR@", str(directory)))
+    return f"test://{xml}"
+
+
 @pytest.fixture
 def pdns_server(tmp_path):
     """A real pdns_server (sqlite3 backend) on free loopback ports; yields (client, server, key)."""
@@ -82,9 +93,9 @@ def pytest_collection_modifyitems(config, items):
     def rank(item):
         if item.get_closest_marker("last"):
             return 3  # tests that take the shared swarm lab down
-        if item.get_closest_marker("vm"):
-            return 2
-        return 1 if item.module.__name__.endswith("test_labhost") else 0
+        if item.module.__name__.endswith("test_labhost"):
+            return 1
+        return 2 if item.get_closest_marker("vm") else 0
     items.sort(key=rank)
 
 

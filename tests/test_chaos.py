@@ -50,3 +50,87 @@ def test_a_report_over_several_timelines_is_one_page():
     assert page.count("<!DOCTYPE html>") == 1 and page.count("<html") == 1 and page.count("</html>") == 1
     assert page.count("<section>") == 2 and page.count("<svg") == 2
     assert "start: swr3 in lab t1" in page and "kill-leader: swr1 in lab t1" in page
+
+
+# --- event detection from scripted `docker node ls` / `service ps` answers ---------------------
+from swarmlab.swarm import SwarmNode, Task  # noqa: E402
+
+
+def nodes(**states) -> list[SwarmNode]:
+    """nodes(swr1=("Down", "Unreachable"), ...)"""
+    return [SwarmNode(f"id-{n}", n, st, "Active", ms, "20.10") for n, (st, ms) in states.items()]
+
+
+def web(desired: int, *placements: tuple[str, str]) -> dict:
+    return {"web": (desired, [Task(f"t{i}", f"web.{i}", node, "Running", f"{state} 1 second ago", "")
+                              for i, (node, state) in enumerate(placements, 1)])}
+
+
+def feed_all(detector, rounds):
+    seen = []
+    for answer, tasks in rounds:
+        seen += detector.feed(answer, tasks)
+    return seen
+
+
+def test_kill_leader_events_come_in_swarm_order():
+    d = chaos.EventDetector("swr1", ["new-leader", "node-down", "tasks-rescheduled"], was_manager=True)
+    healthy = nodes(swr1=("Ready", "Leader"), swr2=("Ready", "Reachable"), swr3=("Ready", "Reachable"))
+    elected = nodes(swr1=("Unknown", "Unreachable"), swr2=("Ready", "Leader"), swr3=("Ready", "Reachable"))
+    down = nodes(swr1=("Down", "Unreachable"), swr2=("Ready", "Leader"), swr3=("Ready", "Reachable"))
+    events = feed_all(d, [(healthy, None), (None, None), (None, None), (elected, None)])
+    assert [e for e, _ in events] == ["api-unavailable", "api-back", "new-leader", "node-unreachable"]
+    assert dict(events)["new-leader"] == "swr2"
+    assert not d.wants_tasks()  # tasks are judged only once the node is Down
+    assert d.feed(down, None) == [("node-down", "swr1 Down/Unreachable")]
+    assert d.wants_tasks()
+    # a task still on the dead node, or too few Running, is not rescheduled yet
+    assert d.feed(down, web(3, ("swr1", "Running"), ("swr2", "Running"), ("swr3", "Running"))) == []
+    assert d.feed(down, web(3, ("swr2", "Running"), ("swr3", "Starting"), ("swr3", "Running"))) == []
+    assert d.feed(down, web(3, ("swr2", "Running"), ("swr2", "Running"), ("swr3", "Running"))) == \
+        [("tasks-rescheduled", "web 3/3")]
+    assert d.done
+
+
+def test_a_restarted_manager_rejoins_only_when_reachable_again():
+    d = chaos.EventDetector("swr1", ["rejoined"], was_manager=True)
+    assert d.feed(nodes(swr1=("Ready", "Unreachable"), swr2=("Ready", "Leader")), None) == []
+    assert d.feed(nodes(swr1=("Ready", "Reachable"), swr2=("Ready", "Leader")), None) == \
+        [("rejoined", "swr1 Ready/Reachable")]
+    worker = chaos.EventDetector("swr4", ["rejoined"], was_manager=False)
+    assert worker.feed(nodes(swr4=("Ready", "")), None) == [("rejoined", "swr4 Ready/worker")]
+
+
+def test_events_that_never_come_leave_the_detector_waiting():
+    d = chaos.EventDetector("swr1", ["new-leader", "node-down", "tasks-rescheduled"], was_manager=True)
+    stuck = nodes(swr1=("Unknown", "Unreachable"), swr2=("Ready", "Reachable"), swr3=("Ready", "Reachable"))
+    for _ in range(5):  # no leader is ever elected (lost quorum), the node never turns Down
+        d.feed(stuck, None)
+        d.feed(None, None)
+    assert not d.done and d.seen == {"api-unavailable", "api-back", "node-unreachable"}
+    assert [e for e in d.want if e not in d.seen] == ["new-leader", "node-down", "tasks-rescheduled"]
+
+
+def test_drain_waits_for_every_task_to_leave_and_promotion_for_reachable():
+    d = chaos.EventDetector("swr3", ["drained"], was_manager=True)
+    up = nodes(swr1=("Ready", "Leader"), swr3=("Ready", "Reachable"))
+    assert d.feed(up, web(2, ("swr3", "Running"), ("swr1", "Running"))) == []
+    assert d.feed(up, web(2, ("swr1", "Running"), ("swr1", "Running"))) == [("drained", "web 2/2")]
+    p = chaos.EventDetector("swr1", ["promoted"], was_manager=True)
+    assert p.feed(nodes(swr1=("Ready", ""), swr2=("Ready", "Leader")), None) == []
+    assert p.feed(nodes(swr1=("Ready", "Reachable"), swr2=("Ready", "Leader")), None) == \
+        [("promoted", "swr1 Reachable")]
+
+
+def test_no_services_is_said_as_such():
+    assert chaos.tasks_settled({}, "swr1") == (True, "no services")
+
+
+def test_the_quorum_guard_refuses_what_would_lose_the_majority():
+    three = nodes(swr1=("Ready", "Leader"), swr2=("Ready", "Reachable"), swr3=("Ready", "Reachable"))
+    assert chaos.quorum_refusal(three, "swr1") is None
+    one_gone = nodes(swr1=("Ready", "Leader"), swr2=("Down", "Unreachable"), swr3=("Ready", "Reachable"))
+    assert "leaves 1 of 3 managers: raft needs a majority (2)" in chaos.quorum_refusal(one_gone, "swr1")
+    single = nodes(swr1=("Ready", "Leader"), swr2=("Ready", ""))
+    assert "leaves 0 of 1 managers" in chaos.quorum_refusal(single, "swr1")
+    assert chaos.quorum_refusal(single, "swr2") is None  # a worker costs no quorum

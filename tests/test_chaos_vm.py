@@ -40,6 +40,8 @@ def test_kill_leader_and_restore(lab3, service, tmp_path):
     proc = swarmlab("chaos", "kill-leader", "--lab", "t1", "--restore", "--json", "--report", str(report),
                     config=path, timeout=900)
     assert proc.returncode == 0, proc.stderr + proc.stdout
+    # only swarmlab's own progress lines reach the terminal (paramiko's channel noise did)
+    assert all(line.startswith("[") for line in proc.stderr.splitlines()), proc.stderr
     data = json.loads(proc.stdout)
     times = {e["event"]: e["t"] for e in data["events"]}
     old, new = data["old_leader"], data["new_leader"]
@@ -88,3 +90,16 @@ def test_bad_chaos_input_destroys_nothing(lab3):
     assert no_lab.returncode == 3 and "lab nosuch does not exist" in no_lab.stderr
     running = json.loads(swarmlab("status", "--lab", "t1", "--json", config=path).stdout)["nodes"]
     assert all(r["state"] == "running" for r in running)
+
+
+def test_demote_leader_hands_over_and_promotes_it_back(lab3):
+    path, _, _ = lab3
+    proc = swarmlab("chaos", "demote-leader", "--lab", "t1", "--json", config=path, timeout=600)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    data = json.loads(proc.stdout)
+    times = {e["event"]: e["t"] for e in data["events"]}
+    assert times["demoted"] < times["new-leader"] < times["promoted"] and data["missing"] == []
+    assert data["new_leader"] != data["old_leader"]
+    nodes = {n["Hostname"]: n for n in docker_json(path, "swr1", "node", "ls")}
+    assert nodes[data["old_leader"]]["ManagerStatus"] == "Reachable"
+    assert sorted(n["ManagerStatus"] for n in nodes.values()) == ["Leader", "Reachable", "Reachable"]

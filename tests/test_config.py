@@ -106,3 +106,98 @@ def test_config_show_never_prints_the_key(tmp_path):
     assert proc.returncode == 0
     assert str(key_file) in proc.stdout
     assert "topsecret" not in proc.stdout + proc.stderr and "envsecret" not in proc.stdout + proc.stderr
+
+
+def toml_blocks(markdown: str) -> list[str]:
+    import re
+    return re.findall(r"```toml\n(.*?)```", markdown, re.S)
+
+
+def test_every_toml_block_of_the_readme_loads(tmp_path):
+    """The README's example was refused once ([engine] package = 'docker.io'); docs must not drift."""
+    from tests.conftest import ROOT
+    blocks = toml_blocks((ROOT / "README.md").read_text())
+    assert blocks, "the README shows its configuration"
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"readme-{i}.toml"
+        path.write_text(block)
+        config = configuration.load(path)
+        assert config.source == str(path)
+    assert configuration.load(tmp_path / "readme-0.toml").engine_package == "docker.io"
+
+
+@pytest.mark.parametrize("package", ["docker.io", "docker-ce", "containerd.io", "g++"])
+def test_engine_package_takes_debian_package_names(tmp_path, package):
+    assert load_text(tmp_path, f'[engine]\npackage = "{package}"\n').engine_package == package
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('[engine]\npackage = "docker io"\n', "expected a Debian package name"),
+    ('[dns]\nnameserver = "ns1.example.net:53"\n', "expected IP:PORT of the server that answers for the zone"),
+    ('[dns]\nnameserver = "127.0.0.1:99999"\n', "expected IP:PORT"),
+    ('[nodes]\nlabels = ["swr1:a/b=c"]\n', "label 'swr1:a/b=c' is not NODE:KEY=VALUE"),
+])
+def test_more_invalid_values(tmp_path, text, expected):
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace("[", r"\[")):
+        load_text(tmp_path, text)
+
+
+def test_the_label_grammar_is_the_same_on_the_command_line_and_in_the_file(tmp_path):
+    from swarmlab import swarm
+    from swarmlab.errors import SwarmlabError
+    for spec in ("swr1:placepoint=gdc", "swr2:env=", "swr1:com.example.zone=eu-1"):
+        swarm.parse_label(spec)
+        load_text(tmp_path, f'[nodes]\nlabels = ["{spec}"]\n')
+    for spec in ("swr1:a/b=c", "swr1-env-dev", "SWR1:x=y"):
+        with pytest.raises(SwarmlabError):
+            swarm.parse_label(spec)
+        with pytest.raises(ConfigError):
+            load_text(tmp_path, f'[nodes]\nlabels = ["{spec}"]\n')
+
+
+def test_a_nameserver_ip_is_accepted(tmp_path):
+    assert load_text(tmp_path, '[dns]\nnameserver = "10.0.0.53:53"\n').dns_server == ("10.0.0.53", 53)
+
+
+def test_a_config_file_others_can_write_is_refused(tmp_path):
+    path = tmp_path / "swarmlab.toml"
+    path.write_text('[engine]\nimages = ["/etc/shadow"]\n')
+    path.chmod(0o666)
+    with pytest.raises(ConfigError, match=r"is writable by group or others \(mode 666\).*chmod go-w"):
+        configuration.load(path)
+    path.chmod(0o644)
+    assert configuration.load(path).engine_images
+
+
+def test_a_config_file_owned_by_someone_else_is_refused(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("changing a file's owner needs root")
+    path = tmp_path / "swarmlab.toml"
+    path.write_text("[nodes]\nvcpus = 2\n")
+    os.chown(path, 4242, 4242)
+    with pytest.raises(ConfigError, match="belongs to uid 4242, not to root or you"):
+        configuration.load(path)
+    proc = swarmlab("config", config=path)
+    assert proc.returncode == 2 and "belongs to uid 4242" in proc.stderr
+
+
+def test_library_logging_never_reaches_the_terminal(tmp_path):
+    """paramiko printed `Secsh channel 53 open FAILED` between chaos's lines; it goes to the log."""
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    script = ("import logging, sys\n"
+              "from swarmlab import cli, config, command\n"
+              f"c = config.Config(state_dir=__import__('pathlib').Path({str(tmp_path / 'state')!r}))\n"
+              "command.register_secret('SWMTKN-1-top-secret')\n"
+              "cli._setup_logging(c, verbose=sys.argv[1] == 'v')\n"
+              "logging.getLogger('paramiko.transport').warning('Secsh channel 53 open FAILED: open failed')\n"
+              "logging.getLogger('paramiko.transport').error('Socket exception: token SWMTKN-1-top-secret')\n")
+    quiet = subprocess.run([sys.executable, "-c", script, "q"], capture_output=True, text=True, cwd=ROOT)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == "" and quiet.stdout == ""
+    log = (tmp_path / "state" / "swarmlab.log").read_text()
+    assert "Secsh channel 53 open FAILED" in log and "SWMTKN-1-top-secret" not in log and "<hidden>" in log
+    assert (tmp_path / "state" / "swarmlab.log").stat().st_mode & 0o077 == 0
+    verbose = subprocess.run([sys.executable, "-c", script, "v"], capture_output=True, text=True, cwd=ROOT)
+    assert "Secsh channel 53 open FAILED" in verbose.stderr and "SWMTKN-1-top-secret" not in verbose.stderr

@@ -3,7 +3,7 @@ libvirt is the test:///default driver; PowerDNS is real."""
 
 import json
 
-from tests.conftest import swarmlab
+from tests.conftest import make_test_host, swarmlab
 
 
 def doctor_config(tmp_path, pdns_server, template="test", zone_created=True, key_mode=0o600):
@@ -50,15 +50,19 @@ def test_doctor_reports_each_failure_with_a_fix(tmp_path, pdns_server):
 
 
 def test_doctor_json_matches_and_all_green_exits_0(tmp_path, pdns_server):
-    path = doctor_config(tmp_path, pdns_server, template="test")
+    # Our own test host: a shut-off template whose disk exists, and a network with DHCP.
+    path = doctor_config(tmp_path, pdns_server, template="unit-template")
+    text = path.read_text().replace('uri = "test:///default"', f'uri = "{make_test_host(tmp_path)}"') \
+        .replace('network = "default"', 'network = "swl-unit"')
+    path.write_text(text)
     proc = swarmlab("doctor", "--json", config=path)
     data = json.loads(proc.stdout)
     assert [c["check"] for c in data["checks"]] == ["libvirt", "network", "template", "powerdns", "ssh-key"]
-    failing = {c["check"] for c in data["checks"] if not c["ok"]}
-    assert failing == {"template"}  # test:///default's only domain is running
-    assert data["ok"] is False and proc.returncode == 1
-    assert all(c["fix"] for c in data["checks"] if not c["ok"])
-    assert all(c["fix"] == "" for c in data["checks"] if c["ok"])
+    assert [c["check"] for c in data["checks"] if not c["ok"]] == []
+    assert data["ok"] is True and proc.returncode == 0
+    assert all(c["fix"] == "" for c in data["checks"])
+    human = swarmlab("doctor", config=path)
+    assert human.returncode == 0 and human.stdout.count("✓") == 5 and "✗" not in human.stdout
 
 
 def test_doctor_names_a_missing_template_and_an_unreachable_libvirt(tmp_path, pdns_server):

@@ -15,6 +15,7 @@ import pytest
 
 from swarmlab import config as configuration, lab as labs, labhost
 from swarmlab.hypervisor import Hypervisor
+from swarmlab.command import Command
 from swarmlab.remote import run, wait_for_ssh
 from tests.conftest import ROOT, docker_json, swarmlab
 
@@ -75,10 +76,10 @@ def test_ssh_to_each_node_prints_its_name(lab3):
     found = labs.load_journal(config, "t1")
     for node in found.nodes:
         conn = wait_for_ssh(labs.ssh_target(config, "t1", node), 60)
-        assert run(conn, "hostname").strip() == node.name
+        assert run(conn, Command("hostname")).strip() == node.name
         # the lab's nodes can reach each other by their lab names
         other = found.nodes[(found.nodes.index(node) + 1) % 3]
-        assert run(conn, f"getent hosts {other.fqdn.rstrip('.')}").split()[0] == other.ip
+        assert run(conn, Command("getent", "hosts", other.fqdn.rstrip("."))).split()[0] == other.ip
         conn.close()
     lines = labs.known_hosts(config, "t1").read_text().splitlines()
     assert {line.split()[0] for line in lines} >= {n.ip for n in found.nodes}
@@ -264,6 +265,20 @@ def test_second_lab_survives_the_first_labs_down_and_grows(lab3):
     refused = swarmlab("chaos", "kill-leader", "--lab", "t2", config=path)
     assert refused.returncode == 4 and "leaves 0 of 1 managers" in refused.stderr
     assert swarmlab("status", "--lab", "t2", "--json", config=path).returncode == 0
+
+    # `swarm form --managers 3` promotes the workers (it used to say "nothing changed") ...
+    promoted = swarmlab("swarm", "form", "--lab", "t2", "--managers", "3", "--json", config=path)
+    assert promoted.returncode == 0, promoted.stderr
+    assert json.loads(promoted.stdout)["promoted"] == ["swr2", "swr3"]
+    members = {n["Hostname"]: n["ManagerStatus"] for n in docker_json(path, "swr1", "node", "ls", lab="t2")}
+    assert sorted(members.values()) == ["Leader", "Reachable", "Reachable"]
+    # ... and the drill on a lab with no service makes one, shows it moving, and removes it
+    drill = swarmlab("chaos", "kill-leader", "--lab", "t2", "--json", config=path, timeout=900)
+    assert drill.returncode == 0, drill.stderr + drill.stdout
+    rescheduled = next(e for e in json.loads(drill.stdout)["events"] if e["event"] == "tasks-rescheduled")
+    assert rescheduled["detail"].startswith("swarmlab-drill ") and "no services" not in rescheduled["detail"]
+    survivor = json.loads(drill.stdout)["new_leader"]
+    assert docker_json(path, survivor, "service", "ls", lab="t2") == []
 
 
 @pytest.mark.last

@@ -9,6 +9,8 @@ import pytest
 from swarmlab import config as configuration, labhost
 from tests.conftest import host_up_or_skip, swarmlab, write_config
 
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
+
 
 def netns_run(namespace: str, *cmd: str) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", "netns", "exec", namespace, *cmd], capture_output=True, text=True, timeout=30)

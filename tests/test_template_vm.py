@@ -10,6 +10,7 @@ import pytest
 
 from swarmlab import config as configuration, labhost
 from swarmlab.hypervisor import Hypervisor, derive_clone_xml, random_mac
+from swarmlab.command import Command, sh
 from swarmlab.remote import SshTarget, run, wait_for_ssh
 from swarmlab.template import BAKED_IMAGE
 from tests.conftest import swarmlab
@@ -44,7 +45,7 @@ def nodes(built):
         hv.create_overlay(config.node_pool, f"{name}.qcow2", backing)
         mac = random_mac()
         macs[mac] = name
-        hv.define_domain(derive_clone_xml(template_xml, name, mac, config.node_pool, f"{name}.qcow2",
+        hv.define_domain(derive_clone_xml(template_xml, name, mac, config.node_pool, {"vda": f"{name}.qcow2"},
                                           {"role": "node", "lab": "template-test"}, hostname=name))
         hv.start(name)
     deadline = time.monotonic() + 300
@@ -87,18 +88,20 @@ def test_unchanged_recipe_rebuild_takes_seconds(built):
 def test_docker_answers_and_the_baked_image_runs(nodes):
     _, conns = nodes
     for name, conn in conns.items():
-        assert run(conn, "hostname").strip() == name
-        info = json.loads(run(conn, "docker info --format '{{json .}}'"))
+        assert run(conn, Command("hostname")).strip() == name
+        info = json.loads(run(conn, Command("docker", "info", "--format", "{{json .}}")))
         assert info["ServerVersion"] and any("apparmor" in o for o in info["SecurityOptions"])
-        run(conn, "systemctl start swarmlab-images.service", timeout=180)
-        out = run(conn, f"docker run --rm {BAKED_IMAGE} sh -c 'echo baked-$((6*7))'", timeout=180)
+        # The image is there from boot, by the template's own unit: nothing here starts it.
+        run(conn, sh("until systemctl is-active -q swarmlab-images.service; do "
+                     "systemctl is-failed -q swarmlab-images.service && exit 1; sleep 1; done"), timeout=240)
+        out = run(conn, Command("docker", "run", "--rm", BAKED_IMAGE, "sh", "-c", "echo baked-$((6*7))"), timeout=180)
         assert out.strip() == "baked-42"
 
 
 def test_clones_have_their_own_identity(nodes):
     _, conns = nodes
-    machine_ids = {name: run(c, "cat /etc/machine-id").strip() for name, c in conns.items()}
-    host_keys = {name: run(c, "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub").split()[1]
+    machine_ids = {name: run(c, Command("cat", "/etc/machine-id")).strip() for name, c in conns.items()}
+    host_keys = {name: run(c, Command("ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub")).split()[1]
                  for name, c in conns.items()}
     assert all(len(m) == 32 for m in machine_ids.values())
     assert len(set(machine_ids.values())) == len(NODES)
@@ -114,6 +117,6 @@ def test_guests_resolve_lab_names_through_powerdns(built, nodes):
     try:
         conn = conns[NODES[0]]
         for fqdn, ip in names.items():
-            assert run(conn, f"getent hosts {fqdn.rstrip('.')}").split()[0] == ip
+            assert run(conn, Command("getent", "hosts", fqdn.rstrip("."))).split()[0] == ip
     finally:
         client.delete_a(config.zone, list(names))

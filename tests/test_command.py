@@ -1,0 +1,41 @@
+"""Remote commands: every argument quoted, secrets masked wherever a command is shown or logged."""
+
+import logging
+
+from swarmlab import swarm
+from swarmlab.command import Command, Raw, Secret, redact, redact_secrets, sh, then
+
+
+def test_arguments_are_quoted_and_raw_syntax_is_kept():
+    c = then(Command("docker", "node", "rm", "--force", "x; reboot"), Command("echo", "$HOME"))
+    assert c.shell == "docker node rm --force 'x; reboot' && echo '$HOME'"
+    assert Command("command", "-v", "dockerd", Raw("|| true")).shell == "command -v dockerd || true"
+    assert sh("echo a && echo b").shell == "sh -c 'echo a && echo b'"
+
+
+def test_secrets_run_but_are_never_shown():
+    token = "SWMTKN-1-0123456789abcdef-secret"
+    c = Command("docker", "swarm", "join", "--token", Secret(token), "10.77.0.10:2377")
+    assert token in c.shell
+    assert token not in c.shown and token not in str(c) and token not in repr(c)
+    assert c.shown == "docker swarm join --token <hidden> 10.77.0.10:2377"
+    assert redact(f"error: {token} rejected") == "error: <hidden> rejected"
+
+
+def test_log_records_are_redacted(caplog):
+    token = "SWMTKN-1-another-secret-token"
+    Secret(token)
+    record = logging.LogRecord("paramiko", logging.DEBUG, __file__, 1, "sent %s", (token,), None)
+    assert redact_secrets(record) and record.getMessage() == "sent <hidden>"
+
+
+def test_facts_pair_a_command_with_its_parser():
+    assert swarm.NODES.command.shell == "docker node ls --format '{{json .}}'"
+    nodes = swarm.NODES.parse('{"ID":"a *","Hostname":"swr1","Status":"Ready","Availability":"Active",'
+                              '"ManagerStatus":"Leader","EngineVersion":"20.10.24","Self":true}\n')
+    assert nodes[0].hostname == "swr1" and nodes[0].is_self
+    assert swarm.tasks("web; x", running_only=True).command.shell == (
+        "docker service ps --no-trunc --format '{{json .}}' --filter desired-state=running 'web; x'")
+    assert swarm.node_labels("swr1").parse("null") == {}
+    token = swarm.join_token("worker").parse("SWMTKN-1-abc-def\n")
+    assert isinstance(token, Secret) and token.value == "SWMTKN-1-abc-def"

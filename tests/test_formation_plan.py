@@ -1,0 +1,129 @@
+"""The formation plan from facts: who inits, who joins as what, who is promoted or demoted,
+which labels are added. Facts in, commands out, in milliseconds."""
+
+from swarmlab import swarm
+from swarmlab.command import Secret
+from swarmlab.swarm import NodeLabel, SwarmInfo, SwarmNode
+
+ORDER = ["swr1", "swr2", "swr3"]
+IPS = {"swr1": "10.77.0.10", "swr2": "10.77.0.11", "swr3": "10.77.0.12"}
+TOKENS = {"manager": Secret("SWMTKN-1-manager-token"), "worker": Secret("SWMTKN-1-worker-token")}
+IDLE = SwarmInfo("inactive")
+
+
+def active(manager: bool) -> SwarmInfo:
+    return SwarmInfo("active", is_manager=manager)
+
+
+def member(name: str, manager_status: str = "", status: str = "Ready", node_id: str | None = None) -> SwarmNode:
+    return SwarmNode(node_id or f"id-{name}", name, status, "Active", manager_status, "20.10.24")
+
+
+def shown(steps) -> list[tuple[str, str, str]]:
+    return [(s.kind, s.on, s.command.shown) for s in steps]
+
+
+def test_a_fresh_lab_inits_on_the_first_node_and_joins_the_others_as_managers():
+    infos = {n: IDLE for n in ORDER}
+    entry, bootstrap = swarm.plan_bootstrap(ORDER, IPS, infos)
+    assert entry == "swr1"
+    assert shown(bootstrap) == [("init", "swr1", "docker swarm init --advertise-addr 10.77.0.10")]
+    wanted, steps = swarm.plan_membership(ORDER, IPS, infos, [member("swr1", "Leader")], None, entry, TOKENS)
+    assert wanted == ["swr1", "swr2", "swr3"]
+    assert shown(steps) == [
+        ("join-manager", "swr2", "docker swarm join --advertise-addr 10.77.0.11 --token <hidden> 10.77.0.10:2377"),
+        ("join-manager", "swr3", "docker swarm join --advertise-addr 10.77.0.12 --token <hidden> 10.77.0.10:2377")]
+    assert "SWMTKN-1-manager-token" in steps[0].command.shell  # the shell gets it, nothing shown does
+    assert [s.wait for s in steps] == ["manager", "manager"]
+
+
+def test_one_manager_makes_the_others_workers():
+    infos = {n: IDLE for n in ORDER}
+    wanted, steps = swarm.plan_membership(ORDER, IPS, infos, [member("swr1", "Leader")], 1, "swr1", TOKENS)
+    assert wanted == ["swr1"]
+    assert [(s.kind, s.node, s.wait) for s in steps] == [("join-worker", "swr2", "worker"),
+                                                         ("join-worker", "swr3", "worker")]
+
+
+def test_a_formed_swarm_needs_nothing():
+    infos = {"swr1": active(True), "swr2": active(True), "swr3": active(True)}
+    members = [member("swr1", "Leader"), member("swr2", "Reachable"), member("swr3", "Reachable")]
+    assert swarm.plan_bootstrap(ORDER, IPS, infos) == ("swr1", [])
+    assert swarm.plan_membership(ORDER, IPS, infos, members, None, "swr1", TOKENS) == (ORDER, [])
+    assert swarm.plan_membership(ORDER, IPS, infos, members, 3, "swr1", TOKENS)[1] == []
+
+
+def test_more_managers_promote_existing_workers_one_at_a_time():
+    """The defect: `swarm form --managers 3` on 1 manager + 2 workers said 'nothing changed'."""
+    infos = {"swr1": active(True), "swr2": active(False), "swr3": active(False)}
+    members = [member("swr1", "Leader"), member("swr2"), member("swr3")]
+    wanted, steps = swarm.plan_membership(ORDER, IPS, infos, members, 3, "swr1", TOKENS)
+    assert wanted == ORDER
+    assert shown(steps) == [("promote", "swr1", "docker node promote swr2"),
+                            ("promote", "swr1", "docker node promote swr3")]
+    assert [s.wait for s in steps] == ["manager", "manager"]
+    # without --managers, roles are left as they are
+    assert swarm.plan_membership(ORDER, IPS, infos, members, None, "swr1", TOKENS)[1] == []
+
+
+def test_fewer_managers_demote_last_through_a_manager_that_stays():
+    infos = {n: active(True) for n in ORDER}
+    members = [member("swr1", "Reachable"), member("swr2", "Leader"), member("swr3", "Reachable")]
+    wanted, steps = swarm.plan_membership(ORDER, IPS, infos, members, 1, "swr1", TOKENS)
+    assert wanted == ["swr1"]
+    assert shown(steps) == [("demote", "swr1", "docker node demote swr2"),
+                            ("demote", "swr1", "docker node demote swr3")]
+    # the entry itself is demoted through the manager that stays
+    wanted, steps = swarm.plan_membership(["swr2", "swr1", "swr3"], IPS, infos, members, 1, "swr1", TOKENS)
+    assert wanted == ["swr2"]
+    assert shown(steps) == [("demote", "swr2", "docker node demote swr1"),
+                            ("demote", "swr2", "docker node demote swr3")]
+
+
+def test_current_managers_are_kept_rather_than_swapped():
+    infos = {"swr1": active(True), "swr2": active(False), "swr3": active(True)}
+    members = [member("swr1", "Leader"), member("swr2"), member("swr3", "Reachable")]
+    wanted, steps = swarm.plan_membership(ORDER, IPS, infos, members, 2, "swr1", TOKENS)
+    assert wanted == ["swr1", "swr3"] and steps == []
+
+
+def test_a_node_listed_down_leaves_is_removed_and_rejoins():
+    infos = {"swr1": active(True), "swr2": active(True), "swr3": active(False)}
+    members = [member("swr1", "Leader"), member("swr2", "Reachable"),
+               member("swr3", "", status="Down", node_id="old3"), member("swr3", "", status="Down", node_id="old3")]
+    wanted, steps = swarm.plan_membership(ORDER, IPS, infos, members, 3, "swr1", TOKENS)
+    assert shown(steps)[:2] == [("leave", "swr3", "docker swarm leave --force"),
+                                ("remove", "swr1", "docker node rm --force old3")]
+    assert (steps[2].kind, steps[2].node) == ("join-manager", "swr3")
+
+
+def test_a_node_in_a_swarm_that_is_gone_leaves_before_init():
+    infos = {"swr1": SwarmInfo("error"), "swr2": IDLE, "swr3": IDLE}
+    entry, steps = swarm.plan_bootstrap(ORDER, IPS, infos)
+    assert shown(steps) == [("leave", "swr1", "docker swarm leave --force"),
+                            ("init", "swr1", "docker swarm init --advertise-addr 10.77.0.10")]
+
+
+def test_a_rejoined_node_listed_twice_counts_by_its_ready_entry():
+    members = [member("swr2", "Reachable"), member("swr2", "", status="Down", node_id="old")]
+    assert swarm.current_members(members)["swr2"].id == "id-swr2"
+    assert swarm.current_members(list(reversed(members)))["swr2"].id == "id-swr2"
+
+
+def test_hostile_names_from_guests_are_quoted():
+    """Hostnames and node IDs come from docker output; they reach root shells quoted."""
+    evil = "swr3; rm -rf /"
+    infos = {"swr1": active(True), evil: active(False)}
+    members = [member("swr1", "Leader"), member(evil)]
+    _, steps = swarm.plan_membership(["swr1", evil], {"swr1": "10.77.0.10", evil: "10.77.0.12"}, infos, members,
+                                     2, "swr1", TOKENS)
+    assert steps[0].command.shell == "docker node promote 'swr3; rm -rf /'"
+    labels = swarm.plan_labels([NodeLabel(evil, "env", "dev$(reboot)")], {}, "swr1")
+    assert labels[0].command.shell == "docker node update --label-add 'env=dev$(reboot)' 'swr3; rm -rf /'"
+
+
+def test_labels_are_added_only_where_missing_or_different():
+    labels = [NodeLabel("swr1", "placepoint", "gdc"), NodeLabel("swr2", "env", "dev"), NodeLabel("swr3", "env", "prod")]
+    current = {"swr1": {"placepoint": "gdc"}, "swr2": {"env": "test"}, "swr3": {}}
+    steps = swarm.plan_labels(labels, current, "swr1")
+    assert [(s.node, s.detail, s.on) for s in steps] == [("swr2", "env=dev", "swr1"), ("swr3", "env=prod", "swr1")]

@@ -1,0 +1,120 @@
+"""`up` planning and `down`'s refusals on libvirt's test driver, with a test host of our own
+(a swarmlab network with DHCP hosts, pools, an owned template, a foreign domain) and a real
+PowerDNS. Nothing boots here; the VM tests prove the rest."""
+
+import json
+import threading
+import time
+
+import pytest
+
+from swarmlab import config as configuration, lab as labs
+from swarmlab.errors import NotFound, Refused, SwarmlabError
+from swarmlab.hypervisor import Hypervisor
+from tests.conftest import make_test_host, write_config
+
+
+@pytest.fixture
+def test_host(tmp_path, pdns_server, monkeypatch):
+    """(config, hv): one shared connection to a test:///FILE host, handed to every Hypervisor()."""
+    uri = make_test_host(tmp_path)
+    client, server, key = pdns_server
+    client.ensure_zone("lab.swarmlab.test.")
+    key_file = tmp_path / "api-key"
+    key_file.write_text(key)
+    key_file.chmod(0o600)
+    path = write_config(tmp_path / "swarmlab.toml", tmp_path / "state",
+                        libvirt={"uri": uri, "network": "swl-unit", "cidr": "10.79.0.0/24",
+                                 "template": "unit-template"},
+                        dns={"api_url": client.api_url, "api_key_file": str(key_file)},
+                        host={"dns_port": server.dns_port})
+    config = configuration.load(path)
+    hv = Hypervisor(config.uri)
+    assert not hv.domain_state("unit-template").running
+    shared = type("Shared", (Hypervisor,), {"close": lambda self: None, "__exit__": lambda self, *e: None})
+    instance = shared(config.uri)
+    instance._conn = hv.conn
+    for module in (labs,):
+        monkeypatch.setattr(module, "Hypervisor", lambda _uri: instance)
+    yield config, instance
+    hv.close()
+
+
+def test_a_foreign_domain_with_a_nodes_name_is_refused_before_anything_is_written(test_host):
+    """`up` used to write the journal and the DHCP reservation first; `ls` then listed a lab
+    that did not exist and the reservation stayed."""
+    config, hv = test_host
+    before = hv.dhcp_reservations(config.network)
+    with pytest.raises(Refused, match="domain g1-swr1 already exists and was not created by swarmlab"):
+        labs.up(config, 2, "g1", "swr")
+    assert hv.dhcp_reservations(config.network) == before
+    assert labs.load_journal(config, "g1") is None
+    assert labs.list_labs(config) == []
+    assert hv.domain_state("g1-swr2") is None and hv.pool(config.node_pool).listVolumes() == []
+
+
+def test_a_domain_of_another_lab_is_refused_too(test_host):
+    config, hv = test_host
+    import re
+    owned = re.sub(r"<uuid>.*</uuid>", "", hv.domain_xml("unit-template")).replace(
+        "<name>unit-template</name>", "<name>g2-swr1</name>").replace('role="template"', 'role="node" lab="other"')
+    hv.define_domain(owned)
+    with pytest.raises(Refused, match="domain g2-swr1 already exists and belongs to lab other"):
+        labs.up(config, 1, "g2", "swr")
+    assert labs.load_journal(config, "g2") is None
+
+
+def test_down_refuses_a_journal_naming_a_domain_it_does_not_own_and_removes_nothing(test_host):
+    config, hv = test_host
+    labs.save_journal(config, labs.Lab("g1", [
+        labs.Node("swr1", "g1-swr1", "g1-swr1.qcow2", "52:54:00:00:00:99", "10.79.0.50", "swr1.g1.lab.swarmlab.test.")]))
+    with pytest.raises(Refused, match="domain g1-swr1 does not belong to lab g1; leaving the whole lab alone"):
+        labs.down(config, "g1")
+    assert hv.domain_state("g1-swr1").running
+    assert hv.dhcp_reservations(config.network)["52:54:00:00:00:99"] == "10.79.0.50"
+    assert labs.load_journal(config, "g1") is not None
+
+
+def test_status_of_an_unknown_lab_is_one_error_type_with_one_exit_code(test_host):
+    config, _ = test_host
+    with pytest.raises(labs.LabNotFound) as err:
+        labs.status(config, "nosuch")
+    assert err.value.exit_code == NotFound.exit_code == 3
+    assert "lab nosuch does not exist" in str(err.value)
+
+
+def test_other_labs_wait_for_the_address_lock_instead_of_being_refused(tmp_path):
+    config = configuration.Config(state_dir=tmp_path)
+    held = threading.Event()
+
+    def holder():
+        with labs.address_lock(config):
+            held.set()
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait()
+    started = time.monotonic()
+    with labs.address_lock(config):
+        waited = time.monotonic() - started
+    thread.join()
+    assert 0.2 < waited < 5
+    # the same lab twice is still refused at once
+    with labs.lab_lock(config, "g1"):
+        with pytest.raises(Refused, match="lab g1 is busy"):
+            with labs._flock(config.state_dir / "locks" / "lab-g1.lock", "lab g1"):
+                pass
+
+
+def test_each_node_reports_every_failure():
+    def work(n):
+        if n in ("a", "c"):
+            raise SwarmlabError(f"{n} broke")
+        return n.upper()
+
+    assert labs.each_node(work, ["b", "d"]) == ["B", "D"]
+    with pytest.raises(labs.NodeErrors, match="2 nodes failed: a broke; c broke"):
+        labs.each_node(work, ["a", "b", "c"])
+    with pytest.raises(SwarmlabError, match="^a broke$"):
+        labs.each_node(work, ["a", "b"])

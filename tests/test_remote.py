@@ -1,0 +1,45 @@
+"""known_hosts: recorded at first contact without losing lines to parallel connections, and a
+changed key is refused."""
+
+import threading
+
+import paramiko
+import pytest
+
+from swarmlab.remote import RecordHostKey
+
+
+def test_parallel_first_contacts_all_land_in_known_hosts(tmp_path):
+    """paramiko's AutoAddPolicy rewrote the whole file from each client's copy: parallel
+    connections in `up` dropped each other's lines, and strict `swarmlab ssh` then failed."""
+    path = tmp_path / "known_hosts"
+    path.touch()
+    keys = {f"10.77.0.{i}": paramiko.ECDSAKey.generate() for i in range(10, 30)}
+    start = threading.Barrier(len(keys))
+
+    def contact(host, key):
+        client = paramiko.SSHClient()
+        client.get_host_keys().load(str(path))
+        start.wait()
+        RecordHostKey(path).missing_host_key(client, host, key)
+        assert client.get_host_keys().lookup(host)
+
+    threads = [threading.Thread(target=contact, args=item) for item in keys.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    recorded = paramiko.HostKeys(str(path))
+    assert {h: recorded.lookup(h)[k.get_name()] for h, k in keys.items()} == keys
+    assert len(path.read_text().splitlines()) == len(keys)
+
+
+def test_a_key_recorded_meanwhile_must_match(tmp_path):
+    path = tmp_path / "known_hosts"
+    first, other = paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
+    path.write_text(f"10.77.0.10 {first.get_name()} {first.get_base64()}\n")
+    client = paramiko.SSHClient()  # loaded before the line was there
+    with pytest.raises(paramiko.BadHostKeyException):
+        RecordHostKey(path).missing_host_key(client, "10.77.0.10", other)
+    RecordHostKey(path).missing_host_key(client, "10.77.0.10", first)  # the same key: fine, not written twice
+    assert len(path.read_text().splitlines()) == 1
