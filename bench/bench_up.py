@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from swarmlab.dns import PowerDNS
 from swarmlab import config as configuration, lab as labs, labhost  # noqa: E402
 from swarmlab.hypervisor import Hypervisor  # noqa: E402
 
@@ -85,7 +86,7 @@ def bench_seed(config, nodes: int) -> dict[str, float]:
         ips = {macs[m]: ip for m, ip in hv.dhcp_leases(config.network).items() if m in macs}
         time.sleep(1)
     marks["leases"] = time.monotonic() - started
-    client = labhost.pdns_client(config)
+    client = PowerDNS.from_config(config)
     records = {f"{name}.seed.{config.zone}": ip for name, ip in ips.items()}
     for name, ip in records.items():  # pdnsutil add-record, one per node, then rectify
         client.replace_a(config.zone, {name: ip}, config.ttl)

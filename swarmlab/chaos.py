@@ -21,7 +21,7 @@ from .config import Config
 from .errors import NotFound, Refused, SwarmlabError
 from .formation import open_connections
 from .hypervisor import Hypervisor, LifecycleWatch
-from .lab import Lab, Node, find_lab, lab_lock, require_lab
+from .lab import Lab, Node, lab_lock, require_lab
 from .remote import RemoteError, read, run
 from .template import BAKED_IMAGE
 

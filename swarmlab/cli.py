@@ -12,7 +12,8 @@ from typing import Optional
 
 import typer
 
-from . import __version__, chaos, command, config as configuration, formation, lab as labs, labhost, swarm
+from . import (__version__, chaos, command, config as configuration, doctor as checks, formation, lab as labs, labhost,
+               swarm, template_build as templates)
 from .errors import SwarmlabError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
@@ -163,7 +164,7 @@ def template_build(name: Optional[str] = typer.Option(None, "--name", help="Doma
     """Build the Debian 12 template image (cached by recipe) and define it as a shut-off domain."""
     # No _enter_host(): debootstrap needs the Debian mirror, which the lab namespace cannot reach,
     # and libvirt's socket is reachable from anywhere.
-    result = labhost.template_build(ctx.config, name or ctx.config.template, not no_engine, ctx.progress)
+    result = templates.template_build(ctx.config, name or ctx.config.template, not no_engine, ctx.progress)
     if as_json:
         _emit_json(result)
         return
@@ -177,14 +178,14 @@ def template_build(name: Optional[str] = typer.Option(None, "--name", help="Doma
 def doctor(as_json: bool = JsonOption):
     """Check libvirt, the lab network, the template, PowerDNS and the SSH key. Exit 1 if any fails."""
     _enter_host()
-    checks = labhost.doctor(ctx.config)
+    results = checks.run_checks(ctx.config)
     if as_json:
-        _emit_json({"ok": all(c["ok"] for c in checks), "checks": checks})
+        _emit_json({"ok": all(c["ok"] for c in results), "checks": results})
     else:
-        for c in checks:
+        for c in results:
             line = f"{'✓' if c['ok'] else '✗'} {c['check']:<9} {c['detail']}"
             typer.echo(line + (f"\n  fix: {c['fix']}" if c["fix"] else ""))
-    if not all(c["ok"] for c in checks):
+    if not all(c["ok"] for c in results):
         raise typer.Exit(1)
 
 

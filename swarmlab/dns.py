@@ -37,6 +37,11 @@ class PowerDNS:
         self._session = requests.Session()
         self._session.headers["X-API-Key"] = api_key
 
+    @classmethod
+    def from_config(cls, config) -> "PowerDNS":
+        """The client for [dns] api_url with the configured key (file or environment)."""
+        return cls(config.api_url, config.api_key())
+
     def __repr__(self):
         return f"PowerDNS({self.api_url!r})"
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 from fabric import Connection
 
-from . import labhost, swarm, template
+from . import swarm, template
 from .config import Config
 from .errors import SwarmlabError
 from .lab import Lab, Node, NodeProgress, each_node, lab_lock, require_lab, ssh_target
 from .hypervisor import Hypervisor
+from .netns import run_in_host_netns
 from .command import Command, Raw, or_true, sh, then
 from .remote import RemoteError, connect, read, run
 from .waiting import poll_until
@@ -59,7 +59,7 @@ def _download_bundle(config: Config, guest_status: str) -> list[Path]:
         status = Path(tmp) / "status"
         status.write_text(guest_status)
         (Path(tmp) / "cache").mkdir()
-        proc = labhost.run_in_host_netns(
+        proc = run_in_host_netns(
             ["apt-get", "-q", "-y", "--download-only", "--no-install-recommends",
              "-o", f"Dir::State::status={status}", "-o", f"Dir::Cache={tmp}/cache",
              "-o", f"Dir::Cache::archives={directory}", "-o", "Debug::NoLocking=1",

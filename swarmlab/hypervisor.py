@@ -469,6 +469,15 @@ class Hypervisor:
         disk = ET.fromstring(self.domain_xml(name)).find("devices/disk/source")
         return None if disk is None else self.source_path(dict(disk.attrib))
 
+    def ping(self) -> None:
+        """Raises HypervisorError when libvirt does not answer."""
+        self.conn.getLibVersion()
+
+    def running_foreign_domains(self) -> list[str]:
+        """Running domains that swarmlab did not create."""
+        return sorted(d.name() for d in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+                      if _ownership(d.XMLDesc(0)) is None)
+
     def owned_domains(self) -> list[DomainState]:
         out = []
         for dom in self.conn.listAllDomains():

@@ -26,10 +26,9 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
-from . import labhost
 from .command import Command
 from .config import Config, is_dns_label
-from .dns import DnsError, canonical
+from .dns import PowerDNS, DnsError, canonical
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor, clone_disks, derive_clone_xml, sets_hostname_at_boot
 from .remote import SshTarget, port_open, run, wait_for_ssh
@@ -188,7 +187,7 @@ def preflight(config: Config, hv: Hypervisor, new_nodes: int) -> str:
     if not net.dhcp_ranges:
         raise LabError(f"network {config.network} has no DHCP range: nodes could not get addresses")
     try:
-        client = labhost.pdns_client(config)
+        client = PowerDNS.from_config(config)
         if not client.zone_exists(config.zone):
             raise LabError(f"zone {config.zone} is missing in PowerDNS: run `swarmlab host up`")
     except DnsError as e:
@@ -407,7 +406,7 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
 
         for node in plan.nodes:
             progress(node.name, "dns", node.fqdn)
-        client = labhost.pdns_client(config)
+        client = PowerDNS.from_config(config)
         client.replace_a(config.zone, {n.fqdn: n.ip for n in plan.nodes}, config.ttl)
         client.rectify(config.zone)
         pending = {n.fqdn: n.ip for n in plan.nodes}
@@ -497,7 +496,7 @@ def status(config: Config, lab: str) -> dict:
         found = require_lab(config, hv, lab)
         leases = hv.dhcp_leases(config.network)
         try:
-            records = {r.name: r.ip for r in labhost.pdns_client(config).list_a(config.zone)}
+            records = {r.name: r.ip for r in PowerDNS.from_config(config).list_a(config.zone)}
             dns_error = None
         except SwarmlabError as e:
             records, dns_error = {}, str(e)
@@ -557,7 +556,7 @@ def down(config: Config, lab: str, progress: Callable[[str], None] = lambda _m: 
                 removed.append(f"reservation {node.mac} -> {node.ip}")
         names = [n.fqdn for n in found.nodes]
         if names:
-            client = labhost.pdns_client(config)
+            client = PowerDNS.from_config(config)
             present = {r.name for r in client.list_a(config.zone)}
             ours = [n for n in names if n in present]
             if ours:

@@ -14,7 +14,9 @@ def templates_dir() -> Path:
 @cache
 def _env() -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.FileSystemLoader(templates_dir()),
-                              undefined=jinja2.StrictUndefined, autoescape=jinja2.select_autoescape(["xml", "j2"]),
+                              undefined=jinja2.StrictUndefined,
+                              # markup only: pdns.conf is not XML, and an escaped value there is a wrong value
+                              autoescape=lambda name: bool(name) and name.endswith((".xml.j2", ".html.j2")),
                               keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
 

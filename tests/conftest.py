@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmlab import config as configuration, dns, labhost
+from swarmlab import config as configuration, daemons, dns, labhost, netns
 
 ROOT = Path(__file__).resolve().parent.parent
 # Template images are cached across runs, keyed by recipe; the key of the tests' SSH key is
@@ -74,7 +74,7 @@ def make_test_host(directory: Path) -> str:
 def pdns_server(tmp_path):
     """A real pdns_server (sqlite3 backend) on free loopback ports; yields (client, server, key)."""
     key = "test-key-" + os.urandom(8).hex()
-    server = labhost.PdnsServer(tmp_path / "pdns", free_port(), free_port(), "lab.swarmlab.test.")
+    server = daemons.PdnsServer(tmp_path / "pdns", free_port(), free_port(), "lab.swarmlab.test.")
     server.prepare(key)
     proc = server.start()
     client = dns.PowerDNS(f"http://127.0.0.1:{server.api_port}", key)
@@ -112,9 +112,9 @@ def vm_state_dir():
 
 
 def host_up_or_skip(config_path: Path) -> configuration.Config:
-    libvirtd = labhost.find_process("libvirtd")
+    libvirtd = daemons.find_process("libvirtd")
     config = configuration.load(config_path)
-    if libvirtd and not labhost.in_netns(config.namespace, libvirtd):
+    if libvirtd and not netns.in_netns(config.namespace, libvirtd):
         pytest.fail(f"libvirtd (pid {libvirtd}) already runs outside the test namespace: "
                     "run `swarmlab host down` (or stop libvirtd) before the real-component tests")
     swarmlab("host", "up", "--isolated", config=config_path, check=True)

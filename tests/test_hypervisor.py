@@ -234,3 +234,15 @@ def test_an_overlay_declares_the_backing_files_real_format(hv, tmp_path):
     path = hv.create_overlay("unit-nodes", "n.qcow2", str(raw))
     vol_xml = ET.fromstring(hv.pool("unit-nodes").storageVolLookupByName("n.qcow2").XMLDesc())
     assert path.endswith("n.qcow2") and vol_xml.find("backingStore/format").get("type") == "raw"
+
+
+def test_generated_xml_escapes_what_it_carries_and_pdns_conf_is_not_html():
+    from pathlib import Path
+    from swarmlab.hypervisor import dhcp_host_xml, dir_pool_xml
+    pool = ET.fromstring(dir_pool_xml("p", Path("/srv/a&b <lab>")))
+    assert pool.findtext("target/path") == "/srv/a&b <lab>"
+    host = ET.fromstring(dhcp_host_xml("52:54:00:aa:bb:cc", "10.77.0.10", "lab'1-swr1"))
+    assert host.attrib == {"mac": "52:54:00:aa:bb:cc", "name": "lab'1-swr1", "ip": "10.77.0.10"}
+    conf = render("pdns.conf.j2", database=Path("/var/lib/a&b/pdns.sqlite3"), dns_port=5300, api_key="k&<y>",
+                  api_port=8081, zone="lab.swarmlab.test.", socket_dir="/run/x")
+    assert "api-key=k&<y>\n" in conf and "gsqlite3-database=/var/lib/a&b/pdns.sqlite3\n" in conf

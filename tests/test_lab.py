@@ -2,7 +2,6 @@
 (a swarmlab network with DHCP hosts, pools, an owned template, a foreign domain) and a real
 PowerDNS. Nothing boots here; the VM tests prove the rest."""
 
-import json
 import threading
 import time
 

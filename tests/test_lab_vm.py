@@ -13,7 +13,8 @@ import dns.query
 import dns.rdatatype
 import pytest
 
-from swarmlab import config as configuration, lab as labs, labhost
+from swarmlab.dns import PowerDNS
+from swarmlab import lab as labs
 from swarmlab.hypervisor import Hypervisor
 from swarmlab.command import Command
 from swarmlab.remote import run, wait_for_ssh
@@ -36,7 +37,7 @@ def leftovers(config, lab: str, macs: list[str]) -> dict:
                        + [d.name() for d in hv.conn.listAllDomains() if d.name().startswith(f"{lab}-")],
             "volumes": [v for v in hv.pool(config.node_pool).listVolumes() if v.startswith(f"{lab}-")],
             "reservations": [m for m in hv.dhcp_reservations(config.network) if m in macs],
-            "records": [r.name for r in labhost.pdns_client(config).list_a(config.zone)
+            "records": [r.name for r in PowerDNS.from_config(config).list_a(config.zone)
                         if r.name.endswith(f".{lab}.{config.zone}")],
             "state": (labs.lab_dir(config, lab)).exists(),
         }

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from swarmlab import config as configuration, labhost
-from tests.conftest import host_up_or_skip, swarmlab, write_config
+from swarmlab import config as configuration, daemons, netns
+from tests.conftest import swarmlab, write_config
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
 
@@ -40,9 +40,9 @@ def test_host_up_builds_everything_inside_the_namespace(host):
     assert f"{config.gateway}/24" in inside
     assert subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0
     # libvirtd and PowerDNS run inside the namespace.
-    libvirtd = labhost.find_process("libvirtd")
-    assert labhost.in_netns(config.namespace, libvirtd)
-    assert labhost.in_netns(config.namespace, first["status"]["pdns"]["pid"])
+    libvirtd = daemons.find_process("libvirtd")
+    assert netns.in_netns(config.namespace, libvirtd)
+    assert netns.in_netns(config.namespace, first["status"]["pdns"]["pid"])
     # The network is active for libvirt (virsh as a user would run it).
     info = subprocess.run(["virsh", "-c", config.uri, "net-info", config.network], capture_output=True, text=True)
     assert "Active:         yes" in info.stdout and "Autostart:      yes" in info.stdout
@@ -107,7 +107,7 @@ def test_host_down_leaves_nothing_behind(host):
     assert f"removed network namespace {config.namespace}" in proc.stdout
     assert config.namespace not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     for daemon in ("libvirtd", "virtlogd", "pdns_server", "dnsmasq"):
-        assert labhost.find_process(daemon) is None, f"{daemon} still runs"
+        assert daemons.find_process(daemon) is None, f"{daemon} still runs"
     assert subprocess.run(["ip", "link", "show", first["status"]["network"]["bridge"]],
                           capture_output=True).returncode != 0
     status = swarmlab("host", "status", config=path)

@@ -8,7 +8,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from swarmlab import config as configuration, labhost
+from swarmlab.dns import PowerDNS
+from swarmlab import labhost
 from swarmlab.hypervisor import Hypervisor, derive_clone_xml, random_mac
 from swarmlab.command import Command, sh
 from swarmlab.remote import SshTarget, run, wait_for_ssh
@@ -111,7 +112,7 @@ def test_clones_have_their_own_identity(nodes):
 def test_guests_resolve_lab_names_through_powerdns(built, nodes):
     _, config, _ = built
     ips, conns = nodes
-    client = labhost.pdns_client(config)
+    client = PowerDNS.from_config(config)
     names = {f"{name}.{config.zone}": ip for name, ip in ips.items()}
     client.replace_a(config.zone, names, ttl=60)
     try:

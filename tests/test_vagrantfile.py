@@ -1,6 +1,5 @@
 """The Vagrantfile gives a Debian 12 lab host VM, provisioned by the README's installer."""
 
-import re
 import shutil
 import subprocess
 

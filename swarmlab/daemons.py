@@ -1,0 +1,205 @@
+"""The lab host's daemons as processes: finding and stopping them by name, starting libvirtd
+and virtlogd, and the embedded PowerDNS server (sqlite3 backend, API and DNS on loopback)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import dns
+from .config import Config
+from .errors import Refused, SwarmlabError
+from .hypervisor import Hypervisor
+from .keys import write_private
+from .netns import in_netns, netns_cmd
+from .render import render
+
+PDNS_SCHEMA = Path("/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql")
+
+Progress = Callable[[str], None]
+
+
+class DaemonError(SwarmlabError):
+    pass
+
+
+def _pid_alive(pid: int | None, comm: str) -> bool:
+    if not pid:
+        return False
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == comm
+    except OSError:
+        return False
+
+
+def find_process(comm: str) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _pid_alive(int(entry.name), comm):
+            return int(entry.name)
+    return None
+
+
+def _stop_pid(pid: int, comm: str, timeout: float = 10) -> None:
+    if not _pid_alive(pid, comm):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid_alive(pid, comm):
+        _reap(pid)
+        time.sleep(0.1)
+    if _pid_alive(pid, comm):
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _systemd_runs() -> bool:
+    return Path("/run/systemd/system").is_dir()
+
+
+# --- PowerDNS server ------------------------------------------------------------------------
+@dataclass
+class PdnsServer:
+    """A pdns_server with the sqlite3 backend, API and DNS on 127.0.0.1 only."""
+
+    directory: Path
+    api_port: int
+    dns_port: int
+    zone: str
+
+    @property
+    def database(self) -> Path:
+        return self.directory / "pdns.sqlite3"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "pdns.log"
+
+    def prepare(self, api_key: str) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.chmod(0o700)
+        if not self.database.exists():
+            if not PDNS_SCHEMA.exists():
+                raise DaemonError(f"{PDNS_SCHEMA} is missing: apt install pdns-backend-sqlite3 "
+                                "(scripts/install-host does)")
+            tmp = self.database.with_suffix(".tmp")
+            tmp.unlink(missing_ok=True)
+            with sqlite3.connect(tmp) as db:
+                db.executescript(PDNS_SCHEMA.read_text())
+            tmp.replace(self.database)
+        (self.directory / "run").mkdir(exist_ok=True)
+        write_private(self.directory / "pdns.conf", render(
+            "pdns.conf.j2", database=self.database, dns_port=self.dns_port, api_key=api_key,
+            api_port=self.api_port, zone=self.zone, socket_dir=self.directory / "run"))
+
+    def start(self, namespace: str | None = None) -> subprocess.Popen:
+        if not shutil.which("pdns_server"):
+            raise DaemonError("pdns_server not found: apt install pdns-server pdns-backend-sqlite3 "
+                            "(scripts/install-host does)")
+        with open(self.log, "ab") as log:
+            proc = subprocess.Popen(
+                netns_cmd(namespace, ["pdns_server", f"--config-dir={self.directory}",
+                                       "--daemon=no", "--guardian=no", "--write-pid=no"]),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        return proc
+
+    def wait_ready(self, client: dns.PowerDNS, proc: subprocess.Popen, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.server_info()
+                return
+            except dns.DnsError as e:
+                if "rejected the API key" in str(e):
+                    raise
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = self.log.read_text(errors="replace").strip().splitlines()[-3:] if self.log.exists() else []
+                    raise DaemonError(f"PowerDNS did not start on 127.0.0.1:{self.api_port}: "
+                                    + (" | ".join(tail) or "no log") + f" (log: {self.log})") from None
+            time.sleep(0.2)
+
+    def running(self, pid: int | None) -> bool:
+        if not _pid_alive(pid, "pdns_server"):
+            return False
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        return str(self.directory) in cmdline
+
+    @staticmethod
+    def stop(pid: int | None) -> None:
+        if pid:
+            _stop_pid(pid, "pdns_server")
+
+
+def pdns_server(config: Config) -> PdnsServer:
+    return PdnsServer(config.state_dir / "pdns", config.api_port, config.dns_port, config.zone)
+
+
+# --- libvirtd -------------------------------------------------------------------------------
+def _libvirt_socket_ready(uri: str) -> bool:
+    with Hypervisor(uri) as hv:
+        try:
+            hv.ping()
+            return True
+        except SwarmlabError:
+            return False
+
+
+def fix_kvm_device() -> bool:
+    """Gives /dev/kvm the owner and mode Debian's udev rule gives it (root:kvm 0660) where
+    no udev runs. Otherwise libvirt's capability cache sees KVM in qemu's probe but not for
+    the qemu user, calls itself outdated on every call and re-probes: ~60 s per define."""
+    import grp
+    kvm = Path("/dev/kvm")
+    try:
+        gid = grp.getgrnam("kvm").gr_gid
+        st = kvm.stat()
+    except (KeyError, FileNotFoundError):
+        return False
+    if st.st_gid == gid and st.st_mode & 0o060 == 0o060:
+        return False
+    os.chown(kvm, 0, gid)
+    kvm.chmod(0o660)
+    return True
+
+
+def ensure_libvirtd(config: Config, namespace: str | None, progress: Progress) -> list[str]:
+    started = []
+    running = find_process("libvirtd")
+    if running and namespace and not in_netns(namespace, running):
+        raise Refused(f"libvirtd (pid {running}) already runs outside namespace {namespace}, so lab "
+                      "networks would leak into the host network: stop it first, or use `host up` "
+                      "without --isolated")
+    if running is None:
+        if namespace is None and _systemd_runs():
+            progress("starting libvirtd with systemctl")
+            subprocess.run(["systemctl", "start", "libvirtd"], check=True, capture_output=True)
+        else:
+            if not shutil.which("libvirtd"):
+                raise DaemonError("libvirtd not found: run scripts/install-host (apt install libvirt-daemon-system)")
+            for daemon in ("virtlogd", "libvirtd"):
+                if find_process(daemon) is None:
+                    progress(f"starting {daemon}" + (f" in namespace {namespace}" if namespace else ""))
+                    subprocess.run(netns_cmd(namespace, [daemon, "-d"]), check=True, capture_output=True)
+                    started.append(daemon)
+    deadline = time.monotonic() + 20
+    while not _libvirt_socket_ready(config.uri):
+        if time.monotonic() > deadline:
+            raise DaemonError(f"libvirtd did not answer on {config.uri} within 20 s")
+        time.sleep(0.2)
+    return started
+
+
