@@ -24,6 +24,7 @@ from .hypervisor import Hypervisor, LifecycleWatch
 from .lab import Lab, Node, lab_lock, require_lab
 from .remote import RemoteError, read, run
 from .template import BAKED_IMAGE
+from .waiting import poll_until
 
 POLL = 1.0  # seconds between polls
 API_TIMEOUT = 4.0  # a manager slower than this counts as unavailable (the CLI alone takes ~1 s under TCG)
@@ -328,13 +329,11 @@ def _drill_service(survivors: Survivors, replicas: int, timeout: float, progress
                      "--no-resolve-image", BAKED_IMAGE, "sleep", "1d")
     if survivors.ask(create) is None:
         raise ChaosError(f"creating the drill service {DRILL_SERVICE} failed: see `swarmlab status`")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def running() -> bool:
         tasks = survivors.tasks([DRILL_SERVICE], set())
-        if tasks and tasks_settled(tasks, None)[0]:
-            return
-        time.sleep(POLL)
-    raise ChaosError(f"the drill service {DRILL_SERVICE} did not reach {replicas} running tasks in {timeout:g} s")
+        return bool(tasks) and tasks_settled(tasks, None)[0]
+    poll_until(running, timeout, POLL, lambda: ChaosError(
+        f"the drill service {DRILL_SERVICE} did not reach {replicas} running tasks in {timeout:g} s"))
 
 
 def kill(config: Config, lab_name: str, target: str | None, restore: bool, timeout: float, force: bool,

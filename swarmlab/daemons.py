@@ -20,6 +20,7 @@ from .hypervisor import Hypervisor
 from .keys import write_private
 from .netns import in_netns, netns_cmd
 from .render import render
+from .waiting import poll_until
 
 PDNS_SCHEMA = Path("/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql")
 
@@ -118,19 +119,22 @@ class PdnsServer:
         return proc
 
     def wait_ready(self, client: dns.PowerDNS, proc: subprocess.Popen, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def failed() -> DaemonError:
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-3:] if self.log.exists() else []
+            return DaemonError(f"PowerDNS did not start on 127.0.0.1:{self.api_port}: "
+                               + (" | ".join(tail) or "no log") + f" (log: {self.log})")
+
+        def answers() -> bool:
             try:
                 client.server_info()
-                return
-            except dns.DnsError as e:
-                if "rejected the API key" in str(e):
-                    raise
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    tail = self.log.read_text(errors="replace").strip().splitlines()[-3:] if self.log.exists() else []
-                    raise DaemonError(f"PowerDNS did not start on 127.0.0.1:{self.api_port}: "
-                                    + (" | ".join(tail) or "no log") + f" (log: {self.log})") from None
-            time.sleep(0.2)
+                return True
+            except dns.ApiKeyRejected:
+                raise
+            except dns.DnsError:
+                if proc.poll() is not None:
+                    raise failed() from None
+                return False
+        poll_until(answers, timeout, 0.2, failed)
 
     def running(self, pid: int | None) -> bool:
         if not _pid_alive(pid, "pdns_server"):
@@ -195,11 +199,8 @@ def ensure_libvirtd(config: Config, namespace: str | None, progress: Progress) -
                     progress(f"starting {daemon}" + (f" in namespace {namespace}" if namespace else ""))
                     subprocess.run(netns_cmd(namespace, [daemon, "-d"]), check=True, capture_output=True)
                     started.append(daemon)
-    deadline = time.monotonic() + 20
-    while not _libvirt_socket_ready(config.uri):
-        if time.monotonic() > deadline:
-            raise DaemonError(f"libvirtd did not answer on {config.uri} within 20 s")
-        time.sleep(0.2)
+    poll_until(lambda: _libvirt_socket_ready(config.uri), 20, 0.2,
+               lambda: DaemonError(f"libvirtd did not answer on {config.uri} within 20 s"))
     return started
 
 

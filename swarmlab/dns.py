@@ -15,6 +15,12 @@ from .errors import SwarmlabError
 
 
 class DnsError(SwarmlabError):
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status  # the HTTP status, when the API answered
+
+
+class ApiKeyRejected(DnsError):
     pass
 
 
@@ -57,14 +63,14 @@ class PowerDNS:
         except requests.RequestException as e:
             raise DnsError(f"PowerDNS API at {self.api_url}: {type(e).__name__}") from None
         if resp.status_code in (401, 403):
-            raise DnsError(f"PowerDNS rejected the API key ({self.api_url}): check [dns] api_key_file "
-                           "or SWARMLAB_PDNS_API_KEY")
+            raise ApiKeyRejected(f"PowerDNS rejected the API key ({self.api_url}): check [dns] api_key_file "
+                                 "or SWARMLAB_PDNS_API_KEY", resp.status_code)
         if resp.status_code >= 400:
             try:
                 detail = resp.json().get("error") or resp.text
             except ValueError:
                 detail = resp.text.strip() or resp.reason
-            raise DnsError(f"PowerDNS {method} {path}: {resp.status_code} {detail}")
+            raise DnsError(f"PowerDNS {method} {path}: {resp.status_code} {detail}", resp.status_code)
         return resp
 
     @staticmethod
@@ -78,7 +84,7 @@ class PowerDNS:
         try:
             self._call("GET", self._zone_path(zone))
         except DnsError as e:
-            if " 404 " in str(e) or " 422 " in str(e):
+            if e.status in (404, 422):
                 return False
             raise
         return True

@@ -424,7 +424,7 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
 
         def reach(node: Node) -> None:
             progress(node.name, "ssh", node.ip)
-            conn = wait_for_ssh(ssh_target(config, lab, node), config.boot_timeout, _cancelled.is_set)
+            conn = wait_for_ssh(ssh_target(config, lab, node), config.boot_timeout)
             try:
                 hostname = run(conn, Command("hostname"), timeout=30).strip()
                 if hostname != node.name and not hostname_at_boot:

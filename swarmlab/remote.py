@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import fcntl
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import paramiko
 from fabric import Connection
 
 from .command import Command, Fact, redact
 from .errors import SwarmlabError
+from .waiting import poll_until
 
 T = TypeVar("T")
 
@@ -120,17 +120,20 @@ def port_open(host: str, port: int = 22, timeout: float = 2) -> bool:
         return False
 
 
-def wait_for_ssh(target: SshTarget, timeout: float, cancelled: Callable[[], bool] = lambda: False) -> Connection:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline and not cancelled():
-        if port_open(target.host):
-            try:
-                return connect(target)
-            except (HostKeyMismatch, AuthenticationFailed):
-                raise
-            except RemoteError as e:
-                last = e
-        time.sleep(2)
-    raise RemoteError(f"sshd on {target.host} did not answer within {timeout:g} s"
-                      + (f" (last: {last})" if last else "") + ": check the node's console with `virsh console`")
+def wait_for_ssh(target: SshTarget, timeout: float) -> Connection:
+    """A connection once sshd answers. A changed host key or a refused key fails at once."""
+    last: list[RemoteError] = []
+
+    def attempt() -> Connection | None:
+        if not port_open(target.host):
+            return None
+        try:
+            return connect(target)
+        except (HostKeyMismatch, AuthenticationFailed):
+            raise
+        except RemoteError as e:
+            last[:] = [e]
+            return None
+    return poll_until(attempt, timeout, 2, lambda: RemoteError(
+        f"sshd on {target.host} did not answer within {timeout:g} s" + (f" (last: {last[0]})" if last else "")
+        + ": check the node's console with `virsh console`"))
