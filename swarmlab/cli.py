@@ -13,8 +13,8 @@ from typing import Optional
 import typer
 
 from . import (__version__, chaos, command, config as configuration, doctor as checks, formation, lab as labs, labhost,
-               swarm, template_build as templates)
-from .errors import SwarmlabError
+               reset as resets, swarm, template_build as templates)
+from .errors import Refused, SwarmlabError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
                   help="Docker Swarm training labs on a libvirt host.")
@@ -258,9 +258,12 @@ def up(count: int = typer.Argument(..., metavar="N", help="Number of nodes the l
        label: list[str] = typer.Option([], "--label", "-l", metavar="NODE:KEY=VALUE",
                                        help="Node label for placement exercises; repeatable."),
        no_swarm: bool = typer.Option(False, "--no-swarm", help="Stop at SSH-ready nodes; do not form the swarm."),
+       no_snapshot: bool = typer.Option(False, "--no-snapshot",
+                                        help="Do not save the `formed` snapshot that `reset` returns to."),
        as_json: bool = JsonOption):
     """Create and boot N linked clones in parallel, reserve their addresses, register their DNS
-    names, wait for SSH and form the swarm. Rerunning converges; a larger N adds nodes."""
+    names, wait for SSH, form the swarm and save the `formed` snapshot. Rerunning converges; a
+    larger N adds nodes."""
     _enter_host()
     config = ctx.config
     if template:
@@ -272,9 +275,15 @@ def up(count: int = typer.Argument(..., metavar="N", help="Number of nodes the l
     with NodeBoard() as board:
         result, report = formation.bring_up(config, count, name, prefix or config.prefix, managers, labels,
                                             not no_swarm, board)
+    snapshot = None
+    if report and not no_snapshot and (report.changed or resets.load_snapshot(config, name, resets.DEFAULT_SNAPSHOT)
+                                       is None):
+        snapshot = resets.save_snapshot(config, name, resets.DEFAULT_SNAPSHOT, progress=ctx.progress)
     seconds = round(time.monotonic() - started, 1)
     if as_json:
         _emit_json({"lab": result.name, "seconds": seconds, "swarm": asdict(report) if report else None,
+                    "snapshot": {"name": snapshot.name, "seconds": snapshot.seconds, "bytes": snapshot.bytes}
+                    if snapshot else None,
                     "nodes": [{"node": n.name, "domain": n.domain, "ip": n.ip, "dns": n.fqdn, "mac": n.mac}
                               for n in result.nodes]})
         return
@@ -282,6 +291,9 @@ def up(count: int = typer.Argument(..., metavar="N", help="Number of nodes the l
         typer.echo(f"{n.name:<8} {n.ip:<15} {n.fqdn}")
     if report:
         _render_form_report(report)
+    if snapshot:
+        typer.echo(f"+ snapshot {snapshot.name}: {snapshot.seconds:.1f} s, {snapshot.bytes / 2**20:.0f} MiB "
+                   f"(`swarmlab reset` returns here)")
     typer.echo(f"lab {result.name}: {len(result.nodes)} node{'s' if len(result.nodes) != 1 else ''} "
                f"{'in a swarm ' if report else ''}ready in {seconds:.1f} s")
 
@@ -309,6 +321,7 @@ def status(lab: Optional[str] = LabOption, as_json: bool = JsonOption):
     manager status, availability, node status, engine). Exit 3 if the lab does not exist."""
     _enter_host()
     data = formation.status_with_swarm(ctx.config, lab or ctx.config.lab)
+    data["snapshots"] = [r.name for r in resets.list_snapshots(ctx.config, lab or ctx.config.lab)]
     if as_json:
         _emit_json(data)
         return
@@ -319,6 +332,8 @@ def status(lab: Optional[str] = LabOption, as_json: bool = JsonOption):
                      row["role"] or "-", row["manager_status"] or "-", row["availability"] or "-",
                      row["node_status"] or "-", row["engine"] or "-"))
     _table(("NODE", "STATE", "IP", "DNS", "SSH", "ROLE", "MANAGER", "AVAIL", "STATUS", "ENGINE"), rows)
+    if data.get("snapshots"):
+        typer.echo("snapshots: " + ", ".join(data["snapshots"]))
     if data.get("swarm_error"):
         typer.echo(f"swarm: {data['swarm_error']}", err=True)
     if data.get("dns_error"):
@@ -397,14 +412,17 @@ def list_labs(as_json: bool = JsonOption):
     """All labs on this host, with node counts and states."""
     _enter_host()
     data = labs.list_labs(ctx.config)
+    for row in data:
+        row["snapshots"] = [r.name for r in resets.list_snapshots(ctx.config, row["lab"])]
     if as_json:
         _emit_json(data)
         return
     if not data:
         typer.echo("no labs; create one with `swarmlab up 3`")
         return
-    _table(("LAB", "NODES", "RUNNING", "STATES"),
-           [(r["lab"], r["nodes"], r["running"], ", ".join(r["states"])) for r in data], right={"NODES", "RUNNING"})
+    _table(("LAB", "NODES", "RUNNING", "STATES", "SNAPSHOTS"),
+           [(r["lab"], r["nodes"], r["running"], ", ".join(r["states"]), ", ".join(r["snapshots"]) or "-")
+            for r in data], right={"NODES", "RUNNING"})
 
 
 # Typer keeps its click private; its public BadParameter derives from click's ClickException.
@@ -508,6 +526,102 @@ def chaos_demote_leader(lab: Optional[str] = LabOption, timeout: float = Timeout
     """The contrast to kill-leader: demote the leader gracefully, time the hand-over, promote it back."""
     _enter_host()
     _render_timelines([chaos.demote_leader(ctx.config, lab or ctx.config.lab, timeout, ctx.progress)], as_json, report)
+
+
+snapshot_app = typer.Typer(no_args_is_help=True, help="Consistent whole-lab snapshots that `reset` returns to.")
+app.add_typer(snapshot_app, name="snapshot")
+
+
+@snapshot_app.command("save")
+def snapshot_save(name: str = typer.Argument(resets.DEFAULT_SNAPSHOT, metavar="[NAME]"),
+                  lab: Optional[str] = LabOption,
+                  force: bool = typer.Option(False, "--force", help="Save even while a node is down (not consistent)."),
+                  as_json: bool = JsonOption):
+    """Pause every node, snapshot each (memory and disk), resume all; keep the swarm's baseline."""
+    _enter_host()
+    record = resets.save_snapshot(ctx.config, lab or ctx.config.lab, name, force, ctx.progress)
+    if as_json:
+        _emit_json(_snapshot_row(record))
+        return
+    typer.echo(f"snapshot {record.name} of lab {lab or ctx.config.lab}: {len(record.nodes)} nodes, "
+               f"{record.seconds:.1f} s, {record.bytes / 2**20:.0f} MiB")
+
+
+def _snapshot_row(record) -> dict:
+    state = record.state
+    return {"name": record.name, "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created)),
+            "nodes": record.nodes, "seconds": record.seconds, "bytes": record.bytes,
+            "leader": state.leader if state else None, "services": sorted(state.services) if state else []}
+
+
+@snapshot_app.command("ls")
+def snapshot_ls(lab: Optional[str] = LabOption, as_json: bool = JsonOption):
+    """The lab's snapshots with what their baseline holds."""
+    _enter_host()
+    rows = [_snapshot_row(r) for r in resets.list_snapshots(ctx.config, lab or ctx.config.lab)]
+    if as_json:
+        _emit_json(rows)
+        return
+    if not rows:
+        typer.echo(f"lab {lab or ctx.config.lab} has no snapshots; `swarmlab snapshot save` takes one")
+        return
+    _table(("NAME", "CREATED", "NODES", "LEADER", "SERVICES", "MIB"),
+           [(r["name"], r["created"], len(r["nodes"]), r["leader"] or "-", ", ".join(r["services"]) or "-",
+             f"{r['bytes'] / 2**20:.0f}") for r in rows], right={"NODES", "MIB"})
+
+
+@snapshot_app.command("rm")
+def snapshot_rm(name: str = typer.Argument(..., metavar="NAME"), lab: Optional[str] = LabOption,
+                as_json: bool = JsonOption):
+    """Remove a snapshot from every node of the lab."""
+    _enter_host()
+    removed = resets.remove_snapshot(ctx.config, lab or ctx.config.lab, name)
+    if as_json:
+        _emit_json({"name": name, "removed_from": removed})
+        return
+    typer.echo(f"snapshot {name} removed from {', '.join(removed) or 'the journal'}")
+
+
+@app.command()
+def reset(lab: Optional[str] = LabOption,
+          all_labs: bool = typer.Option(False, "--all", help="Every lab on this host, in parallel."),
+          to: str = typer.Option(resets.DEFAULT_SNAPSHOT, "--to", metavar="NAME", help="Snapshot to return to."),
+          level: Optional[str] = typer.Option(None, "--level", metavar="state|snapshot|rebuild",
+                                              help="Force a level; default: the cheapest that can work, escalating "
+                                                   "when the health gate fails."),
+          node: Optional[str] = typer.Option(None, "--node", metavar="NODE", hidden=True),
+          timeout: float = typer.Option(120.0, "--timeout", metavar="S", help="Health gate wait per level."),
+          as_json: bool = JsonOption):
+    """Bring a lab back to a snapshot's state: `state` over SSH (seconds), `snapshot` reverts
+    every node together, `rebuild` makes the nodes anew. Exit 1 when the lab is still not
+    healthy, naming what is wrong."""
+    _enter_host()
+    if level is not None and level not in ("state", "snapshot", "rebuild"):
+        raise configuration.ConfigError(f"--level {level} is not one of state, snapshot, rebuild")
+    if node is not None:
+        raise Refused(f"reverting {node} alone is refused: a manager reverted on its own comes back with an old "
+                      "raft log and never rejoins (Docker's admin guide says the same of restoring one manager); "
+                      "`swarmlab reset` reverts the whole lab together")
+    if all_labs and lab:
+        raise configuration.ConfigError("give --lab or --all, not both")
+    if all_labs:
+        names = [row["lab"] for row in labs.list_labs(ctx.config)]
+        results = resets.reset_all(ctx.config, names, to, level, timeout,
+                                   lambda name, message: ctx.progress(f"{name}: {message}"))
+    else:
+        results = [resets.reset(ctx.config, lab or ctx.config.lab, to, level, timeout, ctx.progress)]
+    if as_json:
+        data = [{**asdict(r), "ok": r.ok} for r in results]
+        _emit_json(data if all_labs else data[0])
+    else:
+        for r in results:
+            for line in r.done:
+                typer.echo(f"{r.lab}: + {line}")
+        _table(("LAB", "LEVEL", "WHY", "SECONDS", "RESULT"),
+               [(r.lab, " -> ".join(r.levels) or "-", r.reasons[0] if r.reasons else "-", f"{r.seconds:.1f}",
+                 "healthy" if r.ok else (r.error or "; ".join(r.problems))) for r in results], right={"SECONDS"})
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -301,7 +301,13 @@ def bring_up(config: Config, count: int, lab_name: str, prefix: str, managers: i
         if not form_swarm:
             return found, None
         with lab_lock(config, lab_name):
-            return found, form(config, found, conns, managers, labels, progress)
+            report = form(config, found, conns, managers, labels, progress)
+            # what `up` was asked, so that a rebuild without a snapshot forms the same swarm
+            if managers is not None:
+                found.managers = managers
+            found.labels = sorted({*found.labels, *(f"{lb.node}:{lb.key}={lb.value}" for lb in labels)})
+            labs.save_journal(config, found)
+            return found, report
     finally:
         for c in conns.values():
             c.close()

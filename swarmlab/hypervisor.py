@@ -541,6 +541,84 @@ class Hypervisor:
         dom.undefineFlags(flags)
         return True
 
+    # --- snapshots, pause and guest clocks --------------------------------------------------
+    def suspend(self, name: str) -> bool:
+        dom = self._owned(name)
+        if dom is None or dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+            return False
+        dom.suspend()
+        return True
+
+    def resume(self, name: str) -> bool:
+        dom = self._owned(name)
+        if dom is None or dom.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
+            return False
+        dom.resume()
+        return True
+
+    def snapshot_names(self, name: str) -> list[str]:
+        dom = self._domain(name)
+        return sorted(dom.snapshotListNames()) if dom is not None else []
+
+    def create_snapshot(self, name: str, snapshot: str, description: str = "") -> None:
+        """An internal snapshot of disk and memory (the domain should be paused, so that all
+        nodes of a lab are caught at one moment)."""
+        dom = self._owned(name)
+        if dom is None:
+            raise NotFound(f"domain {name} not found")
+        root = ET.Element("domainsnapshot")
+        ET.SubElement(root, "name").text = snapshot
+        ET.SubElement(root, "description").text = description
+        try:
+            dom.snapshotCreateXML(ET.tostring(root, encoding="unicode"), 0)
+        except libvirt.libvirtError as e:
+            raise HypervisorError(f"snapshot {snapshot} of {name} failed: {e.get_error_message()}") from None
+
+    def revert_snapshot(self, name: str, snapshot: str) -> None:
+        """Back to the snapshot, left paused: the caller resumes every node of the lab at once."""
+        dom = self._owned(name)
+        if dom is None:
+            raise NotFound(f"domain {name} not found")
+        try:
+            dom.snapshotLookupByName(snapshot).revertToSnapshot(libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED)
+        except libvirt.libvirtError as e:
+            raise HypervisorError(f"reverting {name} to {snapshot} failed: {e.get_error_message()}") from None
+
+    def delete_snapshot(self, name: str, snapshot: str) -> bool:
+        dom = self._owned(name)
+        if dom is None or snapshot not in dom.snapshotListNames():
+            return False
+        dom.snapshotLookupByName(snapshot).delete(0)
+        return True
+
+    def sync_clock(self, name: str) -> None:
+        """The guest clock set from its hardware clock through the guest agent (a reverted
+        guest's clock stands at snapshot time until then)."""
+        dom = self._owned(name)
+        try:
+            dom.setTime(None, libvirt.VIR_DOMAIN_TIME_SYNC)
+        except libvirt.libvirtError as e:
+            raise HypervisorError(f"syncing the clock of {name} failed (guest agent): {e.get_error_message()}") from None
+
+    def guest_clock_offset(self, name: str) -> float | None:
+        """Guest clock minus host clock in seconds, read through the guest agent; None when the
+        agent does not answer."""
+        dom = self._domain(name)
+        try:
+            before = time.time()
+            t = dom.getTime()
+            after = time.time()
+        except libvirt.libvirtError:
+            return None
+        return t["seconds"] + t["nseconds"] / 1e9 - (before + after) / 2
+
+    def volume_bytes(self, pool: str, volume: str) -> int:
+        """Space a volume takes on disk."""
+        try:
+            return self.pool(pool).storageVolLookupByName(volume).info()[2]
+        except libvirt.libvirtError:
+            return 0
+
     def mac_of(self, name: str) -> str:
         mac = ET.fromstring(self.domain_xml(name)).find("devices/interface/mac")
         return mac.get("address").lower()

@@ -74,6 +74,8 @@ class Node:
 class Lab:
     name: str
     nodes: list[Node] = field(default_factory=list)
+    managers: int | None = None  # as `up` was asked, for a rebuild without a snapshot
+    labels: list[str] = field(default_factory=list)
 
     def node(self, name: str) -> Node | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -105,7 +107,7 @@ def load_journal(config: Config, lab: str) -> Lab | None:
         return None
     except ValueError:
         raise LabError(f"{lab_dir(config, lab) / 'lab.json'} is corrupt: run `swarmlab down --lab {lab} --yes`") from None
-    return Lab(data["name"], [Node(**n) for n in data["nodes"]])
+    return Lab(data["name"], [Node(**n) for n in data["nodes"]], data.get("managers"), data.get("labels", []))
 
 
 def save_journal(config: Config, lab: Lab) -> None:
@@ -276,7 +278,7 @@ def all_labs(config: Config, hv: Hypervisor) -> list[str]:
 
 
 # --- up -------------------------------------------------------------------------------------
-def _dns_answers(config: Config, name: str) -> set[str]:
+def dns_answers(config: Config, name: str) -> set[str]:
     host, port = config.dns_server
     try:
         reply = dns.query.udp(dns.message.make_query(name, "A"), host, port=port, timeout=3)
@@ -381,7 +383,8 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
                 new.append((name, mac))
             ips = assign_addresses(config, new, reserved, hv.dhcp_leases(config.network))
             plan = Lab(lab, list(have) + [Node(name, f"{lab}-{name}", f"{lab}-{name}.qcow2", mac, ip,
-                                               fqdn(config, lab, name)) for (name, mac), ip in zip(new, ips)])
+                                               fqdn(config, lab, name)) for (name, mac), ip in zip(new, ips)],
+                       existing.managers if existing else None, existing.labels if existing else [])
             for node in plan.nodes:
                 _volumes(node, template_xml)
             save_journal(config, plan)  # from here on, `down` knows every resource we may make
@@ -413,7 +416,7 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
 
         def answered() -> bool:
             for name, ip in list(pending.items()):
-                if _dns_answers(config, name) == {ip}:
+                if dns_answers(config, name) == {ip}:
                     del pending[name]
             return not pending
         host, port = config.dns_server

@@ -1,0 +1,410 @@
+"""Snapshots and `reset`: any lab back to a known state in seconds.
+
+A snapshot is consistent across the lab: every node is paused, snapshotted (memory and disk,
+internal to its qcow2 overlay) and resumed together, and the swarm's baseline (nodes, roles,
+leader, availability, labels, services, configs, secrets by name, networks) is stored beside
+it in the lab's journal. Reverting one manager alone would bring back an old raft log that
+never rejoins, so a lab is only ever reverted whole.
+
+`reset` has three levels: `state` (over SSH, no VM touched), `snapshot` (revert every node,
+resume together, sync guest clocks) and `rebuild` (new overlays from the template: `down`,
+then the `up` path). Without a level it takes the cheapest that can work, judged from the
+diff (baseline.choose_level), and escalates when the health gate fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from fabric import Connection
+
+from . import baseline as bl
+from .config import Config
+from .errors import NotFound, Refused, SwarmlabError
+from .hypervisor import Hypervisor
+from .lab import Lab, dns_answers, each_node, lab_dir, lab_lock, require_lab, ssh_target
+from .remote import RemoteError, connect, engine_api, read, run
+
+DEFAULT_SNAPSHOT = "formed"
+Progress = Callable[[str], None]
+
+
+class ResetError(SwarmlabError):
+    pass
+
+
+@dataclass
+class SnapshotRecord:
+    name: str
+    created: float  # wall clock, seconds since the epoch
+    nodes: list[str]
+    baseline: dict | None  # SwarmState.as_dict(); None for a lab without a swarm
+    seconds: float = 0.0
+    bytes: int = 0  # disk the snapshot added to the overlays
+
+    @property
+    def state(self) -> bl.SwarmState | None:
+        return bl.SwarmState.from_dict(self.baseline) if self.baseline else None
+
+
+def _snapshot_dir(config: Config, lab: str) -> Path:
+    return lab_dir(config, lab) / "snapshots"
+
+
+def load_snapshot(config: Config, lab: str, name: str) -> SnapshotRecord | None:
+    try:
+        return SnapshotRecord(**json.loads((_snapshot_dir(config, lab) / f"{name}.json").read_text()))
+    except FileNotFoundError:
+        return None
+
+
+def list_snapshots(config: Config, lab: str) -> list[SnapshotRecord]:
+    directory = _snapshot_dir(config, lab)
+    if not directory.is_dir():
+        return []
+    return sorted((SnapshotRecord(**json.loads(p.read_text())) for p in directory.glob("*.json")),
+                  key=lambda r: r.created)
+
+
+def _save_record(config: Config, lab: str, record: SnapshotRecord) -> None:
+    path = _snapshot_dir(config, lab) / f"{record.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(record), indent=2) + "\n")
+    tmp.replace(path)
+
+
+# --- reading the swarm -----------------------------------------------------------------------
+def _connect_all(config: Config, lab: Lab) -> tuple[dict[str, Connection], dict[str, str]]:
+    """Connections to every node that answers, and why the others did not."""
+    conns: dict[str, Connection] = {}
+    errors: dict[str, str] = {}
+
+    def one(node):
+        try:
+            conns[node.name] = connect(ssh_target(config, lab.name, node), timeout=10)
+        except RemoteError as e:
+            errors[node.name] = str(e)
+    each_node(one, lab.nodes)
+    return conns, errors
+
+
+def read_state(conns: dict[str, Connection]) -> bl.SwarmState | None:
+    """The swarm's state from the first manager that answers, or None."""
+    for name in sorted(conns):
+        try:
+            return read(conns[name], bl.SWARM_STATE, timeout=30)
+        except SwarmlabError:
+            continue
+    return None
+
+
+def _close(conns: dict[str, Connection]) -> None:
+    for c in conns.values():
+        c.close()
+
+
+# --- snapshots -------------------------------------------------------------------------------
+def _resume_paused(hv: Hypervisor, lab: Lab) -> list[str]:
+    """A run killed between pause and resume left nodes paused: resume them."""
+    return [n.name for n in lab.nodes if hv.resume(n.domain)]
+
+
+def save_snapshot(config: Config, lab_name: str, name: str = DEFAULT_SNAPSHOT, force: bool = False,
+                  progress: Progress = lambda _m: None, locked: bool = False) -> SnapshotRecord:
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise ResetError(f"snapshot name {name!r} is not a simple name: use letters, digits, '-' and '_'")
+    with Hypervisor(config.uri) as hv:
+        with contextlib.nullcontext() if locked else lab_lock(config, lab_name):
+            lab = require_lab(config, hv, lab_name)
+            resumed = _resume_paused(hv, lab)
+            if resumed:
+                progress(f"resumed {', '.join(resumed)} (left paused by an interrupted run)")
+            stopped = [n.name for n in lab.nodes if not ((s := hv.domain_state(n.domain)) and s.running)]
+            if stopped and not force:
+                raise Refused(f"{', '.join(stopped)} of lab {lab_name} not running: a snapshot now would not be "
+                              f"consistent; `swarmlab chaos start --all --lab {lab_name}` first, or --force")
+            conns, _ = _connect_all(config, lab)
+            try:
+                state = read_state(conns)
+            finally:
+                _close(conns)
+            if state is not None and not force:
+                down = [n.hostname for n in state.nodes.values() if n.status != "ready"]
+                if down:
+                    raise Refused(f"{', '.join(down)} not Ready in the swarm of lab {lab_name}: a snapshot now "
+                                  "would keep a broken swarm as its baseline; wait, or --force")
+            before = {n.name: hv.volume_bytes(config.node_pool, n.volume) for n in lab.nodes}
+            started = time.monotonic()
+            for node in lab.nodes:
+                if name in hv.snapshot_names(node.domain):
+                    hv.delete_snapshot(node.domain, name)  # saving again replaces it
+            progress(f"pausing {len(lab.nodes)} nodes, snapshotting each, resuming all")
+            running = [n for n in lab.nodes if hv.domain_state(n.domain).running]
+            try:
+                for node in running:
+                    hv.suspend(node.domain)
+                for node in lab.nodes:
+                    hv.create_snapshot(node.domain, name, f"swarmlab lab {lab_name}")
+            finally:
+                for node in running:  # also on Ctrl-C: never leave a node paused
+                    hv.resume(node.domain)
+            seconds = round(time.monotonic() - started, 2)
+            grown = sum(max(0, hv.volume_bytes(config.node_pool, n.volume) - before[n.name]) for n in lab.nodes)
+            record = SnapshotRecord(name, time.time(), [n.name for n in lab.nodes],
+                                    state.as_dict() if state else None, seconds, grown)
+            _save_record(config, lab_name, record)
+            return record
+
+
+def remove_snapshot(config: Config, lab_name: str, name: str) -> list[str]:
+    with Hypervisor(config.uri) as hv, lab_lock(config, lab_name):
+        lab = require_lab(config, hv, lab_name)
+        removed = [n.name for n in lab.nodes if hv.delete_snapshot(n.domain, name)]
+        path = _snapshot_dir(config, lab_name) / f"{name}.json"
+        if not removed and not path.exists():
+            raise NotFound(f"lab {lab_name} has no snapshot {name} "
+                           f"(snapshots: {', '.join(r.name for r in list_snapshots(config, lab_name)) or 'none'})")
+        path.unlink(missing_ok=True)
+        return removed
+
+
+# --- the health gate -------------------------------------------------------------------------
+def check_health(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmState | None) -> list[str]:
+    conns, errors = _connect_all(config, lab)
+    try:
+        host_keys_ok = {name: "different host key" not in error for name, error in errors.items()}
+        host_keys_ok.update({name: True for name in conns})
+        problems = [f"{name}: {error}" for name, error in errors.items() if host_keys_ok[name]]
+        clocks = {n.name: hv.guest_clock_offset(n.domain) for n in lab.nodes}
+        dns_ok = {n.name: dns_answers(config, n.fqdn) == {n.ip} for n in lab.nodes}
+        now = read_state(conns) if baseline is not None else None
+        return problems + bl.health_problems(baseline, now, clocks, dns_ok, host_keys_ok)
+    finally:
+        _close(conns)
+
+
+def wait_healthy(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmState | None, timeout: float,
+                 progress: Progress) -> list[str]:
+    """Polls the gate until it passes or `timeout` runs out; returns what is still wrong."""
+    deadline = time.monotonic() + timeout
+    while True:
+        problems = check_health(config, hv, lab, baseline)
+        if not problems or time.monotonic() > deadline:
+            return problems
+        progress(f"waiting for health: {problems[0]}" + (f" (+{len(problems) - 1})" if len(problems) > 1 else ""))
+        time.sleep(2)
+
+
+# --- the levels ------------------------------------------------------------------------------
+def _reset_state(config: Config, hv: Hypervisor, lab: Lab, record: SnapshotRecord, progress: Progress) -> list[str]:
+    baseline = record.state
+    for node in lab.nodes:
+        if not hv.domain_state(node.domain).running:
+            progress(f"starting {node.name}")
+            hv.start(node.domain)
+    conns, _ = _connect_all(config, lab)
+    try:
+        now = read_state(conns)
+        if now is None:
+            raise ResetError("no manager answers with the swarm's state: the state level needs quorum")
+        d = bl.diff(baseline, now)
+        if d.missing_nodes:
+            raise ResetError(f"{', '.join(d.missing_nodes)} rejoined under new node IDs: the state level cannot "
+                             "bring them back")
+        done = []
+        managers = [n for n, f in now.nodes.items() if f.manager_status in ("Leader", "Reachable") and n in conns]
+        if not managers:
+            raise ResetError("no reachable manager to run the reset on")
+        via = conns[managers[0]]
+        for step in bl.plan_state_reset(baseline, now, d):
+            progress(step.what)
+            if step.command is not None:
+                run(via, step.command, timeout=120)
+            else:
+                _restore_service(via, baseline.services[step.service], now.services.get(step.service))
+            done.append(step.what)
+        return done
+    finally:
+        _close(conns)
+
+
+def _restore_service(conn: Connection, base: bl.ServiceFacts, now: bl.ServiceFacts | None) -> None:
+    """The baseline's spec through the Engine API: created when missing, updated when changed."""
+    if now is None:
+        status, answer = engine_api(conn, "POST", "/services/create", base.spec)
+    else:
+        status, answer = engine_api(conn, "POST", f"/services/{now.id}/update?version={now.version}", base.spec)
+    if status >= 300:
+        message = answer.get("message") if isinstance(answer, dict) else answer
+        raise ResetError(f"restoring service {base.name} failed: {message}")
+
+
+def _reset_snapshot(config: Config, hv: Hypervisor, lab: Lab, record: SnapshotRecord, progress: Progress) -> list[str]:
+    progress(f"reverting {len(lab.nodes)} nodes to snapshot {record.name}")
+    for node in lab.nodes:
+        if record.name not in hv.snapshot_names(node.domain):
+            raise NotFound(f"{node.name} has no snapshot {record.name} in libvirt: `reset --level rebuild`")
+    try:
+        for node in lab.nodes:
+            hv.revert_snapshot(node.domain, record.name)
+    finally:
+        progress("resuming every node together")
+        for node in lab.nodes:
+            hv.resume(node.domain)
+    progress("syncing guest clocks")
+
+    def sync(node):
+        last: Exception | None = None
+        for _ in range(20):  # the agent answers a moment after resume
+            try:
+                hv.sync_clock(node.domain)
+                return
+            except SwarmlabError as e:
+                last = e
+                time.sleep(0.5)
+        raise last
+    each_node(sync, lab.nodes)
+    return [f"reverted to {record.name}", "synced guest clocks"]
+
+
+def _reset_rebuild(config: Config, lab_name: str, record: SnapshotRecord | None, progress: Progress) -> list[str]:
+    from . import formation, lab as labs, swarm
+    with Hypervisor(config.uri) as hv:
+        lab = require_lab(config, hv, lab_name)
+    names = [n.name for n in lab.nodes]
+    prefix = names[0].rstrip("0123456789")
+    baseline = record.state if record else None
+    if baseline is not None:
+        managers = sum(1 for n in baseline.nodes.values() if n.role == "manager")
+        labels = [swarm.NodeLabel(n.hostname, k, v) for n in baseline.nodes.values() for k, v in n.labels.items()]
+    else:
+        managers, labels = lab.managers, [swarm.parse_label(s) for s in lab.labels]
+    progress(f"rebuilding {len(names)} nodes from the template")
+    labs.down(config, lab_name)
+    formation.bring_up(config, len(names), lab_name, prefix, managers, labels, True,
+                       lambda node, phase, detail: progress(f"{node}: {phase} {detail}".strip()))
+    return [f"rebuilt {len(names)} nodes"]
+
+
+@dataclass
+class ResetResult:
+    lab: str
+    levels: list[str] = field(default_factory=list)  # levels run, in order
+    reasons: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.error is None
+
+
+def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str | None = None,
+          timeout: float = 120, progress: Progress = lambda _m: None) -> ResetResult:
+    started = time.monotonic()
+    result = ResetResult(lab_name)
+    auto = level is None  # only a level swarmlab chose escalates; one the user forced runs alone
+    with Hypervisor(config.uri) as hv:
+        with lab_lock(config, lab_name):
+            lab = require_lab(config, hv, lab_name)
+            record = load_snapshot(config, lab_name, to)
+            if record is None and (level in ("state", "snapshot") or to != DEFAULT_SNAPSHOT):
+                raise NotFound(f"lab {lab_name} has no snapshot {to} (snapshots: "
+                               f"{', '.join(r.name for r in list_snapshots(config, lab_name)) or 'none'}): "
+                               "`swarmlab snapshot save` takes one, or `reset --level rebuild`")
+            if record is not None:
+                if sorted(record.nodes) != sorted(n.name for n in lab.nodes):
+                    raise Refused(f"lab {lab_name} has {len(lab.nodes)} nodes, snapshot {to} was taken with "
+                                  f"{len(record.nodes)}: take a new one (`swarmlab snapshot save {to}`) or "
+                                  "`reset --level rebuild`")
+                expiry = record.state.node_cert_expiry_s if record.state else None
+                if expiry and time.time() > record.created + expiry:
+                    raise Refused(f"snapshot {to} is older than the swarm's node certificates "
+                                  f"({expiry // 86400} days): its nodes would not trust each other; "
+                                  "`reset --level rebuild`, then `snapshot save`")
+            resumed = _resume_paused(hv, lab)
+            if resumed:
+                progress(f"resumed {', '.join(resumed)} (left paused by an interrupted run)")
+            baseline = record.state if record else None
+            if level is None and resumed and record is not None:
+                # a revert may have stopped halfway: some nodes back in time, others not
+                level = "snapshot"
+                result.reasons.append(f"an interrupted run left {', '.join(resumed)} paused")
+            elif level is None:
+                if baseline is None:
+                    level, why = ("snapshot", "the lab has no swarm baseline") if record else \
+                        ("rebuild", "the lab has no snapshot")
+                else:
+                    stopped = [n.name for n in lab.nodes if not hv.domain_state(n.domain).running]
+                    conns, _ = _connect_all(config, lab)
+                    try:
+                        now = read_state(conns)
+                    finally:
+                        _close(conns)
+                    d = bl.diff(baseline, now) if now is not None else None
+                    level, why = bl.choose_level(d, has_snapshot=True)
+                    if stopped:
+                        level, why = "snapshot", f"{', '.join(stopped)} shut off"
+                result.reasons.append(why)
+            else:
+                result.reasons.append(f"--level {level}")
+            order = list(bl.LEVELS[bl.LEVELS.index(level):]) if auto else [level]
+            if record is None:
+                order = ["rebuild"]
+            for current in order:
+                result.levels.append(current)
+                progress(f"level {current}: {result.reasons[-1]}")
+                try:
+                    if current == "state":
+                        result.done += _reset_state(config, hv, lab, record, progress)
+                    elif current == "snapshot":
+                        result.done += _reset_snapshot(config, hv, lab, record, progress)
+                    else:
+                        break  # rebuild runs outside the lab lock: it is `down` and `up`
+                except SwarmlabError as e:
+                    result.problems = [str(e)]
+                else:
+                    result.problems = wait_healthy(config, hv, lab, baseline, timeout, progress)
+                if not result.problems:
+                    break
+                if current != order[-1]:
+                    result.reasons.append(f"{current} left: {result.problems[0]}")
+                    progress(f"escalating: {result.problems[0]}")
+            else:
+                result.seconds = round(time.monotonic() - started, 1)
+                return result
+    if result.levels and result.levels[-1] == "rebuild":
+        try:
+            result.done += _reset_rebuild(config, lab_name, record, progress)
+            with Hypervisor(config.uri) as hv:
+                lab = require_lab(config, hv, lab_name)
+                record = save_snapshot(config, lab_name, DEFAULT_SNAPSHOT, progress=progress)
+                result.done.append(f"saved snapshot {record.name}")
+                result.problems = wait_healthy(config, hv, lab, record.state, timeout, progress)
+        except SwarmlabError as e:
+            result.problems = [str(e)]
+    result.seconds = round(time.monotonic() - started, 1)
+    return result
+
+
+def reset_all(config: Config, labs: list[str], to: str, level: str | None, timeout: float,
+              progress: Callable[[str, str], None]) -> list[ResetResult]:
+    """Every lab at once, as many at a time as the host has CPUs; one lab's failure does not
+    stop the others."""
+    def one(lab: str) -> ResetResult:
+        try:
+            return reset(config, lab, to, level, timeout, lambda message: progress(lab, message))
+        except SwarmlabError as e:
+            return ResetResult(lab, error=str(e))
+    with ThreadPoolExecutor(max_workers=max(1, min(len(labs), os.cpu_count() or 1))) as pool:
+        return list(pool.map(one, labs))

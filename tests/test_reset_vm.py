@@ -1,0 +1,174 @@
+"""`snapshot` and `reset` on real VMs, on the shared 3-manager lab t1 and a 1-node lab r1:
+what a student broke comes back over SSH, a killed leader comes back by snapshot, a lab without
+a snapshot is rebuilt, kill -9 in the middle of a revert is finished by the next reset, and
+`reset --all` handles both labs. Each result is read back as an instructor would."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from swarmlab import lab as labs
+from swarmlab.hypervisor import Hypervisor
+from tests.conftest import ROOT, docker_json, swarmlab
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
+
+
+def sw(path, *args, lab="t1", timeout=900):
+    proc = swarmlab(*args, config=path, timeout=timeout)
+    return proc
+
+
+def running(path, service: str, via="swr1", lab="t1") -> int:
+    return len([t for t in docker_json(path, via, "service", "ps", service, "--filter", "desired-state=running",
+                                       lab=lab) if t["CurrentState"].startswith("Running")])
+
+
+def wait_running(path, service: str, count: int, via="swr1", lab="t1", timeout=240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and running(path, service, via, lab) != count:
+        time.sleep(3)
+    assert running(path, service, via, lab) == count
+
+
+def clock_offsets(config, lab="t1") -> dict[str, float]:
+    with Hypervisor(config.uri) as hv:
+        return {n.name: hv.guest_clock_offset(n.domain) for n in labs.load_journal(config, lab).nodes}
+
+
+@pytest.fixture(scope="module")
+def exercise(lab3):
+    """t1 back at `formed`, then one service `keep` and a snapshot `exercise` of that."""
+    path, config, result = lab3
+    assert result["snapshot"]["name"] == "formed" and result["snapshot"]["bytes"] > 0
+    back = sw(path, "reset", "--lab", "t1", "--level", "snapshot", "--json")
+    assert back.returncode == 0, back.stderr + back.stdout
+    for s in docker_json(path, "swr1", "service", "ls"):
+        sw(path, "docker", "swr1", "--lab", "t1", "--", "service", "rm", s["Name"])
+    create = sw(path, "docker", "swr1", "--lab", "t1", "--", "service", "create", "--detach", "--name", "keep",
+                "--replicas", "2", "--no-resolve-image", "swarmlab/busybox:latest", "sleep", "1d")
+    assert create.returncode == 0, create.stderr
+    wait_running(path, "keep", 2)
+    saved = sw(path, "snapshot", "save", "exercise", "--lab", "t1", "--json")
+    assert saved.returncode == 0, saved.stderr
+    assert json.loads(saved.stdout)["services"] == ["keep"]
+    return path, config
+
+
+def test_state_reset_brings_back_exactly_the_baseline(exercise):
+    path, config = exercise
+    before = {n["Hostname"]: n for n in docker_json(path, "swr1", "node", "ls")}
+    d = lambda *args: sw(path, "docker", "swr1", "--lab", "t1", "--", *args)  # noqa: E731
+    assert d("service", "rm", "keep").returncode == 0
+    assert d("service", "create", "--detach", "--name", "student", "--no-resolve-image", "swarmlab/busybox:latest",
+             "sleep", "1d").returncode == 0
+    assert d("node", "update", "--availability", "drain", "swr3").returncode == 0
+    assert d("node", "update", "--label-add", "broken=yes", "swr2").returncode == 0
+    secret = subprocess.run([sys.executable, "-m", "swarmlab", "docker", "swr1", "--lab", "t1", "--", "secret",
+                             "create", "student-secret", "-"], input="s3cr3t-value", capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "SWARMLAB_CONFIG": str(path)})
+    assert secret.returncode == 0, secret.stderr
+
+    proc = sw(path, "reset", "--lab", "t1", "--to", "exercise", "--json")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    data = json.loads(proc.stdout)
+    assert data["levels"] == ["state"] and data["ok"] and data["problems"] == []
+    assert "s3cr3t-value" not in proc.stdout + proc.stderr
+    services = {s["Name"]: s for s in docker_json(path, "swr1", "service", "ls")}
+    assert list(services) == ["keep"] and services["keep"]["Replicas"] == "2/2"
+    assert [s["Name"] for s in docker_json(path, "swr1", "secret", "ls")] == []
+    after = {n["Hostname"]: n for n in docker_json(path, "swr1", "node", "ls")}
+    assert {h: (n["Availability"], n["ManagerStatus"]) for h, n in after.items()} == \
+        {h: (n["Availability"], n["ManagerStatus"]) for h, n in before.items()}
+    labels = {n: docker_json(path, "swr1", "node", "inspect", n)[0]["Spec"]["Labels"] for n in ("swr1", "swr2", "swr3")}
+    assert labels == {"swr1": {"placepoint": "gdc"}, "swr2": {"env": "dev"}, "swr3": {}}
+
+
+def test_after_kill_leader_reset_picks_the_snapshot(exercise):
+    path, config = exercise
+    killed = sw(path, "chaos", "kill-leader", "--lab", "t1", "--json")
+    assert killed.returncode == 0, killed.stderr + killed.stdout
+    old = json.loads(killed.stdout)["old_leader"]
+    proc = sw(path, "reset", "--lab", "t1", "--to", "exercise", "--json")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    data = json.loads(proc.stdout)
+    assert data["levels"] == ["snapshot"] and data["ok"]
+    assert "down" in data["reasons"][0] or "leader moved" in data["reasons"][0] or "shut off" in data["reasons"][0]
+    nodes = {n["Hostname"]: n for n in docker_json(path, "swr1", "node", "ls")}
+    assert all(n["Status"] == "Ready" for n in nodes.values())
+    assert sorted(n["ManagerStatus"] for n in nodes.values()) == ["Leader", "Reachable", "Reachable"]
+    assert nodes[old]["ManagerStatus"] == "Leader"  # as at the snapshot
+    wait_running(path, "keep", 2, timeout=60)
+    assert all(abs(offset) <= 1.0 for offset in clock_offsets(config).values()), clock_offsets(config)
+
+
+def test_kill_9_during_a_revert_is_finished_by_the_next_reset(exercise):
+    path, config = exercise
+    env = {**os.environ, "SWARMLAB_CONFIG": str(path)}
+    proc = subprocess.Popen([sys.executable, "-m", "swarmlab", "reset", "--lab", "t1", "--to", "exercise",
+                             "--level", "snapshot"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    with Hypervisor(config.uri) as hv:
+        domains = [n.domain for n in labs.load_journal(config, "t1").nodes]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(hv.domain_state(d).state == "paused" for d in domains):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "reset ended before a node was paused"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        time.sleep(1)
+        states = json.loads(sw(path, "status", "--lab", "t1", "--json").stdout)["nodes"]
+        paused = [r["node"] for r in states if r["state"] == "paused"]
+    again = sw(path, "reset", "--lab", "t1", "--to", "exercise", "--json")
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert json.loads(again.stdout)["ok"]
+    states = json.loads(sw(path, "status", "--lab", "t1", "--json").stdout)["nodes"]
+    assert {r["state"] for r in states} == {"running"}
+    print(f"paused after kill -9: {paused}")
+
+
+def test_refusals_name_the_fix(exercise):
+    path, _ = exercise
+    unknown = sw(path, "reset", "--lab", "t1", "--to", "nosuch")
+    assert unknown.returncode == 3 and "lab t1 has no snapshot nosuch (snapshots: formed, exercise)" in unknown.stderr
+    single = sw(path, "reset", "--lab", "t1", "--node", "swr1")
+    assert single.returncode == 4 and "old raft log and never rejoins" in single.stderr
+    listing = json.loads(sw(path, "snapshot", "ls", "--lab", "t1", "--json").stdout)
+    assert [s["name"] for s in listing] == ["formed", "exercise"]
+    assert "snapshots: formed, exercise" in sw(path, "status", "--lab", "t1").stdout
+
+
+def test_a_lab_without_a_snapshot_is_rebuilt_and_reset_all_takes_both(exercise):
+    path, config = exercise
+    up = sw(path, "up", "1", "--lab", "r1", "--no-snapshot", "--json")
+    assert up.returncode == 0, up.stderr
+    assert json.loads(up.stdout)["snapshot"] is None
+    first_ip = json.loads(up.stdout)["nodes"][0]["ip"]
+    rebuilt = sw(path, "reset", "--lab", "r1", "--json")
+    assert rebuilt.returncode == 0, rebuilt.stderr + rebuilt.stdout
+    data = json.loads(rebuilt.stdout)
+    assert data["levels"] == ["rebuild"] and data["reasons"] == ["the lab has no snapshot"] and data["ok"]
+    status = json.loads(sw(path, "status", "--lab", "r1", "--json").stdout)
+    assert status["snapshots"] == ["formed"] and status["nodes"][0]["ip"] == first_ip
+    assert status["nodes"][0]["manager_status"] == "Leader"
+
+    # a student's service on r1, a drained node on t1: one command puts both back
+    sw(path, "docker", "swr1", "--lab", "r1", "--", "service", "create", "--detach", "--name", "x",
+       "--no-resolve-image", "swarmlab/busybox:latest", "sleep", "1d")
+    sw(path, "docker", "swr1", "--lab", "t1", "--", "node", "update", "--availability", "drain", "swr2")
+    both = sw(path, "reset", "--all", "--to", "formed", "--json")
+    assert both.returncode == 0, both.stderr + both.stdout
+    results = {r["lab"]: r for r in json.loads(both.stdout)}
+    assert set(results) == {"t1", "r1"} and all(r["ok"] for r in results.values())
+    assert docker_json(path, "swr1", "service", "ls", lab="r1") == []
+    assert docker_json(path, "swr1", "node", "inspect", "swr2")[0]["Spec"]["Availability"] == "active"
+    text = sw(path, "reset", "--all", "--to", "formed")
+    assert text.returncode == 0 and "LAB" in text.stdout and "healthy" in text.stdout
+    sw(path, "down", "--lab", "r1", "--yes")
