@@ -284,8 +284,8 @@ def up(count: int = typer.Argument(..., metavar="N", help="Number of nodes the l
         _emit_json({"lab": result.name, "seconds": seconds, "swarm": asdict(report) if report else None,
                     "snapshot": {"name": snapshot.name, "seconds": snapshot.seconds, "bytes": snapshot.bytes}
                     if snapshot else None,
-                    "nodes": [{"node": n.name, "domain": n.domain, "ip": n.ip, "dns": n.fqdn, "mac": n.mac}
-                              for n in result.nodes]})
+                    "nodes": [{"node": n.name, "domain": n.domain, "ip": n.ip, "dns": n.fqdn, "mac": n.mac,
+                               "host_key": n.host_key_source} for n in result.nodes]})
         return
     for n in result.nodes:
         typer.echo(f"{n.name:<8} {n.ip:<15} {n.fqdn}")

@@ -612,6 +612,26 @@ class Hypervisor:
             return None
         return t["seconds"] + t["nseconds"] / 1e9 - (before + after) / 2
 
+    def read_guest_file(self, name: str, path: str, limit: int = 65536) -> str | None:
+        """A small text file read inside the guest through its agent, or None when the agent
+        does not answer or the file is not there (yet)."""
+        import base64
+        import libvirt_qemu
+        dom = self._owned(name)
+
+        def agent(command: str, **arguments):
+            reply = libvirt_qemu.qemuAgentCommand(dom, json.dumps({"execute": command, "arguments": arguments}), 5, 0)
+            return json.loads(reply)["return"]
+        try:
+            handle = agent("guest-file-open", path=path, mode="r")
+            try:
+                data = agent("guest-file-read", handle=handle, count=limit)
+            finally:
+                agent("guest-file-close", handle=handle)
+        except (libvirt.libvirtError, KeyError, ValueError):
+            return None
+        return base64.b64decode(data.get("buf-b64", "")).decode(errors="replace")
+
     def volume_bytes(self, pool: str, volume: str) -> int:
         """Space a volume takes on disk."""
         try:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import dns.message
+import paramiko
 import dns.query
 import dns.rdatatype
 
@@ -31,7 +32,7 @@ from .config import Config, is_dns_label
 from .dns import PowerDNS, DnsError, canonical
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor, clone_disks, derive_clone_xml, sets_hostname_at_boot
-from .remote import SshTarget, port_open, run, wait_for_ssh
+from .remote import HostKeyMismatch, SshTarget, port_open, record_host_key, run, wait_for_ssh
 from .waiting import cancelled as _cancelled, poll_until
 
 PHASES = ("clone", "boot", "lease", "dns", "ssh", "ready", "engine", "images", "init", "join", "swarm")
@@ -68,6 +69,7 @@ class Node:
     ip: str
     fqdn: str  # swr1.<lab>.<zone>
     extra_volumes: list[str] = field(default_factory=list)  # overlays of a template's further disks
+    host_key_source: str = ""  # "guest agent" (verified at first contact) or "first contact" (trusted)
 
 
 @dataclass
@@ -427,7 +429,25 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
 
         def reach(node: Node) -> None:
             progress(node.name, "ssh", node.ip)
-            conn = wait_for_ssh(ssh_target(config, lab, node), config.boot_timeout)
+            target = ssh_target(config, lab, node)
+            poll_until(lambda: port_open(node.ip), config.boot_timeout, 1, lambda: LabError(
+                f"sshd on {node.name} ({node.ip}) did not answer within {config.boot_timeout} s: "
+                f"check `virsh console {node.domain}`"))
+            # The host key, read inside the guest through its agent, is recorded before the first
+            # contact, which is then verified rather than trusted. Without an agent: trust on first use.
+            line = None
+            for _ in range(10):  # the agent answers a moment after sshd
+                line = hv.read_guest_file(node.domain, "/etc/ssh/ssh_host_ed25519_key.pub")
+                if line:
+                    break
+                time.sleep(0.5)
+            try:
+                node.host_key_source = "guest agent" if line and record_host_key(target.known_hosts, node.ip, line) \
+                    else "first contact"
+            except paramiko.BadHostKeyException:
+                raise HostKeyMismatch(f"{node.name} ({node.ip}) has a different host key than recorded in "
+                                      f"{target.known_hosts}") from None
+            conn = wait_for_ssh(target, config.boot_timeout)
             try:
                 hostname = run(conn, Command("hostname"), timeout=30).strip()
                 if hostname != node.name and not hostname_at_boot:

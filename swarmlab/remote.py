@@ -42,6 +42,23 @@ class CommandFailed(RemoteError):
         self.exit_code = exit_code
 
 
+def record_host_key(known_hosts: Path, host: str, public_key_line: str) -> bool:
+    """Records a host key learned out of band (an `ssh_host_*.pub` line, read through the guest
+    agent) before the first SSH contact, so that contact is verified, not trusted. Returns
+    False when the line is not a key; a different key already recorded is refused."""
+    parts = public_key_line.split()
+    if len(parts) < 2:
+        return False
+    try:
+        key = paramiko.PKey.from_type_string(parts[0], __import__("base64").b64decode(parts[1]))
+    except (paramiko.SSHException, ValueError, TypeError):
+        return False
+    known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    known_hosts.touch(mode=0o600, exist_ok=True)
+    RecordHostKey(known_hosts).missing_host_key(paramiko.SSHClient(), host, key)
+    return True
+
+
 class RecordHostKey(paramiko.MissingHostKeyPolicy):
     """Trust on first use, recorded by appending one line under an exclusive lock; a key that
     another connection recorded meanwhile must match."""

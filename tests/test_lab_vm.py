@@ -84,6 +84,13 @@ def test_ssh_to_each_node_prints_its_name(lab3):
         conn.close()
     lines = labs.known_hosts(config, "t1").read_text().splitlines()
     assert {line.split()[0] for line in lines} >= {n.ip for n in found.nodes}
+    # each key was read inside the guest through its agent before the first contact, and is the one sshd uses
+    assert {n["host_key"] for n in result["nodes"]} == {"guest agent"}
+    for node in found.nodes:
+        conn = wait_for_ssh(labs.ssh_target(config, "t1", node), 60)
+        served = run(conn, Command("cat", "/etc/ssh/ssh_host_ed25519_key.pub")).split()[1]
+        conn.close()
+        assert f"{node.ip} ssh-ed25519 {served}" in lines
 
 
 def test_status_json_agrees(lab3):

@@ -43,3 +43,16 @@ def test_a_key_recorded_meanwhile_must_match(tmp_path):
         RecordHostKey(path).missing_host_key(client, "10.77.0.10", other)
     RecordHostKey(path).missing_host_key(client, "10.77.0.10", first)  # the same key: fine, not written twice
     assert len(path.read_text().splitlines()) == 1
+
+
+def test_a_key_read_out_of_band_is_recorded_and_then_enforced(tmp_path):
+    from swarmlab.remote import record_host_key
+    path = tmp_path / "lab" / "known_hosts"
+    key, impostor = paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
+    assert record_host_key(path, "10.77.0.10", f"{key.get_name()} {key.get_base64()} root@swr1\n")
+    assert path.read_text() == f"10.77.0.10 {key.get_name()} {key.get_base64()}\n"
+    assert path.stat().st_mode & 0o077 == 0
+    assert not record_host_key(path, "10.77.0.11", "not a key")
+    # the first SSH contact now meets a recorded key: an impostor is refused, not trusted
+    with pytest.raises(paramiko.BadHostKeyException):
+        RecordHostKey(path).missing_host_key(paramiko.SSHClient(), "10.77.0.10", impostor)
