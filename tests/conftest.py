@@ -158,3 +158,21 @@ def docker_json(path, node: str, *args: str, lab: str = "t1") -> list[dict]:
     proc = swarmlab("docker", node, "--lab", lab, "--", *args, "--format", "{{json .}}", config=path)
     assert proc.returncode == 0, proc.stderr
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+_module_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Each real-VM module's wall time (setup, call and teardown of its tests), for the summary."""
+    if "vm" in report.keywords:
+        module = report.nodeid.split("::")[0]
+        _module_seconds[module] = _module_seconds.get(module, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _module_seconds:
+        terminalreporter.section("time per VM module")
+        for module, seconds in sorted(_module_seconds.items(), key=lambda item: -item[1]):
+            terminalreporter.write_line(f"{seconds:8.1f} s  {module}")
+        terminalreporter.write_line(f"{sum(_module_seconds.values()):8.1f} s  in all")
