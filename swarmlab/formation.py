@@ -230,13 +230,14 @@ def form(config: Config, lab: Lab, conns: dict[str, Connection], managers: int |
             carry_out(step)
         elif step is workers[0]:
             each_node(carry_out, workers)
-    for member in swarm.current_members(read(conns[entry], swarm.NODES)).values():
+    manager = wanted[0]  # the entry itself may have been demoted
+    for member in swarm.current_members(read(conns[manager], swarm.NODES)).values():
         if member.hostname in order:
             progress(member.hostname, "swarm", member.role)
 
-    current = {name: read(conns[entry], swarm.node_labels(name)) for name in {label.node for label in labels}}
-    for step in swarm.plan_labels(labels, current, entry):
-        _carry_out(step, conns, conns[entry])
+    current = {name: read(conns[manager], swarm.node_labels(name)) for name in {label.node for label in labels}}
+    for step in swarm.plan_labels(labels, current, manager):
+        _carry_out(step, conns, conns[manager])
         report.labels.append(f"{step.node}: {step.detail}")
     return report
 
