@@ -359,7 +359,10 @@ def kill(config: Config, lab_name: str, target: str | None, restore: bool, timeo
                 refusal = quorum_refusal(nodes, target)
                 if refusal and not force:
                     raise Refused(refusal)
-                services = [s.name for s in survivors.read(swarm.SERVICES) or []]
+                listed = survivors.read(swarm.SERVICES)
+                if listed is None:
+                    raise ChaosError(f"no manager of lab {lab_name} answers `docker service ls`")
+                services = [s.name for s in listed]
                 if service is not None and service not in services:
                     raise NotFound(f"lab {lab_name} has no service {service} "
                                    f"(services: {', '.join(services) or 'none'}); leave out --service for a drill service")
