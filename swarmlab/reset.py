@@ -30,7 +30,7 @@ from .config import Config
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
 from .lab import Lab, dns_answers, each_node, lab_dir, lab_lock, require_lab, ssh_target
-from .remote import RemoteError, connect, engine_api, read, run
+from .remote import HostKeyMismatch, RemoteError, connect, engine_api, read, run
 
 DEFAULT_SNAPSHOT = "formed"
 Progress = Callable[[str], None]
@@ -82,16 +82,16 @@ def _save_record(config: Config, lab: str, record: SnapshotRecord) -> None:
 
 
 # --- reading the swarm -----------------------------------------------------------------------
-def _connect_all(config: Config, lab: Lab) -> tuple[dict[str, Connection], dict[str, str]]:
+def _connect_all(config: Config, lab: Lab) -> tuple[dict[str, Connection], dict[str, RemoteError]]:
     """Connections to every node that answers, and why the others did not."""
     conns: dict[str, Connection] = {}
-    errors: dict[str, str] = {}
+    errors: dict[str, RemoteError] = {}
 
     def one(node):
         try:
             conns[node.name] = connect(ssh_target(config, lab.name, node), timeout=10)
         except RemoteError as e:
-            errors[node.name] = str(e)
+            errors[node.name] = e
     each_node(one, lab.nodes)
     return conns, errors
 
@@ -180,7 +180,7 @@ def remove_snapshot(config: Config, lab_name: str, name: str) -> list[str]:
 def check_health(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmState | None) -> list[str]:
     conns, errors = _connect_all(config, lab)
     try:
-        host_keys_ok = {name: "different host key" not in error for name, error in errors.items()}
+        host_keys_ok = {name: not isinstance(error, HostKeyMismatch) for name, error in errors.items()}
         host_keys_ok.update({name: True for name in conns})
         problems = [f"{name}: {error}" for name, error in errors.items() if host_keys_ok[name]]
         clocks = {n.name: hv.guest_clock_offset(n.domain) for n in lab.nodes}
