@@ -580,7 +580,7 @@ class Hypervisor:
         if dom is None:
             raise NotFound(f"domain {name} not found")
         try:
-            dom.snapshotLookupByName(snapshot).revertToSnapshot(libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED)
+            dom.revertToSnapshot(dom.snapshotLookupByName(snapshot), libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED)
         except libvirt.libvirtError as e:
             raise HypervisorError(f"reverting {name} to {snapshot} failed: {e.get_error_message()}") from None
 

@@ -150,6 +150,12 @@ def lab_lock(config: Config, lab: str):
     return _flock(config.state_dir / "locks" / f"lab-{lab}.lock", f"lab {lab}")
 
 
+def dns_lock(config: Config):
+    """Host-wide, around each change of the zone: PowerDNS's sqlite3 backend takes one writer at
+    a time and answered parallel PATCHes from parallel `up`s with 500."""
+    return _flock(config.state_dir / "locks" / "dns.lock", "DNS updates", wait=60)
+
+
 def address_lock(config: Config):
     """Host-wide, held only while addresses are chosen and reserved; other labs' commands wait
     for it (bounded) instead of being refused."""
@@ -412,8 +418,9 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
         for node in plan.nodes:
             progress(node.name, "dns", node.fqdn)
         client = PowerDNS.from_config(config)
-        client.replace_a(config.zone, {n.fqdn: n.ip for n in plan.nodes}, config.ttl)
-        client.rectify(config.zone)
+        with dns_lock(config):
+            client.replace_a(config.zone, {n.fqdn: n.ip for n in plan.nodes}, config.ttl)
+            client.rectify(config.zone)
         pending = {n.fqdn: n.ip for n in plan.nodes}
 
         def answered() -> bool:
@@ -583,8 +590,9 @@ def down(config: Config, lab: str, progress: Callable[[str], None] = lambda _m: 
             present = {r.name for r in client.list_a(config.zone)}
             ours = [n for n in names if n in present]
             if ours:
-                client.delete_a(config.zone, ours)
-                client.rectify(config.zone)
+                with dns_lock(config):
+                    client.delete_a(config.zone, ours)
+                    client.rectify(config.zone)
                 removed += [f"record {n}" for n in ours]
         directory = lab_dir(config, lab)
         if (directory / "known_hosts").exists():
