@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from urllib.parse import quote
 
-from .command import Command, Fact, sh
+from .command import Command
 
 LEVELS = ("state", "snapshot", "rebuild")
 
@@ -74,39 +75,21 @@ class SwarmState:
                    data["configs"], data["secrets"], data["networks"], data.get("node_cert_expiry_s", 90 * 86400))
 
 
-# One SSH round trip; each section's output is JSON, headed by a marker line.
-STATE_SCRIPT = r"""
-set -e
-echo '@@nodes'; docker node inspect $(docker node ls -q)
-echo '@@services'; ids=$(docker service ls -q); if [ -n "$ids" ]; then docker service inspect $ids; else echo '[]'; fi
-echo '@@replicas'; docker service ls --format '{{json .}}'
-echo '@@configs'; docker config ls --format '{{json .}}'
-echo '@@secrets'; docker secret ls --format '{{json .}}'
-echo '@@networks'; docker network ls --filter scope=swarm --format '{{json .}}'
-echo '@@expiry'; docker info --format '{{json .Swarm.Cluster.Spec.CAConfig.NodeCertExpiry}}'
-"""
+# What reset reads, in one Engine API session (remote.EngineAPI): path per part.
+STATE_REQUESTS = {
+    "nodes": "/nodes",
+    "services": "/services?status=true",  # ServiceStatus: running and desired tasks
+    "configs": "/configs",
+    "secrets": "/secrets",
+    "networks": "/networks?filters=" + quote(json.dumps({"scope": {"swarm": True}})),
+    "info": "/info",
+}
 
 
-def _sections(text: str) -> dict[str, str]:
-    out: dict[str, list[str]] = {}
-    current = None
-    for line in text.splitlines():
-        if line.startswith("@@"):
-            current = line[2:].strip()
-            out[current] = []
-        elif current is not None:
-            out[current].append(line)
-    return {k: "\n".join(v) for k, v in out.items()}
-
-
-def _lines(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def parse_swarm_state(text: str) -> SwarmState:
-    parts = _sections(text)
+def parse_swarm_state(answers: dict) -> SwarmState:
+    """SwarmState from the Engine API's answers to STATE_REQUESTS."""
     nodes = {}
-    for n in json.loads(parts.get("nodes") or "[]"):
+    for n in answers["nodes"]:
         spec, manager = n.get("Spec", {}), n.get("ManagerStatus") or {}
         status = "Leader" if manager.get("Leader") else \
             {"reachable": "Reachable", "unreachable": "Unreachable"}.get(manager.get("Reachability", ""), "")
@@ -115,20 +98,18 @@ def parse_swarm_state(text: str) -> SwarmState:
                           n.get("Status", {}).get("State", "unknown"), dict(spec.get("Labels") or {}))
         if hostname not in nodes or facts.status == "ready":  # a node that left and rejoined is listed twice
             nodes[hostname] = facts
-    replicas = {d["Name"]: d.get("Replicas", "") for d in _lines(parts.get("replicas", ""))}
     services = {}
-    for s in json.loads(parts.get("services") or "[]"):
+    for s in answers["services"]:
         name = s["Spec"]["Name"]
+        status = s.get("ServiceStatus") or {}
         services[name] = ServiceFacts(s["ID"], name, int(s.get("Version", {}).get("Index", 0)), s["Spec"],
-                                      replicas.get(name, ""))
-    networks = [d["Name"] for d in _lines(parts.get("networks", "")) if d["Name"] != "ingress"]
-    expiry = (parts.get("expiry") or "").strip()
-    return SwarmState(nodes, services, sorted(d["Name"] for d in _lines(parts.get("configs", ""))),
-                      sorted(d["Name"] for d in _lines(parts.get("secrets", ""))), sorted(networks),
-                      int(int(expiry) / 1e9) if expiry.isdigit() else 90 * 86400)
-
-
-SWARM_STATE = Fact(sh(STATE_SCRIPT), parse_swarm_state)
+                                      f"{status.get('RunningTasks', 0)}/{status.get('DesiredTasks', 0)}")
+    networks = [n["Name"] for n in answers["networks"] if n["Name"] != "ingress"]
+    expiry = (((answers.get("info") or {}).get("Swarm") or {}).get("Cluster") or {}).get("Spec", {}) \
+        .get("CAConfig", {}).get("NodeCertExpiry")
+    return SwarmState(nodes, services, sorted(c["Spec"]["Name"] for c in answers["configs"]),
+                      sorted(c["Spec"]["Name"] for c in answers["secrets"]), sorted(networks),
+                      int(expiry / 1e9) if expiry else 90 * 86400)
 
 
 # --- the diff --------------------------------------------------------------------------------

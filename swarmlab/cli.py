@@ -47,7 +47,11 @@ def _table(columns: tuple[str, ...], rows: list[tuple], indent: int = 0, right: 
         table.add_column(col, justify="right" if col in right else "left", no_wrap=True)
     for row in rows:
         table.add_row(*[str(cell) for cell in row])
-    Console(width=500, no_color=True, highlight=False, soft_wrap=True).print(Padding(table, (0, 0, 0, indent)))
+    console = Console(width=500, no_color=True, highlight=False, soft_wrap=True)
+    with console.capture() as captured:
+        console.print(Padding(table, (0, 0, 0, indent)))
+    for line in captured.get().splitlines():
+        typer.echo(line.rstrip())
 
 
 def _emit_json(data) -> None:

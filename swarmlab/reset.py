@@ -30,7 +30,7 @@ from .config import Config
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
 from .lab import Lab, dns_answers, each_node, lab_dir, lab_lock, require_lab, ssh_target
-from .remote import HostKeyMismatch, RemoteError, connect, engine_api, read, run
+from .remote import EngineAPI, HostKeyMismatch, RemoteError, connect, run
 
 DEFAULT_SNAPSHOT = "formed"
 Progress = Callable[[str], None]
@@ -97,11 +97,12 @@ def _connect_all(config: Config, lab: Lab) -> tuple[dict[str, Connection], dict[
 
 
 def read_state(conns: dict[str, Connection]) -> bl.SwarmState | None:
-    """The swarm's state from the first manager that answers, or None."""
+    """The swarm's state from the first manager that answers (one Engine API session), or None."""
     for name in sorted(conns):
         try:
-            return read(conns[name], bl.SWARM_STATE, timeout=30)
-        except SwarmlabError:
+            with EngineAPI(conns[name], timeout=30) as api:
+                return bl.parse_swarm_state({part: api.get(path) for part, path in bl.STATE_REQUESTS.items()})
+        except (SwarmlabError, OSError, KeyError, TypeError):  # a worker, or a manager without quorum
             continue
     return None
 
@@ -177,8 +178,13 @@ def remove_snapshot(config: Config, lab_name: str, name: str) -> list[str]:
 
 
 # --- the health gate -------------------------------------------------------------------------
-def check_health(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmState | None) -> list[str]:
-    conns, errors = _connect_all(config, lab)
+def check_health(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmState | None,
+                 conns: dict[str, Connection] | None = None) -> list[str]:
+    """The gate's verdict now. Opens its own connections unless given live ones."""
+    own = conns is None
+    errors: dict[str, RemoteError] = {}
+    if own:
+        conns, errors = _connect_all(config, lab)
     try:
         host_keys_ok = {name: not isinstance(error, HostKeyMismatch) for name, error in errors.items()}
         host_keys_ok.update({name: True for name in conns})
@@ -188,79 +194,27 @@ def check_health(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmSta
         now = read_state(conns) if baseline is not None else None
         return problems + bl.health_problems(baseline, now, clocks, dns_ok, host_keys_ok)
     finally:
-        _close(conns)
+        if own:
+            _close(conns)
 
 
 def wait_healthy(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmState | None, timeout: float,
-                 progress: Progress) -> list[str]:
-    """Polls the gate until it passes or `timeout` runs out; returns what is still wrong."""
+                 progress: Progress, conns: dict[str, Connection] | None = None) -> list[str]:
+    """Polls the gate until it passes or `timeout` runs out; returns what is still wrong. Live
+    connections, when given, serve the first check (the state level keeps its own)."""
     deadline = time.monotonic() + timeout
     while True:
-        problems = check_health(config, hv, lab, baseline)
+        problems = check_health(config, hv, lab, baseline, conns)
+        conns = None
         if not problems or time.monotonic() > deadline:
             return problems
         progress(f"waiting for health: {problems[0]}" + (f" (+{len(problems) - 1})" if len(problems) > 1 else ""))
-        time.sleep(2)
+        time.sleep(1)
 
 
-# --- the levels ------------------------------------------------------------------------------
-def _reset_state(config: Config, hv: Hypervisor, lab: Lab, record: SnapshotRecord, progress: Progress) -> list[str]:
-    baseline = record.state
-    for node in lab.nodes:
-        if not hv.domain_state(node.domain).running:
-            progress(f"starting {node.name}")
-            hv.start(node.domain)
-    conns, _ = _connect_all(config, lab)
-    try:
-        now = read_state(conns)
-        if now is None:
-            raise ResetError("no manager answers with the swarm's state: the state level needs quorum")
-        d = bl.diff(baseline, now)
-        if d.missing_nodes:
-            raise ResetError(f"{', '.join(d.missing_nodes)} rejoined under new node IDs: the state level cannot "
-                             "bring them back")
-        done = []
-        managers = [n for n, f in now.nodes.items() if f.manager_status in ("Leader", "Reachable") and n in conns]
-        if not managers:
-            raise ResetError("no reachable manager to run the reset on")
-        via = conns[managers[0]]
-        for step in bl.plan_state_reset(baseline, now, d):
-            progress(step.what)
-            if step.command is not None:
-                run(via, step.command, timeout=120)
-            else:
-                _restore_service(via, baseline.services[step.service], now.services.get(step.service))
-            done.append(step.what)
-        return done
-    finally:
-        _close(conns)
-
-
-def _restore_service(conn: Connection, base: bl.ServiceFacts, now: bl.ServiceFacts | None) -> None:
-    """The baseline's spec through the Engine API: created when missing, updated when changed."""
-    if now is None:
-        status, answer = engine_api(conn, "POST", "/services/create", base.spec)
-    else:
-        status, answer = engine_api(conn, "POST", f"/services/{now.id}/update?version={now.version}", base.spec)
-    if status >= 300:
-        message = answer.get("message") if isinstance(answer, dict) else answer
-        raise ResetError(f"restoring service {base.name} failed: {message}")
-
-
-def _reset_snapshot(config: Config, hv: Hypervisor, lab: Lab, record: SnapshotRecord, progress: Progress) -> list[str]:
-    progress(f"reverting {len(lab.nodes)} nodes to snapshot {record.name}")
-    for node in lab.nodes:
-        if record.name not in hv.snapshot_names(node.domain):
-            raise NotFound(f"{node.name} has no snapshot {record.name} in libvirt: `reset --level rebuild`")
-    try:
-        for node in lab.nodes:
-            hv.revert_snapshot(node.domain, record.name)
-    finally:
-        progress("resuming every node together")
-        for node in lab.nodes:
-            hv.resume(node.domain)
-    progress("syncing guest clocks")
-
+def _sync_clocks(hv: Hypervisor, lab: Lab) -> None:
+    """Every guest clock set from its (host-driven) hardware clock through the guest agent: a
+    reverted guest stands at snapshot time, and guests drift by seconds under TCG anyway."""
     def sync(node):
         last: Exception | None = None
         for _ in range(20):  # the agent answers a moment after resume
@@ -272,6 +226,65 @@ def _reset_snapshot(config: Config, hv: Hypervisor, lab: Lab, record: SnapshotRe
                 time.sleep(0.5)
         raise last
     each_node(sync, lab.nodes)
+
+
+# --- the levels ------------------------------------------------------------------------------
+def _reset_state(config: Config, hv: Hypervisor, lab: Lab, record: SnapshotRecord, conns: dict[str, Connection],
+                 now: bl.SwarmState | None, progress: Progress) -> list[str]:
+    baseline = record.state
+    done = []
+    for node in lab.nodes:
+        if not hv.domain_state(node.domain).running:
+            progress(f"starting {node.name}")
+            hv.start(node.domain)
+            done.append(f"started {node.name}")
+    if now is None:
+        raise ResetError("no manager answers with the swarm's state: the state level needs quorum")
+    d = bl.diff(baseline, now)
+    if d.missing_nodes:
+        raise ResetError(f"{', '.join(d.missing_nodes)} rejoined under new node IDs: the state level cannot "
+                         "bring them back")
+    managers = [n for n, f in now.nodes.items() if f.manager_status in ("Leader", "Reachable") and n in conns]
+    if not managers:
+        raise ResetError("no reachable manager to run the reset on")
+    via = conns[managers[0]]
+    steps = bl.plan_state_reset(baseline, now, d)
+    with EngineAPI(via) as api:
+        for step in steps:
+            progress(step.what)
+            if step.command is not None:
+                run(via, step.command, timeout=120)
+            else:
+                _restore_service(api, baseline.services[step.service], now.services.get(step.service))
+            done.append(step.what)
+    _sync_clocks(hv, lab)
+    return done + ["synced guest clocks"]
+
+
+def _restore_service(api: EngineAPI, base: bl.ServiceFacts, now: bl.ServiceFacts | None) -> None:
+    """The baseline's spec through the Engine API: created when missing, updated when changed."""
+    if now is None:
+        status, answer = api.call("POST", "/services/create", base.spec)
+    else:
+        status, answer = api.call("POST", f"/services/{now.id}/update?version={now.version}", base.spec)
+    if status >= 300:
+        message = answer.get("message") if isinstance(answer, dict) else answer
+        raise ResetError(f"restoring service {base.name} failed: {message}")
+
+
+def _reset_snapshot(config: Config, hv: Hypervisor, lab: Lab, record: SnapshotRecord, progress: Progress) -> list[str]:
+    progress(f"reverting {len(lab.nodes)} nodes to snapshot {record.name}")
+    for node in lab.nodes:
+        if record.name not in hv.snapshot_names(node.domain):
+            raise NotFound(f"{node.name} has no snapshot {record.name} in libvirt: `reset --level rebuild`")
+    try:  # each node loads its own memory image: together, not one after another
+        each_node(lambda node: hv.revert_snapshot(node.domain, record.name), lab.nodes)
+    finally:
+        progress("resuming every node together")
+        for node in lab.nodes:
+            hv.resume(node.domain)
+    progress("syncing guest clocks")
+    _sync_clocks(hv, lab)
     return [f"reverted to {record.name}", "synced guest clocks"]
 
 
@@ -336,53 +349,44 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
             if resumed:
                 progress(f"resumed {', '.join(resumed)} (left paused by an interrupted run)")
             baseline = record.state if record else None
-            if level is None and resumed and record is not None:
-                # a revert may have stopped halfway: some nodes back in time, others not
-                level = "snapshot"
-                result.reasons.append(f"an interrupted run left {', '.join(resumed)} paused")
-            elif level is None:
-                if baseline is None:
-                    level, why = ("snapshot", "the lab has no swarm baseline") if record else \
-                        ("rebuild", "the lab has no snapshot")
+            stopped = [n.name for n in lab.nodes if not hv.domain_state(n.domain).running]
+            # Read the swarm only when the answer can matter: a node that is off, or a revert
+            # that stopped halfway, already decides the level.
+            read = baseline is not None and not stopped and not resumed and level in (None, "state")
+            conns, _ = _connect_all(config, lab) if read else ({}, {})
+            try:
+                now = read_state(conns) if read else None
+                if level is None:
+                    level, why = _choose(record, baseline, now, resumed, stopped)
+                    result.reasons.append(why)
                 else:
-                    stopped = [n.name for n in lab.nodes if not hv.domain_state(n.domain).running]
-                    conns, _ = _connect_all(config, lab)
+                    result.reasons.append(f"--level {level}")
+                order = list(bl.LEVELS[bl.LEVELS.index(level):]) if auto else [level]
+                if record is None:
+                    order = ["rebuild"]
+                for current in order:
+                    result.levels.append(current)
+                    progress(f"level {current}: {result.reasons[-1]}")
+                    if current == "rebuild":
+                        break  # outside the lab lock: it is `down` and `up`, which take it themselves
+                    live = None
                     try:
-                        now = read_state(conns)
-                    finally:
-                        _close(conns)
-                    d = bl.diff(baseline, now) if now is not None else None
-                    level, why = bl.choose_level(d, has_snapshot=True)
-                    if stopped:
-                        level, why = "snapshot", f"{', '.join(stopped)} shut off"
-                result.reasons.append(why)
-            else:
-                result.reasons.append(f"--level {level}")
-            order = list(bl.LEVELS[bl.LEVELS.index(level):]) if auto else [level]
-            if record is None:
-                order = ["rebuild"]
-            for current in order:
-                result.levels.append(current)
-                progress(f"level {current}: {result.reasons[-1]}")
-                try:
-                    if current == "state":
-                        result.done += _reset_state(config, hv, lab, record, progress)
-                    elif current == "snapshot":
-                        result.done += _reset_snapshot(config, hv, lab, record, progress)
+                        if current == "state":
+                            result.done += _reset_state(config, hv, lab, record, conns, now, progress)
+                            live = conns
+                        else:
+                            result.done += _reset_snapshot(config, hv, lab, record, progress)
+                    except SwarmlabError as e:
+                        result.problems = [str(e)]
                     else:
-                        break  # rebuild runs outside the lab lock: it is `down` and `up`
-                except SwarmlabError as e:
-                    result.problems = [str(e)]
-                else:
-                    result.problems = wait_healthy(config, hv, lab, baseline, timeout, progress)
-                if not result.problems:
-                    break
-                if current != order[-1]:
-                    result.reasons.append(f"{current} left: {result.problems[0]}")
-                    progress(f"escalating: {result.problems[0]}")
-            else:
-                result.seconds = round(time.monotonic() - started, 1)
-                return result
+                        result.problems = wait_healthy(config, hv, lab, baseline, timeout, progress, live)
+                    if not result.problems:
+                        break
+                    if current != order[-1]:
+                        result.reasons.append(f"{current} left: {result.problems[0]}")
+                        progress(f"escalating: {result.problems[0]}")
+            finally:
+                _close(conns)
     if result.levels and result.levels[-1] == "rebuild":
         try:
             result.done += _reset_rebuild(config, lab_name, record, progress)
@@ -395,6 +399,20 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
             result.problems = [str(e)]
     result.seconds = round(time.monotonic() - started, 1)
     return result
+
+
+def _choose(record: SnapshotRecord | None, baseline: bl.SwarmState | None, now: bl.SwarmState | None,
+            resumed: list[str], stopped: list[str]) -> tuple[str, str]:
+    """The cheapest level that can work, and why."""
+    if record is None:
+        return "rebuild", "the lab has no snapshot"
+    if resumed:  # a revert may have stopped halfway: some nodes back in time, others not
+        return "snapshot", f"an interrupted run left {', '.join(resumed)} paused"
+    if baseline is None:
+        return "snapshot", "the lab has no swarm baseline"
+    if stopped:
+        return "snapshot", f"{', '.join(stopped)} shut off"
+    return bl.choose_level(bl.diff(baseline, now) if now is not None else None, has_snapshot=True)
 
 
 def reset_all(config: Config, labs: list[str], to: str, level: str | None, timeout: float,

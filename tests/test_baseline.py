@@ -21,15 +21,16 @@ def service(id_, name, replicas=2, version=10, stack=None):
                      "TaskTemplate": {"ContainerSpec": {"Image": "swarmlab/busybox:latest", "Args": ["sleep", "1d"]}}}}
 
 
-def output(nodes, services=(), replicas=(), configs=(), secrets=(), networks=()) -> str:
-    return "\n".join([
-        "@@nodes", json.dumps(list(nodes)),
-        "@@services", json.dumps(list(services)),
-        "@@replicas", *[json.dumps({"Name": n, "Replicas": r}) for n, r in replicas],
-        "@@configs", *[json.dumps({"Name": c}) for c in configs],
-        "@@secrets", *[json.dumps({"Name": s}) for s in secrets],
-        "@@networks", *[json.dumps({"Name": n}) for n in ("ingress", *networks)],
-        "@@expiry", "7776000000000000", ""])
+def output(nodes, services=(), replicas=(), configs=(), secrets=(), networks=()) -> dict:
+    """The Engine API's answers to STATE_REQUESTS."""
+    running = dict(replicas)
+    services = [{**s, "ServiceStatus": {"RunningTasks": int(running.get(s["Spec"]["Name"], "0/0").split("/")[0]),
+                                        "DesiredTasks": int(running.get(s["Spec"]["Name"], "0/0").split("/")[1])}}
+                for s in services]
+    return {"nodes": list(nodes), "services": services,
+            "configs": [{"Spec": {"Name": c}} for c in configs], "secrets": [{"Spec": {"Name": c}} for c in secrets],
+            "networks": [{"Name": n} for n in ("ingress", *networks)],
+            "info": {"Swarm": {"Cluster": {"Spec": {"CAConfig": {"NodeCertExpiry": 7776000000000000}}}}}}
 
 
 FORMED = [node("a", "swr1", leader=True, labels={"placepoint": "gdc"}), node("b", "swr2", labels={"env": "dev"}),
@@ -49,7 +50,7 @@ def test_the_state_is_parsed_from_one_round_trip():
     assert (state.configs, state.secrets, state.networks) == (["passwdfile"], ["shadowfile"], ["appnet"])
     assert state.node_cert_expiry_s == 90 * 86400
     assert bl.SwarmState.from_dict(json.loads(json.dumps(state.as_dict()))) == state  # kept in the journal
-    assert bl.SWARM_STATE.command.shell.startswith("sh -c ")
+    assert bl.STATE_REQUESTS["networks"] == "/networks?filters=%7B%22scope%22%3A%20%7B%22swarm%22%3A%20true%7D%7D"
 
 
 def test_a_student_s_changes_are_a_state_level_reset_with_exact_commands():
