@@ -392,6 +392,7 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
             result.done += _reset_rebuild(config, lab_name, record, progress)
             with Hypervisor(config.uri) as hv:
                 lab = require_lab(config, hv, lab_name)
+                _sync_clocks(hv, lab)  # freshly booted guests are off by seconds under TCG too
                 record = save_snapshot(config, lab_name, DEFAULT_SNAPSHOT, progress=progress)
                 result.done.append(f"saved snapshot {record.name}")
                 result.problems = wait_healthy(config, hv, lab, record.state, timeout, progress)
