@@ -157,6 +157,7 @@ def save_snapshot(config: Config, lab_name: str, name: str = DEFAULT_SNAPSHOT, f
             finally:
                 for node in running:  # also on Ctrl-C: never leave a node paused
                     hv.resume(node.domain)
+            _sync_clocks(hv, Lab(lab.name, running))  # a paused guest's clock stood still meanwhile
             seconds = round(time.monotonic() - started, 2)
             grown = sum(max(0, hv.volume_bytes(config.node_pool, n.volume) - before[n.name]) for n in lab.nodes)
             record = SnapshotRecord(name, time.time(), [n.name for n in lab.nodes],
@@ -392,8 +393,7 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
             result.done += _reset_rebuild(config, lab_name, record, progress)
             with Hypervisor(config.uri) as hv:
                 lab = require_lab(config, hv, lab_name)
-                _sync_clocks(hv, lab)  # freshly booted guests are off by seconds under TCG too
-                record = save_snapshot(config, lab_name, DEFAULT_SNAPSHOT, progress=progress)
+                record = save_snapshot(config, lab_name, DEFAULT_SNAPSHOT, progress=progress)  # syncs the clocks
                 result.done.append(f"saved snapshot {record.name}")
                 result.problems = wait_healthy(config, hv, lab, record.state, timeout, progress)
         except SwarmlabError as e:
