@@ -8,6 +8,7 @@ Every command is a `command.Command`: arguments quoted, secrets masked in every 
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import socket
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ def record_host_key(known_hosts: Path, host: str, public_key_line: str) -> bool:
     if len(parts) < 2:
         return False
     try:
-        key = paramiko.PKey.from_type_string(parts[0], __import__("base64").b64decode(parts[1]))
+        key = paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1]))
     except (paramiko.SSHException, ValueError, TypeError):
         return False
     known_hosts.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from typing import Callable
 
 from fabric import Connection
 
-from . import baseline as bl
+from . import baseline as bl, formation, lab as labs, swarm
 from .config import Config
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
@@ -290,7 +290,6 @@ def _reset_snapshot(config: Config, hv: Hypervisor, lab: Lab, record: SnapshotRe
 
 
 def _reset_rebuild(config: Config, lab_name: str, record: SnapshotRecord | None, progress: Progress) -> list[str]:
-    from . import formation, lab as labs, swarm
     with Hypervisor(config.uri) as hv:
         lab = require_lab(config, hv, lab_name)
     names = [n.name for n in lab.nodes]
@@ -416,7 +415,7 @@ def _choose(record: SnapshotRecord | None, baseline: bl.SwarmState | None, now: 
     return bl.choose_level(bl.diff(baseline, now) if now is not None else None, has_snapshot=True)
 
 
-def reset_all(config: Config, labs: list[str], to: str, level: str | None, timeout: float,
+def reset_all(config: Config, names: list[str], to: str, level: str | None, timeout: float,
               progress: Callable[[str, str], None]) -> list[ResetResult]:
     """Every lab at once, as many at a time as the host has CPUs; one lab's failure does not
     stop the others."""
@@ -425,5 +424,5 @@ def reset_all(config: Config, labs: list[str], to: str, level: str | None, timeo
             return reset(config, lab, to, level, timeout, lambda message: progress(lab, message))
         except SwarmlabError as e:
             return ResetResult(lab, error=str(e))
-    with ThreadPoolExecutor(max_workers=max(1, min(len(labs), os.cpu_count() or 1))) as pool:
-        return list(pool.map(one, labs))
+    with ThreadPoolExecutor(max_workers=max(1, min(len(names), os.cpu_count() or 1))) as pool:
+        return list(pool.map(one, names))
