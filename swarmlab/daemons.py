@@ -22,6 +22,7 @@ from .netns import in_netns, netns_cmd
 from .render import render
 from .waiting import poll_until
 
+REGISTRY_PORT = 5000
 PDNS_SCHEMA = Path("/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql")
 
 Progress = Callable[[str], None]
@@ -150,6 +151,57 @@ class PdnsServer:
 
 def pdns_server(config: Config) -> PdnsServer:
     return PdnsServer(config.state_dir / "pdns", config.api_port, config.dns_port, config.zone)
+
+
+# --- the registry --------------------------------------------------------------------------
+@dataclass
+class RegistryServer:
+    """Debian's docker-registry (the distribution registry), plain HTTP on the lab network's
+    gateway: the nodes' Docker Hub mirror, holding the offline stand-ins. Reachable from the
+    lab network only (that is the address it binds), so no TLS or auth."""
+
+    directory: Path
+    address: str  # host:port
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "registry.log"
+
+    def start(self, namespace: str | None = None) -> subprocess.Popen:
+        if not shutil.which("docker-registry"):
+            raise DaemonError("docker-registry not found: apt install docker-registry (scripts/install-host does)")
+        (self.directory / "data").mkdir(parents=True, exist_ok=True)
+        config = self.directory / "config.yml"
+        config.write_text(render("registry.yml.j2", data=self.directory / "data", address=self.address))
+        with open(self.log, "ab") as log:
+            return subprocess.Popen(netns_cmd(namespace, ["docker-registry", "serve", str(config)]),
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+
+    def wait_ready(self, proc: subprocess.Popen, timeout: float = 15) -> None:
+        import requests
+
+        def failed() -> DaemonError:
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-2:] if self.log.exists() else []
+            return DaemonError(f"the registry did not start on {self.address}: " + (" | ".join(tail) or "no log")
+                               + f" (log: {self.log})")
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise failed()
+            try:
+                return requests.get(f"http://{self.address}/v2/", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+        poll_until(answers, timeout, 0.2, failed)
+
+    def running(self, pid: int | None) -> bool:
+        if not _pid_alive(pid, "docker-registry"):
+            return False
+        return str(self.directory) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+
+
+def registry_server(config: Config) -> RegistryServer:
+    return RegistryServer(config.state_dir / "registry", f"{config.gateway}:{REGISTRY_PORT}")
 
 
 # --- libvirtd -------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from fabric import Connection
 
-from . import swarm, template
+from . import images, swarm
+from .labhost import registry_address
 from .config import Config
 from .errors import SwarmlabError
 from .lab import Lab, Node, NodeProgress, each_node, lab_lock, require_lab, ssh_target
@@ -138,11 +139,16 @@ def open_swarm_ports(node: Node, conn: Connection) -> str:
 
 # --- images ---------------------------------------------------------------------------------
 def side_load_images(config: Config, node: Node, conn: Connection) -> list[str]:
-    archives = [template.image_archive(config.cache_dir), *config.engine_images]
+    """The stand-ins, when the template did not bake them (an engine installed later, or the
+    user's own template), and any `[engine] images` archives."""
+    archives = [images.archive(config.cache_dir), *config.engine_images]
     loaded = []
+    # The template loads them at boot: wait for that unit (a no-op once it ran, absent elsewhere)
+    # instead of racing it with a second load.
+    run(conn, or_true(Command("systemctl", "start", "swarmlab-images")), timeout=180)
     present = set(run(conn, Command("docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}")).split())
     for archive in archives:
-        if archive == archives[0] and template.BAKED_IMAGE in present:
+        if archive == archives[0] and present >= set(images.STANDIN_NAMES):
             continue  # baked into the template already
         if not archive.is_file():
             raise FormError(f"image tarball {archive} (from [engine] images) not found")
@@ -151,6 +157,28 @@ def side_load_images(config: Config, node: Node, conn: Connection) -> list[str]:
         out = run(conn, then(Command("docker", "load", "-i", remote), Command("rm", "-f", remote)), timeout=600)
         loaded += [f"{node.name}: {line.split(':', 1)[1].strip()}" for line in out.splitlines() if "Loaded image" in line]
     return loaded
+
+
+# The registry mirror in /etc/docker/daemon.json, written only where the file is absent or is
+# one swarmlab wrote (a user's own daemon.json is left alone). SIGHUP (`systemctl reload`)
+# applies registry settings without restarting the engine, so the swarm is not disturbed.
+MIRROR_SCRIPT = r"""
+f=/etc/docker/daemon.json; want='{"registry-mirrors": ["http://%(addr)s"], "insecure-registries": ["%(addr)s"]}'
+if [ -e $f ] && [ "$(cat $f)" = "$want" ]; then echo same
+elif [ -e $f ] && ! grep -qx '{"registry-mirrors": \["http://[0-9.:]*"\], "insecure-registries": \["[0-9.:]*"\]}' $f; then echo foreign
+else mkdir -p /etc/docker && printf '%%s
+' "$want" > $f.new && mv $f.new $f && systemctl reload docker && echo set
+fi
+"""
+
+
+def set_registry_mirror(node: Node, conn: Connection, address: str) -> list[str]:
+    found = run(conn, sh(MIRROR_SCRIPT % {"addr": address})).strip()
+    if found == "set":
+        return [f"{node.name}: registry mirror http://{address}"]
+    if found == "foreign":
+        return [f"{node.name}: kept its own /etc/docker/daemon.json (no registry mirror)"]
+    return []
 
 
 # --- swarm ----------------------------------------------------------------------------------
@@ -187,6 +215,7 @@ def form(config: Config, lab: Lab, conns: dict[str, Connection], managers: int |
     report = FormReport()
     nodes = lab.nodes
     check_plan(lab.name, [n.name for n in nodes], managers, labels)
+    mirror = registry_address(config)
 
     def prepare(node: Node) -> None:
         conn = conns[node.name]
@@ -195,6 +224,8 @@ def form(config: Config, lab: Lab, conns: dict[str, Connection], managers: int |
         report.firewall.append(open_swarm_ports(node, conn))
         progress(node.name, "images", "")
         report.images.extend(side_load_images(config, node, conn))
+        if mirror:
+            report.engine.extend(set_registry_mirror(node, conn, mirror))
 
     each_node(prepare, nodes)
     for lines in (report.engine, report.firewall, report.images):

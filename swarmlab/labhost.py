@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 from . import dns
 from .dns import PowerDNS
 from .config import Config
+from . import images
 from .daemons import (Progress, PdnsServer, _stop_pid, ensure_libvirtd, find_process, fix_kvm_device,
-                      pdns_server)
+                      pdns_server, registry_server)
 from .errors import Refused, SwarmlabError
 from .hypervisor import NS_URI, Hypervisor
 from .keys import ensure_api_key, ensure_ssh_key
@@ -36,6 +37,7 @@ class HostState:
     namespace: str | None = None
     started: list[str] = field(default_factory=list)  # daemons host up started: libvirtd, virtlogd
     pdns_pid: int | None = None
+    registry_pid: int | None = None
 
     @staticmethod
     def path(config: Config) -> Path:
@@ -147,7 +149,26 @@ def host_up(config: Config, isolated: bool, progress: Progress = lambda _m: None
         changes += hv.ensure_network(config.network, network_xml(config))
         changes += hv.ensure_pool(config.template_pool, config.cache_dir / "images")
         changes += hv.ensure_pool(config.node_pool, config.state_dir / "volumes")
+
+    registry = registry_server(config)  # binds the lab network's gateway: after the network
+    if not registry.running(state.registry_pid):
+        progress(f"starting the registry mirror on {registry.address}")
+        proc = registry.start(namespace)
+        state.registry_pid = proc.pid
+        state.save(config)
+        registry.wait_ready(proc)
+        changes.append(f"started the registry mirror {registry.address} (pid {proc.pid})")
+    pushed = images.push(registry.address)
+    if pushed:
+        changes.append(f"pushed the offline stand-ins into the registry: {', '.join(pushed)}")
     return changes
+
+
+def registry_address(config: Config) -> str | None:
+    """The embedded host's registry mirror (host:port) when it runs; None elsewhere."""
+    state = HostState.load(config)
+    server = registry_server(config)
+    return server.address if state and server.running(state.registry_pid) else None
 
 
 def host_status(config: Config) -> dict:
@@ -177,8 +198,11 @@ def host_status(config: Config) -> dict:
         status["pdns"]["zone"] = PowerDNS.from_config(config).zone_exists(config.zone)
     except SwarmlabError as e:
         status["pdns"]["error"] = str(e)
+    registry = registry_server(config)
+    status["registry"] = {"pid": state.registry_pid if registry.running(state.registry_pid) else None,
+                          "address": registry.address}
     status["up"] = bool(libvirtd and status["network"]["active"] and status["pdns"]["pid"]
-                        and status["pdns"].get("zone")
+                        and status["pdns"].get("zone") and status["registry"]["pid"]
                         and (not state.namespace or status.get("libvirtd_in_namespace")))
     return status
 
@@ -207,6 +231,10 @@ def host_down(config: Config, progress: Progress = lambda _m: None) -> list[str]
             changes += hv.remove_network(config.network)
             for pool in (config.template_pool, config.node_pool):
                 changes += hv.remove_pool(pool)
+    if registry_server(config).running(state.registry_pid):
+        progress("stopping the registry mirror")
+        _stop_pid(state.registry_pid, "docker-registry")
+        changes.append("stopped the registry mirror")
     if state.pdns_pid and pdns_server(config).running(state.pdns_pid):
         progress("stopping PowerDNS")
         PdnsServer.stop(state.pdns_pid)
@@ -219,7 +247,7 @@ def host_down(config: Config, progress: Progress = lambda _m: None) -> list[str]
             changes.append(f"stopped {daemon}")
     if namespace:
         # Only what libvirt and host up run in there; a shell someone opened inside is theirs.
-        ours = {"qemu-system-x86", "dnsmasq", "libvirtd", "virtlogd", "pdns_server"}
+        ours = {"qemu-system-x86", "dnsmasq", "libvirtd", "virtlogd", "pdns_server", "docker-registry"}
         leftovers = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout.split()
         for pid in map(int, leftovers):
             try:

@@ -9,21 +9,20 @@ An unchanged recipe therefore costs only a hash and a lookup.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from . import images
 from .errors import SwarmlabError
 
 # Bump when the build steps below change in a way the recipe fields do not show.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 
 BASE_PACKAGES = (
     "systemd-sysv", "systemd-resolved", "udev", "dbus", "apparmor", "iproute2", "procps",
@@ -31,7 +30,7 @@ BASE_PACKAGES = (
 )
 ENGINE_PACKAGES = ("docker.io",)
 BAKED_IMAGE = "swarmlab/busybox:latest"
-BAKED_IMAGE_TAR = "/usr/share/swarmlab/images/busybox.tar"
+BAKED_IMAGES_TAR = "/usr/share/swarmlab/images/standins.tar"
 DISK_SIZE = "8G"
 
 Progress = Callable[[str], None]
@@ -57,7 +56,7 @@ class Recipe:
         # The name is the domain's, not the image's: templates with equal recipes share a disk.
         content = {k: v for k, v in asdict(self).items() if k != "name"}
         return _digest({"v": RECIPE_VERSION, "base": self.base_key(), **content,
-                        "files": guest_files(self), "busybox": _busybox_identity()})
+                        "files": guest_files(self), "images": images.identity()})
 
 
 @dataclass
@@ -82,13 +81,6 @@ class TemplateImage:
 
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _busybox_identity() -> str:
-    path = Path(shutil.which("busybox") or "/bin/busybox")
-    if not path.exists():
-        raise SwarmlabError("busybox not found: install Debian's busybox-static (scripts/install-host does)")
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def guest_files(recipe: Recipe) -> dict[str, str]:
@@ -118,12 +110,13 @@ def guest_files(recipe: Recipe) -> dict[str, str]:
         # tens of seconds; swarmlab waits for the engine itself before it forms the swarm.
         for unit in ("docker", "containerd"):
             files[f"/etc/systemd/system/{unit}.service.d/swarmlab-after-ssh.conf"] = "[Unit]\nAfter=ssh.service\n"
+        standins = " ".join(images.STANDIN_NAMES)
         files["/etc/systemd/system/swarmlab-images.service"] = (
-            "[Unit]\nDescription=Import swarmlab's baked container images\n"
+            "[Unit]\nDescription=Load swarmlab's baked container images (the offline stand-ins)\n"
             "After=docker.service\nRequires=docker.service\n\n"
             "[Service]\nType=oneshot\nRemainAfterExit=yes\n"
-            f"ExecStart=/bin/sh -c 'docker image inspect {BAKED_IMAGE} >/dev/null 2>&1 || "
-            f"docker import --change \"CMD [\\\"/bin/sh\\\"]\" {BAKED_IMAGE_TAR} {BAKED_IMAGE}'\n\n"
+            f"ExecStart=/bin/sh -c 'docker image inspect {standins} >/dev/null 2>&1 || "
+            f"docker load -i {BAKED_IMAGES_TAR}'\n\n"
             "[Install]\nWantedBy=multi-user.target\n"
         )
     return files
@@ -177,53 +170,7 @@ def build_base(recipe: Recipe, cache_dir: Path, progress: Progress) -> Path:
     return rootfs
 
 
-def _busybox_rootfs_tar(dest: Path) -> None:
-    """A minimal container root filesystem: Debian's static busybox and its applet links."""
-    busybox = Path(shutil.which("busybox") or "/bin/busybox")
-    applets = _run([str(busybox), "--list"], "busybox --list").stdout.split()
-    with tarfile.open(dest, "w") as tar:
-        for d in ("bin", "tmp", "etc", "proc", "sys", "dev"):
-            info = tarfile.TarInfo(d)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
-            tar.addfile(info)
-        tar.add(busybox, "bin/busybox")
-        for applet in applets:
-            if applet != "busybox":
-                info = tarfile.TarInfo(f"bin/{applet}")
-                info.type, info.linkname = tarfile.SYMTYPE, "busybox"
-                tar.addfile(info)
-
-
-def image_archive(cache_dir: Path) -> Path:
-    """The baked image as a `docker save` archive, for `docker load` on nodes whose template
-    did not bake it in (an engine installed later, or the user's own template)."""
-    dest = cache_dir / "container-images" / f"busybox-{_busybox_identity()}.tar"
-    if dest.exists():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    layer = dest.with_suffix(".layer.tmp")
-    _busybox_rootfs_tar(layer)
-    layer_digest = hashlib.sha256(layer.read_bytes()).hexdigest()
-    image_config = json.dumps({
-        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
-        "history": [{"created_by": "swarmlab: Debian busybox-static"}]}).encode()
-    config_name = hashlib.sha256(image_config).hexdigest() + ".json"
-    manifest = json.dumps([{"Config": config_name, "RepoTags": [BAKED_IMAGE],
-                            "Layers": [f"{layer_digest}/layer.tar"]}]).encode()
-    tmp = dest.with_suffix(".tmp")
-    with tarfile.open(tmp, "w") as tar:
-        for name, data in ((config_name, image_config), ("manifest.json", manifest)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        tar.add(layer, f"{layer_digest}/layer.tar")
-    layer.unlink()
-    tmp.replace(dest)
-    return dest
-
-
-def _customize(recipe: Recipe, rootfs: Path) -> None:
+def _customize(recipe: Recipe, rootfs: Path, cache_dir: Path) -> None:
     for path, content in guest_files(recipe).items():
         target = rootfs / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -231,9 +178,9 @@ def _customize(recipe: Recipe, rootfs: Path) -> None:
     (rootfs / "root/.ssh").chmod(0o700)
     (rootfs / "root/.ssh/authorized_keys").chmod(0o600)
     if recipe.with_engine:
-        tar = rootfs / BAKED_IMAGE_TAR.lstrip("/")
+        tar = rootfs / BAKED_IMAGES_TAR.lstrip("/")
         tar.parent.mkdir(parents=True, exist_ok=True)
-        _busybox_rootfs_tar(tar)
+        shutil.copyfile(images.archive(cache_dir), tar)
     units = ["systemd-networkd", "systemd-resolved", "ssh"]
     if recipe.with_engine:
         units += ["docker", "swarmlab-images"]
@@ -267,7 +214,7 @@ def build(recipe: Recipe, cache_dir: Path, progress: Progress = lambda _m: None)
         progress("copying the base root filesystem")
         _run(["cp", "-a", "--reflink=auto", str(base), str(rootfs)], "copying the base rootfs")
         progress("applying the swarmlab recipe")
-        _customize(recipe, rootfs)
+        _customize(recipe, rootfs, cache_dir)
         kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
         initrds = sorted((rootfs / "boot").glob("initrd.img-*"))
         if not kernels or not initrds:

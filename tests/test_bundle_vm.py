@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from swarmlab import images
+from swarmlab.labhost import registry_address
 from tests.conftest import swarmlab
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
@@ -13,6 +15,7 @@ pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
 
 def test_bundle_install_on_a_template_without_docker(vm_host):
     path, config, _ = vm_host
+    assert registry_address(config)  # host up started the registry mirror
     build = swarmlab("template", "build", "--name", "swl-test-noengine", "--no-engine", "--json",
                      config=path, timeout=1200)
     assert build.returncode == 0, build.stderr
@@ -26,7 +29,8 @@ def test_bundle_install_on_a_template_without_docker(vm_host):
         assert formed.returncode == 0, formed.stderr
         report = json.loads(formed.stdout)
         assert any("installed docker.io from a bundle" in line for line in report["engine"])
-        assert report["images"] == ["swr1: swarmlab/busybox:latest"]
+        assert sorted(report["images"]) == sorted(f"swr1: {name}" for name in images.STANDIN_NAMES)
+        assert "swr1: registry mirror http://" + registry_address(config) in report["engine"]
         assert report["initialized"] == "swr1"
 
         out = swarmlab("docker", "swr1", "--lab", "nb", "--", "run", "--rm", "swarmlab/busybox:latest",

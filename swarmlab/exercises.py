@@ -1,0 +1,516 @@
+"""The article's exercises as data (`labs/<id>/exercise.yaml` + the student text README.md):
+loading and validating them, and running them on a lab: start, check, hint, solve, and the
+exercise's own test (start, check must fail, solve, check must pass).
+
+Check verdicts come from checks.py (pure); this module reads the facts and carries out steps.
+Commands and texts are Jinja2 templates over the lab: `{{ swr1 }}` is a node's hostname,
+`{{ ip.swr1 }}` its address, `{{ fqdn.swr1 }}` its DNS name, `{{ images.whoami }}` an image
+parameter, `{{ vars.NAME }}` what an earlier solution step captured.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Callable
+
+import jinja2
+import jsonschema
+import requests
+import yaml
+from fabric import Connection
+
+from . import chaos, checks, reset
+from .command import Command, register_secret, sh
+from .config import Config, ConfigError
+from .errors import NotFound, Refused, SwarmlabError
+from .formation import open_connections
+from .hypervisor import Hypervisor
+from .lab import Lab, each_node, lab_dir, require_lab
+from .remote import EngineAPI, RemoteError, run
+
+Progress = Callable[[str], None]
+DEFAULT_CHECK_TIMEOUT = 90  # Swarm converges over tens of seconds under TCG
+RETRY_EVERY = 2
+
+
+class ExerciseError(SwarmlabError):
+    pass
+
+
+class ExerciseFileError(ConfigError):
+    """A bad exercise file: names the file, the line and the problem."""
+
+
+def labs_dir() -> Path:
+    packaged = Path(__file__).parent / "labs"  # wheel installs
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "labs"
+
+
+@cache
+def _schema() -> dict:
+    return json.loads((labs_dir() / "exercise.schema.json").read_text())
+
+
+@dataclass
+class Exercise:
+    id: str
+    title: str
+    goal: str
+    requires: dict
+    checks: list[dict]
+    solution: list[dict]
+    directory: Path
+    text: str = ""
+    order: int = 99
+    images: dict[str, str] = field(default_factory=dict)
+    corrections: list[str] = field(default_factory=list)
+    setup: list[dict] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"id": self.id, "title": self.title, "goal": self.goal, "requires": self.requires,
+                "checks": len(self.checks), "hints": len(self.hints), "images": self.images}
+
+
+# --- loading ---------------------------------------------------------------------------------
+def _line_of(node: yaml.Node, path: list) -> int:
+    """The line (1-based) of the YAML node at a JSON path, or of its nearest parent."""
+    for key in path:
+        if isinstance(node, yaml.MappingNode):
+            found = next((v for k, v in node.value if k.value == key), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            found = node.value[key]
+        else:
+            found = None
+        if found is None:
+            break
+        node = found
+    return node.start_mark.line + 1
+
+
+def _best_error(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """For oneOf/anyOf failures, the deepest sub-error says more than 'is not valid under any'."""
+    return jsonschema.exceptions.best_match([error]) if error.context else error
+
+
+def load(path: Path) -> Exercise:
+    """An exercise from its YAML file, validated; a bad file raises ExerciseFileError with the
+    file and line."""
+    try:
+        text = path.read_text()
+        tree = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except OSError as e:
+        raise ExerciseFileError(f"{path}: cannot read it ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ExerciseFileError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise ExerciseFileError(f"{path}:1: an exercise file is a mapping (id:, title:, checks:, ...)")
+    errors = sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = _best_error(errors[0])
+        where = "/".join(str(p) for p in error.absolute_path) or "top level"
+        raise ExerciseFileError(f"{path}:{_line_of(tree, list(error.absolute_path))}: {where}: {error.message}")
+    if data["id"] != path.parent.name:
+        raise ExerciseFileError(f"{path}:{_line_of(tree, ['id'])}: id {data['id']!r} differs from its directory "
+                                f"{path.parent.name!r}: rename one")
+    readme = path.parent / "README.md"
+    exercise = Exercise(directory=path.parent, text=readme.read_text() if readme.exists() else "", **data)
+    for i, step in enumerate(exercise.setup + exercise.solution):
+        if "copy" in step and not (exercise.directory / step["copy"]).is_file():
+            section = "setup" if i < len(exercise.setup) else "solution"
+            index = i if i < len(exercise.setup) else i - len(exercise.setup)
+            raise ExerciseFileError(f"{path}:{_line_of(tree, [section, index])}: {step['copy']} is not in "
+                                    f"{exercise.directory}")
+    return exercise
+
+
+def load_all(directory: Path | None = None) -> list[Exercise]:
+    directory = directory or labs_dir()
+    found = [load(p) for p in sorted(directory.glob("*/exercise.yaml"))]
+    return sorted(found, key=lambda e: (e.order, e.id))
+
+
+def find(exercise_id: str, directory: Path | None = None) -> Exercise:
+    directory = directory or labs_dir()
+    path = directory / exercise_id / "exercise.yaml"
+    if "/" in exercise_id or not path.is_file():
+        known = ", ".join(e.id for e in load_all(directory))
+        raise NotFound(f"no exercise {exercise_id} (exercises: {known}): `swarmlab exercise ls` lists them")
+    return load(path)
+
+
+# --- per-lab exercise state: hints seen, leader at start, image choices ------------------------
+def _state_path(config: Config, lab: str) -> Path:
+    return lab_dir(config, lab) / "exercise.json"
+
+
+def load_state(config: Config, lab: str) -> dict:
+    try:
+        return json.loads(_state_path(config, lab).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def save_state(config: Config, lab: str, state: dict) -> None:
+    path = _state_path(config, lab)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def parse_image_overrides(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, ref = item.partition("=")
+        if not sep or not name or not ref:
+            raise ConfigError(f"--image {item!r}: write NAME=REFERENCE, e.g. --image whoami=traefik/whoami")
+        out[name] = ref
+    return out
+
+
+# --- rendering -------------------------------------------------------------------------------
+_env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+
+
+def context(exercise: Exercise, lab: Lab | None, images: dict[str, str] | None = None,
+            variables: dict[str, str] | None = None) -> dict:
+    """What exercise templates see. Without a lab (`exercise show` before any lab exists) node
+    references render as the article's names."""
+    nodes = lab.nodes if lab else []
+    names = {f"swr{i + 1}": (nodes[i].name if i < len(nodes) else f"swr{i + 1}") for i in range(9)}
+    return {**names, "lab": lab.name if lab else "LAB",
+            "ip": {f"swr{i + 1}": n.ip for i, n in enumerate(nodes)} or {k: "IP" for k in names},
+            "fqdn": {f"swr{i + 1}": n.fqdn.rstrip(".") for i, n in enumerate(nodes)} or {k: f"{k}.LAB.ZONE" for k in names},
+            "images": {**exercise.images, **{k: v for k, v in (images or {}).items() if k in exercise.images}},
+            "vars": variables or {}}
+
+
+def render(template: str, ctx: dict, where: str) -> str:
+    try:
+        return _env.from_string(template).render(**ctx)
+    except jinja2.TemplateError as e:
+        raise ExerciseError(f"{where}: {e}: fix the exercise file") from None
+
+
+def student_text(exercise: Exercise, ctx: dict) -> str:
+    return render(exercise.text, ctx, f"{exercise.directory}/README.md")
+
+
+def _node_of(lab: Lab, logical: str):
+    index = int(logical[3:]) - 1
+    if index >= len(lab.nodes):
+        raise Refused(f"the exercise uses {logical} but lab {lab.name} has {len(lab.nodes)} nodes")
+    return lab.nodes[index]
+
+
+def _resolve(check: dict, ctx: dict) -> dict:
+    """A check with its node references and templated strings resolved for this lab."""
+    out = {}
+    for key, value in check.items():
+        if isinstance(value, str):
+            value = render(value, ctx, f"check {check.get('type')}")
+            if key == "node":
+                value = ctx.get(value, value)  # swr1 -> this lab's first node
+        elif isinstance(value, dict):
+            value = _resolve(value, ctx)
+        elif isinstance(value, list):
+            value = [render(v, ctx, "check") if isinstance(v, str) else v for v in value]
+        out[key] = value
+    return out
+
+
+# --- facts and probes ------------------------------------------------------------------------
+def gather(conns: dict[str, Connection], lab: Lab, leader_at_start: str | None) -> checks.Facts:
+    """The swarm's state from the first node that answers as a manager."""
+    last = "no node answers over SSH"
+    for node in lab.nodes:
+        conn = conns.get(node.name)
+        if conn is None:
+            continue
+        try:
+            with EngineAPI(conn, timeout=30) as api:
+                answers = {part: api.get(path) for part, path in checks.FACT_REQUESTS.items()}
+            return checks.Facts.from_answers(answers, leader_at_start=leader_at_start)
+        except RemoteError as e:
+            last = str(e)
+    return checks.Facts(unavailable=f"no node answers as a swarm manager (last: {last})",
+                        leader_at_start=leader_at_start)
+
+
+def _hostname_node(lab: Lab, hostname: str):
+    return next((n for n in lab.nodes if n.name == hostname), None)
+
+
+def probe(check: dict, facts: checks.Facts, conns: dict[str, Connection], lab: Lab):
+    """What a check needs beyond the facts; None when it needs nothing."""
+    kind = check["type"]
+    if kind == "http":
+        answers = {}
+        for hostname in checks.http_targets(check, facts):
+            node = _hostname_node(lab, hostname)
+            if node is None:
+                continue
+            try:
+                r = requests.get(f"http://{node.ip}:{check['port']}/", timeout=5)
+                answers[hostname] = (r.status_code, r.text[:2000])
+            except requests.RequestException as e:
+                answers[hostname] = (type(e).__name__, "")
+        return answers
+    if kind == "script":
+        conn = conns.get(check["node"])
+        if conn is None:
+            return (255, f"{check['node']} does not answer over SSH")
+        result = conn.run(sh(check["run"]).text, hide=True, warn=True, timeout=60, in_stream=False)
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] if result.exited else []
+        return (result.exited, tail[0][:200] if tail else "")
+    if kind == "mount":
+        service = facts.service(check["service"])
+        tasks = facts.running_tasks(service) if service else []
+        by_id = facts.node_by_id()
+        for task in tasks:
+            host = by_id.get(task.get("NodeID"), {}).get("Description", {}).get("Hostname")
+            container = (task.get("Status", {}).get("ContainerStatus") or {}).get("ContainerID")
+            conn = conns.get(host or "")
+            if not container or conn is None:
+                continue
+            try:
+                # Digests only: a secret's content never leaves the node.
+                inside = run(conn, Command("docker", "exec", container, "sh", "-c",
+                                           f"test -s {check['path']} && sha256sum < {check['path']}"),
+                             check=False, timeout=30).split()
+                result = {"node": host, "inside": inside[0] if inside else None}
+                if "same_as" in check:
+                    ref = conns.get(check["same_as"]["node"])
+                    out = run(ref, Command("sha256sum", check["same_as"]["file"]), timeout=30).split() if ref else []
+                    result["reference"] = out[0] if out else "unreadable"
+                return result
+            except RemoteError as e:
+                return {"error": str(e)}
+        return None
+    return None
+
+
+# --- steps -----------------------------------------------------------------------------------
+def _leave_swarm(conns: dict[str, Connection], lab: Lab) -> None:
+    each_node(lambda n: run(conns[n.name], Command("docker", "swarm", "leave", "--force"), check=False, timeout=120),
+              lab.nodes)
+
+
+def _clear_labels(conns: dict[str, Connection], lab: Lab) -> None:
+    for node in lab.nodes:
+        try:
+            with EngineAPI(conns[node.name]) as api:
+                nodes = api.get("/nodes")
+        except RemoteError:
+            continue
+        for n in nodes:
+            for key in (n.get("Spec", {}).get("Labels") or {}):
+                run(conns[node.name], Command("docker", "node", "update", "--label-rm", key, n["ID"]), timeout=60)
+        return
+
+
+def run_steps(config: Config, lab: Lab, exercise: Exercise, steps: list[dict], ctx: dict,
+              conns: dict[str, Connection], progress: Progress, what: str) -> None:
+    for i, step in enumerate(steps):
+        where = f"{exercise.id} {what} step {i + 1}"
+        if "action" in step:
+            progress(f"[{what}] {step['action']}")
+            if step["action"] == "kill-leader":
+                timeline = chaos.kill(config, lab.name, None, restore=True, timeout=step.get("timeout", 300),
+                                      force=False, progress=lambda m: progress(f"  {m}"))
+                if timeline.missing:
+                    raise ExerciseError(f"{where}: the drill did not see {', '.join(timeline.missing)}")
+            elif step["action"] == "leave-swarm":
+                _leave_swarm(conns, lab)
+            elif step["action"] == "clear-labels":
+                _clear_labels(conns, lab)
+            continue
+        node = _node_of(lab, step["node"])
+        if "copy" in step:
+            content = render((exercise.directory / step["copy"]).read_text(), ctx, f"{exercise.directory}/{step['copy']}")
+            target = render(step["to"], ctx, where)
+            progress(f"[{what}] {node.name}: copy {step['copy']} to {target}")
+            with conns[node.name].sftp().open(target, "w") as f:
+                f.write(content)
+            continue
+        shown_ctx = {**ctx, "vars": {k: ("<hidden>" if k in ctx.get("hidden", ()) else v)
+                                     for k, v in ctx["vars"].items()}}
+        command = render(step["run"], ctx, where)
+        progress(f"[{what}] {node.name}# {render(step['run'], shown_ctx, where)}")
+        try:
+            out = run(conns[node.name], sh(command), timeout=step.get("timeout", 300))
+        except RemoteError as e:
+            raise ExerciseError(f"{where} on {node.name} failed: {str(e).replace(command, '…')}") from None
+        if "capture" in step:
+            value = out.strip()
+            if step.get("secret"):
+                register_secret(value)  # join tokens: blanked in the log as well
+                ctx.setdefault("hidden", set()).add(step["capture"])
+            ctx["vars"][step["capture"]] = value
+
+
+# --- commands --------------------------------------------------------------------------------
+@dataclass
+class Session:
+    lab: Lab
+    conns: dict[str, Connection]
+
+    def close(self) -> None:
+        for c in self.conns.values():
+            c.close()
+
+
+def _open(config: Config, lab_name: str) -> Session:
+    with Hypervisor(config.uri) as hv:
+        lab = require_lab(config, hv, lab_name)
+    return Session(lab, open_connections(config, lab))
+
+
+def _check_requirements(exercise: Exercise, lab: Lab, facts: checks.Facts) -> None:
+    need = exercise.requires
+    if len(lab.nodes) < need["nodes"]:
+        raise Refused(f"exercise {exercise.id} needs {need['nodes']} nodes, lab {lab.name} has {len(lab.nodes)}: "
+                      f"`swarmlab up {need['nodes']} --lab {lab.name}` adds them")
+    managers = sum(1 for n in facts.nodes if n.get("Spec", {}).get("Role") == "manager")
+    if need.get("managers") and managers < need["managers"]:
+        raise Refused(f"exercise {exercise.id} needs {need['managers']} managers, lab {lab.name} has {managers}: "
+                      f"`swarmlab swarm form --lab {lab.name} --managers {need['managers']}`")
+
+
+def start(config: Config, lab_name: str, exercise: Exercise, images: dict[str, str] | None = None,
+          progress: Progress = lambda _m: None) -> dict:
+    """The lab at the exercise's starting point: reset to the formed snapshot (the cheapest level
+    that works), then the exercise's setup; the leader at that moment is recorded."""
+    result = reset.reset(config, lab_name, progress=lambda m: progress(f"[reset] {m}"))
+    if not result.ok:
+        raise ExerciseError(f"reset of lab {lab_name} failed: {(result.problems or [result.error])[0]}: "
+                            f"`swarmlab reset --lab {lab_name}` shows more")
+    session = _open(config, lab_name)
+    try:
+        facts = gather(session.conns, session.lab, None)
+        _check_requirements(exercise, session.lab, facts)
+        previous = load_state(config, lab_name)
+        chosen = {**previous.get("images", {}), **(images or {})}
+        ctx = context(exercise, session.lab, chosen)
+        run_steps(config, session.lab, exercise, exercise.setup, ctx, session.conns, progress, "setup")
+        leader = gather(session.conns, session.lab, None).leader()
+    finally:
+        session.close()
+    save_state(config, lab_name, {"exercise": exercise.id, "started": time.time(), "hints": 0,
+                                  "leader": leader, "images": chosen})
+    return {"lab": lab_name, "exercise": exercise.id, "reset": {"levels": result.levels, "seconds": result.seconds},
+            "leader": leader}
+
+
+def check(config: Config, lab_name: str, exercise: Exercise, wait: bool = True,
+          progress: Progress = lambda _m: None) -> list[checks.Verdict]:
+    """Every check, each retried up to its own timeout while it fails (Swarm converges over
+    time). With wait=False, one pass."""
+    state = load_state(config, lab_name)
+    session = _open(config, lab_name)
+    try:
+        ctx = context(exercise, session.lab, state.get("images"))
+        resolved = [_resolve(c, ctx) for c in exercise.checks]
+        started = time.monotonic()
+        verdicts: dict[int, checks.Verdict] = {}
+        while True:
+            facts = gather(session.conns, session.lab, state.get("leader"))
+            pending = [i for i in range(len(resolved)) if i not in verdicts or not verdicts[i].ok]
+            for i in pending:
+                result = probe(resolved[i], facts, session.conns, session.lab)
+                if result is not None:
+                    facts.probes[i] = result
+                verdicts[i] = checks.judge(i, resolved[i], facts)
+            failing = [i for i in verdicts if not verdicts[i].ok]
+            elapsed = time.monotonic() - started
+            open_ = [i for i in failing if elapsed < resolved[i].get("timeout", DEFAULT_CHECK_TIMEOUT)]
+            if not wait or not open_:
+                break
+            progress(f"{len(failing)} of {len(resolved)} checks not met yet, retrying ({elapsed:.0f} s)")
+            time.sleep(RETRY_EVERY)
+    finally:
+        session.close()
+    return [verdicts[i] for i in range(len(resolved))]
+
+
+def hint(config: Config, lab_name: str, exercise: Exercise) -> dict:
+    state = load_state(config, lab_name)
+    if state.get("exercise") != exercise.id:
+        state = {"exercise": exercise.id, "hints": 0, "images": state.get("images", {})}
+    if not exercise.hints:
+        return {"hint": None, "number": 0, "of": 0}
+    seen = min(state.get("hints", 0) + 1, len(exercise.hints))
+    state["hints"] = seen
+    save_state(config, lab_name, state)
+    with Hypervisor(config.uri) as hv:
+        ctx = context(exercise, require_lab(config, hv, lab_name), state.get("images"))
+    return {"hint": render(exercise.hints[seen - 1], ctx, f"{exercise.id} hint {seen}"), "number": seen,
+            "of": len(exercise.hints)}
+
+
+def solve(config: Config, lab_name: str, exercise: Exercise, progress: Progress = lambda _m: None) -> None:
+    state = load_state(config, lab_name)
+    session = _open(config, lab_name)
+    try:
+        ctx = context(exercise, session.lab, state.get("images"))
+        run_steps(config, session.lab, exercise, exercise.solution, ctx, session.conns, progress, "solve")
+    finally:
+        session.close()
+
+
+@dataclass
+class SelfTest:
+    exercise: str
+    ok: bool = False
+    failed_before: list[str] = field(default_factory=list)  # checks that failed at the start (must be some)
+    after: list[dict] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"exercise": self.exercise, "ok": self.ok, "failed_before_solve": self.failed_before,
+                "after_solve": self.after, "error": self.error, "seconds": self.seconds}
+
+
+def self_test(config: Config, lab_name: str, exercise: Exercise, progress: Progress = lambda _m: None) -> SelfTest:
+    """start; check must fail; solve; check must pass."""
+    began = time.monotonic()
+    result = SelfTest(exercise.id)
+    try:
+        progress(f"{exercise.id}: start")
+        start(config, lab_name, exercise, progress=progress)
+        before = check(config, lab_name, exercise, wait=False)
+        result.failed_before = [v.title for v in before if not v.ok]
+        if not result.failed_before:
+            raise ExerciseError("every check passed before the solution ran: the checks test nothing")
+        progress(f"{exercise.id}: {len(result.failed_before)} of {len(before)} checks fail before the solution, as they must")
+        solve(config, lab_name, exercise, progress)
+        after = check(config, lab_name, exercise, wait=True, progress=lambda m: progress(f"{exercise.id}: {m}"))
+        result.after = [v.as_dict() for v in after]
+        bad = [v for v in after if not v.ok]
+        if bad:
+            raise ExerciseError(f"after the solution, {bad[0].title}: expected {bad[0].expected}, found {bad[0].found}")
+        result.ok = True
+    except SwarmlabError as e:
+        result.error = str(e)
+    result.seconds = round(time.monotonic() - began, 1)
+    return result
+
+
+def junit(exercise: Exercise, lab_name: str, verdicts: list[checks.Verdict], seconds: float) -> str:
+    suite = ET.Element("testsuite", name=f"swarmlab.{exercise.id}", tests=str(len(verdicts)),
+                       failures=str(sum(not v.ok for v in verdicts)), time=f"{seconds:.1f}")
+    for v in verdicts:
+        case = ET.SubElement(suite, "testcase", classname=f"{lab_name}.{exercise.id}", name=v.title)
+        if not v.ok:
+            ET.SubElement(case, "failure", message=f"expected {v.expected}; found {v.found}")
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
