@@ -222,8 +222,12 @@ def plan_state_reset(baseline: SwarmState, now: SwarmState, d: Diff) -> list[Res
     labels and the baseline's services."""
     steps = [ResetStep(f"remove stack {s}", Command("docker", "stack", "rm", s)) for s in d.extra_stacks]
     steps += [ResetStep(f"remove service {s}", Command("docker", "service", "rm", s)) for s in d.extra_services]
+    # `docker stack rm` removes the stack's own networks, configs and secrets (named <stack>_...)
+    # itself: removing them again fails with "not found".
+    by_stack = tuple(f"{s}_" for s in d.extra_stacks)
     for kind, noun in (("configs", "config"), ("secrets", "secret"), ("networks", "network")):
-        steps += [ResetStep(f"remove {noun} {n}", Command("docker", noun, "rm", n)) for n in getattr(d, f"extra_{kind}")]
+        steps += [ResetStep(f"remove {noun} {n}", Command("docker", noun, "rm", n)) for n in getattr(d, f"extra_{kind}")
+                  if not (by_stack and n.startswith(by_stack))]
     for node, role in sorted(d.roles.items(), key=lambda item: item[1] != "manager"):  # promotions first
         verb = "promote" if role == "manager" else "demote"
         steps.append(ResetStep(f"{verb} {node}", Command("docker", "node", verb, node)))

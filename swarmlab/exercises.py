@@ -28,7 +28,6 @@ from . import chaos, checks, reset
 from .command import Command, register_secret, sh
 from .config import Config, ConfigError
 from .errors import NotFound, Refused, SwarmlabError
-from .formation import open_connections
 from .hypervisor import Hypervisor
 from .lab import Lab, each_node, lab_dir, require_lab
 from .remote import EngineAPI, RemoteError, run
@@ -187,7 +186,7 @@ def context(exercise: Exercise, lab: Lab | None, images: dict[str, str] | None =
     references render as the article's names."""
     nodes = lab.nodes if lab else []
     names = {f"swr{i + 1}": (nodes[i].name if i < len(nodes) else f"swr{i + 1}") for i in range(9)}
-    return {**names, "lab": lab.name if lab else "LAB",
+    return {**names, "lab": lab.name if lab else "LAB", "node_count": len(nodes) or 3,
             "ip": {f"swr{i + 1}": n.ip for i, n in enumerate(nodes)} or {k: "IP" for k in names},
             "fqdn": {f"swr{i + 1}": n.fqdn.rstrip(".") for i, n in enumerate(nodes)} or {k: f"{k}.LAB.ZONE" for k in names},
             "images": {**exercise.images, **{k: v for k, v in (images or {}).items() if k in exercise.images}},
@@ -302,11 +301,11 @@ def probe(check: dict, facts: checks.Facts, conns: dict[str, Connection], lab: L
 # --- steps -----------------------------------------------------------------------------------
 def _leave_swarm(conns: dict[str, Connection], lab: Lab) -> None:
     each_node(lambda n: run(conns[n.name], Command("docker", "swarm", "leave", "--force"), check=False, timeout=120),
-              lab.nodes)
+              [n for n in lab.nodes if n.name in conns])
 
 
 def _clear_labels(conns: dict[str, Connection], lab: Lab) -> None:
-    for node in lab.nodes:
+    for node in [n for n in lab.nodes if n.name in conns]:
         try:
             with EngineAPI(conns[node.name]) as api:
                 nodes = api.get("/nodes")
@@ -335,6 +334,8 @@ def run_steps(config: Config, lab: Lab, exercise: Exercise, steps: list[dict], c
                 _clear_labels(conns, lab)
             continue
         node = _node_of(lab, step["node"])
+        if node.name not in conns:
+            raise ExerciseError(f"{where}: {node.name} does not answer over SSH: `swarmlab status --lab {lab.name}`")
         if "copy" in step:
             content = render((exercise.directory / step["copy"]).read_text(), ctx, f"{exercise.directory}/{step['copy']}")
             target = render(step["to"], ctx, where)
@@ -370,9 +371,11 @@ class Session:
 
 
 def _open(config: Config, lab_name: str) -> Session:
+    """Connections to the nodes that answer: a check must still judge a lab with a node down."""
     with Hypervisor(config.uri) as hv:
         lab = require_lab(config, hv, lab_name)
-    return Session(lab, open_connections(config, lab))
+    conns, _ = reset.connect_all(config, lab)
+    return Session(lab, conns)
 
 
 def _check_requirements(exercise: Exercise, lab: Lab, facts: checks.Facts) -> None:
@@ -390,6 +393,10 @@ def start(config: Config, lab_name: str, exercise: Exercise, images: dict[str, s
           progress: Progress = lambda _m: None) -> dict:
     """The lab at the exercise's starting point: reset to the formed snapshot (the cheapest level
     that works), then the exercise's setup; the leader at that moment is recorded."""
+    unknown = sorted(set(images or {}) - set(exercise.images))
+    if unknown:
+        raise ConfigError(f"exercise {exercise.id} has no image parameter {unknown[0]} (parameters: "
+                          f"{', '.join(exercise.images) or 'none'})")
     result = reset.reset(config, lab_name, progress=lambda m: progress(f"[reset] {m}"))
     if not result.ok:
         raise ExerciseError(f"reset of lab {lab_name} failed: {(result.problems or [result.error])[0]}: "
@@ -422,6 +429,7 @@ def check(config: Config, lab_name: str, exercise: Exercise, wait: bool = True,
         resolved = [_resolve(c, ctx) for c in exercise.checks]
         started = time.monotonic()
         verdicts: dict[int, checks.Verdict] = {}
+        last_shown, shown_at = "", 0.0
         while True:
             facts = gather(session.conns, session.lab, state.get("leader"))
             pending = [i for i in range(len(resolved)) if i not in verdicts or not verdicts[i].ok]
@@ -435,7 +443,10 @@ def check(config: Config, lab_name: str, exercise: Exercise, wait: bool = True,
             open_ = [i for i in failing if elapsed < resolved[i].get("timeout", DEFAULT_CHECK_TIMEOUT)]
             if not wait or not open_:
                 break
-            progress(f"{len(failing)} of {len(resolved)} checks not met yet, retrying ({elapsed:.0f} s)")
+            waiting_for = ", ".join(verdicts[i].title for i in open_)
+            if waiting_for != last_shown or elapsed - shown_at >= 15:
+                progress(f"waiting for: {waiting_for} ({elapsed:.0f} s)")
+                last_shown, shown_at = waiting_for, elapsed
             time.sleep(RETRY_EVERY)
     finally:
         session.close()

@@ -34,7 +34,8 @@ class ImageError(SwarmlabError):
 
 # --- the stand-ins ---------------------------------------------------------------------------
 # Each serves HTTP with busybox httpd; a CGI script at / answers. A shell stays PID 1 (busybox
-# applets misbehave as PID 1: wget segfaults) and exits on SIGTERM, so `docker stop` is quick.
+# applets misbehave as PID 1) and exits on SIGTERM, so `docker stop` is quick. Debian's static
+# busybox 1.35 wget segfaults with -T: `timeout 3 wget` bounds it instead.
 _SERVE = """#!/bin/sh
 trap 'kill $pids 2>/dev/null; exit 0' TERM INT
 pids=
@@ -76,6 +77,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 AGENT=${AGENT#tcp://}
+AGENT=${AGENT#tasks.}
 printf 'AGENT_HOST=%s\\nAGENT_PORT=%s\\n' "${AGENT%:*}" "${AGENT##*:}" > /tmp/dashboard.env
 PORTS="9000 8000" exec /bin/sh /usr/local/bin/serve
 """
@@ -85,7 +87,7 @@ echo "swarmlab dashboard (stand-in for portainer) on $(hostname)"
 count=0
 for a in $(nslookup "tasks.$AGENT_HOST" 127.0.0.11 2>/dev/null | awk '/^Name:/ {n = 1; next} n && /^Address/ {print $NF}'); do
   count=$((count + 1))
-  echo "agent $a: $(wget -q -T 3 -O- "http://$a:$AGENT_PORT/" 2>/dev/null | head -n 1)"
+  echo "agent $a: $(timeout 3 wget -q -O- "http://$a:$AGENT_PORT/" 2>/dev/null | head -n 1)"
 done
 echo "agents: $count"
 """
@@ -188,11 +190,12 @@ class BuiltImage:
 
 
 def build_all() -> list[BuiltImage]:
-    base = io.BytesIO()
-    busybox_rootfs(base)
+    buf = io.BytesIO()
+    busybox_rootfs(buf)
+    base = buf.getvalue()
     images = []
     for standin in STANDINS:
-        layers = [base.getvalue()] + ([_files_layer(standin.files)] if standin.files else [])
+        layers = [base] + ([_files_layer(standin.files)] if standin.files else [])
         config = json.dumps({
             "architecture": "amd64", "os": "linux", "config": standin.config,
             "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(x).hexdigest() for x in layers]},
@@ -245,13 +248,17 @@ def push(registry: str, images: list[BuiltImage] | None = None, timeout: float =
     base = f"http://{registry}"
     session = requests.Session()
     pushed = []
+    compressed: dict[bytes, tuple[str, bytes]] = {}  # the busybox layer is shared: gzip it once
     try:
         for image in images or build_all():
             repository, tag = image.name.rsplit(":", 1)
             layers = []
             for layer in image.layers:
-                blob = gzip.compress(layer, mtime=0)  # deterministic: same digest on every push
-                layers.append(("sha256:" + hashlib.sha256(blob).hexdigest(), blob))
+                key = hashlib.sha256(layer).digest()
+                if key not in compressed:
+                    blob = gzip.compress(layer, mtime=0)  # deterministic: same digest on every push
+                    compressed[key] = ("sha256:" + hashlib.sha256(blob).hexdigest(), blob)
+                layers.append(compressed[key])
             for digest, blob in layers + [(image.config_digest, image.config)]:
                 if session.head(_blob_url(base, repository, digest), timeout=timeout).status_code == 200:
                     continue

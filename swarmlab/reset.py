@@ -82,7 +82,7 @@ def _save_record(config: Config, lab: str, record: SnapshotRecord) -> None:
 
 
 # --- reading the swarm -----------------------------------------------------------------------
-def _connect_all(config: Config, lab: Lab) -> tuple[dict[str, Connection], dict[str, RemoteError]]:
+def connect_all(config: Config, lab: Lab) -> tuple[dict[str, Connection], dict[str, RemoteError]]:
     """Connections to every node that answers, and why the others did not."""
     conns: dict[str, Connection] = {}
     errors: dict[str, RemoteError] = {}
@@ -132,7 +132,7 @@ def save_snapshot(config: Config, lab_name: str, name: str = DEFAULT_SNAPSHOT, f
             if stopped and not force:
                 raise Refused(f"{', '.join(stopped)} of lab {lab_name} not running: a snapshot now would not be "
                               f"consistent; `swarmlab chaos start --all --lab {lab_name}` first, or --force")
-            conns, _ = _connect_all(config, lab)
+            conns, _ = connect_all(config, lab)
             try:
                 state = read_state(conns)
             finally:
@@ -185,7 +185,7 @@ def check_health(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmSta
     own = conns is None
     errors: dict[str, RemoteError] = {}
     if own:
-        conns, errors = _connect_all(config, lab)
+        conns, errors = connect_all(config, lab)
     try:
         host_keys_ok = {name: not isinstance(error, HostKeyMismatch) for name, error in errors.items()}
         host_keys_ok.update({name: True for name in conns})
@@ -353,7 +353,7 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
             # Read the swarm only when the answer can matter: a node that is off, or a revert
             # that stopped halfway, already decides the level.
             read = baseline is not None and not stopped and not resumed and level in (None, "state")
-            conns, _ = _connect_all(config, lab) if read else ({}, {})
+            conns, _ = connect_all(config, lab) if read else ({}, {})
             try:
                 now = read_state(conns) if read else None
                 if level is None:

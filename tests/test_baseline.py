@@ -105,10 +105,12 @@ def test_an_unchanged_swarm_needs_nothing_and_roles_come_back():
 
 def test_an_extra_stack_is_removed_whole():
     now = formed(services=[service("x1", "dash_ui", stack="dash"), service("x2", "dash_agent", stack="dash")],
-                 networks=["dash_net"])
+                 networks=["dash_net", "other"])
     d = bl.diff(formed(), now)
-    assert d.extra_stacks == ["dash"] and d.extra_services == [] and d.extra_networks == ["dash_net"]
-    assert [s.command.shown for s in bl.plan_state_reset(formed(), now, d)][:1] == ["docker stack rm dash"]
+    assert d.extra_stacks == ["dash"] and d.extra_services == [] and d.extra_networks == ["dash_net", "other"]
+    # `stack rm` takes the stack's network with it; removing it again failed with "not found"
+    assert [s.command.shown for s in bl.plan_state_reset(formed(), now, d)] == ["docker stack rm dash",
+                                                                                 "docker network rm other"]
 
 
 def test_the_health_gate_names_what_is_still_wrong():

@@ -283,3 +283,35 @@ def test_standin_archive_holds_every_image_and_shares_the_busybox_layer(tmp_path
         config = json.loads(tar.extractfile(whoami["Config"]).read())
         assert config["config"]["ExposedPorts"] == {"80/tcp": {}}
     assert images.archive(tmp_path) == archive  # cached by identity
+
+
+def test_push_into_a_real_registry_is_complete_and_idempotent(tmp_path):
+    import subprocess
+    import time
+
+    import requests
+
+    from tests.conftest import free_port
+    address = f"127.0.0.1:{free_port()}"
+    (tmp_path / "config.yml").write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+                                         f"    rootdirectory: {tmp_path}/data\nhttp:\n  addr: {address}\n")
+    proc = subprocess.Popen(["docker-registry", "serve", str(tmp_path / "config.yml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            try:
+                requests.get(f"http://{address}/v2/", timeout=1)
+                break
+            except requests.RequestException:
+                time.sleep(0.1)
+        assert images.push(address) == list(images.STANDIN_NAMES)
+        assert images.push(address) == []  # same digests: nothing new
+        manifest = requests.get(f"http://{address}/v2/swarmlab/dashboard/manifests/latest",
+                                headers={"Accept": images.MANIFEST_TYPE}, timeout=5).json()
+        assert len(manifest["layers"]) == 2
+        for blob in [manifest["config"], *manifest["layers"]]:
+            got = requests.get(f"http://{address}/v2/swarmlab/dashboard/blobs/{blob['digest']}", timeout=5)
+            assert got.status_code == 200 and len(got.content) == blob["size"]
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -43,6 +43,8 @@ def test_host_up_builds_everything_inside_the_namespace(host):
     libvirtd = daemons.find_process("libvirtd")
     assert netns.in_netns(config.namespace, libvirtd)
     assert netns.in_netns(config.namespace, first["status"]["pdns"]["pid"])
+    assert netns.in_netns(config.namespace, first["status"]["registry"]["pid"])
+    assert any(c.startswith("pushed the offline stand-ins") for c in first["changes"])
     # The network is active for libvirt (virsh as a user would run it).
     info = subprocess.run(["virsh", "-c", config.uri, "net-info", config.network], capture_output=True, text=True)
     assert "Active:         yes" in info.stdout and "Autostart:      yes" in info.stdout
@@ -65,6 +67,14 @@ def test_powerdns_answers_inside_the_namespace_only_on_loopback(host):
     # The lab network's dnsmasq forwards the zone to PowerDNS: ask it at the gateway.
     via_dnsmasq = netns_run(config.namespace, "dig", "+short", f"@{config.gateway}", config.zone, "SOA")
     assert via_dnsmasq.stdout.startswith(f"ns1.{config.zone}")
+
+
+def test_the_registry_mirror_serves_the_standins_on_the_lab_network_only(host):
+    config = configuration.load(host[0])
+    tags = netns_run(config.namespace, "curl", "-s", f"http://{config.gateway}:5000/v2/swarmlab/whoami/tags/list")
+    assert json.loads(tags.stdout) == {"name": "swarmlab/whoami", "tags": ["latest"]}
+    listening = netns_run(config.namespace, "ss", "-Hltn").stdout
+    assert f"{config.gateway}:5000" in listening and "0.0.0.0:5000" not in listening
 
 
 def test_second_host_up_changes_nothing_and_says_so(host):
@@ -106,7 +116,7 @@ def test_host_down_leaves_nothing_behind(host):
     assert proc.returncode == 0, proc.stderr
     assert f"removed network namespace {config.namespace}" in proc.stdout
     assert config.namespace not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    for daemon in ("libvirtd", "virtlogd", "pdns_server", "dnsmasq"):
+    for daemon in ("libvirtd", "virtlogd", "pdns_server", "dnsmasq", "docker-registry"):
         assert daemons.find_process(daemon) is None, f"{daemon} still runs"
     assert subprocess.run(["ip", "link", "show", first["status"]["network"]["bridge"]],
                           capture_output=True).returncode != 0
