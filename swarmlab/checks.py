@@ -112,6 +112,10 @@ def constraints(service: dict) -> list[str]:
     return list(((service["Spec"].get("TaskTemplate") or {}).get("Placement") or {}).get("Constraints") or [])
 
 
+def _pairs(labels: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "none"
+
+
 def _nospace(text: str) -> str:
     return "".join(text.split())
 
@@ -261,11 +265,9 @@ def _node(index: int, check: dict, facts: Facts) -> Verdict:
     if "labels" in check:
         labels = spec.get("Labels") or {}
         want = {k: str(v) for k, v in check["labels"].items()}
-        shown = lambda d: ", ".join(f"{k}={v}" for k, v in sorted(d.items())) or "none"  # noqa: E731
-        expected.append(f"labels {shown(want)}")
-        wrong = {k: labels.get(k) for k, v in want.items() if labels.get(k) != v}
-        if wrong:
-            problems.append(f"labels {shown(labels)}")
+        expected.append(f"labels {_pairs(want)}")
+        if any(labels.get(k) != v for k, v in want.items()):
+            problems.append(f"labels {_pairs(labels)}")
     if "address" in check:
         addr = (node.get("ManagerStatus") or {}).get("Addr") or node.get("Status", {}).get("Addr", "")
         _want(problems, expected, "address", check["address"], addr.rsplit(":", 1)[0] if addr.count(":") == 1 else addr)

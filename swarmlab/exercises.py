@@ -11,6 +11,7 @@ parameter, `{{ vars.NAME }}` what an earlier solution step captured.
 from __future__ import annotations
 
 import json
+import shlex
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import yaml
 from fabric import Connection
 
 from . import chaos, checks, reset
-from .command import Command, register_secret, sh
+from .command import Command, redact, register_secret, sh
 from .config import Config, ConfigError
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
@@ -268,9 +269,12 @@ def probe(check: dict, facts: checks.Facts, conns: dict[str, Connection], lab: L
         conn = conns.get(check["node"])
         if conn is None:
             return (255, f"{check['node']} does not answer over SSH")
-        result = conn.run(sh(check["run"]).text, hide=True, warn=True, timeout=60, in_stream=False)
+        try:
+            result = conn.run(sh(check["run"]).shell, hide=True, warn=True, timeout=60, in_stream=False)
+        except Exception as e:  # invoke's CommandTimedOut and transport errors
+            return (255, f"did not finish: {type(e).__name__}")
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] if result.exited else []
-        return (result.exited, tail[0][:200] if tail else "")
+        return (result.exited, redact(tail[0])[:200] if tail else "")
     if kind == "mount":
         service = facts.service(check["service"])
         tasks = facts.running_tasks(service) if service else []
@@ -283,8 +287,8 @@ def probe(check: dict, facts: checks.Facts, conns: dict[str, Connection], lab: L
                 continue
             try:
                 # Digests only: a secret's content never leaves the node.
-                inside = run(conn, Command("docker", "exec", container, "sh", "-c",
-                                           f"test -s {check['path']} && sha256sum < {check['path']}"),
+                path = shlex.quote(check["path"])
+                inside = run(conn, Command("docker", "exec", container, "sh", "-c", f"test -s {path} && sha256sum < {path}"),
                              check=False, timeout=30).split()
                 result = {"node": host, "inside": inside[0] if inside else None}
                 if "same_as" in check:
@@ -350,7 +354,7 @@ def run_steps(config: Config, lab: Lab, exercise: Exercise, steps: list[dict], c
         try:
             out = run(conns[node.name], sh(command), timeout=step.get("timeout", 300))
         except RemoteError as e:
-            raise ExerciseError(f"{where} on {node.name} failed: {str(e).replace(command, '…')}") from None
+            raise ExerciseError(f"{where} on {node.name} failed: {redact(str(e))}") from None
         if "capture" in step:
             value = out.strip()
             if step.get("secret"):
@@ -378,11 +382,14 @@ def _open(config: Config, lab_name: str) -> Session:
     return Session(lab, conns)
 
 
-def _check_requirements(exercise: Exercise, lab: Lab, facts: checks.Facts) -> None:
+def _check_requirements(exercise: Exercise, lab: Lab, facts: checks.Facts | None) -> None:
+    """Nodes from the lab (before anything is touched), managers from the swarm after the reset."""
     need = exercise.requires
     if len(lab.nodes) < need["nodes"]:
         raise Refused(f"exercise {exercise.id} needs {need['nodes']} nodes, lab {lab.name} has {len(lab.nodes)}: "
                       f"`swarmlab up {need['nodes']} --lab {lab.name}` adds them")
+    if facts is None:
+        return
     managers = sum(1 for n in facts.nodes if n.get("Spec", {}).get("Role") == "manager")
     if need.get("managers") and managers < need["managers"]:
         raise Refused(f"exercise {exercise.id} needs {need['managers']} managers, lab {lab.name} has {managers}: "
@@ -397,6 +404,8 @@ def start(config: Config, lab_name: str, exercise: Exercise, images: dict[str, s
     if unknown:
         raise ConfigError(f"exercise {exercise.id} has no image parameter {unknown[0]} (parameters: "
                           f"{', '.join(exercise.images) or 'none'})")
+    with Hypervisor(config.uri) as hv:
+        _check_requirements(exercise, require_lab(config, hv, lab_name), None)
     result = reset.reset(config, lab_name, progress=lambda m: progress(f"[reset] {m}"))
     if not result.ok:
         raise ExerciseError(f"reset of lab {lab_name} failed: {(result.problems or [result.error])[0]}: "
