@@ -216,6 +216,7 @@ class NodeBoard:
         self.console = Console(stderr=True)
         self.live = None
         self.rows: dict[str, tuple[str, str, float]] = {}
+        self.phases: dict[str, dict[str, float]] = {}  # node -> phase -> seconds since start, when entered
         self.enabled = enabled
         self.started = time.monotonic()
 
@@ -244,6 +245,7 @@ class NodeBoard:
     def __call__(self, node: str, phase: str, detail: str) -> None:
         at = time.monotonic() - self.started
         self.rows[node] = (phase, detail, at)
+        self.phases.setdefault(node, {}).setdefault(phase, round(at, 1))
         if not self.enabled:
             return
         if self.live:
@@ -292,7 +294,8 @@ def up(count: int = typer.Argument(..., metavar="N", help="Number of nodes the l
                     "snapshot": {"name": snapshot.name, "seconds": snapshot.seconds, "bytes": snapshot.bytes}
                     if snapshot else None,
                     "nodes": [{"node": n.name, "domain": n.domain, "ip": n.ip, "dns": n.fqdn, "mac": n.mac,
-                               "host_key": n.host_key_source} for n in result.nodes]})
+                               "host_key": n.host_key_source, "phases": board.phases.get(n.name, {})}
+                              for n in result.nodes]})
         return
     for n in result.nodes:
         typer.echo(f"{n.name:<8} {n.ip:<15} {n.fqdn}")

@@ -22,7 +22,7 @@ from . import images
 from .errors import SwarmlabError
 
 # Bump when the build steps below change in a way the recipe fields do not show.
-RECIPE_VERSION = 4
+RECIPE_VERSION = 5
 
 BASE_PACKAGES = (
     "systemd-sysv", "systemd-resolved", "udev", "dbus", "apparmor", "iproute2", "procps",
@@ -31,7 +31,11 @@ BASE_PACKAGES = (
 ENGINE_PACKAGES = ("docker.io",)
 BAKED_IMAGE = "swarmlab/busybox:latest"
 BAKED_IMAGES_TAR = "/usr/share/swarmlab/images/standins.tar"
+BAKE_PENDING = "/etc/swarmlab/bake-pending"
+BAKE_DONE = "swarmlab-bake: done"
 DISK_SIZE = "8G"
+MASKED_UNITS = ("apparmor.service", "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer",
+                "e2scrub_all.timer", "e2scrub_reap.service", "fstrim.timer", "systemd-pstore.service")
 
 Progress = Callable[[str], None]
 
@@ -119,6 +123,26 @@ def guest_files(recipe: Recipe) -> dict[str, str]:
             f"docker load -i {BAKED_IMAGES_TAR}'\n\n"
             "[Install]\nWantedBy=multi-user.target\n"
         )
+        # The template's one boot at build time (`bake`): the images land in /var/lib/docker once,
+        # instead of being loaded at every clone's first boot; then every trace of identity that
+        # boot made is removed before it powers off.
+        files["/etc/systemd/system/swarmlab-bake.service"] = (
+            "[Unit]\nDescription=swarmlab: bake the template (images into /var/lib/docker), then power off\n"
+            f"ConditionPathExists={BAKE_PENDING}\nAfter=swarmlab-images.service\nRequires=swarmlab-images.service\n\n"
+            "[Service]\nType=oneshot\nExecStart=/bin/sh -x /usr/lib/swarmlab/bake\n"
+            "StandardOutput=journal+console\nStandardError=journal+console\n\n"
+            "[Install]\nWantedBy=multi-user.target\n"
+        )
+        files["/usr/lib/swarmlab/bake"] = (
+            "set -e\n"
+            f"docker image inspect {standins} >/dev/null\n"
+            "rm -f /etc/ssh/ssh_host_* /etc/docker/key.json /var/lib/systemd/random-seed /var/lib/dbus/machine-id "
+            f"{BAKE_PENDING}\n"
+            ": > /etc/machine-id\n"
+            "sync\n"
+            f"echo '{BAKE_DONE}'\n"
+            "systemctl --no-block poweroff\n"
+        )
     return files
 
 
@@ -183,8 +207,14 @@ def _customize(recipe: Recipe, rootfs: Path, cache_dir: Path) -> None:
         shutil.copyfile(images.archive(cache_dir), tar)
     units = ["systemd-networkd", "systemd-resolved", "ssh"]
     if recipe.with_engine:
-        units += ["docker", "swarmlab-images"]
+        units += ["docker", "swarmlab-images", "swarmlab-bake"]
+        (rootfs / BAKE_PENDING.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (rootfs / BAKE_PENDING.lstrip("/")).write_text("")
     _run(["chroot", str(rootfs), "systemctl", "enable", *units], "systemctl enable in the image")
+    # Work a lab node never needs, on an emulated CPU that three booting nodes share: the
+    # distribution's AppArmor profiles (Docker loads its own docker-default itself), periodic
+    # maintenance timers, and the pstore archiver.
+    _run(["chroot", str(rootfs), "systemctl", "mask", *MASKED_UNITS], "systemctl mask in the image")
     resolv = rootfs / "etc/resolv.conf"
     resolv.unlink(missing_ok=True)
     resolv.symlink_to("/run/systemd/resolve/stub-resolv.conf")
@@ -200,8 +230,44 @@ def _customize(recipe: Recipe, rootfs: Path, cache_dir: Path) -> None:
                 entry.unlink()
 
 
-def build(recipe: Recipe, cache_dir: Path, progress: Progress = lambda _m: None) -> tuple[TemplateImage, bool]:
-    """Returns the cached image for the recipe, building it when missing. bool: built now."""
+def bake(image: TemplateImage, accel: str, progress: Progress = lambda _m: None, timeout: float = 900) -> bool:
+    """Boots the built image once, with qemu alone and no network beyond qemu's own (restricted
+    user-mode networking: no packet leaves the emulator), so that its bake unit loads the
+    images into /var/lib/docker and powers off. Idempotent: True when it baked now."""
+    marker = image.directory / "baked"
+    if marker.exists():
+        return False
+    progress("booting the template once to put the images into /var/lib/docker (about a minute under TCG)")
+    console = image.directory / "bake-console.log"
+    proc = subprocess.Popen(
+        ["qemu-system-x86_64", "-accel", accel, "-m", "1024", "-smp", "1", "-display", "none", "-no-reboot",
+         "-serial", f"file:{console}", "-kernel", str(image.kernel), "-initrd", str(image.initrd),
+         "-append", "root=/dev/vda rw console=ttyS0 quiet systemd.hostname=swarmlab-bake",
+         "-drive", f"file={image.disk},if=virtio,format=qcow2", "-nic", "user,restrict=on,model=virtio-net-pci"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        if console.exists():
+            console = Path(shutil.copy(console, image.directory.parent / "bake-console.log"))
+        raise SwarmlabError(f"the template's bake boot did not power off within {timeout:g} s: see {console}") from None
+    text = console.read_text(errors="replace") if console.exists() else ""
+    if proc.returncode != 0 or BAKE_DONE not in text:
+        if console.exists():  # the build directory goes; its console log is what explains the failure
+            console = Path(shutil.copy(console, image.directory.parent / "bake-console.log"))
+        tail = (err.decode(errors="replace").strip() or text.strip()).splitlines()[-3:]
+        raise SwarmlabError(f"the template's bake boot failed (qemu exit {proc.returncode}): {' | '.join(tail)} "
+                            f"(console: {console})")
+    marker.write_text("")
+    return True
+
+
+def build(recipe: Recipe, cache_dir: Path, progress: Progress = lambda _m: None,
+          accel: Callable[[Path], str] = lambda _kernel: "tcg") -> tuple[TemplateImage, bool]:
+    """Returns the cached image for the recipe, building it when missing. bool: built now.
+    accel(kernel) names the qemu accelerator for the bake boot (kvm or tcg)."""
     image = TemplateImage(recipe.key(), cache_dir / "templates" / recipe.key())
     if image.complete:
         return image, False
@@ -232,6 +298,9 @@ def build(recipe: Recipe, cache_dir: Path, progress: Progress = lambda _m: None)
         raw.unlink()
         _remove_tree(rootfs)
         (work / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2) + "\n")
+        if recipe.with_engine:
+            # Before the entry is complete: a backing file must never change under clones.
+            bake(TemplateImage(image.key, work), accel(work / "vmlinuz"), progress)
         (work / "complete").write_text(image.key + "\n")
         os.chmod(work, 0o755)
         _remove_tree(image.directory)

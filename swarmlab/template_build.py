@@ -53,7 +53,9 @@ def template_build(config: Config, name: str, with_engine: bool = True,
         recipe = template.Recipe(name=name, with_engine=with_engine,
                                  ssh_public_key=config.ssh_key_path.with_suffix(".pub").read_text())
         started = time.monotonic()
-        image, built = template.build(recipe, config.cache_dir, progress)
+        image, built = template.build(
+            recipe, config.cache_dir, progress,
+            lambda kernel: "kvm" if resolve_domain_type(config, kernel, progress) == "kvm" else "tcg")
         hv.ensure_pool(config.template_pool, config.cache_dir / "images")
         volume = f"{name}-{image.key}.qcow2"
         pooled = config.cache_dir / "images" / volume

@@ -13,6 +13,7 @@ from swarmlab import labhost
 from swarmlab.hypervisor import Hypervisor, derive_clone_xml, random_mac
 from swarmlab.command import Command, sh
 from swarmlab.remote import SshTarget, run, wait_for_ssh
+from swarmlab import images
 from swarmlab.template import BAKED_IMAGE
 from tests.conftest import swarmlab
 
@@ -97,6 +98,10 @@ def test_docker_answers_and_the_baked_image_runs(nodes):
                      "systemctl is-failed -q swarmlab-images.service && exit 1; sleep 1; done"), timeout=240)
         out = run(conn, Command("docker", "run", "--rm", BAKED_IMAGE, "sh", "-c", "echo baked-$((6*7))"), timeout=180)
         assert out.strip() == "baked-42"
+        # Baked into /var/lib/docker at template build: no clone loads them at boot.
+        run(conn, Command("docker", "image", "inspect", *images.STANDIN_NAMES))
+        journal = run(conn, Command("journalctl", "-b", "-u", "swarmlab-images", "-o", "cat", "--no-pager"))
+        assert "Loaded image" not in journal
 
 
 def test_clones_have_their_own_identity(nodes):
@@ -107,6 +112,9 @@ def test_clones_have_their_own_identity(nodes):
     assert all(len(m) == 32 for m in machine_ids.values())
     assert len(set(machine_ids.values())) == len(NODES)
     assert len(set(host_keys.values())) == len(NODES)
+    # The template's bake boot left no engine identity behind either.
+    engine_ids = {run(c, Command("docker", "info", "--format", "{{.ID}}")).strip() for c in conns.values()}
+    assert len(engine_ids) == len(NODES)
 
 
 def test_guests_resolve_lab_names_through_powerdns(built, nodes):
