@@ -166,8 +166,7 @@ MIRROR_SCRIPT = r"""
 f=/etc/docker/daemon.json; want='{"registry-mirrors": ["http://%(addr)s"], "insecure-registries": ["%(addr)s"]}'
 if [ -e $f ] && [ "$(cat $f)" = "$want" ]; then echo same
 elif [ -e $f ] && ! grep -qx '{"registry-mirrors": \["http://[0-9.:]*"\], "insecure-registries": \["[0-9.:]*"\]}' $f; then echo foreign
-else mkdir -p /etc/docker && printf '%%s
-' "$want" > $f.new && mv $f.new $f && systemctl reload docker && echo set
+else mkdir -p /etc/docker && printf '%%s\n' "$want" > $f.new && mv $f.new $f && systemctl reload docker && echo set
 fi
 """
 
