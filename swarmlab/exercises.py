@@ -429,7 +429,8 @@ def start(config: Config, lab_name: str, exercise: Exercise, images: dict[str, s
 
 def check(config: Config, lab_name: str, exercise: Exercise, wait: bool = True,
           progress: Progress = lambda _m: None) -> list[checks.Verdict]:
-    """Every check, each retried up to its own timeout while it fails (Swarm converges over
+    """Every check, judged together against one reading of the swarm and retried until all pass
+    on two readings in a row or a failing check's own timeout is over (Swarm converges over
     time). With wait=False, one pass."""
     state = load_state(config, lab_name)
     session = _open(config, lab_name)
@@ -437,29 +438,31 @@ def check(config: Config, lab_name: str, exercise: Exercise, wait: bool = True,
         ctx = context(exercise, session.lab, state.get("images"))
         resolved = [_resolve(c, ctx) for c in exercise.checks]
         started = time.monotonic()
-        verdicts: dict[int, checks.Verdict] = {}
-        last_shown, shown_at = "", 0.0
+        last_shown, shown_at, passed_before = "", 0.0, False
         while True:
             facts = gather(session.conns, session.lab, state.get("leader"))
-            pending = [i for i in range(len(resolved)) if i not in verdicts or not verdicts[i].ok]
-            for i in pending:
-                result = probe(resolved[i], facts, session.conns, session.lab)
+            verdicts = []
+            for i, c in enumerate(resolved):  # every check against the same facts: one end state
+                result = probe(c, facts, session.conns, session.lab)
                 if result is not None:
                     facts.probes[i] = result
-                verdicts[i] = checks.judge(i, resolved[i], facts)
-            failing = [i for i in verdicts if not verdicts[i].ok]
+                verdicts.append(checks.judge(i, c, facts))
+            failing = [i for i, v in enumerate(verdicts) if not v.ok]
             elapsed = time.monotonic() - started
+            if not wait or (not failing and passed_before):
+                break  # all pass twice in a row: not a crash-looping task caught while running
+            passed_before = not failing
             open_ = [i for i in failing if elapsed < resolved[i].get("timeout", DEFAULT_CHECK_TIMEOUT)]
-            if not wait or not open_:
+            if failing and not open_:
                 break
-            waiting_for = ", ".join(verdicts[i].title for i in open_)
+            waiting_for = ", ".join(verdicts[i].title for i in open_) or "the same result once more"
             if waiting_for != last_shown or elapsed - shown_at >= 15:
                 progress(f"waiting for: {waiting_for} ({elapsed:.0f} s)")
                 last_shown, shown_at = waiting_for, elapsed
             time.sleep(RETRY_EVERY)
     finally:
         session.close()
-    return [verdicts[i] for i in range(len(resolved))]
+    return verdicts
 
 
 def hint(config: Config, lab_name: str, exercise: Exercise) -> dict:
