@@ -499,7 +499,14 @@ def demote_leader(config: Config, lab_name: str, timeout: float, progress: Progr
                 _watch(timeline, survivors, leader, timeline.started + timeout, ["new-leader"], progress, {leader})
                 missing = timeline.missing
                 progress(f"promoting {leader} back")
-                if survivors.ask(Command("docker", "node", "promote", leader), exclude={leader}) is None:
+                # Right after the hand-over the managers may still be removing the old leader from
+                # raft and refuse the promotion for a moment: retry for a while before calling it failed.
+                deadline = time.monotonic() + min(timeout, 60)
+                promoted = survivors.ask(Command("docker", "node", "promote", leader), exclude={leader})
+                while promoted is None and time.monotonic() < deadline:
+                    time.sleep(2)
+                    promoted = survivors.ask(Command("docker", "node", "promote", leader), exclude={leader})
+                if promoted is None:
                     timeline.missing = missing + ["promoted"]
                     timeline.mark("promote-failed", f"`docker node promote {leader}` failed: the lab is a manager "
                                                     f"short; run it again with `swarmlab docker {timeline.new_leader or 'NODE'}"
