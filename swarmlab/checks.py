@@ -22,9 +22,6 @@ FACT_REQUESTS = {
     "networks": "/networks?filters=" + quote(json.dumps({"scope": {"swarm": True}})),
 }
 
-CHECK_TYPES = ("service", "placement", "node", "mount", "stack", "network", "http", "leader", "script")
-
-
 @dataclass
 class Verdict:
     ok: bool
@@ -69,14 +66,6 @@ class Facts:
     def running_tasks(self, service: dict) -> list[dict]:
         return [t for t in self.tasks if t.get("ServiceID") == service["ID"]
                 and t.get("Status", {}).get("State") == "running"]
-
-    def task_states(self, service: dict) -> dict[str, int]:
-        states: dict[str, int] = {}
-        for t in self.tasks:
-            if t.get("ServiceID") == service["ID"]:
-                state = t.get("Status", {}).get("State", "?")
-                states[state] = states.get(state, 0) + 1
-        return states
 
     def task_problem(self, service: dict) -> str:
         """The first task error or pending reason, which tells a student why (no suitable node...)."""

@@ -357,3 +357,8 @@ def test_check_needs_two_readings_in_a_row_so_a_crash_looping_service_fails(monk
     assert exercises.check(config, "t1", exercise)[0].ok
     readings(["running"])
     assert exercises.check(config, "t1", exercise, wait=False)[0].ok  # one pass only
+
+
+def test_the_schema_and_the_judges_know_the_same_check_types():
+    schema = json.loads((LABS / "exercise.schema.json").read_text())
+    assert set(schema["$defs"]["check"]["properties"]["type"]["enum"]) == set(checks.JUDGES)
