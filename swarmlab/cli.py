@@ -660,10 +660,9 @@ def exercise_show(exercise_id: str = ExerciseArgument, lab: Optional[str] = LabO
     the lab exists."""
     exercise = exercises.find(exercise_id)
     chosen = exercises.parse_image_overrides(images)
-    lab_model = None
     name = lab or ctx.config.lab
-    if labs.load_journal(ctx.config, name) is not None:
-        lab_model = labs.load_journal(ctx.config, name)
+    lab_model = labs.load_journal(ctx.config, name)
+    if lab_model is not None:
         chosen = {**exercises.load_state(ctx.config, name).get("images", {}), **chosen}
     context = exercises.context(exercise, lab_model, chosen)
     typer.echo(exercises.student_text(exercise, context).rstrip())
