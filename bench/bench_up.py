@@ -186,20 +186,28 @@ def main() -> None:
         cli("down", "--lab", "bench", "--yes")
         remove_domains(config, SEED + FLOOR)
 
-    def median(kind: str, key: str) -> float:
+    def median(kind: str, key: str = "total") -> float:
         return statistics.median(r[key] for r in runs[kind])
-    floor, ours, article = median("floor", "total"), median("swarmlab", "total"), median("article", "total")
-    print(f"nodes: {args.nodes} ({config.vcpus} vCPU, {config.memory_mib} MiB each), medians of {args.runs} runs")
-    print(f"boot floor (clones to port 22):       {floor:6.1f} s   (target <= 25 s)")
-    print(f"swarmlab up to Ready managers:        {ours:6.1f} s   (SSH-ready {median('swarmlab', 'ssh'):.1f} s, "
-          f"formation {median('swarmlab', 'formation'):.1f} s)")
-    print(f"article's sequence, serial:           {article:6.1f} s   (SSH-ready {median('article', 'ssh'):.1f} s, "
-          f"formation {median('article', 'formation'):.1f} s)")
-    print(f"swarmlab / article:                   {ours / article:6.2f}     (target <= 0.6)")
-    print(f"swarmlab / floor:                     {ours / floor:6.2f}     (target <= 1.3)")
-    print(f"formation, swarmlab / article:        "
-          f"{median('swarmlab', 'formation') / median('article', 'formation'):6.2f}     (target <= 0.5)")
 
+    def spread(kind: str, key: str = "total") -> str:
+        values = [r[key] for r in runs[kind]]
+        return f"{min(values):.1f}-{max(values):.1f}"
+
+    def ratio(a: str, b: str, key: str = "total") -> str:
+        """Median of the ratios of runs side by side, with their range."""
+        values = [x[key] / y[key] for x, y in zip(runs[a], runs[b])]
+        return f"{statistics.median(values):5.2f}  ({min(values):.2f}-{max(values):.2f})"
+
+    print(f"nodes: {args.nodes} ({config.vcpus} vCPU, {config.memory_mib} MiB each), medians of {args.runs} runs "
+          "(range in brackets)")
+    print(f"boot floor (clones to port 22):       {median('floor'):6.1f} s ({spread('floor')})   target <= 25 s")
+    print(f"swarmlab up to Ready managers:        {median('swarmlab'):6.1f} s ({spread('swarmlab')})   "
+          f"SSH-ready {median('swarmlab', 'ssh'):.1f} s, formation {median('swarmlab', 'formation'):.1f} s")
+    print(f"article's sequence, serial:           {median('article'):6.1f} s ({spread('article')})   "
+          f"SSH-ready {median('article', 'ssh'):.1f} s, formation {median('article', 'formation'):.1f} s")
+    print(f"swarmlab / article:                   {ratio('swarmlab', 'article')}   target <= 0.6")
+    print(f"swarmlab / floor:                     {ratio('swarmlab', 'floor')}   target <= 1.3")
+    print(f"formation, swarmlab / article:        {ratio('swarmlab', 'article', 'formation')}   target <= 0.5")
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -13,13 +13,13 @@ from typing import Optional
 import typer
 
 from . import (__version__, chaos, command, config as configuration, doctor as checks, exercises, formation, lab as labs,
-               labhost, reset as resets, swarm, template_build as templates)
+               labhost, reset as resets, swarm, template, template_build as templates)
 from .errors import Refused, SwarmlabError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
                   help="Docker Swarm training labs on a libvirt host.")
 host_app = typer.Typer(no_args_is_help=True, help="The embedded lab host: libvirtd, lab network, PowerDNS.")
-template_app = typer.Typer(no_args_is_help=True, help="The Debian 12 template VM that nodes are cloned from.")
+template_app = typer.Typer(no_args_is_help=True, help="The Debian template VM that nodes are cloned from.")
 app.add_typer(host_app, name="host")
 app.add_typer(template_app, name="template")
 
@@ -167,11 +167,16 @@ def host_down(as_json: bool = JsonOption):
 def template_build(name: Optional[str] = typer.Option(None, "--name", help="Domain name (default: [libvirt] template)."),
                    no_engine: bool = typer.Option(False, "--no-engine", help="Leave the Docker engine out "
                                                   "(for testing swarmlab's own engine install)."),
+                   suite: str = typer.Option(template.DEFAULT_SUITE, "--suite",
+                                             help=f"Debian release: {' or '.join(template.SUITES)}."),
                    as_json: bool = JsonOption):
-    """Build the Debian 12 template image (cached by recipe) and define it as a shut-off domain."""
+    """Build the Debian template image (cached by recipe) and define it as a shut-off domain."""
     # No _enter_host(): debootstrap needs the Debian mirror, which the lab namespace cannot reach,
     # and libvirt's socket is reachable from anywhere.
-    result = templates.template_build(ctx.config, name or ctx.config.template, not no_engine, ctx.progress)
+    if suite not in template.SUITES:
+        raise typer.BadParameter(f"{suite} is not a release swarmlab builds: use {' or '.join(template.SUITES)}",
+                                 param_hint="--suite")
+    result = templates.template_build(ctx.config, name or ctx.config.template, not no_engine, ctx.progress, suite)
     if as_json:
         _emit_json(result)
         return

@@ -7,7 +7,9 @@ that is already where it should be is left alone, so a rerun completes a half-fo
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+import threading
 from pathlib import Path
 
 from fabric import Connection
@@ -19,9 +21,9 @@ from .errors import SwarmlabError
 from .lab import Lab, Node, NodeProgress, each_node, lab_lock, require_lab, ssh_target
 from .hypervisor import Hypervisor
 from .netns import run_in_host_netns
-from .command import Command, Raw, or_true, sh, then
+from .command import Command, Raw, Secret, sh, then
 from .remote import RemoteError, connect, read, run
-from .waiting import poll_until
+from .waiting import Cancelled, cancelled, poll_until
 from .swarm import FormReport, NodeLabel
 
 BUNDLE_DIR = "/var/cache/swarmlab-bundle"
@@ -73,40 +75,23 @@ def _download_bundle(config: Config, guest_status: str) -> list[Path]:
     return sorted(directory.glob("*.deb"))
 
 
-def _active(conn: Connection, unit: str, what: str = "is-active") -> str:
-    return run(conn, or_true(Command("systemctl", what, unit))).strip()
-
-
-def ensure_engine(config: Config, node: Node, conn: Connection) -> list[str]:
-    changes = []
-    if run(conn, or_true(Command("command", "-v", "dockerd"))).strip() == "":
-        if config.engine_install == "apt":
-            env = Raw("DEBIAN_FRONTEND=noninteractive")
-            run(conn, then(Command(env, "apt-get", "-q", "update"),
-                           Command(env, "apt-get", "-q", "-y", "install", "--no-install-recommends",
-                                   config.engine_package)), timeout=900)
-            changes.append(f"{node.name}: installed {config.engine_package} with apt")
-        else:
-            debs = _download_bundle(config, run(conn, Command("cat", "/var/lib/dpkg/status")))
-            run(conn, Command("mkdir", "-p", BUNDLE_DIR))
-            sftp = conn.sftp()
-            for deb in debs:
-                sftp.put(str(deb), f"{BUNDLE_DIR}/{deb.name}")
-            run(conn, then(Command(Raw("DEBIAN_FRONTEND=noninteractive"), "dpkg", "-i",
-                                   *[f"{BUNDLE_DIR}/{deb.name}" for deb in debs]),
-                           Command("rm", "-rf", BUNDLE_DIR)), timeout=900)
-            changes.append(f"{node.name}: installed {config.engine_package} from a bundle of {len(debs)} packages")
-    if _active(conn, "docker", "is-enabled") != "enabled":
-        run(conn, Command("systemctl", "enable", "docker"))
-        changes.append(f"{node.name}: enabled docker at boot")
-    if _active(conn, "docker") != "active":
-        run(conn, Command("systemctl", "start", "docker"), check=False, timeout=180)
-        if _active(conn, "docker") != "active":
-            journal = run(conn, or_true(Command("journalctl", "-u", "docker", "-n", "5", "--no-pager", "-o", "cat")))
-            raise FormError(f"{node.name}: the Docker engine does not start: "
-                            + " | ".join(journal.strip().splitlines()[-3:]))
-        changes.append(f"{node.name}: started docker")
-    return changes
+def install_engine(config: Config, node: Node, conn: Connection) -> list[str]:
+    """Installs the engine on a node that has none (a user's own template)."""
+    if config.engine_install == "apt":
+        env = Raw("DEBIAN_FRONTEND=noninteractive")
+        run(conn, then(Command(env, "apt-get", "-q", "update"),
+                       Command(env, "apt-get", "-q", "-y", "install", "--no-install-recommends",
+                               config.engine_package)), timeout=900)
+        return [f"{node.name}: installed {config.engine_package} with apt"]
+    debs = _download_bundle(config, run(conn, Command("cat", "/var/lib/dpkg/status")))
+    run(conn, Command("mkdir", "-p", BUNDLE_DIR))
+    sftp = conn.sftp()
+    for deb in debs:
+        sftp.put(str(deb), f"{BUNDLE_DIR}/{deb.name}")
+    run(conn, then(Command(Raw("DEBIAN_FRONTEND=noninteractive"), "dpkg", "-i",
+                           *[f"{BUNDLE_DIR}/{deb.name}" for deb in debs]),
+                   Command("rm", "-rf", BUNDLE_DIR)), timeout=900)
+    return [f"{node.name}: installed {config.engine_package} from a bundle of {len(debs)} packages"]
 
 
 # --- firewall -------------------------------------------------------------------------------
@@ -131,34 +116,6 @@ fi
 """
 
 
-def open_swarm_ports(node: Node, conn: Connection) -> str:
-    """Opens the swarm ports where a firewall is active. Returns what was found."""
-    found = run(conn, sh(FIREWALL_SCRIPT)).strip()
-    return f"{node.name}: " + ("no firewall, nothing needed" if found == "none" else f"opened swarm ports in {found}")
-
-
-# --- images ---------------------------------------------------------------------------------
-def side_load_images(config: Config, node: Node, conn: Connection) -> list[str]:
-    """The stand-ins, when the template did not bake them (an engine installed later, or the
-    user's own template), and any `[engine] images` archives."""
-    archives = [images.archive(config.cache_dir), *config.engine_images]
-    loaded = []
-    # The template loads them at boot: wait for that unit (a no-op once it ran, absent elsewhere)
-    # instead of racing it with a second load.
-    run(conn, or_true(Command("systemctl", "start", "swarmlab-images")), timeout=180)
-    present = set(run(conn, Command("docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}")).split())
-    for archive in archives:
-        if archive == archives[0] and present >= set(images.STANDIN_NAMES):
-            continue  # baked into the template already
-        if not archive.is_file():
-            raise FormError(f"image tarball {archive} (from [engine] images) not found")
-        remote = f"/tmp/swarmlab-{archive.name}"
-        conn.sftp().put(str(archive), remote)
-        out = run(conn, then(Command("docker", "load", "-i", remote), Command("rm", "-f", remote)), timeout=600)
-        loaded += [f"{node.name}: {line.split(':', 1)[1].strip()}" for line in out.splitlines() if "Loaded image" in line]
-    return loaded
-
-
 # The registry mirror in /etc/docker/daemon.json, written only where the file is absent or is
 # one swarmlab wrote (a user's own daemon.json is left alone). SIGHUP (`systemctl reload`)
 # applies registry settings without restarting the engine, so the swarm is not disturbed.
@@ -170,68 +127,208 @@ else mkdir -p /etc/docker && printf '%%s\n' "$want" > $f.new && mv $f.new $f && 
 fi
 """
 
+# Everything a node needs before it joins, and the facts formation reads, in one SSH round
+# trip (each exec costs ~0.5 s of emulated CPU under TCG): engine enabled and running (waiting
+# for the template's image unit), swarm ports open, registry mirror, then the images present
+# and the swarm state. Output: key=value lines.
+PREPARE_SCRIPT = r"""
+say() { printf '%%s=%%s\n' "$1" "$2"; }
+firewall() {%(firewall)s}
+mirror() {%(mirror)s}
+command -v dockerd >/dev/null || { say engine missing; exit 0; }
+systemctl is-enabled -q docker 2>/dev/null || { systemctl enable -q docker 2>/dev/null && say change 'enabled docker at boot'; }
+state=$(systemctl is-active docker)
+if [ "$state" != active ]; then  # "activating" at boot: wait for it, it is no change of ours
+  if systemctl start docker; then [ "$state" = activating ] || say change 'started docker'
+  else say engine failed; journalctl -u docker -n 5 --no-pager -o cat | tail -n 3 | sed 's/^/journal=/'; exit 0; fi
+fi
+say engine running
+systemctl start swarmlab-images 2>/dev/null
+say firewall "$(firewall)"
+[ -z "%(addr)s" ] || say mirror "$(mirror)"
+docker image ls --format 'image={{.Repository}}:{{.Tag}}'
+printf 'swarm='; docker info --format '{{json .Swarm}}'
+"""
 
-def set_registry_mirror(node: Node, conn: Connection, address: str) -> list[str]:
-    found = run(conn, sh(MIRROR_SCRIPT % {"addr": address})).strip()
-    if found == "set":
-        return [f"{node.name}: registry mirror http://{address}"]
-    if found == "foreign":
-        return [f"{node.name}: kept its own /etc/docker/daemon.json (no registry mirror)"]
-    return []
+
+def prepare_script(mirror: str | None) -> str:
+    return PREPARE_SCRIPT % {"firewall": FIREWALL_SCRIPT, "addr": mirror or "",
+                             "mirror": MIRROR_SCRIPT % {"addr": mirror} if mirror else "\n:\n"}
+
+
+def parse_prepared(text: str) -> dict[str, list[str]]:
+    """PREPARE_SCRIPT's output by key, each key's values in order."""
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            found.setdefault(key.strip(), []).append(value.strip())
+    return found
+
+
+def prepare_node(config: Config, node: Node, conn: Connection, report: FormReport,
+                 mirror: str | None, progress: NodeProgress) -> swarm.SwarmInfo:
+    """Engine, firewall, images and registry mirror on one node; returns its swarm state."""
+    script = sh(prepare_script(mirror))
+    found = parse_prepared(run(conn, script, timeout=300))
+    if found.get("engine") == ["missing"]:
+        report.engine.extend(install_engine(config, node, conn))
+        found = parse_prepared(run(conn, script, timeout=300))
+    if found.get("engine") != ["running"]:
+        raise FormError(f"{node.name}: the Docker engine does not start: " + " | ".join(found.get("journal", [])))
+    report.engine.extend(f"{node.name}: {change}" for change in found.get("change", []))
+    firewall = found.get("firewall", ["none"])[0]
+    report.firewall.append(f"{node.name}: " + ("no firewall, nothing needed" if firewall == "none"
+                                               else f"opened swarm ports in {firewall}"))
+    mirror_state = found.get("mirror", [""])[0]
+    if mirror_state == "set":
+        report.engine.append(f"{node.name}: registry mirror http://{mirror}")
+    elif mirror_state == "foreign":
+        report.engine.append(f"{node.name}: kept its own /etc/docker/daemon.json (no registry mirror)")
+    if side_load_images(config, node, conn, set(found.get("image", [])), report, progress):
+        return read(conn, swarm.SWARM)
+    return swarm.parse_swarm_info(found.get("swarm", [""])[0])
+
+
+def side_load_images(config: Config, node: Node, conn: Connection, present: set[str], report: FormReport,
+                     progress: NodeProgress) -> bool:
+    """The stand-ins, when the template did not bake them (an engine installed later, or the
+    user's own template), and any `[engine] images` archives. Returns whether it loaded any."""
+    archives = [images.archive(config.cache_dir), *config.engine_images]
+    loaded = False
+    for archive in archives:
+        if archive == archives[0] and present >= set(images.STANDIN_NAMES):
+            continue  # baked into the template already
+        if not archive.is_file():
+            raise FormError(f"image tarball {archive} (from [engine] images) not found")
+        progress(node.name, "images", archive.name)
+        remote = f"/tmp/swarmlab-{archive.name}"
+        conn.sftp().put(str(archive), remote)
+        out = run(conn, then(Command("docker", "load", "-i", remote), Command("rm", "-f", remote)), timeout=600)
+        report.images.extend(f"{node.name}: {line.split(':', 1)[1].strip()}"
+                             for line in out.splitlines() if "Loaded image" in line)
+        loaded = True
+    return loaded
 
 
 # --- swarm ----------------------------------------------------------------------------------
-def _wait_member(entry: Connection, hostname: str, role: str, timeout: float = 120) -> None:
-    """Until the managers list the node Ready, and Reachable as a manager or with no manager
-    status as a worker."""
+def _wait_members(entry: Connection, roles: dict[str, str], timeout: float = 120, ready: bool = True) -> None:
+    """Until the managers list each node with its role: Reachable (or Leader) as a manager, no
+    manager status as a worker; and Ready, unless `ready` is False, where a manager being a
+    raft member suffices (its agent's session may still be on its way)."""
     def settled() -> bool:
-        member = swarm.current_members(read(entry, swarm.NODES, timeout=30)).get(hostname)
-        return bool(member and member.status == "Ready"
-                    and (member.manager_status in ("Reachable", "Leader") if role == "manager"
-                         else not member.manager_status))
-    poll_until(settled, timeout, 1, lambda: FormError(
-        f"{hostname} is not {'a Reachable manager' if role == 'manager' else 'a Ready worker'} after "
-        f"{timeout:.0f} s: see `swarmlab docker {hostname} -- info`"))
+        members = swarm.current_members(read(entry, swarm.NODES, timeout=30))
+        for hostname, role in roles.items():
+            member = members.get(hostname)
+            if not (member and (member.manager_status in ("Reachable", "Leader") if role == "manager"
+                                else not member.manager_status)
+                    and (member.status == "Ready" or not ready and role == "manager")):
+                return False
+        return True
+    poll_until(settled, timeout, 0.5, lambda: FormError(
+        f"{', '.join(roles)} not listed as {' and '.join(sorted(set(roles.values())))} with status Ready after "
+        f"{timeout:.0f} s: see `swarmlab docker {next(iter(roles))} -- info`"))
 
 
-def _carry_out(step: swarm.Step, conns: dict[str, Connection], entry: Connection) -> None:
+# `docker swarm join` gives up waiting after a while under load while the join goes on in
+# the background; the managers' node list is the judge then.
+JOIN_CONTINUES = "attempt to join the swarm will continue in the background"
+
+
+def _carry_out(step: swarm.Step, conns: dict[str, Connection], entry: Connection, ready: bool = True) -> None:
     try:
         run(conns[step.on], step.command, timeout=180, check=step.kind not in ("leave", "remove"))
     except RemoteError as e:
-        if step.kind.startswith("join"):
-            raise FormError(f"{step.node}: the swarm rejected the join: {str(e).split(': ', 2)[-1]}") from None
-        raise FormError(f"{step.node}: `{step.command.shown}` failed: {str(e).split(': ', 2)[-1]}") from None
+        reason = str(e).split(": ", 2)[-1]
+        if step.kind.startswith("join") and JOIN_CONTINUES not in reason:
+            raise FormError(f"{step.node}: the swarm rejected the join: {reason}") from None
+        if not step.kind.startswith("join"):
+            raise FormError(f"{step.node}: `{step.command.shown}` failed: {reason}") from None
     if step.wait:
         # A joining node cannot list the swarm yet; a promotion or demotion ran on a manager.
-        _wait_member(conns[step.on] if step.kind in ("promote", "demote") else entry, step.node, step.wait)
+        _wait_members(conns[step.on] if step.kind in ("promote", "demote") else entry, {step.node: step.wait},
+                      ready=ready)
+
+
+class NewSwarm:
+    """Forms a new lab's swarm while its nodes come up, instead of after the last one: each
+    node is prepared as soon as it answers SSH, the first inits as soon as it is prepared, and
+    every further node joins as soon as it is prepared and the swarm exists. Managers join one
+    at a time, each Reachable in the managers' list before the next (raft takes one membership
+    change at a time); workers join together. A node found already in a swarm is left alone
+    here: form(), which runs afterwards in any case, sorts it out."""
+
+    def __init__(self, config: Config, managers: int | None, report: FormReport, progress: NodeProgress):
+        self.config, self.managers, self.report, self.progress = config, managers, report, progress
+        self.mirror = registry_address(config)
+        self.prepared: set[str] = set()
+        self.entry: tuple[Connection, str] | None = None  # the initialised node's connection and address
+        self.tokens: dict[str, Secret] = {}
+        self.settled = threading.Event()  # the first node has initialised, or will not
+        self.manager_joins = threading.Lock()
+        self.joined: dict[str, str] = {}  # node -> role
+
+    def node_ready(self, lab: Lab, node: Node, conn: Connection) -> None:
+        self.progress(node.name, "engine", "")
+        info = prepare_node(self.config, node, conn, self.report, self.mirror, self.progress)
+        self.prepared.add(node.name)
+        role = swarm.plan_new_swarm([n.name for n in lab.nodes], self.managers)[node.name]
+        if role == "init":
+            try:
+                if info.state == "inactive":
+                    self.progress(node.name, "init", node.ip)
+                    run(conn, Command("docker", "swarm", "init", "--advertise-addr", node.ip), timeout=180)
+                    self.tokens = {r: read(conn, swarm.join_token(r)) for r in ("manager", "worker")}
+                    self.entry = (conn, node.ip)
+                    self.report.initialized = node.name
+            finally:
+                self.settled.set()
+            return
+        poll_until(self.settled.is_set, 2 * self.config.boot_timeout, 0.2, lambda: FormError(
+            f"{node.name}: the first node did not initialise the swarm in time"))
+        if self.entry is None or info.state != "inactive":
+            return
+        entry, entry_ip = self.entry
+        step = swarm.join_step(node.name, node.ip, role, self.tokens[role], entry_ip)
+        with self.manager_joins if role == "manager" else contextlib.nullcontext():
+            if cancelled.is_set():
+                raise Cancelled("interrupted")
+            self.progress(node.name, "join", role)
+            # The next manager may join once this one is a raft member; form() waits for Ready.
+            _carry_out(step, {node.name: conn}, entry, ready=False)
+        self.report.joined.append(f"{node.name} ({role})")
+        self.joined[node.name] = role
+
+    def formed(self, lab: Lab) -> Connection | None:
+        """The entry's connection when every node of the lab was initialised or joined here."""
+        if self.entry is None or len(self.joined) != len(lab.nodes) - 1:
+            return None
+        return self.entry[0]
 
 
 def form(config: Config, lab: Lab, conns: dict[str, Connection], managers: int | None,
-         labels: list[NodeLabel], progress: NodeProgress = lambda *_: None) -> FormReport:
-    """Carries out the formation plan: engine, firewall and images on every node, then init,
-    joins, promotions and demotions, then labels. Each step is computed from facts read just
-    before (swarm.plan_*), so a rerun does only what is still missing."""
-    report = FormReport()
+         labels: list[NodeLabel], progress: NodeProgress = lambda *_: None,
+         report: FormReport | None = None, prepared: set[str] = frozenset()) -> FormReport:
+    """Carries out the formation plan: engine, firewall and images on every node (but those
+    already `prepared`), then init, joins, promotions and demotions, then labels. Each step is
+    computed from facts read just before (swarm.plan_*), so a rerun does only what is still
+    missing."""
+    report = report or FormReport()
     nodes = lab.nodes
     check_plan(lab.name, [n.name for n in nodes], managers, labels)
     mirror = registry_address(config)
 
-    def prepare(node: Node) -> None:
-        conn = conns[node.name]
+    def prepare(node: Node) -> swarm.SwarmInfo:
+        if node.name in prepared:  # its swarm state has changed since: read it afresh
+            return read(conns[node.name], swarm.SWARM)
         progress(node.name, "engine", "")
-        report.engine.extend(ensure_engine(config, node, conn))
-        report.firewall.append(open_swarm_ports(node, conn))
-        progress(node.name, "images", "")
-        report.images.extend(side_load_images(config, node, conn))
-        if mirror:
-            report.engine.extend(set_registry_mirror(node, conn, mirror))
+        return prepare_node(config, node, conns[node.name], report, mirror, progress)
 
-    each_node(prepare, nodes)
-    for lines in (report.engine, report.firewall, report.images):
-        lines.sort()  # threads finish in any order; reports should not
     order = [n.name for n in nodes]
     ips = {n.name: n.ip for n in nodes}
-    infos = dict(zip(order, each_node(lambda n: read(conns[n.name], swarm.SWARM), nodes)))
+    infos = dict(zip(order, each_node(prepare, nodes)))
+    for lines in (report.engine, report.firewall, report.images, report.joined):
+        lines.sort()  # threads finish in any order; reports should not
 
     entry, bootstrap = swarm.plan_bootstrap(order, ips, infos)
     for step in bootstrap:
@@ -260,16 +357,20 @@ def form(config: Config, lab: Lab, conns: dict[str, Connection], managers: int |
             carry_out(step)
         elif step is workers[0]:
             each_node(carry_out, workers)
-    manager = wanted[0]  # the entry itself may have been demoted
+    _finish(conns, wanted[0], order, labels, report, progress)  # the entry itself may have been demoted
+    return report
+
+
+def _finish(conns: dict[str, Connection], manager: str, order: list[str], labels: list[NodeLabel],
+            report: FormReport, progress: NodeProgress) -> None:
+    """Each node's role as the managers list it, then the labels it lacks."""
     for member in swarm.current_members(read(conns[manager], swarm.NODES)).values():
         if member.hostname in order:
             progress(member.hostname, "swarm", member.role)
-
     current = {name: read(conns[manager], swarm.node_labels(name)) for name in {label.node for label in labels}}
     for step in swarm.plan_labels(labels, current, manager):
         _carry_out(step, conns, conns[manager])
         report.labels.append(f"{step.node}: {step.detail}")
-    return report
 
 
 def check_plan(lab: str, node_names: list[str], managers: int | None, labels: list[NodeLabel]) -> None:
@@ -325,14 +426,32 @@ def bring_up(config: Config, count: int, lab_name: str, prefix: str, managers: i
     from . import lab as labs
     conns: dict[str, Connection] = {}
     try:
+        report = FormReport()
+        with Hypervisor(config.uri) as hv:
+            new_lab = labs.find_lab(config, hv, lab_name) is None
+        # A lab made from scratch forms its swarm while its nodes come up; any other goes
+        # through the full plan once every node is up.
+        pipeline = NewSwarm(config, managers, report, progress) if form_swarm and new_lab else None
         found = labs.up(config, count, lab_name, prefix, progress,
                         validate=lambda names: check_plan(lab_name, names, managers, labels)
                         if form_swarm else None,
-                        connections=conns)
+                        connections=conns, on_ready=pipeline.node_ready if pipeline else None)
         if not form_swarm:
             return found, None
         with lab_lock(config, lab_name):
-            report = form(config, found, conns, managers, labels, progress)
+            entry = pipeline.formed(found) if pipeline else None
+            if entry is not None:  # every node inited or joined as planned: only Ready is left to see
+                order = [n.name for n in found.nodes]
+                roles = {n: "manager" if r == "init" else r for n, r in swarm.plan_new_swarm(order, managers).items()}
+                _wait_members(entry, roles)
+                for lines in (report.engine, report.firewall, report.images, report.joined):
+                    lines.sort()
+                warning = swarm.manager_warning(sum(r == "manager" for r in roles.values()))
+                report.warnings += [warning] if warning else []
+                _finish(conns, order[0], order, labels, report, progress)
+            else:
+                report = form(config, found, conns, managers, labels, progress, report,
+                              pipeline.prepared if pipeline else frozenset())
             # what `up` was asked, so that a rebuild without a snapshot forms the same swarm
             if managers is not None:
                 found.managers = managers

@@ -358,10 +358,12 @@ def check_planned_domains(hv: Hypervisor, lab: str, nodes: list[Node]) -> None:
 
 def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress = lambda *_: None,
        validate: Callable[[list[str]], None] = lambda _names: None,
-       connections: dict | None = None) -> Lab:
+       connections: dict | None = None, on_ready: Callable[[Lab, Node, object], None] | None = None) -> Lab:
     """Brings the lab to `count` running, SSH-ready nodes. `validate(node names)` runs after
     planning and before anything is created; SSH connections are kept in `connections` when
-    given (the caller closes them), so that later steps reuse them."""
+    given (the caller closes them), so that later steps reuse them. `on_ready(lab, node,
+    connection)` runs in the node's own thread as soon as that node is ready (with
+    `connections` only), so that work on it need not wait for the slowest node."""
     check_names(config, lab, prefix)
     check_count(config, count)
     with Hypervisor(config.uri) as hv, lab_lock(config, lab):
@@ -471,6 +473,8 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
                                "its hostname from the kernel command line (systemd.hostname=) or from "
                                "/etc/hostname, which swarmlab sets over SSH")
             progress(node.name, "ready", node.ip)
+            if on_ready is not None and connections is not None:
+                on_ready(plan, node, connections[node.name])
 
         each_node(reach, plan.nodes)
         return plan

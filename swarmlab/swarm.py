@@ -212,6 +212,19 @@ def current_members(members: list[SwarmNode]) -> dict[str, SwarmNode]:
     return out
 
 
+def join_step(node: str, ip: str, role: str, token: Secret, entry_ip: str) -> Step:
+    return Step(f"join-{role}", node, node, Command(
+        "docker", "swarm", "join", "--advertise-addr", ip, "--token", token, f"{entry_ip}:2377"), wait=role)
+
+
+def plan_new_swarm(order: list[str], managers: int | None) -> dict[str, str]:
+    """The role of each node of a lab whose swarm does not exist yet: the first inits, the
+    next join as managers, the rest as workers; what plan_bootstrap and plan_membership would
+    give for nodes that are all outside any swarm."""
+    count = default_managers(len(order)) if managers is None else managers
+    return {node: "init" if i == 0 else "manager" if i < count else "worker" for i, node in enumerate(order)}
+
+
 def plan_membership(order: list[str], ips: dict[str, str], infos: dict[str, SwarmInfo],
                     members: list[SwarmNode], managers: int | None, entry: str,
                     tokens: dict[str, Secret]) -> tuple[list[str], list[Step]]:
@@ -242,9 +255,7 @@ def plan_membership(order: list[str], ips: dict[str, str], infos: dict[str, Swar
         wanted += [n for n in order if n not in wanted][:managers - len(wanted)]
 
     def join(node: str, role: str) -> Step:
-        return Step(f"join-{role}", node, node, Command(
-            "docker", "swarm", "join", "--advertise-addr", ips[node], "--token", tokens[role], f"{ips[entry]}:2377"),
-            wait=role)
+        return join_step(node, ips[node], role, tokens[role], ips[entry])
 
     steps += [join(n, "manager") for n in joins if n in wanted]
     for node in order:

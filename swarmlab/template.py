@@ -1,4 +1,4 @@
-"""Builds the Debian 12 template image: debootstrap, then the swarmlab recipe, then a qcow2.
+"""Builds the Debian template image: debootstrap, then the swarmlab recipe, then a qcow2.
 
 Two cache stages, both keyed by a hash of what goes into them:
 - base/<key>/rootfs: the debootstrap result (slow, ~3 min), keyed by suite and package list;
@@ -22,8 +22,10 @@ from . import images
 from .errors import SwarmlabError
 
 # Bump when the build steps below change in a way the recipe fields do not show.
-RECIPE_VERSION = 5
+RECIPE_VERSION = 6
 
+SUITES = ("bookworm", "trixie")  # Debian 12 and 13
+DEFAULT_SUITE = "bookworm"
 BASE_PACKAGES = (
     "systemd-sysv", "systemd-resolved", "udev", "dbus", "apparmor", "iproute2", "procps",
     "ca-certificates", "openssh-server", "qemu-guest-agent", "linux-image-cloud-amd64",
@@ -35,7 +37,11 @@ BAKE_PENDING = "/etc/swarmlab/bake-pending"
 BAKE_DONE = "swarmlab-bake: done"
 DISK_SIZE = "8G"
 MASKED_UNITS = ("apparmor.service", "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer",
-                "e2scrub_all.timer", "e2scrub_reap.service", "fstrim.timer", "systemd-pstore.service")
+                "e2scrub_all.timer", "e2scrub_reap.service", "fstrim.timer", "systemd-pstore.service",
+                # modules for disks, displays and file systems a lab node does not have
+                "modprobe@dm_mod.service", "modprobe@drm.service", "modprobe@fuse.service",
+                "modprobe@loop.service", "modprobe@configfs.service", "sys-fs-fuse-connections.mount",
+                "sys-kernel-config.mount")
 
 Progress = Callable[[str], None]
 
@@ -44,7 +50,7 @@ Progress = Callable[[str], None]
 class Recipe:
     name: str
     ssh_public_key: str
-    suite: str = "bookworm"
+    suite: str = DEFAULT_SUITE
     with_engine: bool = True
     extra_packages: tuple[str, ...] = ()
 
@@ -113,7 +119,8 @@ def guest_files(recipe: Recipe) -> dict[str, str]:
         # sshd first: on an emulated CPU the engine's start would otherwise delay SSH-ready by
         # tens of seconds; swarmlab waits for the engine itself before it forms the swarm.
         for unit in ("docker", "containerd"):
-            files[f"/etc/systemd/system/{unit}.service.d/swarmlab-after-ssh.conf"] = "[Unit]\nAfter=ssh.service\n"
+            files[f"/etc/systemd/system/{unit}.service.d/swarmlab-after-ssh.conf"] = (
+                "[Unit]\nAfter=ssh.service systemd-resolved.service\n")
         standins = " ".join(images.STANDIN_NAMES)
         files["/etc/systemd/system/swarmlab-images.service"] = (
             "[Unit]\nDescription=Load swarmlab's baked container images (the offline stand-ins)\n"
@@ -210,6 +217,7 @@ def _customize(recipe: Recipe, rootfs: Path, cache_dir: Path) -> None:
         units += ["docker", "swarmlab-images", "swarmlab-bake"]
         (rootfs / BAKE_PENDING.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
         (rootfs / BAKE_PENDING.lstrip("/")).write_text("")
+    _resolver_off_the_boot_path(rootfs)
     _run(["chroot", str(rootfs), "systemctl", "enable", *units], "systemctl enable in the image")
     # Work a lab node never needs, on an emulated CPU that three booting nodes share: the
     # distribution's AppArmor profiles (Docker loads its own docker-default itself), periodic
@@ -228,6 +236,26 @@ def _customize(recipe: Recipe, rootfs: Path, cache_dir: Path) -> None:
         for entry in (rootfs / junk).glob("*"):
             if entry.is_file():
                 entry.unlink()
+
+
+def _resolver_off_the_boot_path(rootfs: Path) -> None:
+    """systemd-resolved orders itself before sysinit.target and network.target, so sshd (after
+    network.target) waited ~5 s of emulated CPU for a resolver it does not use. The unit,
+    copied to /etc with those two orderings dropped, starts alongside instead; containerd and
+    docker wait for it (guest_files)."""
+    unit = next((d / "systemd-resolved.service" for d in (rootfs / "usr/lib/systemd/system", rootfs / "lib/systemd/system")
+                 if (d / "systemd-resolved.service").exists()), None)
+    if unit is None:
+        return
+    lines = []
+    for line in unit.read_text().splitlines():
+        if line.startswith("Before="):
+            line = "Before=" + " ".join(u for u in line[7:].split() if u not in ("sysinit.target", "network.target"))
+        elif line.strip() == "WantedBy=sysinit.target":
+            line = "WantedBy=multi-user.target"
+        lines.append(line)
+    (rootfs / "etc/systemd/system/systemd-resolved.service").write_text("\n".join(lines) + "\n")
+    (rootfs / "etc/systemd/system/sysinit.target.wants/systemd-resolved.service").unlink(missing_ok=True)
 
 
 def bake(image: TemplateImage, accel: str, progress: Progress = lambda _m: None, timeout: float = 900) -> bool:

@@ -38,7 +38,7 @@ def resolve_domain_type(config: Config, kernel: Path, progress: Progress) -> str
 
 
 def template_build(config: Config, name: str, with_engine: bool = True,
-                   progress: Progress = lambda _m: None) -> dict:
+                   progress: Progress = lambda _m: None, suite: str = template.DEFAULT_SUITE) -> dict:
     """Builds (or finds in the cache) the template image and defines its shut-off domain."""
     with Hypervisor(config.uri) as hv:
         hv.ping()  # fail before a 3-minute build when libvirt is not there
@@ -50,7 +50,7 @@ def template_build(config: Config, name: str, with_engine: bool = True,
             raise Refused(f"template {name} is running: shut it down first (`virsh shutdown {name}`); "
                           "clones need an unchanging backing disk")
         ensure_ssh_key(config)
-        recipe = template.Recipe(name=name, with_engine=with_engine,
+        recipe = template.Recipe(name=name, with_engine=with_engine, suite=suite,
                                  ssh_public_key=config.ssh_key_path.with_suffix(".pub").read_text())
         started = time.monotonic()
         image, built = template.build(
@@ -72,7 +72,7 @@ def template_build(config: Config, name: str, with_engine: bool = True,
                          initrd=image.initrd, cmdline=f"root=/dev/vda rw console=ttyS0 quiet systemd.hostname={name}",
                          pool=config.template_pool, volume=volume, network=config.network)
             hv.define_domain(xml)  # libvirt gives the template its own MAC
-        return {"name": name, "recipe": image.key, "built": built, "defined": not unchanged,
+        return {"name": name, "suite": suite, "recipe": image.key, "built": built, "defined": not unchanged,
                 "domain_type": domain_type, "disk": str(pooled),
                 "disk_bytes": pooled.stat().st_size, "seconds": round(time.monotonic() - started, 1)}
 

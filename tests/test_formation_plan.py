@@ -127,3 +127,44 @@ def test_labels_are_added_only_where_missing_or_different():
     current = {"swr1": {"placepoint": "gdc"}, "swr2": {"env": "test"}, "swr3": {}}
     steps = swarm.plan_labels(labels, current, "swr1")
     assert [(s.node, s.detail, s.on) for s in steps] == [("swr2", "env=dev", "swr1"), ("swr3", "env=prod", "swr1")]
+
+
+def test_a_new_swarm_gives_each_node_the_role_the_full_plan_gives():
+    """The pipelined formation of a new lab must end where the full plan would have."""
+    for count in range(1, 6):
+        order = [f"swr{i}" for i in range(1, count + 1)]
+        ips = {n: f"10.77.0.{10 + i}" for i, n in enumerate(order)}
+        infos = {n: IDLE for n in order}
+        for managers in (None, *range(1, count + 1)):
+            roles = swarm.plan_new_swarm(order, managers)
+            entry, bootstrap = swarm.plan_bootstrap(order, ips, infos)
+            _, steps = swarm.plan_membership(order, ips, infos, [member(entry, "Leader")], managers, entry, TOKENS)
+            full = {entry: "init", **{s.node: s.wait for s in steps}}
+            assert roles == full, (count, managers)
+    assert swarm.plan_new_swarm(ORDER, None) == {"swr1": "init", "swr2": "manager", "swr3": "manager"}
+
+
+def test_the_preparation_script_is_valid_shell_and_its_output_parses(tmp_path):
+    import subprocess
+
+    from swarmlab.formation import parse_prepared, prepare_script
+    for mirror in (None, "10.77.0.1:5000"):
+        proc = subprocess.run(["sh", "-n", "-c", prepare_script(mirror)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    assert "10.77.0.1:5000" not in prepare_script(None)
+    found = parse_prepared("change=started docker\nengine=running\nfirewall=none\nmirror=set\n"
+                           "image=swarmlab/busybox:latest\nimage=swarmlab/whoami:latest\n"
+                           'swarm={"LocalNodeState":"inactive","NodeID":""}\n')
+    assert found["image"] == ["swarmlab/busybox:latest", "swarmlab/whoami:latest"]
+    assert swarm.parse_swarm_info(found["swarm"][0]).state == "inactive"
+    assert found["change"] == ["started docker"] and found["engine"] == ["running"]
+
+
+def test_the_preparation_script_reports_a_missing_engine_and_stops(tmp_path):
+    """Run for real with a PATH that has no dockerd: it must say so and touch nothing."""
+    import subprocess
+
+    from swarmlab.formation import parse_prepared, prepare_script
+    proc = subprocess.run(["/bin/sh", "-c", prepare_script(None)], capture_output=True, text=True,
+                          env={"PATH": str(tmp_path)})
+    assert parse_prepared(proc.stdout) == {"engine": ["missing"]}

@@ -44,3 +44,26 @@ def test_killed_build_is_cleaned_without_reaching_into_its_mounts(tmp_path):
     assert not stale.exists()
     assert (precious / "keep-me").read_text() == "host data"
     assert live.exists()  # a build that is still running is left alone
+
+
+def test_the_resolver_leaves_the_boot_path_and_keeps_the_rest_of_its_unit(tmp_path):
+    """sshd waits for network.target, which systemd-resolved orders itself before: the copy in
+    /etc drops that ordering (and sysinit's), and nothing else."""
+    upstream = ("[Unit]\nDefaultDependencies=no\nAfter=systemd-sysctl.service\n"
+                "Before=sysinit.target network.target nss-lookup.target shutdown.target\n\n"
+                "[Service]\nExecStart=!!/lib/systemd/systemd-resolved\nType=notify\n\n"
+                "[Install]\nWantedBy=sysinit.target\nAlias=dbus-org.freedesktop.resolve1.service\n")
+    (tmp_path / "lib/systemd/system").mkdir(parents=True)
+    (tmp_path / "lib/systemd/system/systemd-resolved.service").write_text(upstream)
+    wants = tmp_path / "etc/systemd/system/sysinit.target.wants"
+    wants.mkdir(parents=True)
+    (wants / "systemd-resolved.service").symlink_to("/lib/systemd/system/systemd-resolved.service")
+    template._resolver_off_the_boot_path(tmp_path)
+    copy = (tmp_path / "etc/systemd/system/systemd-resolved.service").read_text()
+    assert "Before=nss-lookup.target shutdown.target\n" in copy
+    assert "WantedBy=multi-user.target\n" in copy and "sysinit" not in copy
+    assert copy.replace("Before=nss-lookup.target", "Before=sysinit.target network.target nss-lookup.target") \
+        .replace("multi-user", "sysinit") == upstream
+    assert not (wants / "systemd-resolved.service").is_symlink()
+    assert "After=ssh.service systemd-resolved.service" in \
+        template.guest_files(Recipe(name="t", ssh_public_key="k"))["/etc/systemd/system/docker.service.d/swarmlab-after-ssh.conf"]
