@@ -12,6 +12,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+import paramiko
 from fabric import Connection
 
 from . import images, swarm
@@ -22,7 +23,7 @@ from .lab import Lab, Node, NodeProgress, each_node, lab_lock, require_lab, ssh_
 from .hypervisor import Hypervisor
 from .netns import run_in_host_netns
 from .command import Command, Raw, Secret, sh, then
-from .remote import RemoteError, connect, read, run
+from .remote import EngineAPI, RemoteError, connect, read, run
 from .waiting import Cancelled, cancelled, poll_until
 from .swarm import FormReport, NodeLabel
 
@@ -216,8 +217,19 @@ def _wait_members(entry: Connection, roles: dict[str, str], timeout: float = 120
     """Until the managers list each node with its role: Reachable (or Leader) as a manager, no
     manager status as a worker; and Ready, unless `ready` is False, where a manager being a
     raft member suffices (its agent's session may still be on its way)."""
+    # One API session for the whole wait: each `docker node ls` would cost the leader ~0.6 s
+    # of emulated CPU, taken from the very work being waited for.
+    session: list[EngineAPI] = []
+
     def settled() -> bool:
-        members = swarm.current_members(read(entry, swarm.NODES, timeout=30))
+        try:
+            if not session:
+                session.append(EngineAPI(entry, timeout=30))
+            members = swarm.current_members(swarm.parse_api_nodes(session[0].get("/nodes")))
+        except (RemoteError, paramiko.SSHException):
+            if session:  # e.g. no leader for a moment while a manager joins: a new session next time
+                session.pop().__exit__()
+            return False
         for hostname, role in roles.items():
             member = members.get(hostname)
             if not (member and (member.manager_status in ("Reachable", "Leader") if role == "manager"
@@ -225,9 +237,13 @@ def _wait_members(entry: Connection, roles: dict[str, str], timeout: float = 120
                     and (member.status == "Ready" or not ready and role == "manager")):
                 return False
         return True
-    poll_until(settled, timeout, 0.5, lambda: FormError(
-        f"{', '.join(roles)} not listed as {' and '.join(sorted(set(roles.values())))} with status Ready after "
-        f"{timeout:.0f} s: see `swarmlab docker {next(iter(roles))} -- info`"))
+    try:
+        poll_until(settled, timeout, 0.5, lambda: FormError(
+            f"{', '.join(roles)} not listed as {' and '.join(sorted(set(roles.values())))} with status Ready after "
+            f"{timeout:.0f} s: see `swarmlab docker {next(iter(roles))} -- info`"))
+    finally:
+        for api in session:
+            api.__exit__()
 
 
 # `docker swarm join` gives up waiting after a while under load while the join goes on in

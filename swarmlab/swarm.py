@@ -54,6 +54,18 @@ def parse_node_ls(text: str) -> list[SwarmNode]:
             for d in _json_lines(text, "docker node ls")]
 
 
+def parse_api_nodes(nodes: list[dict]) -> list[SwarmNode]:
+    """The Engine API's GET /nodes, as `docker node ls` lists them."""
+    out = []
+    for n in nodes:
+        manager, description = n.get("ManagerStatus") or {}, n.get("Description") or {}
+        out.append(SwarmNode(n["ID"], description.get("Hostname", ""), n.get("Status", {}).get("State", "unknown").capitalize(),
+                             n.get("Spec", {}).get("Availability", "active").capitalize(),
+                             "Leader" if manager.get("Leader") else manager.get("Reachability", "").capitalize(),
+                             description.get("Engine", {}).get("EngineVersion", "")))
+    return out
+
+
 @dataclass(frozen=True)
 class SwarmInfo:
     state: str  # inactive, pending, active, error, locked

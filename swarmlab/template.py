@@ -30,7 +30,8 @@ BASE_PACKAGES = (
     "systemd-sysv", "systemd-resolved", "udev", "dbus", "apparmor", "iproute2", "procps",
     "ca-certificates", "openssh-server", "qemu-guest-agent", "linux-image-cloud-amd64",
 )
-ENGINE_PACKAGES = ("docker.io",)
+# From Debian 13 the docker CLI is its own package, which docker.io only recommends.
+ENGINE_PACKAGES = {"bookworm": ("docker.io",), "trixie": ("docker.io", "docker-cli")}
 BAKED_IMAGE = "swarmlab/busybox:latest"
 BAKED_IMAGES_TAR = "/usr/share/swarmlab/images/standins.tar"
 BAKE_PENDING = "/etc/swarmlab/bake-pending"
@@ -56,7 +57,7 @@ class Recipe:
 
     @property
     def packages(self) -> tuple[str, ...]:
-        engine = ENGINE_PACKAGES if self.with_engine else ()
+        engine = ENGINE_PACKAGES[self.suite] if self.with_engine else ()
         return tuple(sorted({*BASE_PACKAGES, *engine, *self.extra_packages}))
 
     def base_key(self) -> str:

@@ -168,3 +168,18 @@ def test_the_preparation_script_reports_a_missing_engine_and_stops(tmp_path):
     proc = subprocess.run(["/bin/sh", "-c", prepare_script(None)], capture_output=True, text=True,
                           env={"PATH": str(tmp_path)})
     assert parse_prepared(proc.stdout) == {"engine": ["missing"]}
+
+
+def test_the_engine_apis_nodes_read_as_node_ls_lists_them():
+    api = [{"ID": "a1", "Description": {"Hostname": "swr1", "Engine": {"EngineVersion": "20.10.24+dfsg1"}},
+            "Spec": {"Role": "manager", "Availability": "active"}, "Status": {"State": "ready"},
+            "ManagerStatus": {"Leader": True, "Reachability": "reachable"}},
+           {"ID": "b2", "Description": {"Hostname": "swr2"}, "Spec": {"Role": "manager", "Availability": "drain"},
+            "Status": {"State": "down"}, "ManagerStatus": {"Reachability": "unreachable"}},
+           {"ID": "c3", "Description": {"Hostname": "swr3"}, "Spec": {"Role": "worker", "Availability": "pause"},
+            "Status": {"State": "ready"}}]
+    assert swarm.parse_api_nodes(api) == [
+        SwarmNode("a1", "swr1", "Ready", "Active", "Leader", "20.10.24+dfsg1"),
+        SwarmNode("b2", "swr2", "Down", "Drain", "Unreachable", ""),
+        SwarmNode("c3", "swr3", "Ready", "Pause", "", "")]
+    assert [n.role for n in swarm.parse_api_nodes(api)] == ["manager", "manager", "worker"]

@@ -67,3 +67,11 @@ def test_the_resolver_leaves_the_boot_path_and_keeps_the_rest_of_its_unit(tmp_pa
     assert not (wants / "systemd-resolved.service").is_symlink()
     assert "After=ssh.service systemd-resolved.service" in \
         template.guest_files(Recipe(name="t", ssh_public_key="k"))["/etc/systemd/system/docker.service.d/swarmlab-after-ssh.conf"]
+
+
+def test_each_suite_gets_the_docker_cli_and_bookworms_package_list_is_unchanged():
+    bookworm = Recipe(name="t", ssh_public_key="k")
+    trixie = Recipe(name="t", ssh_public_key="k", suite="trixie")
+    assert "docker-cli" in trixie.packages and "docker-cli" not in bookworm.packages  # bookworm's docker.io has it
+    assert bookworm.base_key() != trixie.base_key() and bookworm.key() != trixie.key()
+    assert set(template.ENGINE_PACKAGES) == set(template.SUITES)
