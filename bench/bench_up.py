@@ -2,7 +2,7 @@
 """Benchmark: `swarmlab up 3` against the article's sequence and against the boot floor.
 
 Prints figures; asserts nothing. Run as root with the lab host up and the template built:
-    .venv/bin/python bench/bench_up.py [--nodes 3] [--runs 3]
+    .venv/bin/python bench/bench_up.py [--nodes 3] [--runs 3] [--template NAME]
 
 Each run measures, one after another on the same idle host (medians over the runs):
 - floor: linked clones of the template (qcow2 overlays, as swarmlab makes them) started
@@ -19,6 +19,7 @@ Everything the bench makes is removed afterwards.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import socket
@@ -98,9 +99,9 @@ def bench_floor(config, nodes: int) -> float:
         remove_domains(config, names)
 
 
-def bench_swarmlab(nodes: int) -> dict[str, float]:
+def bench_swarmlab(config, nodes: int) -> dict[str, float]:
     started = time.monotonic()
-    proc = cli("up", str(nodes), "--lab", "bench", "--no-snapshot", "--json")
+    proc = cli("up", str(nodes), "--lab", "bench", "--no-snapshot", "--json", "--template", config.template)
     total = time.monotonic() - started
     if proc.returncode != 0:
         sys.exit(f"swarmlab up failed: {proc.stderr.strip().splitlines()[-1]}")
@@ -168,8 +169,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--template", help="template domain (default: [libvirt] template), e.g. one built "
+                                           "with `template build --suite trixie --name ...`")
     args = parser.parse_args()
     config = configuration.load()
+    if args.template:
+        config = dataclasses.replace(config, template=args.template)
     labhost.enter_host(config)
     cli("down", "--lab", "bench", "--yes")
     remove_domains(config, SEED + FLOOR)
@@ -177,7 +182,7 @@ def main() -> None:
     try:
         for i in range(args.runs):
             runs["floor"].append({"total": bench_floor(config, args.nodes)})
-            runs["swarmlab"].append(bench_swarmlab(args.nodes))
+            runs["swarmlab"].append(bench_swarmlab(config, args.nodes))
             cli("down", "--lab", "bench", "--yes")
             runs["article"].append(bench_article(config, args.nodes))
             print(f"run {i + 1}: floor {runs['floor'][-1]['total']:.1f} s, swarmlab {runs['swarmlab'][-1]['total']:.1f} s, "
@@ -198,7 +203,8 @@ def main() -> None:
         values = [x[key] / y[key] for x, y in zip(runs[a], runs[b])]
         return f"{statistics.median(values):5.2f}  ({min(values):.2f}-{max(values):.2f})"
 
-    print(f"nodes: {args.nodes} ({config.vcpus} vCPU, {config.memory_mib} MiB each), medians of {args.runs} runs "
+    print(f"template {config.template}, nodes: {args.nodes} ({config.vcpus} vCPU, {config.memory_mib} MiB each), "
+          f"medians of {args.runs} runs "
           "(range in brackets)")
     print(f"boot floor (clones to port 22):       {median('floor'):6.1f} s ({spread('floor')})   target <= 25 s")
     print(f"swarmlab up to Ready managers:        {median('swarmlab'):6.1f} s ({spread('swarmlab')})   "

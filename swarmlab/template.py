@@ -22,7 +22,7 @@ from . import images
 from .errors import SwarmlabError
 
 # Bump when the build steps below change in a way the recipe fields do not show.
-RECIPE_VERSION = 6
+RECIPE_VERSION = 7
 
 SUITES = ("bookworm", "trixie")  # Debian 12 and 13
 DEFAULT_SUITE = "bookworm"
@@ -115,6 +115,10 @@ def guest_files(recipe: Recipe) -> dict[str, str]:
         ),
         "/etc/ssh/sshd_config.d/swarmlab-hostkey.conf": "HostKey /etc/ssh/ssh_host_ed25519_key\n",
         "/root/.ssh/authorized_keys": recipe.ssh_public_key.strip() + "\n",
+        # The initrd needs only the domain's virtio disk (ext4 is built into Debian's kernels):
+        # ~6 MB instead of ~15 MB, about 1 s less of every boot under TCG.
+        "/etc/initramfs-tools/conf.d/swarmlab.conf": "MODULES=list\n",
+        "/etc/initramfs-tools/modules": "virtio_pci\nvirtio_blk\n",
     }
     if recipe.with_engine:
         # sshd first: on an emulated CPU the engine's start would otherwise delay SSH-ready by
@@ -219,6 +223,7 @@ def _customize(recipe: Recipe, rootfs: Path, cache_dir: Path) -> None:
         (rootfs / BAKE_PENDING.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
         (rootfs / BAKE_PENDING.lstrip("/")).write_text("")
     _resolver_off_the_boot_path(rootfs)
+    _run(["chroot", str(rootfs), "update-initramfs", "-u", "-k", "all"], "update-initramfs in the image")
     _run(["chroot", str(rootfs), "systemctl", "enable", *units], "systemctl enable in the image")
     # Work a lab node never needs, on an emulated CPU that three booting nodes share: the
     # distribution's AppArmor profiles (Docker loads its own docker-default itself), periodic
