@@ -284,21 +284,30 @@ class NewSwarm:
         self.manager_joins = threading.Lock()
         self.joined: dict[str, str] = {}  # node -> role
 
+    def _role(self, lab: Lab, node: Node) -> str:
+        return swarm.plan_new_swarm([n.name for n in lab.nodes], self.managers)[node.name]
+
+    def node_failed(self, lab: Lab, node: Node) -> None:
+        """The node did not come up: when it was to init, nobody waits for it any longer."""
+        if self._role(lab, node) == "init":
+            self.settled.set()
+
     def node_ready(self, lab: Lab, node: Node, conn: Connection) -> None:
-        self.progress(node.name, "engine", "")
-        info = prepare_node(self.config, node, conn, self.report, self.mirror, self.progress)
-        self.prepared.add(node.name)
-        role = swarm.plan_new_swarm([n.name for n in lab.nodes], self.managers)[node.name]
-        if role == "init":
-            try:
-                if info.state == "inactive":
-                    self.progress(node.name, "init", node.ip)
-                    run(conn, Command("docker", "swarm", "init", "--advertise-addr", node.ip), timeout=180)
-                    self.tokens = {r: read(conn, swarm.join_token(r)) for r in ("manager", "worker")}
-                    self.entry = (conn, node.ip)
-                    self.report.initialized = node.name
-            finally:
+        role = self._role(lab, node)
+        try:
+            self.progress(node.name, "engine", "")
+            info = prepare_node(self.config, node, conn, self.report, self.mirror, self.progress)
+            self.prepared.add(node.name)
+            if role == "init" and info.state == "inactive":
+                self.progress(node.name, "init", node.ip)
+                run(conn, Command("docker", "swarm", "init", "--advertise-addr", node.ip), timeout=180)
+                self.tokens = {r: read(conn, swarm.join_token(r)) for r in ("manager", "worker")}
+                self.entry = (conn, node.ip)
+                self.report.initialized = node.name
+        finally:
+            if role == "init":  # done, or failed: either way the others stop waiting
                 self.settled.set()
+        if role == "init":
             return
         poll_until(self.settled.is_set, 2 * self.config.boot_timeout, 0.2, lambda: FormError(
             f"{node.name}: the first node did not initialise the swarm in time"))
@@ -451,7 +460,8 @@ def bring_up(config: Config, count: int, lab_name: str, prefix: str, managers: i
         found = labs.up(config, count, lab_name, prefix, progress,
                         validate=lambda names: check_plan(lab_name, names, managers, labels)
                         if form_swarm else None,
-                        connections=conns, on_ready=pipeline.node_ready if pipeline else None)
+                        connections=conns, on_ready=pipeline.node_ready if pipeline else None,
+                        on_failed=pipeline.node_failed if pipeline else None)
         if not form_swarm:
             return found, None
         with lab_lock(config, lab_name):

@@ -358,12 +358,14 @@ def check_planned_domains(hv: Hypervisor, lab: str, nodes: list[Node]) -> None:
 
 def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress = lambda *_: None,
        validate: Callable[[list[str]], None] = lambda _names: None,
-       connections: dict | None = None, on_ready: Callable[[Lab, Node, object], None] | None = None) -> Lab:
+       connections: dict | None = None, on_ready: Callable[[Lab, Node, object], None] | None = None,
+       on_failed: Callable[[Lab, Node], None] | None = None) -> Lab:
     """Brings the lab to `count` running, SSH-ready nodes. `validate(node names)` runs after
     planning and before anything is created; SSH connections are kept in `connections` when
     given (the caller closes them), so that later steps reuse them. `on_ready(lab, node,
     connection)` runs in the node's own thread as soon as that node is ready (with
-    `connections` only), so that work on it need not wait for the slowest node."""
+    `connections` only), so that work on it need not wait for the slowest node;
+    `on_failed(lab, node)` when the node does not come up, so that nobody waits for it."""
     check_names(config, lab, prefix)
     check_count(config, count)
     with Hypervisor(config.uri) as hv, lab_lock(config, lab):
@@ -437,6 +439,14 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
         hostname_at_boot = sets_hostname_at_boot(template_xml)
 
         def reach(node: Node) -> None:
+            try:
+                reach_one(node)
+            except BaseException:
+                if on_failed is not None:
+                    on_failed(plan, node)
+                raise
+
+        def reach_one(node: Node) -> None:
             progress(node.name, "ssh", node.ip)
             target = ssh_target(config, lab, node)
             poll_until(lambda: port_open(node.ip), config.boot_timeout, 1, lambda: LabError(

@@ -183,3 +183,45 @@ def test_the_engine_apis_nodes_read_as_node_ls_lists_them():
         SwarmNode("b2", "swr2", "Down", "Drain", "Unreachable", ""),
         SwarmNode("c3", "swr3", "Ready", "Pause", "", "")]
     assert [n.role for n in swarm.parse_api_nodes(api)] == ["manager", "manager", "worker"]
+
+
+def _new_swarm(tmp_path, monkeypatch, prepare):
+    import threading
+
+    from swarmlab import config as configuration, formation
+    from swarmlab.lab import Lab, Node
+    from tests.conftest import write_config
+    config = configuration.load(write_config(tmp_path / "swarmlab.toml", tmp_path / "state"))
+    monkeypatch.setattr(formation, "prepare_node", prepare)
+    lab = Lab("t1", [Node(n, f"t1-{n}", "", "", IPS[n], "") for n in ORDER])
+    pipeline = formation.NewSwarm(config, None, swarm.FormReport(), lambda *_: None)
+    waiting = threading.Thread(target=pipeline.node_ready, args=(lab, lab.nodes[1], None))
+    return pipeline, lab, waiting
+
+
+def test_a_new_swarm_stops_waiting_when_the_first_node_fails_to_come_up(tmp_path, monkeypatch):
+    """Otherwise `up` would sit for twice the boot timeout after the failure it must report."""
+    pipeline, lab, waiting = _new_swarm(tmp_path, monkeypatch, lambda *_: IDLE)
+    waiting.start()
+    waiting.join(0.5)
+    assert waiting.is_alive()  # swr2 is prepared and waits for swr1's init
+    pipeline.node_failed(lab, lab.nodes[0])
+    waiting.join(2)
+    assert not waiting.is_alive() and pipeline.formed(lab) is None and pipeline.joined == {}
+
+
+def test_a_new_swarm_stops_waiting_when_the_first_nodes_preparation_fails(tmp_path, monkeypatch):
+    import pytest
+
+    from swarmlab.formation import FormError
+
+    def prepare(config, node, *_):
+        if node.name == "swr1":
+            raise FormError("swr1: the Docker engine does not start")
+        return IDLE
+    pipeline, lab, waiting = _new_swarm(tmp_path, monkeypatch, prepare)
+    waiting.start()
+    with pytest.raises(FormError, match="does not start"):
+        pipeline.node_ready(lab, lab.nodes[0], None)
+    waiting.join(2)
+    assert not waiting.is_alive() and pipeline.formed(lab) is None
