@@ -352,8 +352,6 @@ def form(config: Config, lab: Lab, conns: dict[str, Connection], managers: int |
     order = [n.name for n in nodes]
     ips = {n.name: n.ip for n in nodes}
     infos = dict(zip(order, each_node(prepare, nodes)))
-    for lines in (report.engine, report.firewall, report.images, report.joined):
-        lines.sort()  # threads finish in any order; reports should not
 
     entry, bootstrap = swarm.plan_bootstrap(order, ips, infos)
     for step in bootstrap:
@@ -389,6 +387,8 @@ def form(config: Config, lab: Lab, conns: dict[str, Connection], managers: int |
 def _finish(conns: dict[str, Connection], manager: str, order: list[str], labels: list[NodeLabel],
             report: FormReport, progress: NodeProgress) -> None:
     """Each node's role as the managers list it, then the labels it lacks."""
+    for lines in (report.engine, report.firewall, report.images, report.joined):
+        lines.sort()  # threads finish in any order; reports should not
     for member in swarm.current_members(read(conns[manager], swarm.NODES)).values():
         if member.hostname in order:
             progress(member.hostname, "swarm", member.role)
@@ -470,8 +470,6 @@ def bring_up(config: Config, count: int, lab_name: str, prefix: str, managers: i
                 order = [n.name for n in found.nodes]
                 roles = {n: "manager" if r == "init" else r for n, r in swarm.plan_new_swarm(order, managers).items()}
                 _wait_members(entry, roles)
-                for lines in (report.engine, report.firewall, report.images, report.joined):
-                    lines.sort()
                 warning = swarm.manager_warning(sum(r == "manager" for r in roles.values()))
                 report.warnings += [warning] if warning else []
                 _finish(conns, order[0], order, labels, report, progress)
