@@ -239,7 +239,8 @@ def _wait_members(entry: Connection, roles: dict[str, str], timeout: float = 120
         return True
     try:
         poll_until(settled, timeout, 0.5, lambda: FormError(
-            f"{', '.join(roles)} not listed as {' and '.join(sorted(set(roles.values())))} with status Ready after "
+            f"{', '.join(roles)} not listed as {' and '.join(sorted(set(roles.values())))}"
+            f"{' with status Ready' if ready else ''} after "
             f"{timeout:.0f} s: see `swarmlab docker {next(iter(roles))} -- info`"))
     finally:
         for api in session:
