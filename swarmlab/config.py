@@ -139,7 +139,7 @@ class Config:
     uri: str = "qemu:///system"
     network: str = "swarmlab"
     cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.77.0.0/24")
-    template: str = "debian12"
+    template: str = "debian13"
     domain_type: str = "auto"
     # [dns]
     zone: str = "lab.swarmlab.test."

@@ -76,14 +76,37 @@ def _download_bundle(config: Config, guest_status: str) -> list[Path]:
     return sorted(directory.glob("*.deb"))
 
 
+def _release(os_release: str) -> str:
+    for line in os_release.splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            return line.split("=", 1)[1].strip().strip('"')
+    return "unknown"
+
+
+def bundle_refusal(node: str, host_release: str, node_release: str) -> str | None:
+    """The bundle is resolved by the host's apt, so it fits a node of the host's release only."""
+    if host_release == node_release:
+        return None
+    return (f"{node} runs Debian {node_release} but the engine bundle comes from this host's apt "
+            f"({host_release}): set [engine] install = \"apt\" in swarmlab.toml, or use a template of "
+            f"{host_release} (`template build --suite {host_release} --no-engine`)")
+
+
 def install_engine(config: Config, node: Node, conn: Connection) -> list[str]:
     """Installs the engine on a node that has none (a user's own template)."""
     if config.engine_install == "apt":
         env = Raw("DEBIAN_FRONTEND=noninteractive")
         run(conn, then(Command(env, "apt-get", "-q", "update"),
                        Command(env, "apt-get", "-q", "-y", "install", "--no-install-recommends",
-                               config.engine_package)), timeout=900)
+                               config.engine_package,
+                               # Debian 13's CLI is its own package, which docker.io only recommends
+                               Raw("$(apt-cache show docker-cli >/dev/null 2>&1 && echo docker-cli)"))),
+            timeout=900)
         return [f"{node.name}: installed {config.engine_package} with apt"]
+    refusal = bundle_refusal(node.name, _release(Path("/etc/os-release").read_text()),
+                             _release(run(conn, Command("cat", "/etc/os-release"))))
+    if refusal:
+        raise FormError(refusal)
     debs = _download_bundle(config, run(conn, Command("cat", "/var/lib/dpkg/status")))
     run(conn, Command("mkdir", "-p", BUNDLE_DIR))
     sftp = conn.sftp()

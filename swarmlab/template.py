@@ -25,7 +25,7 @@ from .errors import SwarmlabError
 RECIPE_VERSION = 7
 
 SUITES = ("bookworm", "trixie")  # Debian 12 and 13
-DEFAULT_SUITE = "bookworm"
+DEFAULT_SUITE = "trixie"  # the current stable, with docker.io 26
 BASE_PACKAGES = (
     "systemd-sysv", "systemd-resolved", "udev", "dbus", "apparmor", "iproute2", "procps",
     "ca-certificates", "openssh-server", "qemu-guest-agent", "linux-image-cloud-amd64",

@@ -43,7 +43,7 @@ def swarmlab(*args: str, config: Path | None = None, check: bool = False, timeou
 
 def write_config(path: Path, state_dir: Path, **sections: dict) -> Path:
     base = {
-        "libvirt": {"network": "swl-test", "cidr": "10.78.0.0/24", "template": "swl-test-debian12"},
+        "libvirt": {"network": "swl-test", "cidr": "10.78.0.0/24", "template": "swl-test-debian13"},
         "dns": {"zone": "lab.swarmlab.test.", "api_url": f"http://127.0.0.1:{free_port()}"},
         "ssh": {"key": str(TEST_CACHE / "test-ssh" / "id_ed25519")},
         "host": {"namespace": "swl-test", "state_dir": str(state_dir), "cache_dir": str(TEST_CACHE),

@@ -225,3 +225,11 @@ def test_a_new_swarm_stops_waiting_when_the_first_nodes_preparation_fails(tmp_pa
         pipeline.node_ready(lab, lab.nodes[0], None)
     waiting.join(2)
     assert not waiting.is_alive() and pipeline.formed(lab) is None
+
+
+def test_an_engine_bundle_is_refused_for_a_node_of_another_release_with_the_fix():
+    from swarmlab.formation import _release, bundle_refusal
+    assert _release('PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nVERSION_CODENAME=trixie\n') == "trixie"
+    assert bundle_refusal("swr1", "bookworm", "bookworm") is None
+    refusal = bundle_refusal("swr1", "bookworm", "trixie")
+    assert "swr1 runs Debian trixie" in refusal and 'install = "apt"' in refusal and "--suite bookworm" in refusal

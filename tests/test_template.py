@@ -70,7 +70,7 @@ def test_the_resolver_leaves_the_boot_path_and_keeps_the_rest_of_its_unit(tmp_pa
 
 
 def test_each_suite_gets_the_docker_cli_and_bookworms_package_list_is_unchanged():
-    bookworm = Recipe(name="t", ssh_public_key="k")
+    bookworm = Recipe(name="t", ssh_public_key="k", suite="bookworm")
     trixie = Recipe(name="t", ssh_public_key="k", suite="trixie")
     assert "docker-cli" in trixie.packages and "docker-cli" not in bookworm.packages  # bookworm's docker.io has it
     assert bookworm.base_key() != trixie.base_key() and bookworm.key() != trixie.key()
