@@ -21,7 +21,7 @@ from .config import Config
 from .errors import NotFound, Refused, SwarmlabError
 from .formation import open_connections
 from .hypervisor import Hypervisor, LifecycleWatch
-from .lab import Lab, Node, lab_lock, require_lab
+from .lab import Lab, Node, lab_config, lab_lock, require_lab
 from .remote import RemoteError, read, run
 from .template import BAKED_IMAGE
 from .waiting import poll_until
@@ -341,6 +341,7 @@ def kill(config: Config, lab_name: str, target: str | None, restore: bool, timeo
     """Hard power-off of a node (the leader when target is None), then watch the swarm heal.
     With `service`, only that service's tasks are followed; with no service at all, a drill
     service is created for the run and removed afterwards."""
+    config = lab_config(config, lab_name)
     with Hypervisor(config.uri) as hv, lab_lock(config, lab_name):
         session = _open(config, hv, lab_name)
         try:
@@ -413,6 +414,7 @@ def _restart(session: Session, timeline: Timeline, node: Node, watch: LifecycleW
 def start(config: Config, lab_name: str, names: list[str] | None, timeout: float,
           progress: Progress = lambda _m: None) -> list[Timeline]:
     """Starts stopped nodes (all when names is None) and waits until each is back in the swarm."""
+    config = lab_config(config, lab_name)
     with Hypervisor(config.uri) as hv:
         found = require_lab(config, hv, lab_name)
         targets = found.nodes if names is None else [found.require_node(n) for n in names]
@@ -451,6 +453,7 @@ def start(config: Config, lab_name: str, names: list[str] | None, timeout: float
 def availability(config: Config, lab_name: str, target: str, mode: str, timeout: float,
                  progress: Progress = lambda _m: None) -> Timeline:
     """drain or active, with the time until the tasks have moved."""
+    config = lab_config(config, lab_name)
     with Hypervisor(config.uri) as hv:
         session = _open(config, hv, lab_name)
         try:
@@ -480,6 +483,7 @@ def demote_leader(config: Config, lab_name: str, timeout: float, progress: Progr
     """The graceful contrast: demote the leader, time the hand-over, promote it back and time
     its return as a Reachable manager. A promotion that fails is in the timeline (missing
     `promoted`, exit 5): the lab is then a manager short, and the output says so."""
+    config = lab_config(config, lab_name)
     with Hypervisor(config.uri) as hv:
         session = _open(config, hv, lab_name)
         try:

@@ -12,8 +12,8 @@ from typing import Optional
 
 import typer
 
-from . import (__version__, chaos, command, config as configuration, doctor as checks, exercises, formation, lab as labs,
-               labhost, reset as resets, swarm, template, template_build as templates)
+from . import (__version__, chaos, classroom, command, config as configuration, doctor as checks, exercises, formation,
+               lab as labs, labhost, reset as resets, swarm, template, template_build as templates)
 from .errors import Refused, SwarmlabError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
@@ -243,8 +243,9 @@ class NodeBoard:
         for col in ("node", "phase", "detail", "since start"):
             table.add_column(col)
         for node, (phase, detail, at) in self.rows.items():
-            steps = " ".join(("●" if labs.PHASES.index(p) <= labs.PHASES.index(phase) else "○") for p in labs.PHASES)
-            table.add_row(node, f"{steps} {phase}", detail, f"{at:5.1f}s")
+            steps = " ".join(("●" if labs.PHASES.index(p) <= labs.PHASES.index(phase) else "○") for p in labs.PHASES) \
+                if phase in labs.PHASES else ""
+            table.add_row(node, f"{steps} {phase}".strip(), detail, f"{at:5.1f}s")
         return table
 
     def __call__(self, node: str, phase: str, detail: str) -> None:
@@ -770,6 +771,144 @@ def exercise_test(exercise_id: Optional[str] = typer.Argument(None, metavar="[ID
                    f"{sum(r.seconds for r in results):.1f} s")
     if not all(r.ok for r in results):
         raise typer.Exit(1)
+
+
+class_app = typer.Typer(no_args_is_help=True, help="A class: one lab per student, spread over the lab hosts.")
+app.add_typer(class_app, name="class")
+
+
+def _render_lab_results(results: list, as_json: bool, what: str) -> None:
+    if as_json:
+        _emit_json([asdict(r) for r in results])
+    else:
+        _table(("STUDENT", "LAB", "HOST", "SECONDS", "RESULT"),
+               [(r.student, r.lab, r.host, f"{r.seconds:.1f}", "ok" if r.ok else r.error or "failed")
+                for r in results], right={"SECONDS"})
+        typer.echo(f"{sum(r.ok for r in results)}/{len(results)} labs {what}")
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@class_app.command("up")
+def class_up(students: Optional[int] = typer.Option(None, "--students", metavar="N", help="Labs s01 ... sN."),
+             roster: Optional[str] = typer.Option(None, "--roster", metavar="FILE",
+                                                  help="One student per line; lab names are their slugs."),
+             nodes: int = typer.Option(3, "--nodes", metavar="N", help="Nodes per lab."),
+             no_snapshot: bool = typer.Option(False, "--no-snapshot", help="Do not save each lab's `formed` snapshot."),
+             as_json: bool = JsonOption):
+    """Make one lab per student, each whole on the host with the most room, on a network of its
+    own, several at once per host ([class] parallel). Refuses before making anything when the
+    hosts are short of room. A failed lab does not stop the others; rerunning converges. Exit 1
+    when any lab failed."""
+    if (students is None) == (roster is None):
+        raise configuration.ConfigError("give --students N or --roster FILE")
+    labs.check_count(ctx.config, nodes)
+    if roster is not None:
+        try:
+            text = open(roster, encoding="utf-8").read()
+        except OSError as e:
+            raise configuration.ConfigError(f"--roster {roster}: cannot read: {e.strerror}") from None
+        wanted = classroom.students_from_roster(text, roster)
+    else:
+        wanted = classroom.students_from_count(students)
+    _enter_host()
+    with NodeBoard() as board:
+        results = classroom.class_up(ctx.config, wanted, nodes, board, not no_snapshot)
+    _render_lab_results(results, as_json, "ready")
+
+
+@class_app.command("status")
+def class_status(as_json: bool = JsonOption,
+                 html: Optional[str] = typer.Option(None, "--html", metavar="FILE",
+                                                    help="Also write a page for the projector; it reloads itself."),
+                 watch: Optional[float] = typer.Option(None, "--watch", metavar="S",
+                                                       help="Read and write again every S seconds, until Ctrl-C.")):
+    """One row per student: host, nodes ready, swarm health, current exercise and its last check."""
+    _enter_host()
+    while True:
+        rows = classroom.class_status(ctx.config)
+        if html:
+            from .render import render
+            page = render("class-status.html.j2", rows=rows, refresh=int(watch or 10),
+                          at=time.strftime("%H:%M:%S"))
+            tmp = f"{html}.tmp"
+            with open(tmp, "w") as f:
+                f.write(page)
+            os.replace(tmp, html)
+        if as_json:
+            _emit_json(rows)
+        else:
+            def check(row):
+                last = row.get("last_check")
+                return f"{last['exercise']} {last['passed']}/{last['of']}" if last else "-"
+            _table(("STUDENT", "LAB", "HOST", "READY", "SWARM", "EXERCISE", "LAST CHECK"),
+                   [(r["student"], r["lab"], r["host"], f"{r['ready']}/{r['nodes']}",
+                     r["swarm"] if "error" not in r else r["error"], r.get("exercise") or "-", check(r))
+                    for r in rows])
+        if not watch:
+            break
+        time.sleep(watch)
+    if not all(r["swarm"] == "healthy" and r["ready"] == r["nodes"] for r in rows):
+        raise typer.Exit(1)
+
+
+@class_app.command("check")
+def class_check(exercise_id: str = ExerciseArgument,
+                wait: bool = typer.Option(False, "--wait", help="Retry failing checks up to their timeout."),
+                junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE",
+                                                    help="Also write JUnit XML: one suite per student."),
+                as_json: bool = JsonOption):
+    """Check every student's lab at once: one row per student with the checks that pass. Exit 0
+    only when every lab passes every check."""
+    exercise = exercises.find(exercise_id)
+    _enter_host()
+    results = classroom.class_check(ctx.config, exercise, wait)
+    if junit:
+        with open(junit, "w") as f:
+            f.write(classroom.junit(exercise.id, results))
+    if as_json:
+        _emit_json([asdict(r) for r in results])
+    else:
+        def failing(r) -> str:
+            bad = [v["check"] for v in r.detail.get("verdicts", []) if not v["ok"]]
+            return r.error or ("✗ " + "; ".join(bad) if bad else "✓")
+        _table(("STUDENT", "LAB", "HOST", "PASSED", "RESULT"),
+               [(r.student, r.lab, r.host, f"{sum(v['ok'] for v in r.detail.get('verdicts', []))}/"
+                 f"{len(r.detail.get('verdicts', []))}", failing(r)) for r in results])
+        typer.echo(f"{sum(r.ok for r in results)}/{len(results)} labs pass {exercise.id}")
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@class_app.command("reset")
+def class_reset(level: Optional[str] = typer.Option(None, "--level", metavar="state|snapshot|rebuild",
+                                                    help="Force a level; default: the cheapest that works per lab."),
+                as_json: bool = JsonOption):
+    """Reset every student's lab to its `formed` snapshot, all at once. Exit 1 when any lab is
+    not healthy afterwards."""
+    if level is not None and level not in ("state", "snapshot", "rebuild"):
+        raise configuration.ConfigError(f"--level {level} is not one of state, snapshot, rebuild")
+    _enter_host()
+    _render_lab_results(classroom.class_reset(ctx.config, level), as_json, "reset")
+
+
+@class_app.command("down")
+def class_down(yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."), as_json: bool = JsonOption):
+    """Remove every student's lab (domains, volumes, its network, DNS records) on every host."""
+    _enter_host()
+    room = classroom.load(ctx.config)
+    if room is None:
+        if as_json:
+            _emit_json([])
+        else:
+            typer.echo("there is no class; nothing to remove")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise configuration.ConfigError(f"`class down` removes the labs of {len(room.students)} students: "
+                                            "pass --yes to confirm")
+        typer.confirm(f"remove the labs of all {len(room.students)} students?", abort=True)
+    _render_lab_results(classroom.class_down(ctx.config), as_json, "removed")
 
 
 def main() -> None:

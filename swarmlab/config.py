@@ -85,6 +85,16 @@ def _cidr(value):
     return net
 
 
+def _lab_range(value):
+    try:
+        net = ipaddress.IPv4Network(value, strict=True)
+    except (ValueError, TypeError):
+        net = None
+    if net is None or not 16 <= net.prefixlen <= 23:
+        raise ValueError("an IPv4 range from /16 to /23 that labs get their own /24 from, such as 10.80.0.0/16")
+    return net
+
+
 def _host_port(value):
     # An IP address, not a host name: a name would be resolved through the very DNS being
     # verified, and an unresolvable one ended in a 30 s timeout instead of an error.
@@ -134,6 +144,25 @@ def _optional_path(value):
 
 
 @dataclass(frozen=True)
+class HostSpec:
+    """A libvirt host that class labs are placed on ([[hosts]])."""
+
+    name: str
+    uri: str
+    nodes: int | None = None  # capacity in nodes, or
+    memory_mib: int | None = None  # capacity in host memory; neither: the host's memory as libvirt reports it
+    lab_range: ipaddress.IPv4Network | None = None  # the /24s of its labs' networks; default [class] lab_range
+
+    @property
+    def local(self) -> bool:
+        """On the controller itself: the embedded host, or a host in the same namespace."""
+        return "+" not in self.uri.split(":", 1)[0] and "//" in self.uri and self.uri.split("//", 1)[1][:1] == "/"
+
+
+LOCAL_HOST = "local"
+
+
+@dataclass(frozen=True)
 class Config:
     # [libvirt]
     uri: str = "qemu:///system"
@@ -167,7 +196,31 @@ class Config:
     state_dir: Path = Path("/var/lib/swarmlab")
     cache_dir: Path = Path("/var/cache/swarmlab")
     dns_port: int = 5300
+    # [class] and [[hosts]]
+    lab_range: ipaddress.IPv4Network = ipaddress.IPv4Network("10.80.0.0/16")
+    parallel: int = 2  # labs made at once on one host
+    overhead_mib: int = 700  # host memory a node takes beyond its guest memory (QEMU, TCG's code cache)
+    hosts: tuple[HostSpec, ...] = ()
     source: str = "built-in defaults"
+    # Set only in a config scoped to one lab on a network of its own (lab.lab_config): the lab's
+    # host, and the host's shared network, which keeps the pools and the registry mirror.
+    lab_host: str = ""
+    shared_network: str = ""
+    shared_cidr: ipaddress.IPv4Network | None = None
+
+    @property
+    def lab_hosts(self) -> tuple[HostSpec, ...]:
+        """The hosts class labs go to: [[hosts]], else this host alone."""
+        hosts = self.hosts or (HostSpec(LOCAL_HOST, self.uri),)
+        return tuple(h if h.lab_range else HostSpec(h.name, h.uri, h.nodes, h.memory_mib, self.lab_range)
+                     for h in hosts)
+
+    def host(self, name: str) -> HostSpec:
+        for h in self.lab_hosts:
+            if h.name == name:
+                return h
+        raise ConfigError(f"host {name} is not in swarmlab.toml (hosts: {', '.join(h.name for h in self.lab_hosts)}): "
+                          f"add it with `swarmlab host add URI --name {name}`")
 
     @property
     def api_key_path(self) -> Path:
@@ -184,11 +237,16 @@ class Config:
 
     @property
     def template_pool(self) -> str:
-        return f"{self.network}-templates"
+        return f"{self.shared_network or self.network}-templates"
 
     @property
     def node_pool(self) -> str:
-        return f"{self.network}-nodes"
+        return f"{self.shared_network or self.network}-nodes"
+
+    @property
+    def host_gateway(self) -> ipaddress.IPv4Address:
+        """The shared network's gateway, where the lab host's registry mirror listens."""
+        return next((self.shared_cidr or self.cidr).hosts())
 
     @property
     def gateway(self) -> ipaddress.IPv4Address:
@@ -227,7 +285,12 @@ class Config:
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, tuple):
+            if f.name in ("lab_host", "shared_network", "shared_cidr") and not value:
+                continue
+            if f.name == "hosts":
+                value = [{k: str(v) if isinstance(v, ipaddress.IPv4Network) else v for k, v in h.__dict__.items()}
+                         for h in value]
+            elif isinstance(value, tuple):
                 value = [str(v) for v in value]
             out[f.name] = str(value) if isinstance(value, (Path, ipaddress.IPv4Network)) else value
         out["api_key_file"] = str(self.api_key_path)
@@ -275,15 +338,58 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "cache_dir": ("cache_dir", _path),
         "dns_port": ("dns_port", _int_range(1, 65535)),
     },
+    "class": {
+        "lab_range": ("lab_range", _lab_range),
+        "parallel": ("parallel", _int_range(1, 32)),
+        "overhead_mib": ("overhead_mib", _int_range(0, 65536)),
+    },
 }
+HOST_KEYS: dict[str, Callable[[Any], Any]] = {
+    "name": _label, "uri": _text, "nodes": _int_range(1, 4096), "memory_mib": _int_range(1024, 1 << 24),
+    "lab_range": _lab_range,
+}
+
+
+def _hosts(value, source: str) -> tuple[HostSpec, ...]:
+    if not isinstance(value, list) or not all(isinstance(h, dict) for h in value):
+        raise ConfigError(f'{source}: hosts must be a list of tables: [[hosts]] with name = "h2" and uri = "..."')
+    out: list[HostSpec] = []
+    for i, entry in enumerate(value, 1):
+        where = f"{source}: [[hosts]] #{i}"
+        for key in entry:
+            if key not in HOST_KEYS:
+                raise ConfigError(f"{where}: unknown key {key}; allowed: {', '.join(HOST_KEYS)}")
+        for key in ("name", "uri"):
+            if key not in entry:
+                raise ConfigError(f"{where} has no {key}: every host needs name and uri")
+        values = {}
+        for key, check in HOST_KEYS.items():
+            if key in entry:
+                try:
+                    values[key] = check(entry[key])
+                except ValueError as e:
+                    raise ConfigError(f"{where}: {key} = {entry[key]!r} is invalid; expected {e}") from None
+        host = HostSpec(**values)
+        for other in out:
+            if other.name == host.name or other.uri == host.uri:
+                raise ConfigError(f"{where}: {host.name} ({host.uri}) repeats host {other.name}; "
+                                  "each host once, with a name of its own")
+            if host.lab_range and other.lab_range and host.lab_range.overlaps(other.lab_range):
+                raise ConfigError(f"{where}: lab_range {host.lab_range} overlaps {other.name}'s "
+                                  f"{other.lab_range}: give each host its own range")
+        out.append(host)
+    return tuple(out)
 
 
 def parse(data: dict, source: str) -> Config:
     values: dict[str, Any] = {}
     for section, content in data.items():
+        if section == "hosts":
+            values["hosts"] = _hosts(content, source)
+            continue
         if section not in SCHEMA:
             raise ConfigError(f"{source}: unknown section [{section}]; allowed: "
-                              + ", ".join(f"[{s}]" for s in SCHEMA))
+                              + ", ".join(f"[{s}]" for s in SCHEMA) + ", [[hosts]]")
         if not isinstance(content, dict):
             raise ConfigError(f"{source}: [{section}] must be a table")
         for key, value in content.items():
@@ -298,7 +404,12 @@ def parse(data: dict, source: str) -> Config:
                 values[name] = check(value)
             except ValueError as e:
                 raise ConfigError(f"{source}: [{section}] {key} = {value!r} is invalid; expected {e}") from None
-    return Config(**values, source=source)
+    config = Config(**values, source=source)
+    for host in config.lab_hosts:
+        if host.lab_range.overlaps(config.cidr):
+            raise ConfigError(f"{source}: the lab range {host.lab_range} of host {host.name} overlaps [libvirt] cidr "
+                              f"{config.cidr}: set [class] lab_range (or the host's lab_range) to another range")
+    return config
 
 
 def check_file_safety(path: Path) -> None:

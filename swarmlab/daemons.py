@@ -201,7 +201,7 @@ class RegistryServer:
 
 
 def registry_server(config: Config) -> RegistryServer:
-    return RegistryServer(config.state_dir / "registry", f"{config.gateway}:{REGISTRY_PORT}")
+    return RegistryServer(config.state_dir / "registry", f"{config.host_gateway}:{REGISTRY_PORT}")
 
 
 # --- libvirtd -------------------------------------------------------------------------------

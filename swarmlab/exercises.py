@@ -30,7 +30,7 @@ from .command import Command, redact, register_secret, sh
 from .config import Config, ConfigError
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
-from .lab import Lab, each_node, lab_dir, require_lab
+from .lab import Lab, each_node, lab_config, lab_dir, require_lab
 from .remote import EngineAPI, RemoteError, run
 
 Progress = Callable[[str], None]
@@ -376,6 +376,7 @@ class Session:
 
 def _open(config: Config, lab_name: str) -> Session:
     """Connections to the nodes that answer: a check must still judge a lab with a node down."""
+    config = lab_config(config, lab_name)
     with Hypervisor(config.uri) as hv:
         lab = require_lab(config, hv, lab_name)
     conns, _ = reset.connect_all(config, lab)
@@ -400,6 +401,7 @@ def start(config: Config, lab_name: str, exercise: Exercise, images: dict[str, s
           progress: Progress = lambda _m: None) -> dict:
     """The lab at the exercise's starting point: reset to the formed snapshot (the cheapest level
     that works), then the exercise's setup; the leader at that moment is recorded."""
+    config = lab_config(config, lab_name)
     unknown = sorted(set(images or {}) - set(exercise.images))
     if unknown:
         raise ConfigError(f"exercise {exercise.id} has no image parameter {unknown[0]} (parameters: "
@@ -432,6 +434,7 @@ def check(config: Config, lab_name: str, exercise: Exercise, wait: bool = True,
     """Every check, judged together against one reading of the swarm and retried until all pass
     on two readings in a row or a failing check's own timeout is over (Swarm converges over
     time). With wait=False, one pass."""
+    config = lab_config(config, lab_name)
     state = load_state(config, lab_name)
     session = _open(config, lab_name)
     try:
@@ -462,10 +465,15 @@ def check(config: Config, lab_name: str, exercise: Exercise, wait: bool = True,
             time.sleep(RETRY_EVERY)
     finally:
         session.close()
+    state = load_state(config, lab_name)  # reread: the check took a while
+    state["last_check"] = {"exercise": exercise.id, "passed": sum(v.ok for v in verdicts), "of": len(verdicts),
+                           "ok": all(v.ok for v in verdicts), "at": time.time()}
+    save_state(config, lab_name, state)
     return verdicts
 
 
 def hint(config: Config, lab_name: str, exercise: Exercise) -> dict:
+    config = lab_config(config, lab_name)
     state = load_state(config, lab_name)
     if state.get("exercise") != exercise.id:
         state = {"exercise": exercise.id, "hints": 0, "images": state.get("images", {})}
@@ -481,6 +489,7 @@ def hint(config: Config, lab_name: str, exercise: Exercise) -> dict:
 
 
 def solve(config: Config, lab_name: str, exercise: Exercise, progress: Progress = lambda _m: None) -> None:
+    config = lab_config(config, lab_name)
     state = load_state(config, lab_name)
     session = _open(config, lab_name)
     try:

@@ -19,7 +19,7 @@ from . import images, swarm
 from .labhost import registry_address
 from .config import Config
 from .errors import SwarmlabError
-from .lab import Lab, Node, NodeProgress, each_node, lab_lock, require_lab, ssh_target
+from .lab import Lab, Node, NodeProgress, each_node, lab_config, lab_lock, require_lab, ssh_target
 from .hypervisor import Hypervisor
 from .netns import run_in_host_netns
 from .command import Command, Raw, Secret, sh, then
@@ -434,6 +434,7 @@ def check_plan(lab: str, node_names: list[str], managers: int | None, labels: li
 def form_lab(config: Config, lab_name: str, managers: int | None, labels: list[NodeLabel],
              progress: NodeProgress = lambda *_: None) -> FormReport:
     """`swarm form`: (re)forms the swarm of an existing lab."""
+    config = lab_config(config, lab_name)
     with Hypervisor(config.uri) as hv, lab_lock(config, lab_name):
         found = require_lab(config, hv, lab_name)
         stopped = [n.name for n in found.nodes if not (s := hv.domain_state(n.domain)) or not s.running]
@@ -472,6 +473,7 @@ def bring_up(config: Config, count: int, lab_name: str, prefix: str, managers: i
              labels: list[NodeLabel], form_swarm: bool, progress: NodeProgress = lambda *_: None
              ) -> tuple[Lab, FormReport | None]:
     """`up`: the nodes, then (unless told not to) the swarm, over the same SSH connections."""
+    config = lab_config(config, lab_name)
     from . import lab as labs
     conns: dict[str, Connection] = {}
     try:
@@ -513,6 +515,7 @@ def bring_up(config: Config, count: int, lab_name: str, prefix: str, managers: i
 
 def status_with_swarm(config: Config, lab_name: str) -> dict:
     """`status`: the lab's rows, plus each node's swarm columns read from one manager."""
+    config = lab_config(config, lab_name)
     from . import lab as labs
     data = labs.status(config, lab_name)
     with Hypervisor(config.uri) as hv:

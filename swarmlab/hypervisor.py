@@ -262,6 +262,30 @@ class Hypervisor:
         v = self.conn.getLibVersion()
         return f"{v // 1000000}.{v // 1000 % 1000}.{v % 1000}"
 
+    # --- capacity -------------------------------------------------------------------------
+    def memory_mib(self) -> int:
+        return int(self.conn.getInfo()[1])
+
+    def node_usage(self) -> tuple[int, int]:
+        """Nodes swarmlab made on this host, in any state, and their guest memory in MiB: what
+        class placement counts as taken (a shut-off lab comes back)."""
+        count = mib = 0
+        for dom in self.conn.listAllDomains():
+            owner = _ownership(dom.XMLDesc(0))
+            if owner is not None and owner.get("role") == "node":
+                count += 1
+                mib += dom.maxMemory() // 1024
+        return count, mib
+
+    def network_ranges(self) -> list[ipaddress.IPv4Network]:
+        """The IPv4 ranges of every network on the host, swarmlab's or not."""
+        out = []
+        for net in self.conn.listAllNetworks():
+            for ip in ET.fromstring(net.XMLDesc()).findall("ip"):
+                if ip.get("address") and ip.get("netmask") and ":" not in ip.get("address"):
+                    out.append(ipaddress.IPv4Network(f"{ip.get('address')}/{ip.get('netmask')}", strict=False))
+        return out
+
     # --- networks -------------------------------------------------------------------------
     def _network(self, name: str):
         try:

@@ -8,6 +8,7 @@ metadata names: a rerun of `up` finishes them and `down` removes them.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import ipaddress
@@ -28,7 +29,7 @@ import dns.query
 import dns.rdatatype
 
 from .command import Command
-from .config import Config, is_dns_label
+from .config import Config, HostSpec, is_dns_label
 from .dns import PowerDNS, DnsError, canonical
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor, clone_disks, derive_clone_xml, sets_hostname_at_boot
@@ -78,6 +79,8 @@ class Lab:
     nodes: list[Node] = field(default_factory=list)
     managers: int | None = None  # as `up` was asked, for a rebuild without a snapshot
     labels: list[str] = field(default_factory=list)
+    # A class lab's host and network of its own: {host, uri, network, cidr}; empty: the shared network.
+    placement: dict = field(default_factory=dict)
 
     def node(self, name: str) -> Node | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -109,7 +112,37 @@ def load_journal(config: Config, lab: str) -> Lab | None:
         return None
     except ValueError:
         raise LabError(f"{lab_dir(config, lab) / 'lab.json'} is corrupt: run `swarmlab down --lab {lab} --yes`") from None
-    return Lab(data["name"], [Node(**n) for n in data["nodes"]], data.get("managers"), data.get("labels", []))
+    return Lab(data["name"], [Node(**n) for n in data["nodes"]], data.get("managers"), data.get("labels", []),
+               data.get("placement", {}))
+
+
+def scoped(config: Config, host: HostSpec, network: str, cidr: ipaddress.IPv4Network) -> Config:
+    """The config of one lab on its own network on `host`: every command on the lab reads its
+    network, addresses and libvirt URI from here, while pools and the registry stay the host's."""
+    return dataclasses.replace(config, uri=host.uri, network=network, cidr=cidr, lab_host=host.name,
+                               shared_network=config.network, shared_cidr=config.cidr)
+
+
+def placement_of(config: Config) -> dict:
+    if not config.lab_host:
+        return {}
+    return {"host": config.lab_host, "uri": config.uri, "network": config.network, "cidr": str(config.cidr)}
+
+
+def lab_config(config: Config, lab: str) -> Config:
+    """The config for commands on `lab`: scoped to its host and network when the journal places it."""
+    if config.lab_host:
+        return config  # scoped already
+    try:
+        placement = json.loads((lab_dir(config, lab) / "lab.json").read_text()).get("placement") or {}
+    except (FileNotFoundError, ValueError):
+        return config
+    if not placement:
+        return config  # on the host's shared network
+    host = next((h for h in config.lab_hosts if h.name == placement["host"]), None)
+    # A host taken out of swarmlab.toml still has its labs: reach them at the URI they were made on.
+    return scoped(config, host or HostSpec(placement["host"], placement["uri"]), placement["network"],
+                  ipaddress.IPv4Network(placement["cidr"]))
 
 
 def save_journal(config: Config, lab: Lab) -> None:
@@ -368,8 +401,11 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
     `on_failed(lab, node)` when the node does not come up, so that nobody waits for it."""
     check_names(config, lab, prefix)
     check_count(config, count)
+    config = lab_config(config, lab)
     with Hypervisor(config.uri) as hv, lab_lock(config, lab):
         existing = find_lab(config, hv, lab)
+        if config.lab_host:
+            ensure_lab_network(config, hv, existing or Lab(lab, placement=placement_of(config)))
         have = existing.nodes if existing else []
         if len(have) > count:
             raise Refused(f"lab {lab} has {len(have)} nodes; `up {count}` would have to remove some: "
@@ -396,7 +432,8 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
             ips = assign_addresses(config, new, reserved, hv.dhcp_leases(config.network))
             plan = Lab(lab, list(have) + [Node(name, f"{lab}-{name}", f"{lab}-{name}.qcow2", mac, ip,
                                                fqdn(config, lab, name)) for (name, mac), ip in zip(new, ips)],
-                       existing.managers if existing else None, existing.labels if existing else [])
+                       existing.managers if existing else None, existing.labels if existing else [],
+                       placement_of(config))
             for node in plan.nodes:
                 _volumes(node, template_xml)
             save_journal(config, plan)  # from here on, `down` knows every resource we may make
@@ -490,6 +527,15 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
         return plan
 
 
+def ensure_lab_network(config: Config, hv: Hypervisor, lab: Lab) -> list[str]:
+    """A class lab's own network (scoped config): recorded in the journal before it is made, so
+    that `down` finds it even after a kill, and owned by the lab in libvirt's metadata."""
+    from .labhost import network_xml
+    if load_journal(config, lab.name) is None:
+        save_journal(config, lab)
+    return hv.ensure_network(config.network, network_xml(config, lab.name))
+
+
 def _new_names(prefix: str, have: list[Node], count: int) -> list[str]:
     """The lowest free prefix<i> names that bring the lab to count nodes."""
     taken = {n.name for n in have}
@@ -498,6 +544,7 @@ def _new_names(prefix: str, have: list[Node], count: int) -> list[str]:
 
 def ssh_command(config: Config, lab: str, node_name: str, command: list[str]) -> list[str]:
     """argv for OpenSSH to a node with the lab's key and known_hosts (strict checking)."""
+    config = lab_config(config, lab)
     with Hypervisor(config.uri) as hv:
         found = require_lab(config, hv, lab)
     node = found.require_node(node_name)
@@ -536,6 +583,7 @@ def ssh_target(config: Config, lab: str, node: Node) -> SshTarget:
 
 # --- status / ls ----------------------------------------------------------------------------
 def status(config: Config, lab: str) -> dict:
+    config = lab_config(config, lab)
     with Hypervisor(config.uri) as hv:
         found = require_lab(config, hv, lab)
         leases = hv.dhcp_leases(config.network)
@@ -577,6 +625,7 @@ def down(config: Config, lab: str, progress: Callable[[str], None] = lambda _m: 
     Every domain's ownership is checked before anything is removed."""
     if not is_dns_label(lab):
         raise LabError(f"lab name {lab!r} is not a DNS label")
+    config = lab_config(config, lab)
     removed: list[str] = []
     with Hypervisor(config.uri) as hv, lab_lock(config, lab):
         found = find_lab(config, hv, lab)
@@ -596,7 +645,7 @@ def down(config: Config, lab: str, progress: Callable[[str], None] = lambda _m: 
             for volume in (node.volume, *node.extra_volumes):
                 if hv.delete_volume(config.node_pool, volume):
                     removed.append(f"volume {volume}")
-            if network_owned and node.mac and hv.remove_reservation(config.network, node.mac):
+            if network_owned and not config.lab_host and node.mac and hv.remove_reservation(config.network, node.mac):
                 removed.append(f"reservation {node.mac} -> {node.ip}")
         names = [n.fqdn for n in found.nodes]
         if names:
@@ -608,6 +657,9 @@ def down(config: Config, lab: str, progress: Callable[[str], None] = lambda _m: 
                     client.delete_a(config.zone, ours)
                     client.rectify(config.zone)
                 removed += [f"record {n}" for n in ours]
+        own = hv.network_state(config.network).owner if config.lab_host else None
+        if own is not None and own.get("lab") == lab:  # the lab's own network, never the shared one
+            removed += hv.remove_network(config.network)
         directory = lab_dir(config, lab)
         if (directory / "known_hosts").exists():
             removed.append(f"known_hosts of {lab}")

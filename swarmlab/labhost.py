@@ -7,6 +7,7 @@ namespace and `host down` stops exactly that.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -75,14 +76,17 @@ def enter_host(config: Config) -> HostState | None:
 
 # --- host up / status / down ----------------------------------------------------------------
 def _bridge_name(network: str) -> str:
-    return ("sl-" + network)[:15]
+    name = "sl-" + network
+    # Linux caps interface names at 15 characters: a long name gets a digest, never a cut that collides.
+    return name if len(name) <= 15 else "sl-" + hashlib.sha256(network.encode()).hexdigest()[:12]
 
 
-def network_xml(config: Config) -> str:
+def network_xml(config: Config, lab: str | None = None) -> str:
+    """The lab host's shared network, or (with `lab`) a lab's own network, owned by that lab."""
     start, end = config.dhcp_range
     return render("network.xml.j2", name=config.network, ns_uri=NS_URI, bridge=_bridge_name(config.network),
                   gateway=config.gateway, netmask=config.cidr.netmask, dhcp_start=start, dhcp_end=end,
-                  zone=config.zone.rstrip("."), dns_server="127.0.0.1", dns_port=config.dns_port)
+                  zone=config.zone.rstrip("."), dns_server="127.0.0.1", dns_port=config.dns_port, lab=lab)
 
 
 def _check_embedded_api_url(config: Config) -> None:

@@ -29,7 +29,7 @@ from . import baseline as bl, formation, lab as labs, swarm
 from .config import Config
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
-from .lab import Lab, dns_answers, each_node, lab_dir, lab_lock, require_lab, ssh_target
+from .lab import Lab, dns_answers, each_node, lab_config, lab_dir, lab_lock, require_lab, ssh_target
 from .remote import EngineAPI, HostKeyMismatch, RemoteError, connect, run
 
 DEFAULT_SNAPSHOT = "formed"
@@ -120,6 +120,7 @@ def _resume_paused(hv: Hypervisor, lab: Lab) -> list[str]:
 
 def save_snapshot(config: Config, lab_name: str, name: str = DEFAULT_SNAPSHOT, force: bool = False,
                   progress: Progress = lambda _m: None, locked: bool = False) -> SnapshotRecord:
+    config = lab_config(config, lab_name)
     if not name or not name.replace("-", "").replace("_", "").isalnum():
         raise ResetError(f"snapshot name {name!r} is not a simple name: use letters, digits, '-' and '_'")
     with Hypervisor(config.uri) as hv:
@@ -167,6 +168,7 @@ def save_snapshot(config: Config, lab_name: str, name: str = DEFAULT_SNAPSHOT, f
 
 
 def remove_snapshot(config: Config, lab_name: str, name: str) -> list[str]:
+    config = lab_config(config, lab_name)
     with Hypervisor(config.uri) as hv, lab_lock(config, lab_name):
         lab = require_lab(config, hv, lab_name)
         removed = [n.name for n in lab.nodes if hv.delete_snapshot(n.domain, name)]
@@ -324,6 +326,7 @@ class ResetResult:
 
 def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str | None = None,
           timeout: float = 120, progress: Progress = lambda _m: None) -> ResetResult:
+    config = lab_config(config, lab_name)
     started = time.monotonic()
     result = ResetResult(lab_name)
     auto = level is None  # only a level swarmlab chose escalates; one the user forced runs alone

@@ -30,6 +30,9 @@ BASE_PACKAGES = (
     "systemd-sysv", "systemd-resolved", "udev", "dbus", "apparmor", "iproute2", "procps",
     "ca-certificates", "openssh-server", "qemu-guest-agent", "linux-image-cloud-amd64",
 )
+# From Debian 13 hwclock is its own package: the guest agent's guest-set-time runs it, and
+# every reset syncs the guest clocks through it.
+SUITE_PACKAGES = {"bookworm": (), "trixie": ("util-linux-extra",)}
 # From Debian 13 the docker CLI is its own package, which docker.io only recommends.
 ENGINE_PACKAGES = {"bookworm": ("docker.io",), "trixie": ("docker.io", "docker-cli")}
 BAKED_IMAGE = "swarmlab/busybox:latest"
@@ -58,7 +61,7 @@ class Recipe:
     @property
     def packages(self) -> tuple[str, ...]:
         engine = ENGINE_PACKAGES[self.suite] if self.with_engine else ()
-        return tuple(sorted({*BASE_PACKAGES, *engine, *self.extra_packages}))
+        return tuple(sorted({*BASE_PACKAGES, *SUITE_PACKAGES[self.suite], *engine, *self.extra_packages}))
 
     def base_key(self) -> str:
         return _digest({"suite": self.suite, "variant": "minbase", "packages": self.packages})
@@ -148,7 +151,9 @@ def guest_files(recipe: Recipe) -> dict[str, str]:
         files["/usr/lib/swarmlab/bake"] = (
             "set -e\n"
             f"docker image inspect {standins} >/dev/null\n"
-            "rm -f /etc/ssh/ssh_host_* /etc/docker/key.json /var/lib/systemd/random-seed /var/lib/dbus/machine-id "
+            # the engine ID: key.json up to Docker 20.10, engine-id from 23 on
+            "rm -f /etc/ssh/ssh_host_* /etc/docker/key.json /var/lib/docker/engine-id /var/lib/systemd/random-seed "
+            "/var/lib/dbus/machine-id "
             f"{BAKE_PENDING}\n"
             ": > /etc/machine-id\n"
             "sync\n"

@@ -201,3 +201,37 @@ def test_library_logging_never_reaches_the_terminal(tmp_path):
     assert (tmp_path / "state" / "swarmlab.log").stat().st_mode & 0o077 == 0
     verbose = subprocess.run([sys.executable, "-c", script, "v"], capture_output=True, text=True, cwd=ROOT)
     assert "Secsh channel 53 open FAILED" in verbose.stderr and "SWMTKN-1-top-secret" not in verbose.stderr
+
+
+def test_hosts_are_read_with_their_capacity_and_ranges(tmp_path):
+    c = load_text(tmp_path, '[class]\nlab_range = "10.90.0.0/16"\n\n'
+                            '[[hosts]]\nname = "h1"\nuri = "qemu:///system"\nnodes = 12\n\n'
+                            '[[hosts]]\nname = "h2"\nuri = "qemu+tcp://10.0.0.2/system"\nmemory_mib = 65536\n'
+                            'lab_range = "10.91.0.0/16"\n')
+    h1, h2 = c.lab_hosts
+    assert (h1.name, h1.nodes, str(h1.lab_range), h1.local) == ("h1", 12, "10.90.0.0/16", True)
+    assert (h2.name, h2.memory_mib, str(h2.lab_range), h2.local) == ("h2", 65536, "10.91.0.0/16", False)
+    assert c.host("h2") == h2
+    with pytest.raises(ConfigError, match="host h3 is not in swarmlab.toml .hosts: h1, h2.: add it with"):
+        c.host("h3")
+
+
+def test_without_hosts_the_local_host_takes_the_class(tmp_path):
+    (only,) = load_text(tmp_path, "").lab_hosts
+    assert (only.name, only.uri, str(only.lab_range)) == ("local", "qemu:///system", "10.80.0.0/16")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('hosts = "h1"\n', "hosts must be a list of tables"),
+    ('[[hosts]]\nuri = "qemu:///system"\n', "[[hosts]] #1 has no name"),
+    ('[[hosts]]\nname = "h1"\nuri = "a:///x"\ncpus = 2\n', "[[hosts]] #1: unknown key cpus; allowed: name, uri"),
+    ('[[hosts]]\nname = "h1"\nuri = "a:///x"\n[[hosts]]\nname = "h1"\nuri = "b:///x"\n', "repeats host h1"),
+    ('[[hosts]]\nname = "h1"\nuri = "a:///x"\nlab_range = "10.0.0.0/16"\n'
+     '[[hosts]]\nname = "h2"\nuri = "b:///x"\nlab_range = "10.0.4.0/22"\n', "overlaps h1's 10.0.0.0/16"),
+    ('[class]\nlab_range = "10.77.0.0/16"\n', "overlaps [libvirt] cidr 10.77.0.0/24"),
+    ('[class]\nlab_range = "10.80.0.0/24"\n', "expected an IPv4 range from /16 to /23"),
+])
+def test_bad_hosts_are_one_clear_line(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, text)
+    assert expected in str(err.value) and "\n" not in str(err.value)

@@ -74,4 +74,5 @@ def test_each_suite_gets_the_docker_cli_and_bookworms_package_list_is_unchanged(
     trixie = Recipe(name="t", ssh_public_key="k", suite="trixie")
     assert "docker-cli" in trixie.packages and "docker-cli" not in bookworm.packages  # bookworm's docker.io has it
     assert bookworm.base_key() != trixie.base_key() and bookworm.key() != trixie.key()
-    assert set(template.ENGINE_PACKAGES) == set(template.SUITES)
+    assert set(template.ENGINE_PACKAGES) == set(template.SUITES) == set(template.SUITE_PACKAGES)
+    assert "util-linux-extra" in trixie.packages  # hwclock, which the guest agent's clock sync runs

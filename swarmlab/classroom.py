@@ -1,0 +1,403 @@
+"""A class: one lab per student, each whole on one libvirt host, on a network of its own.
+
+`class up` plans first (students, placement, subnets), records the plan in
+<state_dir>/class.json and only then makes labs, several at once per host. Each lab is an
+ordinary lab scoped to its host and network (`lab.scoped`), so every other command
+(`status`, `ssh`, `reset`, `exercise ...`) finds it from its journal. Labs on different
+libvirt networks cannot reach each other: libvirt's own forward rules reject traffic between
+two NAT networks, so isolation needs no firewall of ours.
+
+Decisions (names, capacity, placement, subnets) are pure functions; the rest carries them out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import threading
+import time
+import unicodedata
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import exercises, formation, lab as labs, reset as resets
+from .config import Config, HostSpec, is_dns_label
+from .errors import NotFound, Refused, SwarmlabError
+from .hypervisor import Hypervisor
+from .waiting import cancelled
+
+HOST_MEMORY_SHARE = 0.9  # of a host's memory, when [[hosts]] gives no capacity: the rest is the host's
+MAX_STUDENTS = 200
+
+# progress(lab, phase, detail)
+LabProgress = Callable[[str, str, str], None]
+
+
+class ClassError(SwarmlabError):
+    pass
+
+
+class CapacityShort(Refused):
+    pass
+
+
+@dataclass
+class Student:
+    name: str  # as the roster gives it
+    lab: str  # a DNS label: the slug of the name, or s01...
+    host: str = ""
+    cidr: str = ""
+
+
+@dataclass
+class Classroom:
+    nodes: int
+    students: list[Student] = field(default_factory=list)
+
+    def student(self, lab: str) -> Student | None:
+        return next((s for s in self.students if s.lab == lab), None)
+
+
+# --- pure: names, capacity, placement, subnets ------------------------------------------------
+def slug(name: str) -> str:
+    """A roster name as a lab name: ASCII, lowercase, '-' between words, at most 40 characters."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    text = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:40].strip("-")
+    return text
+
+
+def students_from_count(count: int) -> list[Student]:
+    if not 1 <= count <= MAX_STUDENTS:
+        raise ClassError(f"--students {count} is out of range: use 1 to {MAX_STUDENTS}")
+    width = max(2, len(str(count)))
+    return [Student(f"s{i:0{width}d}", f"s{i:0{width}d}") for i in range(1, count + 1)]
+
+
+def students_from_roster(text: str, source: str) -> list[Student]:
+    """One student per line; blank lines and # comments are skipped. Names slug to lab names,
+    which must be distinct."""
+    out: list[Student] = []
+    seen: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        name = line.split("#", 1)[0].strip()
+        if not name:
+            continue
+        lab = slug(name)
+        if not lab or not is_dns_label(lab) or lab[0].isdigit():
+            raise ClassError(f"{source}:{number}: {name!r} gives no lab name (it needs a letter first); "
+                             "write the name with letters, e.g. 'Ann Lee'")
+        if lab in seen:
+            raise ClassError(f"{source}:{number}: {name!r} and {seen[lab]!r} both become lab {lab}: "
+                             "tell them apart in the roster (e.g. add an initial)")
+        seen[lab] = name
+        out.append(Student(name, lab))
+    if not out:
+        raise ClassError(f"{source} names no students: one name per line")
+    if len(out) > MAX_STUDENTS:
+        raise ClassError(f"{source} names {len(out)} students; at most {MAX_STUDENTS}")
+    return out
+
+
+@dataclass
+class HostRoom:
+    """What a host can still take, in nodes; `problem` when it cannot take any."""
+
+    name: str
+    free_nodes: int
+    problem: str = ""
+
+
+def free_nodes(spec: HostSpec, host_mib: int, used_nodes: int, used_mib: int, node_mib: int,
+               overhead_mib: int) -> int:
+    """Nodes a host can still take: from [[hosts]] nodes, else from its memory ([[hosts]]
+    memory_mib, else 90 % of what libvirt reports), each node costing its guest memory plus
+    QEMU's own (`overhead_mib`)."""
+    if spec.nodes:
+        return max(0, spec.nodes - used_nodes)
+    budget = spec.memory_mib or int(host_mib * HOST_MEMORY_SHARE)
+    taken = used_mib + used_nodes * overhead_mib
+    return max(0, (budget - taken) // (node_mib + overhead_mib))
+
+
+def place(labs_to_place: list[str], nodes_per_lab: int, rooms: list[HostRoom]) -> dict[str, str]:
+    """Each lab whole on the host with the most free nodes (the first such host on a tie).
+    Raises CapacityShort, naming what is missing, before anything is made."""
+    free = {r.name: r.free_nodes for r in rooms if not r.problem}
+    out: dict[str, str] = {}
+    for lab in labs_to_place:
+        best = max(free, key=lambda h: free[h], default=None)
+        if best is None or free[best] < nodes_per_lab:
+            unplaced = len(labs_to_place) - len(out)
+            have = ", ".join(f"{r.name} {r.free_nodes} free" if not r.problem else f"{r.name}: {r.problem}"
+                             for r in rooms)
+            fits = sum(n // nodes_per_lab for n in free.values())
+            raise CapacityShort(
+                f"not enough room: {len(labs_to_place)} labs of {nodes_per_lab} nodes need "
+                f"{len(labs_to_place) * nodes_per_lab} nodes, the hosts take {fits + len(out)} labs "
+                f"({have}); {unplaced - fits} labs ({(unplaced - fits) * nodes_per_lab} nodes) are missing: "
+                "add a host ([[hosts]] in swarmlab.toml), free one, or ask for fewer students")
+        out[lab] = best
+        free[best] -= nodes_per_lab
+    return out
+
+
+def next_subnet(lab_range: ipaddress.IPv4Network, taken: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+    """The first /24 of the host's lab range that overlaps no network already there."""
+    for subnet in lab_range.subnets(new_prefix=24):
+        if not any(subnet.overlaps(t) for t in taken):
+            return subnet
+    raise CapacityShort(f"lab range {lab_range} has no free /24 left: widen [class] lab_range")
+
+
+def lab_network(config: Config, lab: str) -> str:
+    return f"{config.network}-{lab}"
+
+
+# --- the class record -----------------------------------------------------------------------
+def _path(config: Config) -> Path:
+    return config.state_dir / "class.json"
+
+
+def load(config: Config) -> Classroom | None:
+    try:
+        data = json.loads(_path(config).read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        raise ClassError(f"{_path(config)} is corrupt: fix it, or remove it and run `class down` per lab") from None
+    return Classroom(data["nodes"], [Student(**s) for s in data["students"]])
+
+
+def require(config: Config) -> Classroom:
+    room = load(config)
+    if room is None or not room.students:
+        raise NotFound("there is no class: `swarmlab class up --students N` (or --roster FILE) makes one")
+    return room
+
+
+def save(config: Config, room: Classroom) -> None:
+    path = _path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(room), indent=2) + "\n")
+    tmp.replace(path)
+
+
+def student_config(config: Config, student: Student) -> Config:
+    """The student's lab on its host and network."""
+    host = next((h for h in config.lab_hosts if h.name == student.host), None)
+    if host is None:
+        return labs.lab_config(config, student.lab)  # the journal still knows a host taken out of the config
+    return labs.scoped(config, host, lab_network(config, student.lab), ipaddress.IPv4Network(student.cidr))
+
+
+# --- class up -------------------------------------------------------------------------------
+def survey(config: Config) -> list[HostRoom]:
+    """Every host's free room, read from libvirt; a host that cannot be reached, or lacks the
+    template, takes nothing and says why."""
+    node_mib = config.memory_mib
+    rooms = []
+    for spec in config.lab_hosts:
+        try:
+            with Hypervisor(spec.uri) as hv:
+                if hv.domain_state(config.template) is None:
+                    rooms.append(HostRoom(spec.name, 0, f"has no template {config.template} "
+                                                        "(`swarmlab template build` on it)"))
+                    continue
+                used_nodes, used_mib = hv.node_usage()
+                free = free_nodes(spec, hv.memory_mib(), used_nodes, used_mib, node_mib, config.overhead_mib)
+                rooms.append(HostRoom(spec.name, free))
+        except SwarmlabError as e:
+            rooms.append(HostRoom(spec.name, 0, f"unreachable at {spec.uri} ({e})"))
+    return rooms
+
+
+@dataclass
+class LabResult:
+    student: str
+    lab: str
+    host: str
+    ok: bool = False
+    seconds: float = 0.0
+    error: str | None = None
+    detail: dict = field(default_factory=dict)
+
+
+def plan(config: Config, wanted: list[Student], nodes: int, rooms: list[HostRoom] | None = None) -> Classroom:
+    """The class after `class up`: students already in the class keep their host and subnet;
+    new ones are placed and get a /24 of their host's range. Nothing is made here."""
+    current = load(config)
+    if current and current.nodes != nodes:
+        raise Refused(f"the class has {current.nodes} nodes per lab; `class up --nodes {nodes}` would change "
+                      f"every lab: keep --nodes {current.nodes}, or `swarmlab class down --yes` first")
+    room = current or Classroom(nodes)
+    new = [s for s in wanted if room.student(s.lab) is None]
+    if not new:
+        return room
+    existing_labs = set()
+    with Hypervisor(config.uri) as hv:
+        existing_labs = set(labs.all_labs(config, hv))
+    for s in new:
+        if s.lab in existing_labs:
+            raise Refused(f"lab {s.lab} already exists outside the class: `swarmlab down --lab {s.lab}` first, "
+                          "or rename the student")
+    placement = place([s.lab for s in new], nodes, rooms if rooms is not None else survey(config))
+    taken: dict[str, list[ipaddress.IPv4Network]] = {}
+    for host in {placement[s.lab] for s in new}:
+        spec = config.host(host)
+        with Hypervisor(spec.uri) as hv:
+            taken[host] = hv.network_ranges() + [config.cidr]
+        taken[host] += [ipaddress.IPv4Network(s.cidr) for s in room.students if s.host == host and s.cidr]
+    for s in new:
+        subnet = next_subnet(config.host(placement[s.lab]).lab_range, taken[placement[s.lab]])
+        taken[placement[s.lab]].append(subnet)
+        room.students.append(Student(s.name, s.lab, placement[s.lab], str(subnet)))
+    return room
+
+
+def class_up(config: Config, wanted: list[Student], nodes: int, progress: LabProgress = lambda *_: None,
+             snapshot: bool = True) -> list[LabResult]:
+    """Makes (or finishes) every student's lab; a failed lab does not stop the others. The plan
+    is recorded before anything is made, so `class down` always knows every lab."""
+    room = plan(config, wanted, nodes)
+    save(config, room)
+    wanted_labs = {s.lab for s in wanted}
+    return _each_lab(config, [s for s in room.students if s.lab in wanted_labs],
+                     lambda c, s: _make_lab(c, s, nodes, progress, snapshot))
+
+
+def _make_lab(config: Config, student: Student, nodes: int, progress: LabProgress, snapshot: bool) -> dict:
+    def node_progress(node: str, phase: str, detail: str) -> None:
+        progress(student.lab, phase, f"{node} {detail}".strip())
+    progress(student.lab, "start", f"on {student.host} ({student.cidr})")
+    lab, report = formation.bring_up(config, nodes, student.lab, config.prefix, None, [], True, node_progress)
+    if snapshot and report and (report.changed or resets.load_snapshot(config, student.lab, resets.DEFAULT_SNAPSHOT)
+                                is None):
+        resets.save_snapshot(config, student.lab, resets.DEFAULT_SNAPSHOT)
+    progress(student.lab, "done", f"{len(lab.nodes)} nodes")
+    return {"nodes": [{"node": n.name, "ip": n.ip, "dns": n.fqdn} for n in lab.nodes]}
+
+
+def _each_lab(config: Config, students: list[Student], work: Callable[[Config, Student], dict]) -> list[LabResult]:
+    """work(scoped config, student) for every student at once, at most [class] parallel per
+    host; every lab's outcome is returned, failed or not."""
+    gates = {h.name: threading.Semaphore(config.parallel) for h in config.lab_hosts}
+    results = [LabResult(s.name, s.lab, s.host) for s in students]
+
+    def one(index: int) -> None:
+        student, result = students[index], results[index]
+        gate = gates.get(student.host) or threading.Semaphore(1)
+        with gate:
+            if cancelled.is_set():
+                result.error = "interrupted"
+                return
+            began = time.monotonic()
+            try:
+                result.detail = work(student_config(config, student), student) or {}
+                result.ok = True
+            except SwarmlabError as e:
+                result.error = str(e)
+            result.seconds = round(time.monotonic() - began, 1)
+
+    pool = ThreadPoolExecutor(max_workers=max(1, len(students)))
+    futures = [pool.submit(one, i) for i in range(len(students))]
+    try:
+        for f in futures:
+            while not f.done():
+                time.sleep(0.1)  # wake up for Ctrl-C, which only the main thread receives
+    except KeyboardInterrupt:
+        cancelled.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    for f, result in zip(futures, results):
+        if f.exception() is not None and result.error is None:
+            result.error = f"{type(f.exception()).__name__}: {f.exception()}"
+    return results
+
+
+# --- status, check, reset, down -------------------------------------------------------------
+def class_status(config: Config) -> list[dict]:
+    room = require(config)
+
+    def read(scoped: Config, student: Student) -> dict:
+        data = formation.status_with_swarm(scoped, student.lab)
+        rows = data["nodes"]
+        state = exercises.load_state(scoped, student.lab)
+        ready = sum(1 for r in rows if r.get("state") == "running" and r.get("ssh"))
+        swarm_ok = bool(rows) and all(r.get("node_status") == "Ready" for r in rows) and \
+            any(r.get("manager_status") == "Leader" for r in rows)
+        return {"nodes": len(rows), "ready": ready, "swarm": "healthy" if swarm_ok else "unhealthy",
+                "exercise": state.get("exercise"), "last_check": state.get("last_check")}
+
+    out = []
+    for result in _each_lab(config, room.students, read):
+        row = {"student": result.student, "lab": result.lab, "host": result.host, **result.detail}
+        if not result.ok:
+            row.update({"nodes": 0, "ready": 0, "swarm": "unknown", "error": result.error})
+        out.append(row)
+    return out
+
+
+def class_check(config: Config, exercise: exercises.Exercise, wait: bool = False) -> list[LabResult]:
+    room = require(config)
+
+    def check(scoped: Config, student: Student) -> dict:
+        verdicts = exercises.check(scoped, student.lab, exercise, wait=wait)
+        return {"verdicts": [v.as_dict() for v in verdicts], "passed": all(v.ok for v in verdicts)}
+
+    results = _each_lab(config, room.students, check)
+    for r in results:
+        r.ok = r.ok and r.detail.get("passed", False)
+    return results
+
+
+def junit(exercise_id: str, results: list[LabResult]) -> str:
+    """One testsuite per student: a gradebook imports the checks as test cases."""
+    suites = ET.Element("testsuites", name=f"swarmlab.{exercise_id}")
+    for r in results:
+        verdicts = r.detail.get("verdicts", [])
+        suite = ET.SubElement(suites, "testsuite", name=r.student, tests=str(max(1, len(verdicts))),
+                              failures=str(sum(not v["ok"] for v in verdicts)), errors="1" if r.error else "0",
+                              time=f"{r.seconds:.1f}")
+        if r.error:
+            case = ET.SubElement(suite, "testcase", classname=f"{r.lab}.{exercise_id}", name="lab reachable")
+            ET.SubElement(case, "error", message=r.error)
+        for v in verdicts:
+            case = ET.SubElement(suite, "testcase", classname=f"{r.lab}.{exercise_id}", name=v["check"])
+            if not v["ok"]:
+                ET.SubElement(case, "failure", message=f"expected {v['expected']}; found {v['found']}")
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def class_reset(config: Config, level: str | None = None) -> list[LabResult]:
+    room = require(config)
+
+    def reset(scoped: Config, student: Student) -> dict:
+        result = resets.reset(scoped, student.lab, level=level)
+        if not result.ok:
+            raise ClassError((result.problems or [result.error or "reset failed"])[0])
+        return {"levels": result.levels, "seconds": result.seconds}
+    return _each_lab(config, room.students, reset)
+
+
+def class_down(config: Config) -> list[LabResult]:
+    """Every student's lab removed; the class record goes once every lab is gone."""
+    room = load(config)
+    if room is None:
+        return []
+
+    def remove(scoped: Config, student: Student) -> dict:
+        return {"removed": labs.down(scoped, student.lab)}
+    results = _each_lab(config, room.students, remove)
+    left = [s for s, r in zip(room.students, results) if not r.ok]
+    if left:
+        room.students = left
+        save(config, room)
+    else:
+        _path(config).unlink(missing_ok=True)
+    return results

@@ -1,0 +1,152 @@
+"""Class decisions from facts: roster names, capacity, placement over hosts, subnets; and the
+survey of several fake hosts on libvirt's test driver (test:///FILE, one per host). The VM
+test (`test_classroom_vm.py`) proves the labs themselves."""
+
+import ipaddress
+import json
+
+import pytest
+
+from swarmlab import classroom, config as configuration
+from swarmlab.classroom import CapacityShort, ClassError, HostRoom, Student
+from swarmlab.config import HostSpec
+from swarmlab.errors import Refused
+from tests.conftest import ROOT, write_config
+
+
+def test_roster_names_become_distinct_lab_names():
+    students = classroom.students_from_roster("# group A\nAnn Lee\n\nJosé  Núñez  # late\nO'Brien, Pat\n", "r.txt")
+    assert [(s.name, s.lab) for s in students] == [("Ann Lee", "ann-lee"), ("José  Núñez", "jose-nunez"),
+                                                  ("O'Brien, Pat", "o-brien-pat")]
+    assert [s.lab for s in classroom.students_from_count(3)] == ["s01", "s02", "s03"]
+    assert classroom.students_from_count(120)[-1].lab == "s120"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Ann Lee\nann lee\n", "r.txt:2: 'ann lee' and 'Ann Lee' both become lab ann-lee"),
+    ("Ann\n42\n", "r.txt:2: '42' gives no lab name"),
+    ("# nobody\n\n", "r.txt names no students"),
+])
+def test_bad_rosters_name_the_line_and_the_fix(text, expected):
+    with pytest.raises(ClassError) as err:
+        classroom.students_from_roster(text, "r.txt")
+    assert expected in str(err.value)
+
+
+def test_free_nodes_from_nodes_memory_or_what_libvirt_reports():
+    spec = HostSpec("h", "test:///x")
+    assert classroom.free_nodes(HostSpec("h", "u", nodes=12), 0, 5, 0, 1024, 700) == 7
+    assert classroom.free_nodes(HostSpec("h", "u", memory_mib=20000), 99999, 2, 2048, 1024, 700) == 9
+    # 24 GiB reported: 90 % of it at 1.7 GiB a node
+    assert classroom.free_nodes(spec, 24576, 0, 0, 1024, 700) == 12
+    assert classroom.free_nodes(spec, 24576, 12, 12288, 1024, 700) == 0
+
+
+def test_each_lab_goes_whole_to_the_host_with_most_room():
+    rooms = [HostRoom("h1", 7), HostRoom("h2", 6), HostRoom("h3", 40, "unreachable at qemu+tcp://h3/system")]
+    assert classroom.place(["a", "b", "c", "d"], 3, rooms) == {"a": "h1", "b": "h2", "c": "h1", "d": "h2"}
+
+
+def test_short_capacity_is_refused_naming_what_is_missing():
+    rooms = [HostRoom("h1", 7), HostRoom("h2", 2), HostRoom("h3", 0, "unreachable at qemu+tcp://h3/system (x)")]
+    with pytest.raises(CapacityShort) as err:
+        classroom.place(["a", "b", "c", "d"], 3, rooms)
+    message = str(err.value)
+    assert "4 labs of 3 nodes need 12 nodes, the hosts take 2 labs" in message
+    assert "h1 7 free, h2 2 free, h3: unreachable at qemu+tcp://h3/system" in message
+    assert "2 labs (6 nodes) are missing" in message and "\n" not in message
+
+
+def test_subnets_skip_every_range_already_on_the_host():
+    taken = [ipaddress.IPv4Network("10.80.0.0/24"), ipaddress.IPv4Network("10.80.2.0/23")]
+    assert str(classroom.next_subnet(ipaddress.IPv4Network("10.80.0.0/16"), taken)) == "10.80.1.0/24"
+    taken.append(ipaddress.IPv4Network("10.80.1.0/24"))
+    assert str(classroom.next_subnet(ipaddress.IPv4Network("10.80.0.0/16"), taken)) == "10.80.4.0/24"
+    with pytest.raises(CapacityShort, match="no free /24 left"):
+        classroom.next_subnet(ipaddress.IPv4Network("10.80.0.0/23"), [ipaddress.IPv4Network("10.80.0.0/23")])
+
+
+# --- several fake hosts ----------------------------------------------------------------------
+NODE = """  <domain type="test">
+    <name>{name}</name>
+    <metadata><swarmlab:resource xmlns:swarmlab="https://swarmlab.dev/xmlns/resource/1" role="node" lab="old"/></metadata>
+    <memory unit="MiB">1024</memory>
+    <os><type arch="x86_64">hvm</type></os>
+  </domain>
+</node>"""
+
+
+def fake_host(directory, memory_gib: int, nodes: int = 0, template: bool = True) -> str:
+    """A test:///FILE host with `memory_gib` of memory, `nodes` swarmlab nodes, maybe the template."""
+    directory.mkdir()
+    for sub in ("images", "volumes"):
+        (directory / sub).mkdir()
+    xml = (ROOT / "tests/fixtures/testhost.xml.in").read_text().replace("@DIR@", str(directory))
+    xml = xml.replace("<memory>25165824</memory>", f"<memory>{memory_gib << 20}</memory>")
+    if not template:
+        xml = xml.replace("<name>unit-template</name>", "<name>other-template</name>")
+    for i in range(nodes):
+        xml = xml.replace("</node>", NODE.format(name=f"old-swr{i}"))
+    (directory / "host.xml").write_text(xml)
+    return f"test://{directory / 'host.xml'}"
+
+
+@pytest.fixture
+def fake_class(tmp_path):
+    hosts = [("big", fake_host(tmp_path / "big", 24)), ("small", fake_host(tmp_path / "small", 12, nodes=2)),
+             ("bare", fake_host(tmp_path / "bare", 24, template=False)),
+             ("gone", f"test://{tmp_path}/missing.xml")]
+    path = write_config(tmp_path / "swarmlab.toml", tmp_path / "state",
+                        libvirt={"uri": hosts[0][1], "network": "swl-unit", "cidr": "10.79.0.0/24",
+                                 "template": "unit-template"})
+    text = path.read_text() + "".join(f'\n[[hosts]]\nname = "{n}"\nuri = "{u}"\n' for n, u in hosts)
+    path.write_text(text)
+    return configuration.load(path)
+
+
+def test_the_survey_reads_each_hosts_room_and_names_the_ones_that_take_nothing(fake_class):
+    rooms = {r.name: r for r in classroom.survey(fake_class)}
+    assert rooms["big"].free_nodes == 12 and not rooms["big"].problem
+    # 12 GiB: 11059 MiB usable, 2 nodes there take 3448 of it, 1724 each
+    assert rooms["small"].free_nodes == 4 and not rooms["small"].problem
+    assert rooms["bare"].free_nodes == 0 and "has no template unit-template" in rooms["bare"].problem
+    assert rooms["gone"].free_nodes == 0 and rooms["gone"].problem.startswith("unreachable at test://")
+
+
+def test_the_plan_places_labs_over_the_hosts_with_subnets_of_their_own(fake_class):
+    room = classroom.plan(fake_class, classroom.students_from_count(5), 3)
+    assert [(s.lab, s.host) for s in room.students] == [("s01", "big"), ("s02", "big"), ("s03", "big"),
+                                                        ("s04", "small"), ("s05", "big")]
+    by_host = {}
+    for s in room.students:
+        by_host.setdefault(s.host, []).append(s.cidr)
+    assert by_host == {"big": ["10.80.0.0/24", "10.80.1.0/24", "10.80.2.0/24", "10.80.3.0/24"],
+                       "small": ["10.80.0.0/24"]}  # each host's labs are bridges of that host only
+
+
+def test_a_class_too_big_for_the_hosts_is_refused_before_anything_is_made(fake_class):
+    with pytest.raises(CapacityShort, match=r"6 labs of 3 nodes need 18 nodes, the hosts take 5 labs .* "
+                                            r"1 labs \(3 nodes\) are missing"):
+        classroom.class_up(fake_class, classroom.students_from_count(6), 3)
+    assert classroom.load(fake_class) is None
+    assert not (fake_class.state_dir / "labs").exists()
+
+
+def test_a_rerun_keeps_every_students_host_and_subnet(fake_class):
+    first = classroom.plan(fake_class, classroom.students_from_count(2), 3)
+    classroom.save(fake_class, first)
+    again = classroom.plan(fake_class, classroom.students_from_count(3), 3)
+    assert again.students[:2] == first.students and again.students[2].lab == "s03"
+    assert again.students[2].cidr not in {s.cidr for s in first.students if s.host == again.students[2].host}
+    with pytest.raises(Refused, match="keep --nodes 3"):
+        classroom.plan(fake_class, classroom.students_from_count(3), 2)
+    saved = json.loads((fake_class.state_dir / "class.json").read_text())
+    assert [s["lab"] for s in saved["students"]] == ["s01", "s02"]
+
+
+def test_a_students_lab_config_is_scoped_to_its_host_and_network(fake_class):
+    student = Student("Ann", "ann", "small", "10.80.5.0/24")
+    scoped = classroom.student_config(fake_class, student)
+    assert scoped.uri == fake_class.host("small").uri and scoped.network == "swl-unit-ann"
+    assert str(scoped.gateway) == "10.80.5.1" and scoped.node_pool == "swl-unit-nodes"
+    assert scoped.host_gateway == fake_class.gateway  # the registry mirror stays on the shared network
