@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Callable
 
 from . import exercises, formation, lab as labs, reset as resets
-from .config import Config, HostSpec, is_dns_label
+from .config import LOCAL_HOST, Config, HostSpec, is_dns_label, with_host_added, with_host_removed
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
 from .waiting import cancelled
 
+REMOTE_NOT_YET = ("is on another machine: this version places labs only on hosts that share the controller's "
+                  "namespace, since SSH and DNS do not yet reach the labs of another machine")
 HOST_MEMORY_SHARE = 0.9  # of a host's memory, when [[hosts]] gives no capacity: the rest is the host's
 MAX_STUDENTS = 200
 
@@ -202,6 +204,9 @@ def survey(config: Config) -> list[HostRoom]:
     node_mib = config.memory_mib
     rooms = []
     for spec in config.lab_hosts:
+        if not spec.local:
+            rooms.append(HostRoom(spec.name, 0, REMOTE_NOT_YET))
+            continue
         try:
             with Hypervisor(spec.uri) as hv:
                 if hv.domain_state(config.template) is None:
@@ -401,3 +406,66 @@ def class_down(config: Config) -> list[LabResult]:
     else:
         _path(config).unlink(missing_ok=True)
     return results
+
+
+# --- hosts: add, ls, rm -----------------------------------------------------------------------
+def _config_file(config: Config) -> Path:
+    return Path("/etc/swarmlab/swarmlab.toml") if config.source == "built-in defaults" else Path(config.source)
+
+
+def _write_config(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.chmod(mode & ~0o022)  # never writable by others: root acts on what it says
+    tmp.replace(path)
+
+
+def default_host_name(uri: str) -> str:
+    from urllib.parse import urlsplit
+    host = urlsplit(uri).hostname
+    return slug(host) if host else LOCAL_HOST
+
+
+def host_add(config: Config, spec: HostSpec) -> dict:
+    """Checks that libvirt answers at the URI, then records the host in the config file."""
+    with Hypervisor(spec.uri) as hv:
+        version = hv.version()
+    path = _config_file(config)
+    text = path.read_text() if path.exists() else ""
+    _write_config(path, with_host_added(text, spec, str(path), config))
+    return {"host": spec.name, "uri": spec.uri, "libvirt": version, "config": str(path)}
+
+
+def labs_on(config: Config, host: str) -> list[str]:
+    """Labs the journals place on `host`."""
+    root = config.state_dir / "labs"
+    out = []
+    for journal in sorted(root.glob("*/lab.json")) if root.is_dir() else []:
+        try:
+            placement = json.loads(journal.read_text()).get("placement") or {}
+        except ValueError:
+            continue
+        if placement.get("host") == host:
+            out.append(journal.parent.name)
+    return out
+
+
+def host_rm(config: Config, name: str) -> dict:
+    config.host(name)  # names the hosts when it is not one
+    placed = labs_on(config, name)
+    if placed:
+        raise Refused(f"host {name} still has labs {', '.join(placed)}: `swarmlab class down --yes` or "
+                      f"`swarmlab down --lab LAB` first")
+    path = _config_file(config)
+    _write_config(path, with_host_removed(path.read_text(), name, str(path)))
+    return {"host": name, "config": str(path)}
+
+
+def host_ls(config: Config) -> list[dict]:
+    rooms = {r.name: r for r in survey(config)}
+    return [{"host": h.name, "uri": h.uri, "lab_range": str(h.lab_range),
+             "capacity": f"{h.nodes} nodes" if h.nodes else f"{h.memory_mib} MiB" if h.memory_mib else "memory",
+             "free_nodes": rooms[h.name].free_nodes, "problem": rooms[h.name].problem, "labs": labs_on(config, h.name)}
+            for h in config.lab_hosts]

@@ -186,11 +186,67 @@ def template_build(name: Optional[str] = typer.Option(None, "--name", help="Doma
                f"disk {result['disk_bytes'] / 2**20:.0f} MiB, {result['seconds']:.1f} s")
 
 
+@host_app.command("add")
+def host_add(uri: str = typer.Argument(..., metavar="URI", help="libvirt URI, e.g. qemu+ssh://root@h2/system."),
+             name: Optional[str] = typer.Option(None, "--name", help="Host name (default: from the URI)."),
+             nodes: Optional[int] = typer.Option(None, "--nodes", metavar="N", help="Capacity in nodes."),
+             memory_mib: Optional[int] = typer.Option(None, "--memory-mib", metavar="MIB",
+                                                      help="Capacity in host memory (default: 90 % of what libvirt reports)."),
+             lab_range: Optional[str] = typer.Option(None, "--lab-range", metavar="CIDR",
+                                                     help="Where its labs' /24s come from (default: [class] lab_range)."),
+             as_json: bool = JsonOption):
+    """Add a libvirt host that class labs may be placed on, after checking that it answers.
+    Written to the config file as [[hosts]]; its comments and layout are kept."""
+    if nodes is not None and memory_mib is not None:
+        raise configuration.ConfigError("give --nodes or --memory-mib, not both")
+    values = {"name": name or classroom.default_host_name(uri), "uri": uri}
+    for key, value in (("nodes", nodes), ("memory_mib", memory_mib), ("lab_range", lab_range)):
+        if value is not None:
+            values[key] = value
+    spec = configuration.parse_hosts([values], "host add")[0]
+    _enter_host()
+    result = classroom.host_add(ctx.config, spec)
+    if as_json:
+        _emit_json(result)
+    else:
+        typer.echo(f"+ host {result['host']} ({result['uri']}, libvirt {result['libvirt']}) in {result['config']}")
+
+
+@host_app.command("ls")
+def host_ls(as_json: bool = JsonOption):
+    """The hosts class labs go to: capacity, free nodes, the labs on each, and why a host takes none."""
+    _enter_host()
+    rows = classroom.host_ls(ctx.config)
+    if as_json:
+        _emit_json(rows)
+        return
+    _table(("HOST", "URI", "CAPACITY", "FREE", "LABS", "PROBLEM"),
+           [(r["host"], r["uri"], r["capacity"], r["free_nodes"], ",".join(r["labs"]) or "-", r["problem"] or "-")
+            for r in rows], right={"FREE"})
+
+
+@host_app.command("rm")
+def host_rm(name: str = typer.Argument(..., metavar="NAME"), as_json: bool = JsonOption):
+    """Remove a host from the config file; refused while labs are placed on it."""
+    result = classroom.host_rm(ctx.config, name)
+    if as_json:
+        _emit_json(result)
+    else:
+        typer.echo(f"- host {result['host']} from {result['config']}")
+
+
 @app.command()
-def doctor(as_json: bool = JsonOption):
+def doctor(host: Optional[str] = typer.Option(None, "--host", metavar="URI|NAME",
+                                              help="Check a class host instead: libvirt, pools, template, room."),
+           as_json: bool = JsonOption):
     """Check libvirt, the lab network, the template, PowerDNS and the SSH key. Exit 1 if any fails."""
     _enter_host()
-    results = checks.run_checks(ctx.config)
+    if host:
+        spec = next((h for h in ctx.config.lab_hosts if host in (h.name, h.uri)), None) or \
+            configuration.HostSpec(classroom.default_host_name(host), host, lab_range=ctx.config.lab_range)
+        results = checks.run_host_checks(ctx.config, spec)
+    else:
+        results = checks.run_checks(ctx.config)
     if as_json:
         _emit_json({"ok": all(c["ok"] for c in results), "checks": results})
     else:

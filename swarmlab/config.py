@@ -182,6 +182,7 @@ class Config:
     # [nodes]
     vcpus: int = 1
     memory_mib: int = 1024
+    tb_cache_mib: int = 0  # TCG's translation cache per node; 0: QEMU's default (1 GiB)
     max_nodes: int = 9
     lab: str = "demo"
     boot_timeout: int = 300
@@ -321,6 +322,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
     "nodes": {
         "vcpus": ("vcpus", _int_range(1, 64)),
         "memory_mib": ("memory_mib", _int_range(256, 262144)),
+        "tb_cache_mib": ("tb_cache_mib", _int_range(0, 4096)),
         "max": ("max_nodes", _int_range(1, 64)),
         "lab": ("lab", _label),
         "boot_timeout": ("boot_timeout", _int_range(10, 3600)),
@@ -350,7 +352,7 @@ HOST_KEYS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _hosts(value, source: str) -> tuple[HostSpec, ...]:
+def parse_hosts(value, source: str) -> tuple[HostSpec, ...]:
     if not isinstance(value, list) or not all(isinstance(h, dict) for h in value):
         raise ConfigError(f'{source}: hosts must be a list of tables: [[hosts]] with name = "h2" and uri = "..."')
     out: list[HostSpec] = []
@@ -385,7 +387,7 @@ def parse(data: dict, source: str) -> Config:
     values: dict[str, Any] = {}
     for section, content in data.items():
         if section == "hosts":
-            values["hosts"] = _hosts(content, source)
+            values["hosts"] = parse_hosts(content, source)
             continue
         if section not in SCHEMA:
             raise ConfigError(f"{source}: unknown section [{section}]; allowed: "
@@ -448,3 +450,54 @@ def load(path: str | Path | None = None) -> Config:
     except OSError as e:
         raise ConfigError(f"{candidate}: cannot read: {e.strerror}") from None
     return parse(data, str(candidate))
+
+
+# --- [[hosts]] edits: the instructor's file keeps its comments and layout (tomlkit) ----------
+def with_host_added(text: str, host: HostSpec, source: str, current: Config) -> str:
+    """The config text with one more [[hosts]] entry; validated as a whole before it is returned.
+    The first added host brings this host along as `local`, so that it keeps taking labs."""
+    import tomlkit
+    doc = tomlkit.parse(text)
+    hosts = doc.get("hosts")
+    if hosts is None:
+        hosts = tomlkit.aot()
+        doc["hosts"] = hosts
+        if host.name != LOCAL_HOST and host.uri != current.uri:
+            hosts.append(_host_table(HostSpec(LOCAL_HOST, current.uri)))
+    hosts.append(_host_table(host))
+    out = tomlkit.dumps(doc)
+    parse(tomllib.loads(out), source)  # one clear line for a repeated name, URI or overlapping range
+    return out
+
+
+def with_host_removed(text: str, name: str, source: str) -> str:
+    import tomlkit
+    doc = tomlkit.parse(text)
+    hosts = doc.get("hosts") or []
+    kept = [h for h in hosts if h.get("name") != name]
+    if len(kept) == len(hosts):
+        raise ConfigError(f"{source} has no host {name}: `swarmlab host ls` lists the hosts")
+    if kept:
+        table = tomlkit.aot()
+        for h in kept:
+            table.append(h)
+        doc["hosts"] = table
+    else:
+        del doc["hosts"]
+    out = tomlkit.dumps(doc)
+    parse(tomllib.loads(out), source)
+    return out
+
+
+def _host_table(host: HostSpec):
+    import tomlkit
+    table = tomlkit.table()
+    table["name"] = host.name
+    table["uri"] = host.uri
+    if host.nodes:
+        table["nodes"] = host.nodes
+    if host.memory_mib:
+        table["memory_mib"] = host.memory_mib
+    if host.lab_range:
+        table["lab_range"] = str(host.lab_range)
+    return table

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .config import Config
+from .config import Config, HostSpec
 from .dns import PowerDNS
 from .errors import SwarmlabError
 from .hypervisor import Hypervisor
@@ -71,4 +71,44 @@ def run_checks(config: Config) -> list[dict]:
         add("ssh-key", mode == 0o600, f"{key} mode {mode:o}", f"chmod 600 {key}")
     except FileNotFoundError:
         add("ssh-key", False, f"{key} is missing", "run `swarmlab host up` (it creates the key) or set [ssh] key")
+    return checks
+
+
+def run_host_checks(config: Config, spec: HostSpec) -> list[dict]:
+    """A class host: libvirt, pools, template, room for labs and a free /24, and whether SSH and
+    DNS reach its labs."""
+    from . import classroom
+    checks: list[dict] = []
+
+    def add(check: str, ok: bool, detail: str, fix: str = "") -> None:
+        checks.append({"check": check, "ok": ok, "detail": detail, "fix": "" if ok else fix})
+
+    try:
+        with Hypervisor(spec.uri) as hv:
+            add("libvirt", True, f"{spec.uri} answers (libvirt {hv.version()})")
+            for pool in (config.template_pool, config.node_pool):
+                try:
+                    hv.pool(pool)
+                    add("pool", True, f"pool {pool} present")
+                except SwarmlabError:
+                    add("pool", False, f"pool {pool} is missing", "run `swarmlab host up` on that host")
+            tmpl = hv.domain_state(config.template)
+            add("template", tmpl is not None and not tmpl.running,
+                f"{config.template} is {tmpl.state}" if tmpl else f"domain {config.template} not found",
+                f"run `swarmlab template build` on that host, or shut {config.template} down")
+            used_nodes, used_mib = hv.node_usage()
+            free = classroom.free_nodes(spec, hv.memory_mib(), used_nodes, used_mib, config.memory_mib,
+                                        config.overhead_mib)
+            add("room", free > 0, f"{free} more nodes ({used_nodes} there now)",
+                "free the host, or raise its capacity in [[hosts]]")
+            try:
+                subnet = classroom.next_subnet(spec.lab_range, hv.network_ranges() + [config.cidr])
+                add("lab range", True, f"next lab network {subnet} (from {spec.lab_range})")
+            except SwarmlabError as e:
+                add("lab range", False, str(e), "give the host a wider lab_range")
+    except SwarmlabError as e:
+        add("libvirt", False, str(e), "start libvirtd there, or fix the URI")
+    add("reach", spec.local, "SSH and DNS reach its labs from here" if spec.local else
+        f"{spec.uri} {classroom.REMOTE_NOT_YET.removeprefix('is ')}",
+        "run the class on hosts that share this controller's namespace")
     return checks

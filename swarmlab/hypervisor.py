@@ -109,12 +109,15 @@ def clone_disks(template_xml: str) -> list[CloneDisk]:
 
 
 def derive_clone_xml(template_xml: str, name: str, mac: str, pool: str, volumes: dict[str, str],
-                     owner: dict[str, str], hostname: str | None = None) -> str:
+                     owner: dict[str, str], hostname: str | None = None, network: str | None = None,
+                     tb_cache_mib: int = 0) -> str:
     """A node's domain XML from its template's: new name, no UUID, new MAC, an overlay volume
     per writable disk (`volumes`: target -> volume in `pool`), its own NVRAM, no fixed
     graphics port or agent socket path, and swarmlab ownership metadata. With direct kernel
     boot the hostname rides on the kernel command line, so the guest has it from its first
-    second; otherwise `up` sets it over SSH."""
+    second; otherwise `up` sets it over SSH. `network` puts the node on that libvirt network
+    instead of the template's (a class lab's own); `tb_cache_mib` sizes TCG's translation cache
+    (QEMU's default is 1 GiB of host memory per guest)."""
     root = ET.fromstring(template_xml)
     root.find("name").text = name
     for tag in ("uuid", "title", "description"):
@@ -132,6 +135,19 @@ def derive_clone_xml(template_xml: str, name: str, mac: str, pool: str, volumes:
     for el in interfaces[0].findall("mac") + interfaces[0].findall("target"):
         interfaces[0].remove(el)  # the tap device name is the template's, too
     ET.SubElement(interfaces[0], "mac", {"address": mac})
+    if network:
+        interfaces[0].set("type", "network")
+        for el in interfaces[0].findall("source"):
+            interfaces[0].remove(el)
+        interfaces[0].insert(0, ET.Element("source", {"network": network}))
+    if tb_cache_mib and root.get("type") == "qemu":
+        features = root.find("features")
+        if features is None:
+            features = ET.SubElement(root, "features")
+        for el in features.findall("tcg"):
+            features.remove(el)
+        tcg = ET.SubElement(features, "tcg")
+        ET.SubElement(tcg, "tb-cache", {"unit": "MiB"}).text = str(tb_cache_mib)
     planned = {d.target: d for d in clone_disks(template_xml)}
     for disk in root.findall("devices/disk"):
         target = disk.find("target").get("dev") if disk.find("target") is not None else "?"

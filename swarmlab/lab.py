@@ -353,7 +353,9 @@ def _create_node(config: Config, hv: Hypervisor, lab: str, node: Node, template_
         if node.extra_volumes:
             owner["extra_volumes"] = " ".join(node.extra_volumes)
         hv.define_domain(derive_clone_xml(template_xml, node.domain, node.mac, config.node_pool, volumes,
-                                          owner, hostname=node.name))
+                                          owner, hostname=node.name,
+                                          network=config.network if config.lab_host else None,
+                                          tb_cache_mib=config.tb_cache_mib))
     if hv.network_state(config.network).owner is not None:
         # dnsmasq matches host entries by name too: the domain name is unique on the host.
         hv.add_reservation(config.network, node.mac, node.ip, node.domain)

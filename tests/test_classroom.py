@@ -95,7 +95,7 @@ def fake_host(directory, memory_gib: int, nodes: int = 0, template: bool = True)
 def fake_class(tmp_path):
     hosts = [("big", fake_host(tmp_path / "big", 24)), ("small", fake_host(tmp_path / "small", 12, nodes=2)),
              ("bare", fake_host(tmp_path / "bare", 24, template=False)),
-             ("gone", f"test://{tmp_path}/missing.xml")]
+             ("gone", f"test://{tmp_path}/missing.xml"), ("far", "qemu+tcp://192.0.2.7/system")]
     path = write_config(tmp_path / "swarmlab.toml", tmp_path / "state",
                         libvirt={"uri": hosts[0][1], "network": "swl-unit", "cidr": "10.79.0.0/24",
                                  "template": "unit-template"})
@@ -111,6 +111,7 @@ def test_the_survey_reads_each_hosts_room_and_names_the_ones_that_take_nothing(f
     assert rooms["small"].free_nodes == 4 and not rooms["small"].problem
     assert rooms["bare"].free_nodes == 0 and "has no template unit-template" in rooms["bare"].problem
     assert rooms["gone"].free_nodes == 0 and rooms["gone"].problem.startswith("unreachable at test://")
+    assert rooms["far"].free_nodes == 0 and "is on another machine" in rooms["far"].problem
 
 
 def test_the_plan_places_labs_over_the_hosts_with_subnets_of_their_own(fake_class):
@@ -150,3 +151,30 @@ def test_a_students_lab_config_is_scoped_to_its_host_and_network(fake_class):
     assert scoped.uri == fake_class.host("small").uri and scoped.network == "swl-unit-ann"
     assert str(scoped.gateway) == "10.80.5.1" and scoped.node_pool == "swl-unit-nodes"
     assert scoped.host_gateway == fake_class.gateway  # the registry mirror stays on the shared network
+
+
+def test_host_add_ls_rm_through_the_cli(tmp_path):
+    from tests.conftest import swarmlab
+    first = fake_host(tmp_path / "one", 24)
+    path = write_config(tmp_path / "swarmlab.toml", tmp_path / "state",
+                        libvirt={"uri": first, "network": "swl-unit", "cidr": "10.79.0.0/24",
+                                 "template": "unit-template"})
+    path.write_text("# the instructor's own comment\n" + path.read_text())
+    second = fake_host(tmp_path / "two", 12)
+    added = swarmlab("host", "add", second, "--name", "two", "--nodes", "6", "--lab-range", "10.81.0.0/16",
+                     config=path)
+    assert added.returncode == 0, added.stderr
+    assert path.read_text().startswith("# the instructor's own comment\n")
+    rows = {r["host"]: r for r in json.loads(swarmlab("host", "ls", "--json", config=path).stdout)}
+    assert (rows["local"]["free_nodes"], rows["two"]["free_nodes"], rows["two"]["capacity"]) == (12, 6, "6 nodes")
+    again = swarmlab("host", "add", second, "--name", "two", config=path)
+    assert again.returncode == 2 and "repeats host two" in again.stderr
+    unreachable = swarmlab("host", "add", f"test://{tmp_path}/nope.xml", "--name", "gone", config=path)
+    assert unreachable.returncode == 1 and "is not reachable" in unreachable.stderr
+    assert "gone" not in path.read_text()
+    doctor = json.loads(swarmlab("doctor", "--host", "two", "--json", config=path).stdout)
+    assert {c["check"]: c["ok"] for c in doctor["checks"]} == {
+        "libvirt": True, "pool": True, "template": True, "room": True, "lab range": True, "reach": True}
+    removed = swarmlab("host", "rm", "two", config=path)
+    assert removed.returncode == 0, removed.stderr
+    assert [r["host"] for r in json.loads(swarmlab("host", "ls", "--json", config=path).stdout)] == ["local"]

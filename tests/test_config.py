@@ -235,3 +235,21 @@ def test_bad_hosts_are_one_clear_line(tmp_path, text, expected):
     with pytest.raises(ConfigError) as err:
         load_text(tmp_path, text)
     assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_host_add_and_rm_keep_the_instructors_comments(tmp_path):
+    text = '# our lab host\n[dns]\nzone = "lab.example."  # the workshop zone\n'
+    current = configuration.parse(configuration.tomllib.loads(text), "f.toml")
+    added = configuration.with_host_added(text, configuration.HostSpec("h2", "qemu+tcp://10.0.0.2/system", nodes=12),
+                                          "f.toml", current)
+    assert added.startswith('# our lab host\n[dns]\nzone = "lab.example."  # the workshop zone\n')
+    hosts = configuration.parse(configuration.tomllib.loads(added), "f.toml").lab_hosts
+    assert [(h.name, h.uri, h.nodes) for h in hosts] == [("local", "qemu:///system", None),
+                                                         ("h2", "qemu+tcp://10.0.0.2/system", 12)]
+    with pytest.raises(ConfigError, match="repeats host h2"):
+        configuration.with_host_added(added, configuration.HostSpec("h2", "qemu+tcp://10.0.0.3/system"), "f.toml",
+                                      current)
+    removed = configuration.with_host_removed(added, "h2", "f.toml")
+    assert "h2" not in removed and "# the workshop zone" in removed
+    with pytest.raises(ConfigError, match="f.toml has no host h9: `swarmlab host ls` lists the hosts"):
+        configuration.with_host_removed(removed, "h9", "f.toml")

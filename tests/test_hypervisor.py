@@ -40,6 +40,22 @@ def test_clone_xml_gets_new_identity_disk_and_owner():
     assert "systemd.hostname=debian12" not in root.findtext("os/cmdline")
 
 
+def test_a_class_labs_clone_joins_its_own_network_and_may_size_the_tcg_cache():
+    plain = ET.fromstring(derive_clone_xml(template_xml(), "a-swr1", "52:54:00:aa:bb:01", "p", {"vda": "v.qcow2"},
+                                           {"role": "node", "lab": "a"}))
+    assert plain.find("devices/interface/source").get("network") == "default"
+    assert plain.find("features/tcg") is None
+    own = ET.fromstring(derive_clone_xml(template_xml(), "a-swr1", "52:54:00:aa:bb:01", "p", {"vda": "v.qcow2"},
+                                         {"role": "node", "lab": "a"}, network="swarmlab-a", tb_cache_mib=256))
+    assert [s.get("network") for s in own.findall("devices/interface/source")] == ["swarmlab-a"]
+    assert own.find("devices/interface/mac").get("address") == "52:54:00:aa:bb:01"
+    cache = own.find("features/tcg/tb-cache")
+    assert (cache.text, cache.get("unit")) == ("256", "MiB")
+    kvm = template_xml().replace('<domain type="qemu">', '<domain type="kvm">')
+    assert ET.fromstring(derive_clone_xml(kvm, "a-swr1", "52:54:00:aa:bb:01", "p", {"vda": "v.qcow2"},
+                                          {"role": "node"}, tb_cache_mib=256)).find("features/tcg") is None
+
+
 def test_clone_defines_and_is_owned(hv):
     hv.define_domain(template_xml())
     clone = derive_clone_xml(hv.domain_xml("debian12"), "lab1-swr1", "52:54:00:aa:bb:01", "p", {"vda": "v.qcow2"},
