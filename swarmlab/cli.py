@@ -903,7 +903,10 @@ def class_status(as_json: bool = JsonOption,
                     for r in rows])
         if not watch:
             break
-        time.sleep(watch)
+        try:
+            time.sleep(watch)
+        except KeyboardInterrupt:
+            return  # the normal end of --watch
     if not all(r["swarm"] == "healthy" and r["ready"] == r["nodes"] for r in rows):
         raise typer.Exit(1)
 
