@@ -492,9 +492,9 @@ def list_labs(as_json: bool = JsonOption):
     if not data:
         typer.echo("no labs; create one with `swarmlab up 3`")
         return
-    _table(("LAB", "NODES", "RUNNING", "STATES", "SNAPSHOTS"),
-           [(r["lab"], r["nodes"], r["running"], ", ".join(r["states"]), ", ".join(r["snapshots"]) or "-")
-            for r in data], right={"NODES", "RUNNING"})
+    _table(("LAB", "HOST", "NETWORK", "NODES", "RUNNING", "STATES", "SNAPSHOTS"),
+           [(r["lab"], r["host"], r["network"], r["nodes"], r["running"], ", ".join(r["states"]),
+             ", ".join(r["snapshots"]) or "-") for r in data], right={"NODES", "RUNNING"})
 
 
 # Typer keeps its click private; its public BadParameter derives from click's ClickException.

@@ -615,7 +615,8 @@ def list_labs(config: Config) -> list[dict]:
         for name in all_labs(config, hv):
             found = find_lab(config, hv, name)
             states = [(hv.domain_state(n.domain) or None) for n in found.nodes]
-            out.append({"lab": name, "nodes": len(found.nodes),
+            out.append({"lab": name, "host": found.placement.get("host", "local"),
+                        "network": found.placement.get("network", config.network), "nodes": len(found.nodes),
                         "running": sum(1 for s in states if s and s.running),
                         "states": sorted({s.state if s else "missing" for s in states})})
         return out
