@@ -117,3 +117,23 @@ def test_each_node_reports_every_failure():
         labs.each_node(work, ["a", "b", "c"])
     with pytest.raises(SwarmlabError, match="^a broke$"):
         labs.each_node(work, ["a", "b"])
+
+
+def test_a_class_lab_is_found_on_its_own_network_and_down_removes_only_that_network(test_host):
+    import ipaddress
+    from swarmlab.config import HostSpec
+    config, hv = test_host
+    scoped = labs.scoped(config, HostSpec("local", config.uri), "swl-unit-x", ipaddress.IPv4Network("10.80.3.0/24"))
+    assert (scoped.template_pool, str(scoped.host_gateway), str(scoped.gateway)) == \
+        ("swl-unit-templates", "10.79.0.1", "10.80.3.1")
+    labs.ensure_lab_network(scoped, hv, labs.Lab("x", placement=labs.placement_of(scoped)))
+    assert hv.network_state("swl-unit-x").owner == {"role": "network", "lab": "x"}
+    found = labs.lab_config(config, "x")
+    assert (found.network, str(found.cidr), found.lab_host, found.shared_network) == \
+        ("swl-unit-x", "10.80.3.0/24", "local", "swl-unit")
+    assert labs.lab_config(found, "x") == found  # scoping twice changes nothing
+    assert [r["network"] for r in labs.list_labs(config) if r["lab"] == "x"] == ["swl-unit-x"]
+    removed = labs.down(config, "x")
+    assert "undefined network swl-unit-x" in removed
+    assert not hv.network_state("swl-unit-x").exists and hv.network_state("swl-unit").exists
+    assert labs.lab_config(config, "x") == config  # no journal: the shared network
