@@ -153,7 +153,7 @@ def test_status_shows_the_swarm_columns(lab3):
     rows = json.loads(swarmlab("status", "--lab", "t1", "--json", config=path).stdout)["nodes"]
     assert sorted(r["manager_status"] for r in rows) == ["Leader", "Reachable", "Reachable"]
     assert {(r["role"], r["availability"], r["node_status"]) for r in rows} == {("manager", "Active", "Ready")}
-    assert all(r["engine"].startswith("20.10") for r in rows)
+    assert all(int(r["engine"].split(".")[0]) >= 26 for r in rows)  # Debian 13's docker.io
     text = swarmlab("status", "--lab", "t1", config=path).stdout
     assert "Leader" in text and "Reachable" in text
 
