@@ -348,6 +348,15 @@ def class_status(config: Config) -> list[dict]:
     return out
 
 
+def class_start(config: Config, exercise: exercises.Exercise) -> list[LabResult]:
+    """The exercise's starting point in every lab at once (reset, then its setup)."""
+    room = require(config)
+
+    def start(scoped: Config, student: Student) -> dict:
+        return exercises.start(scoped, student.lab, exercise)
+    return _each_lab(config, room.students, start)
+
+
 def class_check(config: Config, exercise: exercises.Exercise, wait: bool = False) -> list[LabResult]:
     room = require(config)
 

@@ -911,6 +911,15 @@ def class_status(as_json: bool = JsonOption,
         raise typer.Exit(1)
 
 
+@class_app.command("start")
+def class_start(exercise_id: str = ExerciseArgument, as_json: bool = JsonOption):
+    """Start an exercise for everyone: every lab reset to its formed swarm, then the exercise's
+    setup, all at once. Exit 1 when any lab could not start it."""
+    exercise = exercises.find(exercise_id)
+    _enter_host()
+    _render_lab_results(classroom.class_start(ctx.config, exercise), as_json, f"started {exercise.id}")
+
+
 @class_app.command("check")
 def class_check(exercise_id: str = ExerciseArgument,
                 wait: bool = typer.Option(False, "--wait", help="Retry failing checks up to their timeout."),

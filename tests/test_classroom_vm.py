@@ -71,7 +71,10 @@ def test_a_class_of_two_isolated_labs_is_made_checked_reset_and_removed(vm_host,
         assert {lab: (r["student"], r["ready"], r["nodes"], r["swarm"]) for lab, r in rows.items()} == \
             {"ann-lee": ("Ann Lee", 3, 3, "healthy"), "bo": ("Bo", 3, 3, "healthy")}
 
-        # grading: only Ann solves the exercise
+        # grading: the exercise for everyone, only Ann solves it
+        started = swarmlab("class", "start", "services", "--json", config=path, timeout=900)
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert all(r["detail"]["exercise"] == "services" for r in json.loads(started.stdout))
         solved = swarmlab("exercise", "solve", "services", "--lab", "ann-lee", config=path, timeout=600)
         assert solved.returncode == 0, solved.stderr
         junit = tmp_path / "grades.xml"
@@ -85,6 +88,7 @@ def test_a_class_of_two_isolated_labs_is_made_checked_reset_and_removed(vm_host,
             'failures="0"' not in suites["Bo"]
         rows = {r["lab"]: r for r in json.loads(swarmlab("class", "status", "--json", config=path, timeout=300).stdout)}
         assert rows["ann-lee"]["last_check"]["ok"] and not rows["bo"]["last_check"]["ok"]
+        assert rows["bo"]["exercise"] == "services"
 
         reset = swarmlab("class", "reset", "--json", config=path, timeout=900)
         assert reset.returncode == 0, reset.stdout + reset.stderr
