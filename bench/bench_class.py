@@ -2,11 +2,12 @@
 """Benchmark: `class up` of L labs x N nodes against L `up N` runs one after another.
 
 Prints figures; asserts nothing. Run as root with the lab host up and the template built:
-    .venv/bin/python bench/bench_class.py [--labs 2] [--nodes 3] [--runs 1]
+    .venv/bin/python bench/bench_class.py [--labs 2] [--nodes 3] [--runs 1] [--parallel 1,2]
 
 Per run, on the same idle host: the serial sequence (`up N --lab benchsK --no-snapshot` for
 each lab in turn, each to Ready managers), then `class up --students L --nodes N
---no-snapshot` (labs on networks of their own, [class] parallel at once). Also the cost of a
+--no-snapshot` (labs on networks of their own) once per `--parallel` value ([class] parallel:
+labs made at once on the host). Also the cost of a
 lab's own network (define and start, one dnsmasq) and the host memory each node's qemu holds
 once the class has formed. Everything the bench makes is removed afterwards.
 """
@@ -14,9 +15,11 @@ once the class has formed. Everything the bench makes is removed afterwards.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,17 +30,30 @@ from swarmlab import config as configuration, labhost  # noqa: E402
 from swarmlab.hypervisor import Hypervisor  # noqa: E402
 
 
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "swarmlab", *args], cwd=ROOT, capture_output=True, text=True)
+def cli(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "swarmlab", *args], cwd=ROOT, capture_output=True, text=True,
+                          env=env)
     if check and proc.returncode != 0:
         sys.exit(f"swarmlab {' '.join(args)} failed: {proc.stderr.strip().splitlines()[-1:]}")
     return proc
 
 
-def timed(*args: str) -> float:
+def timed(*args: str, env: dict | None = None) -> float:
     began = time.monotonic()
-    cli(*args)
+    cli(*args, env=env)
     return time.monotonic() - began
+
+
+def config_with_parallel(config, parallel: int, directory: Path) -> dict:
+    """The environment for a swarmlab whose config is ours with [class] parallel set."""
+    import tomlkit
+    source = Path(config.source) if config.source != "built-in defaults" else None
+    doc = tomlkit.parse(source.read_text() if source else "")
+    doc.setdefault("class", tomlkit.table())["parallel"] = parallel
+    path = directory / f"parallel{parallel}.toml"
+    path.write_text(tomlkit.dumps(doc))
+    path.chmod(0o600)
+    return {**os.environ, "SWARMLAB_CONFIG": str(path)}
 
 
 def qemu_rss_mib() -> list[int]:
@@ -70,12 +86,18 @@ def main() -> None:
     parser.add_argument("--labs", type=int, default=2)
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--parallel", default="2", help="comma-separated [class] parallel values to compare")
     args = parser.parse_args()
+    parallels = [int(v) for v in args.parallel.split(",")]
     config = configuration.load()
     labhost.enter_host(config)
     if cli("class", "status", check=False).returncode != 3:
         sys.exit("a class exists already: `swarmlab class down --yes` first (the bench makes its own)")
-    serial, together, rss, dnsmasq = [], [], [], []
+    tmp = Path(tempfile.mkdtemp(prefix="bench-class-"))
+    serial: list[float] = []
+    together: dict[int, list[float]] = {p: [] for p in parallels}
+    rss: list[int] = []
+    dnsmasq: list[int] = []
     for run in range(1, args.runs + 1):
         names = [f"benchs{i}" for i in range(1, args.labs + 1)]
         try:
@@ -83,20 +105,25 @@ def main() -> None:
         finally:
             for name in names:
                 cli("down", "--lab", name, "--yes", check=False)
-        try:
-            together.append(timed("class", "up", "--students", str(args.labs), "--nodes", str(args.nodes),
-                                  "--no-snapshot"))
-            rss += qemu_rss_mib()
-            dnsmasq += dnsmasq_rss_kib(config)
-        finally:
-            cli("class", "down", "--yes", check=False)
-        print(f"run {run}: {args.labs} x `up {args.nodes}` one after another {serial[-1]:.1f} s, "
-              f"`class up` {together[-1]:.1f} s", flush=True)
-    ratio = [t / s for t, s in zip(together, serial)]
+        line = f"run {run}: {args.labs} x `up {args.nodes}` one after another {serial[-1]:.1f} s"
+        for parallel in parallels:
+            env = config_with_parallel(config, parallel, tmp)
+            try:
+                together[parallel].append(timed("class", "up", "--students", str(args.labs), "--nodes",
+                                                str(args.nodes), "--no-snapshot", env=env))
+                rss += qemu_rss_mib()
+                dnsmasq += dnsmasq_rss_kib(config)
+            finally:
+                cli("class", "down", "--yes", check=False, env=env)
+            line += f", `class up` (parallel {parallel}) {together[parallel][-1]:.1f} s"
+        print(line, flush=True)
     print(f"\n{args.labs} labs x {args.nodes} nodes, median of {args.runs}:")
     print(f"  serial `up`s:  {statistics.median(serial):6.1f} s ({min(serial):.1f}-{max(serial):.1f})")
-    print(f"  `class up`:    {statistics.median(together):6.1f} s ({min(together):.1f}-{max(together):.1f})")
-    print(f"  class / serial: {statistics.median(ratio):.2f} ({min(ratio):.2f}-{max(ratio):.2f})")
+    for parallel, times in together.items():
+        ratio = [t / s for t, s in zip(times, serial)]
+        print(f"  `class up`, parallel {parallel}: {statistics.median(times):6.1f} s "
+              f"({min(times):.1f}-{max(times):.1f}); class / serial {statistics.median(ratio):.2f} "
+              f"({min(ratio):.2f}-{max(ratio):.2f})")
     print(f"  a lab's own network: {network_cost(config):.2f} s to define and start; its dnsmasq holds "
           f"{statistics.median(dnsmasq) / 1024 if dnsmasq else 0:.1f} MiB")
     if rss:

@@ -199,7 +199,7 @@ class Config:
     dns_port: int = 5300
     # [class] and [[hosts]]
     lab_range: ipaddress.IPv4Network = ipaddress.IPv4Network("10.80.0.0/16")
-    parallel: int = 2  # labs made at once on one host
+    parallel: int = 0  # labs made at once on one host; 0: one per 4 host CPUs, at least one
     overhead_mib: int = 700  # host memory a node takes beyond its guest memory (QEMU, TCG's code cache)
     hosts: tuple[HostSpec, ...] = ()
     source: str = "built-in defaults"
@@ -342,7 +342,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
     },
     "class": {
         "lab_range": ("lab_range", _lab_range),
-        "parallel": ("parallel", _int_range(1, 32)),
+        "parallel": ("parallel", _int_range(0, 32)),
         "overhead_mib": ("overhead_mib", _int_range(0, 65536)),
     },
 }

@@ -282,6 +282,9 @@ class Hypervisor:
     def memory_mib(self) -> int:
         return int(self.conn.getInfo()[1])
 
+    def cpus(self) -> int:
+        return int(self.conn.getInfo()[2])
+
     def node_usage(self) -> tuple[int, int]:
         """Nodes swarmlab made on this host, in any state, and their guest memory in MiB: what
         class placement counts as taken (a shut-off lab comes back)."""

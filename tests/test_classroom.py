@@ -178,3 +178,11 @@ def test_host_add_ls_rm_through_the_cli(tmp_path):
     removed = swarmlab("host", "rm", "two", config=path)
     assert removed.returncode == 0, removed.stderr
     assert [r["host"] for r in json.loads(swarmlab("host", "ls", "--json", config=path).stdout)] == ["local"]
+
+
+def test_labs_made_at_once_follow_the_hosts_cpus_unless_set(fake_class):
+    import dataclasses
+    big = fake_class.host("big")  # the fixture's host has 2 CPUs
+    assert classroom.labs_at_once(fake_class, big) == 1
+    assert classroom.labs_at_once(dataclasses.replace(fake_class, parallel=3), big) == 3
+    assert classroom.labs_at_once(fake_class, fake_class.host("gone")) == 1

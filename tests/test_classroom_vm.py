@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from swarmlab import labhost
 from swarmlab.dns import PowerDNS
 from swarmlab.hypervisor import Hypervisor
 from tests.conftest import swarmlab
@@ -97,6 +98,7 @@ def test_a_class_of_two_isolated_labs_is_made_checked_reset_and_removed(vm_host,
     finally:
         gone = swarmlab("class", "down", "--yes", "--json", config=path, timeout=600)
     assert gone.returncode == 0, gone.stdout + gone.stderr
+    labhost.enter_host(config)  # PowerDNS listens inside the lab host's namespace
     listed = [lab["lab"] for lab in json.loads(swarmlab("ls", "--json", config=path).stdout)]
     assert "ann-lee" not in listed and "bo" not in listed
     with Hypervisor(config.uri) as hv:
