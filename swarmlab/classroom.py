@@ -19,7 +19,6 @@ import threading
 import time
 import unicodedata
 import xml.etree.ElementTree as ET
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -28,7 +27,7 @@ from . import exercises, formation, lab as labs, reset as resets
 from .config import LOCAL_HOST, Config, HostSpec, is_dns_label, with_host_added, with_host_removed
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
-from .waiting import cancelled
+from .waiting import cancelled, run_together
 
 REMOTE_NOT_YET = ("is on another machine: this version places labs only on hosts that share the controller's "
                   "namespace, since SSH and DNS do not yet reach the labs of another machine")
@@ -321,17 +320,7 @@ def _each_lab(config: Config, students: list[Student], work: Callable[[Config, S
                 result.error = str(e)
             result.seconds = round(time.monotonic() - began, 1)
 
-    pool = ThreadPoolExecutor(max_workers=max(1, len(students)))
-    futures = [pool.submit(one, i) for i in range(len(students))]
-    try:
-        for f in futures:
-            while not f.done():
-                time.sleep(0.1)  # wake up for Ctrl-C, which only the main thread receives
-    except KeyboardInterrupt:
-        cancelled.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
+    futures = run_together(one, range(len(students)))
     for f, result in zip(futures, results):
         if f.exception() is not None and result.error is None:
             result.error = f"{type(f.exception()).__name__}: {f.exception()}"

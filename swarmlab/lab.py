@@ -17,7 +17,6 @@ import os
 import shutil
 import time
 import xml.etree.ElementTree as ET
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from .dns import PowerDNS, DnsError, canonical
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor, clone_disks, derive_clone_xml, sets_hostname_at_boot
 from .remote import HostKeyMismatch, SshTarget, port_open, record_host_key, run, wait_for_ssh
-from .waiting import cancelled as _cancelled, poll_until
+from .waiting import poll_until, run_together
 
 PHASES = ("clone", "boot", "lease", "dns", "ssh", "ready", "engine", "images", "init", "join", "swarm")
 MIN_FREE_PER_NODE = 512 << 20  # an overlay is ~10 MB after boot; leave room for images and logs
@@ -560,17 +559,7 @@ def each_node(work: Callable[[Node], object], nodes: list[Node]) -> list:
     """Runs work per node at once (one shared libvirt connection: libvirt's is thread-safe).
     Returns the results in node order. After all have finished, raises the failure when one
     failed, or NodeErrors naming every failure when several did."""
-    pool = ThreadPoolExecutor(max_workers=max(1, len(nodes)))
-    futures = [pool.submit(work, n) for n in nodes]
-    try:
-        for f in futures:
-            while not f.done():
-                time.sleep(0.1)  # wake up for Ctrl-C, which only the main thread receives
-    except KeyboardInterrupt:
-        _cancelled.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
+    futures = run_together(work, nodes)
     errors = [f.exception() for f in futures if f.exception()]
     if len(errors) == 1 or any(not isinstance(e, SwarmlabError) for e in errors):
         raise next(e for e in errors if not isinstance(e, SwarmlabError)) if len(errors) > 1 else errors[0]

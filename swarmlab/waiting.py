@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterable, TypeVar
 
 from .errors import SwarmlabError
 
@@ -33,3 +34,22 @@ def poll_until(check: Callable[[], T], timeout: float, interval: float,
         if time.monotonic() >= deadline:
             raise on_timeout()
         time.sleep(max(0.0, min(interval - (time.monotonic() - started), deadline - time.monotonic())))
+
+
+def run_together(work: Callable[[Any], T], items: Iterable[Any]) -> list[Future]:
+    """work(item) for every item at once, each in its own thread; returns the finished futures
+    in item order. Ctrl-C (which only the main thread receives) sets `cancelled`, waits for the
+    workers to notice, and is raised again."""
+    items = list(items)
+    pool = ThreadPoolExecutor(max_workers=max(1, len(items)))
+    futures = [pool.submit(work, item) for item in items]
+    try:
+        for f in futures:
+            while not f.done():
+                time.sleep(0.1)  # wake up for Ctrl-C
+    except KeyboardInterrupt:
+        cancelled.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return futures
