@@ -405,8 +405,6 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
     config = lab_config(config, lab)
     with Hypervisor(config.uri) as hv, lab_lock(config, lab):
         existing = find_lab(config, hv, lab)
-        if config.lab_host:
-            ensure_lab_network(config, hv, existing or Lab(lab, placement=placement_of(config)))
         have = existing.nodes if existing else []
         if len(have) > count:
             raise Refused(f"lab {lab} has {len(have)} nodes; `up {count}` would have to remove some: "
@@ -414,6 +412,8 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
         if have and any(not n.name.startswith(prefix) for n in have):
             raise Refused(f"lab {lab} already uses prefix {have[0].name.rstrip('0123456789')}; "
                           "a lab has one prefix")
+        if config.lab_host:  # a class lab's own network, before preflight checks it
+            ensure_lab_network(config, hv, existing or Lab(lab, placement=placement_of(config)))
         preflight(config, hv, count - len(have))
         template_xml = hv.domain_xml(config.template)
         clone_disks(template_xml)  # refuses a template with a disk it cannot clone safely
