@@ -136,14 +136,20 @@ def place(labs_to_place: list[str], nodes_per_lab: int, rooms: list[HostRoom]) -
             have = ", ".join(f"{r.name} {r.free_nodes} free" if not r.problem else f"{r.name}: {r.problem}"
                              for r in rooms)
             fits = sum(n // nodes_per_lab for n in free.values())
+            missing = unplaced - fits
             raise CapacityShort(
-                f"not enough room: {len(labs_to_place)} labs of {nodes_per_lab} nodes need "
-                f"{len(labs_to_place) * nodes_per_lab} nodes, the hosts take {fits + len(out)} labs "
-                f"({have}); {unplaced - fits} labs ({(unplaced - fits) * nodes_per_lab} nodes) are missing: "
+                f"not enough room: {_labs(len(labs_to_place))} of {nodes_per_lab} nodes need "
+                f"{len(labs_to_place) * nodes_per_lab} nodes, the hosts take {_labs(fits + len(out))} "
+                f"({have}); {_labs(missing)} ({missing * nodes_per_lab} nodes) "
+                f"{'is' if missing == 1 else 'are'} missing: "
                 "add a host ([[hosts]] in swarmlab.toml), free one, or ask for fewer students")
         out[lab] = best
         free[best] -= nodes_per_lab
     return out
+
+
+def _labs(count: int) -> str:
+    return f"{count} lab" + ("" if count == 1 else "s")
 
 
 def next_subnet(lab_range: ipaddress.IPv4Network, taken: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
@@ -242,7 +248,6 @@ def plan(config: Config, wanted: list[Student], nodes: int, rooms: list[HostRoom
     new = [s for s in wanted if room.student(s.lab) is None]
     if not new:
         return room
-    existing_labs = set()
     with Hypervisor(config.uri) as hv:
         existing_labs = set(labs.all_labs(config, hv))
     for s in new:

@@ -127,7 +127,7 @@ def test_the_plan_places_labs_over_the_hosts_with_subnets_of_their_own(fake_clas
 
 def test_a_class_too_big_for_the_hosts_is_refused_before_anything_is_made(fake_class):
     with pytest.raises(CapacityShort, match=r"6 labs of 3 nodes need 18 nodes, the hosts take 5 labs .* "
-                                            r"1 labs \(3 nodes\) are missing"):
+                                            r"1 lab \(3 nodes\) is missing"):
         classroom.class_up(fake_class, classroom.students_from_count(6), 3)
     assert classroom.load(fake_class) is None
     assert not (fake_class.state_dir / "labs").exists()
