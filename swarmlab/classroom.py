@@ -254,7 +254,9 @@ def plan(config: Config, wanted: list[Student], nodes: int, rooms: list[HostRoom
         if s.lab in existing_labs:
             raise Refused(f"lab {s.lab} already exists outside the class: `swarmlab down --lab {s.lab}` first, "
                           "or rename the student")
-    placement = place([s.lab for s in new], nodes, rooms if rooms is not None else survey(config))
+    rooms = rooms if rooms is not None else survey(config)
+    _hold_planned_room(config, room, rooms)
+    placement = place([s.lab for s in new], nodes, rooms)
     taken: dict[str, list[ipaddress.IPv4Network]] = {}
     for host in {placement[s.lab] for s in new}:
         spec = config.host(host)
@@ -266,6 +268,19 @@ def plan(config: Config, wanted: list[Student], nodes: int, rooms: list[HostRoom
         taken[placement[s.lab]].append(subnet)
         room.students.append(Student(s.name, s.lab, placement[s.lab], str(subnet)))
     return room
+
+
+def _hold_planned_room(config: Config, room: Classroom, rooms: list[HostRoom]) -> None:
+    """Labs of the class that are planned but not (fully) made yet keep their room: the survey
+    counts only nodes that exist."""
+    for r in rooms:
+        labs_there = {s.lab for s in room.students if s.host == r.name}
+        if not labs_there or r.problem:
+            continue
+        with Hypervisor(config.host(r.name).uri) as hv:
+            made = sum(1 for d in hv.owned_domains()
+                       if d.owner.get("role") == "node" and d.owner.get("lab") in labs_there)
+        r.free_nodes = max(0, r.free_nodes - (len(labs_there) * room.nodes - made))
 
 
 def class_up(config: Config, wanted: list[Student], nodes: int, progress: LabProgress = lambda *_: None,

@@ -186,3 +186,12 @@ def test_labs_made_at_once_follow_the_hosts_cpus_unless_set(fake_class):
     assert classroom.labs_at_once(fake_class, big) == 1
     assert classroom.labs_at_once(dataclasses.replace(fake_class, parallel=3), big) == 3
     assert classroom.labs_at_once(fake_class, fake_class.host("gone")) == 1
+
+
+def test_labs_planned_but_not_made_yet_keep_their_room(fake_class):
+    classroom.save(fake_class, classroom.plan(fake_class, classroom.students_from_count(2), 3))
+    # big has 12 free and holds 6 for s01 and s02, which do not exist yet; small has 4
+    room = classroom.plan(fake_class, classroom.students_from_count(5), 3)
+    assert [s.host for s in room.students] == ["big", "big", "big", "small", "big"]
+    with pytest.raises(CapacityShort, match="the hosts take 3 labs"):
+        classroom.plan(fake_class, classroom.students_from_count(6), 3)
