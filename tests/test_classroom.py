@@ -195,3 +195,16 @@ def test_labs_planned_but_not_made_yet_keep_their_room(fake_class):
     assert [s.host for s in room.students] == ["big", "big", "big", "small", "big"]
     with pytest.raises(CapacityShort, match="the hosts take 3 labs"):
         classroom.plan(fake_class, classroom.students_from_count(6), 3)
+
+
+def test_the_projector_page_reloads_itself_and_escapes_names():
+    from swarmlab.render import render
+    rows = [{"student": "<b>Ann</b>", "lab": "b-ann-b", "host": "local", "nodes": 3, "ready": 3, "swarm": "healthy",
+             "exercise": "services", "last_check": {"exercise": "services", "passed": 3, "of": 4, "ok": False}},
+            {"student": "Bo", "lab": "bo", "host": "local", "nodes": 0, "ready": 0, "swarm": "unknown",
+             "error": "lab bo does not exist", "exercise": None, "last_check": None}]
+    page = render("class-status.html.j2", rows=rows, refresh=10, at="10:00:00")
+    assert '<meta http-equiv="refresh" content="10">' in page
+    assert "&lt;b&gt;Ann&lt;/b&gt;" in page and "<b>Ann</b>" not in page
+    assert "1/2 swarms healthy" in page
+    assert "✗ services 3/4" in page and "lab bo does not exist" in page
