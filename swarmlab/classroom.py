@@ -23,14 +23,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import exercises, formation, lab as labs, reset as resets
+from . import exercises, formation, lab as labs, reset as resets, template_build
 from .config import LOCAL_HOST, Config, HostSpec, is_dns_label, with_host_added, with_host_removed
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
 from .waiting import cancelled, run_together
 
-REMOTE_NOT_YET = ("is on another machine: this version places labs only on hosts that share the controller's "
-                  "namespace, since SSH and DNS do not yet reach the labs of another machine")
 HOST_MEMORY_SHARE = 0.9  # of a host's memory, when [[hosts]] gives no capacity: the rest is the host's
 MAX_STUDENTS = 200
 
@@ -203,18 +201,33 @@ def student_config(config: Config, student: Student) -> Config:
 
 
 # --- class up -------------------------------------------------------------------------------
+def remote_problem(config: Config, spec: HostSpec) -> str | None:
+    """What keeps a host on another machine from taking labs, before libvirt is asked."""
+    if spec.local:
+        return None
+    if not spec.jump:
+        return ("has no SSH way in to its nodes: set ssh = \"root@HOST\" in its [[hosts]] entry "
+                "(or use a qemu+ssh:// URI)")
+    if not config.services_address:
+        return ("is on another machine, and its labs' DNS needs this controller's PowerDNS: set [host] "
+                "services_address to the address it reaches this machine at, then `swarmlab host up`")
+    return None
+
+
 def survey(config: Config) -> list[HostRoom]:
     """Every host's free room, read from libvirt; a host that cannot be reached, or lacks the
-    template, takes nothing and says why."""
+    template, takes nothing and says why. A host on another machine gets the template at
+    `class up`."""
     node_mib = config.memory_mib
     rooms = []
     for spec in config.lab_hosts:
-        if not spec.local:
-            rooms.append(HostRoom(spec.name, 0, REMOTE_NOT_YET))
+        problem = remote_problem(config, spec)
+        if problem:
+            rooms.append(HostRoom(spec.name, 0, problem))
             continue
         try:
             with Hypervisor(spec.uri) as hv:
-                if hv.domain_state(config.template) is None:
+                if spec.local and hv.domain_state(config.template) is None:
                     rooms.append(HostRoom(spec.name, 0, f"has no template {config.template} "
                                                         "(`swarmlab template build` on it)"))
                     continue
@@ -257,15 +270,16 @@ def plan(config: Config, wanted: list[Student], nodes: int, rooms: list[HostRoom
     rooms = rooms if rooms is not None else survey(config)
     _hold_planned_room(config, room, rooms)
     placement = place([s.lab for s in new], nodes, rooms)
+    # A /24 is unique across the whole class, not only on its host: hosts share the default
+    # range, and a name in the zone should point at one node only.
+    in_class = [ipaddress.IPv4Network(s.cidr) for s in room.students if s.cidr]
     taken: dict[str, list[ipaddress.IPv4Network]] = {}
     for host in {placement[s.lab] for s in new}:
-        spec = config.host(host)
-        with Hypervisor(spec.uri) as hv:
+        with Hypervisor(config.host(host).uri) as hv:
             taken[host] = hv.network_ranges() + [config.cidr]
-        taken[host] += [ipaddress.IPv4Network(s.cidr) for s in room.students if s.host == host and s.cidr]
     for s in new:
-        subnet = next_subnet(config.host(placement[s.lab]).lab_range, taken[placement[s.lab]])
-        taken[placement[s.lab]].append(subnet)
+        subnet = next_subnet(config.host(placement[s.lab]).lab_range, taken[placement[s.lab]] + in_class)
+        in_class.append(subnet)
         room.students.append(Student(s.name, s.lab, placement[s.lab], str(subnet)))
     return room
 
@@ -290,8 +304,29 @@ def class_up(config: Config, wanted: list[Student], nodes: int, progress: LabPro
     room = plan(config, wanted, nodes)
     save(config, room)
     wanted_labs = {s.lab for s in wanted}
-    return _each_lab(config, [s for s in room.students if s.lab in wanted_labs],
-                     lambda c, s: _make_lab(c, s, nodes, progress, snapshot))
+    students = [s for s in room.students if s.lab in wanted_labs]
+    pushed = _push_templates(config, {s.host for s in students}, progress)
+
+    def make(scoped: Config, student: Student) -> dict:
+        if pushed.get(student.host):
+            raise ClassError(f"host {student.host}: {pushed[student.host]}")
+        return _make_lab(scoped, student, nodes, progress, snapshot)
+    return _each_lab(config, students, make)
+
+
+def _push_templates(config: Config, hosts: set[str], progress: LabProgress) -> dict[str, str]:
+    """The template onto every host on another machine that takes labs; host -> why it failed."""
+    failed = {}
+    for name in sorted(hosts):
+        spec = config.host(name)
+        if spec.local:
+            continue
+        try:
+            for change in template_build.push_template(config, spec, lambda m: progress(name, "template", m)):
+                progress(name, "template", change)
+        except SwarmlabError as e:
+            failed[name] = str(e)
+    return failed
 
 
 def _make_lab(config: Config, student: Student, nodes: int, progress: LabProgress, snapshot: bool) -> dict:

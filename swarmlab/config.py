@@ -6,6 +6,7 @@ Every error names the key, what was wrong and what is allowed, in one line.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -109,6 +110,22 @@ def _host_port(value):
     return value
 
 
+def _address(value):
+    try:
+        return "" if value == "" else str(ipaddress.IPv4Address(_text(value)))
+    except ipaddress.AddressValueError:
+        raise ValueError("an IPv4 address such as 192.168.10.5") from None
+
+
+def _user_host_port(value):
+    text = _text(value)
+    user, _, host = text.rpartition("@")
+    name, _, port = host.partition(":")
+    if not user or not name or (port and not port.isdigit()):
+        raise ValueError("user@host or user@host:port, such as root@h2")
+    return text
+
+
 def _package(value):
     if not isinstance(value, str) or not DEBIAN_PACKAGE.match(value):
         raise ValueError("a Debian package name such as docker.io or docker-ce")
@@ -143,6 +160,12 @@ def _optional_path(value):
     return None if value in ("", None) else _path(value)
 
 
+def is_local_uri(uri: str) -> bool:
+    """A libvirt URI of this machine: no transport (`qemu+ssh`) and no host name."""
+    scheme, _, rest = uri.partition(":")
+    return "+" not in scheme and rest.startswith("//") and rest[2:3] in ("/", "")
+
+
 @dataclass(frozen=True)
 class HostSpec:
     """A libvirt host that class labs are placed on ([[hosts]])."""
@@ -152,11 +175,26 @@ class HostSpec:
     nodes: int | None = None  # capacity in nodes, or
     memory_mib: int | None = None  # capacity in host memory; neither: the host's memory as libvirt reports it
     lab_range: ipaddress.IPv4Network | None = None  # the /24s of its labs' networks; default [class] lab_range
+    ssh: str | None = None  # user@host[:port] of its sshd, the jump to its nodes; default: a qemu+ssh URI's
+    ssh_key: Path | None = None  # the key for that jump; default: root's own keys and agent
 
     @property
     def local(self) -> bool:
         """On the controller itself: the embedded host, or a host in the same namespace."""
-        return "+" not in self.uri.split(":", 1)[0] and "//" in self.uri and self.uri.split("//", 1)[1][:1] == "/"
+        return is_local_uri(self.uri)
+
+    @property
+    def jump(self) -> str | None:
+        """user@host:port that SSH to this host's nodes goes through; None for a local host."""
+        if self.local:
+            return None
+        if self.ssh:
+            return self.ssh if ":" in self.ssh.split("@")[-1] else self.ssh + ":22"
+        from urllib.parse import urlsplit
+        parts = urlsplit(self.uri)
+        if not parts.scheme.endswith("+ssh") or not parts.hostname:
+            return None
+        return f"{parts.username or 'root'}@{parts.hostname}:{parts.port or 22}"
 
 
 LOCAL_HOST = "local"
@@ -197,6 +235,7 @@ class Config:
     state_dir: Path = Path("/var/lib/swarmlab")
     cache_dir: Path = Path("/var/cache/swarmlab")
     dns_port: int = 5300
+    services_address: str = ""  # also serve DNS here, for lab hosts on other machines
     # [class] and [[hosts]]
     lab_range: ipaddress.IPv4Network = ipaddress.IPv4Network("10.80.0.0/16")
     parallel: int = 0  # labs made at once on one host; 0: one per 4 host CPUs, at least one
@@ -208,13 +247,15 @@ class Config:
     lab_host: str = ""
     shared_network: str = ""
     shared_cidr: ipaddress.IPv4Network | None = None
+    host_remote: bool = False  # the lab's host is another machine: its nodes are reached through host_jump
+    host_jump: str = ""
+    host_jump_key: Path | None = None
 
     @property
     def lab_hosts(self) -> tuple[HostSpec, ...]:
         """The hosts class labs go to: [[hosts]], else this host alone."""
         hosts = self.hosts or (HostSpec(LOCAL_HOST, self.uri),)
-        return tuple(h if h.lab_range else HostSpec(h.name, h.uri, h.nodes, h.memory_mib, self.lab_range)
-                     for h in hosts)
+        return tuple(h if h.lab_range else dataclasses.replace(h, lab_range=self.lab_range) for h in hosts)
 
     def host(self, name: str) -> HostSpec:
         for h in self.lab_hosts:
@@ -286,7 +327,7 @@ class Config:
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("lab_host", "shared_network", "shared_cidr") and not value:
+            if f.name in SCOPED_FIELDS and not value:
                 continue
             if f.name == "hosts":
                 value = [{k: str(v) if isinstance(v, ipaddress.IPv4Network) else v for k, v in h.__dict__.items()}
@@ -298,6 +339,8 @@ class Config:
         out["ssh_key"] = str(self.ssh_key_path)
         return out
 
+
+SCOPED_FIELDS = ("lab_host", "shared_network", "shared_cidr", "host_remote", "host_jump", "host_jump_key")
 
 # TOML section -> {toml key: (Config field, validator)}
 SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
@@ -339,6 +382,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "state_dir": ("state_dir", _path),
         "cache_dir": ("cache_dir", _path),
         "dns_port": ("dns_port", _int_range(1, 65535)),
+        "services_address": ("services_address", _address),
     },
     "class": {
         "lab_range": ("lab_range", _lab_range),
@@ -348,7 +392,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
 }
 HOST_KEYS: dict[str, Callable[[Any], Any]] = {
     "name": _label, "uri": _text, "nodes": _int_range(1, 4096), "memory_mib": _int_range(1024, 1 << 24),
-    "lab_range": _lab_range,
+    "lab_range": _lab_range, "ssh": _user_host_port, "ssh_key": _optional_path,
 }
 
 
@@ -500,4 +544,8 @@ def _host_table(host: HostSpec):
         table["memory_mib"] = host.memory_mib
     if host.lab_range:
         table["lab_range"] = str(host.lab_range)
+    if host.ssh:
+        table["ssh"] = host.ssh
+    if host.ssh_key:
+        table["ssh_key"] = str(host.ssh_key)
     return table

@@ -41,9 +41,20 @@ def _pid_alive(pid: int | None, comm: str) -> bool:
         return False
 
 
+def _run_dir(pid: int | str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(f"/proc/{pid}/root/run")  # /run as that process sees it
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def find_process(comm: str) -> int | None:
+    """A process of that name that sees our /run: a libvirtd with a /run of its own (another lab
+    host on this machine, in mount namespaces of its own) serves other sockets and pid files."""
+    ours = _run_dir("self")
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _pid_alive(int(entry.name), comm):
+        if entry.name.isdigit() and _pid_alive(int(entry.name), comm) and _run_dir(entry.name) == ours:
             return int(entry.name)
     return None
 
@@ -76,12 +87,14 @@ def _systemd_runs() -> bool:
 # --- PowerDNS server ------------------------------------------------------------------------
 @dataclass
 class PdnsServer:
-    """A pdns_server with the sqlite3 backend, API and DNS on 127.0.0.1 only."""
+    """A pdns_server with the sqlite3 backend: API on 127.0.0.1 only, DNS on 127.0.0.1 and on
+    the services address that lab hosts on other machines forward the zone to."""
 
     directory: Path
     api_port: int
     dns_port: int
     zone: str
+    also_on: tuple[str, ...] = ()  # DNS (never the API) also on these addresses, for hosts on other machines
 
     @property
     def database(self) -> Path:
@@ -90,6 +103,18 @@ class PdnsServer:
     @property
     def log(self) -> Path:
         return self.directory / "pdns.log"
+
+    def settings(self, api_key: str) -> str:
+        return render("pdns.conf.j2", database=self.database, dns_port=self.dns_port, api_key=api_key,
+                      api_port=self.api_port, zone=self.zone, socket_dir=self.directory / "run",
+                      dns_addresses=", ".join(["127.0.0.1", *self.also_on]))
+
+    def settings_changed(self, api_key: str) -> bool:
+        """Whether a running server was started with other settings (say, a new services address)."""
+        try:
+            return (self.directory / "pdns.conf").read_text() != self.settings(api_key)
+        except FileNotFoundError:
+            return True
 
     def prepare(self, api_key: str) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -104,9 +129,7 @@ class PdnsServer:
                 db.executescript(PDNS_SCHEMA.read_text())
             tmp.replace(self.database)
         (self.directory / "run").mkdir(exist_ok=True)
-        write_private(self.directory / "pdns.conf", render(
-            "pdns.conf.j2", database=self.database, dns_port=self.dns_port, api_key=api_key,
-            api_port=self.api_port, zone=self.zone, socket_dir=self.directory / "run"))
+        write_private(self.directory / "pdns.conf", self.settings(api_key))
 
     def start(self, namespace: str | None = None) -> subprocess.Popen:
         if not shutil.which("pdns_server"):
@@ -150,7 +173,8 @@ class PdnsServer:
 
 
 def pdns_server(config: Config) -> PdnsServer:
-    return PdnsServer(config.state_dir / "pdns", config.api_port, config.dns_port, config.zone)
+    return PdnsServer(config.state_dir / "pdns", config.api_port, config.dns_port, config.zone,
+                      (config.services_address,) if config.services_address else ())
 
 
 # --- the registry --------------------------------------------------------------------------

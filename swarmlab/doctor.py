@@ -86,16 +86,21 @@ def run_host_checks(config: Config, spec: HostSpec) -> list[dict]:
     try:
         with Hypervisor(spec.uri) as hv:
             add("libvirt", True, f"{spec.uri} answers (libvirt {hv.version()})")
-            for pool in (config.template_pool, config.node_pool):
-                try:
-                    hv.pool(pool)
-                    add("pool", True, f"pool {pool} present")
-                except SwarmlabError:
-                    add("pool", False, f"pool {pool} is missing", "run `swarmlab host up` on that host")
+            if spec.local:
+                for pool in (config.template_pool, config.node_pool):
+                    try:
+                        hv.pool(pool)
+                        add("pool", True, f"pool {pool} present")
+                    except SwarmlabError:
+                        add("pool", False, f"pool {pool} is missing", "run `swarmlab host up` on that host")
             tmpl = hv.domain_state(config.template)
-            add("template", tmpl is not None and not tmpl.running,
-                f"{config.template} is {tmpl.state}" if tmpl else f"domain {config.template} not found",
-                f"run `swarmlab template build` on that host, or shut {config.template} down")
+            if spec.local or (tmpl and tmpl.running):
+                add("template", tmpl is not None and not tmpl.running,
+                    f"{config.template} is {tmpl.state}" if tmpl else f"domain {config.template} not found",
+                    f"run `swarmlab template build` on that host, or shut {config.template} down")
+            else:  # `class up` copies it there
+                add("template", True, f"{config.template} present (recipe {tmpl.owner.get('recipe')})" if tmpl
+                    else f"{config.template} is copied there at `class up`")
             used_nodes, used_mib = hv.node_usage()
             free = classroom.free_nodes(spec, hv.memory_mib(), used_nodes, used_mib, config.memory_mib,
                                         config.overhead_mib)
@@ -108,7 +113,23 @@ def run_host_checks(config: Config, spec: HostSpec) -> list[dict]:
                 add("lab range", False, str(e), "give the host a wider lab_range")
     except SwarmlabError as e:
         add("libvirt", False, str(e), "start libvirtd there, or fix the URI")
-    add("reach", spec.local, "SSH and DNS reach its labs from here" if spec.local else
-        f"{spec.uri} {classroom.REMOTE_NOT_YET.removeprefix('is ')}",
-        "run the class on hosts that share this controller's namespace")
+    problem = classroom.remote_problem(config, spec)
+    if problem:
+        add("reach", False, f"{spec.name} {problem}", "see the detail")
+    elif not spec.local:
+        from .lab import jump, scoped, zone_served_at
+        from .remote import jump_connection
+        try:
+            via = jump(scoped(config, spec, config.network, config.cidr))
+            jump_connection(via)
+            add("ssh", True, f"{via.user}@{via.host}:{via.port} answers: SSH to its nodes goes through it")
+        except SwarmlabError as e:
+            add("ssh", False, str(e), "check that sshd runs there and takes the key ([[hosts]] ssh, ssh_key)")
+        answered = zone_served_at(config, config.services_address)
+        add("dns", answered, f"PowerDNS {'answers' if answered else 'does not answer'} on "
+            f"{config.services_address}:{config.dns_port}, "
+            "where the host's lab networks forward the zone", "run `swarmlab host up` after setting "
+            "[host] services_address")
+    else:
+        add("reach", True, "SSH and DNS reach its labs from here")
     return checks

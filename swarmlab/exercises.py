@@ -10,6 +10,7 @@ parameter, `{{ vars.NAME }}` what an earlier solution step captured.
 
 from __future__ import annotations
 
+import http.client
 import json
 import shlex
 import time
@@ -21,7 +22,6 @@ from typing import Callable
 
 import jinja2
 import jsonschema
-import requests
 import yaml
 from fabric import Connection
 
@@ -30,8 +30,8 @@ from .command import Command, redact, register_secret, sh
 from .config import Config, ConfigError
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
-from .lab import Lab, each_node, lab_config, lab_dir, require_lab
-from .remote import EngineAPI, RemoteError, run
+from .lab import Lab, each_node, jump, lab_config, lab_dir, require_lab
+from .remote import EngineAPI, Jump, RemoteError, open_stream, run
 
 Progress = Callable[[str], None]
 DEFAULT_CHECK_TIMEOUT = 90  # Swarm converges over tens of seconds under TCG
@@ -250,7 +250,20 @@ def _hostname_node(lab: Lab, hostname: str):
     return next((n for n in lab.nodes if n.name == hostname), None)
 
 
-def probe(check: dict, facts: checks.Facts, conns: dict[str, Connection], lab: Lab):
+def http_get(host: str, port: int, jump: Jump | None, timeout: float = 5) -> tuple[int, str]:
+    """(status, body) of GET / at host:port: from here, or through the lab host's sshd when the
+    lab is on another machine (a user there would browse from that host's side)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    conn.sock = open_stream(host, port, timeout, jump)
+    try:
+        conn.request("GET", "/", headers={"Host": f"{host}:{port}"})
+        response = conn.getresponse()
+        return response.status, response.read(65536).decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def probe(check: dict, facts: checks.Facts, conns: dict[str, Connection], lab: Lab, via: Jump | None = None):
     """What a check needs beyond the facts; None when it needs nothing."""
     kind = check["type"]
     if kind == "http":
@@ -260,9 +273,9 @@ def probe(check: dict, facts: checks.Facts, conns: dict[str, Connection], lab: L
             if node is None:
                 continue
             try:
-                r = requests.get(f"http://{node.ip}:{check['port']}/", timeout=5)
-                answers[hostname] = (r.status_code, r.text[:2000])
-            except requests.RequestException as e:
+                status, body = http_get(node.ip, int(check["port"]), via)
+                answers[hostname] = (status, body[:2000])
+            except (OSError, http.client.HTTPException) as e:
                 answers[hostname] = (type(e).__name__, "")
         return answers
     if kind == "script":
@@ -446,7 +459,7 @@ def check(config: Config, lab_name: str, exercise: Exercise, wait: bool = True,
             facts = gather(session.conns, session.lab, state.get("leader"))
             verdicts = []
             for i, c in enumerate(resolved):  # every check against the same facts: one end state
-                result = probe(c, facts, session.conns, session.lab)
+                result = probe(c, facts, session.conns, session.lab, jump(config))
                 if result is not None:
                     facts.probes[i] = result
                 verdicts.append(checks.judge(i, c, facts))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import libvirt
 
+from .config import is_local_uri
 from .errors import NotFound, Refused, SwarmlabError
 
 NS_URI = "https://swarmlab.dev/xmlns/resource/1"
@@ -235,7 +236,9 @@ def _libvirt_errors_as_ours(cls):
             try:
                 return method(*args, **kwargs)
             except libvirt.libvirtError as e:
-                raise HypervisorError(f"libvirt: {e.get_error_message()}") from None
+                hv = args[0] if args and isinstance(args[0], Hypervisor) else None
+                where = f" at {hv.uri}" if hv is not None and hv.remote else ""  # which host of a class
+                raise HypervisorError(f"libvirt{where}: {e.get_error_message()}") from None
         return wrapper
 
     for name, value in list(vars(cls).items()):
@@ -244,20 +247,49 @@ def _libvirt_errors_as_ours(cls):
     return cls
 
 
+# One long-lived connection per remote host for the whole process, with keepalive, and
+# opened again when keepalive finds it dead: a class command talks to each host hundreds of
+# times from many threads (libvirt connections are thread-safe).
+_remote_conns: dict[str, libvirt.virConnect] = {}
+_remote_conns_lock = threading.Lock()
+KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 3  # a host that stops answering is dropped after ~20 s
+
+
+def _remote_conn(uri: str) -> libvirt.virConnect:
+    with _remote_conns_lock:
+        conn = _remote_conns.get(uri)
+        if conn is not None and conn.isAlive():
+            return conn
+        if conn is not None:
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass
+            del _remote_conns[uri]
+        _start_event_loop()  # keepalive runs on libvirt's event loop
+        conn = libvirt.open(uri)
+        conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+        _remote_conns[uri] = conn
+        return conn
+
+
 @_libvirt_errors_as_ours
 class Hypervisor:
     def __init__(self, uri: str):
         self.uri = uri
+        self.remote = not is_local_uri(uri)
         self._conn: libvirt.virConnect | None = None
 
     @property
     def conn(self) -> libvirt.virConnect:
-        if self._conn is None:
+        if self._conn is None or (self.remote and not self._conn.isAlive()):
             try:
-                self._conn = libvirt.open(self.uri)
+                self._conn = _remote_conn(self.uri) if self.remote else libvirt.open(self.uri)
             except libvirt.libvirtError as e:
+                fix = ("check that its libvirtd runs and listens, and `swarmlab doctor --host " + self.uri + "`"
+                       if self.remote else "start it with `swarmlab host up`, or fix [libvirt] uri")
                 raise HypervisorError(f"libvirt at {self.uri} is not reachable ({e.get_error_message()}): "
-                                      "start it with `swarmlab host up`, or fix [libvirt] uri") from None
+                                      + fix) from None
         return self._conn
 
     def __enter__(self) -> "Hypervisor":
@@ -267,6 +299,8 @@ class Hypervisor:
         self.close()
 
     def close(self) -> None:
+        if self._conn is not None and self.remote:
+            self._conn = None  # the shared connection stays open for the next user
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -414,9 +448,12 @@ class Hypervisor:
         try:
             pool = self.conn.storagePoolLookupByName(name)
         except libvirt.libvirtError:
-            path.mkdir(parents=True, exist_ok=True)
+            if not self.remote:
+                path.mkdir(parents=True, exist_ok=True)
             try:
                 pool = self.conn.storagePoolDefineXML(dir_pool_xml(name, path))
+                if self.remote:
+                    pool.build(0)  # libvirtd makes the directory on its own machine
             except libvirt.libvirtError as e:
                 raise HypervisorError(f"defining storage pool {name} at {path} failed: {e.get_error_message()}; "
                                       "another libvirt pool may use that directory (`virsh pool-list --all`)") from None
@@ -453,17 +490,60 @@ class Hypervisor:
             pool.create()
         return pool
 
+    def pool_space(self, name: str) -> tuple[str, int]:
+        """(directory, free bytes) of a pool, as libvirt on its host reports them."""
+        pool = self.pool(name)
+        pool.refresh()
+        return ET.fromstring(pool.XMLDesc()).findtext("target/path"), int(pool.info()[3])
+
     def volume_path(self, pool: str, volume: str) -> str:
         try:
             return self.pool(pool).storageVolLookupByName(volume).path()
         except libvirt.libvirtError:
             raise NotFound(f"volume {volume} not found in pool {pool}") from None
 
+    def backing_info(self, path: str) -> tuple[str, int]:
+        """(format, virtual size) of an image: from libvirt when it is a volume (also on a host
+        on another machine), else read by qemu-img here."""
+        try:
+            vol = self.conn.storageVolLookupByPath(path)
+        except libvirt.libvirtError:
+            return image_info(path)
+        fmt = ET.fromstring(vol.XMLDesc(0)).find("target/format")
+        return (fmt.get("type") if fmt is not None else "raw"), int(vol.info()[1])
+
+    def upload_volume(self, pool: str, name: str, path: Path) -> str:
+        """Copies a local file into a new volume through libvirt's upload stream: the way in to
+        a host on another machine. A volume of that name is replaced (an interrupted upload
+        leaves one behind). Returns the volume's path on its host."""
+        p = self.pool(pool)
+        self.delete_volume(pool, name)
+        size = path.stat().st_size
+        volume = ET.Element("volume")
+        ET.SubElement(volume, "name").text = name
+        ET.SubElement(volume, "capacity", {"unit": "bytes"}).text = str(size)
+        ET.SubElement(ET.SubElement(volume, "target"), "format", {"type": "raw"})
+        vol = p.createXML(ET.tostring(volume, encoding="unicode"), 0)
+        stream = self.conn.newStream(0)
+        try:
+            vol.upload(stream, 0, size, 0)
+            with open(path, "rb") as f:
+                stream.sendAll(lambda _s, n, source: source.read(n), f)
+            stream.finish()
+        except BaseException:
+            try:
+                stream.abort()
+            except libvirt.libvirtError:
+                pass
+            raise
+        p.refresh()  # libvirt probes the uploaded file's real format (qcow2)
+        return p.storageVolLookupByName(name).path()
+
     def create_overlay(self, pool: str, name: str, backing_path: str) -> str:
         """A qcow2 volume backed by backing_path (a linked clone), whatever the backing file's
         format (qcow2, raw, ...). Returns its path."""
         p = self.pool(pool)
-        backing_format, capacity = image_info(backing_path)
+        backing_format, capacity = self.backing_info(backing_path)
         try:
             return p.createXML(overlay_volume_xml(name, backing_path, backing_format, capacity), 0).path()
         except libvirt.libvirtError as e:

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import time
-import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from .config import Config, HostSpec, is_dns_label
 from .dns import PowerDNS, DnsError, canonical
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor, clone_disks, derive_clone_xml, sets_hostname_at_boot
-from .remote import HostKeyMismatch, SshTarget, port_open, record_host_key, run, wait_for_ssh
+from .remote import HostKeyMismatch, Jump, SshTarget, port_open, record_host_key, run, wait_for_ssh
 from .waiting import poll_until, run_together
 
 PHASES = ("clone", "boot", "lease", "dns", "ssh", "ready", "engine", "images", "init", "join", "swarm")
@@ -119,7 +118,8 @@ def scoped(config: Config, host: HostSpec, network: str, cidr: ipaddress.IPv4Net
     """The config of one lab on its own network on `host`: every command on the lab reads its
     network, addresses and libvirt URI from here, while pools and the registry stay the host's."""
     return dataclasses.replace(config, uri=host.uri, network=network, cidr=cidr, lab_host=host.name,
-                               shared_network=config.network, shared_cidr=config.cidr)
+                               shared_network=config.network, shared_cidr=config.cidr, host_remote=not host.local,
+                               host_jump=host.jump or "", host_jump_key=host.ssh_key)
 
 
 def placement_of(config: Config) -> dict:
@@ -235,10 +235,9 @@ def preflight(config: Config, hv: Hypervisor, new_nodes: int) -> str:
     except DnsError as e:
         raise LabError(f"{e} (checked before creating any VM)") from None
     if new_nodes:
-        pool_dir = Path(ET.fromstring(hv.pool(config.node_pool).XMLDesc()).findtext("target/path"))
-        free = shutil.disk_usage(pool_dir).free
+        pool_dir, free = hv.pool_space(config.node_pool)  # as its host sees it, on this machine or another
         if free < new_nodes * MIN_FREE_PER_NODE:
-            raise LabError(f"not enough free disk in {pool_dir}: {free >> 20} MiB free, "
+            raise LabError(f"not enough free disk in {pool_dir} on {config.lab_host or 'this host'}: {free >> 20} MiB free, "
                            f"{new_nodes * MIN_FREE_PER_NODE >> 20} MiB needed for {new_nodes} overlays")
     return disk
 
@@ -318,6 +317,16 @@ def all_labs(config: Config, hv: Hypervisor) -> list[str]:
 
 
 # --- up -------------------------------------------------------------------------------------
+def zone_served_at(config: Config, address: str) -> bool:
+    """Whether the zone's SOA is answered at address:[host] dns_port (where lab hosts on other
+    machines forward the zone)."""
+    try:
+        reply = dns.query.udp(dns.message.make_query(config.zone, "SOA"), address, port=config.dns_port, timeout=3)
+    except Exception:  # timeouts and socket errors
+        return False
+    return any(rrset.rdtype == dns.rdatatype.SOA for rrset in reply.answer)
+
+
 def dns_answers(config: Config, name: str) -> set[str]:
     host, port = config.dns_server
     try:
@@ -487,7 +496,7 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
         def reach_one(node: Node) -> None:
             progress(node.name, "ssh", node.ip)
             target = ssh_target(config, lab, node)
-            poll_until(lambda: port_open(node.ip), config.boot_timeout, 1, lambda: LabError(
+            poll_until(lambda: port_open(node.ip, jump=target.jump), config.boot_timeout, 1, lambda: LabError(
                 f"sshd on {node.name} ({node.ip}) did not answer within {config.boot_timeout} s: "
                 f"check `virsh console {node.domain}`"))
             # The host key, read inside the guest through its agent, is recorded before the first
@@ -550,8 +559,10 @@ def ssh_command(config: Config, lab: str, node_name: str, command: list[str]) ->
         found = require_lab(config, hv, lab)
     node = found.require_node(node_name)
     tty = ["-t"] if not command else []
+    via = jump(config)
+    hop = ["-o", f"ProxyCommand={via.proxy_command()}"] if via else []
     return ["ssh", *tty, "-i", str(config.ssh_key_path), "-o", f"UserKnownHostsFile={known_hosts(config, lab)}",
-            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", *hop,
             f"{config.ssh_user}@{node.ip}", *command]
 
 
@@ -568,8 +579,18 @@ def each_node(work: Callable[[Node], object], nodes: list[Node]) -> list:
     return [f.result() for f in futures]
 
 
+def jump(config: Config) -> Jump | None:
+    """The hop to a lab host on another machine (its sshd), for a config scoped to a lab there."""
+    if not config.host_remote:
+        return None
+    if not config.host_jump:
+        raise LabError(f"host {config.lab_host} is on another machine and has no SSH way in to its nodes: "
+                       f"set ssh = \"root@HOST\" in its [[hosts]] entry (or use a qemu+ssh:// URI)")
+    return Jump.parse(config.host_jump, config.host_jump_key, config.state_dir / "known_hosts_lab_hosts")
+
+
 def ssh_target(config: Config, lab: str, node: Node) -> SshTarget:
-    return SshTarget(node.ip, config.ssh_user, config.ssh_key_path, known_hosts(config, lab))
+    return SshTarget(node.ip, config.ssh_user, config.ssh_key_path, known_hosts(config, lab), jump(config))
 
 
 # --- status / ls ----------------------------------------------------------------------------
@@ -591,7 +612,7 @@ def status(config: Config, lab: str) -> dict:
             rows.append({"node": node.name, "domain": node.domain, "state": state.state if state else "missing",
                          "ip": ip if running else node.ip, "lease": bool(leases.get(node.mac)),
                          "dns": node.fqdn, "dns_ip": records.get(node.fqdn),
-                         "ssh": running and port_open(ip, 22, timeout=1.5)})
+                         "ssh": running and port_open(ip, 22, timeout=1.5, jump=jump(config))})
     result = {"lab": lab, "nodes": rows}
     if dns_error:
         result["dns_error"] = dns_error

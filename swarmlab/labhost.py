@@ -84,9 +84,15 @@ def _bridge_name(network: str) -> str:
 def network_xml(config: Config, lab: str | None = None) -> str:
     """The lab host's shared network, or (with `lab`) a lab's own network, owned by that lab."""
     start, end = config.dhcp_range
+    # A host on another machine forwards the zone to the controller's PowerDNS ([host] services_address).
+    dns_server = config.services_address if config.host_remote else "127.0.0.1"
+    if not dns_server:
+        raise HostError(f"host {config.lab_host} is on another machine, and its labs' DNS needs the controller's "
+                        "PowerDNS: set [host] services_address to the address it reaches this machine at, "
+                        "then `swarmlab host up`")
     return render("network.xml.j2", name=config.network, ns_uri=NS_URI, bridge=_bridge_name(config.network),
                   gateway=config.gateway, netmask=config.cidr.netmask, dhcp_start=start, dhcp_end=end,
-                  zone=config.zone.rstrip("."), dns_server="127.0.0.1", dns_port=config.dns_port, lab=lab)
+                  zone=config.zone.rstrip("."), dns_server=dns_server, dns_port=config.dns_port, lab=lab)
 
 
 def _check_embedded_api_url(config: Config) -> None:
@@ -137,8 +143,14 @@ def host_up(config: Config, isolated: bool, progress: Progress = lambda _m: None
     if new_key:
         changes.append(f"created PowerDNS API key file {config.api_key_path} (0600)")
     client = dns.PowerDNS(config.api_url, key)
+    if server.running(state.pdns_pid) and server.settings_changed(key):
+        progress("restarting PowerDNS with new settings ([host] services_address)")
+        PdnsServer.stop(state.pdns_pid)
+        state.pdns_pid = None
+        changes.append("stopped PowerDNS to apply new settings")
     if not server.running(state.pdns_pid):
-        progress(f"starting PowerDNS (API 127.0.0.1:{config.api_port}, DNS 127.0.0.1:{config.dns_port})")
+        progress(f"starting PowerDNS (API 127.0.0.1:{config.api_port}, DNS {', '.join(['127.0.0.1', *server.also_on])}"
+                 f":{config.dns_port})")
         server.prepare(key)
         proc = server.start(namespace)
         state.pdns_pid = proc.pid
@@ -169,7 +181,10 @@ def host_up(config: Config, isolated: bool, progress: Progress = lambda _m: None
 
 
 def registry_address(config: Config) -> str | None:
-    """The embedded host's registry mirror (host:port) when it runs; None elsewhere."""
+    """The embedded host's registry mirror (host:port) when it runs; None elsewhere, and for labs
+    on another machine, which cannot reach the address it binds."""
+    if config.host_remote:
+        return None
     state = HostState.load(config)
     server = registry_server(config)
     return server.address if state and server.running(state.registry_pid) else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -82,31 +83,93 @@ class RecordHostKey(paramiko.MissingHostKeyPolicy):
 
 
 @dataclass(frozen=True)
+class Jump:
+    """The sshd of a lab host on another machine, which SSH to its nodes goes through."""
+    user: str
+    host: str
+    port: int
+    key: Path | None  # None: the caller's own keys and agent, as `ssh` would use them
+    known_hosts: Path
+
+    @classmethod
+    def parse(cls, text: str, key: Path | None, known_hosts: Path) -> "Jump":
+        user, _, rest = text.rpartition("@")
+        host, _, port = rest.partition(":")
+        return cls(user or "root", host, int(port or 22), key, known_hosts)
+
+    def proxy_command(self) -> str:
+        """The same hop for OpenSSH (`swarmlab ssh`): its jump options must sit in a ProxyCommand,
+        since `-J` would not take our key or known_hosts file."""
+        key = f"-i {self.key} -o IdentitiesOnly=yes " if self.key else ""
+        return (f"ssh {key}-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=accept-new "
+                f"-o BatchMode=yes -o LogLevel=ERROR -p {self.port} -W %h:%p {self.user}@{self.host}")
+
+
+@dataclass(frozen=True)
 class SshTarget:
     host: str
     user: str
     key: Path
     known_hosts: Path
+    jump: Jump | None = None
 
 
-def connect(target: SshTarget, timeout: float = 10) -> Connection:
-    target.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-    target.known_hosts.touch(mode=0o600, exist_ok=True)
-    conn = Connection(target.host, user=target.user, connect_timeout=timeout, connect_kwargs={
-        "key_filename": str(target.key), "look_for_keys": False, "allow_agent": False,
-        "banner_timeout": timeout, "auth_timeout": timeout})
-    conn.client.get_host_keys().load(str(target.known_hosts))
-    conn.client.set_missing_host_key_policy(RecordHostKey(target.known_hosts))
+# One SSH connection per jump host for the whole process; every node channel rides on it.
+_jumps: dict[Jump, Connection] = {}
+_jumps_lock = threading.Lock()
+
+
+def _open(conn: Connection, known_hosts: Path, what: str, key_hint: str = "") -> None:
+    known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    known_hosts.touch(mode=0o600, exist_ok=True)
+    conn.client.get_host_keys().load(str(known_hosts))
+    conn.client.set_missing_host_key_policy(RecordHostKey(known_hosts))
     try:
         conn.open()
     except paramiko.BadHostKeyException:
-        raise HostKeyMismatch(f"{target.host} presented a different host key than recorded in "
-                              f"{target.known_hosts}: if the node was recreated, remove its line there") from None
+        raise HostKeyMismatch(f"{what} presented a different host key than recorded in "
+                              f"{known_hosts}: if it was recreated, remove its line there") from None
     except paramiko.AuthenticationException:
-        raise AuthenticationFailed(f"SSH authentication failed for {target.user}@{target.host} "
-                                   f"with key {target.key}") from None
+        raise AuthenticationFailed(f"SSH authentication failed for {what}{key_hint}") from None
     except (OSError, paramiko.SSHException, EOFError) as e:
-        raise RemoteError(f"SSH to {target.user}@{target.host} failed: {e or type(e).__name__}") from None
+        raise RemoteError(f"SSH to {what} failed: {e or type(e).__name__}") from None
+
+
+def jump_connection(jump: Jump, timeout: float = 10) -> Connection:
+    with _jumps_lock:
+        conn = _jumps.get(jump)
+        if conn is not None and conn.is_connected:
+            return conn
+        kwargs = {"banner_timeout": timeout, "auth_timeout": timeout}
+        kwargs.update({"key_filename": str(jump.key), "look_for_keys": False, "allow_agent": False}
+                      if jump.key else {})
+        conn = Connection(jump.host, user=jump.user, port=jump.port, connect_timeout=timeout, connect_kwargs=kwargs)
+        _open(conn, jump.known_hosts, f"lab host {jump.user}@{jump.host}:{jump.port} (the jump to its nodes)")
+        conn.transport.set_keepalive(15)
+        _jumps[jump] = conn
+        return conn
+
+
+def open_stream(host: str, port: int, timeout: float, jump: Jump | None = None):
+    """A connected socket to host:port, or a channel through the jump host: both have
+    sendall/recv/makefile/close. Raises OSError when it does not open."""
+    if jump is None:
+        return socket.create_connection((host, port), timeout=timeout)
+    try:
+        channel = jump_connection(jump, timeout).transport.open_channel(
+            "direct-tcpip", (host, port), ("", 0), timeout=timeout)
+    except (RemoteError, paramiko.SSHException, EOFError) as e:
+        raise OSError(f"{host}:{port} through {jump.host}: {e}") from None
+    channel.settimeout(timeout)
+    return channel
+
+
+def connect(target: SshTarget, timeout: float = 10) -> Connection:
+    conn = Connection(target.host, user=target.user, connect_timeout=timeout, connect_kwargs={
+        "key_filename": str(target.key), "look_for_keys": False, "allow_agent": False,
+        "banner_timeout": timeout, "auth_timeout": timeout},
+        gateway=jump_connection(target.jump, timeout) if target.jump else None)
+    _open(conn, target.known_hosts, f"{target.user}@{target.host}", f" with key {target.key}")
     return conn
 
 
@@ -175,12 +238,17 @@ class EngineAPI:
         return answer
 
 
-def port_open(host: str, port: int = 22, timeout: float = 2) -> bool:
+def port_open(host: str, port: int = 22, timeout: float = 2, jump: Jump | None = None) -> bool:
     try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            return s.recv(4).startswith(b"SSH") if port == 22 else True
-    except OSError:
+        s = open_stream(host, port, timeout, jump)
+    except (OSError, RemoteError):
         return False
+    try:
+        return s.recv(4).startswith(b"SSH") if port == 22 else True
+    except (OSError, socket.timeout, EOFError):
+        return False
+    finally:
+        s.close()
 
 
 def wait_for_ssh(target: SshTarget, timeout: float) -> Connection:
@@ -188,7 +256,7 @@ def wait_for_ssh(target: SshTarget, timeout: float) -> Connection:
     last: list[RemoteError] = []
 
     def attempt() -> Connection | None:
-        if not port_open(target.host):
+        if not port_open(target.host, jump=target.jump):
             return None
         try:
             return connect(target)

@@ -1,17 +1,19 @@
 """`swarmlab template build`: the image that template.py builds, defined as the shut-off
-domain that nodes are cloned from, with kvm or qemu (TCG) chosen by a probe."""
+domain that nodes are cloned from, with kvm or qemu (TCG) chosen by a probe; and the same
+template pushed to a lab host on another machine."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
-from pathlib import Path
+import xml.etree.ElementTree as ET
+from pathlib import Path, PurePosixPath
 
 from . import template
-from .config import Config
+from .config import Config, HostSpec
 from .daemons import Progress
-from .errors import Refused
+from .errors import NotFound, Refused
 from .hypervisor import NS_URI, Hypervisor, kvm_works
 from .keys import ensure_ssh_key
 from .render import render
@@ -77,3 +79,54 @@ def template_build(config: Config, name: str, with_engine: bool = True,
                 "disk_bytes": pooled.stat().st_size, "seconds": round(time.monotonic() - started, 1)}
 
 
+
+
+# On a host on another machine swarmlab's pools live under libvirt's own directory: the
+# controller's state and cache paths mean nothing there.
+REMOTE_ROOT = PurePosixPath("/var/lib/libvirt/swarmlab")
+
+
+def push_template(config: Config, host: HostSpec, progress: Progress = lambda _m: None) -> list[str]:
+    """The controller's template on a host on another machine: its disk, kernel and initrd
+    copied through libvirt's upload stream into the host's template pool, and the same domain
+    defined there. Skipped when the host has this recipe. The domain is defined last, so an
+    interrupted push is redone by the next one. Returns the changes."""
+    with Hypervisor(config.uri) as here:
+        state = here.domain_state(config.template)
+        if state is None or not state.owner or not state.owner.get("recipe"):
+            raise NotFound(f"template {config.template} is not a swarmlab template on this host: "
+                           "`swarmlab template build` first, then it is copied to the other hosts")
+        xml = ET.fromstring(here.domain_xml(config.template))
+        disk = here.disk_path(config.template)
+    recipe = state.owner["recipe"]
+    source = xml.find("devices/disk/source")
+    kernel, initrd = xml.find("os/kernel"), xml.find("os/initrd")
+    if disk is None or source is None or not source.get("volume") or kernel is None or initrd is None:
+        raise Refused(f"template {config.template} is not in a pool with its own kernel: rebuild it "
+                      "with `swarmlab template build`")
+    with Hypervisor(host.uri) as there:
+        existing = there.domain_state(config.template)
+        if existing and existing.owner is None:
+            raise Refused(f"domain {config.template} on host {host.name} was not created by swarmlab: "
+                          "remove it there, or set [libvirt] template to another name")
+        if existing and existing.owner.get("recipe") == recipe:
+            return []
+        if existing and existing.running:
+            raise Refused(f"template {config.template} runs on host {host.name}: shut it down there first")
+        changes = there.ensure_pool(config.template_pool, Path(REMOTE_ROOT / "templates"))
+        changes += there.ensure_pool(config.node_pool, Path(REMOTE_ROOT / "nodes"))
+        started = time.monotonic()
+        progress(f"{host.name}: uploading template {config.template} ({Path(disk).stat().st_size >> 20} MiB)")
+        there.upload_volume(config.template_pool, source.get("volume"), Path(disk))
+        kernel.text = there.upload_volume(config.template_pool, f"{config.template}-{recipe}.vmlinuz",
+                                          Path(kernel.text))
+        initrd.text = there.upload_volume(config.template_pool, f"{config.template}-{recipe}.initrd",
+                                          Path(initrd.text))
+        for element in (xml.find("uuid"), xml.find("devices/interface/mac")):
+            if element is not None:  # the host gives its copy an identity of its own
+                parent = xml if element.tag == "uuid" else xml.find("devices/interface")
+                parent.remove(element)
+        there.define_domain(ET.tostring(xml, encoding="unicode"))
+        changes.append(f"copied template {config.template} (recipe {recipe}) to host {host.name} "
+                       f"in {time.monotonic() - started:.1f} s")
+    return changes

@@ -11,7 +11,7 @@ from swarmlab import classroom, config as configuration
 from swarmlab.classroom import CapacityShort, ClassError, HostRoom, Student
 from swarmlab.config import HostSpec
 from swarmlab.errors import Refused
-from tests.conftest import ROOT, write_config
+from tests.conftest import ROOT, swarmlab, write_config
 
 
 def test_roster_names_become_distinct_lab_names():
@@ -95,7 +95,8 @@ def fake_host(directory, memory_gib: int, nodes: int = 0, template: bool = True)
 def fake_class(tmp_path):
     hosts = [("big", fake_host(tmp_path / "big", 24)), ("small", fake_host(tmp_path / "small", 12, nodes=2)),
              ("bare", fake_host(tmp_path / "bare", 24, template=False)),
-             ("gone", f"test://{tmp_path}/missing.xml"), ("far", "qemu+tcp://192.0.2.7/system")]
+             ("gone", f"test://{tmp_path}/missing.xml"), ("far", "qemu+tcp://192.0.2.7/system"),
+             ("nodns", "qemu+ssh://root@192.0.2.8/system")]
     path = write_config(tmp_path / "swarmlab.toml", tmp_path / "state",
                         libvirt={"uri": hosts[0][1], "network": "swl-unit", "cidr": "10.79.0.0/24",
                                  "template": "unit-template"})
@@ -111,7 +112,24 @@ def test_the_survey_reads_each_hosts_room_and_names_the_ones_that_take_nothing(f
     assert rooms["small"].free_nodes == 4 and not rooms["small"].problem
     assert rooms["bare"].free_nodes == 0 and "has no template unit-template" in rooms["bare"].problem
     assert rooms["gone"].free_nodes == 0 and rooms["gone"].problem.startswith("unreachable at test://")
-    assert rooms["far"].free_nodes == 0 and "is on another machine" in rooms["far"].problem
+    # hosts on another machine are refused before libvirt is asked, naming what is missing
+    assert rooms["far"].free_nodes == 0 and 'set ssh = "root@HOST"' in rooms["far"].problem
+    assert rooms["nodns"].free_nodes == 0 and "[host] services_address" in rooms["nodns"].problem
+
+
+def test_a_host_on_another_machine_that_does_not_answer_is_named_in_one_line(tmp_path):
+    path = write_config(tmp_path / "swarmlab.toml", tmp_path / "state", host={"services_address": "127.0.0.1"},
+                        libvirt={"uri": "test:///default"})
+    # loopback port 1: nothing listens, so libvirt's connection is refused at once
+    path.write_text(path.read_text() + '\n[[hosts]]\nname = "h9"\nuri = "qemu+tcp://127.0.0.1:1/system"\n'
+                    'ssh = "root@127.0.0.1:1"\n')
+    config = configuration.load(path)
+    room = {r.name: r for r in classroom.survey(config)}["h9"]
+    assert room.free_nodes == 0 and room.problem.startswith("unreachable at qemu+tcp://127.0.0.1:1/system")
+    assert "\n" not in room.problem and "doctor --host" in room.problem
+    made = swarmlab("class", "up", "--students", "2", "--json", config=path)
+    assert made.returncode != 0 and "Traceback" not in made.stderr
+    assert "h9" in made.stderr and "unreachable at qemu+tcp://127.0.0.1:1/system" in made.stderr
 
 
 def test_the_plan_places_labs_over_the_hosts_with_subnets_of_their_own(fake_class):
@@ -121,8 +139,9 @@ def test_the_plan_places_labs_over_the_hosts_with_subnets_of_their_own(fake_clas
     by_host = {}
     for s in room.students:
         by_host.setdefault(s.host, []).append(s.cidr)
-    assert by_host == {"big": ["10.80.0.0/24", "10.80.1.0/24", "10.80.2.0/24", "10.80.3.0/24"],
-                       "small": ["10.80.0.0/24"]}  # each host's labs are bridges of that host only
+    # unique over the whole class, so that a name in the zone points at one node only
+    assert by_host == {"big": ["10.80.0.0/24", "10.80.1.0/24", "10.80.2.0/24", "10.80.4.0/24"],
+                       "small": ["10.80.3.0/24"]}
 
 
 def test_a_class_too_big_for_the_hosts_is_refused_before_anything_is_made(fake_class):
@@ -138,7 +157,7 @@ def test_a_rerun_keeps_every_students_host_and_subnet(fake_class):
     classroom.save(fake_class, first)
     again = classroom.plan(fake_class, classroom.students_from_count(3), 3)
     assert again.students[:2] == first.students and again.students[2].lab == "s03"
-    assert again.students[2].cidr not in {s.cidr for s in first.students if s.host == again.students[2].host}
+    assert again.students[2].cidr not in {s.cidr for s in first.students}
     with pytest.raises(Refused, match="keep --nodes 3"):
         classroom.plan(fake_class, classroom.students_from_count(3), 2)
     saved = json.loads((fake_class.state_dir / "class.json").read_text())

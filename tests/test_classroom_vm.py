@@ -1,16 +1,22 @@
-"""A class of two students on the test lab host: each lab whole, on a libvirt network of its
-own, reachable by name and by `ssh`/`docker`, checked, reset and removed together; and the
-isolation between the two labs, tried from inside a node."""
+"""A class of two students over two libvirt hosts: Ann's lab on the test lab host, Bo's on a
+second libvirtd in namespaces of its own, reached at qemu+tcp over a veth pair as a host on
+another machine would be (tests/second_host.py). The second host stops in the middle of
+`class up`; a rerun converges. Then both labs are reached by name and by `ssh`/`docker`,
+checked, reset and removed together; and the isolation between them (and from the shared
+lab t1 on Ann's host) is tried from inside the nodes."""
 
 import json
 import subprocess
+import threading
+import time
 
 import pytest
 
-from swarmlab import labhost
+from swarmlab import config as configuration, labhost
 from swarmlab.dns import PowerDNS
 from swarmlab.hypervisor import Hypervisor
-from tests.conftest import swarmlab
+from tests.conftest import TEST_CACHE, swarmlab
+from tests.second_host import SecondHost
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]
 
@@ -32,35 +38,84 @@ def qemu_rss_mib() -> list[int]:
     return [int(line) // 1024 for line in out.split()]
 
 
-def test_a_class_of_two_isolated_labs_is_made_checked_reset_and_removed(vm_host, tmp_path):
-    path, config, _ = vm_host
+@pytest.fixture(scope="module")
+def two_hosts(lab3):
+    """(class config path, config, the second host): the test lab host, beside the shared lab t1,
+    takes one lab of 3 nodes and the second host another."""
+    path, config, _ = lab3
+    labhost.enter_host(config)
+    second = SecondHost("swl-test-h2", config.namespace, TEST_CACHE / "test-ssh" / "id_ed25519.pub")
+    class_path = path.with_name("swarmlab-class.toml")
+    try:
+        second.start()
+        with Hypervisor(config.uri) as hv:
+            used, _ = hv.node_usage()
+        text = path.read_text().replace("[host]\n", f'[host]\nservices_address = "{second.controller_ip}"\n')
+        text += (f'\n[[hosts]]\nname = "local"\nuri = "{config.uri}"\nnodes = {used + 3}\n'
+                 f'\n[[hosts]]\nname = "h2"\nuri = "{second.uri}"\nnodes = 3\nssh = "{second.ssh}"\n'
+                 f'ssh_key = "{config.ssh_key_path}"\n')
+        class_path.write_text(text)
+        class_path.chmod(0o600)
+        # PowerDNS now also answers on the controller's end of the veth, where h2's labs forward the zone
+        up = swarmlab("host", "up", "--isolated", config=class_path)
+        assert up.returncode == 0 and "restarting PowerDNS" in up.stdout + up.stderr, up.stdout + up.stderr
+        doctor = swarmlab("doctor", "--host", "h2", config=class_path)
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        yield class_path, configuration.load(class_path), second
+    finally:
+        second.remove()
+
+
+def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_hosts, lab3, tmp_path):
+    path, config, second = two_hosts
     roster = tmp_path / "roster.txt"
     roster.write_text("# workshop\nAnn Lee\nBo\n")
     try:
+        # the second host stops in the middle of `class up`: Bo's lab fails, Ann's is made
+        stop = threading.Thread(target=stop_when_bo_boots, args=(config, second))
+        stop.start()
+        made = swarmlab("class", "up", "--roster", str(roster), "--nodes", "3", "--json", config=path, timeout=1500)
+        stop.join()
+        assert made.returncode == 1, made.stdout + made.stderr
+        results = {r["lab"]: r for r in json.loads(made.stdout)}
+        assert results["ann-lee"]["ok"] and results["ann-lee"]["host"] == "local"
+        assert not results["bo"]["ok"] and second.uri in results["bo"]["error"], results["bo"]
+        # once the host is back, a rerun converges
+        second.start_libvirtd()
         made = swarmlab("class", "up", "--roster", str(roster), "--nodes", "3", "--json", config=path, timeout=1500)
         assert made.returncode == 0, made.stdout + made.stderr
         results = {r["lab"]: r for r in json.loads(made.stdout)}
-        assert set(results) == {"ann-lee", "bo"} and all(r["ok"] and r["host"] == "local" for r in results.values())
-        print(f"\nclass up of 2 labs x 3 nodes: {max(r['seconds'] for r in results.values()):.0f} s; "
+        assert {lab: (r["ok"], r["host"]) for lab, r in results.items()} == {"ann-lee": (True, "local"),
+                                                                            "bo": (True, "h2")}
+        print(f"\nclass up rerun after the second host came back: {results['bo']['seconds']:.0f} s; "
               f"qemu RSS per node (MiB): {sorted(qemu_rss_mib())}")
         ips = {lab: {n["node"]: n["ip"] for n in r["detail"]["nodes"]} for lab, r in results.items()}
 
-        # each lab on its own network, its /24 from the class range
-        with Hypervisor(config.uri) as hv:
-            for lab in ("ann-lee", "bo"):
+        # each lab on its own network on its own host, with a /24 of its own in the class
+        for lab, uri in (("ann-lee", config.host("local").uri), ("bo", second.uri)):
+            with Hypervisor(uri) as hv:
                 net = hv.network_state(f"{config.network}-{lab}")
                 assert net.active and net.owner == {"role": "network", "lab": lab}
                 assert all(ip.startswith(net.gateway.rsplit(".", 1)[0] + ".") for ip in ips[lab].values())
+                nodes_there = sorted(d.name for d in hv.owned_domains() if d.owner.get("role") == "node")
+                assert [n for n in nodes_there if n.startswith(("ann-lee-", "bo-"))] == \
+                    [f"{lab}-swr{i}" for i in (1, 2, 3)]
         assert ips["ann-lee"]["swr1"].rsplit(".", 1)[0] != ips["bo"]["swr1"].rsplit(".", 1)[0]
 
-        # own lab, DNS and the registry mirror work; the other lab's nodes do not answer
+        # own lab and DNS work from both hosts, the registry mirror from the lab host's labs
+        zone = config.zone.rstrip(".")
         assert connects(path, "ann-lee", "swr1", ips["ann-lee"]["swr2"], 22)
+        assert connects(path, "bo", "swr1", ips["bo"]["swr2"], 22)
         assert connects(path, "ann-lee", "swr1", str(config.gateway), 5000)  # the registry mirror
-        resolved = node_sh(path, "ann-lee", "swr1", f"getent hosts swr1.bo.{config.zone.rstrip('.')}")
-        assert resolved.stdout.split()[:1] == [ips["bo"]["swr1"]], resolved.stdout + resolved.stderr
+        for lab, other in (("ann-lee", "bo"), ("bo", "ann-lee")):
+            resolved = node_sh(path, lab, "swr1", f"getent hosts swr1.{other}.{zone}")
+            assert resolved.stdout.split()[:1] == [ips[other]["swr1"]], resolved.stdout + resolved.stderr
+        # the other lab's nodes do not answer: not across hosts, nor t1's on Ann's own host
         for port in (22, 2377, 7946):
             assert not connects(path, "ann-lee", "swr1", ips["bo"]["swr1"], port), f"bo's swr1:{port} is reachable"
         assert not connects(path, "bo", "swr3", ips["ann-lee"]["swr2"], 2377)
+        t1 = {n["node"]: n["ip"] for n in lab3[2]["nodes"]}
+        assert not connects(path, "ann-lee", "swr2", t1["swr1"], 22), "t1's swr1 is reachable from Ann's lab"
         for lab in ("ann-lee", "bo"):
             nodes = swarmlab("docker", "swr1", "--lab", lab, "--", "node", "ls", "--format", "{{.Hostname}}",
                              config=path)
@@ -69,8 +124,8 @@ def test_a_class_of_two_isolated_labs_is_made_checked_reset_and_removed(vm_host,
         status = swarmlab("class", "status", "--json", config=path, timeout=300)
         assert status.returncode == 0, status.stdout + status.stderr
         rows = {r["lab"]: r for r in json.loads(status.stdout)}
-        assert {lab: (r["student"], r["ready"], r["nodes"], r["swarm"]) for lab, r in rows.items()} == \
-            {"ann-lee": ("Ann Lee", 3, 3, "healthy"), "bo": ("Bo", 3, 3, "healthy")}
+        assert {lab: (r["student"], r["host"], r["ready"], r["nodes"], r["swarm"]) for lab, r in rows.items()} == \
+            {"ann-lee": ("Ann Lee", "local", 3, 3, "healthy"), "bo": ("Bo", "h2", 3, 3, "healthy")}
 
         # grading: the exercise for everyone, only Ann solves it
         started = swarmlab("class", "start", "services", "--json", config=path, timeout=900)
@@ -100,14 +155,30 @@ def test_a_class_of_two_isolated_labs_is_made_checked_reset_and_removed(vm_host,
     finally:
         gone = swarmlab("class", "down", "--yes", "--json", config=path, timeout=600)
     assert gone.returncode == 0, gone.stdout + gone.stderr
-    labhost.enter_host(config)  # PowerDNS listens inside the lab host's namespace
     listed = [lab["lab"] for lab in json.loads(swarmlab("ls", "--json", config=path).stdout)]
     assert "ann-lee" not in listed and "bo" not in listed
-    with Hypervisor(config.uri) as hv:
-        assert not hv.network_state(f"{config.network}-ann-lee").exists
-        assert not [d.name for d in hv.owned_domains() if d.owner.get("lab") in ("ann-lee", "bo")]
+    for uri in (config.host("local").uri, second.uri):
+        with Hypervisor(uri) as hv:
+            assert not [n for n in hv.network_ranges() if str(n).startswith("10.80.")], uri
+            assert not [d.name for d in hv.owned_domains() if d.owner.get("lab") in ("ann-lee", "bo")], uri
+            assert hv.volume_bytes(config.node_pool, "bo-swr1.qcow2") == 0
     assert not [r.name for r in PowerDNS.from_config(config).list_a(config.zone)
                 if r.name.endswith((f".ann-lee.{config.zone}", f".bo.{config.zone}"))]
     assert not (config.state_dir / "class.json").exists()
     again = swarmlab("class", "status", config=path)
     assert again.returncode == 3 and "there is no class" in again.stderr
+
+
+def stop_when_bo_boots(config, second: SecondHost, timeout: float = 600) -> None:
+    """Stops the second host's libvirtd once Bo's first node runs there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with Hypervisor(second.uri) as hv:
+                if any(d.name.startswith("bo-") and d.running for d in hv.owned_domains()):
+                    break
+        except Exception:
+            pass
+        time.sleep(0.5)
+    time.sleep(2)
+    second.stop_libvirtd()

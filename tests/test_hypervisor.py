@@ -259,6 +259,8 @@ def test_generated_xml_escapes_what_it_carries_and_pdns_conf_is_not_html():
     assert pool.findtext("target/path") == "/srv/a&b <lab>"
     host = ET.fromstring(dhcp_host_xml("52:54:00:aa:bb:cc", "10.77.0.10", "lab'1-swr1"))
     assert host.attrib == {"mac": "52:54:00:aa:bb:cc", "name": "lab'1-swr1", "ip": "10.77.0.10"}
-    conf = render("pdns.conf.j2", database=Path("/var/lib/a&b/pdns.sqlite3"), dns_port=5300, api_key="k&<y>",
-                  api_port=8081, zone="lab.swarmlab.test.", socket_dir="/run/x")
+    from swarmlab.daemons import PdnsServer
+    conf = PdnsServer(Path("/var/lib/a&b"), 8081, 5300, "lab.swarmlab.test.", ("10.200.0.1",)).settings("k&<y>")
     assert "api-key=k&<y>\n" in conf and "gsqlite3-database=/var/lib/a&b/pdns.sqlite3\n" in conf
+    # DNS also on the services address, for lab hosts on other machines; the API on loopback only
+    assert "local-address=127.0.0.1, 10.200.0.1\n" in conf and "webserver-address=127.0.0.1\n" in conf
