@@ -194,13 +194,19 @@ def host_add(uri: str = typer.Argument(..., metavar="URI", help="libvirt URI, e.
                                                       help="Capacity in host memory (default: 90 % of what libvirt reports)."),
              lab_range: Optional[str] = typer.Option(None, "--lab-range", metavar="CIDR",
                                                      help="Where its labs' /24s come from (default: [class] lab_range)."),
+             ssh: Optional[str] = typer.Option(None, "--ssh", metavar="USER@HOST[:PORT]",
+                                               help="Its sshd, which SSH to its nodes goes through "
+                                                    "(default: from a qemu+ssh URI)."),
+             ssh_key: Optional[str] = typer.Option(None, "--ssh-key", metavar="FILE",
+                                                   help="Key for that sshd (default: root's own keys and agent)."),
              as_json: bool = JsonOption):
     """Add a libvirt host that class labs may be placed on, after checking that it answers.
     Written to the config file as [[hosts]]; its comments and layout are kept."""
     if nodes is not None and memory_mib is not None:
         raise configuration.ConfigError("give --nodes or --memory-mib, not both")
     values = {"name": name or classroom.default_host_name(uri), "uri": uri}
-    for key, value in (("nodes", nodes), ("memory_mib", memory_mib), ("lab_range", lab_range)):
+    for key, value in (("nodes", nodes), ("memory_mib", memory_mib), ("lab_range", lab_range), ("ssh", ssh),
+                       ("ssh_key", ssh_key)):
         if value is not None:
             values[key] = value
     spec = configuration.parse_hosts([values], "host add")[0]

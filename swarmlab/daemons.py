@@ -186,6 +186,7 @@ class RegistryServer:
 
     directory: Path
     address: str  # host:port
+    data: Path | None = None  # default: <directory>/data; a second instance serves the same images
 
     @property
     def log(self) -> Path:
@@ -194,9 +195,10 @@ class RegistryServer:
     def start(self, namespace: str | None = None) -> subprocess.Popen:
         if not shutil.which("docker-registry"):
             raise DaemonError("docker-registry not found: apt install docker-registry (scripts/install-host does)")
-        (self.directory / "data").mkdir(parents=True, exist_ok=True)
+        data = self.data or self.directory / "data"
+        data.mkdir(parents=True, exist_ok=True)
         config = self.directory / "config.yml"
-        config.write_text(render("registry.yml.j2", data=self.directory / "data", address=self.address))
+        config.write_text(render("registry.yml.j2", data=data, address=self.address))
         with open(self.log, "ab") as log:
             return subprocess.Popen(netns_cmd(namespace, ["docker-registry", "serve", str(config)]),
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
@@ -226,6 +228,15 @@ class RegistryServer:
 
 def registry_server(config: Config) -> RegistryServer:
     return RegistryServer(config.state_dir / "registry", f"{config.host_gateway}:{REGISTRY_PORT}")
+
+
+def services_registry_server(config: Config) -> RegistryServer | None:
+    """The same mirror on [host] services_address, for the labs of hosts on other machines
+    (distribution's registry binds one address; two instances share the storage)."""
+    if not config.services_address:
+        return None
+    return RegistryServer(config.state_dir / "registry-services", f"{config.services_address}:{REGISTRY_PORT}",
+                          config.state_dir / "registry" / "data")
 
 
 # --- libvirtd -------------------------------------------------------------------------------

@@ -225,6 +225,17 @@ def dhcp_host_xml(mac: str, ip: str, name: str | None = None) -> str:
     return ET.tostring(ET.Element("host", attrs), encoding="unicode")
 
 
+_MISSING = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_NETWORK, libvirt.VIR_ERR_NO_STORAGE_POOL,
+            libvirt.VIR_ERR_NO_STORAGE_VOL}
+
+
+def _only_missing(e: libvirt.libvirtError) -> None:
+    """A lookup's error that means "there is none" is an answer; any other (a host that went
+    away mid-call) is raised, never taken for a missing object."""
+    if e.get_error_code() not in _MISSING:
+        raise e
+
+
 def _libvirt_errors_as_ours(cls):
     """Every public method turns a libvirt error that it does not handle itself into a
     one-line HypervisorError, so no libvirt object or exception leaves this module."""
@@ -343,7 +354,8 @@ class Hypervisor:
     def _network(self, name: str):
         try:
             return self.conn.networkLookupByName(name)
-        except libvirt.libvirtError:
+        except libvirt.libvirtError as e:
+            _only_missing(e)
             return None
 
     def network_state(self, name: str) -> NetworkState:
@@ -447,7 +459,8 @@ class Hypervisor:
         changes = []
         try:
             pool = self.conn.storagePoolLookupByName(name)
-        except libvirt.libvirtError:
+        except libvirt.libvirtError as e:
+            _only_missing(e)
             if not self.remote:
                 path.mkdir(parents=True, exist_ok=True)
             try:
@@ -474,7 +487,8 @@ class Hypervisor:
         """Forgets the pool; its files (cached images, volumes) stay on disk."""
         try:
             pool = self.conn.storagePoolLookupByName(name)
-        except libvirt.libvirtError:
+        except libvirt.libvirtError as e:
+            _only_missing(e)
             return []
         if pool.isActive():
             pool.destroy()
@@ -484,7 +498,8 @@ class Hypervisor:
     def pool(self, name: str):
         try:
             pool = self.conn.storagePoolLookupByName(name)
-        except libvirt.libvirtError:
+        except libvirt.libvirtError as e:
+            _only_missing(e)
             raise NotFound(f"storage pool {name} not found: run `swarmlab template build`") from None
         if not pool.isActive():
             pool.create()
@@ -499,7 +514,8 @@ class Hypervisor:
     def volume_path(self, pool: str, volume: str) -> str:
         try:
             return self.pool(pool).storageVolLookupByName(volume).path()
-        except libvirt.libvirtError:
+        except libvirt.libvirtError as e:
+            _only_missing(e)
             raise NotFound(f"volume {volume} not found in pool {pool}") from None
 
     def backing_info(self, path: str) -> tuple[str, int]:
@@ -507,7 +523,8 @@ class Hypervisor:
         on another machine), else read by qemu-img here."""
         try:
             vol = self.conn.storageVolLookupByPath(path)
-        except libvirt.libvirtError:
+        except libvirt.libvirtError as e:
+            _only_missing(e)
             return image_info(path)
         fmt = ET.fromstring(vol.XMLDesc(0)).find("target/format")
         return (fmt.get("type") if fmt is not None else "raw"), int(vol.info()[1])
@@ -552,7 +569,10 @@ class Hypervisor:
     def delete_volume(self, pool: str, name: str) -> bool:
         try:
             vol = self.pool(pool).storageVolLookupByName(name)
-        except (libvirt.libvirtError, NotFound):
+        except NotFound:
+            return False
+        except libvirt.libvirtError as e:
+            _only_missing(e)
             return False
         vol.delete(0)
         return True
@@ -561,7 +581,8 @@ class Hypervisor:
     def _domain(self, name: str):
         try:
             return self.conn.lookupByName(name)
-        except libvirt.libvirtError:
+        except libvirt.libvirtError as e:
+            _only_missing(e)
             return None
 
     def domain_state(self, name: str) -> DomainState | None:
@@ -759,7 +780,8 @@ class Hypervisor:
         """Space a volume takes on disk."""
         try:
             return self.pool(pool).storageVolLookupByName(volume).info()[2]
-        except libvirt.libvirtError:
+        except libvirt.libvirtError as e:
+            _only_missing(e)
             return 0
 
     def mac_of(self, name: str) -> str:

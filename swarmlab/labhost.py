@@ -19,7 +19,7 @@ from .dns import PowerDNS
 from .config import Config
 from . import images
 from .daemons import (Progress, PdnsServer, _stop_pid, ensure_libvirtd, find_process, fix_kvm_device,
-                      pdns_server, registry_server)
+                      RegistryServer, pdns_server, registry_server, services_registry_server)
 from .errors import Refused, SwarmlabError
 from .hypervisor import NS_URI, Hypervisor
 from .keys import ensure_api_key, ensure_ssh_key
@@ -39,6 +39,7 @@ class HostState:
     started: list[str] = field(default_factory=list)  # daemons host up started: libvirtd, virtlogd
     pdns_pid: int | None = None
     registry_pid: int | None = None
+    services_registry_pid: int | None = None
 
     @staticmethod
     def path(config: Config) -> Path:
@@ -174,20 +175,50 @@ def host_up(config: Config, isolated: bool, progress: Progress = lambda _m: None
         state.save(config)
         registry.wait_ready(proc)
         changes.append(f"started the registry mirror {registry.address} (pid {proc.pid})")
+    services_registry = services_registry_server(config)
+    changes += _stop_services_registry(config, state, keep=services_registry.address if services_registry else None)
+    if services_registry and not services_registry.running(state.services_registry_pid):
+        progress(f"starting the registry mirror also on {services_registry.address}, for hosts on other machines")
+        proc = services_registry.start(namespace)
+        state.services_registry_pid = proc.pid
+        state.save(config)
+        services_registry.wait_ready(proc)
+        changes.append(f"started the registry mirror {services_registry.address} (pid {proc.pid})")
     pushed = images.push(registry.address)
     if pushed:
         changes.append(f"pushed the offline stand-ins into the registry: {', '.join(pushed)}")
     return changes
 
 
+def _stop_services_registry(config: Config, state: HostState, keep: str | None = None) -> list[str]:
+    """Stops the mirror on the services address, unless it serves `keep` (the address in the
+    config now); whatever the config says, since services_address may have changed."""
+    server = RegistryServer(config.state_dir / "registry-services", keep or "")
+    if not server.running(state.services_registry_pid):
+        return []
+    try:
+        serving = (server.directory / "config.yml").read_text()
+    except OSError:
+        serving = ""
+    if keep and f"addr: {keep}\n" in serving:
+        return []
+    _stop_pid(state.services_registry_pid, "docker-registry")
+    state.services_registry_pid = None
+    return ["stopped the registry mirror on the old services address"]
+
+
 def registry_address(config: Config) -> str | None:
-    """The embedded host's registry mirror (host:port) when it runs; None elsewhere, and for labs
-    on another machine, which cannot reach the address it binds."""
-    if config.host_remote:
-        return None
+    """The embedded host's registry mirror (host:port) when it runs, on the address the lab's
+    nodes reach: the shared network's gateway, or [host] services_address for a lab on another
+    machine. None when there is none."""
     state = HostState.load(config)
-    server = registry_server(config)
-    return server.address if state and server.running(state.registry_pid) else None
+    if state is None:
+        return None
+    if config.host_remote:
+        server, pid = services_registry_server(config), state.services_registry_pid
+    else:
+        server, pid = registry_server(config), state.registry_pid
+    return server.address if server and server.running(pid) else None
 
 
 def host_status(config: Config) -> dict:
@@ -254,6 +285,7 @@ def host_down(config: Config, progress: Progress = lambda _m: None) -> list[str]
         progress("stopping the registry mirror")
         _stop_pid(state.registry_pid, "docker-registry")
         changes.append("stopped the registry mirror")
+    changes += _stop_services_registry(config, state)
     if state.pdns_pid and pdns_server(config).running(state.pdns_pid):
         progress("stopping PowerDNS")
         PdnsServer.stop(state.pdns_pid)

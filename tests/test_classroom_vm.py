@@ -107,6 +107,9 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         assert connects(path, "ann-lee", "swr1", ips["ann-lee"]["swr2"], 22)
         assert connects(path, "bo", "swr1", ips["bo"]["swr2"], 22)
         assert connects(path, "ann-lee", "swr1", str(config.gateway), 5000)  # the registry mirror
+        assert connects(path, "bo", "swr1", second.controller_ip, 5000)  # the same, on the services address
+        mirror = node_sh(path, "bo", "swr2", "cat /etc/docker/daemon.json")
+        assert f'"http://{second.controller_ip}:5000"' in mirror.stdout, mirror.stdout + mirror.stderr
         for lab, other in (("ann-lee", "bo"), ("bo", "ann-lee")):
             resolved = node_sh(path, lab, "swr1", f"getent hosts swr1.{other}.{zone}")
             assert resolved.stdout.split()[:1] == [ips[other]["swr1"]], resolved.stdout + resolved.stderr

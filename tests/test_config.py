@@ -1,6 +1,7 @@
 """Config validation: one clear line naming the key, what was wrong and what is allowed."""
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -216,6 +217,30 @@ def test_hosts_are_read_with_their_capacity_and_ranges(tmp_path):
         c.host("h3")
 
 
+def test_ssh_to_a_hosts_nodes_jumps_through_its_sshd(tmp_path):
+    c = load_text(tmp_path, '[host]\nservices_address = "10.200.0.1"\n\n'
+                            '[[hosts]]\nname = "a"\nuri = "qemu+ssh://admin@h2.example:2222/system"\n\n'
+                            '[[hosts]]\nname = "b"\nuri = "qemu+tcp://10.0.0.3/system"\nssh = "root@10.0.0.3"\n'
+                            'ssh_key = "/root/.ssh/lab"\n\n'
+                            '[[hosts]]\nname = "c"\nuri = "qemu+tcp://10.0.0.4/system"\n\n'
+                            '[[hosts]]\nname = "d"\nuri = "qemu:///system"\n')
+    a, b, c_, d = c.lab_hosts
+    assert c.services_address == "10.200.0.1"
+    assert a.jump == "admin@h2.example:2222"  # from the qemu+ssh URI
+    assert (b.jump, str(b.ssh_key)) == ("root@10.0.0.3:22", "/root/.ssh/lab")
+    assert c_.jump is None and d.jump is None and d.local  # no way in named; on this machine
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('[host]\nservices_address = "h2"\n', "expected an IPv4 address"),
+    ('[[hosts]]\nname = "h"\nuri = "qemu+tcp://x/system"\nssh = "h2"\n', "expected user@host"),
+    ('[[hosts]]\nname = "h"\nuri = "qemu+tcp://x/system"\nssh = "root@h2:ssh"\n', "expected user@host"),
+])
+def test_bad_remote_host_settings_are_refused_in_one_line(tmp_path, text, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_text(tmp_path, text)
+
+
 def test_without_hosts_the_local_host_takes_the_class(tmp_path):
     (only,) = load_text(tmp_path, "").lab_hosts
     assert (only.name, only.uri, str(only.lab_range)) == ("local", "qemu:///system", "10.80.0.0/16")
@@ -240,12 +265,14 @@ def test_bad_hosts_are_one_clear_line(tmp_path, text, expected):
 def test_host_add_and_rm_keep_the_instructors_comments(tmp_path):
     text = '# our lab host\n[dns]\nzone = "lab.example."  # the workshop zone\n'
     current = configuration.parse(configuration.tomllib.loads(text), "f.toml")
-    added = configuration.with_host_added(text, configuration.HostSpec("h2", "qemu+tcp://10.0.0.2/system", nodes=12),
+    added = configuration.with_host_added(text, configuration.HostSpec("h2", "qemu+tcp://10.0.0.2/system", nodes=12,
+                                                                       ssh="root@10.0.0.2", ssh_key=Path("/k")),
                                           "f.toml", current)
     assert added.startswith('# our lab host\n[dns]\nzone = "lab.example."  # the workshop zone\n')
     hosts = configuration.parse(configuration.tomllib.loads(added), "f.toml").lab_hosts
     assert [(h.name, h.uri, h.nodes) for h in hosts] == [("local", "qemu:///system", None),
                                                          ("h2", "qemu+tcp://10.0.0.2/system", 12)]
+    assert (hosts[1].jump, hosts[1].ssh_key) == ("root@10.0.0.2:22", Path("/k"))
     with pytest.raises(ConfigError, match="repeats host h2"):
         configuration.with_host_added(added, configuration.HostSpec("h2", "qemu+tcp://10.0.0.3/system"), "f.toml",
                                       current)

@@ -264,3 +264,13 @@ def test_generated_xml_escapes_what_it_carries_and_pdns_conf_is_not_html():
     assert "api-key=k&<y>\n" in conf and "gsqlite3-database=/var/lib/a&b/pdns.sqlite3\n" in conf
     # DNS also on the services address, for lab hosts on other machines; the API on loopback only
     assert "local-address=127.0.0.1, 10.200.0.1\n" in conf and "webserver-address=127.0.0.1\n" in conf
+
+
+def test_a_host_that_goes_away_is_an_error_never_a_missing_domain():
+    hv = Hypervisor("test:///default")
+    assert hv.domain_state("no-such-domain") is None  # missing is an answer
+    hv.conn.close()  # as when the host's libvirtd stops under an open connection
+    with pytest.raises(HypervisorError):
+        hv.domain_state("test")
+    with pytest.raises(HypervisorError):
+        hv.network_state("default")

@@ -6,7 +6,7 @@ import threading
 import paramiko
 import pytest
 
-from swarmlab.remote import RecordHostKey
+from swarmlab.remote import Jump, RecordHostKey
 
 
 def test_parallel_first_contacts_all_land_in_known_hosts(tmp_path):
@@ -56,3 +56,13 @@ def test_a_key_read_out_of_band_is_recorded_and_then_enforced(tmp_path):
     # the first SSH contact now meets a recorded key: an impostor is refused, not trusted
     with pytest.raises(paramiko.BadHostKeyException):
         RecordHostKey(path).missing_host_key(paramiko.SSHClient(), "10.77.0.10", impostor)
+
+
+def test_the_jump_to_another_hosts_nodes_is_the_same_for_paramiko_and_openssh(tmp_path):
+    jump = Jump.parse("admin@h2.example:2222", tmp_path / "lab-key", tmp_path / "known_hosts")
+    assert (jump.user, jump.host, jump.port) == ("admin", "h2.example", 2222)
+    hop = jump.proxy_command()
+    # our key only, host keys recorded in our own file, never a password prompt
+    assert f"-i {tmp_path / 'lab-key'} -o IdentitiesOnly=yes" in hop and "-o BatchMode=yes" in hop
+    assert f"UserKnownHostsFile={tmp_path / 'known_hosts'}" in hop and hop.endswith("-p 2222 -W %h:%p admin@h2.example")
+    assert "-i" not in Jump.parse("root@h3", None, tmp_path / "k").proxy_command()  # root's own keys and agent
