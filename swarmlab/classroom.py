@@ -23,10 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import exercises, formation, lab as labs, reset as resets, template_build
+from . import access, exercises, formation, lab as labs, reset as resets, template_build
 from .config import LOCAL_HOST, Config, HostSpec, is_dns_label, with_host_added, with_host_removed
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
+from .remote import connect
 from .waiting import cancelled, run_together
 
 HOST_MEMORY_SHARE = 0.9  # of a host's memory, when [[hosts]] gives no capacity: the rest is the host's
@@ -334,8 +335,18 @@ def _make_lab(config: Config, student: Student, nodes: int, progress: LabProgres
         progress(student.lab, phase, f"{node} {detail}".strip())
     progress(student.lab, "start", f"on {student.host} ({student.cidr})")
     lab, report = formation.bring_up(config, nodes, student.lab, config.prefix, None, [], True, node_progress)
-    if snapshot and report and (report.changed or resets.load_snapshot(config, student.lab, resets.DEFAULT_SNAPSHOT)
-                                is None):
+    access.ensure_credentials(config, student.lab)
+    key = access.public_key(config, student.lab)
+
+    def account(node: labs.Node) -> bool:
+        with connect(labs.ssh_target(config, student.lab, node)) as conn:
+            return access.ensure_node_account(conn, key)
+    accounts_changed = any(labs.each_node(account, lab.nodes))
+    if accounts_changed:
+        progress(student.lab, "accounts", f"{access.STUDENT_USER} on {len(lab.nodes)} nodes")
+    # The baseline the resets return to includes the student's account.
+    if snapshot and report and (report.changed or accounts_changed or
+                                resets.load_snapshot(config, student.lab, resets.DEFAULT_SNAPSHOT) is None):
         resets.save_snapshot(config, student.lab, resets.DEFAULT_SNAPSHOT)
     progress(student.lab, "done", f"{len(lab.nodes)} nodes")
     return {"nodes": [{"node": n.name, "ip": n.ip, "dns": n.fqdn} for n in lab.nodes]}
@@ -463,7 +474,9 @@ def class_down(config: Config) -> list[LabResult]:
         return []
 
     def remove(scoped: Config, student: Student) -> dict:
-        return {"removed": labs.down(scoped, student.lab)}
+        removed = labs.down(scoped, student.lab)
+        access.revoke(config, student.lab)  # the key and the portal token stop working now
+        return {"removed": removed}
     results = _each_lab(config, room.students, remove)
     left = [s for s, r in zip(room.students, results) if not r.ok]
     if left:
@@ -472,6 +485,47 @@ def class_down(config: Config) -> list[LabResult]:
     else:
         _path(config).unlink(missing_ok=True)
     return results
+
+
+# --- student cards ---------------------------------------------------------------------------
+def cards(config: Config) -> list[dict]:
+    """What each student is handed: their lab, its nodes, and how to reach them through the
+    gateway (`swarmlab portal` runs it)."""
+    room = require(config)
+    out = []
+    for student in room.students:
+        found = labs.load_journal(student_config(config, student), student.lab)
+        nodes = found.nodes if found else []
+        first = nodes[0].name if nodes else f"{config.prefix}1"
+        out.append({"student": student.name, "lab": student.lab, "host": student.host,
+                    "nodes": [{"node": n.name, "ip": n.ip, "dns": n.fqdn.rstrip(".")} for n in nodes],
+                    "gateway": f"{student.lab}@{config.student_address}:{config.gateway_port}",
+                    "folder": f"swarmlab-{student.lab}",
+                    "ssh": f"cd swarmlab-{student.lab} && ssh -F ssh_config {first}",
+                    "user": access.STUDENT_USER,
+                    "credentials": access.public_key(config, student.lab) is not None})
+    return out
+
+
+def write_card_folders(config: Config, directory: Path) -> list[Path]:
+    """Per student, the folder swarmlab-<lab> they are handed: their private key (0600),
+    ssh_config and known_hosts (the gateway's and the nodes' host keys)."""
+    from .keys import write_private
+    written = []
+    for card in cards(config):
+        lab = card["lab"]
+        key = access.credentials_dir(config, lab) / "id_ed25519"
+        if not key.exists():
+            raise ClassError(f"lab {lab} has no credentials yet: rerun `swarmlab class up` (it keeps everything made)")
+        found = labs.load_journal(student_config(config, require(config).student(lab)), lab)
+        folder = directory / f"swarmlab-{lab}"
+        write_private(folder / "id_ed25519", key.read_text())
+        write_private(folder / "ssh_config", access.ssh_config_text(found, config.student_address,
+                                                                    config.gateway_port))
+        write_private(folder / "known_hosts", access.known_hosts_text(config, lab, config.student_address,
+                                                                      config.gateway_port))
+        written.append(folder)
+    return written
 
 
 # --- hosts: add, ls, rm -----------------------------------------------------------------------

@@ -8,6 +8,7 @@ import shlex
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -515,7 +516,6 @@ ReportOption = typer.Option(None, "--report", metavar="FILE.html", help="Also wr
 
 def _render_timelines(timelines, as_json: bool, report: Optional[str]) -> None:
     if report:
-        from pathlib import Path
         Path(report).write_text(chaos.html_report(timelines))
     if as_json:
         data = [t.as_dict() for t in timelines]
@@ -915,6 +915,63 @@ def class_status(as_json: bool = JsonOption,
             return  # the normal end of --watch
     if not all(r["swarm"] == "healthy" and r["ready"] == r["nodes"] for r in rows):
         raise typer.Exit(1)
+
+
+@app.command("portal")
+def portal(listen: Optional[str] = typer.Option(None, "--listen", metavar="ADDR",
+                                                help="Address to listen on (default: [portal] listen)."),
+           ssh_port: Optional[int] = typer.Option(None, "--ssh-port", metavar="PORT",
+                                                  help="The students' SSH gateway port (default: [portal] ssh_port).")):
+    """Let the class in: the SSH gateway, through which each student reaches their own lab's
+    nodes only (no shell on the lab host, no other destination). Runs until Ctrl-C."""
+    import asyncio
+    from . import access
+    _enter_host()
+    config = ctx.config
+    host, port = listen or config.portal_listen, ssh_port or config.gateway_port
+
+    def class_labs() -> list[str]:
+        room = classroom.load(config)
+        return [s.lab for s in room.students] if room else []
+
+    async def serve() -> None:
+        server = await access.start_gateway(config, host, port, class_labs)
+        ctx.progress(f"SSH gateway on {host}:{port} for {len(class_labs())} students "
+                     f"(`swarmlab class cards` says how to connect); Ctrl-C stops it")
+        await server.wait_closed()
+    try:
+        asyncio.run(serve())
+    except OSError as e:
+        raise Refused(f"cannot listen on {host}:{port}: {e.strerror or e}; pick another --listen or --ssh-port") from None
+
+
+@class_app.command("cards")
+def class_cards(as_json: bool = JsonOption,
+                out: Optional[str] = typer.Option(None, "--out", metavar="DIR",
+                                                  help="Also write each student's folder swarmlab-LAB here: key, "
+                                                       "ssh_config, known_hosts, to hand out."),
+                html: Optional[str] = typer.Option(None, "--html", metavar="FILE", help="Also write printable cards.")):
+    """One card per student: lab, nodes, and how to reach them (SSH through the gateway that
+    `swarmlab portal` runs). The private keys go only into --out folders, never to the screen."""
+    _enter_host()
+    rows = classroom.cards(ctx.config)
+    if out:
+        for folder in classroom.write_card_folders(ctx.config, Path(out)):
+            ctx.progress(f"wrote {folder}")
+    if html:
+        from .render import render
+        tmp = f"{html}.tmp"
+        with open(tmp, "w") as f:
+            f.write(render("class-cards.html.j2", cards=rows))
+        os.replace(tmp, html)
+    if as_json:
+        _emit_json(rows)
+        return
+    for card in rows:
+        typer.echo(f"── {card['student']} · lab {card['lab']} (host {card['host']})")
+        typer.echo("   nodes: " + ", ".join(f"{n['node']} {n['ip']}" for n in card["nodes"]))
+        typer.echo(f"   with your folder {card['folder']}: {card['ssh']}  (user {card['user']}, "
+                   f"through {card['gateway']})")
 
 
 @class_app.command("start")

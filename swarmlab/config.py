@@ -241,6 +241,10 @@ class Config:
     parallel: int = 0  # labs made at once on one host; 0: one per 4 host CPUs, at least one
     overhead_mib: int = 700  # host memory a node takes beyond its guest memory (QEMU, TCG's code cache)
     hosts: tuple[HostSpec, ...] = ()
+    # [portal]: where students come in (the SSH gateway)
+    portal_listen: str = "0.0.0.0"
+    portal_address: str = ""  # the name or address students reach the lab host at; default: services_address
+    gateway_port: int = 2222
     source: str = "built-in defaults"
     # Set only in a config scoped to one lab on a network of its own (lab.lab_config): the lab's
     # host, and the host's shared network, which keeps the pools and the registry mirror.
@@ -303,6 +307,11 @@ class Config:
     def api_port(self) -> int:
         from urllib.parse import urlsplit
         return urlsplit(self.api_url).port or 80
+
+    @property
+    def student_address(self) -> str:
+        """Where students reach the lab host: [portal] address, else [host] services_address."""
+        return self.portal_address or self.services_address or "127.0.0.1"
 
     def api_key(self) -> str:
         """The PowerDNS API key: $SWARMLAB_PDNS_API_KEY, else the 0600 key file."""
@@ -388,6 +397,11 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "lab_range": ("lab_range", _lab_range),
         "parallel": ("parallel", _int_range(0, 32)),
         "overhead_mib": ("overhead_mib", _int_range(0, 65536)),
+    },
+    "portal": {
+        "listen": ("portal_listen", _address),
+        "address": ("portal_address", _text),
+        "ssh_port": ("gateway_port", _int_range(1, 65535)),
     },
 }
 HOST_KEYS: dict[str, Callable[[Any], Any]] = {

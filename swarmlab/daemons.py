@@ -197,6 +197,7 @@ class RegistryServer:
             raise DaemonError("docker-registry not found: apt install docker-registry (scripts/install-host does)")
         data = self.data or self.directory / "data"
         data.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(parents=True, exist_ok=True)
         config = self.directory / "config.yml"
         config.write_text(render("registry.yml.j2", data=data, address=self.address))
         with open(self.log, "ab") as log:

@@ -124,6 +124,20 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
                              config=path)
             assert sorted(nodes.stdout.split()) == ["swr1", "swr2", "swr3"], nodes.stderr
 
+        # students: each in through the gateway, to their own nodes only
+        portal = start_portal(path)
+        try:
+            folders = tmp_path / "cards"
+            cards = swarmlab("class", "cards", "--out", str(folders), "--json", config=path)
+            assert cards.returncode == 0, cards.stderr
+            assert "PRIVATE KEY" not in cards.stdout + cards.stderr  # keys go only into the folders
+            ann, bo = folders / "swarmlab-ann-lee", folders / "swarmlab-bo"
+            assert (ann / "id_ed25519").stat().st_mode & 0o077 == 0
+            assert_student_ssh(ann, bo, ips, config, second)
+        finally:
+            portal.terminate()
+            portal.wait(10)
+
         status = swarmlab("class", "status", "--json", config=path, timeout=300)
         assert status.returncode == 0, status.stdout + status.stderr
         rows = {r["lab"]: r for r in json.loads(status.stdout)}
@@ -185,3 +199,42 @@ def stop_when_bo_boots(config, second: SecondHost, timeout: float = 600) -> None
         time.sleep(0.5)
     time.sleep(2)
     second.stop_libvirtd()
+
+
+def start_portal(path) -> subprocess.Popen:
+    import os
+    import sys
+    proc = subprocess.Popen([sys.executable, "-m", "swarmlab", "portal"], env={**os.environ, "SWARMLAB_CONFIG": str(path)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = proc.stdout.readline()
+    assert "SSH gateway on" in line, line + (proc.stdout.read() if proc.poll() is not None else "")
+    return proc
+
+
+def student_ssh(folder, *args: str) -> subprocess.CompletedProcess:
+    """OpenSSH as a student runs it, from inside their folder."""
+    return subprocess.run(["ssh", "-F", "ssh_config", *args], cwd=folder, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+def assert_student_ssh(ann, bo, ips, config, second) -> None:
+    # their own nodes, as `student`, with docker
+    out = student_ssh(ann, "swr1", "id -un; docker node ls --format '{{.Hostname}}'")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["student", "swr1", "swr2", "swr3"], out.stdout
+    out = student_ssh(bo, "swr2", "docker info --format '{{.Swarm.LocalNodeState}}'")  # on the second host
+    assert out.returncode == 0 and out.stdout.strip() == "active", out.stdout + out.stderr
+    # nowhere else: another lab's node, a shell on the gateway, root on their nodes,
+    # the PowerDNS API (loopback and services address), another student's name
+    refused = [
+        student_ssh(ann, "-o", f"HostName={ips['bo']['swr1']}", "swr1", "true"),
+        student_ssh(ann, "-tt", "swarmlab-gateway"),
+        student_ssh(ann, "swarmlab-gateway", "id"),
+        student_ssh(ann, "-o", "User=root", "swr1", "true"),
+        student_ssh(ann, "-W", f"127.0.0.1:{config.api_port}", "swarmlab-gateway"),
+        student_ssh(ann, "-W", f"{second.controller_ip}:{config.api_port}", "swarmlab-gateway"),
+        student_ssh(ann, "-W", f"{second.address}:22", "swarmlab-gateway"),
+        student_ssh(ann, "-o", "User=bo", "-W", f"{ips['bo']['swr1']}:22", "swarmlab-gateway"),
+    ]
+    for attempt in refused:
+        assert attempt.returncode != 0 and "SSH-2.0" not in attempt.stdout, (attempt.args, attempt.stdout)

@@ -1,0 +1,272 @@
+"""Students into their own lab only: credentials, the `student` account on the nodes, and the
+SSH gateway on the lab host.
+
+Credentials live under <state_dir>/class/<lab>/: an ed25519 key pair (the private key 0600,
+handed out on the student's card) and a portal token. `class up` makes them once and keeps
+them; `class down` removes the directory, which revokes both: the gateway and the portal read
+them at every login and request.
+
+The gateway is an SSH server of swarmlab's own (asyncssh), not an account on the lab host: a
+student logs in as their lab's name with their key, gets no shell, no command and no remote
+forwarding, and may open connections only to port 22 of their own lab's nodes (what `ssh -J`
+asks for). Nothing on the lab host's own sshd or user database changes. On the nodes, the
+`student` account is in the docker group and takes the same key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+from .command import Command, Raw, sh
+from .config import Config
+from .keys import write_private
+from .lab import Lab, jump, known_hosts, lab_config, load_journal
+from fabric import Connection
+
+from .remote import run
+
+STUDENT_USER = "student"
+GATEWAY_PORT = 2222
+
+
+def credentials_dir(config: Config, lab: str) -> Path:
+    return config.state_dir / "class" / lab
+
+
+def ensure_credentials(config: Config, lab: str) -> bool:
+    """The student's key pair and portal token; made once, kept on every rerun. True if made."""
+    directory = credentials_dir(config, lab)
+    key = directory / "id_ed25519"
+    made = False
+    if not (key.exists() and key.with_suffix(".pub").exists()):
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for p in (key, key.with_suffix(".pub")):
+            p.unlink(missing_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"swarmlab student {lab}",
+                        "-f", str(key)], check=True, capture_output=True)
+        key.chmod(0o600)
+        made = True
+    if not (directory / "token").exists():
+        write_private(directory / "token", secrets.token_urlsafe(24) + "\n")
+        made = True
+    return made
+
+
+def revoke(config: Config, lab: str) -> bool:
+    directory = credentials_dir(config, lab)
+    if not directory.exists():
+        return False
+    shutil.rmtree(directory)
+    return True
+
+
+def public_key(config: Config, lab: str) -> str | None:
+    try:
+        return (credentials_dir(config, lab) / "id_ed25519.pub").read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def token(config: Config, lab: str) -> str | None:
+    try:
+        return (credentials_dir(config, lab) / "token").read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def lab_of_token(config: Config, offered: str, labs: list[str]) -> str | None:
+    """The lab whose portal token this is, compared in constant time; None for any other."""
+    found = None
+    for lab in labs:
+        wanted = token(config, lab)
+        if wanted and hmac.compare_digest(wanted.encode(), offered.encode()):
+            found = lab
+    return found
+
+
+# --- the account on the nodes -------------------------------------------------------------------
+def node_account_command(key: str) -> Command:
+    """Idempotent: the `student` account in the docker group, with exactly this key. Prints
+    `changed` when it did anything."""
+    script = f"""set -e
+u={STUDENT_USER}; key="$1"
+if ! id "$u" >/dev/null 2>&1; then useradd -m -s /bin/bash -G docker "$u"; echo changed; fi
+h=$(getent passwd "$u" | cut -d: -f6)
+if [ "$(cat "$h/.ssh/authorized_keys" 2>/dev/null)" != "$key" ]; then
+  install -d -m 700 -o "$u" -g "$u" "$h/.ssh"
+  printf '%s\\n' "$key" > "$h/.ssh/authorized_keys"
+  chown "$u:$u" "$h/.ssh/authorized_keys"; chmod 600 "$h/.ssh/authorized_keys"; echo changed
+fi"""
+    return Command(sh(script), Raw("sh"), key)  # sh -c SCRIPT sh KEY: the key arrives as $1, quoted
+
+
+def ensure_node_account(conn: Connection, key: str) -> bool:
+    return "changed" in run(conn, node_account_command(key), timeout=60)
+
+
+# --- the SSH gateway ----------------------------------------------------------------------------
+def allowed_destinations(config: Config, lab: str) -> set[str]:
+    """Port 22 of these addresses: the lab's nodes as its journal names them."""
+    found = load_journal(lab_config(config, lab), lab)
+    return {n.ip for n in found.nodes} if found else set()
+
+
+def _gateway_classes():
+    import asyncssh
+
+    class Relay(asyncssh.SSHTCPSession):
+        """One forwarded connection: the student's channel joined to the node's sshd, opened
+        directly or through the lab host's sshd for a lab on another machine."""
+
+        def __init__(self, opener):
+            self.opener, self.writer, self.pending, self.chan = opener, None, [], None
+
+        def connection_made(self, chan):
+            self.chan = chan
+            asyncio.ensure_future(self._pump())
+
+        async def _pump(self):
+            try:
+                reader, self.writer = await self.opener()
+            except (OSError, asyncssh.Error):
+                self.chan.close()
+                return
+            for data in self.pending:
+                self.writer.write(data)
+            self.pending = []
+            try:
+                while data := await reader.read(65536):
+                    self.chan.write(data)
+                self.chan.write_eof()
+            except (OSError, asyncssh.Error, BrokenPipeError):
+                pass
+            finally:
+                self.chan.close()
+
+        def data_received(self, data, datatype):
+            if self.writer is None:
+                self.pending.append(data)
+            else:
+                self.writer.write(data)
+
+        def eof_received(self):
+            if self.writer is not None:
+                self.writer.write_eof()
+            return True
+
+        def connection_lost(self, exc):
+            if self.writer is not None:
+                self.writer.close()
+
+    class Gateway(asyncssh.SSHServer):
+        def __init__(self, config: Config, labs: callable):
+            self.config, self.labs, self.lab = config, labs, None
+
+        def begin_auth(self, username):
+            return True
+
+        def password_auth_supported(self):
+            return False
+
+        def kbdint_auth_supported(self):
+            return False
+
+        def public_key_auth_supported(self):
+            return True
+
+        def validate_public_key(self, username, key):
+            if username not in self.labs():
+                return False
+            wanted = public_key(self.config, username)  # read now: `class down` revokes at once
+            if not wanted:
+                return False
+            ok = hmac.compare_digest(key.export_public_key("openssh").decode().split()[1].encode(),
+                                     wanted.split()[1].encode())
+            if ok:
+                self.lab = username
+            return ok
+
+        def session_requested(self):
+            return False  # no shell, no command, no subsystem
+
+        def server_requested(self, listen_host, listen_port):
+            return False
+
+        def unix_connection_requested(self, dest_path):
+            return False
+
+        def unix_server_requested(self, listen_path):
+            return False
+
+        def connection_requested(self, dest_host, dest_port, orig_host, orig_port):
+            if self.lab is None or dest_port != 22 or dest_host not in allowed_destinations(self.config, self.lab):
+                raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                                                "only port 22 of your own lab's nodes")
+            return Relay(lambda: open_node(self.config, self.lab, dest_host))
+
+    return Gateway
+
+
+async def open_node(config: Config, lab: str, address: str, port: int = 22):
+    """(reader, writer) to a node's port: directly, or through the sshd of the lab's host when
+    that host is another machine."""
+    import asyncssh
+    via = jump(lab_config(config, lab))
+    if via is None:
+        return await asyncio.open_connection(address, port)
+    conn = await asyncssh.connect(via.host, port=via.port, username=via.user,
+                                  client_keys=[str(via.key)] if via.key else (), known_hosts=str(via.known_hosts))
+    return await conn.open_connection(address, port)
+
+
+def gateway_host_key(config: Config) -> Path:
+    path = config.state_dir / "portal" / "ssh_host_ed25519_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "swarmlab gateway", "-f", str(path)],
+                       check=True, capture_output=True)
+        path.chmod(0o600)
+    return path
+
+
+async def start_gateway(config: Config, host: str, port: int, labs: callable):
+    """The gateway's server; `labs()` names the labs whose students may log in now."""
+    import asyncssh
+    Gateway = _gateway_classes()
+    return await asyncssh.create_server(lambda: Gateway(config, labs), host, port,
+                                        server_host_keys=[str(gateway_host_key(config))],
+                                        agent_forwarding=False, x11_forwarding=False, allow_scp=False,
+                                        login_timeout=30, keepalive_interval=30)
+
+
+def ssh_config_text(lab: Lab, gateway_address: str, gateway_port: int) -> str:
+    """The student's ssh_config: from inside their folder, `ssh -F ssh_config swr1` reaches swr1
+    through the gateway, with their key and the recorded host keys (paths are relative to the
+    folder: OpenSSH takes `~` from the password database, not from where the folder is)."""
+    first = lab.nodes[0].name if lab.nodes else "swr1"
+    common = ["    IdentityFile id_ed25519", "    IdentitiesOnly yes", "    UserKnownHostsFile known_hosts",
+              "    StrictHostKeyChecking yes", "    BatchMode yes"]
+    lines = [f"# swarmlab: lab {lab.name}. In this folder: ssh -F ssh_config {first}",
+             "Host swarmlab-gateway", f"    HostName {gateway_address}", f"    Port {gateway_port}",
+             f"    User {lab.name}", *common, ""]
+    for node in lab.nodes:
+        lines += [f"Host {node.name}", f"    HostName {node.ip}", f"    User {STUDENT_USER}", *common,
+                  "    ProxyJump swarmlab-gateway", ""]
+    return "\n".join(lines)
+
+
+def known_hosts_text(config: Config, lab: str, gateway_address: str, gateway_port: int) -> str:
+    """The gateway's host key and the nodes' (as swarmlab recorded them, verified through the
+    guest agent), so that the student's first contact is verified too."""
+    key = gateway_host_key(config).with_suffix(".pub").read_text().split()
+    lines = [f"[{gateway_address}]:{gateway_port} {key[0]} {key[1]}"]
+    try:
+        lines += [line for line in known_hosts(config, lab).read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        pass
+    return "\n".join(lines) + "\n"

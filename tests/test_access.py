@@ -1,0 +1,107 @@
+"""The students' SSH gateway against a real asyncssh client on loopback: a student's key opens
+port 22 of their own lab's node and nothing else, no shell, no other student's name; revoking
+the credentials locks them out at once. The VM test drives it with OpenSSH's `ssh -J`."""
+
+import asyncio
+import os
+
+import asyncssh
+import pytest
+
+from swarmlab import access, classroom, config as configuration, lab as labs
+from tests.conftest import free_port, write_config
+
+NODE_IP = "127.0.0.2"  # a loopback address of its own stands in for Ann's node
+
+
+@pytest.fixture
+def a_class(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("the stand-in node listens on port 22")
+    config = configuration.load(write_config(tmp_path / "swarmlab.toml", tmp_path / "state"))
+    classroom.save(config, classroom.Classroom(1, [classroom.Student("Ann", "ann"), classroom.Student("Bo", "bo")]))
+    for lab, ip in (("ann", NODE_IP), ("bo", "127.0.0.3")):
+        labs.save_journal(config, labs.Lab(lab, [labs.Node("swr1", f"{lab}-swr1", "v", "52:54:00:00:00:01", ip,
+                                                           f"swr1.{lab}.lab.swarmlab.test.")]))
+        assert access.ensure_credentials(config, lab)
+    assert not access.ensure_credentials(config, "ann")  # a rerun keeps them
+    return config
+
+
+async def _echo(reader, writer):
+    writer.write(b"SSH-2.0-standin\r\n" + await reader.read(100))
+    await writer.drain()
+    writer.close()
+
+
+def test_a_student_reaches_port_22_of_their_own_nodes_and_nothing_else(a_class):
+    config = a_class
+    port = free_port()
+    ann_key = asyncssh.read_private_key(str(access.credentials_dir(config, "ann") / "id_ed25519"))
+
+    async def scenario() -> dict:
+        node = await asyncio.start_server(_echo, NODE_IP, 22)
+        gateway = await access.start_gateway(config, "127.0.0.1", port, lambda: ["ann", "bo"])
+        seen = {}
+        try:
+            async with asyncssh.connect("127.0.0.1", port, username="ann", client_keys=[ann_key],
+                                        known_hosts=None) as conn:
+                reader, writer = await conn.open_connection(NODE_IP, 22)
+                writer.write(b"hello")
+                seen["own node"] = await reader.read(100)
+                for name, (host, p) in {"another lab": ("127.0.0.3", 22), "another port": (NODE_IP, 2377),
+                                        "the lab host": ("127.0.0.1", port)}.items():
+                    try:
+                        await conn.open_connection(host, p)
+                        seen[name] = "opened"
+                    except asyncssh.ChannelOpenError as e:
+                        seen[name] = e.reason
+                try:
+                    await conn.run("id", check=True)
+                    seen["shell"] = "ran"
+                except asyncssh.Error as e:
+                    seen["shell"] = type(e).__name__
+            for user in ("bo", "root"):
+                try:
+                    async with asyncssh.connect("127.0.0.1", port, username=user, client_keys=[ann_key],
+                                                known_hosts=None):
+                        seen[user] = "in"
+                except asyncssh.PermissionDenied:
+                    seen[user] = "denied"
+            access.revoke(config, "ann")  # as `class down` does
+            try:
+                async with asyncssh.connect("127.0.0.1", port, username="ann", client_keys=[ann_key],
+                                            known_hosts=None):
+                    seen["after revoke"] = "in"
+            except asyncssh.PermissionDenied:
+                seen["after revoke"] = "denied"
+        finally:
+            gateway.close()
+            node.close()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen.pop("own node") == b"SSH-2.0-standin\r\nhello"
+    assert seen == {"another lab": "only port 22 of your own lab's nodes", "another port":
+                    "only port 22 of your own lab's nodes", "the lab host": "only port 22 of your own lab's nodes",
+                    "shell": "ChannelOpenError", "bo": "denied", "root": "denied", "after revoke": "denied"}
+
+
+def test_the_node_account_command_quotes_the_key_and_is_idempotent():
+    command = access.node_account_command("ssh-ed25519 AAAA'; rm -rf / #")
+    # the key travels as one quoted argument, never as shell syntax
+    assert command.shell.endswith(" sh 'ssh-ed25519 AAAA'\"'\"'; rm -rf / #'")
+    assert "useradd -m -s /bin/bash -G docker" in command.shell and 'id "$u"' in command.shell
+
+
+def test_the_students_ssh_config_goes_through_the_gateway_with_verified_host_keys(a_class, tmp_path):
+    config = a_class
+    folders = classroom.write_card_folders(config, tmp_path / "out")
+    assert [f.name for f in folders] == ["swarmlab-ann", "swarmlab-bo"]
+    text = (folders[0] / "ssh_config").read_text()
+    assert f"Host swarmlab-gateway\n    HostName 127.0.0.1\n    Port {config.gateway_port}\n    User ann\n" in text
+    assert f"Host swr1\n    HostName {NODE_IP}\n    User student\n" in text and "ProxyJump swarmlab-gateway" in text
+    assert text.count("StrictHostKeyChecking yes") == 2 and "IdentityFile id_ed25519" in text
+    gateway_key = access.gateway_host_key(config).with_suffix(".pub").read_text().split()[1]
+    assert gateway_key in (folders[0] / "known_hosts").read_text()
+    assert all((f / "id_ed25519").stat().st_mode & 0o077 == 0 for f in folders)
