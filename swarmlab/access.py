@@ -110,9 +110,19 @@ def ensure_node_account(conn: Connection, key: str) -> bool:
 
 
 # --- the SSH gateway ----------------------------------------------------------------------------
+def lab_config_of(config: Config, lab: str) -> Config:
+    """The config scoped to the lab's host and network."""
+    return lab_config(config, lab)
+
+
+def student_lab(config: Config, lab: str) -> Lab | None:
+    """The lab as its journal names it (nodes, addresses)."""
+    return load_journal(lab_config(config, lab), lab)
+
+
 def allowed_destinations(config: Config, lab: str) -> set[str]:
     """Port 22 of these addresses: the lab's nodes as its journal names them."""
-    found = load_journal(lab_config(config, lab), lab)
+    found = student_lab(config, lab)
     return {n.ip for n in found.nodes} if found else set()
 
 
@@ -222,6 +232,30 @@ async def open_node(config: Config, lab: str, address: str, port: int = 22):
     conn = await asyncssh.connect(via.host, port=via.port, username=via.user,
                                   client_keys=[str(via.key)] if via.key else (), known_hosts=str(via.known_hosts))
     return await conn.open_connection(address, port)
+
+
+async def connect_as_student(config: Config, lab: str, address: str, timeout: float = 20):
+    """An asyncssh connection to a node as `student` with the student's key, the node's host key
+    checked against the one swarmlab recorded; through the lab host's sshd for a lab on another
+    machine. The caller closes it (and its `.tunnel`, if any)."""
+    import asyncssh
+    scoped = lab_config(config, lab)
+    key = asyncssh.read_private_key(str(credentials_dir(config, lab) / "id_ed25519"))
+    via = jump(scoped)
+    tunnel = None
+    if via is not None:
+        tunnel = await asyncssh.connect(via.host, port=via.port, username=via.user, known_hosts=str(via.known_hosts),
+                                        client_keys=[str(via.key)] if via.key else ())
+    try:
+        conn = await asyncio.wait_for(asyncssh.connect(address, username=STUDENT_USER, client_keys=[key],
+                                                       known_hosts=str(known_hosts(scoped, lab)), tunnel=tunnel),
+                                      timeout)
+    except BaseException:
+        if tunnel is not None:
+            tunnel.close()
+        raise
+    conn.tunnel = tunnel
+    return conn
 
 
 def gateway_host_key(config: Config) -> Path:

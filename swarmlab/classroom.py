@@ -456,7 +456,8 @@ def junit(exercise_id: str, results: list[LabResult]) -> str:
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def class_reset(config: Config, level: str | None = None) -> list[LabResult]:
+def class_reset(config: Config, level: str | None = None, only: list[str] | None = None) -> list[LabResult]:
+    """Every lab (or those named in `only`) back to its formed swarm, all at once."""
     room = require(config)
 
     def reset(scoped: Config, student: Student) -> dict:
@@ -464,7 +465,7 @@ def class_reset(config: Config, level: str | None = None) -> list[LabResult]:
         if not result.ok:
             raise ClassError((result.problems or [result.error or "reset failed"])[0])
         return {"levels": result.levels, "seconds": result.seconds}
-    return _each_lab(config, room.students, reset)
+    return _each_lab(config, [s for s in room.students if only is None or s.lab in only], reset)
 
 
 def class_down(config: Config) -> list[LabResult]:
@@ -503,7 +504,8 @@ def cards(config: Config) -> list[dict]:
                     "folder": f"swarmlab-{student.lab}",
                     "ssh": f"cd swarmlab-{student.lab} && ssh -F ssh_config {first}",
                     "user": access.STUDENT_USER,
-                    "credentials": access.public_key(config, student.lab) is not None})
+                    "portal": (f"https://{config.student_address}:{config.portal_port}/s/{access.token(config, student.lab)}"
+                               if access.token(config, student.lab) else None)})
     return out
 
 

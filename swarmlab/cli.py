@@ -920,29 +920,52 @@ def class_status(as_json: bool = JsonOption,
 @app.command("portal")
 def portal(listen: Optional[str] = typer.Option(None, "--listen", metavar="ADDR",
                                                 help="Address to listen on (default: [portal] listen)."),
+           port: Optional[int] = typer.Option(None, "--port", metavar="PORT",
+                                              help="HTTPS port (default: [portal] https_port)."),
            ssh_port: Optional[int] = typer.Option(None, "--ssh-port", metavar="PORT",
-                                                  help="The students' SSH gateway port (default: [portal] ssh_port).")):
-    """Let the class in: the SSH gateway, through which each student reaches their own lab's
-    nodes only (no shell on the lab host, no other destination). Runs until Ctrl-C."""
+                                                  help="The students' SSH gateway port (default: [portal] ssh_port)."),
+           cert: Optional[str] = typer.Option(None, "--cert", metavar="FILE",
+                                              help="TLS certificate (PEM); default: a self-signed one, made once."),
+           key: Optional[str] = typer.Option(None, "--key", metavar="FILE", help="The certificate's private key.")):
+    """Let the class in: a page per student (the exercise, a terminal on each node, Check and
+    Hint) and one for the instructor, over HTTPS; and the SSH gateway, through which each
+    student reaches their own lab's nodes only. Runs until Ctrl-C."""
     import asyncio
-    from . import access
+    import ssl
+    from aiohttp import web
+    from . import access, portal as portals
+    if (cert is None) != (key is None):
+        raise configuration.ConfigError("give --cert and --key together, or neither for a self-signed certificate")
     _enter_host()
     config = ctx.config
-    host, port = listen or config.portal_listen, ssh_port or config.gateway_port
-
-    def class_labs() -> list[str]:
-        room = classroom.load(config)
-        return [s.lab for s in room.students] if room else []
+    host, https_port = listen or config.portal_listen, port or config.portal_port
+    gateway_port = ssh_port or config.gateway_port
+    if cert is None:
+        cert, key = map(str, portals.self_signed_certificate(config, config.student_address))
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        tls.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise configuration.ConfigError(f"--cert {cert} / --key {key}: cannot use them ({e})") from None
+    app = portals.Portal(config)
 
     async def serve() -> None:
-        server = await access.start_gateway(config, host, port, class_labs)
-        ctx.progress(f"SSH gateway on {host}:{port} for {len(class_labs())} students "
-                     f"(`swarmlab class cards` says how to connect); Ctrl-C stops it")
-        await server.wait_closed()
+        gateway = await access.start_gateway(config, host, gateway_port, app.class_labs)
+        runner = web.AppRunner(app.app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, https_port, ssl_context=tls).start()
+        asyncio.get_running_loop().create_task(app.watch_class())
+        ctx.progress(f"SSH gateway on {host}:{gateway_port}, portal on https://{host}:{https_port} for "
+                     f"{len(app.class_labs())} students (`swarmlab class cards` hands out their pages); "
+                     "Ctrl-C stops both")
+        ctx.progress(f"instructor: https://{config.student_address}:{https_port}/i/{portals.instructor_token(config)}")
+        await gateway.wait_closed()
     try:
         asyncio.run(serve())
     except OSError as e:
-        raise Refused(f"cannot listen on {host}:{port}: {e.strerror or e}; pick another --listen or --ssh-port") from None
+        raise Refused(f"cannot listen on {host}: {e.strerror or e}; pick another --listen, --port or --ssh-port") from None
+    except KeyboardInterrupt:
+        pass
 
 
 @class_app.command("cards")
@@ -972,6 +995,7 @@ def class_cards(as_json: bool = JsonOption,
         typer.echo("   nodes: " + ", ".join(f"{n['node']} {n['ip']}" for n in card["nodes"]))
         typer.echo(f"   with your folder {card['folder']}: {card['ssh']}  (user {card['user']}, "
                    f"through {card['gateway']})")
+        typer.echo(f"   in a browser: {card['portal']}")
 
 
 @class_app.command("start")

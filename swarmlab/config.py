@@ -241,10 +241,11 @@ class Config:
     parallel: int = 0  # labs made at once on one host; 0: one per 4 host CPUs, at least one
     overhead_mib: int = 700  # host memory a node takes beyond its guest memory (QEMU, TCG's code cache)
     hosts: tuple[HostSpec, ...] = ()
-    # [portal]: where students come in (the SSH gateway)
+    # [portal]: where students come in (the web portal and the SSH gateway)
     portal_listen: str = "0.0.0.0"
     portal_address: str = ""  # the name or address students reach the lab host at; default: services_address
     gateway_port: int = 2222
+    portal_port: int = 8443
     source: str = "built-in defaults"
     # Set only in a config scoped to one lab on a network of its own (lab.lab_config): the lab's
     # host, and the host's shared network, which keeps the pools and the registry mirror.
@@ -402,6 +403,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "listen": ("portal_listen", _address),
         "address": ("portal_address", _text),
         "ssh_port": ("gateway_port", _int_range(1, 65535)),
+        "https_port": ("portal_port", _int_range(1, 65535)),
     },
 }
 HOST_KEYS: dict[str, Callable[[Any], Any]] = {

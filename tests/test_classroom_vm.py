@@ -6,9 +6,11 @@ checked, reset and removed together; and the isolation between them (and from th
 lab t1 on Ann's host) is tried from inside the nodes."""
 
 import json
+import os
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -70,6 +72,7 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
     path, config, second = two_hosts
     roster = tmp_path / "roster.txt"
     roster.write_text("# workshop\nAnn Lee\nBo\n")
+    portal = browser = pages = None
     try:
         # the second host stops in the middle of `class up`: Bo's lab fails, Ann's is made
         stop = threading.Thread(target=stop_when_bo_boots, args=(config, second))
@@ -126,17 +129,14 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
 
         # students: each in through the gateway, to their own nodes only
         portal = start_portal(path)
-        try:
-            folders = tmp_path / "cards"
-            cards = swarmlab("class", "cards", "--out", str(folders), "--json", config=path)
-            assert cards.returncode == 0, cards.stderr
-            assert "PRIVATE KEY" not in cards.stdout + cards.stderr  # keys go only into the folders
-            ann, bo = folders / "swarmlab-ann-lee", folders / "swarmlab-bo"
-            assert (ann / "id_ed25519").stat().st_mode & 0o077 == 0
-            assert_student_ssh(ann, bo, ips, config, second)
-        finally:
-            portal.terminate()
-            portal.wait(10)
+        folders = tmp_path / "cards"
+        cards = swarmlab("class", "cards", "--out", str(folders), "--json", config=path)
+        assert cards.returncode == 0, cards.stderr
+        assert "PRIVATE KEY" not in cards.stdout + cards.stderr  # keys go only into the folders
+        pages = {c["lab"]: c["portal"] for c in json.loads(cards.stdout)}
+        ann, bo = folders / "swarmlab-ann-lee", folders / "swarmlab-bo"
+        assert (ann / "id_ed25519").stat().st_mode & 0o077 == 0
+        assert_student_ssh(ann, bo, ips, config, second)
 
         status = swarmlab("class", "status", "--json", config=path, timeout=300)
         assert status.returncode == 0, status.stdout + status.stderr
@@ -152,6 +152,10 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         assert solved.returncode == 0, solved.stderr
         converged = swarmlab("exercise", "check", "services", "--lab", "ann-lee", config=path, timeout=600)
         assert converged.returncode == 0, converged.stdout + converged.stderr
+        # in a browser: Ann's terminal and Check, Bo's own lab only, a bad token, the instructor's page
+        browser = open_browser()
+        browse_portal(browser, pages, ips, config)
+
         junit = tmp_path / "grades.xml"
         # one pass: Ann's swarm has converged, and Bo's would only be waited for until the checks time out
         checked = swarmlab("class", "check", "services", "--junit", str(junit), "--json", config=path, timeout=900)
@@ -165,12 +169,24 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         assert rows["ann-lee"]["last_check"]["ok"] and not rows["bo"]["last_check"]["ok"]
         assert rows["bo"]["exercise"] == "services"
 
+        # the instructor's Reset of Bo's lab ends his open terminal
+        reset_from_the_instructor_page(browser, "bo")
+
         reset = swarmlab("class", "reset", "--json", config=path, timeout=900)
         assert reset.returncode == 0, reset.stdout + reset.stderr
         services = swarmlab("docker", "swr1", "--lab", "ann-lee", "--", "service", "ls", "-q", config=path)
         assert services.stdout.strip() == "", "the reset left Ann's service"
     finally:
         gone = swarmlab("class", "down", "--yes", "--json", config=path, timeout=600)
+        if browser is not None:
+            browser.quit()
+        if portal is not None:
+            try:
+                # class down revoked Ann's page: the same bare 403 as any wrong token
+                assert fetch(pages["ann-lee"]) == (403, "403 forbidden\n")
+            finally:
+                portal.terminate()
+                portal.wait(10)
     assert gone.returncode == 0, gone.stdout + gone.stderr
     listed = [lab["lab"] for lab in json.loads(swarmlab("ls", "--json", config=path).stdout)]
     assert "ann-lee" not in listed and "bo" not in listed
@@ -202,12 +218,15 @@ def stop_when_bo_boots(config, second: SecondHost, timeout: float = 600) -> None
 
 
 def start_portal(path) -> subprocess.Popen:
-    import os
+    """`swarmlab portal` as the instructor runs it, its output in a file beside the config."""
     import sys
+    log = path.with_name("portal.log")
     proc = subprocess.Popen([sys.executable, "-m", "swarmlab", "portal"], env={**os.environ, "SWARMLAB_CONFIG": str(path)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = proc.stdout.readline()
-    assert "SSH gateway on" in line, line + (proc.stdout.read() if proc.poll() is not None else "")
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while "SSH gateway on" not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
     return proc
 
 
@@ -238,3 +257,94 @@ def assert_student_ssh(ann, bo, ips, config, second) -> None:
     ]
     for attempt in refused:
         assert attempt.returncode != 0 and "SSH-2.0" not in attempt.stdout, (attempt.args, attempt.stdout)
+
+
+# --- the portal in a real browser (Debian's chromium, driven by selenium) ----------------------
+SCREENSHOTS = Path(os.environ.get("SWARMLAB_SCREENSHOTS", "/tmp/swarmlab-screenshots"))
+
+
+def fetch(url: str) -> tuple[int, str]:
+    import requests
+    r = requests.get(url, verify=False, timeout=20)  # the portal's self-signed certificate
+    return r.status_code, r.text
+
+
+def open_browser():
+    from selenium import webdriver
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--ignore-certificate-errors", "--window-size=1400,900",
+                "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.binary_location = "/usr/bin/chromium"
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService("/usr/bin/chromedriver"))
+
+
+def wait_for(browser, css: str, text: str, timeout: float = 120) -> str:
+    from selenium.webdriver.common.by import By
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        try:
+            seen = browser.find_element(By.CSS_SELECTOR, css).text
+        except Exception:
+            seen = ""
+        if text in seen:
+            return seen
+        time.sleep(0.5)
+    raise AssertionError(f"{css} never showed {text!r}; it shows: {seen[-600:]!r}")
+
+
+def type_in_terminal(browser, node: str, keys: str) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    browser.find_element(By.CSS_SELECTOR, f".tab[data-node='{node}']").click()
+    browser.find_element(By.CSS_SELECTOR, f"#term-{node} .xterm-screen").click()
+    ActionChains(browser).send_keys(keys).perform()
+
+
+def browse_portal(browser, pages: dict, ips: dict, config) -> None:
+    from selenium.webdriver.common.by import By
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    # Ann: the exercise, a shell on swr1 as `student`, and Check
+    browser.get(pages["ann-lee"])
+    assert browser.find_element(By.ID, "exercise-title").text == "Services"
+    wait_for(browser, "#term-swr1 .xterm-rows", "student@swr1")
+    type_in_terminal(browser, "swr1", "docker node ls\n")
+    rows = wait_for(browser, "#term-swr1 .xterm-rows", "Leader")
+    assert all(f"swr{i}" in rows for i in (1, 2, 3)), rows
+    browser.find_element(By.ID, "check").click()
+    wait_for(browser, "#verdicts", "✓ all checks pass")
+    browser.save_screenshot(str(SCREENSHOTS / "student.png"))
+    # Bo's token opens Bo's own lab: his swr1 is not Ann's
+    browser.switch_to.new_window("tab")
+    browser.get(pages["bo"])
+    wait_for(browser, "#term-swr1 .xterm-rows", "student@swr1")
+    type_in_terminal(browser, "swr1", "hostname -I\n")
+    shown = wait_for(browser, "#term-swr1 .xterm-rows", ips["bo"]["swr1"])
+    assert ips["ann-lee"]["swr1"] not in shown
+    browser.find_element(By.ID, "check").click()
+    wait_for(browser, "#verdicts", "✗ not yet")
+    browser.find_element(By.ID, "check").click()  # at once again: the button waits out the rate limit
+    assert not browser.find_element(By.ID, "check").is_enabled()
+    # a bad token: 403, and nothing else
+    token = pages["ann-lee"].rsplit("/", 1)[1]
+    assert fetch(pages["ann-lee"].replace(token, token[:-2] + "xx")) == (403, "403 forbidden\n")
+    # the instructor's page lists both students, live
+    browser.switch_to.new_window("tab")
+    instructor = (config.state_dir / "portal" / "instructor-token").read_text().strip()
+    browser.get(pages["ann-lee"].split("/s/")[0] + f"/i/{instructor}")
+    table = wait_for(browser, "#class tbody", "Bo")
+    assert "Ann Lee" in table and "services" in table, table
+    wait_for(browser, "#summary", "2/2 swarms healthy")
+    browser.save_screenshot(str(SCREENSHOTS / "instructor.png"))
+    print(f"\nportal screenshots: {SCREENSHOTS}/student.png, {SCREENSHOTS}/instructor.png")
+
+
+def reset_from_the_instructor_page(browser, lab: str) -> None:
+    from selenium.webdriver.common.by import By
+    windows = browser.window_handles  # Ann's page, Bo's page, the instructor's page
+    browser.find_element(By.CSS_SELECTOR, f"#class tr[data-lab='{lab}'] button").click()
+    wait_for(browser, "#busy", f"{lab}: ok", timeout=600)
+    browser.switch_to.window(windows[1])
+    wait_for(browser, "#term-swr1 .xterm-rows", "session ended", timeout=30)
+    browser.switch_to.window(windows[2])

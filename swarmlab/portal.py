@@ -1,0 +1,289 @@
+"""`swarmlab portal`: the class in a browser, beside the SSH gateway.
+
+- A student's page (/s/<token>): the current exercise's text, a terminal per node (xterm.js,
+  bridged to SSH as `student` on that node), Check and Hint.
+- The instructor's page (/i/<token>): the class status, live; start an exercise for everyone,
+  reset one lab or all.
+
+Every token is read from its file at each request, so `class down` revokes at once; a wrong or
+missing token gets the same bare 403. Terminals of a lab end when the portal resets it, and when
+the lab leaves the class. The portal calls classroom, exercises and access only: it knows
+nothing of libvirt or PowerDNS. aiohttp serves HTTP and websockets on the same asyncio loop as
+the gateway (asyncssh).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hmac
+import json
+import secrets
+import time
+from pathlib import Path
+
+from aiohttp import WSMsgType, web
+
+from . import access, classroom, exercises
+from .config import Config
+from .errors import SwarmlabError
+from .keys import write_private
+from .render import render
+
+CHECK_EVERY = 10.0  # seconds between two checks of one lab
+STATIC = Path(__file__).resolve().parent / "static"
+FORBIDDEN_TEXT = "403 forbidden\n"
+
+
+def instructor_token(config: Config) -> str:
+    path = config.state_dir / "portal" / "instructor-token"
+    if not path.exists():
+        write_private(path, secrets.token_urlsafe(24) + "\n")
+    return path.read_text().strip()
+
+
+def self_signed_certificate(config: Config, address: str) -> tuple[Path, Path]:
+    """A certificate for the portal when the instructor gives none: made once, kept 0600."""
+    directory = config.state_dir / "portal"
+    cert, key = directory / "portal.crt", directory / "portal.key"
+    if cert.exists() and key.exists():
+        return cert, key
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"swarmlab portal {address}")])
+    try:
+        alt = x509.IPAddress(ipaddress.ip_address(address))
+    except ValueError:
+        alt = x509.DNSName(address)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=365))
+                   .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
+                   .sign(private, hashes.SHA256()))
+    write_private(key, private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()).decode())
+    write_private(cert, certificate.public_bytes(serialization.Encoding.PEM).decode())
+    return cert, key
+
+
+def student_url(config: Config, lab: str, port: int) -> str | None:
+    token = access.token(config, lab)
+    return f"https://{config.student_address}:{port}/s/{token}" if token else None
+
+
+class Portal:
+    def __init__(self, config: Config, clock=time.monotonic):
+        self.config, self.clock = config, clock
+        self.last_check: dict[str, float] = {}
+        self.terminals: dict[str, set[web.WebSocketResponse]] = {}
+
+    # --- who is asking ------------------------------------------------------------------
+    def class_labs(self) -> list[str]:
+        room = classroom.load(self.config)
+        return [s.lab for s in room.students] if room else []
+
+    def student_lab(self, request: web.Request) -> str | None:
+        return access.lab_of_token(self.config, request.match_info.get("token", ""), self.class_labs())
+
+    def instructor(self, request: web.Request) -> bool:
+        return hmac.compare_digest(instructor_token(self.config).encode(),
+                                   request.match_info.get("token", "").encode())
+
+    def _scoped(self, lab: str) -> Config:
+        return access.lab_config_of(self.config, lab)
+
+    # --- the student's page -------------------------------------------------------------
+    def lab_view(self, lab: str) -> dict:
+        scoped = self._scoped(lab)
+        found = access.student_lab(self.config, lab)
+        state = exercises.load_state(scoped, lab)
+        view = {"lab": lab, "nodes": [{"node": n.name, "ip": n.ip} for n in (found.nodes if found else [])],
+                "exercise": None, "last_check": state.get("last_check")}
+        if state.get("exercise"):
+            try:
+                exercise = exercises.find(state["exercise"])
+                ctx = exercises.context(exercise, found, state.get("images"))
+                view["exercise"] = {"id": exercise.id, "title": exercise.title,
+                                    "text": exercises.student_text(exercise, ctx), "hints": len(exercise.hints),
+                                    "seen": state.get("hints", 0)}
+            except SwarmlabError as e:
+                view["exercise"] = {"id": state["exercise"], "title": state["exercise"], "text": str(e), "hints": 0}
+        return view
+
+    async def student_page(self, request: web.Request) -> web.Response:
+        lab = self.student_lab(request)
+        if lab is None:
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        view = await asyncio.to_thread(self.lab_view, lab)
+        return web.Response(content_type="text/html", text=render(
+            "portal-student.html.j2", view=view, token=request.match_info["token"], check_every=int(CHECK_EVERY)))
+
+    async def check(self, request: web.Request) -> web.Response:
+        lab = self.student_lab(request)
+        if lab is None:
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        now = self.clock()
+        wait = CHECK_EVERY - (now - self.last_check.get(lab, -CHECK_EVERY))
+        if wait > 0:
+            return web.json_response({"error": f"checks run at most every {CHECK_EVERY:g} s: try again in "
+                                               f"{wait:.0f} s"}, status=429, headers={"Retry-After": f"{wait:.0f}"})
+        self.last_check[lab] = now
+        scoped = self._scoped(lab)
+        state = exercises.load_state(scoped, lab)
+        if not state.get("exercise"):
+            return web.json_response({"error": "no exercise has started yet: wait for your instructor"}, status=409)
+        try:
+            exercise = exercises.find(state["exercise"])
+            verdicts = await asyncio.to_thread(exercises.check, scoped, lab, exercise, False)
+        except SwarmlabError as e:
+            return web.json_response({"error": str(e)}, status=502)
+        return web.json_response({"exercise": exercise.id, "ok": all(v.ok for v in verdicts),
+                                  "verdicts": [v.as_dict() for v in verdicts]})
+
+    async def hint(self, request: web.Request) -> web.Response:
+        lab = self.student_lab(request)
+        if lab is None:
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        scoped = self._scoped(lab)
+        state = exercises.load_state(scoped, lab)
+        if not state.get("exercise"):
+            return web.json_response({"error": "no exercise has started yet"}, status=409)
+        try:
+            answer = await asyncio.to_thread(exercises.hint, scoped, lab, exercises.find(state["exercise"]))
+        except SwarmlabError as e:
+            return web.json_response({"error": str(e)}, status=502)
+        return web.json_response(answer)
+
+    async def terminal(self, request: web.Request) -> web.StreamResponse:
+        lab = self.student_lab(request)
+        if lab is None:
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        found = access.student_lab(self.config, lab)
+        node = found.node(request.match_info["node"]) if found else None
+        if node is None:
+            return web.Response(status=404, text="404 no such node in your lab\n")
+        ws = web.WebSocketResponse(heartbeat=30)
+        await ws.prepare(request)
+        self.terminals.setdefault(lab, set()).add(ws)
+        try:
+            await self._bridge(ws, lab, node.ip)
+        except (OSError, SwarmlabError, asyncio.TimeoutError) as e:
+            await self._say(ws, f"\r\n[swarmlab: {node.name} does not answer: {type(e).__name__}]\r\n")
+        except Exception as e:  # asyncssh's errors: shown in the terminal, never a traceback
+            await self._say(ws, f"\r\n[swarmlab: {node.name}: {e}]\r\n")
+        finally:
+            self.terminals.get(lab, set()).discard(ws)
+            await ws.close()
+        return ws
+
+    @staticmethod
+    async def _say(ws: web.WebSocketResponse, text: str) -> None:
+        if not ws.closed:
+            try:
+                await ws.send_str(text)
+            except (ConnectionError, RuntimeError):
+                pass  # the browser went away first
+
+    async def _bridge(self, ws: web.WebSocketResponse, lab: str, address: str) -> None:
+        """The browser's terminal joined to a login shell as `student` on the node."""
+        conn = await access.connect_as_student(self.config, lab, address)
+        try:
+            process = await conn.create_process(term_type="xterm-256color", term_size=(100, 30), encoding=None)
+
+            async def to_browser():
+                while data := await process.stdout.read(65536):
+                    await ws.send_bytes(data)
+                await ws.send_str("\r\n[session ended]\r\n")
+                await ws.close()
+            pump = asyncio.create_task(to_browser())
+            async for message in ws:
+                if message.type != WSMsgType.TEXT:
+                    break
+                event = json.loads(message.data)
+                if event.get("type") == "input":
+                    process.stdin.write(str(event.get("data", "")).encode())
+                elif event.get("type") == "resize":
+                    process.change_terminal_size(int(event.get("cols", 100)), int(event.get("rows", 30)))
+            pump.cancel()
+        finally:
+            conn.close()
+            if conn.tunnel is not None:
+                conn.tunnel.close()
+
+    async def end_sessions(self, lab: str, why: str = "the lab was reset") -> None:
+        for ws in list(self.terminals.get(lab, set())):
+            await self._say(ws, f"\r\n[session ended: {why}]\r\n")
+            await ws.close()
+
+    async def watch_class(self) -> None:
+        """Terminals of labs that left the class end."""
+        while True:
+            await asyncio.sleep(5)
+            labs_now = set(self.class_labs())
+            for lab in [lab for lab in self.terminals if lab not in labs_now]:
+                await self.end_sessions(lab, "the lab was removed")
+
+    # --- the instructor's page ----------------------------------------------------------
+    async def instructor_page(self, request: web.Request) -> web.Response:
+        if not self.instructor(request):
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        return web.Response(content_type="text/html", text=render(
+            "portal-instructor.html.j2", token=request.match_info["token"],
+            exercises=[(e.id, e.title) for e in exercises.load_all()]))
+
+    async def status(self, request: web.Request) -> web.Response:
+        if not self.instructor(request):
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        try:
+            rows = await asyncio.to_thread(classroom.class_status, self.config)
+        except SwarmlabError as e:
+            return web.json_response({"error": str(e)}, status=409)
+        return web.json_response(rows)
+
+    async def start(self, request: web.Request) -> web.Response:
+        if not self.instructor(request):
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        body = await request.json()
+        try:
+            exercise = exercises.find(str(body.get("exercise", "")))
+        except SwarmlabError as e:
+            return web.json_response({"error": str(e)}, status=400)
+        for lab in self.class_labs():
+            await self.end_sessions(lab)
+        results = await asyncio.to_thread(classroom.class_start, self.config, exercise)
+        return web.json_response([{"lab": r.lab, "ok": r.ok, "error": r.error} for r in results])
+
+    async def reset(self, request: web.Request) -> web.Response:
+        if not self.instructor(request):
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        body = await request.json()
+        only = body.get("lab") or None
+        labs_now = self.class_labs()
+        if only is not None and only not in labs_now:
+            return web.json_response({"error": f"no lab {only} in the class"}, status=400)
+        for lab in ([only] if only else labs_now):
+            await self.end_sessions(lab)
+        results = await asyncio.to_thread(classroom.class_reset, self.config, None, [only] if only else None)
+        return web.json_response([{"lab": r.lab, "ok": r.ok, "error": r.error} for r in results])
+
+    async def forbidden(self, request: web.Request) -> web.Response:
+        return web.Response(status=403, text=FORBIDDEN_TEXT)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.add_routes([
+            web.get("/s/{token}", self.student_page), web.post("/s/{token}/check", self.check),
+            web.post("/s/{token}/hint", self.hint), web.get("/s/{token}/term/{node}", self.terminal),
+            web.get("/i/{token}", self.instructor_page), web.get("/i/{token}/status", self.status),
+            web.post("/i/{token}/start", self.start), web.post("/i/{token}/reset", self.reset),
+            web.static("/static", STATIC),
+            # anything else under a token's place: the same bare 403, whether the token is right or not
+            web.route("*", "/s/{tail:.*}", self.forbidden), web.route("*", "/i/{tail:.*}", self.forbidden),
+        ])
+        return app

@@ -1,0 +1,58 @@
+// The instructor's page: the class status every 5 s; start an exercise for everyone, reset labs.
+"use strict";
+const base = `/i/${encodeURIComponent(document.body.dataset.token)}`;
+
+function cell(row, text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (cls) td.className = cls;
+  row.appendChild(td);
+  return td;
+}
+
+async function refresh() {
+  const r = await fetch(`${base}/status`);
+  const rows = await r.json();
+  const body = document.querySelector("#class tbody");
+  body.textContent = "";
+  if (rows.error) { document.getElementById("summary").textContent = rows.error; return; }
+  let healthy = 0;
+  for (const s of rows) {
+    const tr = document.createElement("tr");
+    tr.dataset.lab = s.lab;
+    cell(tr, s.student, "student");
+    cell(tr, s.lab);
+    cell(tr, s.host, "dim");
+    cell(tr, `${s.ready}/${s.nodes}`, s.ready === s.nodes && s.nodes ? "ok" : "bad");
+    cell(tr, s.error || s.swarm, s.swarm === "healthy" ? "ok" : "bad");
+    if (s.swarm === "healthy") healthy += 1;
+    cell(tr, s.exercise || "-");
+    const last = s.last_check;
+    cell(tr, last ? `${last.ok ? "✓" : "✗"} ${last.exercise} ${last.passed}/${last.of}` : "-",
+         last ? (last.ok ? "ok" : "bad") : "dim");
+    const td = document.createElement("td");
+    const b = document.createElement("button");
+    b.textContent = "Reset";
+    b.addEventListener("click", () => act("reset", { lab: s.lab }));
+    td.appendChild(b);
+    tr.appendChild(td);
+    body.appendChild(tr);
+  }
+  document.getElementById("summary").textContent = `${healthy}/${rows.length} swarms healthy`;
+}
+
+async function act(what, body) {
+  const busy = document.getElementById("busy");
+  busy.textContent = `${what}…`;
+  const r = await fetch(`${base}/${what}`, { method: "POST", headers: { "Content-Type": "application/json" },
+                                             body: JSON.stringify(body) });
+  const answer = await r.json();
+  busy.textContent = answer.error || answer.map((x) => `${x.lab}: ${x.ok ? "ok" : x.error}`).join(" · ");
+  refresh();
+}
+
+document.getElementById("start").addEventListener("click",
+  () => act("start", { exercise: document.getElementById("exercise").value }));
+document.getElementById("reset-all").addEventListener("click", () => act("reset", {}));
+refresh();
+setInterval(refresh, 5000);

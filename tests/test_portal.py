@@ -1,0 +1,98 @@
+"""The portal's pages and rules against aiohttp's test server: tokens (a wrong or missing one
+gets the same bare 403), one student's token never reaches another's lab, checks are
+rate-limited. The browser test on VMs (tests/test_classroom_vm.py) drives the terminals."""
+
+import asyncio
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from swarmlab import access, portal
+from tests.test_access import a_class  # noqa: F401 (the fixture: a class of Ann and Bo on loopback)
+
+
+def run(config, scenario, clock=None):
+    app = portal.Portal(config, clock=clock) if clock else portal.Portal(config)
+
+    async def go():
+        async with TestClient(TestServer(app.app())) as client:
+            return await scenario(client)
+    return asyncio.run(go())
+
+
+def test_a_wrong_or_missing_token_gets_the_same_bare_403(a_class):  # noqa: F811
+    config = a_class
+    ann = access.token(config, "ann")
+
+    async def scenario(client):
+        out = {}
+        for path in ("/s/", "/s/nope", f"/s/{ann[:-1]}", f"/s/{ann}x/term/swr1", "/i/", "/i/nope",
+                     f"/i/{ann}", "/i/nope/status", f"/s/{ann}/nothing-here"):
+            r = await client.get(path)
+            out[path] = (r.status, await r.text())
+        r = await client.post(f"/s/{ann[:-1]}/check")
+        out["post check"] = (r.status, await r.text())
+        return out
+
+    seen = run(config, scenario)
+    assert set(seen.values()) == {(403, "403 forbidden\n")}, seen
+
+
+def test_a_students_page_shows_their_lab_only(a_class):  # noqa: F811
+    config = a_class
+
+    async def scenario(client):
+        ann = await client.get(f"/s/{access.token(config, 'ann')}")
+        bo = await client.get(f"/s/{access.token(config, 'bo')}")
+        other = await client.get(f"/s/{access.token(config, 'bo')}/term/swr9")
+        return ann.status, await ann.text(), bo.status, await bo.text(), other.status
+
+    ann_status, ann_page, bo_status, bo_page, other = run(config, scenario)
+    assert ann_status == bo_status == 200
+    assert 'id="lab">ann<' in ann_page and "127.0.0.2" in ann_page and "127.0.0.3" not in ann_page
+    assert 'id="lab">bo<' in bo_page and "127.0.0.3" in bo_page and "127.0.0.2" not in bo_page
+    assert "Waiting for the first exercise" in ann_page
+    assert other == 404  # a node that is not in Bo's lab
+
+
+def test_checks_are_rate_limited_per_lab(a_class):  # noqa: F811
+    config = a_class
+    now = [1000.0]
+
+    async def scenario(client):
+        ann, bo = access.token(config, "ann"), access.token(config, "bo")
+        out = [(await client.post(f"/s/{ann}/check")).status]
+        out.append((await client.post(f"/s/{ann}/check")).status)
+        answer = await client.post(f"/s/{ann}/check")
+        out.append((answer.status, answer.headers.get("Retry-After")))
+        out.append((await client.post(f"/s/{bo}/check")).status)  # another lab has its own pace
+        now[0] += portal.CHECK_EVERY
+        out.append((await client.post(f"/s/{ann}/check")).status)
+        return out
+
+    seen = run(config, scenario, clock=lambda: now[0])
+    # 409: no exercise started yet (the check itself ran); 429: too soon
+    assert seen == [409, 429, (429, "10"), 409, 409]
+
+
+def test_the_instructor_page_needs_its_own_token(a_class):  # noqa: F811
+    config = a_class
+    token = portal.instructor_token(config)
+    assert portal.instructor_token(config) == token  # made once
+    assert (config.state_dir / "portal" / "instructor-token").stat().st_mode & 0o077 == 0
+
+    async def scenario(client):
+        page = await client.get(f"/i/{token}")
+        return page.status, await page.text()
+
+    status, page = run(config, scenario)
+    assert status == 200 and 'id="start"' in page and "services" in page
+
+
+def test_without_a_certificate_the_portal_makes_a_self_signed_one_once(a_class):  # noqa: F811
+    import ssl
+    config = a_class
+    cert, key = portal.self_signed_certificate(config, "10.200.0.1")
+    assert key.stat().st_mode & 0o077 == 0 and "BEGIN CERTIFICATE" in cert.read_text()
+    assert portal.self_signed_certificate(config, "10.200.0.1") == (cert, key)
+    assert cert.read_text() == portal.self_signed_certificate(config, "10.200.0.1")[0].read_text()
+    ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)  # a pair that TLS takes
