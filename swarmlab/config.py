@@ -110,6 +110,10 @@ def _host_port(value):
     return value
 
 
+def _optional_text(value):
+    return "" if value == "" else _text(value)
+
+
 def _address(value):
     try:
         return "" if value == "" else str(ipaddress.IPv4Address(_text(value)))
@@ -401,7 +405,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
     },
     "portal": {
         "listen": ("portal_listen", _address),
-        "address": ("portal_address", _text),
+        "address": ("portal_address", _optional_text),
         "ssh_port": ("gateway_port", _int_range(1, 65535)),
         "https_port": ("portal_port", _int_range(1, 65535)),
     },
