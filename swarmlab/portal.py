@@ -22,6 +22,7 @@ import secrets
 import time
 from pathlib import Path
 
+import markupsafe
 from aiohttp import WSMsgType, web
 
 from . import access, classroom, exercises
@@ -72,9 +73,11 @@ def self_signed_certificate(config: Config, address: str) -> tuple[Path, Path]:
     return cert, key
 
 
-def student_url(config: Config, lab: str, port: int) -> str | None:
-    token = access.token(config, lab)
-    return f"https://{config.student_address}:{port}/s/{token}" if token else None
+def task_html(text: str) -> markupsafe.Markup:
+    """An exercise's Markdown as HTML. The text comes from labs/<id>/README.md, the
+    instructor's own files, with lab names and image names rendered in: no student input."""
+    import markdown
+    return markupsafe.Markup(markdown.markdown(text, extensions=["fenced_code"]))
 
 
 class Portal:
@@ -110,10 +113,11 @@ class Portal:
                 exercise = exercises.find(state["exercise"])
                 ctx = exercises.context(exercise, found, state.get("images"))
                 view["exercise"] = {"id": exercise.id, "title": exercise.title,
-                                    "text": exercises.student_text(exercise, ctx), "hints": len(exercise.hints),
-                                    "seen": state.get("hints", 0)}
+                                    "html": task_html(exercises.student_text(exercise, ctx)),
+                                    "hints": len(exercise.hints), "seen": state.get("hints", 0)}
             except SwarmlabError as e:
-                view["exercise"] = {"id": state["exercise"], "title": state["exercise"], "text": str(e), "hints": 0}
+                view["exercise"] = {"id": state["exercise"], "title": state["exercise"],
+                                    "html": markupsafe.escape(str(e)), "hints": 0}
         return view
 
     async def student_page(self, request: web.Request) -> web.Response:

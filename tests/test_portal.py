@@ -96,3 +96,8 @@ def test_without_a_certificate_the_portal_makes_a_self_signed_one_once(a_class):
     assert portal.self_signed_certificate(config, "10.200.0.1") == (cert, key)
     assert cert.read_text() == portal.self_signed_certificate(config, "10.200.0.1")[0].read_text()
     ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)  # a pair that TLS takes
+
+
+def test_the_exercise_text_is_shown_as_a_page_not_as_markdown():
+    html = str(portal.task_html("1. Create **HelloWorld**: `docker service ls 2>/dev/null`\n2. Scale it"))
+    assert "<li>Create <strong>HelloWorld</strong>: <code>docker service ls 2&gt;/dev/null</code></li>" in html
