@@ -168,26 +168,27 @@ def host_up(config: Config, isolated: bool, progress: Progress = lambda _m: None
         changes += hv.ensure_pool(config.node_pool, config.state_dir / "volumes")
 
     registry = registry_server(config)  # binds the lab network's gateway: after the network
-    if not registry.running(state.registry_pid):
-        progress(f"starting the registry mirror on {registry.address}")
-        proc = registry.start(namespace)
-        state.registry_pid = proc.pid
-        state.save(config)
-        registry.wait_ready(proc)
-        changes.append(f"started the registry mirror {registry.address} (pid {proc.pid})")
+    changes += _ensure_registry(registry, state, "registry_pid", namespace, config, progress)
     services_registry = services_registry_server(config)
     changes += _stop_services_registry(config, state, keep=services_registry.address if services_registry else None)
-    if services_registry and not services_registry.running(state.services_registry_pid):
-        progress(f"starting the registry mirror also on {services_registry.address}, for hosts on other machines")
-        proc = services_registry.start(namespace)
-        state.services_registry_pid = proc.pid
-        state.save(config)
-        services_registry.wait_ready(proc)
-        changes.append(f"started the registry mirror {services_registry.address} (pid {proc.pid})")
+    if services_registry:  # the same mirror for hosts on other machines
+        changes += _ensure_registry(services_registry, state, "services_registry_pid", namespace, config, progress)
     pushed = images.push(registry.address)
     if pushed:
         changes.append(f"pushed the offline stand-ins into the registry: {', '.join(pushed)}")
     return changes
+
+
+def _ensure_registry(server: RegistryServer, state: HostState, pid_field: str, namespace: str | None,
+                     config: Config, progress: Progress) -> list[str]:
+    if server.running(getattr(state, pid_field)):
+        return []
+    progress(f"starting the registry mirror on {server.address}")
+    proc = server.start(namespace)
+    setattr(state, pid_field, proc.pid)
+    state.save(config)
+    server.wait_ready(proc)
+    return [f"started the registry mirror {server.address} (pid {proc.pid})"]
 
 
 def _stop_services_registry(config: Config, state: HostState, keep: str | None = None) -> list[str]:

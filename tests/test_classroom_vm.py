@@ -110,6 +110,8 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         assert connects(path, "ann-lee", "swr1", ips["ann-lee"]["swr2"], 22)
         assert connects(path, "bo", "swr1", ips["bo"]["swr2"], 22)
         assert connects(path, "ann-lee", "swr1", str(config.gateway), 5000)  # the registry mirror
+        assert not connects(path, "ann-lee", "swr1", str(config.gateway), config.api_port)  # not the PowerDNS API
+        assert not connects(path, "bo", "swr1", second.controller_ip, config.api_port)
         assert connects(path, "bo", "swr1", second.controller_ip, 5000)  # the same, on the services address
         mirror = node_sh(path, "bo", "swr2", "cat /etc/docker/daemon.json")
         assert f'"http://{second.controller_ip}:5000"' in mirror.stdout, mirror.stdout + mirror.stderr
@@ -314,6 +316,8 @@ def browse_portal(browser, pages: dict, ips: dict, config) -> None:
     assert all(f"swr{i}" in rows for i in (1, 2, 3)), rows
     browser.find_element(By.ID, "check").click()
     wait_for(browser, "#verdicts", "✓ all checks pass")
+    browser.find_element(By.ID, "hint").click()
+    wait_for(browser, "#hints", "Hint 1/3: ")
     browser.save_screenshot(str(SCREENSHOTS / "student.png"))
     # Bo's token opens Bo's own lab: his swr1 is not Ann's
     browser.switch_to.new_window("tab")
