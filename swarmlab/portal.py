@@ -32,6 +32,7 @@ from .keys import write_private
 from .render import render
 
 CHECK_EVERY = 10.0  # seconds between two checks of one lab
+STATUS_EVERY = 4.0  # the class status is read over SSH at most this often, however many pages show it
 STATIC = Path(__file__).resolve().parent / "static"
 FORBIDDEN_TEXT = "403 forbidden\n"
 
@@ -85,6 +86,8 @@ class Portal:
         self.config, self.clock = config, clock
         self.last_check: dict[str, float] = {}
         self.terminals: dict[str, set[web.WebSocketResponse]] = {}
+        self.status_lock = asyncio.Lock()
+        self.status_read: tuple[float, list] = (float("-inf"), [])
 
     # --- who is asking ------------------------------------------------------------------
     def class_labs(self) -> list[str]:
@@ -244,11 +247,14 @@ class Portal:
     async def status(self, request: web.Request) -> web.Response:
         if not self.instructor(request):
             return web.Response(status=403, text=FORBIDDEN_TEXT)
-        try:
-            rows = await asyncio.to_thread(classroom.class_status, self.config)
-        except SwarmlabError as e:
-            return web.json_response({"error": str(e)}, status=409)
-        return web.json_response(rows)
+        async with self.status_lock:  # one reading at a time for every open instructor page
+            if self.clock() - self.status_read[0] >= STATUS_EVERY:
+                try:
+                    rows = await asyncio.to_thread(classroom.class_status, self.config)
+                except SwarmlabError as e:
+                    return web.json_response({"error": str(e)}, status=409)
+                self.status_read = (self.clock(), rows)
+        return web.json_response(self.status_read[1])
 
     async def start(self, request: web.Request) -> web.Response:
         if not self.instructor(request):
@@ -261,6 +267,7 @@ class Portal:
         for lab in self.class_labs():
             await self.end_sessions(lab)
         results = await asyncio.to_thread(classroom.class_start, self.config, exercise)
+        self.status_read = (float("-inf"), [])
         return web.json_response([{"lab": r.lab, "ok": r.ok, "error": r.error} for r in results])
 
     async def reset(self, request: web.Request) -> web.Response:
@@ -274,6 +281,7 @@ class Portal:
         for lab in ([only] if only else labs_now):
             await self.end_sessions(lab)
         results = await asyncio.to_thread(classroom.class_reset, self.config, None, [only] if only else None)
+        self.status_read = (float("-inf"), [])
         return web.json_response([{"lab": r.lab, "ok": r.ok, "error": r.error} for r in results])
 
     async def forbidden(self, request: web.Request) -> web.Response:

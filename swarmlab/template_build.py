@@ -116,7 +116,7 @@ def push_template(config: Config, host: HostSpec, progress: Progress = lambda _m
         changes = there.ensure_pool(config.template_pool, Path(REMOTE_ROOT / "templates"))
         changes += there.ensure_pool(config.node_pool, Path(REMOTE_ROOT / "nodes"))
         started = time.monotonic()
-        progress(f"{host.name}: uploading template {config.template} ({Path(disk).stat().st_size >> 20} MiB)")
+        progress(f"uploading template {config.template} ({Path(disk).stat().st_size >> 20} MiB)")
         there.upload_volume(config.template_pool, source.get("volume"), Path(disk))
         kernel.text = there.upload_volume(config.template_pool, f"{config.template}-{recipe}.vmlinuz",
                                           Path(kernel.text))
