@@ -31,7 +31,6 @@ from fabric import Connection
 from .remote import run
 
 STUDENT_USER = "student"
-GATEWAY_PORT = 2222
 
 
 def credentials_dir(config: Config, lab: str) -> Path:
