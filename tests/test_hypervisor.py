@@ -274,3 +274,9 @@ def test_a_host_that_goes_away_is_an_error_never_a_missing_domain():
         hv.domain_state("test")
     with pytest.raises(HypervisorError):
         hv.network_state("default")
+
+
+def test_a_pools_free_space_is_what_libvirt_on_its_host_reports():
+    with Hypervisor("test:///default") as hv:
+        directory, free = hv.pool_space("default-pool")
+    assert directory == "/default-pool" and free > 0  # the test driver's pool, not this machine's disk
