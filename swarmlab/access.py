@@ -133,7 +133,7 @@ def _gateway_classes():
         directly or through the lab host's sshd for a lab on another machine."""
 
         def __init__(self, opener):
-            self.opener, self.writer, self.pending, self.chan = opener, None, [], None
+            self.opener, self.writer, self.pending, self.chan, self.tunnel = opener, None, [], None, None
 
         def connection_made(self, chan):
             self.chan = chan
@@ -141,7 +141,7 @@ def _gateway_classes():
 
         async def _pump(self):
             try:
-                reader, self.writer = await self.opener()
+                reader, self.writer, self.tunnel = await self.opener()
             except (OSError, asyncssh.Error):
                 self.chan.close()
                 return
@@ -171,6 +171,8 @@ def _gateway_classes():
         def connection_lost(self, exc):
             if self.writer is not None:
                 self.writer.close()
+            if self.tunnel is not None:  # one hop per forwarded connection: it goes with it
+                self.tunnel.close()
 
     class Gateway(asyncssh.SSHServer):
         def __init__(self, config: Config, labs: callable):
@@ -221,16 +223,28 @@ def _gateway_classes():
     return Gateway
 
 
-async def open_node(config: Config, lab: str, address: str, port: int = 22):
-    """(reader, writer) to a node's port: directly, or through the sshd of the lab's host when
-    that host is another machine."""
+async def _through_host(config: Config, lab: str):
+    """An asyncssh connection to the sshd of the lab's host when that host is another machine;
+    None for a lab on this one."""
     import asyncssh
     via = jump(lab_config(config, lab))
     if via is None:
-        return await asyncio.open_connection(address, port)
-    conn = await asyncssh.connect(via.host, port=via.port, username=via.user,
-                                  client_keys=[str(via.key)] if via.key else (), known_hosts=str(via.known_hosts))
-    return await conn.open_connection(address, port)
+        return None
+    return await asyncssh.connect(via.host, port=via.port, username=via.user, known_hosts=str(via.known_hosts),
+                                  client_keys=[str(via.key)] if via.key else ())
+
+
+async def open_node(config: Config, lab: str, address: str, port: int = 22):
+    """(reader, writer, tunnel) to a node's port: directly (tunnel None), or through the sshd
+    of the lab's host; the caller closes the tunnel with the writer."""
+    tunnel = await _through_host(config, lab)
+    if tunnel is None:
+        return (*await asyncio.open_connection(address, port), None)
+    try:
+        return (*await tunnel.open_connection(address, port), tunnel)
+    except BaseException:
+        tunnel.close()
+        raise
 
 
 async def connect_as_student(config: Config, lab: str, address: str, timeout: float = 20):
@@ -240,11 +254,7 @@ async def connect_as_student(config: Config, lab: str, address: str, timeout: fl
     import asyncssh
     scoped = lab_config(config, lab)
     key = asyncssh.read_private_key(str(credentials_dir(config, lab) / "id_ed25519"))
-    via = jump(scoped)
-    tunnel = None
-    if via is not None:
-        tunnel = await asyncssh.connect(via.host, port=via.port, username=via.user, known_hosts=str(via.known_hosts),
-                                        client_keys=[str(via.key)] if via.key else ())
+    tunnel = await _through_host(config, lab)
     try:
         conn = await asyncio.wait_for(asyncssh.connect(address, username=STUDENT_USER, client_keys=[key],
                                                        known_hosts=str(known_hosts(scoped, lab)), tunnel=tunnel),

@@ -89,7 +89,8 @@ class SecondHost:
             return False
 
     def start_libvirtd(self) -> None:
-        self._inside(["virtlogd", "-d"]) if not self._pids("virtlogd") else None
+        if not self._pids("virtlogd"):
+            self._inside(["virtlogd", "-d"])
         self._inside(["libvirtd", "-d", "--listen"])
         deadline = time.monotonic() + 20
         while subprocess.run(["ip", "netns", "exec", self.controller_namespace, "virsh", "-c", self.uri,
