@@ -25,10 +25,10 @@ from pathlib import Path
 from .command import Command, Raw, sh
 from .config import Config
 from .keys import write_private
-from .lab import Lab, jump, known_hosts, lab_config, load_journal
+from .lab import Lab, each_node, jump, known_hosts, lab_config, load_journal, ssh_target
 from fabric import Connection
 
-from .remote import run
+from .remote import connect, run
 
 STUDENT_USER = "student"
 
@@ -106,6 +106,19 @@ fi"""
 
 def ensure_node_account(conn: Connection, key: str) -> bool:
     return "changed" in run(conn, node_account_command(key), timeout=60)
+
+
+def ensure_lab_accounts(config: Config, lab: Lab) -> bool:
+    """The student's account on every node of a class lab (one with credentials), also after a
+    rebuild made the nodes anew; nothing for any other lab. True if a node changed."""
+    key = public_key(config, lab.name)
+    if key is None:
+        return False
+
+    def account(node) -> bool:
+        with connect(ssh_target(config, lab.name, node)) as conn:
+            return ensure_node_account(conn, key)
+    return any(each_node(account, lab.nodes))
 
 
 # --- the SSH gateway ----------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from . import access, exercises, formation, lab as labs, reset as resets, templa
 from .config import LOCAL_HOST, Config, HostSpec, is_dns_label, with_host_added, with_host_removed
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
-from .remote import connect
 from .waiting import cancelled, run_together
 
 HOST_MEMORY_SHARE = 0.9  # of a host's memory, when [[hosts]] gives no capacity: the rest is the host's
@@ -336,12 +335,7 @@ def _make_lab(config: Config, student: Student, nodes: int, progress: LabProgres
     progress(student.lab, "start", f"on {student.host} ({student.cidr})")
     lab, report = formation.bring_up(config, nodes, student.lab, config.prefix, None, [], True, node_progress)
     access.ensure_credentials(config, student.lab)
-    key = access.public_key(config, student.lab)
-
-    def account(node: labs.Node) -> bool:
-        with connect(labs.ssh_target(config, student.lab, node)) as conn:
-            return access.ensure_node_account(conn, key)
-    accounts_changed = any(labs.each_node(account, lab.nodes))
+    accounts_changed = access.ensure_lab_accounts(config, lab)
     if accounts_changed:
         progress(student.lab, "accounts", f"{access.STUDENT_USER} on {len(lab.nodes)} nodes")
     # The baseline the resets return to includes the student's account.

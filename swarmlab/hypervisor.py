@@ -236,6 +236,20 @@ def _only_missing(e: libvirt.libvirtError) -> None:
         raise e
 
 
+def _refresh(pool, wait: float = 60) -> None:
+    """pool.refresh(), which libvirt refuses while a volume of the pool is being built (another
+    lab's clone made at the same moment): waits for that to end instead of failing."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            pool.refresh()
+            return
+        except libvirt.libvirtError as e:
+            if "asynchronous jobs running" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def _libvirt_errors_as_ours(cls):
     """Every public method turns a libvirt error that it does not handle itself into a
     one-line HypervisorError, so no libvirt object or exception leaves this module."""
@@ -480,7 +494,7 @@ class Hypervisor:
             changes.append(f"started storage pool {name}")
         if not pool.autostart():
             pool.setAutostart(True)
-        pool.refresh()
+        _refresh(pool)
         return changes
 
     def remove_pool(self, name: str) -> list[str]:
@@ -505,10 +519,14 @@ class Hypervisor:
             pool.create()
         return pool
 
+    def refresh_pool(self, name: str) -> None:
+        """libvirt looks at the pool's directory again (files put there by hand)."""
+        _refresh(self.pool(name))
+
     def pool_space(self, name: str) -> tuple[str, int]:
         """(directory, free bytes) of a pool, as libvirt on its host reports them."""
         pool = self.pool(name)
-        pool.refresh()
+        _refresh(pool)
         return ET.fromstring(pool.XMLDesc()).findtext("target/path"), int(pool.info()[3])
 
     def volume_path(self, pool: str, volume: str) -> str:
@@ -553,7 +571,7 @@ class Hypervisor:
             except libvirt.libvirtError:
                 pass
             raise
-        p.refresh()  # libvirt probes the uploaded file's real format (qcow2)
+        _refresh(p)  # libvirt probes the uploaded file's real format (qcow2)
         return p.storageVolLookupByName(name).path()
 
     def create_overlay(self, pool: str, name: str, backing_path: str) -> str:

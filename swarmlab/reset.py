@@ -25,7 +25,7 @@ from typing import Callable
 
 from fabric import Connection
 
-from . import baseline as bl, formation, lab as labs, swarm
+from . import access, baseline as bl, formation, lab as labs, swarm
 from .config import Config
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
@@ -304,9 +304,12 @@ def _reset_rebuild(config: Config, lab_name: str, record: SnapshotRecord | None,
         managers, labels = lab.managers, [swarm.parse_label(s) for s in lab.labels]
     progress(f"rebuilding {len(names)} nodes from the template")
     labs.down(config, lab_name)
-    formation.bring_up(config, len(names), lab_name, prefix, managers, labels, True,
-                       lambda node, phase, detail: progress(f"{node}: {phase} {detail}".strip()))
-    return [f"rebuilt {len(names)} nodes"]
+    lab, _ = formation.bring_up(config, len(names), lab_name, prefix, managers, labels, True,
+                                lambda node, phase, detail: progress(f"{node}: {phase} {detail}".strip()))
+    done = [f"rebuilt {len(names)} nodes"]
+    if access.ensure_lab_accounts(config, lab):  # a class lab: the student's way in, before the snapshot
+        done.append(f"made the {access.STUDENT_USER} account on {len(lab.nodes)} nodes")
+    return done
 
 
 @dataclass

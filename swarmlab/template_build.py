@@ -63,7 +63,7 @@ def template_build(config: Config, name: str, with_engine: bool = True,
         pooled = config.cache_dir / "images" / volume
         if not pooled.exists():
             os.link(image.disk, pooled)  # same file system: instant, no second copy
-            hv.pool(config.template_pool).refresh()
+            hv.refresh_pool(config.template_pool)
         domain_type = resolve_domain_type(config, image.kernel, progress)
         unchanged = bool(existing and existing.owner.get("recipe") == image.key
                          and existing.owner.get("domain_type") == domain_type)

@@ -280,3 +280,25 @@ def test_a_pools_free_space_is_what_libvirt_on_its_host_reports():
     with Hypervisor("test:///default") as hv:
         directory, free = hv.pool_space("default-pool")
     assert directory == "/default-pool" and free > 0  # the test driver's pool, not this machine's disk
+
+
+def test_a_pool_busy_building_another_labs_volume_is_waited_for_not_an_error():
+    import libvirt
+
+    from swarmlab.hypervisor import _refresh
+
+    class BusyPool:  # libvirt refuses a refresh while another volume of the pool is being built
+        def __init__(self, busy: int):
+            self.busy, self.refreshed = busy, 0
+
+        def refresh(self):
+            if self.busy:
+                self.busy -= 1
+                raise libvirt.libvirtError("internal error: pool 'swl-nodes' has asynchronous jobs running.")
+            self.refreshed += 1
+
+    pool = BusyPool(busy=2)
+    _refresh(pool)
+    assert pool.refreshed == 1 and pool.busy == 0
+    with pytest.raises(libvirt.libvirtError, match="asynchronous"):
+        _refresh(BusyPool(busy=10**6), wait=0.5)  # a job that never ends is still reported

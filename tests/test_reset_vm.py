@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from swarmlab import lab as labs
+from swarmlab import access, lab as labs
 from swarmlab.hypervisor import Hypervisor
 from tests.conftest import ROOT, docker_json, swarmlab
 
@@ -151,10 +151,13 @@ def test_a_lab_without_a_snapshot_is_rebuilt_and_reset_all_takes_both(exercise):
     assert up.returncode == 0, up.stderr
     assert json.loads(up.stdout)["snapshot"] is None
     first_ip = json.loads(up.stdout)["nodes"][0]["ip"]
+    access.ensure_credentials(config, "r1")  # as `class up` gives a student's lab: its account must survive
     rebuilt = sw(path, "reset", "--lab", "r1", "--json")
     assert rebuilt.returncode == 0, rebuilt.stderr + rebuilt.stdout
     data = json.loads(rebuilt.stdout)
     assert data["levels"] == ["rebuild"] and data["reasons"] == ["the lab has no snapshot"] and data["ok"]
+    account = sw(path, "ssh", "swr1", "--lab", "r1", "--", "id -nG student; cat ~student/.ssh/authorized_keys")
+    assert account.stdout.split() == ["student", "docker", *access.public_key(config, "r1").split()], account.stderr
     status = json.loads(sw(path, "status", "--lab", "r1", "--json").stdout)
     assert status["snapshots"] == ["formed"] and status["nodes"][0]["ip"] == first_ip
     assert status["nodes"][0]["manager_status"] == "Leader"
@@ -172,3 +175,4 @@ def test_a_lab_without_a_snapshot_is_rebuilt_and_reset_all_takes_both(exercise):
     text = sw(path, "reset", "--all", "--to", "formed")
     assert text.returncode == 0 and "LAB" in text.stdout and "healthy" in text.stdout
     sw(path, "down", "--lab", "r1", "--yes")
+    access.revoke(config, "r1")
