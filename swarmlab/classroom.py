@@ -410,12 +410,13 @@ def class_status(config: Config) -> list[dict]:
     return out
 
 
-def class_start(config: Config, exercise: exercises.Exercise) -> list[LabResult]:
+def class_start(config: Config, exercise: exercises.Exercise,
+                progress: LabProgress = lambda *_: None) -> list[LabResult]:
     """The exercise's starting point in every lab at once (reset, then its setup)."""
     room = require(config)
 
     def start(scoped: Config, student: Student) -> dict:
-        return exercises.start(scoped, student.lab, exercise)
+        return exercises.start(scoped, student.lab, exercise, progress=lambda m: progress(student.lab, "start", m))
     return _each_lab(config, room.students, start)
 
 
@@ -450,15 +451,16 @@ def junit(exercise_id: str, results: list[LabResult]) -> str:
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def class_reset(config: Config, level: str | None = None, only: list[str] | None = None) -> list[LabResult]:
+def class_reset(config: Config, level: str | None = None, only: list[str] | None = None,
+                progress: LabProgress = lambda *_: None) -> list[LabResult]:
     """Every lab (or those named in `only`) back to its formed swarm, all at once."""
     room = require(config)
 
     def reset(scoped: Config, student: Student) -> dict:
-        result = resets.reset(scoped, student.lab, level=level)
+        result = resets.reset(scoped, student.lab, level=level, progress=lambda m: progress(student.lab, "reset", m))
         if not result.ok:
             raise ClassError((result.problems or [result.error or "reset failed"])[0])
-        return {"levels": result.levels, "seconds": result.seconds}
+        return {"levels": result.levels, "reasons": result.reasons, "seconds": result.seconds}
     return _each_lab(config, [s for s in room.students if only is None or s.lab in only], reset)
 
 

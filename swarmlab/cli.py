@@ -1004,7 +1004,9 @@ def class_start(exercise_id: str = ExerciseArgument, as_json: bool = JsonOption)
     setup, all at once. Exit 1 when any lab could not start it."""
     exercise = exercises.find(exercise_id)
     _enter_host()
-    _render_lab_results(classroom.class_start(ctx.config, exercise), as_json, f"started {exercise.id}")
+    with NodeBoard() as board:
+        results = classroom.class_start(ctx.config, exercise, board)
+    _render_lab_results(results, as_json, f"started {exercise.id}")
 
 
 @class_app.command("check")
@@ -1044,7 +1046,9 @@ def class_reset(level: Optional[str] = typer.Option(None, "--level", metavar="st
     if level is not None and level not in ("state", "snapshot", "rebuild"):
         raise configuration.ConfigError(f"--level {level} is not one of state, snapshot, rebuild")
     _enter_host()
-    _render_lab_results(classroom.class_reset(ctx.config, level), as_json, "reset")
+    with NodeBoard() as board:
+        results = classroom.class_reset(ctx.config, level, progress=board)
+    _render_lab_results(results, as_json, "reset")
 
 
 @class_app.command("down")

@@ -438,8 +438,8 @@ def start(config: Config, lab_name: str, exercise: Exercise, images: dict[str, s
         session.close()
     save_state(config, lab_name, {"exercise": exercise.id, "started": time.time(), "hints": 0,
                                   "leader": leader, "images": chosen})
-    return {"lab": lab_name, "exercise": exercise.id, "reset": {"levels": result.levels, "seconds": result.seconds},
-            "leader": leader}
+    reset_done = {"levels": result.levels, "reasons": result.reasons, "seconds": result.seconds}
+    return {"lab": lab_name, "exercise": exercise.id, "reset": reset_done, "leader": leader}
 
 
 def check(config: Config, lab_name: str, exercise: Exercise, wait: bool = True,

@@ -150,7 +150,8 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         started = swarmlab("class", "start", "services", "--json", config=path, timeout=900)
         assert started.returncode == 0, started.stdout + started.stderr
         assert all(r["detail"]["exercise"] == "services" for r in json.loads(started.stdout))
-        print(f"\nclass start: {[(r['lab'], r['detail']['reset']) for r in json.loads(started.stdout)]}")
+        print(f"\nclass start: {[(r['lab'], r['detail']['reset']) for r in json.loads(started.stdout)]}\n"
+              + "".join(line for line in started.stderr.splitlines(True) if "health" in line or "level" in line))
         solved = swarmlab("exercise", "solve", "services", "--lab", "ann-lee", config=path, timeout=600)
         assert solved.returncode == 0, solved.stderr
         converged = swarmlab("exercise", "check", "services", "--lab", "ann-lee", config=path, timeout=600)
