@@ -302,3 +302,10 @@ def test_a_pool_busy_building_another_labs_volume_is_waited_for_not_an_error():
     assert pool.refreshed == 1 and pool.busy == 0
     with pytest.raises(libvirt.libvirtError, match="asynchronous"):
         _refresh(BusyPool(busy=10**6), wait=0.5)  # a job that never ends is still reported
+
+
+def test_a_slow_guest_agent_is_not_taken_for_a_guest_clock_that_is_off():
+    from swarmlab.hypervisor import clock_offset
+    assert clock_offset(1005.0, before=1000.0, after=1010.0) == 0.0  # the agent took 10 s: the clock may be right
+    assert clock_offset(998.5, before=1000.0, after=1000.2) == -1.5  # behind even the earliest moment
+    assert clock_offset(1002.0, before=1000.0, after=1000.2) == pytest.approx(1.8)
