@@ -139,6 +139,8 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         ann, bo = folders / "swarmlab-ann-lee", folders / "swarmlab-bo"
         assert (ann / "id_ed25519").stat().st_mode & 0o077 == 0
         assert_student_ssh(ann, bo, ips, config, second)
+        # the gateway's hops to the second host's sshd ended with Bo's sessions
+        assert hops_to(second, portal.pid, until=0) == 0, "the gateway left connections to h2's sshd open"
 
         status = swarmlab("class", "status", "--json", config=path, timeout=300)
         assert status.returncode == 0, status.stdout + status.stderr
@@ -238,6 +240,19 @@ def student_ssh(folder, *args: str) -> subprocess.CompletedProcess:
     """OpenSSH as a student runs it, from inside their folder."""
     return subprocess.run(["ssh", "-F", "ssh_config", *args], cwd=folder, capture_output=True, text=True, timeout=120,
                           stdin=subprocess.DEVNULL)
+
+
+def hops_to(second: SecondHost, pid: int, until: int, timeout: float = 15) -> int:
+    """The portal's established connections to the second host's sshd, once they number
+    `until` or the timeout has passed (a closed hop goes a moment after its session)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = subprocess.run(["ip", "netns", "exec", second.controller_namespace, "ss", "-Htnp", "state", "established", "dst", second.address, "dport", "=", ":22"],
+                                capture_output=True, text=True).stdout
+        count = sum(f"pid={pid}," in line for line in listed.splitlines())
+        if count <= until or time.monotonic() > deadline:
+            return count
+        time.sleep(0.5)
 
 
 def assert_student_ssh(ann, bo, ips, config, second) -> None:
