@@ -6,9 +6,9 @@
   reset one lab or all.
 
 Every token is read from its file at each request, so `class down` revokes at once; a wrong or
-missing token gets the same bare 403. Terminals of a lab end when the portal resets it, and when
-the lab leaves the class. The portal calls classroom, exercises and access only: it knows
-nothing of libvirt or PowerDNS. aiohttp serves HTTP and websockets on the same asyncio loop as
+missing token gets the same bare 403. Terminals of a lab end when it is reset (from this page or
+by any swarmlab command) and when the lab leaves the class. The portal calls classroom,
+exercises, reset and access only: it knows nothing of libvirt or PowerDNS. aiohttp serves HTTP and websockets on the same asyncio loop as
 the gateway (asyncssh).
 """
 
@@ -25,13 +25,14 @@ from pathlib import Path
 import markupsafe
 from aiohttp import WSMsgType, web
 
-from . import access, classroom, exercises
+from . import access, classroom, exercises, reset as resets
 from .config import Config
 from .errors import SwarmlabError
 from .keys import write_private
 from .render import render
 
 CHECK_EVERY = 10.0  # seconds between two checks of one lab
+WATCH_EVERY = 2.0  # how soon a terminal ends after its lab was reset or removed
 STATUS_EVERY = 4.0  # the class status is read over SSH at most this often, however many pages show it
 STATIC = Path(__file__).resolve().parent / "static"
 FORBIDDEN_TEXT = "403 forbidden\n"
@@ -86,6 +87,7 @@ class Portal:
         self.config, self.clock = config, clock
         self.last_check: dict[str, float] = {}
         self.terminals: dict[str, set[web.WebSocketResponse]] = {}
+        self.opened: dict[web.WebSocketResponse, float] = {}  # when each terminal opened (wall clock)
         self.status_lock = asyncio.Lock()
         self.status_read: tuple[float, list] = (float("-inf"), [])
 
@@ -178,6 +180,7 @@ class Portal:
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
         self.terminals.setdefault(lab, set()).add(ws)
+        self.opened[ws] = time.time()
         try:
             await self._bridge(ws, lab, node.ip)
         except (OSError, SwarmlabError, asyncio.TimeoutError) as e:
@@ -186,6 +189,7 @@ class Portal:
             await self._say(ws, f"\r\n[swarmlab: {node.name}: {e}]\r\n")
         finally:
             self.terminals.get(lab, set()).discard(ws)
+            self.opened.pop(ws, None)
             await ws.close()
         return ws
 
@@ -225,16 +229,30 @@ class Portal:
 
     async def end_sessions(self, lab: str, why: str = "the lab was reset") -> None:
         for ws in list(self.terminals.get(lab, set())):
-            await self._say(ws, f"\r\n[session ended: {why}]\r\n")
-            await ws.close()
+            await self._end(ws, why)
+
+    async def _end(self, ws: web.WebSocketResponse, why: str) -> None:
+        await self._say(ws, f"\r\n[session ended: {why}]\r\n")
+        await ws.close()
+
+    def sessions_to_end(self) -> list[tuple[web.WebSocketResponse, str]]:
+        """Terminals on a lab that left the class, or that was reset (by any process: the
+        CLI, `class start`, this page) after they opened."""
+        labs_now = set(self.class_labs())
+        ending = []
+        for lab, sockets in self.terminals.items():
+            if lab not in labs_now:
+                ending += [(ws, "the lab was removed") for ws in sockets]
+                continue
+            reset_at = resets.last_reset(self._scoped(lab), lab)
+            ending += [(ws, "the lab was reset") for ws in sockets if self.opened.get(ws, reset_at) < reset_at]
+        return ending
 
     async def watch_class(self) -> None:
-        """Terminals of labs that left the class end."""
         while True:
-            await asyncio.sleep(5)
-            labs_now = set(self.class_labs())
-            for lab in [lab for lab in self.terminals if lab not in labs_now]:
-                await self.end_sessions(lab, "the lab was removed")
+            await asyncio.sleep(WATCH_EVERY)
+            for ws, why in self.sessions_to_end():
+                await self._end(ws, why)
 
     # --- the instructor's page ----------------------------------------------------------
     async def instructor_page(self, request: web.Request) -> web.Response:

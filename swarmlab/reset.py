@@ -336,6 +336,7 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
     with Hypervisor(config.uri) as hv:
         with lab_lock(config, lab_name):
             lab = require_lab(config, hv, lab_name)
+            mark_reset(config, lab_name)
             record = load_snapshot(config, lab_name, to)
             if record is None and (level in ("state", "snapshot") or to != DEFAULT_SNAPSHOT):
                 raise NotFound(f"lab {lab_name} has no snapshot {to} (snapshots: "
@@ -403,8 +404,24 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
                 result.problems = wait_healthy(config, hv, lab, record.state, timeout, progress)
         except SwarmlabError as e:
             result.problems = [str(e)]
+    mark_reset(config, lab_name)  # again: a session opened while it ran is on the old lab too
     result.seconds = round(time.monotonic() - started, 1)
     return result
+
+
+def mark_reset(config: Config, lab_name: str) -> None:
+    """When the lab was last reset: the portal ends the terminals opened before that moment,
+    whichever process reset it."""
+    path = lab_dir(config, lab_name) / "reset-at"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{time.time():.3f}\n")
+
+
+def last_reset(config: Config, lab_name: str) -> float:
+    try:
+        return float((lab_dir(config, lab_name) / "reset-at").read_text())
+    except (OSError, ValueError):
+        return 0.0
 
 
 def _choose(record: SnapshotRecord | None, baseline: bl.SwarmState | None, now: bl.SwarmState | None,

@@ -180,6 +180,9 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
 
         reset = swarmlab("class", "reset", "--json", config=path, timeout=900)
         assert reset.returncode == 0, reset.stdout + reset.stderr
+        # a reset from the CLI ends Ann's terminal too (the state level leaves her sshd running)
+        browser.switch_to.window(browser.window_handles[0])
+        wait_for(browser, "#term-swr1 .xterm-rows", "session ended: the lab was reset", timeout=30)
         services = swarmlab("docker", "swr1", "--lab", "ann-lee", "--", "service", "ls", "-q", config=path)
         assert services.stdout.strip() == "", "the reset left Ann's service"
     finally:

@@ -101,3 +101,21 @@ def test_without_a_certificate_the_portal_makes_a_self_signed_one_once(a_class):
 def test_the_exercise_text_is_shown_as_a_page_not_as_markdown():
     html = str(portal.task_html("1. Create **HelloWorld**: `docker service ls 2>/dev/null`\n2. Scale it"))
     assert "<li>Create <strong>HelloWorld</strong>: <code>docker service ls 2&gt;/dev/null</code></li>" in html
+
+
+def test_a_terminal_ends_when_its_lab_is_reset_by_any_process_or_leaves_the_class(a_class):  # noqa: F811
+    from swarmlab import classroom, reset as resets
+    config = a_class
+    app = portal.Portal(config)
+    ann_before, ann_after, bo_open = object(), object(), object()  # stand-ins for open terminals
+    app.terminals = {"ann": {ann_before, ann_after}, "bo": {bo_open}}
+    app.opened = {ann_before: 0.0, bo_open: 0.0}
+    assert app.sessions_to_end() == []  # no lab was reset since they opened
+    resets.mark_reset(access.lab_config_of(config, "ann"), "ann")  # as `swarmlab reset --lab ann` does
+    app.opened[ann_after] = resets.last_reset(access.lab_config_of(config, "ann"), "ann") + 1
+    assert app.sessions_to_end() == [(ann_before, "the lab was reset")]
+    room = classroom.load(config)
+    room.students = [s for s in room.students if s.lab != "bo"]
+    classroom.save(config, room)
+    assert sorted(app.sessions_to_end(), key=lambda e: e[1]) == [(bo_open, "the lab was removed"),
+                                                                  (ann_before, "the lab was reset")]
