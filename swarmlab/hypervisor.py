@@ -645,6 +645,12 @@ class Hypervisor:
         """Raises HypervisorError when libvirt does not answer."""
         self.conn.getLibVersion()
 
+    def offers_kvm(self) -> bool:
+        """Whether this host's libvirt lists KVM for x86_64 guests (its capabilities)."""
+        caps = ET.fromstring(self.conn.getCapabilities())
+        return any(d.get("type") == "kvm" for arch in caps.iterfind("guest/arch[@name='x86_64']")
+                   for d in arch.iterfind("domain"))
+
     def running_foreign_domains(self) -> list[str]:
         """Running domains that swarmlab did not create."""
         return sorted(d.name() for d in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)

@@ -86,6 +86,22 @@ def template_build(config: Config, name: str, with_engine: bool = True,
 REMOTE_ROOT = PurePosixPath("/var/lib/libvirt/swarmlab")
 
 
+def without_kvm(domain: ET.Element, host_offers_kvm: bool) -> bool:
+    """A KVM template's domain made a QEMU (TCG) one for a host without KVM: the type, no
+    host-passthrough CPU, and its recorded domain type. True if it changed. A QEMU template
+    stays QEMU on any host (it runs everywhere)."""
+    if domain.get("type") != "kvm" or host_offers_kvm:
+        return False
+    domain.set("type", "qemu")
+    cpu = domain.find("cpu")
+    if cpu is not None and cpu.get("mode") == "host-passthrough":
+        domain.remove(cpu)
+    for owner in domain.iterfind(f"metadata/{{{NS_URI}}}resource"):
+        if owner.get("domain_type"):
+            owner.set("domain_type", "qemu")
+    return True
+
+
 def push_template(config: Config, host: HostSpec, progress: Progress = lambda _m: None) -> list[str]:
     """The controller's template on a host on another machine: its disk, kernel and initrd
     copied through libvirt's upload stream into the host's template pool, and the same domain
@@ -126,6 +142,8 @@ def push_template(config: Config, host: HostSpec, progress: Progress = lambda _m
             if element is not None:  # the host gives its copy an identity of its own
                 parent = xml if element.tag == "uuid" else xml.find("devices/interface")
                 parent.remove(element)
+        if without_kvm(xml, there.offers_kvm()):
+            progress(f"host {host.name} has no KVM: its copy of the template runs under QEMU (TCG)")
         there.define_domain(ET.tostring(xml, encoding="unicode"))
         changes.append(f"copied template {config.template} (recipe {recipe}) to host {host.name} "
                        f"in {time.monotonic() - started:.1f} s")

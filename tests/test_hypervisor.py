@@ -309,3 +309,22 @@ def test_a_slow_guest_agent_is_not_taken_for_a_guest_clock_that_is_off():
     assert clock_offset(1005.0, before=1000.0, after=1010.0) == 0.0  # the agent took 10 s: the clock may be right
     assert clock_offset(998.5, before=1000.0, after=1000.2) == -1.5  # behind even the earliest moment
     assert clock_offset(1002.0, before=1000.0, after=1000.2) == pytest.approx(1.8)
+
+
+def test_a_kvm_template_copied_to_a_host_without_kvm_runs_under_qemu_there():
+    from swarmlab.template_build import without_kvm
+
+    def domain(domain_type: str) -> ET.Element:
+        return ET.fromstring(render("domain.xml.j2", domain_type=domain_type, name="swarmlab-template",
+                                    ns_uri=NS_URI, role="template", attrs={"recipe": "abc", "domain_type": domain_type},
+                                    memory_mib=1024, vcpus=1, kernel="/k", initrd="/i", cmdline="root=/dev/vda",
+                                    pool="p", volume="v.qcow2", network="n"))
+    kvm = domain("kvm")
+    assert not without_kvm(kvm, host_offers_kvm=True) and kvm.get("type") == "kvm"
+    assert without_kvm(kvm, host_offers_kvm=False)
+    assert kvm.get("type") == "qemu" and kvm.find("cpu") is None
+    assert kvm.find(f"metadata/{{{NS_URI}}}resource").get("domain_type") == "qemu"
+    qemu = domain("qemu")
+    assert not without_kvm(qemu, host_offers_kvm=True) and qemu.get("type") == "qemu"  # runs anywhere as it is
+    with Hypervisor("test:///default") as hv:
+        assert hv.offers_kvm() is False  # the test driver offers its own type only
