@@ -200,6 +200,9 @@ def host_add(uri: str = typer.Argument(..., metavar="URI", help="libvirt URI, e.
                                                     "(default: from a qemu+ssh URI)."),
              ssh_key: Optional[str] = typer.Option(None, "--ssh-key", metavar="FILE",
                                                    help="Key for that sshd (default: root's own keys and agent)."),
+             pool_dir: Optional[str] = typer.Option(None, "--pool-dir", metavar="DIR",
+                                                    help="Where its template and nodes live on that machine "
+                                                         "(default: /var/lib/libvirt/swarmlab)."),
              as_json: bool = JsonOption):
     """Add a libvirt host that class labs may be placed on, after checking that it answers.
     Written to the config file as [[hosts]]; its comments and layout are kept."""
@@ -207,7 +210,7 @@ def host_add(uri: str = typer.Argument(..., metavar="URI", help="libvirt URI, e.
         raise configuration.ConfigError("give --nodes or --memory-mib, not both")
     values = {"name": name or classroom.default_host_name(uri), "uri": uri}
     for key, value in (("nodes", nodes), ("memory_mib", memory_mib), ("lab_range", lab_range), ("ssh", ssh),
-                       ("ssh_key", ssh_key)):
+                       ("ssh_key", ssh_key), ("pool_dir", pool_dir)):
         if value is not None:
             values[key] = value
     spec = configuration.parse_hosts([values], "host add")[0]

@@ -13,7 +13,7 @@ import re
 import stat
 import tomllib
 from dataclasses import dataclass, fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 from .errors import SwarmlabError
@@ -164,6 +164,16 @@ def _optional_path(value):
     return None if value in ("", None) else _path(value)
 
 
+def _remote_dir(value):
+    """A directory on another machine: absolute, nothing relative to this one."""
+    if not isinstance(value, str) or not value.startswith("/") or ".." in PurePosixPath(value).parts:
+        raise ValueError("an absolute directory on that host, like /var/lib/libvirt/swarmlab")
+    return PurePosixPath(value)
+
+
+REMOTE_POOL_DIR = PurePosixPath("/var/lib/libvirt/swarmlab")  # a remote host's pools, unless [[hosts]] pool_dir
+
+
 def is_local_uri(uri: str) -> bool:
     """A libvirt URI of this machine: no transport (`qemu+ssh`) and no host name."""
     scheme, _, rest = uri.partition(":")
@@ -181,6 +191,11 @@ class HostSpec:
     lab_range: ipaddress.IPv4Network | None = None  # the /24s of its labs' networks; default [class] lab_range
     ssh: str | None = None  # user@host[:port] of its sshd, the jump to its nodes; default: a qemu+ssh URI's
     ssh_key: Path | None = None  # the key for that jump; default: root's own keys and agent
+    pool_dir: PurePosixPath | None = None  # its template and node pools, on that machine
+
+    @property
+    def pools_at(self) -> PurePosixPath:
+        return self.pool_dir or REMOTE_POOL_DIR
 
     @property
     def local(self) -> bool:
@@ -412,7 +427,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
 }
 HOST_KEYS: dict[str, Callable[[Any], Any]] = {
     "name": _label, "uri": _text, "nodes": _int_range(1, 4096), "memory_mib": _int_range(1024, 1 << 24),
-    "lab_range": _lab_range, "ssh": _user_host_port, "ssh_key": _optional_path,
+    "lab_range": _lab_range, "ssh": _user_host_port, "ssh_key": _optional_path, "pool_dir": _remote_dir,
 }
 
 
@@ -568,4 +583,6 @@ def _host_table(host: HostSpec):
         table["ssh"] = host.ssh
     if host.ssh_key:
         table["ssh_key"] = str(host.ssh_key)
+    if host.pool_dir:
+        table["pool_dir"] = str(host.pool_dir)
     return table

@@ -8,7 +8,7 @@ import json
 import os
 import time
 import xml.etree.ElementTree as ET
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from . import template
 from .config import Config, HostSpec
@@ -83,7 +83,6 @@ def template_build(config: Config, name: str, with_engine: bool = True,
 
 # On a host on another machine swarmlab's pools live under libvirt's own directory: the
 # controller's state and cache paths mean nothing there.
-REMOTE_ROOT = PurePosixPath("/var/lib/libvirt/swarmlab")
 
 
 def without_kvm(domain: ET.Element, host_offers_kvm: bool) -> bool:
@@ -129,8 +128,8 @@ def push_template(config: Config, host: HostSpec, progress: Progress = lambda _m
             return []
         if existing and existing.running:
             raise Refused(f"template {config.template} runs on host {host.name}: shut it down there first")
-        changes = there.ensure_pool(config.template_pool, Path(REMOTE_ROOT / "templates"))
-        changes += there.ensure_pool(config.node_pool, Path(REMOTE_ROOT / "nodes"))
+        changes = there.ensure_pool(config.template_pool, Path(host.pools_at / "templates"))
+        changes += there.ensure_pool(config.node_pool, Path(host.pools_at / "nodes"))
         started = time.monotonic()
         progress(f"uploading template {config.template} ({Path(disk).stat().st_size >> 20} MiB)")
         there.upload_volume(config.template_pool, source.get("volume"), Path(disk))

@@ -40,6 +40,9 @@ def qemu_rss_mib() -> list[int]:
     return [int(line) // 1024 for line in out.split()]
 
 
+H2_POOLS = "/var/lib/libvirt/lab-pools"  # the second host's pools: not the default place
+
+
 @pytest.fixture(scope="module")
 def two_hosts(lab3):
     """(class config path, config, the second host): the test lab host, beside the shared lab t1,
@@ -55,7 +58,7 @@ def two_hosts(lab3):
         text = path.read_text().replace("[host]\n", f'[host]\nservices_address = "{second.controller_ip}"\n')
         text += (f'\n[[hosts]]\nname = "local"\nuri = "{config.uri}"\nnodes = {used + 3}\n'
                  f'\n[[hosts]]\nname = "h2"\nuri = "{second.uri}"\nnodes = 3\nssh = "{second.ssh}"\n'
-                 f'ssh_key = "{config.ssh_key_path}"\n')
+                 f'ssh_key = "{config.ssh_key_path}"\npool_dir = "{H2_POOLS}"\n')
         class_path.write_text(text)
         class_path.chmod(0o600)
         # PowerDNS now also answers on the controller's end of the veth, where h2's labs forward the zone
@@ -104,6 +107,8 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
                 assert [n for n in nodes_there if n.startswith(("ann-lee-", "bo-"))] == \
                     [f"{lab}-swr{i}" for i in (1, 2, 3)]
         assert ips["ann-lee"]["swr1"].rsplit(".", 1)[0] != ips["bo"]["swr1"].rsplit(".", 1)[0]
+        with Hypervisor(second.uri) as hv:  # the template and Bo's nodes where [[hosts]] pool_dir says
+            assert hv.volume_path(config.node_pool, "bo-swr1.qcow2") == f"{H2_POOLS}/nodes/bo-swr1.qcow2"
 
         # own lab and DNS work from both hosts, the registry mirror from the lab host's labs
         zone = config.zone.rstrip(".")

@@ -221,7 +221,7 @@ def test_ssh_to_a_hosts_nodes_jumps_through_its_sshd(tmp_path):
     c = load_text(tmp_path, '[host]\nservices_address = "10.200.0.1"\n\n'
                             '[[hosts]]\nname = "a"\nuri = "qemu+ssh://admin@h2.example:2222/system"\n\n'
                             '[[hosts]]\nname = "b"\nuri = "qemu+tcp://10.0.0.3/system"\nssh = "root@10.0.0.3"\n'
-                            'ssh_key = "/root/.ssh/lab"\n\n'
+                            'ssh_key = "/root/.ssh/lab"\npool_dir = "/srv/labs"\n\n'
                             '[[hosts]]\nname = "c"\nuri = "qemu+tcp://10.0.0.4/system"\n\n'
                             '[[hosts]]\nname = "d"\nuri = "qemu:///system"\n')
     a, b, c_, d = c.lab_hosts
@@ -229,12 +229,15 @@ def test_ssh_to_a_hosts_nodes_jumps_through_its_sshd(tmp_path):
     assert a.jump == "admin@h2.example:2222"  # from the qemu+ssh URI
     assert (b.jump, str(b.ssh_key)) == ("root@10.0.0.3:22", "/root/.ssh/lab")
     assert c_.jump is None and d.jump is None and d.local  # no way in named; on this machine
+    assert (str(a.pools_at), str(b.pools_at)) == ("/var/lib/libvirt/swarmlab", "/srv/labs")
 
 
 @pytest.mark.parametrize("text, expected", [
     ('[host]\nservices_address = "h2"\n', "expected an IPv4 address"),
     ('[[hosts]]\nname = "h"\nuri = "qemu+tcp://x/system"\nssh = "h2"\n', "expected user@host"),
     ('[[hosts]]\nname = "h"\nuri = "qemu+tcp://x/system"\nssh = "root@h2:ssh"\n', "expected user@host"),
+    ('[[hosts]]\nname = "h"\nuri = "qemu+tcp://x/system"\npool_dir = "labs"\n', "expected an absolute directory"),
+    ('[[hosts]]\nname = "h"\nuri = "qemu+tcp://x/system"\npool_dir = "/srv/../etc"\n', "expected an absolute"),
 ])
 def test_bad_remote_host_settings_are_refused_in_one_line(tmp_path, text, expected):
     with pytest.raises(ConfigError, match=re.escape(expected)):
@@ -266,13 +269,14 @@ def test_host_add_and_rm_keep_the_instructors_comments(tmp_path):
     text = '# our lab host\n[dns]\nzone = "lab.example."  # the workshop zone\n'
     current = configuration.parse(configuration.tomllib.loads(text), "f.toml")
     added = configuration.with_host_added(text, configuration.HostSpec("h2", "qemu+tcp://10.0.0.2/system", nodes=12,
-                                                                       ssh="root@10.0.0.2", ssh_key=Path("/k")),
+                                                                       ssh="root@10.0.0.2", ssh_key=Path("/k"),
+                                                                       pool_dir=configuration.PurePosixPath("/srv")),
                                           "f.toml", current)
     assert added.startswith('# our lab host\n[dns]\nzone = "lab.example."  # the workshop zone\n')
     hosts = configuration.parse(configuration.tomllib.loads(added), "f.toml").lab_hosts
     assert [(h.name, h.uri, h.nodes) for h in hosts] == [("local", "qemu:///system", None),
                                                          ("h2", "qemu+tcp://10.0.0.2/system", 12)]
-    assert (hosts[1].jump, hosts[1].ssh_key) == ("root@10.0.0.2:22", Path("/k"))
+    assert (hosts[1].jump, hosts[1].ssh_key, str(hosts[1].pools_at)) == ("root@10.0.0.2:22", Path("/k"), "/srv")
     with pytest.raises(ConfigError, match="repeats host h2"):
         configuration.with_host_added(added, configuration.HostSpec("h2", "qemu+tcp://10.0.0.3/system"), "f.toml",
                                       current)
