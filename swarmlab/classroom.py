@@ -315,17 +315,21 @@ def class_up(config: Config, wanted: list[Student], nodes: int, progress: LabPro
 
 
 def _push_templates(config: Config, hosts: set[str], progress: LabProgress) -> dict[str, str]:
-    """The template onto every host on another machine that takes labs; host -> why it failed."""
+    """The template onto every host on another machine that takes labs, to all at once;
+    host -> why it failed."""
     failed = {}
-    for name in sorted(hosts):
-        spec = config.host(name)
-        if spec.local:
-            continue
+
+    def push(name: str) -> None:
         try:
-            for change in template_build.push_template(config, spec, lambda m: progress(name, "template", m)):
+            for change in template_build.push_template(config, config.host(name),
+                                                        lambda m: progress(name, "template", m)):
                 progress(name, "template", change)
         except SwarmlabError as e:
             failed[name] = str(e)
+    remote = sorted(h for h in hosts if not config.host(h).local)
+    for name, done in zip(remote, run_together(push, remote)):
+        if done.exception() is not None and name not in failed:  # an OSError here, say: still that host's
+            failed[name] = f"copying the template failed: {done.exception()}"
     return failed
 
 
