@@ -84,7 +84,7 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         stop.join()
         assert made.returncode == 1, made.stdout + made.stderr
         results = {r["lab"]: r for r in json.loads(made.stdout)}
-        assert results["ann-lee"]["ok"] and results["ann-lee"]["host"] == "local"
+        assert results["ann-lee"]["ok"] and results["ann-lee"]["host"] == "local", made.stdout + made.stderr[-3000:]
         assert not results["bo"]["ok"] and second.uri in results["bo"]["error"], results["bo"]
         # once the host is back, a rerun converges
         second.start_libvirtd()
