@@ -171,7 +171,9 @@ def _remote_dir(value):
     return PurePosixPath(value)
 
 
-REMOTE_POOL_DIR = PurePosixPath("/var/lib/libvirt/swarmlab")  # a remote host's pools, unless [[hosts]] pool_dir
+# A host on another machine keeps its pools under libvirt's own directory, unless [[hosts]]
+# pool_dir says otherwise: the controller's state and cache paths mean nothing there.
+REMOTE_POOL_DIR = PurePosixPath("/var/lib/libvirt/swarmlab")
 
 
 def is_local_uri(uri: str) -> bool:

@@ -8,8 +8,8 @@
 Every token is read from its file at each request, so `class down` revokes at once; a wrong or
 missing token gets the same bare 403. Terminals of a lab end when it is reset (from this page or
 by any swarmlab command) and when the lab leaves the class. The portal calls classroom,
-exercises, reset and access only: it knows nothing of libvirt or PowerDNS. aiohttp serves HTTP and websockets on the same asyncio loop as
-the gateway (asyncssh).
+exercises, reset and access only: it knows nothing of libvirt or PowerDNS. aiohttp serves HTTP
+and websockets on the same asyncio loop as the gateway (asyncssh).
 """
 
 from __future__ import annotations

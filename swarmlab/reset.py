@@ -336,7 +336,6 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
     with Hypervisor(config.uri) as hv:
         with lab_lock(config, lab_name):
             lab = require_lab(config, hv, lab_name)
-            mark_reset(config, lab_name)
             record = load_snapshot(config, lab_name, to)
             if record is None and (level in ("state", "snapshot") or to != DEFAULT_SNAPSHOT):
                 raise NotFound(f"lab {lab_name} has no snapshot {to} (snapshots: "
@@ -352,6 +351,7 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
                     raise Refused(f"snapshot {to} is older than the swarm's node certificates "
                                   f"({expiry // 86400} days): its nodes would not trust each other; "
                                   "`reset --level rebuild`, then `snapshot save`")
+            mark_reset(config, lab_name)  # past the refusals: from here on the lab changes
             resumed = _resume_paused(hv, lab)
             if resumed:
                 progress(f"resumed {', '.join(resumed)} (left paused by an interrupted run)")

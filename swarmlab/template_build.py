@@ -81,10 +81,6 @@ def template_build(config: Config, name: str, with_engine: bool = True,
 
 
 
-# On a host on another machine swarmlab's pools live under libvirt's own directory: the
-# controller's state and cache paths mean nothing there.
-
-
 def without_kvm(domain: ET.Element, host_offers_kvm: bool) -> bool:
     """A KVM template's domain made a QEMU (TCG) one for a host without KVM: the type, no
     host-passthrough CPU, and its recorded domain type. True if it changed. A QEMU template
