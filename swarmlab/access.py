@@ -25,6 +25,7 @@ from pathlib import Path
 from .command import Command, Raw, sh
 from .config import Config
 from .keys import write_private
+from .limits import OverLimit, StudentLimits
 from .lab import Lab, each_node, jump, known_hosts, lab_config, load_journal, ssh_target
 from fabric import Connection
 
@@ -53,6 +54,26 @@ def ensure_credentials(config: Config, lab: str) -> bool:
     if not (directory / "token").exists():
         write_private(directory / "token", secrets.token_urlsafe(24) + "\n")
         made = True
+    return made
+
+
+def _instructor_token_path(config: Config) -> Path:
+    return config.state_dir / "portal" / "instructor-token"
+
+
+def instructor_token(config: Config) -> str:
+    """The instructor's portal token: made when missing, read at every request."""
+    path = _instructor_token_path(config)
+    if not path.exists():
+        return new_instructor_token(config)
+    return path.read_text().strip()
+
+
+def new_instructor_token(config: Config) -> str:
+    """A fresh instructor token; the old one stops working at once (a new class, `class down`,
+    `portal --new-instructor-token`)."""
+    made = secrets.token_urlsafe(24)
+    write_private(_instructor_token_path(config), made + "\n")
     return made
 
 
@@ -138,58 +159,48 @@ def allowed_destinations(config: Config, lab: str) -> set[str]:
     return {n.ip for n in found.nodes} if found else set()
 
 
+async def _pipe(reader, writer) -> None:
+    """Copies until end of file, waiting whenever the far side is slower: with `drain`, a
+    flood stays in the sender's SSH window instead of in this process."""
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    if writer.can_write_eof():
+        writer.write_eof()
+
+
+async def relay(student_reader, student_writer, opener) -> None:
+    """One forwarded connection: the student's channel joined to the node's sshd (opened
+    directly, or through the lab host's sshd for a lab on another machine). It ends when the
+    node's side ends or the student's channel closes; the hop to the lab host goes with it."""
+    import asyncssh
+    errors = (OSError, asyncssh.Error, asyncio.IncompleteReadError)
+    try:
+        node_reader, node_writer, tunnel = await opener()
+    except errors:
+        student_writer.close()
+        return
+    upstream = asyncio.ensure_future(_pipe(student_reader, node_writer))
+    downstream = asyncio.ensure_future(_pipe(node_reader, student_writer))
+    closed = asyncio.ensure_future(student_writer.channel.wait_closed())
+    try:
+        await asyncio.wait({downstream, closed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (upstream, downstream, closed):
+            task.cancel()
+        await asyncio.gather(upstream, downstream, closed, return_exceptions=True)
+        node_writer.close()
+        student_writer.close()
+        if tunnel is not None:
+            tunnel.close()
+
+
 def _gateway_classes():
     import asyncssh
 
-    class Relay(asyncssh.SSHTCPSession):
-        """One forwarded connection: the student's channel joined to the node's sshd, opened
-        directly or through the lab host's sshd for a lab on another machine."""
-
-        def __init__(self, opener):
-            self.opener, self.writer, self.pending, self.chan, self.tunnel = opener, None, [], None, None
-
-        def connection_made(self, chan):
-            self.chan = chan
-            asyncio.ensure_future(self._pump())
-
-        async def _pump(self):
-            try:
-                reader, self.writer, self.tunnel = await self.opener()
-            except (OSError, asyncssh.Error):
-                self.chan.close()
-                return
-            for data in self.pending:
-                self.writer.write(data)
-            self.pending = []
-            try:
-                while data := await reader.read(65536):
-                    self.chan.write(data)
-                self.chan.write_eof()
-            except (OSError, asyncssh.Error, BrokenPipeError):
-                pass
-            finally:
-                self.chan.close()
-
-        def data_received(self, data, datatype):
-            if self.writer is None:
-                self.pending.append(data)
-            else:
-                self.writer.write(data)
-
-        def eof_received(self):
-            if self.writer is not None:
-                self.writer.write_eof()
-            return True
-
-        def connection_lost(self, exc):
-            if self.writer is not None:
-                self.writer.close()
-            if self.tunnel is not None:  # one hop per forwarded connection: it goes with it
-                self.tunnel.close()
-
     class Gateway(asyncssh.SSHServer):
-        def __init__(self, config: Config, labs: callable):
-            self.config, self.labs, self.lab = config, labs, None
+        def __init__(self, config: Config, labs: callable, limits: StudentLimits):
+            self.config, self.labs, self.limits, self.lab = config, labs, limits, None
 
         def begin_auth(self, username):
             return True
@@ -228,10 +239,21 @@ def _gateway_classes():
             return False
 
         def connection_requested(self, dest_host, dest_port, orig_host, orig_port):
-            if self.lab is None or dest_port != 22 or dest_host not in allowed_destinations(self.config, self.lab):
+            lab = self.lab
+            if lab is None or dest_port != 22 or dest_host not in allowed_destinations(self.config, lab):
                 raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                                                 "only port 22 of your own lab's nodes")
-            return Relay(lambda: open_node(self.config, self.lab, dest_host))
+            try:
+                self.limits.take("channels", lab)
+            except OverLimit as e:
+                raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE, str(e)) from None
+
+            async def handler(reader, writer):
+                try:
+                    await relay(reader, writer, lambda: open_node(self.config, lab, dest_host))
+                finally:
+                    self.limits.give("channels", lab)
+            return handler
 
     return Gateway
 
@@ -290,14 +312,20 @@ def gateway_host_key(config: Config) -> Path:
     return path
 
 
-async def start_gateway(config: Config, host: str, port: int, labs: callable):
-    """The gateway's server; `labs()` names the labs whose students may log in now."""
+GATEWAY_WINDOW = 256 * 1024  # bytes a student may have in flight per channel (asyncssh's default: 2 MiB)
+
+
+async def start_gateway(config: Config, labs: callable, limits: StudentLimits, host: str = "", port: int = 0,
+                        sock=None):
+    """The gateway's server on `sock` (bound before the process entered the lab host's
+    namespace), or on host:port; `labs()` names the labs whose students may log in now."""
     import asyncssh
     Gateway = _gateway_classes()
-    return await asyncssh.create_server(lambda: Gateway(config, labs), host, port,
+    where = {"sock": sock} if sock is not None else {"host": host, "port": port}
+    return await asyncssh.create_server(lambda: Gateway(config, labs, limits), **where,
                                         server_host_keys=[str(gateway_host_key(config))],
                                         agent_forwarding=False, x11_forwarding=False, allow_scp=False,
-                                        login_timeout=30, keepalive_interval=30)
+                                        login_timeout=30, keepalive_interval=30, window=GATEWAY_WINDOW)
 
 
 def ssh_config_text(lab: Lab, gateway_address: str, gateway_port: int) -> str:

@@ -23,10 +23,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import access, exercises, formation, lab as labs, reset as resets, template_build
+from . import (access, exercises, firewall, formation, lab as labs, labhost, portal_endpoint, remote,
+               reset as resets, template_build)
 from .config import LOCAL_HOST, Config, HostSpec, is_dns_label, with_host_added, with_host_removed
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
+from .keys import write_private
 from .waiting import cancelled, run_together
 
 HOST_MEMORY_SHARE = 0.9  # of a host's memory, when [[hosts]] gives no capacity: the rest is the host's
@@ -185,11 +187,7 @@ def require(config: Config) -> Classroom:
 
 
 def save(config: Config, room: Classroom) -> None:
-    path = _path(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(room), indent=2) + "\n")
-    tmp.replace(path)
+    write_private(_path(config), json.dumps(asdict(room), indent=2) + "\n")  # names and hosts: not for others
 
 
 def student_config(config: Config, student: Student) -> Config:
@@ -301,8 +299,11 @@ def class_up(config: Config, wanted: list[Student], nodes: int, progress: LabPro
              snapshot: bool = True) -> list[LabResult]:
     """Makes (or finishes) every student's lab; a failed lab does not stop the others. The plan
     is recorded before anything is made, so `class down` always knows every lab."""
+    new_class = load(config) is None
     room = plan(config, wanted, nodes)
     save(config, room)
+    if new_class:  # a new class: the last class's instructor link stops working
+        access.new_instructor_token(config)
     wanted_labs = {s.lab for s in wanted}
     students = [s for s in room.students if s.lab in wanted_labs]
     pushed = _push_templates(config, {s.host for s in students}, progress)
@@ -324,13 +325,36 @@ def _push_templates(config: Config, hosts: set[str], progress: LabProgress) -> d
             for change in template_build.push_template(config, config.host(name),
                                                         lambda m: progress(name, "template", m)):
                 progress(name, "template", change)
+            guard_host(config, name)
         except SwarmlabError as e:
             failed[name] = str(e)
+    if any(config.host(h).local for h in hosts):
+        labhost.guard_nodes(config)  # the class's hosts may have changed since `host up`
     remote = sorted(h for h in hosts if not config.host(h).local)
     for name, done in zip(remote, run_together(push, remote)):
         if done.exception() is not None and name not in failed:  # an OSError here, say: still that host's
             failed[name] = f"copying the template failed: {done.exception()}"
     return failed
+
+
+def _jump_to(config: Config, name: str):
+    spec = config.host(name)
+    if not spec.jump:
+        raise ClassError(f"host {name} is on another machine and has no SSH way in: set ssh = \"root@HOST\" in its "
+                         "[[hosts]] entry")
+    return remote.jump_connection(remote.Jump.parse(spec.jump, spec.ssh_key, config.state_dir / "known_hosts_lab_hosts"))
+
+
+def guard_host(config: Config, name: str) -> None:
+    """The node filter on a host on another machine, over its sshd."""
+    remote.run(_jump_to(config, name), firewall.apply_command(labhost.node_filter(config)), timeout=30)
+
+
+def _unguard_host(config: Config, name: str) -> None:
+    try:
+        remote.run(_jump_to(config, name), firewall.remove_command(), timeout=30)
+    except SwarmlabError:
+        pass  # a host that is gone keeps nothing of ours that matters
 
 
 def _make_lab(config: Config, student: Student, nodes: int, progress: LabProgress, snapshot: bool) -> dict:
@@ -485,34 +509,40 @@ def class_down(config: Config) -> list[LabResult]:
         save(config, room)
     else:
         _path(config).unlink(missing_ok=True)
+        access.new_instructor_token(config)  # the class is over: so is the instructor's link
+        for name in sorted({s.host for s in room.students}):
+            if name in {h.name for h in config.lab_hosts} and not config.host(name).local:
+                _unguard_host(config, name)
     return results
 
 
 # --- student cards ---------------------------------------------------------------------------
 def cards(config: Config) -> list[dict]:
     """What each student is handed: their lab, its nodes, and how to reach them through the
-    gateway (`swarmlab portal` runs it)."""
+    running portal and its gateway (`swarmlab portal` records where it listens)."""
     room = require(config)
+    at = portal_endpoint.current(config)
     out = []
     for student in room.students:
         found = labs.load_journal(student_config(config, student), student.lab)
         nodes = found.nodes if found else []
         first = nodes[0].name if nodes else f"{config.prefix}1"
+        token = access.token(config, student.lab)
         out.append({"student": student.name, "lab": student.lab, "host": student.host,
                     "nodes": [{"node": n.name, "ip": n.ip, "dns": n.fqdn.rstrip(".")} for n in nodes],
-                    "gateway": f"{student.lab}@{config.student_address}:{config.gateway_port}",
+                    "gateway": f"{student.lab}@{at.address}:{at.ssh_port}",
                     "folder": f"swarmlab-{student.lab}",
                     "ssh": f"cd swarmlab-{student.lab} && ssh -F ssh_config {first}",
                     "user": access.STUDENT_USER,
-                    "portal": (f"https://{config.student_address}:{config.portal_port}/s/{access.token(config, student.lab)}"
-                               if access.token(config, student.lab) else None)})
+                    "portal": f"{at.url}/s/{token}" if token else None,
+                    "fingerprint": at.fingerprint, "portal_running": at.running})
     return out
 
 
 def write_card_folders(config: Config, directory: Path) -> list[Path]:
     """Per student, the folder swarmlab-<lab> they are handed: their private key (0600),
     ssh_config and known_hosts (the gateway's and the nodes' host keys)."""
-    from .keys import write_private
+    at = portal_endpoint.current(config)
     written = []
     for card in cards(config):
         lab = card["lab"]
@@ -522,10 +552,8 @@ def write_card_folders(config: Config, directory: Path) -> list[Path]:
         found = labs.load_journal(student_config(config, require(config).student(lab)), lab)
         folder = directory / f"swarmlab-{lab}"
         write_private(folder / "id_ed25519", key.read_text())
-        write_private(folder / "ssh_config", access.ssh_config_text(found, config.student_address,
-                                                                    config.gateway_port))
-        write_private(folder / "known_hosts", access.known_hosts_text(config, lab, config.student_address,
-                                                                      config.gateway_port))
+        write_private(folder / "ssh_config", access.ssh_config_text(found, at.address, at.ssh_port))
+        write_private(folder / "known_hosts", access.known_hosts_text(config, lab, at.address, at.ssh_port))
         written.append(folder)
     return written
 

@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from . import (__version__, chaos, classroom, command, config as configuration, doctor as checks, exercises, formation,
-               lab as labs, labhost, reset as resets, swarm, template, template_build as templates)
+               lab as labs, labhost, logfile, reset as resets, swarm, template, template_build as templates)
 from .errors import Refused, SwarmlabError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
@@ -75,34 +75,7 @@ def _main(config: Optional[str] = typer.Option(None, "--config", "-c", metavar="
                                        help="Show the debug log (SSH, libvirt, HTTP) on stderr; otherwise it "
                                             "goes to <state_dir>/swarmlab.log.")):
     ctx.config = configuration.load(config)
-    _setup_logging(ctx.config, verbose)
-
-
-def _setup_logging(config: configuration.Config, verbose: bool) -> None:
-    """Only swarmlab's own lines reach the terminal. Libraries (paramiko above all) log
-    channel failures and resets while nodes are killed on purpose: those go to a debug log,
-    or to stderr with --verbose. Known secrets are blanked in every record."""
-    import logging
-    import logging.handlers
-    root = logging.getLogger()
-    root.handlers.clear()
-    handler: logging.Handler
-    if verbose:
-        handler = logging.StreamHandler(sys.stderr)
-        root.setLevel(logging.DEBUG)
-    else:
-        try:
-            config.state_dir.mkdir(parents=True, exist_ok=True)
-            path = config.state_dir / "swarmlab.log"
-            handler = logging.handlers.RotatingFileHandler(path, maxBytes=2 << 20, backupCount=2, delay=True)
-            if not path.exists():
-                path.touch(mode=0o600)
-        except OSError:
-            handler = logging.NullHandler()  # no writable state dir (e.g. `config` as a user)
-        root.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
-    handler.addFilter(command.redact_secrets)
-    root.addHandler(handler)
+    logfile.setup(ctx.config, verbose)
 
 
 def _enter_host() -> None:
@@ -922,53 +895,48 @@ def class_status(as_json: bool = JsonOption,
 
 @app.command("portal")
 def portal(listen: Optional[str] = typer.Option(None, "--listen", metavar="ADDR",
-                                                help="Address to listen on (default: [portal] listen)."),
+                                                help="Address to listen on, on this machine's own network even "
+                                                     "when the lab host is isolated (default: [portal] listen)."),
+           address: Optional[str] = typer.Option(None, "--address", metavar="ADDR",
+                                                 help="The name or address students reach this machine at, as the "
+                                                      "cards say (default: [portal] address)."),
            port: Optional[int] = typer.Option(None, "--port", metavar="PORT",
                                               help="HTTPS port (default: [portal] https_port)."),
            ssh_port: Optional[int] = typer.Option(None, "--ssh-port", metavar="PORT",
                                                   help="The students' SSH gateway port (default: [portal] ssh_port)."),
            cert: Optional[str] = typer.Option(None, "--cert", metavar="FILE",
                                               help="TLS certificate (PEM); default: a self-signed one, made once."),
-           key: Optional[str] = typer.Option(None, "--key", metavar="FILE", help="The certificate's private key.")):
+           key: Optional[str] = typer.Option(None, "--key", metavar="FILE", help="The certificate's private key."),
+           new_instructor_token: bool = typer.Option(False, "--new-instructor-token",
+                                                     help="Replace the instructor's token first; the old one "
+                                                          "stops working.")):
     """Let the class in: a page per student (the exercise, a terminal on each node, Check and
     Hint) and one for the instructor, over HTTPS; and the SSH gateway, through which each
-    student reaches their own lab's nodes only. Runs until Ctrl-C."""
-    import asyncio
-    import ssl
-    from aiohttp import web
-    from . import access, portal as portals
+    student reaches their own lab's nodes only. Runs until Ctrl-C. `class cards` then says
+    where it listens, with the certificate's fingerprint."""
+    from . import access, portal_endpoint, portal_server
     if (cert is None) != (key is None):
         raise configuration.ConfigError("give --cert and --key together, or neither for a self-signed certificate")
-    _enter_host()
     config = ctx.config
     host, https_port = listen or config.portal_listen, port or config.portal_port
     gateway_port = ssh_port or config.gateway_port
+    if https_port == gateway_port:
+        raise configuration.ConfigError(f"the HTTPS port and the SSH port are both {https_port}: give another "
+                                        "--port or --ssh-port")
+    told = address or config.student_address
+    # bound here, before entering the lab host's namespace: students reach this machine, not the namespace
+    web_sock = portal_server.listen_socket(host, https_port)
+    ssh_sock = portal_server.listen_socket(host, gateway_port)
+    _enter_host()
     if cert is None:
-        cert, key = map(str, portals.self_signed_certificate(config, config.student_address))
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        tls.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as e:
-        raise configuration.ConfigError(f"--cert {cert} / --key {key}: cannot use them ({e})") from None
-    app = portals.Portal(config)
-
-    async def serve() -> None:
-        gateway = await access.start_gateway(config, host, gateway_port, app.class_labs)
-        runner = web.AppRunner(app.app(), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, host, https_port, ssl_context=tls).start()
-        asyncio.get_running_loop().create_task(app.watch_class())
-        ctx.progress(f"SSH gateway on {host}:{gateway_port}, portal on https://{host}:{https_port} for "
-                     f"{len(app.class_labs())} students (`swarmlab class cards` hands out their pages); "
-                     "Ctrl-C stops both")
-        ctx.progress(f"instructor: https://{config.student_address}:{https_port}/i/{portals.instructor_token(config)}")
-        await gateway.wait_closed()
-    try:
-        asyncio.run(serve())
-    except OSError as e:
-        raise Refused(f"cannot listen on {host}: {e.strerror or e}; pick another --listen, --port or --ssh-port") from None
-    except KeyboardInterrupt:
-        pass
+        cert, key = map(str, portal_endpoint.self_signed_certificate(config, told))
+    tls = portal_server.tls_context(cert, key)
+    if new_instructor_token:
+        access.new_instructor_token(config)
+        ctx.progress("made a new instructor token; the old one no longer works")
+    endpoint = portal_endpoint.Endpoint(told, https_port, gateway_port, portal_endpoint.fingerprint(Path(cert)),
+                                        host)
+    portal_server.serve(config, web_sock, ssh_sock, tls, endpoint, ctx.progress)
 
 
 @class_app.command("cards")
@@ -981,15 +949,16 @@ def class_cards(as_json: bool = JsonOption,
     `swarmlab portal` runs). The private keys go only into --out folders, never to the screen."""
     _enter_host()
     rows = classroom.cards(ctx.config)
+    if rows and not rows[0]["portal_running"]:
+        ctx.progress("no portal runs now: these cards say where `swarmlab portal` would listen by the config; "
+                     "start it, then make the cards again")
     if out:
         for folder in classroom.write_card_folders(ctx.config, Path(out)):
             ctx.progress(f"wrote {folder}")
     if html:
         from .render import render
-        tmp = f"{html}.tmp"
-        with open(tmp, "w") as f:
-            f.write(render("class-cards.html.j2", cards=rows))
-        os.replace(tmp, html)
+        from .keys import write_private
+        write_private(Path(html), render("class-cards.html.j2", cards=rows))  # every student's token
     if as_json:
         _emit_json(rows)
         return
@@ -999,6 +968,8 @@ def class_cards(as_json: bool = JsonOption,
         typer.echo(f"   with your folder {card['folder']}: {card['ssh']}  (user {card['user']}, "
                    f"through {card['gateway']})")
         typer.echo(f"   in a browser: {card['portal']}")
+        if card["fingerprint"]:
+            typer.echo(f"   the page's certificate: SHA-256 {card['fingerprint']}")
 
 
 @class_app.command("start")

@@ -267,6 +267,12 @@ class Config:
     portal_address: str = ""  # the name or address students reach the lab host at; default: services_address
     gateway_port: int = 2222
     portal_port: int = 8443
+    # per student, so that one student cannot stall the others
+    max_channels: int = 12  # SSH connections through the gateway at once
+    max_terminals: int = 8  # browser terminals at once
+    checks_at_once: int = 1
+    hints_per_minute: int = 6
+    max_request_kib: int = 64  # a request body or a terminal message
     source: str = "built-in defaults"
     # Set only in a config scoped to one lab on a network of its own (lab.lab_config): the lab's
     # host, and the host's shared network, which keeps the pools and the registry mirror.
@@ -425,6 +431,11 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "address": ("portal_address", _optional_text),
         "ssh_port": ("gateway_port", _int_range(1, 65535)),
         "https_port": ("portal_port", _int_range(1, 65535)),
+        "max_channels": ("max_channels", _int_range(1, 1000)),
+        "max_terminals": ("max_terminals", _int_range(1, 1000)),
+        "checks_at_once": ("checks_at_once", _int_range(1, 100)),
+        "hints_per_minute": ("hints_per_minute", _int_range(1, 1000)),
+        "max_request_kib": ("max_request_kib", _int_range(1, 65536)),
     },
 }
 HOST_KEYS: dict[str, Callable[[Any], Any]] = {

@@ -181,12 +181,26 @@ def pdns_server(config: Config) -> PdnsServer:
 @dataclass
 class RegistryServer:
     """Debian's docker-registry (the distribution registry), plain HTTP on the lab network's
-    gateway: the nodes' Docker Hub mirror, holding the offline stand-ins. Reachable from the
-    lab network only (that is the address it binds), so no TLS or auth."""
+    gateway: the nodes' Docker Hub mirror, holding the offline stand-ins. Every student has root
+    on a node, so what nodes reach is read-only (distribution's maintenance mode: a push gets
+    405); the stand-ins go in through a read-write instance on loopback, which no node reaches."""
 
     directory: Path
     address: str  # host:port
     data: Path | None = None  # default: <directory>/data; a second instance serves the same images
+    readonly: bool = True
+
+    def config_text(self) -> str:
+        return render("registry.yml.j2", data=self.data or self.directory / "data", address=self.address,
+                      readonly=self.readonly)
+
+    def settings_changed(self) -> bool:
+        """Whether the running instance was started with other settings (an older swarmlab's
+        registry took pushes)."""
+        try:
+            return (self.directory / "config.yml").read_text() != self.config_text()
+        except OSError:
+            return True
 
     @property
     def log(self) -> Path:
@@ -199,7 +213,7 @@ class RegistryServer:
         data.mkdir(parents=True, exist_ok=True)
         self.directory.mkdir(parents=True, exist_ok=True)
         config = self.directory / "config.yml"
-        config.write_text(render("registry.yml.j2", data=data, address=self.address))
+        config.write_text(self.config_text())
         with open(self.log, "ab") as log:
             return subprocess.Popen(netns_cmd(namespace, ["docker-registry", "serve", str(config)]),
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
@@ -229,6 +243,13 @@ class RegistryServer:
 
 def registry_server(config: Config) -> RegistryServer:
     return RegistryServer(config.state_dir / "registry", f"{config.host_gateway}:{REGISTRY_PORT}")
+
+
+def push_registry_server(config: Config, port: int) -> RegistryServer:
+    """The read-write instance the stand-ins are pushed through: loopback only, and only while
+    `host up` pushes."""
+    return RegistryServer(config.state_dir / "registry-push", f"127.0.0.1:{port}", config.state_dir / "registry" / "data",
+                          readonly=False)
 
 
 def services_registry_server(config: Config) -> RegistryServer | None:

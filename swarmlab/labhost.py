@@ -17,9 +17,10 @@ from urllib.parse import urlsplit
 from . import dns
 from .dns import PowerDNS
 from .config import Config
-from . import images
+from . import firewall, images
 from .daemons import (Progress, PdnsServer, _stop_pid, ensure_libvirtd, find_process, fix_kvm_device,
-                      RegistryServer, pdns_server, registry_server, services_registry_server)
+                      RegistryServer, pdns_server, push_registry_server, registry_server,
+                      services_registry_server)
 from .errors import Refused, SwarmlabError
 from .hypervisor import NS_URI, Hypervisor
 from .keys import ensure_api_key, ensure_ssh_key
@@ -173,22 +174,78 @@ def host_up(config: Config, isolated: bool, progress: Progress = lambda _m: None
     changes += _stop_services_registry(config, state, keep=services_registry.address if services_registry else None)
     if services_registry:  # the same mirror for hosts on other machines
         changes += _ensure_registry(services_registry, state, "services_registry_pid", namespace, config, progress)
-    pushed = images.push(registry.address)
+    if guard_nodes(config):
+        changes.append("installed the node filter (nftables table inet swarmlab): nodes reach DNS, DHCP and the "
+                       "registry mirror on this host, not its management ports")
+    pushed = _push_stand_ins(config, namespace)
     if pushed:
         changes.append(f"pushed the offline stand-ins into the registry: {', '.join(pushed)}")
     return changes
 
 
+def protected_addresses(config: Config) -> list[str]:
+    """The class's other hosts and the services address: nodes reach only DNS and the
+    mirror there."""
+    names = [config.services_address]
+    for host in config.lab_hosts:
+        if not host.local:
+            names += [urlsplit(host.uri).hostname or "", (host.jump or "").rpartition("@")[2].rsplit(":", 1)[0]]
+    return firewall.addresses(names)
+
+
+def node_filter(config: Config) -> str:
+    return firewall.ruleset(protected_addresses(config))
+
+
+def guard_nodes(config: Config) -> bool:
+    """The node filter on this host (in the namespace this process is in); True if it changed."""
+    wanted = node_filter(config)
+    before = firewall.installed_here()
+    firewall.apply_here(wanted)
+    return firewall.installed_here() != before
+
+
+def _push_stand_ins(config: Config, namespace: str | None) -> list[str]:
+    """The stand-ins into the mirror's storage through a read-write instance on loopback, stopped
+    right after: what the nodes reach never takes a push."""
+    server = push_registry_server(config, _free_loopback_port())
+    proc = server.start(namespace)
+    try:
+        server.wait_ready(proc)
+        return images.push(server.address)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _free_loopback_port() -> int:
+    """A free port on loopback (in the namespace this process is in: the lab host's)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _ensure_registry(server: RegistryServer, state: HostState, pid_field: str, namespace: str | None,
                      config: Config, progress: Progress) -> list[str]:
-    if server.running(getattr(state, pid_field)):
-        return []
+    changes = []
+    pid = getattr(state, pid_field)
+    if server.running(pid):
+        if not server.settings_changed():
+            return []
+        progress(f"restarting the registry mirror on {server.address} read-only")
+        _stop_pid(pid, "docker-registry")
+        changes.append(f"stopped the registry mirror {server.address} to restart it read-only")
     progress(f"starting the registry mirror on {server.address}")
     proc = server.start(namespace)
     setattr(state, pid_field, proc.pid)
     state.save(config)
     server.wait_ready(proc)
-    return [f"started the registry mirror {server.address} (pid {proc.pid})"]
+    return changes + [f"started the registry mirror {server.address} (pid {proc.pid}, read-only)"]
 
 
 def _stop_services_registry(config: Config, state: HostState, keep: str | None = None) -> list[str]:
@@ -287,6 +344,8 @@ def host_down(config: Config, progress: Progress = lambda _m: None) -> list[str]
         _stop_pid(state.registry_pid, "docker-registry")
         changes.append("stopped the registry mirror")
     changes += _stop_services_registry(config, state)
+    if firewall.remove_here():
+        changes.append("removed the node filter (nftables table inet swarmlab)")
     if state.pdns_pid and pdns_server(config).running(state.pdns_pid):
         progress("stopping PowerDNS")
         PdnsServer.stop(state.pdns_pid)

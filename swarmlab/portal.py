@@ -15,10 +15,10 @@ and websockets on the same asyncio loop as the gateway (asyncssh).
 from __future__ import annotations
 
 import asyncio
-import datetime
+import concurrent.futures
 import hmac
 import json
-import secrets
+import socket
 import time
 from pathlib import Path
 
@@ -26,9 +26,11 @@ import markupsafe
 from aiohttp import WSMsgType, web
 
 from . import access, classroom, exercises, reset as resets
+from .access import instructor_token
 from .config import Config
 from .errors import SwarmlabError
-from .keys import write_private
+from .limits import OverLimit, StudentLimits
+from .portal_endpoint import self_signed_certificate  # noqa: F401 (the CLI's way to it)
 from .render import render
 
 CHECK_EVERY = 10.0  # seconds between two checks of one lab
@@ -36,43 +38,19 @@ WATCH_EVERY = 2.0  # how soon a terminal ends after its lab was reset or removed
 STATUS_EVERY = 4.0  # the class status is read over SSH at most this often, however many pages show it
 STATIC = Path(__file__).resolve().parent / "static"
 FORBIDDEN_TEXT = "403 forbidden\n"
-
-
-def instructor_token(config: Config) -> str:
-    path = config.state_dir / "portal" / "instructor-token"
-    if not path.exists():
-        write_private(path, secrets.token_urlsafe(24) + "\n")
-    return path.read_text().strip()
-
-
-def self_signed_certificate(config: Config, address: str) -> tuple[Path, Path]:
-    """A certificate for the portal when the instructor gives none: made once, kept 0600."""
-    directory = config.state_dir / "portal"
-    cert, key = directory / "portal.crt", directory / "portal.key"
-    if cert.exists() and key.exists():
-        return cert, key
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-    private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"swarmlab portal {address}")])
-    try:
-        alt = x509.IPAddress(ipaddress.ip_address(address))
-    except ValueError:
-        alt = x509.DNSName(address)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-                   .not_valid_after(now + datetime.timedelta(days=365))
-                   .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
-                   .sign(private, hashes.SHA256()))
-    write_private(key, private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption()).decode())
-    write_private(cert, certificate.public_bytes(serialization.Encoding.PEM).decode())
-    return cert, key
+TCP_ESTABLISHED = 1  # tcp_info's state (linux/tcp_states.h)
+CHECK_WORKERS = 4  # checks of all students at once; each student holds at most [portal] checks_at_once
+# Every page and answer: never cached, never framed, no address leaks in a Referer, and only
+# the portal's own scripts and styles (the pages' inline ones are the portal's own templates).
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; "
+                               "style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; "
+                               "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+}
 
 
 def task_html(text: str) -> markupsafe.Markup:
@@ -83,8 +61,11 @@ def task_html(text: str) -> markupsafe.Markup:
 
 
 class Portal:
-    def __init__(self, config: Config, clock=time.monotonic):
+    def __init__(self, config: Config, clock=time.monotonic, limits: StudentLimits | None = None):
         self.config, self.clock = config, clock
+        self.limits = limits or StudentLimits(config, clock)
+        # checks wait for swarms and nodes: a pool of their own, so pages never queue behind them
+        self.check_pool = concurrent.futures.ThreadPoolExecutor(CHECK_WORKERS, thread_name_prefix="check")
         self.last_check: dict[str, float] = {}
         self.terminals: dict[str, set[web.WebSocketResponse]] = {}
         self.opened: dict[web.WebSocketResponse, float] = {}  # when each terminal opened (wall clock)
@@ -142,16 +123,24 @@ class Portal:
         if wait > 0:
             return web.json_response({"error": f"checks run at most every {CHECK_EVERY:g} s: try again in "
                                                f"{wait:.0f} s"}, status=429, headers={"Retry-After": f"{wait:.0f}"})
-        self.last_check[lab] = now
-        scoped = self._scoped(lab)
-        state = exercises.load_state(scoped, lab)
-        if not state.get("exercise"):
-            return web.json_response({"error": "no exercise has started yet: wait for your instructor"}, status=409)
         try:
+            self.limits.take("checks", lab)
+        except OverLimit as e:
+            return web.json_response({"error": f"a check of your lab is still running ({e})"}, status=429)
+        try:
+            self.last_check[lab] = now
+            scoped = self._scoped(lab)
+            state = exercises.load_state(scoped, lab)
+            if not state.get("exercise"):
+                return web.json_response({"error": "no exercise has started yet: wait for your instructor"},
+                                         status=409)
             exercise = exercises.find(state["exercise"])
-            verdicts = await asyncio.to_thread(exercises.check, scoped, lab, exercise, False)
+            verdicts = await asyncio.get_running_loop().run_in_executor(
+                self.check_pool, exercises.check, scoped, lab, exercise, False)
         except SwarmlabError as e:
             return web.json_response({"error": str(e)}, status=502)
+        finally:
+            self.limits.give("checks", lab)
         return web.json_response({"exercise": exercise.id, "ok": all(v.ok for v in verdicts),
                                   "verdicts": [v.as_dict() for v in verdicts]})
 
@@ -163,6 +152,11 @@ class Portal:
         state = exercises.load_state(scoped, lab)
         if not state.get("exercise"):
             return web.json_response({"error": "no exercise has started yet"}, status=409)
+        wait = self.limits.hint_wait(lab)
+        if wait > 0:
+            return web.json_response({"error": f"at most {self.limits.hints_per_minute} hints a minute: try again "
+                                               f"in {wait:.0f} s"}, status=429,
+                                     headers={"Retry-After": f"{max(1, round(wait))}"})
         try:
             answer = await asyncio.to_thread(exercises.hint, scoped, lab, exercises.find(state["exercise"]))
         except SwarmlabError as e:
@@ -177,12 +171,22 @@ class Portal:
         node = found.node(request.match_info["node"]) if found else None
         if node is None:
             return web.Response(status=404, text="404 no such node in your lab\n")
-        ws = web.WebSocketResponse(heartbeat=30)
+        try:
+            self.limits.take("terminals", lab)
+        except OverLimit as e:
+            return web.Response(status=429, text=f"429 {e}\n")
+        try:
+            return await self._terminal(request, lab, node)
+        finally:
+            self.limits.give("terminals", lab)
+
+    async def _terminal(self, request: web.Request, lab: str, node) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=self.config.max_request_kib * 1024)
         await ws.prepare(request)
         self.terminals.setdefault(lab, set()).add(ws)
         self.opened[ws] = time.time()
         try:
-            await self._bridge(ws, lab, node.ip)
+            await self._bridge(ws, request, lab, node.ip)
         except (OSError, SwarmlabError, asyncio.TimeoutError) as e:
             await self._say(ws, f"\r\n[swarmlab: {node.name} does not answer: {type(e).__name__}]\r\n")
         except Exception as e:  # asyncssh's errors: shown in the terminal, never a traceback
@@ -201,8 +205,11 @@ class Portal:
             except (ConnectionError, RuntimeError):
                 pass  # the browser went away first
 
-    async def _bridge(self, ws: web.WebSocketResponse, lab: str, address: str) -> None:
-        """The browser's terminal joined to a login shell as `student` on the node."""
+    async def _bridge(self, ws: web.WebSocketResponse, request: web.Request, lab: str, address: str) -> None:
+        """The browser's terminal joined to a login shell as `student` on the node. Both ways
+        wait for the slower side (stdin's `drain`, the websocket's own send), so a flood of
+        keystrokes or output waits in the sender's window, not in this process. It ends with
+        either side, or when the browser is gone while a flood waits."""
         conn = await access.connect_as_student(self.config, lab, address)
         try:
             process = await conn.create_process(term_type="xterm-256color", term_size=(100, 30), encoding=None)
@@ -211,21 +218,47 @@ class Portal:
                 while data := await process.stdout.read(65536):
                     await ws.send_bytes(data)
                 await ws.send_str("\r\n[session ended]\r\n")
-                await ws.close()
-            pump = asyncio.create_task(to_browser())
-            async for message in ws:
-                if message.type != WSMsgType.TEXT:
-                    break
-                event = json.loads(message.data)
-                if event.get("type") == "input":
-                    process.stdin.write(str(event.get("data", "")).encode())
-                elif event.get("type") == "resize":
-                    process.change_terminal_size(int(event.get("cols", 100)), int(event.get("rows", 30)))
-            pump.cancel()
+
+            async def from_browser():
+                async for message in ws:
+                    if message.type != WSMsgType.TEXT:
+                        break
+                    await self._terminal_event(process, message.data)
+
+            async def browser_gone():
+                while not ws.closed and not peer_gone(request.transport):
+                    await asyncio.sleep(1)
+            tasks = [asyncio.ensure_future(t()) for t in (to_browser, from_browser, browser_gone)]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for done in await asyncio.gather(*tasks, return_exceptions=True):
+                    if isinstance(done, Exception) and not isinstance(done, (ConnectionError, RuntimeError)):
+                        raise done
         finally:
             conn.close()
             if conn.tunnel is not None:
                 conn.tunnel.close()
+
+    @staticmethod
+    async def _terminal_event(process, text: str) -> None:
+        """Keystrokes or a new size; anything else is ignored."""
+        try:
+            event = json.loads(text)
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        if event.get("type") == "input":
+            process.stdin.write(str(event.get("data", "")).encode())
+            await process.stdin.drain()
+        elif event.get("type") == "resize":
+            try:
+                process.change_terminal_size(min(500, int(event.get("cols", 100))), min(200, int(event.get("rows", 30))))
+            except (TypeError, ValueError):
+                pass
 
     async def end_sessions(self, lab: str, why: str = "the lab was reset") -> None:
         for ws in list(self.terminals.get(lab, set())):
@@ -277,7 +310,9 @@ class Portal:
     async def start(self, request: web.Request) -> web.Response:
         if not self.instructor(request):
             return web.Response(status=403, text=FORBIDDEN_TEXT)
-        body = await request.json()
+        body = await json_body(request)
+        if body is None:
+            return web.json_response({"error": "the body must be a JSON object"}, status=400)
         try:
             exercise = exercises.find(str(body.get("exercise", "")))
         except SwarmlabError as e:
@@ -291,7 +326,9 @@ class Portal:
     async def reset(self, request: web.Request) -> web.Response:
         if not self.instructor(request):
             return web.Response(status=403, text=FORBIDDEN_TEXT)
-        body = await request.json()
+        body = await json_body(request)
+        if body is None or not isinstance(body.get("lab") or "", str):
+            return web.json_response({"error": "the body must be a JSON object, its lab a name"}, status=400)
         only = body.get("lab") or None
         labs_now = self.class_labs()
         if only is not None and only not in labs_now:
@@ -303,10 +340,21 @@ class Portal:
         return web.json_response([{"lab": r.lab, "ok": r.ok, "error": r.error} for r in results])
 
     async def forbidden(self, request: web.Request) -> web.Response:
+        """Anything else under a token's place: the same bare 403, whether the token is right
+        or not; a known address asked with the wrong method: 405, whatever the token."""
+        for resource in request.app.router.resources():
+            if resource.canonical.endswith("{tail}"):
+                continue
+            match, allowed = await resource.resolve(request)
+            if match is None and allowed:
+                return web.Response(status=405, text="405 method not allowed\n",
+                                    headers={"Allow": ", ".join(sorted(allowed))})
         return web.Response(status=403, text=FORBIDDEN_TEXT)
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=self.config.max_request_kib * 1024)
+        app.on_response_prepare.append(security_headers)
+        app.on_shutdown.append(self._shutdown)
         app.add_routes([
             web.get("/s/{token}", self.student_page), web.post("/s/{token}/check", self.check),
             web.post("/s/{token}/hint", self.hint), web.get("/s/{token}/term/{node}", self.terminal),
@@ -317,3 +365,32 @@ class Portal:
             web.route("*", "/s/{tail:.*}", self.forbidden), web.route("*", "/i/{tail:.*}", self.forbidden),
         ])
         return app
+
+    async def _shutdown(self, _app: web.Application) -> None:
+        self.check_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def peer_gone(transport) -> bool:
+    """Whether the browser's TCP connection is closing. While a flood waits, nothing reads the
+    socket, so its end of file is never seen: the kernel's state of the connection is."""
+    if transport is None or transport.is_closing():
+        return True
+    sock = transport.get_extra_info("socket")
+    try:
+        return sock is not None and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != TCP_ESTABLISHED
+    except OSError:
+        return True
+
+
+async def json_body(request: web.Request) -> dict | None:
+    """The request's JSON object, or None for anything else (never a traceback)."""
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+async def security_headers(_request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer, aiohttp's own errors and the terminals' websockets included."""
+    response.headers.update(SECURITY_HEADERS)

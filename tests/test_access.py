@@ -9,6 +9,7 @@ import asyncssh
 import pytest
 
 from swarmlab import access, classroom, config as configuration, lab as labs
+from swarmlab.limits import StudentLimits
 from tests.conftest import free_port, write_config
 
 NODE_IP = "127.0.0.2"  # a loopback address of its own stands in for Ann's node
@@ -44,7 +45,7 @@ def test_a_student_reaches_port_22_of_their_own_nodes_and_nothing_else(a_class):
             node = await asyncio.start_server(_echo, NODE_IP, 22)
         except OSError:  # an sshd of the machine holds *:22: it answers for the node just as well
             node = None
-        gateway = await access.start_gateway(config, "127.0.0.1", port, lambda: ["ann", "bo"])
+        gateway = await access.start_gateway(config, lambda: ["ann", "bo"], StudentLimits(config), "127.0.0.1", port)
         seen = {}
         try:
             async with asyncssh.connect("127.0.0.1", port, username="ann", client_keys=[ann_key],

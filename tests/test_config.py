@@ -188,10 +188,10 @@ def test_library_logging_never_reaches_the_terminal(tmp_path):
     import sys
     from tests.conftest import ROOT
     script = ("import logging, sys\n"
-              "from swarmlab import cli, config, command\n"
+              "from swarmlab import config, command, logfile\n"
               f"c = config.Config(state_dir=__import__('pathlib').Path({str(tmp_path / 'state')!r}))\n"
               "command.register_secret('SWMTKN-1-top-secret')\n"
-              "cli._setup_logging(c, verbose=sys.argv[1] == 'v')\n"
+              "logfile.setup(c, verbose=sys.argv[1] == 'v')\n"
               "logging.getLogger('paramiko.transport').warning('Secsh channel 53 open FAILED: open failed')\n"
               "logging.getLogger('paramiko.transport').error('Socket exception: token SWMTKN-1-top-secret')\n")
     quiet = subprocess.run([sys.executable, "-c", script, "q"], capture_output=True, text=True, cwd=ROOT)
@@ -202,6 +202,27 @@ def test_library_logging_never_reaches_the_terminal(tmp_path):
     assert (tmp_path / "state" / "swarmlab.log").stat().st_mode & 0o077 == 0
     verbose = subprocess.run([sys.executable, "-c", script, "v"], capture_output=True, text=True, cwd=ROOT)
     assert "Secsh channel 53 open FAILED" in verbose.stderr and "SWMTKN-1-top-secret" not in verbose.stderr
+
+
+def test_the_log_and_its_rotations_are_0600(tmp_path):
+    """Rotated logs were made with the process's umask (0644): they hold what the log holds."""
+    import logging
+    import os
+    from swarmlab import logfile
+    old = os.umask(0o022)
+    try:
+        logfile.setup(configuration.Config(state_dir=tmp_path), verbose=False)
+        handler = logging.getLogger().handlers[0]
+        handler.maxBytes = 1000
+        for i in range(30):
+            logging.getLogger("swarmlab.test").warning("line %d %s", i, "x" * 100)
+        handler.close()
+    finally:
+        os.umask(old)
+        logging.getLogger().handlers.clear()
+    logs = sorted(p.name for p in tmp_path.glob("swarmlab.log*"))
+    assert logs == ["swarmlab.log", "swarmlab.log.1", "swarmlab.log.2"]
+    assert {oct((tmp_path / name).stat().st_mode & 0o777) for name in logs} == {"0o600"}
 
 
 def test_hosts_are_read_with_their_capacity_and_ranges(tmp_path):
