@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from . import (__version__, chaos, classroom, command, config as configuration, doctor as checks, exercises, formation,
+from . import (__version__, chaos, classroom, config as configuration, doctor as checks, exercises, formation,
                lab as labs, labhost, logfile, reset as resets, swarm, template, template_build as templates)
 from .errors import Refused, SwarmlabError
 

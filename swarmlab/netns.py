@@ -58,13 +58,19 @@ def enter_netns(name: str) -> None:
         os.close(fd)
 
 
+def in_host_netns(cmd: list[str]) -> tuple[list[str], tuple[int, ...]]:
+    """The command and the fds to pass so that it runs in the network namespace swarmlab
+    started in."""
+    if _host_netns_fd is None:
+        return cmd, ()
+    return ["nsenter", f"--net=/proc/self/fd/{_host_netns_fd}", *cmd], (_host_netns_fd,)
+
+
 def run_in_host_netns(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     """Runs a command in the network namespace swarmlab started in (apt needs the mirror,
     which the lab namespace cannot reach)."""
-    if _host_netns_fd is not None:
-        cmd = ["nsenter", f"--net=/proc/self/fd/{_host_netns_fd}", *cmd]
-        kw["pass_fds"] = (_host_netns_fd,)
-    return subprocess.run(cmd, **kw)
+    cmd, fds = in_host_netns(cmd)
+    return subprocess.run(cmd, pass_fds=fds, **kw)
 
 
 def netns_cmd(namespace: str | None, cmd: list[str]) -> list[str]:

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from . import access, portal_endpoint
 from .config import Config, ConfigError
 from .errors import Refused
-from .limits import StudentLimits
 from .portal import Portal
 
 

@@ -110,3 +110,48 @@ def test_the_students_ssh_config_goes_through_the_gateway_with_verified_host_key
     gateway_key = access.gateway_host_key(config).with_suffix(".pub").read_text().split()[1]
     assert gateway_key in (folders[0] / "known_hosts").read_text()
     assert all((f / "id_ed25519").stat().st_mode & 0o077 == 0 for f in folders)
+
+
+def test_cards_say_where_the_running_portal_listens_with_its_fingerprint(a_class, tmp_path):
+    import subprocess
+    import sys
+    from swarmlab import portal_endpoint
+    from tests.conftest import swarmlab
+    config = a_class
+    idle = classroom.cards(config)[0]
+    assert not idle["portal_running"] and idle["gateway"] == f"ann@127.0.0.1:{config.gateway_port}"
+    cert, _ = portal_endpoint.self_signed_certificate(config, "10.250.0.1")
+    fingerprint = portal_endpoint.fingerprint(cert)
+    assert len(fingerprint) == 95 and fingerprint.count(":") == 31
+    # a portal started with its own address and ports records them; the cards follow
+    portal = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "swarmlab-portal-standin"])
+    try:
+        portal_endpoint.record(config, portal_endpoint.Endpoint("10.250.0.1", 9443, 2022, fingerprint, "0.0.0.0",
+                                                                portal.pid))
+        card = classroom.cards(config)[0]
+        assert card["portal_running"] and card["fingerprint"] == fingerprint
+        assert card["gateway"] == "ann@10.250.0.1:2022"
+        assert card["portal"] == f"https://10.250.0.1:9443/s/{access.token(config, 'ann')}"
+        folder = classroom.write_card_folders(config, tmp_path / "out")[0]
+        assert "HostName 10.250.0.1\n    Port 2022\n" in (folder / "ssh_config").read_text()
+        assert (folder / "known_hosts").read_text().startswith("[10.250.0.1]:2022 ssh-ed25519 ")
+        shown = swarmlab("class", "cards", "--html", str(tmp_path / "cards.html"), config=tmp_path / "swarmlab.toml")
+        assert shown.returncode == 0 and f"SHA-256 {fingerprint}" in shown.stdout, shown.stderr
+    finally:
+        portal.kill()
+        portal.wait()
+    assert not classroom.cards(config)[0]["portal_running"]  # a portal that died is not where students go
+    gone = swarmlab("class", "cards", config=tmp_path / "swarmlab.toml")
+    assert "no portal runs now" in gone.stderr
+    # every student's token is in cards.html, names and hosts in class.json: 0600
+    for path in (tmp_path / "cards.html", config.state_dir / "class.json"):
+        assert path.stat().st_mode & 0o077 == 0, path
+
+
+def test_a_new_instructor_token_replaces_the_old_one(a_class):
+    config = a_class
+    first = access.instructor_token(config)
+    assert access.instructor_token(config) == first  # kept while nothing replaces it
+    second = access.new_instructor_token(config)
+    assert second != first and access.instructor_token(config) == second
+    assert (config.state_dir / "portal" / "instructor-token").stat().st_mode & 0o077 == 0

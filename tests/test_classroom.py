@@ -227,3 +227,12 @@ def test_the_projector_page_reloads_itself_and_escapes_names():
     assert "&lt;b&gt;Ann&lt;/b&gt;" in page and "<b>Ann</b>" not in page
     assert "1/2 swarms healthy" in page
     assert "✗ services 3/4" in page and "lab bo does not exist" in page
+
+
+def test_class_down_ends_the_instructors_link(fake_class):
+    from swarmlab import access
+    token = access.instructor_token(fake_class)
+    classroom.save(fake_class, classroom.Classroom(3, [classroom.Student("Ann", "ann", "big", "10.80.0.0/24")]))
+    results = classroom.class_down(fake_class)
+    assert [r.ok for r in results] == [True] and classroom.load(fake_class) is None
+    assert access.instructor_token(fake_class) != token

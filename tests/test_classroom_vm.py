@@ -17,6 +17,7 @@ import pytest
 from swarmlab import config as configuration, labhost
 from swarmlab.dns import PowerDNS
 from swarmlab.hypervisor import Hypervisor
+from tests import laptop
 from tests.conftest import TEST_CACHE, swarmlab
 from tests.second_host import SecondHost
 
@@ -53,6 +54,7 @@ def two_hosts(lab3):
     class_path = path.with_name("swarmlab-class.toml")
     try:
         second.start()
+        laptop.start()
         with Hypervisor(config.uri) as hv:
             used, _ = hv.node_usage()
         text = path.read_text().replace("[host]\n", f'[host]\nservices_address = "{second.controller_ip}"\n')
@@ -68,6 +70,7 @@ def two_hosts(lab3):
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
         yield class_path, configuration.load(class_path), second
     finally:
+        laptop.remove()
         second.remove()
 
 
@@ -133,6 +136,8 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
             nodes = swarmlab("docker", "swr1", "--lab", lab, "--", "node", "ls", "--format", "{{.Hostname}}",
                              config=path)
             assert sorted(nodes.stdout.split()) == ["swr1", "swr2", "swr3"], nodes.stderr
+        assert_nodes_reach_no_management_port(path, config, second, ips)
+        assert_the_mirror_takes_no_push(path, config)
 
         # students: each in through the gateway, to their own nodes only
         portal = start_portal(path)
@@ -143,7 +148,15 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         pages = {c["lab"]: c["portal"] for c in json.loads(cards.stdout)}
         ann, bo = folders / "swarmlab-ann-lee", folders / "swarmlab-bo"
         assert (ann / "id_ed25519").stat().st_mode & 0o077 == 0
+        card = json.loads(cards.stdout)[0]
+        assert card["portal"].startswith(f"https://{laptop.MACHINE}:") and card["gateway"].endswith(
+            f"@{laptop.MACHINE}:{config.gateway_port}")
+        # the certificate the laptop is shown is the one on the card
+        shown = laptop.run("sh", "-c", f"openssl s_client -connect {laptop.MACHINE}:{config.portal_port} </dev/null "
+                           "2>/dev/null | openssl x509 -noout -fingerprint -sha256")
+        assert shown.stdout.strip().split("=")[-1] == card["fingerprint"], shown.stdout + shown.stderr
         assert_student_ssh(ann, bo, ips, config, second)
+        assert_student_tokens_open_nothing_else(pages, config)
         # the gateway's hops to the second host's sshd ended with Bo's sessions
         assert hops_to(second, portal.pid, until=0) == 0, "the gateway left connections to h2's sshd open"
 
@@ -164,7 +177,7 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         converged = swarmlab("exercise", "check", "services", "--lab", "ann-lee", config=path, timeout=600)
         assert converged.returncode == 0, converged.stdout + converged.stderr
         # in a browser: Ann's terminal and Check, Bo's own lab only, a bad token, the instructor's page
-        browser = open_browser()
+        browser = open_browser(tmp_path)
         browse_portal(browser, pages, ips, config)
 
         junit = tmp_path / "grades.xml"
@@ -216,6 +229,66 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
     assert again.returncode == 3 and "there is no class" in again.stderr
 
 
+def reachable(path, lab: str, node: str, targets: list[tuple[str, int]]) -> dict:
+    """Which ip:port a node opens a TCP connection to (bash's /dev/tcp, 3 s each), in one SSH call."""
+    script = "; ".join(f"timeout 3 bash -c '</dev/tcp/{ip}/{port}' 2>/dev/null && echo {ip}:{port}=open "
+                       f"|| echo {ip}:{port}=closed" for ip, port in targets)
+    out = node_sh(path, lab, node, script)
+    assert out.returncode == 0, out.stderr
+    return {(t.split("=")[0].rsplit(":", 1)[0], int(t.split("=")[0].rsplit(":", 1)[1])): t.endswith("=open")
+            for t in out.stdout.split()}
+
+
+def assert_nodes_reach_no_management_port(path, config, second, ips) -> None:
+    """A student is root on their nodes: from there, no host's sshd or libvirt, on any of its
+    addresses, and of the class's other hosts only DNS and the mirror. A stand-in for a
+    management port listens on every address of the lab host (16509, as libvirt's TCP port)."""
+    import socket
+    with Hypervisor(config.uri) as hv:
+        ann_gateway = str(hv.network_state(f"{config.network}-ann-lee").gateway)
+    standin = socket.create_server(("0.0.0.0", 16509))
+    try:
+        # the premise: each of these answers from the lab host itself
+        for target in ((ann_gateway, 16509), (second.controller_ip, 16509), (second.address, 16509),
+                       (second.address, 22)):
+            socket.create_connection(target, timeout=3).close()
+        ann = reachable(path, "ann-lee", "swr1", [(ann_gateway, 16509), (str(config.gateway), 16509),
+                                                  (second.controller_ip, 16509), (second.address, 16509),
+                                                  (second.address, 22), (str(config.gateway), 5000),
+                                                  (ips["ann-lee"]["swr2"], 22)])
+        bo = reachable(path, "bo", "swr1", [(second.address, 22), (second.address, 16509),
+                                            (second.controller_ip, 16509), (second.controller_ip, 5000),
+                                            (ips["bo"]["swr2"], 2377)])
+    finally:
+        standin.close()
+    assert [t for t, opened in ann.items() if opened] == [(str(config.gateway), 5000), (ips["ann-lee"]["swr2"], 22)], ann
+    assert [t for t, opened in bo.items() if opened] == [(second.controller_ip, 5000), (ips["bo"]["swr2"], 2377)], bo
+
+
+def assert_the_mirror_takes_no_push(path, config) -> None:
+    """Root on a node pushes its own image as swarmlab/agent into the mirror every lab pulls
+    from: refused, and the mirror still serves the original."""
+    import requests
+    mirror = f"{config.gateway}:5000"
+
+    def digest() -> str:
+        return requests.head(f"http://{mirror}/v2/swarmlab/agent/manifests/latest", timeout=5, headers={
+            "Accept": "application/vnd.docker.distribution.manifest.v2+json"}).headers["Docker-Content-Digest"]
+    before = digest()
+    pushed = swarmlab("ssh", "swr1", "--lab", "ann-lee", "--", f"docker tag swarmlab/busybox {mirror}/swarmlab/agent "
+                      f"&& docker push {mirror}/swarmlab/agent", config=path, timeout=180)
+    assert pushed.returncode != 0, pushed.stdout + pushed.stderr
+    assert digest() == before
+
+
+def assert_student_tokens_open_nothing_else(pages: dict, config) -> None:
+    """From the laptop: a student's token opens none of the instructor's endpoints."""
+    base, ann = pages["ann-lee"].split("/s/")
+    for method, where, body in (("GET", "", None), ("GET", "/status", None), ("POST", "/reset", '{"lab": "bo"}'),
+                                ("POST", "/start", '{"exercise": "services"}')):
+        assert laptop.fetch(f"{base}/i/{ann}{where}", method, body) == (403, "403 forbidden\n"), where
+
+
 def stop_when_bo_boots(config, second: SecondHost, timeout: float = 600) -> None:
     """Stops the second host's libvirtd once Bo's first node runs there."""
     deadline = time.monotonic() + timeout
@@ -232,10 +305,12 @@ def stop_when_bo_boots(config, second: SecondHost, timeout: float = 600) -> None
 
 
 def start_portal(path) -> subprocess.Popen:
-    """`swarmlab portal` as the instructor runs it, its output in a file beside the config."""
+    """`swarmlab portal` as the instructor runs it on the machine's own network (the lab host is
+    isolated), telling students the address their laptops reach; its output in a file."""
     import sys
     log = path.with_name("portal.log")
-    proc = subprocess.Popen([sys.executable, "-m", "swarmlab", "portal"], env={**os.environ, "SWARMLAB_CONFIG": str(path)},
+    cmd, fds = laptop.on_the_machine([sys.executable, "-m", "swarmlab", "portal", "--address", laptop.MACHINE])
+    proc = subprocess.Popen(cmd, env={**os.environ, "SWARMLAB_CONFIG": str(path)}, pass_fds=fds,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 30
     while "SSH gateway on" not in log.read_text():
@@ -245,9 +320,8 @@ def start_portal(path) -> subprocess.Popen:
 
 
 def student_ssh(folder, *args: str) -> subprocess.CompletedProcess:
-    """OpenSSH as a student runs it, from inside their folder."""
-    return subprocess.run(["ssh", "-F", "ssh_config", *args], cwd=folder, capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
+    """OpenSSH as a student runs it on their laptop, from inside their folder."""
+    return laptop.run("ssh", "-F", "ssh_config", *args, cwd=folder)
 
 
 def hops_to(second: SecondHost, pid: int, until: int, timeout: float = 15) -> int:
@@ -291,18 +365,18 @@ SCREENSHOTS = Path(os.environ.get("SWARMLAB_SCREENSHOTS", "/tmp/swarmlab-screens
 
 
 def fetch(url: str) -> tuple[int, str]:
-    import requests
-    r = requests.get(url, verify=False, timeout=20)  # the portal's self-signed certificate
-    return r.status_code, r.text
+    return laptop.fetch(url)
 
 
-def open_browser():
+def open_browser(directory: Path):
+    """Debian's chromium on the student's laptop."""
     from selenium import webdriver
     options = webdriver.ChromeOptions()
     for arg in ("--headless=new", "--no-sandbox", "--ignore-certificate-errors", "--window-size=1400,900",
-                "--disable-dev-shm-usage"):
+                "--disable-dev-shm-usage", "--remote-debugging-pipe", f"--user-data-dir={directory / 'chromium'}",
+                "--disable-background-networking", "--disable-component-update", "--no-first-run"):
         options.add_argument(arg)
-    options.binary_location = "/usr/bin/chromium"
+    options.binary_location = laptop.chromium(directory)
     return webdriver.Chrome(options=options, service=webdriver.ChromeService("/usr/bin/chromedriver"))
 
 
