@@ -554,6 +554,9 @@ def write_card_folders(config: Config, directory: Path) -> list[Path]:
         write_private(folder / "id_ed25519", key.read_text())
         write_private(folder / "ssh_config", access.ssh_config_text(found, at.address, at.ssh_port))
         write_private(folder / "known_hosts", access.known_hosts_text(config, lab, at.address, at.ssh_port))
+        write_private(folder / "portal.txt", f"your page: {card['portal']}\n"
+                      f"its certificate, as your browser should show it: SHA-256 {at.fingerprint or '(none yet)'}\n"
+                      f"SSH: {card['ssh']} (through {card['gateway']})\n")
         written.append(folder)
     return written
 

@@ -4,6 +4,8 @@ the credentials locks them out at once. The VM test drives it with OpenSSH's `ss
 
 import asyncio
 import os
+import time
+from pathlib import Path
 
 import asyncssh
 import pytest
@@ -125,6 +127,8 @@ def test_cards_say_where_the_running_portal_listens_with_its_fingerprint(a_class
     assert len(fingerprint) == 95 and fingerprint.count(":") == 31
     # a portal started with its own address and ports records them; the cards follow
     portal = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "swarmlab-portal-standin"])
+    while b"standin" not in Path(f"/proc/{portal.pid}/cmdline").read_bytes():  # until its exec is complete
+        time.sleep(0.05)
     try:
         portal_endpoint.record(config, portal_endpoint.Endpoint("10.250.0.1", 9443, 2022, fingerprint, "0.0.0.0",
                                                                 portal.pid))
@@ -135,8 +139,11 @@ def test_cards_say_where_the_running_portal_listens_with_its_fingerprint(a_class
         folder = classroom.write_card_folders(config, tmp_path / "out")[0]
         assert "HostName 10.250.0.1\n    Port 2022\n" in (folder / "ssh_config").read_text()
         assert (folder / "known_hosts").read_text().startswith("[10.250.0.1]:2022 ssh-ed25519 ")
+        assert fingerprint in (folder / "portal.txt").read_text()
+        assert (folder / "portal.txt").stat().st_mode & 0o077 == 0
         shown = swarmlab("class", "cards", "--html", str(tmp_path / "cards.html"), config=tmp_path / "swarmlab.toml")
         assert shown.returncode == 0 and f"SHA-256 {fingerprint}" in shown.stdout, shown.stderr
+        assert fingerprint in (tmp_path / "cards.html").read_text()
     finally:
         portal.kill()
         portal.wait()

@@ -75,6 +75,21 @@ def test_the_registry_mirror_serves_the_standins_on_the_lab_network_only(host):
     assert json.loads(tags.stdout) == {"name": "swarmlab/whoami", "tags": ["latest"]}
     listening = netns_run(config.namespace, "ss", "-Hltn").stdout
     assert f"{config.gateway}:5000" in listening and "0.0.0.0:5000" not in listening
+    # read-only: a push (as a student's `docker push` starts one) is refused, and the read-write
+    # instance the stand-ins went in through is gone
+    push = netns_run(config.namespace, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+                     f"http://{config.gateway}:5000/v2/swarmlab/agent/blobs/uploads/")
+    assert push.stdout == "405"
+    registries = [line for line in netns_run(config.namespace, "ss", "-Hltnp").stdout.splitlines()
+                  if "docker-registry" in line]
+    assert len(registries) == 1 and f"{config.gateway}:5000" in registries[0], registries
+
+
+def test_the_node_filter_guards_the_hosts_ports_from_its_lab_networks(host):
+    config = configuration.load(host[0])
+    table = netns_run(config.namespace, "nft", "list", "table", "inet", "swarmlab")
+    assert table.returncode == 0 and 'iifname != "sl-*" accept' in table.stdout, table.stderr
+    assert "tcp dport { 53, 5000 } accept" in table.stdout and "drop" in table.stdout
 
 
 def test_second_host_up_changes_nothing_and_says_so(host):
