@@ -18,17 +18,17 @@ class OverLimit(Exception):
 class StudentLimits:
     def __init__(self, config: Config, clock=time.monotonic):
         self.clock = clock
-        self.caps = {"channels": (config.max_channels, "SSH connections through the gateway"),
-                     "terminals": (config.max_terminals, "terminals"),
-                     "checks": (config.checks_at_once, "checks")}
+        self.caps = {"channels": (config.max_channels, "SSH connections through the gateway", "close one first"),
+                     "terminals": (config.max_terminals, "terminals", "close one first"),
+                     "checks": (config.checks_at_once, "checks", "wait for the running one to finish")}
         self.hints_per_minute = config.hints_per_minute
         self.held: dict[tuple[str, str], int] = collections.Counter()
         self.hints: dict[str, collections.deque] = collections.defaultdict(collections.deque)
 
     def take(self, kind: str, lab: str) -> None:
-        cap, what = self.caps[kind]
+        cap, what, advice = self.caps[kind]
         if self.held[kind, lab] >= cap:
-            raise OverLimit(f"at most {cap} {what} at once per student: close one first")
+            raise OverLimit(f"{what} at once per student: at most {cap}; {advice}")
         self.held[kind, lab] += 1
 
     def give(self, kind: str, lab: str) -> None:

@@ -30,7 +30,6 @@ from .access import instructor_token
 from .config import Config
 from .errors import SwarmlabError
 from .limits import OverLimit, StudentLimits
-from .portal_endpoint import self_signed_certificate  # noqa: F401 (the CLI's way to it)
 from .render import render
 
 CHECK_EVERY = 10.0  # seconds between two checks of one lab
@@ -40,8 +39,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 FORBIDDEN_TEXT = "403 forbidden\n"
 TCP_ESTABLISHED = 1  # tcp_info's state (linux/tcp_states.h)
 CHECK_WORKERS = 4  # checks of all students at once; each student holds at most [portal] checks_at_once
-# Every page and answer: never cached, never framed, no address leaks in a Referer, and only
-# the portal's own scripts and styles (the pages' inline ones are the portal's own templates).
+# Every page and answer: never cached, never framed, no token leaks in a Referer, and only the
+# portal's own scripts (styles may be inline: xterm.js sets them).
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
@@ -126,7 +125,7 @@ class Portal:
         try:
             self.limits.take("checks", lab)
         except OverLimit as e:
-            return web.json_response({"error": f"a check of your lab is still running ({e})"}, status=429)
+            return web.json_response({"error": str(e)}, status=429)
         try:
             self.last_check[lab] = now
             scoped = self._scoped(lab)

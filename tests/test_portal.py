@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from swarmlab import access, portal
+from swarmlab import access, portal, portal_endpoint
 from tests.test_access import a_class  # noqa: F401 (the fixture: a class of Ann and Bo on loopback)
 
 
@@ -76,8 +76,8 @@ def test_checks_are_rate_limited_per_lab(a_class):  # noqa: F811
 
 def test_the_instructor_page_needs_its_own_token(a_class):  # noqa: F811
     config = a_class
-    token = portal.instructor_token(config)
-    assert portal.instructor_token(config) == token  # made once
+    token = access.instructor_token(config)
+    assert access.instructor_token(config) == token  # made once
     assert (config.state_dir / "portal" / "instructor-token").stat().st_mode & 0o077 == 0
 
     async def scenario(client):
@@ -90,12 +90,19 @@ def test_the_instructor_page_needs_its_own_token(a_class):  # noqa: F811
 
 def test_without_a_certificate_the_portal_makes_a_self_signed_one_once(a_class):  # noqa: F811
     import ssl
+    import subprocess
     config = a_class
-    cert, key = portal.self_signed_certificate(config, "10.200.0.1")
+    cert, key = portal_endpoint.self_signed_certificate(config, "10.200.0.1")
     assert key.stat().st_mode & 0o077 == 0 and "BEGIN CERTIFICATE" in cert.read_text()
-    assert portal.self_signed_certificate(config, "10.200.0.1") == (cert, key)
-    assert cert.read_text() == portal.self_signed_certificate(config, "10.200.0.1")[0].read_text()
+    assert portal_endpoint.self_signed_certificate(config, "10.200.0.1") == (cert, key)
+    assert cert.read_text() == portal_endpoint.self_signed_certificate(config, "10.200.0.1")[0].read_text()
     ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)  # a pair that TLS takes
+    # told another address (portal --address), it is made again for that one: no browser warning for a name
+    first = portal_endpoint.fingerprint(cert)
+    portal_endpoint.self_signed_certificate(config, "10.250.0.1")
+    assert portal_endpoint.fingerprint(cert) != first
+    assert "10.250.0.1" in subprocess.run(["openssl", "x509", "-noout", "-subject", "-in", str(cert)],
+                                          capture_output=True, text=True).stdout
 
 
 def test_the_exercise_text_is_shown_as_a_page_not_as_markdown():
@@ -119,3 +126,42 @@ def test_a_terminal_ends_when_its_lab_is_reset_by_any_process_or_leaves_the_clas
     classroom.save(config, room)
     assert sorted(app.sessions_to_end(), key=lambda e: e[1]) == [(bo_open, "the lab was removed"),
                                                                   (ann_before, "the lab was reset")]
+
+
+def test_the_portal_command_records_where_it_listens_and_can_replace_the_instructor_token(a_class, tmp_path):
+    """`swarmlab portal` as the instructor runs it: the endpoint goes on record for the cards
+    while it runs and away when it stops (SIGTERM); --new-instructor-token replaces the token."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT, free_port
+    config = a_class
+    old = access.instructor_token(config)
+    https, ssh = free_port(), free_port()
+    log = tmp_path / "portal.log"
+    proc = subprocess.Popen([sys.executable, "-m", "swarmlab", "--config", str(tmp_path / "swarmlab.toml"), "portal",
+                             "--listen", "127.0.0.1", "--address", "127.0.0.1", "--port", str(https), "--ssh-port",
+                             str(ssh), "--new-instructor-token"], cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while "instructor: " not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        new = access.instructor_token(config)
+        assert new != old and f"instructor: https://127.0.0.1:{https}/i/{new}" in log.read_text()
+        recorded = json.loads((config.state_dir / "portal" / "endpoint.json").read_text())
+        assert (recorded["address"], recorded["https_port"], recorded["ssh_port"], recorded["pid"]) == \
+            ("127.0.0.1", https, ssh, proc.pid)
+        assert recorded["fingerprint"] == portal_endpoint.fingerprint(config.state_dir / "portal" / "portal.crt")
+        again = subprocess.run([sys.executable, "-m", "swarmlab", "--config", str(tmp_path / "swarmlab.toml"), "portal",
+                                "--listen", "127.0.0.1", "--port", str(https), "--ssh-port", str(free_port())],
+                               cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 4 and f"cannot listen on 127.0.0.1:{https}" in again.stderr, again.stderr
+        assert "Traceback" not in again.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+    assert not (config.state_dir / "portal" / "endpoint.json").exists()

@@ -148,7 +148,7 @@ def test_the_gateway_caps_connections_per_student(a_class):  # noqa: F811
             other.close()
         return seen
 
-    assert asyncio.run(scenario()) == ["at most 2 SSH connections through the gateway at once per student: "
+    assert asyncio.run(scenario()) == ["SSH connections through the gateway at once per student: at most 2; "
                                        "close one first", "bo opened", "again opened"]
 
 
@@ -247,9 +247,8 @@ def test_terminals_checks_and_hints_are_capped_per_student(a_class, monkeypatch)
 
     seen = run_portal(config, scenario, clock=lambda: now[0])
     assert seen == {
-        "third terminal": (429, "429 at most 2 terminals at once per student: close one first"),
-        "second check": (429, "a check of your lab is still running (at most 1 checks at once per student: "
-                              "close one first)"),
+        "third terminal": (429, "429 terminals at once per student: at most 2; close one first"),
+        "second check": (429, "checks at once per student: at most 1; wait for the running one to finish"),
         "bo's page": (200, True),
         "checks": (200, 200),
         "hints": [200, 200, 200, 429],
