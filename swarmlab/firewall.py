@@ -15,12 +15,10 @@ import socket
 import subprocess
 
 from .command import Command, Raw, sh
-from .daemons import REGISTRY_PORT
 from .errors import SwarmlabError
 
 TABLE = "swarmlab"
 LAB_BRIDGES = "sl-*"
-NODE_TCP = (53, REGISTRY_PORT)  # DNS, the registry mirror
 NODE_UDP = (53, 67)  # DNS, DHCP
 
 
@@ -28,11 +26,12 @@ class FirewallError(SwarmlabError):
     pass
 
 
-def ruleset(protected: list[str]) -> str:
-    """The table for one host, as `nft -f` takes it; replacing it is atomic."""
+def ruleset(protected: list[str], mirror_port: int) -> str:
+    """The table for one host, as `nft -f` takes it; replacing it is atomic. Nodes reach TCP
+    on DNS and the registry mirror's port."""
     v4 = sorted({a for a in protected if ipaddress.ip_address(a).version == 4}, key=ipaddress.ip_address)
     v6 = sorted({a for a in protected if ipaddress.ip_address(a).version == 6}, key=ipaddress.ip_address)
-    tcp, udp = ", ".join(map(str, NODE_TCP)), ", ".join(map(str, NODE_UDP))
+    tcp, udp = ", ".join(map(str, (53, mirror_port))), ", ".join(map(str, NODE_UDP))
     lines = [f"table inet {TABLE}", f"delete table inet {TABLE}", f"table inet {TABLE} {{"]
     for name, kind, found in (("protected4", "ipv4_addr", v4), ("protected6", "ipv6_addr", v6)):
         lines.append(f"  set {name} {{ type {kind};" + (f" elements = {{ {', '.join(found)} }};" if found else "")

@@ -18,7 +18,7 @@ from . import dns
 from .dns import PowerDNS
 from .config import Config
 from . import firewall, images
-from .daemons import (Progress, PdnsServer, _stop_pid, ensure_libvirtd, find_process, fix_kvm_device,
+from .daemons import (REGISTRY_PORT, Progress, PdnsServer, _stop_pid, ensure_libvirtd, find_process, fix_kvm_device,
                       RegistryServer, pdns_server, push_registry_server, registry_server,
                       services_registry_server)
 from .errors import Refused, SwarmlabError
@@ -194,7 +194,7 @@ def protected_addresses(config: Config) -> list[str]:
 
 
 def node_filter(config: Config) -> str:
-    return firewall.ruleset(protected_addresses(config))
+    return firewall.ruleset(protected_addresses(config), REGISTRY_PORT)
 
 
 def guard_nodes(config: Config) -> bool:

@@ -72,18 +72,18 @@ def in_namespace(ns: str, *cmd: str, stdin: str | None = None) -> subprocess.Com
 def test_a_node_reaches_the_mirror_on_its_host_and_no_management_port(host_and_node):
     host, node = host_and_node
     assert [reaches(node, p) for p in (22, 5000, 16509)] == [True, True, True]  # the premise: all listen
-    applied = in_namespace(host, "nft", "-f", "-", stdin=firewall.ruleset(["10.200.0.2"]))
+    applied = in_namespace(host, "nft", "-f", "-", stdin=firewall.ruleset(["10.200.0.2"], 5000))
     assert applied.returncode == 0, applied.stderr
     assert {p: reaches(node, p) for p in (22, 5000, 16509)} == {22: False, 5000: True, 16509: False}
     # applied again it replaces itself (one table), and removing it opens everything again
-    assert in_namespace(host, "nft", "-f", "-", stdin=firewall.ruleset(["10.200.0.2"])).returncode == 0
+    assert in_namespace(host, "nft", "-f", "-", stdin=firewall.ruleset(["10.200.0.2"], 5000)).returncode == 0
     assert in_namespace(host, "nft", "list", "tables").stdout.count("inet swarmlab") == 1
     assert in_namespace(host, "nft", "delete", "table", "inet", firewall.TABLE).returncode == 0
     assert reaches(node, 22)
 
 
 def test_the_ruleset_names_the_class_hosts_and_lets_only_dns_and_the_mirror_through():
-    text = firewall.ruleset(["10.200.0.2", "fd00::2", "10.200.0.2"])
+    text = firewall.ruleset(["10.200.0.2", "fd00::2", "10.200.0.2"], 5000)
     assert "elements = { 10.200.0.2 }" in text and "elements = { fd00::2 }" in text
     assert 'iifname != "sl-*" accept' in text and "tcp dport { 53, 5000 } accept" in text
     assert firewall.addresses(["10.1.2.3", "", "127.0.0.1", "no-such-host.invalid"]) == ["10.1.2.3"]

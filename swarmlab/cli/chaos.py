@@ -1,0 +1,108 @@
+"""`chaos`: failure exercises with a measured timeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import chaos, config as configuration
+from .common import JsonOption, LabOption, NodeArgument, app, ctx, emit_json, enter_host, table
+
+chaos_app = typer.Typer(no_args_is_help=True, help="Failure exercises with a measured timeline.")
+app.add_typer(chaos_app, name="chaos")
+TimeoutOption = typer.Option(180.0, "--timeout", metavar="S", help="Give up waiting for an event after S seconds.")
+ReportOption = typer.Option(None, "--report", metavar="FILE.html", help="Also write a self-contained HTML report.")
+
+
+def _render_timelines(timelines, as_json: bool, report: Optional[str]) -> None:
+    if report:
+        Path(report).write_text(chaos.html_report(timelines))
+    if as_json:
+        data = [t.as_dict() for t in timelines]
+        emit_json(data[0] if len(data) == 1 else data)
+    else:
+        for t in timelines:
+            typer.echo(f"{t.exercise} {t.target} (lab {t.lab})"
+                       + (f": leader {t.old_leader} -> {t.new_leader or '?'}, at the end {t.final_leader}"
+                          if t.old_leader else ""))
+            rows = [(e.event, f"{e.t:.1f}", f"{e.expected[0]:g}-{e.expected[1]:g} s" if e.expected else "",
+                     e.detail + (" LATE" if e.expected and e.t > e.expected[1] else "")) for e in t.events]
+            rows += [(m, "-", "", "not seen within the timeout") for m in t.missing]
+            table(("EVENT", "SECONDS", "EXPECTED", "DETAIL"), rows, indent=2, right={"SECONDS"})
+        if report:
+            typer.echo(f"report: {report}")
+    if any(t.missing for t in timelines):
+        raise typer.Exit(5)
+
+
+ServiceOption = typer.Option(None, "--service", metavar="NAME",
+                             help="Follow only this service's tasks. With no service in the lab, a small drill "
+                                  "service of the baked image is created for the run and removed afterwards.")
+
+
+@chaos_app.command("kill-leader")
+def chaos_kill_leader(lab: Optional[str] = LabOption, service: Optional[str] = ServiceOption,
+                      restore: bool = typer.Option(False, "--restore", help="Start the node again and time its return."),
+                      timeout: float = TimeoutOption, force: bool = typer.Option(False, "--force",
+                      help="Kill even when it costs the swarm its quorum."),
+                      report: Optional[str] = ReportOption, as_json: bool = JsonOption):
+    """Power off the leader's VM and time the election, the node going Down and its tasks moving.
+    Exit 5 when an expected event never came."""
+    enter_host()
+    _render_timelines([chaos.kill(ctx.config, lab or ctx.config.lab, None, restore, timeout, force, service,
+                                  ctx.progress)], as_json, report)
+
+
+@chaos_app.command("kill")
+def chaos_kill(node: str = NodeArgument, lab: Optional[str] = LabOption, service: Optional[str] = ServiceOption,
+               restore: bool = typer.Option(False, "--restore", help="Start the node again and time its return."),
+               timeout: float = TimeoutOption, force: bool = typer.Option(False, "--force",
+               help="Kill even when it costs the swarm its quorum."),
+               report: Optional[str] = ReportOption, as_json: bool = JsonOption):
+    """Power off one node's VM and time what the swarm does."""
+    enter_host()
+    _render_timelines([chaos.kill(ctx.config, lab or ctx.config.lab, node, restore, timeout, force, service,
+                                  ctx.progress)], as_json, report)
+
+
+@chaos_app.command("start")
+def chaos_start(node: Optional[str] = typer.Argument(None, metavar="NODE"), lab: Optional[str] = LabOption,
+                all_nodes: bool = typer.Option(False, "--all", help="Every stopped node of the lab."),
+                timeout: float = TimeoutOption, report: Optional[str] = ReportOption, as_json: bool = JsonOption):
+    """Start a stopped node (or --all) and time its return to the swarm. Undoes any chaos run."""
+    enter_host()
+    if bool(node) == all_nodes:
+        raise configuration.ConfigError("name one NODE or pass --all")
+    timelines = chaos.start(ctx.config, lab or ctx.config.lab, None if all_nodes else [node], timeout, ctx.progress)
+    if not timelines:
+        typer.echo("every node is running; nothing to start")
+        return
+    _render_timelines(timelines, as_json, report)
+
+
+@chaos_app.command("drain")
+def chaos_drain(node: str = NodeArgument, lab: Optional[str] = LabOption, timeout: float = TimeoutOption,
+                report: Optional[str] = ReportOption, as_json: bool = JsonOption):
+    """Set a node's availability to drain and time its tasks moving elsewhere."""
+    enter_host()
+    _render_timelines([chaos.availability(ctx.config, lab or ctx.config.lab, node, "drain", timeout, ctx.progress)],
+                      as_json, report)
+
+
+@chaos_app.command("activate")
+def chaos_activate(node: str = NodeArgument, lab: Optional[str] = LabOption, timeout: float = TimeoutOption,
+                   report: Optional[str] = ReportOption, as_json: bool = JsonOption):
+    """Set a node's availability back to active (tasks may be placed on it again)."""
+    enter_host()
+    _render_timelines([chaos.availability(ctx.config, lab or ctx.config.lab, node, "active", timeout, ctx.progress)],
+                      as_json, report)
+
+
+@chaos_app.command("demote-leader")
+def chaos_demote_leader(lab: Optional[str] = LabOption, timeout: float = TimeoutOption,
+                        report: Optional[str] = ReportOption, as_json: bool = JsonOption):
+    """The contrast to kill-leader: demote the leader gracefully, time the hand-over, promote it back."""
+    enter_host()
+    _render_timelines([chaos.demote_leader(ctx.config, lab or ctx.config.lab, timeout, ctx.progress)], as_json, report)

@@ -1,0 +1,235 @@
+"""`class` and `portal`: one lab per student, and the way students come in."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import classroom, config as configuration, exercises, lab as labs
+from .common import ExerciseArgument, JsonOption, NodeBoard, app, ctx, emit_json, enter_host, render_lab_results, table
+
+class_app = typer.Typer(no_args_is_help=True, help="A class: one lab per student, spread over the lab hosts.")
+app.add_typer(class_app, name="class")
+
+
+@class_app.command("up")
+def class_up(students: Optional[int] = typer.Option(None, "--students", metavar="N", help="Labs s01 ... sN."),
+             roster: Optional[str] = typer.Option(None, "--roster", metavar="FILE",
+                                                  help="One student per line; lab names are their slugs."),
+             nodes: int = typer.Option(3, "--nodes", metavar="N", help="Nodes per lab."),
+             no_snapshot: bool = typer.Option(False, "--no-snapshot", help="Do not save each lab's `formed` snapshot."),
+             as_json: bool = JsonOption):
+    """Make one lab per student, each whole on the host with the most room, on a network of its
+    own, several at once per host ([class] parallel). Refuses before making anything when the
+    hosts are short of room. A failed lab does not stop the others; rerunning converges. Exit 1
+    when any lab failed."""
+    if (students is None) == (roster is None):
+        raise configuration.ConfigError("give --students N or --roster FILE")
+    labs.check_count(ctx.config, nodes)
+    if roster is not None:
+        try:
+            text = open(roster, encoding="utf-8").read()
+        except OSError as e:
+            raise configuration.ConfigError(f"--roster {roster}: cannot read: {e.strerror}") from None
+        wanted = classroom.students_from_roster(text, roster)
+    else:
+        wanted = classroom.students_from_count(students)
+    enter_host()
+    with NodeBoard() as board:
+        results = classroom.class_up(ctx.config, wanted, nodes, board, not no_snapshot)
+    render_lab_results(results, as_json, "ready")
+
+
+@class_app.command("status")
+def class_status(as_json: bool = JsonOption,
+                 html: Optional[str] = typer.Option(None, "--html", metavar="FILE",
+                                                    help="Also write a page for the projector; it reloads itself."),
+                 watch: Optional[float] = typer.Option(None, "--watch", metavar="S",
+                                                       help="Read and write again every S seconds, until Ctrl-C.")):
+    """One row per student: host, nodes ready, swarm health, current exercise and its last check."""
+    enter_host()
+    while True:
+        rows = classroom.class_status(ctx.config)
+        if html:
+            from ..render import render
+            page = render("class-status.html.j2", rows=rows, refresh=int(watch or 10),
+                          at=time.strftime("%H:%M:%S"))
+            tmp = f"{html}.tmp"
+            with open(tmp, "w") as f:
+                f.write(page)
+            os.replace(tmp, html)
+        if as_json:
+            emit_json(rows)
+        else:
+            def check(row):
+                last = row.get("last_check")
+                return f"{last['exercise']} {last['passed']}/{last['of']}" if last else "-"
+            table(("STUDENT", "LAB", "HOST", "READY", "SWARM", "EXERCISE", "LAST CHECK"),
+                  [(r["student"], r["lab"], r["host"], f"{r['ready']}/{r['nodes']}",
+                     r["swarm"] if "error" not in r else r["error"], r.get("exercise") or "-", check(r))
+                    for r in rows])
+        if not watch:
+            break
+        try:
+            time.sleep(watch)
+        except KeyboardInterrupt:
+            return  # the normal end of --watch
+    if not all(r["swarm"] == "healthy" and r["ready"] == r["nodes"] for r in rows):
+        raise typer.Exit(1)
+
+
+@app.command("portal")
+def portal(listen: Optional[str] = typer.Option(None, "--listen", metavar="ADDR",
+                                                help="Address to listen on, on this machine's own network even "
+                                                     "when the lab host is isolated (default: [portal] listen)."),
+           address: Optional[str] = typer.Option(None, "--address", metavar="ADDR",
+                                                 help="The name or address students reach this machine at, as the "
+                                                      "cards say (default: [portal] address)."),
+           port: Optional[int] = typer.Option(None, "--port", metavar="PORT",
+                                              help="HTTPS port (default: [portal] https_port)."),
+           ssh_port: Optional[int] = typer.Option(None, "--ssh-port", metavar="PORT",
+                                                  help="The students' SSH gateway port (default: [portal] ssh_port)."),
+           cert: Optional[str] = typer.Option(None, "--cert", metavar="FILE",
+                                              help="TLS certificate (PEM); default: a self-signed one, made once."),
+           key: Optional[str] = typer.Option(None, "--key", metavar="FILE", help="The certificate's private key."),
+           new_instructor_token: bool = typer.Option(False, "--new-instructor-token",
+                                                     help="Replace the instructor's token first; the old one "
+                                                          "stops working.")):
+    """Let the class in: a page per student (the exercise, a terminal on each node, Check and
+    Hint) and one for the instructor, over HTTPS; and the SSH gateway, through which each
+    student reaches their own lab's nodes only. Runs until Ctrl-C. `class cards` then says
+    where it listens, with the certificate's fingerprint."""
+    from .. import access, portal_endpoint, portal_server
+    if (cert is None) != (key is None):
+        raise configuration.ConfigError("give --cert and --key together, or neither for a self-signed certificate")
+    config = ctx.config
+    host, https_port = listen or config.portal_listen, port or config.portal_port
+    gateway_port = ssh_port or config.gateway_port
+    if https_port == gateway_port:
+        raise configuration.ConfigError(f"the HTTPS port and the SSH port are both {https_port}: give another "
+                                        "--port or --ssh-port")
+    told = address or config.student_address
+    # bound here, before entering the lab host's namespace: students reach this machine, not the namespace
+    web_sock = portal_server.listen_socket(host, https_port)
+    ssh_sock = portal_server.listen_socket(host, gateway_port)
+    enter_host()
+    if cert is None:
+        cert, key = map(str, portal_endpoint.self_signed_certificate(config, told))
+    tls = portal_server.tls_context(cert, key)
+    if new_instructor_token:
+        access.new_instructor_token(config)
+        ctx.progress("made a new instructor token; the old one no longer works")
+    endpoint = portal_endpoint.Endpoint(told, https_port, gateway_port, portal_endpoint.fingerprint(Path(cert)),
+                                        host)
+    portal_server.serve(config, web_sock, ssh_sock, tls, endpoint, ctx.progress)
+
+
+@class_app.command("cards")
+def class_cards(as_json: bool = JsonOption,
+                out: Optional[str] = typer.Option(None, "--out", metavar="DIR",
+                                                  help="Also write each student's folder swarmlab-LAB here: key, "
+                                                       "ssh_config, known_hosts, to hand out."),
+                html: Optional[str] = typer.Option(None, "--html", metavar="FILE", help="Also write printable cards.")):
+    """One card per student: lab, nodes, and how to reach them (SSH through the gateway that
+    `swarmlab portal` runs). The private keys go only into --out folders, never to the screen."""
+    enter_host()
+    rows = classroom.cards(ctx.config)
+    if rows and not rows[0]["portal_running"]:
+        ctx.progress("no portal runs now: these cards say where `swarmlab portal` would listen by the config; "
+                     "start it, then make the cards again")
+    if out:
+        for folder in classroom.write_card_folders(ctx.config, Path(out)):
+            ctx.progress(f"wrote {folder}")
+    if html:
+        from ..keys import write_private
+        from ..render import render
+        write_private(Path(html), render("class-cards.html.j2", cards=rows))  # every student's token
+    if as_json:
+        emit_json(rows)
+        return
+    for card in rows:
+        typer.echo(f"── {card['student']} · lab {card['lab']} (host {card['host']})")
+        typer.echo("   nodes: " + ", ".join(f"{n['node']} {n['ip']}" for n in card["nodes"]))
+        typer.echo(f"   with your folder {card['folder']}: {card['ssh']}  (user {card['user']}, "
+                   f"through {card['gateway']})")
+        typer.echo(f"   in a browser: {card['portal']}")
+        if card["fingerprint"]:
+            typer.echo(f"   the page's certificate: SHA-256 {card['fingerprint']}")
+
+
+@class_app.command("start")
+def class_start(exercise_id: str = ExerciseArgument, as_json: bool = JsonOption):
+    """Start an exercise for everyone: every lab reset to its formed swarm, then the exercise's
+    setup, all at once. Exit 1 when any lab could not start it."""
+    exercise = exercises.find(exercise_id)
+    enter_host()
+    with NodeBoard() as board:
+        results = classroom.class_start(ctx.config, exercise, board)
+    render_lab_results(results, as_json, f"started {exercise.id}")
+
+
+@class_app.command("check")
+def class_check(exercise_id: str = ExerciseArgument,
+                wait: bool = typer.Option(False, "--wait", help="Retry failing checks up to their timeout."),
+                junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE",
+                                                    help="Also write JUnit XML: one suite per student."),
+                as_json: bool = JsonOption):
+    """Check every student's lab at once: one row per student with the checks that pass. Exit 0
+    only when every lab passes every check."""
+    exercise = exercises.find(exercise_id)
+    enter_host()
+    results = classroom.class_check(ctx.config, exercise, wait)
+    if junit:
+        with open(junit, "w") as f:
+            f.write(classroom.junit(exercise.id, results))
+    if as_json:
+        emit_json([asdict(r) for r in results])
+    else:
+        def failing(r) -> str:
+            bad = [v["check"] for v in r.detail.get("verdicts", []) if not v["ok"]]
+            return r.error or ("✗ " + "; ".join(bad) if bad else "✓")
+        table(("STUDENT", "LAB", "HOST", "PASSED", "RESULT"),
+              [(r.student, r.lab, r.host, f"{sum(v['ok'] for v in r.detail.get('verdicts', []))}/"
+                 f"{len(r.detail.get('verdicts', []))}", failing(r)) for r in results])
+        typer.echo(f"{sum(r.ok for r in results)}/{len(results)} labs pass {exercise.id}")
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@class_app.command("reset")
+def class_reset(level: Optional[str] = typer.Option(None, "--level", metavar="state|snapshot|rebuild",
+                                                    help="Force a level; default: the cheapest that works per lab."),
+                as_json: bool = JsonOption):
+    """Reset every student's lab to its `formed` snapshot, all at once. Exit 1 when any lab is
+    not healthy afterwards."""
+    if level is not None and level not in ("state", "snapshot", "rebuild"):
+        raise configuration.ConfigError(f"--level {level} is not one of state, snapshot, rebuild")
+    enter_host()
+    with NodeBoard() as board:
+        results = classroom.class_reset(ctx.config, level, progress=board)
+    render_lab_results(results, as_json, "reset")
+
+
+@class_app.command("down")
+def class_down(yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."), as_json: bool = JsonOption):
+    """Remove every student's lab (domains, volumes, its network, DNS records) on every host."""
+    enter_host()
+    room = classroom.load(ctx.config)
+    if room is None:
+        if as_json:
+            emit_json([])
+        else:
+            typer.echo("there is no class; nothing to remove")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise configuration.ConfigError(f"`class down` removes the labs of {len(room.students)} students: "
+                                            "pass --yes to confirm")
+        typer.confirm(f"remove the labs of all {len(room.students)} students?", abort=True)
+    render_lab_results(classroom.class_down(ctx.config), as_json, "removed")
