@@ -84,21 +84,28 @@ def test_status_of_an_unknown_lab_is_one_error_type_with_one_exit_code(test_host
 
 def test_other_labs_wait_for_the_address_lock_instead_of_being_refused(tmp_path):
     config = configuration.Config(state_dir=tmp_path)
-    held = threading.Event()
+    held, release, acquired = threading.Event(), threading.Event(), threading.Event()
 
     def holder():
         with labs.address_lock(config):
             held.set()
-            time.sleep(0.5)
+            release.wait(10)
 
-    thread = threading.Thread(target=holder)
-    thread.start()
-    held.wait()
-    started = time.monotonic()
-    with labs.address_lock(config):
-        waited = time.monotonic() - started
-    thread.join()
-    assert 0.2 < waited < 5
+    def waiter():
+        with labs.address_lock(config):
+            acquired.set()
+
+    first = threading.Thread(target=holder)
+    first.start()
+    held.wait(10)
+    second = threading.Thread(target=waiter)
+    second.start()
+    # while the lock is held the other lab waits (a refusal would end the thread without it)
+    assert not acquired.wait(0.3) and second.is_alive()
+    release.set()
+    assert acquired.wait(10), "the waiting lab never got the lock"
+    first.join()
+    second.join()
     # the same lab twice is still refused at once
     with labs.lab_lock(config, "g1"):
         with pytest.raises(Refused, match="lab g1 is busy"):
