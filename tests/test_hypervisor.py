@@ -311,7 +311,7 @@ def test_a_slow_guest_agent_is_not_taken_for_a_guest_clock_that_is_off():
     assert clock_offset(1002.0, before=1000.0, after=1000.2) == pytest.approx(1.8)
 
 
-def test_a_kvm_template_copied_to_a_host_without_kvm_runs_under_qemu_there():
+def test_a_kvm_template_copied_to_a_host_without_kvm_is_defined_as_a_qemu_domain_there():
     from swarmlab.template_build import without_kvm
 
     def domain(domain_type: str) -> ET.Element:
