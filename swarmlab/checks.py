@@ -382,3 +382,16 @@ def _script(index: int, check: dict, facts: Facts) -> Verdict:
 
 JUDGES = {"service": _service, "placement": _placement, "node": _node, "mount": _mount, "stack": _stack,
           "network": _network, "http": _http, "leader": _leader, "script": _script}
+
+
+def still_waiting_for(failing: list[int], passed_before: bool, elapsed: float, timeouts: list[float],
+                      wait: bool = True) -> list[int] | None:
+    """The retry policy of a check: None when the verdicts stand, else the failing checks whose
+    own timeout is not over yet (empty: all pass, read them once more). All must pass on two
+    readings in a row, so that a crash-looping task caught while it runs does not pass."""
+    if not wait or (not failing and passed_before):
+        return None
+    open_ = [i for i in failing if elapsed < timeouts[i]]
+    if failing and not open_:
+        return None
+    return open_

@@ -453,6 +453,7 @@ def check(config: Config, lab_name: str, exercise: Exercise, wait: bool = True,
     try:
         ctx = context(exercise, session.lab, state.get("images"))
         resolved = [_resolve(c, ctx) for c in exercise.checks]
+        timeouts = [c.get("timeout", DEFAULT_CHECK_TIMEOUT) for c in resolved]
         started = time.monotonic()
         last_shown, shown_at, passed_before = "", 0.0, False
         while True:
@@ -465,12 +466,10 @@ def check(config: Config, lab_name: str, exercise: Exercise, wait: bool = True,
                 verdicts.append(checks.judge(i, c, facts))
             failing = [i for i, v in enumerate(verdicts) if not v.ok]
             elapsed = time.monotonic() - started
-            if not wait or (not failing and passed_before):
-                break  # all pass twice in a row: not a crash-looping task caught while running
-            passed_before = not failing
-            open_ = [i for i in failing if elapsed < resolved[i].get("timeout", DEFAULT_CHECK_TIMEOUT)]
-            if failing and not open_:
+            open_ = checks.still_waiting_for(failing, passed_before, elapsed, timeouts, wait)
+            if open_ is None:
                 break
+            passed_before = not failing
             waiting_for = ", ".join(verdicts[i].title for i in open_) or "the same result once more"
             if waiting_for != last_shown or elapsed - shown_at >= 15:
                 progress(f"waiting for: {waiting_for} ({elapsed:.0f} s)")

@@ -359,6 +359,16 @@ def test_check_needs_two_readings_in_a_row_so_a_crash_looping_service_fails(monk
     assert exercises.check(config, "t1", exercise, wait=False)[0].ok  # one pass only
 
 
+def test_the_retry_policy_needs_two_passing_readings_and_stops_at_each_checks_timeout():
+    wait = checks.still_waiting_for
+    assert wait([], passed_before=False, elapsed=0, timeouts=[90]) == []  # all pass once: read once more
+    assert wait([], passed_before=True, elapsed=5, timeouts=[90]) is None  # twice in a row: done
+    assert wait([0], passed_before=True, elapsed=5, timeouts=[90]) == [0]  # a lucky reading went: wait on
+    assert wait([0, 1], passed_before=False, elapsed=30, timeouts=[20, 90]) == [1]  # check 0 is out of time
+    assert wait([0, 1], passed_before=False, elapsed=95, timeouts=[20, 90]) is None  # all out of time: fails
+    assert wait([0], passed_before=False, elapsed=0, timeouts=[90], wait=False) is None  # one pass only
+
+
 def test_the_schema_and_the_judges_know_the_same_check_types():
     schema = json.loads((LABS / "exercise.schema.json").read_text())
     assert set(schema["$defs"]["check"]["properties"]["type"]["enum"]) == set(checks.JUDGES)
