@@ -77,7 +77,7 @@ def run_checks(config: Config) -> list[dict]:
 def run_host_checks(config: Config, spec: HostSpec) -> list[dict]:
     """A class host: libvirt, pools, template, room for labs and a free /24, and whether SSH and
     DNS reach its labs."""
-    from . import classroom
+    from . import placement
     checks: list[dict] = []
 
     def add(check: str, ok: bool, detail: str, fix: str = "") -> None:
@@ -102,18 +102,18 @@ def run_host_checks(config: Config, spec: HostSpec) -> list[dict]:
                 add("template", True, f"{config.template} present (recipe {tmpl.owner.get('recipe')})" if tmpl
                     else f"{config.template} is copied there at `class up`")
             used_nodes, used_mib = hv.node_usage()
-            free = classroom.free_nodes(spec, hv.memory_mib(), used_nodes, used_mib, config.memory_mib,
+            free = placement.free_nodes(spec, hv.memory_mib(), used_nodes, used_mib, config.memory_mib,
                                         config.overhead_mib)
             add("room", free > 0, f"{free} more nodes ({used_nodes} there now)",
                 "free the host, or raise its capacity in [[hosts]]")
             try:
-                subnet = classroom.next_subnet(spec.lab_range, hv.network_ranges() + [config.cidr])
+                subnet = placement.next_subnet(spec.lab_range, hv.network_ranges() + [config.cidr])
                 add("lab range", True, f"next lab network {subnet} (from {spec.lab_range})")
             except SwarmlabError as e:
                 add("lab range", False, str(e), "give the host a wider lab_range")
     except SwarmlabError as e:
         add("libvirt", False, str(e), "start libvirtd there, or fix the URI")
-    problem = classroom.remote_problem(config, spec)
+    problem = placement.remote_problem(config, spec)
     if problem:
         add("reach", False, f"{spec.name} {problem}", "see the detail")
     elif not spec.local:

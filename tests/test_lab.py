@@ -3,7 +3,6 @@
 PowerDNS. Nothing boots here; the VM tests prove the rest."""
 
 import threading
-import time
 
 import pytest
 

@@ -128,7 +128,7 @@ def test_a_terminal_ends_when_its_lab_is_reset_by_any_process_or_leaves_the_clas
                                                                   (ann_before, "the lab was reset")]
 
 
-def test_the_portal_command_records_where_it_listens_and_can_replace_the_instructor_token(a_class, tmp_path):
+def test_the_portal_command_records_where_it_listens_and_can_replace_the_instructor_token(a_class, tmp_path):  # noqa: F811
     """`swarmlab portal` as the instructor runs it: the endpoint goes on record for the cards
     while it runs and away when it stops (SIGTERM); --new-instructor-token replaces the token."""
     import json
