@@ -331,7 +331,7 @@ def _each_lab(config: Config, students: list[Student], work: Callable[[Config, S
                 result.detail = work(student_config(config, student), student) or {}
                 result.ok = True
             except SwarmlabError as e:
-                result.error = str(e)
+                result.error = _on_host(config, student.host, str(e))
             result.seconds = round(time.monotonic() - began, 1)
 
     futures = run_together(one, range(len(students)))
@@ -339,6 +339,18 @@ def _each_lab(config: Config, students: list[Student], work: Callable[[Config, S
         if f.exception() is not None and result.error is None:
             result.error = f"{type(f.exception()).__name__}: {f.exception()}"
     return results
+
+
+def _on_host(config: Config, host: str, error: str) -> str:
+    """An error of a lab on another machine names that host, whatever step failed (a libvirtd
+    that goes away mid-call only says "End of file")."""
+    try:
+        spec = config.host(host)
+    except SwarmlabError:
+        return error
+    if spec.local or spec.uri in error:
+        return error
+    return f"host {host} ({spec.uri}): {error}"
 
 
 # --- status, check, reset, down -------------------------------------------------------------

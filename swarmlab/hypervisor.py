@@ -497,9 +497,14 @@ class Hypervisor:
                                       "another libvirt pool may use that directory (`virsh pool-list --all`)") from None
             changes.append(f"defined storage pool {name} at {path}")
         target = ET.fromstring(pool.XMLDesc()).findtext("target/path")
+        if Path(target) != path and not self.remote and not Path(target).exists():
+            # left by a run whose directory is gone (a killed test, a wiped state dir): it holds nothing
+            self.remove_pool(name)
+            changes.append(f"forgot storage pool {name}: its directory {target} is gone")
+            return changes + self.ensure_pool(name, path)
         if Path(target) != path:
             raise Refused(f"storage pool {name} points at {target}, not {path}: "
-                          f"remove it (`virsh pool-undefine {name}`) or change [host] cache_dir")
+                          f"remove it (`virsh pool-undefine {name}`) or change [host] cache_dir or state_dir")
         if not pool.isActive():
             pool.create()
             changes.append(f"started storage pool {name}")

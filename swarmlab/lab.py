@@ -346,16 +346,17 @@ def _volumes(node: Node, template_xml: str) -> dict[str, str]:
 
 def _create_node(config: Config, hv: Hypervisor, lab: str, node: Node, template_xml: str) -> None:
     """Idempotent: each step checks what a killed earlier run may already have done."""
-    if hv.domain_state(node.domain) is None:
-        volumes = _volumes(node, template_xml)
-        backing = {d.target: hv.source_path(d.source) for d in clone_disks(template_xml)}
-        for target, volume in volumes.items():
-            try:
-                hv.volume_path(config.node_pool, volume)
-            except NotFound:
-                if backing[target] is None:
-                    raise NotFound(f"disk {target} of template {config.template} is missing") from None
-                hv.create_overlay(config.node_pool, volume, backing[target])
+    state = hv.domain_state(node.domain)
+    volumes = _volumes(node, template_xml)
+    backing = {d.target: hv.source_path(d.source) for d in clone_disks(template_xml)}
+    for target, volume in volumes.items() if state is None or not state.running else ():
+        try:  # also under a defined, stopped domain whose disk went (a wiped pool)
+            hv.volume_path(config.node_pool, volume)
+        except NotFound:
+            if backing[target] is None:
+                raise NotFound(f"disk {target} of template {config.template} is missing") from None
+            hv.create_overlay(config.node_pool, volume, backing[target])
+    if state is None:
         owner = {"role": "node", "lab": lab, "node": node.name, "volume": node.volume, "mac": node.mac,
                  "ip": node.ip, "template": config.template}
         if node.extra_volumes:

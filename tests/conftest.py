@@ -129,6 +129,10 @@ def vm_host(vm_state_dir):
     path = write_config(vm_state_dir / "swarmlab.toml", vm_state_dir / "state", nodes={"max": 6})
     config = host_up_or_skip(path)
     try:
+        # a killed earlier run leaves its libvirt definitions behind: start from no labs
+        for lab in json.loads(swarmlab("ls", "--json", config=path).stdout or "[]"):
+            print(f"removing lab {lab['lab']}, left by an earlier run")
+            swarmlab("down", "--lab", lab["lab"], "--yes", config=path, check=True)
         build = swarmlab("template", "build", "--json", config=path, timeout=1200)
         assert build.returncode == 0, build.stderr
         yield path, config, json.loads(build.stdout)

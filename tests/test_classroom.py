@@ -132,6 +132,22 @@ def test_a_host_on_another_machine_that_does_not_answer_is_named_in_one_line(tmp
     assert "h9" in made.stderr and "unreachable at qemu+tcp://127.0.0.1:1/system" in made.stderr
 
 
+def test_a_labs_failure_on_another_machine_names_that_host_whatever_step_failed(tmp_path):
+    """A libvirtd that goes away mid-call says only "End of file while reading data"."""
+    path = write_config(tmp_path / "swarmlab.toml", tmp_path / "state", libvirt={"uri": "test:///default"},
+                        **{"class": {"parallel": 1}})  # no host is asked how many labs it makes at once
+    path.write_text(path.read_text() + '\n[[hosts]]\nname = "h9"\nuri = "qemu+tcp://10.9.9.9/system"\n')
+    config = configuration.load(path)
+    students = [classroom.Student("Ann", "ann", "local", "10.80.1.0/24"),
+                classroom.Student("Bo", "bo", "h9", "10.80.2.0/24")]
+
+    def work(scoped, student):
+        raise classroom.ClassError("starting bo-swr1 failed: End of file while reading data")
+    results = {r.lab: r.error for r in classroom._each_lab(config, students, work)}
+    assert results == {"ann": "starting bo-swr1 failed: End of file while reading data",
+                       "bo": "host h9 (qemu+tcp://10.9.9.9/system): starting bo-swr1 failed: End of file while reading data"}
+
+
 def test_the_plan_places_labs_over_the_hosts_with_subnets_of_their_own(fake_class):
     room = classroom.plan(fake_class, classroom.students_from_count(5), 3)
     assert [(s.lab, s.host) for s in room.students] == [("s01", "big"), ("s02", "big"), ("s03", "big"),

@@ -292,15 +292,10 @@ def assert_student_tokens_open_nothing_else(pages: dict, config) -> None:
 def stop_when_bo_boots(config, second: SecondHost, timeout: float = 600) -> None:
     """Stops the second host's libvirtd once Bo's first node runs there."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with Hypervisor(second.uri) as hv:
-                if any(d.name.startswith("bo-") and d.running for d in hv.owned_domains()):
-                    break
-        except Exception:
-            pass
-        time.sleep(0.5)
-    time.sleep(2)
+    with Hypervisor(second.uri) as hv:
+        while not any(d.name.startswith("bo-") and d.running for d in hv.owned_domains()):
+            assert time.monotonic() < deadline, "no node of Bo's ran on the second host"
+            time.sleep(0.5)
     second.stop_libvirtd()
 
 

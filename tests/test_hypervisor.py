@@ -328,3 +328,17 @@ def test_a_kvm_template_copied_to_a_host_without_kvm_is_defined_as_a_qemu_domain
     assert not without_kvm(qemu, host_offers_kvm=True) and qemu.get("type") == "qemu"  # runs anywhere as it is
     with Hypervisor("test:///default") as hv:
         assert hv.offers_kvm() is False  # the test driver offers its own type only
+
+
+def test_a_pool_left_pointing_at_a_directory_that_is_gone_is_pointed_again(hv, tmp_path):
+    """A killed run's pool (its state dir wiped) must not block the next `host up`; a pool whose
+    old directory still exists may hold volumes, and is refused."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    hv.ensure_pool("unit-nodes", old)
+    old.rmdir()
+    changes = hv.ensure_pool("unit-nodes", new)
+    assert changes[0] == f"forgot storage pool unit-nodes: its directory {old} is gone"
+    assert ET.fromstring(hv.pool("unit-nodes").XMLDesc()).findtext("target/path") == str(new)
+    other = tmp_path / "other"
+    with pytest.raises(Refused, match=f"storage pool unit-nodes points at {new}, not {other}"):
+        hv.ensure_pool("unit-nodes", other)

@@ -143,3 +143,16 @@ def test_a_class_lab_is_found_on_its_own_network_and_down_removes_only_that_netw
     assert "undefined network swl-unit-x" in removed
     assert not hv.network_state("swl-unit-x").exists and hv.network_state("swl-unit").exists
     assert labs.lab_config(config, "x") == config  # no journal: the shared network
+
+
+def test_a_stopped_node_whose_disk_is_gone_gets_a_new_one_on_the_next_up(test_host):
+    """A killed run's domains outlive a wiped pool: the rerun clones the disk again instead of
+    failing with "storage volume not found" at boot."""
+    config, hv = test_host
+    node = labs.Node("swr1", "g3-swr1", "g3-swr1.qcow2", "52:54:00:00:00:31", "10.79.0.31", "swr1.g3.lab")
+    template_xml = hv.domain_xml(config.template)
+    labs._create_node(config, hv, "g3", node, template_xml)
+    assert hv.delete_volume(config.node_pool, "g3-swr1.qcow2")
+    labs._create_node(config, hv, "g3", node, template_xml)
+    assert hv.volume_path(config.node_pool, "g3-swr1.qcow2").endswith("g3-swr1.qcow2")
+    assert hv.domain_state("g3-swr1").owner["volume"] == "g3-swr1.qcow2"
