@@ -142,6 +142,13 @@ def ensure_lab_accounts(config: Config, lab: Lab) -> bool:
     return any(each_node(account, lab.nodes))
 
 
+
+def student_account(config: Config, lab: Lab) -> list[str]:
+    """What a class adds to each lab it makes (a formation.Finish): the student's account, also
+    after a rebuild made the nodes anew."""
+    return [f"made the {STUDENT_USER} account on {len(lab.nodes)} nodes"] if ensure_lab_accounts(config, lab) else []
+
+
 # --- the SSH gateway ----------------------------------------------------------------------------
 def lab_config_of(config: Config, lab: str) -> Config:
     """The config scoped to the lab's host and network."""

@@ -16,14 +16,14 @@ from typing import Callable
 from fabric import Connection
 
 from . import swarm
+from .images import BAKED_IMAGE
 from .command import Command, Fact
 from .config import Config
 from .errors import NotFound, Refused, SwarmlabError
-from .formation import open_connections
-from .hypervisor import Hypervisor, LifecycleWatch
-from .lab import Lab, Node, lab_config, lab_lock, require_lab
-from .remote import RemoteError, read, run
-from .template import BAKED_IMAGE
+from .hypervisor import LifecycleWatch
+from .lab import Node
+from .remote import read, run
+from .session import LabSession, open_lab
 from .waiting import poll_until
 
 POLL = 1.0  # seconds between polls
@@ -246,39 +246,7 @@ def quorum_refusal(nodes: list[swarm.SwarmNode], target: str) -> str | None:
 DRILL_SERVICE = "swarmlab-drill"
 
 
-@dataclass
-class Session:
-    config: Config
-    lab: Lab
-    hv: Hypervisor
-    conns: dict[str, Connection]
-
-    def node(self, name: str) -> Node:
-        return self.lab.require_node(name)
-
-    def running(self, node: Node) -> bool:
-        state = self.hv.domain_state(node.domain)
-        return bool(state and state.running)
-
-
-def _open(config: Config, hv: Hypervisor, lab_name: str) -> Session:
-    found = require_lab(config, hv, lab_name)
-    conns: dict[str, Connection] = {}
-    for node in found.nodes:
-        if (s := hv.domain_state(node.domain)) and s.running:
-            try:
-                conns.update(open_connections(config, Lab(found.name, [node])))
-            except RemoteError:
-                pass  # a node that does not answer is simply not asked
-    return Session(config, found, hv, conns)
-
-
-def _close(session: Session) -> None:
-    for c in session.conns.values():
-        c.close()
-
-
-def _managers(session: Session) -> tuple[Survivors, list[swarm.SwarmNode]]:
+def _managers(session: LabSession) -> tuple[Survivors, list[swarm.SwarmNode]]:
     managers = {}
     for name, conn in session.conns.items():
         try:
@@ -341,64 +309,59 @@ def kill(config: Config, lab_name: str, target: str | None, restore: bool, timeo
     """Hard power-off of a node (the leader when target is None), then watch the swarm heal.
     With `service`, only that service's tasks are followed; with no service at all, a drill
     service is created for the run and removed afterwards."""
-    config = lab_config(config, lab_name)
-    with Hypervisor(config.uri) as hv, lab_lock(config, lab_name):
-        session = _open(config, hv, lab_name)
+    with open_lab(config, lab_name, "running", lock=True) as session:
+        survivors, nodes = _managers(session)
+        drill = False
         try:
-            survivors, nodes = _managers(session)
-            drill = False
-            try:
-                leader = next((n.hostname for n in nodes if n.manager_status == "Leader"), None)
-                if target is None:
-                    if leader is None:
-                        raise ChaosError(f"lab {lab_name} has no leader right now: the swarm is already unhealthy")
-                    target = leader
-                node = session.node(target)
-                member = next((n for n in nodes if n.hostname == target), None)
-                if not session.running(node) or (member and member.status == "Down"):
-                    raise ChaosError(f"{target} is already down: `swarmlab chaos start {target}` brings it back")
-                refusal = quorum_refusal(nodes, target)
-                if refusal and not force:
-                    raise Refused(refusal)
-                listed = survivors.read(swarm.SERVICES)
-                if listed is None:
-                    raise ChaosError(f"no manager of lab {lab_name} answers `docker service ls`")
-                services = [s.name for s in listed]
-                if service is not None and service not in services:
-                    raise NotFound(f"lab {lab_name} has no service {service} "
-                                   f"(services: {', '.join(services) or 'none'}); leave out --service for a drill service")
-                if not services:
-                    _drill_service(survivors, max(2, len(nodes)), timeout, progress)
-                    drill, service = True, DRILL_SERVICE
-                exercise = "kill-leader" if target == leader else "kill"
-                timeline = Timeline(exercise, lab_name, target, old_leader=leader)
-                timeline.before = snapshot(survivors)
-                want = ["node-down", "tasks-rescheduled"]
-                if target == leader:
-                    want = ["new-leader", *want]
-                with LifecycleWatch(hv, node.domain) as watch:
-                    progress(f"killing {target} ({node.domain})" + (" - the leader" if target == leader else ""))
-                    timeline.started = time.monotonic()
-                    hv.destroy(node.domain)
-                    stopped = watch.wait("stopped")
-                    if stopped is not None:
-                        timeline.started = min(timeline.started, stopped)
-                    timeline.mark("killed", f"{target} powered off" + (" (libvirt event)" if stopped else ""),
-                                  at=timeline.started)
-                    _watch(timeline, survivors, target, timeline.started + timeout, want, progress, {target},
-                           [service] if service else None)
-                    if restore:
-                        _restart(session, timeline, node, watch, survivors, timeout, progress)
-                return _finish(timeline, survivors, set())
-            finally:
-                if drill:
-                    survivors.ask(Command("docker", "service", "rm", DRILL_SERVICE))
-                survivors.close()
+            leader = next((n.hostname for n in nodes if n.manager_status == "Leader"), None)
+            if target is None:
+                if leader is None:
+                    raise ChaosError(f"lab {lab_name} has no leader right now: the swarm is already unhealthy")
+                target = leader
+            node = session.node(target)
+            member = next((n for n in nodes if n.hostname == target), None)
+            if not session.running(node) or (member and member.status == "Down"):
+                raise ChaosError(f"{target} is already down: `swarmlab chaos start {target}` brings it back")
+            refusal = quorum_refusal(nodes, target)
+            if refusal and not force:
+                raise Refused(refusal)
+            listed = survivors.read(swarm.SERVICES)
+            if listed is None:
+                raise ChaosError(f"no manager of lab {lab_name} answers `docker service ls`")
+            services = [s.name for s in listed]
+            if service is not None and service not in services:
+                raise NotFound(f"lab {lab_name} has no service {service} "
+                               f"(services: {', '.join(services) or 'none'}); leave out --service for a drill service")
+            if not services:
+                _drill_service(survivors, max(2, len(nodes)), timeout, progress)
+                drill, service = True, DRILL_SERVICE
+            exercise = "kill-leader" if target == leader else "kill"
+            timeline = Timeline(exercise, lab_name, target, old_leader=leader)
+            timeline.before = snapshot(survivors)
+            want = ["node-down", "tasks-rescheduled"]
+            if target == leader:
+                want = ["new-leader", *want]
+            with LifecycleWatch(session.hv, node.domain) as watch:
+                progress(f"killing {target} ({node.domain})" + (" - the leader" if target == leader else ""))
+                timeline.started = time.monotonic()
+                session.hv.destroy(node.domain)
+                stopped = watch.wait("stopped")
+                if stopped is not None:
+                    timeline.started = min(timeline.started, stopped)
+                timeline.mark("killed", f"{target} powered off" + (" (libvirt event)" if stopped else ""),
+                              at=timeline.started)
+                _watch(timeline, survivors, target, timeline.started + timeout, want, progress, {target},
+                       [service] if service else None)
+                if restore:
+                    _restart(session, timeline, node, watch, survivors, timeout, progress)
+            return _finish(timeline, survivors, set())
         finally:
-            _close(session)
+            if drill:
+                survivors.ask(Command("docker", "service", "rm", DRILL_SERVICE))
+            survivors.close()
 
 
-def _restart(session: Session, timeline: Timeline, node: Node, watch: LifecycleWatch,
+def _restart(session: LabSession, timeline: Timeline, node: Node, watch: LifecycleWatch,
              survivors: Survivors, timeout: float, progress: Progress) -> None:
     progress(f"starting {node.name} again")
     before = time.monotonic()
@@ -414,11 +377,10 @@ def _restart(session: Session, timeline: Timeline, node: Node, watch: LifecycleW
 def start(config: Config, lab_name: str, names: list[str] | None, timeout: float,
           progress: Progress = lambda _m: None) -> list[Timeline]:
     """Starts stopped nodes (all when names is None) and waits until each is back in the swarm."""
-    config = lab_config(config, lab_name)
-    with Hypervisor(config.uri) as hv:
-        found = require_lab(config, hv, lab_name)
+    with open_lab(config, lab_name) as session:
+        hv, found = session.hv, session.lab
         targets = found.nodes if names is None else [found.require_node(n) for n in names]
-        stopped = [n for n in targets if not ((s := hv.domain_state(n.domain)) and s.running)]
+        stopped = [n for n in targets if not session.running(n)]
         if names and not stopped:
             raise ChaosError(f"{', '.join(names)} already running")
         timelines = []
@@ -433,97 +395,84 @@ def start(config: Config, lab_name: str, names: list[str] | None, timeout: float
                 timelines.append(timeline)
         if not timelines:
             return []
-        session = _open(config, hv, lab_name)
+        session.connect("running")
+        survivors, _ = _managers(session)
         try:
-            survivors, _ = _managers(session)
-            try:
-                before = snapshot(survivors)
-                for timeline in timelines:
-                    timeline.before = before
-                    _watch(timeline, survivors, timeline.target, timeline.started + timeout + 120, ["rejoined"],
-                           progress, {timeline.target})
-                    _finish(timeline, survivors, set())
-            finally:
-                survivors.close()
+            before = snapshot(survivors)
+            for timeline in timelines:
+                timeline.before = before
+                _watch(timeline, survivors, timeline.target, timeline.started + timeout + 120, ["rejoined"],
+                       progress, {timeline.target})
+                _finish(timeline, survivors, set())
         finally:
-            _close(session)
+            survivors.close()
     return timelines
 
 
 def availability(config: Config, lab_name: str, target: str, mode: str, timeout: float,
                  progress: Progress = lambda _m: None) -> Timeline:
     """drain or active, with the time until the tasks have moved."""
-    config = lab_config(config, lab_name)
-    with Hypervisor(config.uri) as hv:
-        session = _open(config, hv, lab_name)
+    with open_lab(config, lab_name, "running") as session:
+        session.node(target)
+        survivors, nodes = _managers(session)
         try:
-            session.node(target)
-            survivors, nodes = _managers(session)
-            try:
-                if not any(n.hostname == target for n in nodes):
-                    raise ChaosError(f"{target} is not in the swarm of lab {lab_name}")
-                timeline = Timeline("drain" if mode == "drain" else "activate", lab_name, target)
-                timeline.before = snapshot(survivors)
-                progress(f"setting {target} availability to {mode}")
-                timeline.started = time.monotonic()
-                if survivors.ask(Command("docker", "node", "update", "--availability", mode, target)) is None:
-                    raise ChaosError(f"no manager answered `docker node update` for {target}")
-                if mode == "active":
-                    timeline.mark("activated", target)
-                want = ["drained"] if mode == "drain" else []
-                _watch(timeline, survivors, target, timeline.started + timeout, want, progress, set())
-                return _finish(timeline, survivors, set())
-            finally:
-                survivors.close()
+            if not any(n.hostname == target for n in nodes):
+                raise ChaosError(f"{target} is not in the swarm of lab {lab_name}")
+            timeline = Timeline("drain" if mode == "drain" else "activate", lab_name, target)
+            timeline.before = snapshot(survivors)
+            progress(f"setting {target} availability to {mode}")
+            timeline.started = time.monotonic()
+            if survivors.ask(Command("docker", "node", "update", "--availability", mode, target)) is None:
+                raise ChaosError(f"no manager answered `docker node update` for {target}")
+            if mode == "active":
+                timeline.mark("activated", target)
+            want = ["drained"] if mode == "drain" else []
+            _watch(timeline, survivors, target, timeline.started + timeout, want, progress, set())
+            return _finish(timeline, survivors, set())
         finally:
-            _close(session)
+            survivors.close()
 
 
 def demote_leader(config: Config, lab_name: str, timeout: float, progress: Progress = lambda _m: None) -> Timeline:
     """The graceful contrast: demote the leader, time the hand-over, promote it back and time
     its return as a Reachable manager. A promotion that fails is in the timeline (missing
     `promoted`, exit 5): the lab is then a manager short, and the output says so."""
-    config = lab_config(config, lab_name)
-    with Hypervisor(config.uri) as hv:
-        session = _open(config, hv, lab_name)
+    with open_lab(config, lab_name, "running") as session:
+        survivors, nodes = _managers(session)
         try:
-            survivors, nodes = _managers(session)
-            try:
-                leader = next((n.hostname for n in nodes if n.manager_status == "Leader"), None)
-                managers = [n for n in nodes if n.manager_status]
-                if leader is None or len(managers) < 2:
-                    raise Refused(f"lab {lab_name} needs a leader and a second manager to hand over to")
-                timeline = Timeline("demote-leader", lab_name, leader, old_leader=leader)
-                timeline.before = snapshot(survivors)
-                progress(f"demoting {leader}")
-                timeline.started = time.monotonic()
-                if survivors.ask(Command("docker", "node", "demote", leader)) is None:
-                    raise ChaosError(f"no manager answered `docker node demote {leader}`")
-                timeline.mark("demoted", leader)
-                _watch(timeline, survivors, leader, timeline.started + timeout, ["new-leader"], progress, {leader})
-                missing = timeline.missing
-                progress(f"promoting {leader} back")
-                # Right after the hand-over the managers may still be removing the old leader from
-                # raft and refuse the promotion for a moment: retry for a while before calling it failed.
-                deadline = time.monotonic() + min(timeout, 60)
+            leader = next((n.hostname for n in nodes if n.manager_status == "Leader"), None)
+            managers = [n for n in nodes if n.manager_status]
+            if leader is None or len(managers) < 2:
+                raise Refused(f"lab {lab_name} needs a leader and a second manager to hand over to")
+            timeline = Timeline("demote-leader", lab_name, leader, old_leader=leader)
+            timeline.before = snapshot(survivors)
+            progress(f"demoting {leader}")
+            timeline.started = time.monotonic()
+            if survivors.ask(Command("docker", "node", "demote", leader)) is None:
+                raise ChaosError(f"no manager answered `docker node demote {leader}`")
+            timeline.mark("demoted", leader)
+            _watch(timeline, survivors, leader, timeline.started + timeout, ["new-leader"], progress, {leader})
+            missing = timeline.missing
+            progress(f"promoting {leader} back")
+            # Right after the hand-over the managers may still be removing the old leader from
+            # raft and refuse the promotion for a moment: retry for a while before calling it failed.
+            deadline = time.monotonic() + min(timeout, 60)
+            promoted = survivors.ask(Command("docker", "node", "promote", leader), exclude={leader})
+            while promoted is None and time.monotonic() < deadline:
+                time.sleep(2)
                 promoted = survivors.ask(Command("docker", "node", "promote", leader), exclude={leader})
-                while promoted is None and time.monotonic() < deadline:
-                    time.sleep(2)
-                    promoted = survivors.ask(Command("docker", "node", "promote", leader), exclude={leader})
-                if promoted is None:
-                    timeline.missing = missing + ["promoted"]
-                    timeline.mark("promote-failed", f"`docker node promote {leader}` failed: the lab is a manager "
-                                                    f"short; run it again with `swarmlab docker {timeline.new_leader or 'NODE'}"
-                                                    f" -- node promote {leader}`")
-                    progress(f"promote-failed {leader}")
-                else:
-                    _watch(timeline, survivors, leader, time.monotonic() + timeout, ["promoted"], progress, set())
-                    timeline.missing = missing + timeline.missing
-                return _finish(timeline, survivors, set())
-            finally:
-                survivors.close()
+            if promoted is None:
+                timeline.missing = missing + ["promoted"]
+                timeline.mark("promote-failed", f"`docker node promote {leader}` failed: the lab is a manager "
+                                                f"short; run it again with `swarmlab docker {timeline.new_leader or 'NODE'}"
+                                                f" -- node promote {leader}`")
+                progress(f"promote-failed {leader}")
+            else:
+                _watch(timeline, survivors, leader, time.monotonic() + timeout, ["promoted"], progress, set())
+                timeline.missing = missing + timeline.missing
+            return _finish(timeline, survivors, set())
         finally:
-            _close(session)
+            survivors.close()
 
 
 def html_report(timelines: list[Timeline]) -> str:

@@ -9,7 +9,9 @@ says what it expected and what it found. Nothing here does I/O.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 from urllib.parse import quote
 
 # What a check run reads, in one Engine API session on a manager.
@@ -395,3 +397,26 @@ def still_waiting_for(failing: list[int], passed_before: bool, elapsed: float, t
     if failing and not open_:
         return None
     return open_
+
+
+def settle(read: Callable[[], list[Verdict]], timeouts: list[float], wait: bool = True, every: float = 2,
+           progress: Callable[[str], None] = lambda _m: None,
+           clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> list[Verdict]:
+    """Verdicts read again and again until still_waiting_for says they stand; what is still
+    awaited is shown when it changes, and every 15 s. The clock and the sleep are injected so
+    that the loop is tested without waiting."""
+    started = clock()
+    last_shown, shown_at, passed_before = "", 0.0, False
+    while True:
+        verdicts = read()
+        failing = [i for i, v in enumerate(verdicts) if not v.ok]
+        elapsed = clock() - started
+        open_ = still_waiting_for(failing, passed_before, elapsed, timeouts, wait)
+        if open_ is None:
+            return verdicts
+        passed_before = not failing
+        waiting_for = ", ".join(verdicts[i].title for i in open_) or "the same result once more"
+        if waiting_for != last_shown or elapsed - shown_at >= 15:
+            progress(f"waiting for: {waiting_for} ({elapsed:.0f} s)")
+            last_shown, shown_at = waiting_for, elapsed
+        sleep(every)

@@ -36,6 +36,7 @@ MAX_STUDENTS = 200
 
 # progress(lab, phase, detail)
 LabProgress = Callable[[str, str, str], None]
+CLASS_FINISH = (access.student_account,)  # what a class adds to every lab it makes, rebuilt or not
 
 
 class ClassError(SwarmlabError):
@@ -287,15 +288,13 @@ def _make_lab(config: Config, student: Student, nodes: int, progress: LabProgres
     def node_progress(node: str, phase: str, detail: str) -> None:
         progress(student.lab, phase, f"{node} {detail}".strip())
     progress(student.lab, "start", f"on {student.host} ({student.cidr})")
-    lab, report = formation.bring_up(config, nodes, student.lab, config.prefix, None, [], True, node_progress)
-    access.ensure_credentials(config, student.lab)
-    accounts_changed = access.ensure_lab_accounts(config, lab)
-    if accounts_changed:
-        progress(student.lab, "accounts", f"{access.STUDENT_USER} on {len(lab.nodes)} nodes")
-    # The baseline the resets return to includes the student's account.
-    if snapshot and report and (report.changed or accounts_changed or
-                                resets.load_snapshot(config, student.lab, resets.DEFAULT_SNAPSHOT) is None):
-        resets.save_snapshot(config, student.lab, resets.DEFAULT_SNAPSHOT)
+    access.ensure_credentials(config, student.lab)  # the key first: the account is made with the lab
+    lab, report, added = formation.make_lab(config, nodes, student.lab, config.prefix, None, [], True,
+                                            node_progress, CLASS_FINISH)
+    for change in added:
+        progress(student.lab, "accounts", change)
+    if snapshot and report:  # the baseline the resets return to includes the student's account
+        resets.keep_formed(config, student.lab, report.changed or bool(added))
     progress(student.lab, "done", f"{len(lab.nodes)} nodes")
     return {"nodes": [{"node": n.name, "ip": n.ip, "dns": n.fqdn} for n in lab.nodes]}
 
@@ -382,7 +381,8 @@ def class_start(config: Config, exercise: exercises.Exercise,
     room = require(config)
 
     def start(scoped: Config, student: Student) -> dict:
-        return exercises.start(scoped, student.lab, exercise, progress=lambda m: progress(student.lab, "start", m))
+        return exercises.start(scoped, student.lab, exercise, progress=lambda m: progress(student.lab, "start", m),
+                               finish=CLASS_FINISH)
     return _each_lab(config, room.students, start)
 
 
@@ -423,7 +423,8 @@ def class_reset(config: Config, level: str | None = None, only: list[str] | None
     room = require(config)
 
     def reset(scoped: Config, student: Student) -> dict:
-        result = resets.reset(scoped, student.lab, level=level, progress=lambda m: progress(student.lab, "reset", m))
+        result = resets.reset(scoped, student.lab, level=level, progress=lambda m: progress(student.lab, "reset", m),
+                              finish=CLASS_FINISH)
         if not result.ok:
             raise ClassError((result.problems or [result.error or "reset failed"])[0])
         return {"levels": result.levels, "reasons": result.reasons, "seconds": result.seconds}

@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import jinja2
 import jsonschema
@@ -29,9 +29,11 @@ from . import chaos, checks, reset
 from .command import Command, redact, register_secret, sh
 from .config import Config, ConfigError
 from .errors import NotFound, Refused, SwarmlabError
+from .formation import Finish
 from .hypervisor import Hypervisor
 from .lab import Lab, each_node, jump, lab_config, lab_dir, require_lab
 from .remote import EngineAPI, Jump, RemoteError, open_stream, run
+from .session import open_lab
 
 Progress = Callable[[str], None]
 DEFAULT_CHECK_TIMEOUT = 90  # Swarm converges over tens of seconds under TCG
@@ -377,25 +379,6 @@ def run_steps(config: Config, lab: Lab, exercise: Exercise, steps: list[dict], c
 
 
 # --- commands --------------------------------------------------------------------------------
-@dataclass
-class Session:
-    lab: Lab
-    conns: dict[str, Connection]
-
-    def close(self) -> None:
-        for c in self.conns.values():
-            c.close()
-
-
-def _open(config: Config, lab_name: str) -> Session:
-    """Connections to the nodes that answer: a check must still judge a lab with a node down."""
-    config = lab_config(config, lab_name)
-    with Hypervisor(config.uri) as hv:
-        lab = require_lab(config, hv, lab_name)
-    conns, _ = reset.connect_all(config, lab)
-    return Session(lab, conns)
-
-
 def _check_requirements(exercise: Exercise, lab: Lab, facts: checks.Facts | None) -> None:
     """Nodes from the lab (before anything is touched), managers from the swarm after the reset."""
     need = exercise.requires
@@ -411,7 +394,7 @@ def _check_requirements(exercise: Exercise, lab: Lab, facts: checks.Facts | None
 
 
 def start(config: Config, lab_name: str, exercise: Exercise, images: dict[str, str] | None = None,
-          progress: Progress = lambda _m: None) -> dict:
+          progress: Progress = lambda _m: None, finish: Sequence[Finish] = ()) -> dict:
     """The lab at the exercise's starting point: reset to the formed snapshot (the cheapest level
     that works), then the exercise's setup; the leader at that moment is recorded."""
     config = lab_config(config, lab_name)
@@ -421,12 +404,11 @@ def start(config: Config, lab_name: str, exercise: Exercise, images: dict[str, s
                           f"{', '.join(exercise.images) or 'none'})")
     with Hypervisor(config.uri) as hv:
         _check_requirements(exercise, require_lab(config, hv, lab_name), None)
-    result = reset.reset(config, lab_name, progress=lambda m: progress(f"[reset] {m}"))
+    result = reset.reset(config, lab_name, progress=lambda m: progress(f"[reset] {m}"), finish=finish)
     if not result.ok:
         raise ExerciseError(f"reset of lab {lab_name} failed: {(result.problems or [result.error])[0]}: "
                             f"`swarmlab reset --lab {lab_name}` shows more")
-    session = _open(config, lab_name)
-    try:
+    with open_lab(config, lab_name, "answering") as session:
         facts = gather(session.conns, session.lab, None)
         _check_requirements(exercise, session.lab, facts)
         previous = load_state(config, lab_name)
@@ -434,8 +416,6 @@ def start(config: Config, lab_name: str, exercise: Exercise, images: dict[str, s
         ctx = context(exercise, session.lab, chosen)
         run_steps(config, session.lab, exercise, exercise.setup, ctx, session.conns, progress, "setup")
         leader = gather(session.conns, session.lab, None).leader()
-    finally:
-        session.close()
     save_state(config, lab_name, {"exercise": exercise.id, "started": time.time(), "hints": 0,
                                   "leader": leader, "images": chosen})
     reset_done = {"levels": result.levels, "reasons": result.reasons, "seconds": result.seconds}
@@ -449,14 +429,12 @@ def check(config: Config, lab_name: str, exercise: Exercise, wait: bool = True,
     time). With wait=False, one pass."""
     config = lab_config(config, lab_name)
     state = load_state(config, lab_name)
-    session = _open(config, lab_name)
-    try:
+    with open_lab(config, lab_name, "answering") as session:
         ctx = context(exercise, session.lab, state.get("images"))
         resolved = [_resolve(c, ctx) for c in exercise.checks]
         timeouts = [c.get("timeout", DEFAULT_CHECK_TIMEOUT) for c in resolved]
-        started = time.monotonic()
-        last_shown, shown_at, passed_before = "", 0.0, False
-        while True:
+
+        def read() -> list[checks.Verdict]:
             facts = gather(session.conns, session.lab, state.get("leader"))
             verdicts = []
             for i, c in enumerate(resolved):  # every check against the same facts: one end state
@@ -464,19 +442,8 @@ def check(config: Config, lab_name: str, exercise: Exercise, wait: bool = True,
                 if result is not None:
                     facts.probes[i] = result
                 verdicts.append(checks.judge(i, c, facts))
-            failing = [i for i, v in enumerate(verdicts) if not v.ok]
-            elapsed = time.monotonic() - started
-            open_ = checks.still_waiting_for(failing, passed_before, elapsed, timeouts, wait)
-            if open_ is None:
-                break
-            passed_before = not failing
-            waiting_for = ", ".join(verdicts[i].title for i in open_) or "the same result once more"
-            if waiting_for != last_shown or elapsed - shown_at >= 15:
-                progress(f"waiting for: {waiting_for} ({elapsed:.0f} s)")
-                last_shown, shown_at = waiting_for, elapsed
-            time.sleep(RETRY_EVERY)
-    finally:
-        session.close()
+            return verdicts
+        verdicts = checks.settle(read, timeouts, wait, RETRY_EVERY, progress)
     state = load_state(config, lab_name)  # reread: the check took a while
     state["last_check"] = {"exercise": exercise.id, "passed": sum(v.ok for v in verdicts), "of": len(verdicts),
                            "ok": all(v.ok for v in verdicts), "at": time.time()}
@@ -503,12 +470,9 @@ def hint(config: Config, lab_name: str, exercise: Exercise) -> dict:
 def solve(config: Config, lab_name: str, exercise: Exercise, progress: Progress = lambda _m: None) -> None:
     config = lab_config(config, lab_name)
     state = load_state(config, lab_name)
-    session = _open(config, lab_name)
-    try:
+    with open_lab(config, lab_name, "answering") as session:
         ctx = context(exercise, session.lab, state.get("images"))
         run_steps(config, session.lab, exercise, exercise.solution, ctx, session.conns, progress, "solve")
-    finally:
-        session.close()
 
 
 @dataclass

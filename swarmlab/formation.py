@@ -11,6 +11,7 @@ import contextlib
 import tempfile
 import threading
 from pathlib import Path
+from typing import Callable, Sequence
 
 import paramiko
 from fabric import Connection
@@ -24,6 +25,7 @@ from .hypervisor import Hypervisor
 from .netns import run_in_host_netns
 from .command import Command, Raw, Secret, sh, then
 from .remote import EngineAPI, RemoteError, connect, read, run
+from .session import open_lab
 from .waiting import Cancelled, cancelled, poll_until
 from .swarm import FormReport, NodeLabel
 
@@ -32,21 +34,6 @@ BUNDLE_DIR = "/var/cache/swarmlab-bundle"
 
 class FormError(SwarmlabError):
     pass
-
-
-def open_connections(config: Config, lab: Lab) -> dict[str, Connection]:
-    conns: dict[str, Connection] = {}
-
-    def open_one(node: Node) -> None:
-        conns[node.name] = connect(ssh_target(config, lab.name, node))
-
-    try:
-        each_node(open_one, lab.nodes)
-    except SwarmlabError:
-        for c in conns.values():
-            c.close()
-        raise
-    return conns
 
 
 # --- engine ---------------------------------------------------------------------------------
@@ -434,19 +421,13 @@ def check_plan(lab: str, node_names: list[str], managers: int | None, labels: li
 def form_lab(config: Config, lab_name: str, managers: int | None, labels: list[NodeLabel],
              progress: NodeProgress = lambda *_: None) -> FormReport:
     """`swarm form`: (re)forms the swarm of an existing lab."""
-    config = lab_config(config, lab_name)
-    with Hypervisor(config.uri) as hv, lab_lock(config, lab_name):
-        found = require_lab(config, hv, lab_name)
-        stopped = [n.name for n in found.nodes if not (s := hv.domain_state(n.domain)) or not s.running]
+    with open_lab(config, lab_name, lock=True) as session:
+        found = session.lab
+        stopped = [n.name for n in found.nodes if not session.running(n)]
         if stopped:
             raise FormError(f"nodes {', '.join(stopped)} of lab {lab_name} are not running: "
                             f"`swarmlab up {len(found.nodes)} --lab {lab_name}` starts them")
-        conns = open_connections(config, found)
-        try:
-            return form(config, found, conns, managers, labels, progress)
-        finally:
-            for c in conns.values():
-                c.close()
+        return form(session.config, found, session.connect("every").conns, managers, labels, progress)
 
 
 def swarm_view(config: Config, lab: Lab, running: list[Node]) -> tuple[dict[str, swarm.SwarmNode], str | None]:
@@ -467,6 +448,21 @@ def swarm_view(config: Config, lab: Lab, running: list[Node]) -> tuple[dict[str,
         finally:
             conn.close()
     return {}, f"no manager answered (tried {', '.join(tried) or 'no running node'})"
+
+
+# What a feature above adds to every lab it makes, once its swarm is formed (a class: the
+# student's account); returns what it changed. Reset's rebuild runs the same ones.
+Finish = Callable[[Config, Lab], list[str]]
+
+
+def make_lab(config: Config, count: int, lab_name: str, prefix: str, managers: int | None,
+             labels: list[NodeLabel], form_swarm: bool, progress: NodeProgress = lambda *_: None,
+             finish: Sequence[Finish] = ()) -> tuple[Lab, FormReport | None, list[str]]:
+    """The one way a lab is made, by `up`, `class up` and reset's rebuild: the nodes, the swarm,
+    then what the caller adds. Returns (lab, swarm report, what the additions changed)."""
+    lab, report = bring_up(config, count, lab_name, prefix, managers, labels, form_swarm, progress)
+    scoped = lab_config(config, lab_name)
+    return lab, report, [change for add in finish for change in add(scoped, lab)]
 
 
 def bring_up(config: Config, count: int, lab_name: str, prefix: str, managers: int | None,

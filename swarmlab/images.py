@@ -118,6 +118,7 @@ STANDINS = (
              "ExposedPorts": {"9000/tcp": {}, "8000/tcp": {}}}),
 )
 STANDIN_NAMES = tuple(s.name for s in STANDINS)
+BAKED_IMAGE = STANDINS[0].name  # in every template: what a drill or a smoke test runs
 
 
 def busybox_path() -> Path:

@@ -21,16 +21,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from fabric import Connection
 
-from . import access, baseline as bl, formation, lab as labs, swarm
+from . import baseline as bl, formation, lab as labs, swarm
 from .config import Config
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
-from .lab import Lab, dns_answers, each_node, lab_config, lab_dir, lab_lock, require_lab, ssh_target
-from .remote import EngineAPI, HostKeyMismatch, RemoteError, connect, run
+from .lab import Lab, dns_answers, each_node, lab_config, lab_dir, lab_lock, require_lab
+from .remote import EngineAPI, HostKeyMismatch, RemoteError, run
+from .session import close, connect_nodes
 
 DEFAULT_SNAPSHOT = "formed"
 Progress = Callable[[str], None]
@@ -82,20 +83,6 @@ def _save_record(config: Config, lab: str, record: SnapshotRecord) -> None:
 
 
 # --- reading the swarm -----------------------------------------------------------------------
-def connect_all(config: Config, lab: Lab) -> tuple[dict[str, Connection], dict[str, RemoteError]]:
-    """Connections to every node that answers, and why the others did not."""
-    conns: dict[str, Connection] = {}
-    errors: dict[str, RemoteError] = {}
-
-    def one(node):
-        try:
-            conns[node.name] = connect(ssh_target(config, lab.name, node), timeout=10)
-        except RemoteError as e:
-            errors[node.name] = e
-    each_node(one, lab.nodes)
-    return conns, errors
-
-
 def read_state(conns: dict[str, Connection]) -> bl.SwarmState | None:
     """The swarm's state from the first manager that answers (one Engine API session), or None."""
     for name in sorted(conns):
@@ -105,11 +92,6 @@ def read_state(conns: dict[str, Connection]) -> bl.SwarmState | None:
         except (SwarmlabError, OSError, KeyError, TypeError):  # a worker, or a manager without quorum
             continue
     return None
-
-
-def _close(conns: dict[str, Connection]) -> None:
-    for c in conns.values():
-        c.close()
 
 
 # --- snapshots -------------------------------------------------------------------------------
@@ -133,11 +115,11 @@ def save_snapshot(config: Config, lab_name: str, name: str = DEFAULT_SNAPSHOT, f
             if stopped and not force:
                 raise Refused(f"{', '.join(stopped)} of lab {lab_name} not running: a snapshot now would not be "
                               f"consistent; `swarmlab chaos start --all --lab {lab_name}` first, or --force")
-            conns, _ = connect_all(config, lab)
+            conns, _ = connect_nodes(config, lab, "answering")
             try:
                 state = read_state(conns)
             finally:
-                _close(conns)
+                close(conns)
             if state is not None and not force:
                 down = [n.hostname for n in state.nodes.values() if n.status != "ready"]
                 if down:
@@ -167,6 +149,15 @@ def save_snapshot(config: Config, lab_name: str, name: str = DEFAULT_SNAPSHOT, f
             return record
 
 
+def keep_formed(config: Config, lab_name: str, changed: bool,
+                progress: Progress = lambda _m: None) -> SnapshotRecord | None:
+    """After a lab was made: `formed` saved again when the lab changed, or when it has none yet,
+    so that a reset returns to the lab as it is now. None when it was left as it was."""
+    if not changed and load_snapshot(config, lab_name, DEFAULT_SNAPSHOT) is not None:
+        return None
+    return save_snapshot(config, lab_name, DEFAULT_SNAPSHOT, progress=progress)
+
+
 def remove_snapshot(config: Config, lab_name: str, name: str) -> list[str]:
     config = lab_config(config, lab_name)
     with Hypervisor(config.uri) as hv, lab_lock(config, lab_name):
@@ -187,7 +178,7 @@ def check_health(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmSta
     own = conns is None
     errors: dict[str, RemoteError] = {}
     if own:
-        conns, errors = connect_all(config, lab)
+        conns, errors = connect_nodes(config, lab, "answering")
     try:
         host_keys_ok = {name: not isinstance(error, HostKeyMismatch) for name, error in errors.items()}
         host_keys_ok.update({name: True for name in conns})
@@ -198,7 +189,7 @@ def check_health(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmSta
         return problems + bl.health_problems(baseline, now, clocks, dns_ok, host_keys_ok)
     finally:
         if own:
-            _close(conns)
+            close(conns)
 
 
 def wait_healthy(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmState | None, timeout: float,
@@ -291,7 +282,8 @@ def _reset_snapshot(config: Config, hv: Hypervisor, lab: Lab, record: SnapshotRe
     return [f"reverted to {record.name}", "synced guest clocks"]
 
 
-def _reset_rebuild(config: Config, lab_name: str, record: SnapshotRecord | None, progress: Progress) -> list[str]:
+def _reset_rebuild(config: Config, lab_name: str, record: SnapshotRecord | None, progress: Progress,
+                   finish: Sequence[formation.Finish]) -> list[str]:
     with Hypervisor(config.uri) as hv:
         lab = require_lab(config, hv, lab_name)
     names = [n.name for n in lab.nodes]
@@ -304,12 +296,10 @@ def _reset_rebuild(config: Config, lab_name: str, record: SnapshotRecord | None,
         managers, labels = lab.managers, [swarm.parse_label(s) for s in lab.labels]
     progress(f"rebuilding {len(names)} nodes from the template")
     labs.down(config, lab_name)
-    lab, _ = formation.bring_up(config, len(names), lab_name, prefix, managers, labels, True,
-                                lambda node, phase, detail: progress(f"{node}: {phase} {detail}".strip()))
-    done = [f"rebuilt {len(names)} nodes"]
-    if access.ensure_lab_accounts(config, lab):  # a class lab: the student's way in, before the snapshot
-        done.append(f"made the {access.STUDENT_USER} account on {len(lab.nodes)} nodes")
-    return done
+    _, _, added = formation.make_lab(config, len(names), lab_name, prefix, managers, labels, True,
+                                     lambda node, phase, detail: progress(f"{node}: {phase} {detail}".strip()),
+                                     finish)  # before the snapshot the reset saves next
+    return [f"rebuilt {len(names)} nodes", *added]
 
 
 @dataclass
@@ -328,7 +318,10 @@ class ResetResult:
 
 
 def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str | None = None,
-          timeout: float = 120, progress: Progress = lambda _m: None) -> ResetResult:
+          timeout: float = 120, progress: Progress = lambda _m: None,
+          finish: Sequence[formation.Finish] = ()) -> ResetResult:
+    """The lab back at snapshot `to` by the cheapest level that works; `finish` is what the
+    caller adds to a lab the rebuild level makes anew (formation.make_lab)."""
     config = lab_config(config, lab_name)
     started = time.monotonic()
     result = ResetResult(lab_name)
@@ -360,7 +353,7 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
             # Read the swarm only when the answer can matter: a node that is off, or a revert
             # that stopped halfway, already decides the level.
             read = baseline is not None and not stopped and not resumed and level in (None, "state")
-            conns, _ = connect_all(config, lab) if read else ({}, {})
+            conns, _ = connect_nodes(config, lab, "answering") if read else ({}, {})
             try:
                 now = read_state(conns) if read else None
                 if level is None:
@@ -393,10 +386,10 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
                         result.reasons.append(f"{current} left: {result.problems[0]}")
                         progress(f"escalating: {result.problems[0]}")
             finally:
-                _close(conns)
+                close(conns)
     if result.levels and result.levels[-1] == "rebuild":
         try:
-            result.done += _reset_rebuild(config, lab_name, record, progress)
+            result.done += _reset_rebuild(config, lab_name, record, progress, finish)
             with Hypervisor(config.uri) as hv:
                 lab = require_lab(config, hv, lab_name)
                 record = save_snapshot(config, lab_name, DEFAULT_SNAPSHOT, progress=progress)  # syncs the clocks
@@ -439,12 +432,12 @@ def _choose(record: SnapshotRecord | None, baseline: bl.SwarmState | None, now: 
 
 
 def reset_all(config: Config, names: list[str], to: str, level: str | None, timeout: float,
-              progress: Callable[[str, str], None]) -> list[ResetResult]:
+              progress: Callable[[str, str], None], finish: Sequence[formation.Finish] = ()) -> list[ResetResult]:
     """Every lab at once, as many at a time as the host has CPUs; one lab's failure does not
     stop the others."""
     def one(lab: str) -> ResetResult:
         try:
-            return reset(config, lab, to, level, timeout, lambda message: progress(lab, message))
+            return reset(config, lab, to, level, timeout, lambda message: progress(lab, message), finish)
         except SwarmlabError as e:
             return ResetResult(lab, error=str(e))
     with ThreadPoolExecutor(max_workers=max(1, min(len(names), os.cpu_count() or 1))) as pool:

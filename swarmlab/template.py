@@ -35,7 +35,6 @@ BASE_PACKAGES = (
 SUITE_PACKAGES = {"bookworm": (), "trixie": ("util-linux-extra",)}
 # From Debian 13 the docker CLI is its own package, which docker.io only recommends.
 ENGINE_PACKAGES = {"bookworm": ("docker.io",), "trixie": ("docker.io", "docker-cli")}
-BAKED_IMAGE = "swarmlab/busybox:latest"
 BAKED_IMAGES_TAR = "/usr/share/swarmlab/images/standins.tar"
 BAKE_PENDING = "/etc/swarmlab/bake-pending"
 BAKE_DONE = "swarmlab-bake: done"

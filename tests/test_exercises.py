@@ -332,31 +332,24 @@ def test_the_mirror_is_written_once_and_a_users_own_daemon_json_is_kept(tmp_path
     assert run() == "foreign" and (tmp_path / "daemon.json").read_text() == '{"debug": true}\n'
 
 
-def test_check_needs_two_readings_in_a_row_so_a_crash_looping_service_fails(monkeypatch, tmp_path):
+def test_check_needs_two_readings_in_a_row_so_a_crash_looping_service_fails():
     """A task of `ping docker.com` runs for a moment, exits and restarts: one lucky reading must
-    not pass the exercise."""
-    from swarmlab import config as configuration
-    from swarmlab.lab import Lab, Node
-    exercise = exercises.Exercise("x", "t", "g", {"nodes": 1}, [{"type": "service", "service": "HelloWorld",
-                                                                  "running": 2, "timeout": 0.5}],
-                                  [{"node": "swr1", "run": "true"}], tmp_path)
-    lab = Lab("t1", [Node("swr1", "t1-swr1", "v", "m", "10.0.0.1", "swr1.t1.z.")])
-    monkeypatch.setattr(exercises, "_open", lambda config, name: exercises.Session(lab, {}))
-    monkeypatch.setattr(exercises, "load_state", lambda config, name: {})
-    monkeypatch.setattr(exercises, "RETRY_EVERY", 0.05)
-    s = service("s1", "HelloWorld", 2)
+    not pass the exercise. The check loop on a clock of its own: no waiting, nothing patched."""
+    def settle(readings, wait=True, timeout=0.5):
+        it, now, shown = iter(readings), [0.0], []
 
-    def readings(states):
-        it = iter(states)
-        monkeypatch.setattr(exercises, "gather", lambda *a: facts(services=[s], tasks=[task("s1", "n1", next(it))] * 2))
-    config = configuration.parse({}, "test")
-    readings(["running", "failed"] * 1000)  # flapping: never two passing readings in a row
-    v = exercises.check(config, "t1", exercise)
-    assert not v[0].ok and "running tasks 0" in v[0].found
-    readings(["failed", "running", "running", "failed"])  # converges, then is read twice
-    assert exercises.check(config, "t1", exercise)[0].ok
-    readings(["running"])
-    assert exercises.check(config, "t1", exercise, wait=False)[0].ok  # one pass only
+        def read():
+            return [checks.Verdict(next(it), "HelloWorld runs 2 tasks", "2", "?")]
+
+        def sleep(seconds):
+            now[0] += seconds
+        verdicts = checks.settle(read, [timeout], wait, 0.05, shown.append, lambda: now[0], sleep)
+        return verdicts[0].ok, now[0], shown
+    ok, waited, shown = settle([True, False] * 1000)  # flapping: never two passing readings in a row
+    assert not ok and 0.5 <= waited < 0.6 and shown[0] == "waiting for: the same result once more (0 s)"
+    assert settle([False, True, True, False]) == (True, 0.1, ["waiting for: HelloWorld runs 2 tasks (0 s)",
+                                                              "waiting for: the same result once more (0 s)"])
+    assert settle([True], wait=False) == (True, 0.0, [])  # one pass only
 
 
 def test_the_retry_policy_needs_two_passing_readings_and_stops_at_each_checks_timeout():

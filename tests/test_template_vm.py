@@ -14,7 +14,7 @@ from swarmlab.hypervisor import Hypervisor, derive_clone_xml, random_mac
 from swarmlab.command import Command, sh
 from swarmlab.remote import SshTarget, run, wait_for_ssh
 from swarmlab import images
-from swarmlab.template import BAKED_IMAGE
+from swarmlab.images import BAKED_IMAGE
 from tests.conftest import swarmlab
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1500)]

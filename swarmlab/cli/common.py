@@ -10,12 +10,15 @@ from typing import Optional
 
 import typer
 
-from .. import __version__, config as configuration, lab as labs, labhost, logfile
+from .. import __version__, access, config as configuration, lab as labs, labhost, logfile
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
                   help="Docker Swarm training labs on a libvirt host.")
 
 JsonOption = typer.Option(False, "--json", help="Print a JSON document on stdout instead of text.")
+
+# A class lab keeps its student's account whatever command makes its nodes anew.
+LAB_FINISH = (access.student_account,)
 
 
 class Context:

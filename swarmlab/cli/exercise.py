@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from .. import config as configuration, exercises, lab as labs
-from .common import ExerciseArgument, ImageOption, JsonOption, LabOption, app, ctx, emit_json, enter_host, table
+from .common import LAB_FINISH, ExerciseArgument, ImageOption, JsonOption, LabOption, app, ctx, emit_json, enter_host, table
 
 exercise_app = typer.Typer(no_args_is_help=True, help="The article's exercises (labs/): set up, check, hint, solve.")
 app.add_typer(exercise_app, name="exercise")
@@ -55,7 +55,7 @@ def exercise_start(exercise_id: str = ExerciseArgument, lab: Optional[str] = Lab
     exercise = exercises.find(exercise_id)
     chosen = exercises.parse_image_overrides(images)
     enter_host()
-    result = exercises.start(ctx.config, lab or ctx.config.lab, exercise, chosen, ctx.progress)
+    result = exercises.start(ctx.config, lab or ctx.config.lab, exercise, chosen, ctx.progress, LAB_FINISH)
     if as_json:
         emit_json(result)
     else:

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from .. import config as configuration, formation, lab as labs, reset as resets, swarm
-from .common import JsonOption, LabOption, NodeArgument, NodeBoard, app, ctx, emit_json, enter_host, table
+from .common import LAB_FINISH, JsonOption, LabOption, NodeArgument, NodeBoard, app, ctx, emit_json, enter_host, table
 
 
 @app.command()
@@ -40,12 +40,11 @@ def up(count: int = typer.Argument(..., metavar="N", help="Number of nodes the l
     labels = [swarm.parse_label(spec) for spec in (*config.labels, *label)]
     started = time.monotonic()
     with NodeBoard() as board:
-        result, report = formation.bring_up(config, count, name, prefix or config.prefix, managers, labels,
-                                            not no_swarm, board)
+        result, report, added = formation.make_lab(config, count, name, prefix or config.prefix, managers,
+                                                   labels, not no_swarm, board, LAB_FINISH)
     snapshot = None
-    if report and not no_snapshot and (report.changed or resets.load_snapshot(config, name, resets.DEFAULT_SNAPSHOT)
-                                       is None):
-        snapshot = resets.save_snapshot(config, name, resets.DEFAULT_SNAPSHOT, progress=ctx.progress)
+    if report and not no_snapshot:
+        snapshot = resets.keep_formed(config, name, report.changed or bool(added), ctx.progress)
     seconds = round(time.monotonic() - started, 1)
     if as_json:
         emit_json({"lab": result.name, "seconds": seconds, "swarm": asdict(report) if report else None,

@@ -10,7 +10,7 @@ import typer
 
 from .. import config as configuration, lab as labs, reset as resets
 from ..errors import Refused
-from .common import JsonOption, LabOption, app, ctx, emit_json, enter_host, table
+from .common import LAB_FINISH, JsonOption, LabOption, app, ctx, emit_json, enter_host, table
 
 snapshot_app = typer.Typer(no_args_is_help=True, help="Consistent whole-lab snapshots that `reset` returns to.")
 app.add_typer(snapshot_app, name="snapshot")
@@ -91,9 +91,9 @@ def reset(lab: Optional[str] = LabOption,
     if all_labs:
         names = [row["lab"] for row in labs.list_labs(ctx.config)]
         results = resets.reset_all(ctx.config, names, to, level, timeout,
-                                   lambda name, message: ctx.progress(f"{name}: {message}"))
+                                   lambda name, message: ctx.progress(f"{name}: {message}"), LAB_FINISH)
     else:
-        results = [resets.reset(ctx.config, lab or ctx.config.lab, to, level, timeout, ctx.progress)]
+        results = [resets.reset(ctx.config, lab or ctx.config.lab, to, level, timeout, ctx.progress, LAB_FINISH)]
     if as_json:
         data = [{**asdict(r), "ok": r.ok} for r in results]
         emit_json(data if all_labs else data[0])
