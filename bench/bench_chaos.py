@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swarmlab import chaos, config as configuration, labhost  # noqa: E402
+from swarmlab import chaos, config as configuration, hoststate  # noqa: E402
 
 LAB = "bench-chaos"
 SEED = {"new-leader": "<= 31", "node-down": "~52", "tasks-rescheduled": "~58", "rejoined": "~75 after the start"}
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     config = configuration.load()
-    labhost.enter_host(config)
+    hoststate.enter_host(config)
     if cli("up", "3", "--lab", LAB).returncode != 0:
         sys.exit("up failed")
     cli("docker", "swr1", "--lab", LAB, "--", "service", "create", "--name", "web", "--replicas", "5",

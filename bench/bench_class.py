@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swarmlab import config as configuration, labhost  # noqa: E402
+from swarmlab import config as configuration, hoststate, labhost  # noqa: E402
 from swarmlab.hypervisor import Hypervisor  # noqa: E402
 
 
@@ -90,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     parallels = [int(v) for v in args.parallel.split(",")]
     config = configuration.load()
-    labhost.enter_host(config)
+    hoststate.enter_host(config)
     if cli("class", "status", check=False).returncode != 3:
         sys.exit("a class exists already: `swarmlab class down --yes` first (the bench makes its own)")
     tmp = Path(tempfile.mkdtemp(prefix="bench-class-"))

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swarmlab import config as configuration, labhost  # noqa: E402
+from swarmlab import config as configuration, hoststate  # noqa: E402
 
 LAB = "bench-reset"
 TARGETS = {"state": "<= 5 s", "snapshot": "<= 15 s (<= 0.15x up)", "rebuild": "<= up"}
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     config = configuration.load()
-    labhost.enter_host(config)
+    hoststate.enter_host(config)
     cli("down", "--lab", LAB, "--yes")
     times: dict[str, list[float]] = {"up": [], "state": [], "snapshot": [], "rebuild": []}
     snapshot_mib = []

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swarmlab import config as configuration, lab as labs, labhost  # noqa: E402
+from swarmlab import config as configuration, lab as labs, hoststate  # noqa: E402
 
 LAB = "bench-swarm"
 
@@ -67,7 +67,7 @@ def swarmlab_form(managers: int) -> float:
 
 def main() -> None:
     config = configuration.load()
-    labhost.enter_host(config)
+    hoststate.enter_host(config)
     up = cli("up", "3", "--lab", LAB, "--no-swarm")
     if up.returncode != 0:
         sys.exit(f"up failed: {up.stderr.strip().splitlines()[-1]}")

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swarmlab import config as configuration, labhost  # noqa: E402
+from swarmlab import config as configuration, hoststate  # noqa: E402
 from swarmlab.dns import PowerDNS  # noqa: E402
 from swarmlab.hypervisor import Hypervisor, clone_disks, derive_clone_xml, random_mac  # noqa: E402
 
@@ -175,7 +175,7 @@ def main() -> None:
     config = configuration.load()
     if args.template:
         config = dataclasses.replace(config, template=args.template)
-    labhost.enter_host(config)
+    hoststate.enter_host(config)
     cli("down", "--lab", "bench", "--yes")
     remove_domains(config, SEED + FLOOR)
     runs: dict[str, list[dict[str, float]]] = {"floor": [], "swarmlab": [], "article": []}

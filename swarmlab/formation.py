@@ -17,10 +17,10 @@ import paramiko
 from fabric import Connection
 
 from . import images, swarm
-from .labhost import registry_address
 from .config import Config
 from .errors import SwarmlabError
 from .lab import Lab, Node, NodeProgress, each_node, lab_config, lab_lock, require_lab, ssh_target
+from .hoststate import registry_address
 from .hypervisor import Hypervisor
 from .netns import run_in_host_netns
 from .command import Command, Raw, Secret, sh, then

@@ -8,9 +8,7 @@ namespace and `host down` stops exactly that.
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,56 +22,9 @@ from .daemons import (REGISTRY_PORT, Progress, PdnsServer, _stop_pid, ensure_lib
 from .errors import Refused, SwarmlabError
 from .hypervisor import NS_URI, Hypervisor
 from .keys import ensure_api_key, ensure_ssh_key
+from .hoststate import HostError, HostState
 from .netns import enter_netns, in_netns, netns_exists
 from .render import render
-
-
-class HostError(SwarmlabError):
-    pass
-
-
-# --- host state -----------------------------------------------------------------------------
-@dataclass
-class HostState:
-    isolated: bool = False
-    namespace: str | None = None
-    started: list[str] = field(default_factory=list)  # daemons host up started: libvirtd, virtlogd
-    pdns_pid: int | None = None
-    registry_pid: int | None = None
-    services_registry_pid: int | None = None
-
-    @staticmethod
-    def path(config: Config) -> Path:
-        return config.state_dir / "host.json"
-
-    @classmethod
-    def load(cls, config: Config) -> "HostState | None":
-        try:
-            data = json.loads(cls.path(config).read_text())
-            known = {f for f in cls.__dataclass_fields__}
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except FileNotFoundError:
-            return None
-        except (ValueError, TypeError):
-            raise HostError(f"{cls.path(config)} is corrupt: run `swarmlab host down` then `host up`") from None
-
-    def save(self, config: Config) -> None:
-        path = self.path(config)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(path)
-
-
-def enter_host(config: Config) -> HostState | None:
-    """Every command starts here: inside the isolated host's namespace when there is one."""
-    state = HostState.load(config)
-    if state and state.isolated and state.namespace:
-        if not netns_exists(state.namespace):
-            raise HostError(f"the isolated lab host's namespace {state.namespace} is gone: "
-                            "run `swarmlab host down`, then `swarmlab host up --isolated`")
-        enter_netns(state.namespace)
-    return state
 
 
 # --- host up / status / down ----------------------------------------------------------------
@@ -263,20 +214,6 @@ def _stop_services_registry(config: Config, state: HostState, keep: str | None =
     _stop_pid(state.services_registry_pid, "docker-registry")
     state.services_registry_pid = None
     return ["stopped the registry mirror on the old services address"]
-
-
-def registry_address(config: Config) -> str | None:
-    """The embedded host's registry mirror (host:port) when it runs, on the address the lab's
-    nodes reach: the shared network's gateway, or [host] services_address for a lab on another
-    machine. None when there is none."""
-    state = HostState.load(config)
-    if state is None:
-        return None
-    if config.host_remote:
-        server, pid = services_registry_server(config), state.services_registry_pid
-    else:
-        server, pid = registry_server(config), state.registry_pid
-    return server.address if server and server.running(pid) else None
 
 
 def host_status(config: Config) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmlab import config as configuration, daemons, dns, labhost, netns
+from swarmlab import config as configuration, daemons, dns, hoststate, netns
 
 ROOT = Path(__file__).resolve().parent.parent
 # Template images are cached across runs, keyed by recipe; the key of the tests' SSH key is
@@ -148,7 +148,7 @@ def lab3(vm_host):
     `up --json` result)."""
     import json
     path, config, _ = vm_host
-    labhost.enter_host(config)
+    hoststate.enter_host(config)
     proc = swarmlab("up", "3", "--lab", "t1", "--label", "swr1:placepoint=gdc", "--label", "swr2:env=dev",
                     "--json", config=path)
     assert proc.returncode == 0, proc.stderr

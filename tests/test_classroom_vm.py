@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmlab import config as configuration, labhost
+from swarmlab import config as configuration, hoststate
 from swarmlab.dns import PowerDNS
 from swarmlab.hypervisor import Hypervisor
 from tests import laptop
@@ -49,7 +49,7 @@ def two_hosts(lab3):
     """(class config path, config, the second host): the test lab host, beside the shared lab t1,
     takes one lab of 3 nodes and the second host another."""
     path, config, _ = lab3
-    labhost.enter_host(config)
+    hoststate.enter_host(config)
     second = SecondHost("swl-test-h2", config.namespace, TEST_CACHE / "test-ssh" / "id_ed25519.pub")
     class_path = path.with_name("swarmlab-class.toml")
     try:

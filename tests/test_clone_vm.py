@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from swarmlab import labhost
+from swarmlab import hoststate
 from swarmlab.hypervisor import Hypervisor
 from tests.conftest import ROOT, swarmlab
 
@@ -28,7 +28,7 @@ def own_template(vm_host, vm_state_dir):
     """The test template's image converted to raw, plus a 64 MiB qcow2 data disk, defined as a
     plain domain with no swarmlab metadata (like the article's debian10template)."""
     path, config, built = vm_host
-    labhost.enter_host(config)
+    hoststate.enter_host(config)
     images = vm_state_dir / "own-template"
     images.mkdir(exist_ok=True)
     images.chmod(0o755)

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from swarmlab.dns import PowerDNS
-from swarmlab import labhost
+from swarmlab import hoststate
 from swarmlab.hypervisor import Hypervisor, derive_clone_xml, random_mac
 from swarmlab.command import Command, sh
 from swarmlab.remote import SshTarget, run, wait_for_ssh
@@ -25,7 +25,7 @@ NODES = ("swl-t1", "swl-t2")
 def built(vm_host):
     path, config, result = vm_host
     yield path, config, result
-    labhost.enter_host(config)
+    hoststate.enter_host(config)
     hv = Hypervisor(config.uri)
     for name in NODES:
         hv.undefine(name)
@@ -37,7 +37,7 @@ def built(vm_host):
 def nodes(built):
     """Two clones booted in parallel; yields {name: fabric connection}."""
     path, config, _ = built
-    labhost.enter_host(config)
+    hoststate.enter_host(config)
     hv = Hypervisor(config.uri)
     template_xml = hv.domain_xml(config.template)
     volume = ET.fromstring(template_xml).find("devices/disk/source").get("volume")

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .. import __version__, access, config as configuration, lab as labs, labhost, logfile
+from .. import __version__, access, config as configuration, lab as labs, hoststate, logfile
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
                   help="Docker Swarm training labs on a libvirt host.")
@@ -73,7 +73,7 @@ def _main(config: Optional[str] = typer.Option(None, "--config", "-c", metavar="
 
 
 def enter_host() -> None:
-    labhost.enter_host(ctx.config)
+    hoststate.enter_host(ctx.config)
 
 
 class NodeBoard:
