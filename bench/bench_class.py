@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swarmlab import config as configuration, hoststate, labhost  # noqa: E402
+from swarmlab import config as configuration, hoststate, libvirt_xml  # noqa: E402
 from swarmlab.hypervisor import Hypervisor  # noqa: E402
 
 
@@ -75,7 +75,7 @@ def network_cost(config) -> float:
                          ipaddress.IPv4Network("10.80.250.0/24"))
     with Hypervisor(config.uri) as hv:
         began = time.monotonic()
-        hv.ensure_network(scoped.network, labhost.network_xml(scoped, "benchnet"))
+        hv.ensure_network(scoped.network, libvirt_xml.network_xml(scoped, "benchnet"))
         seconds = time.monotonic() - began
         hv.remove_network(scoped.network)
     return seconds

@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from swarmlab import config as configuration, hoststate  # noqa: E402
 from swarmlab.dns import PowerDNS  # noqa: E402
-from swarmlab.hypervisor import Hypervisor, clone_disks, derive_clone_xml, random_mac  # noqa: E402
+from swarmlab.hypervisor import Hypervisor  # noqa: E402
+from swarmlab.libvirt_xml import clone_disks, derive_clone_xml, random_mac  # noqa: E402
 
 SEED = [f"bench-seed{i}" for i in range(1, 10)]
 FLOOR = [f"bench-floor{i}" for i in range(1, 10)]

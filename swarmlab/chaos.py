@@ -20,7 +20,7 @@ from .images import BAKED_IMAGE
 from .command import Command, Fact
 from .config import Config
 from .errors import NotFound, Refused, SwarmlabError
-from .hypervisor import LifecycleWatch
+from .libvirt_events import LifecycleWatch
 from .lab import Node
 from .remote import read, run
 from .session import LabSession, open_lab
@@ -341,7 +341,7 @@ def kill(config: Config, lab_name: str, target: str | None, restore: bool, timeo
             want = ["node-down", "tasks-rescheduled"]
             if target == leader:
                 want = ["new-leader", *want]
-            with LifecycleWatch(session.hv, node.domain) as watch:
+            with LifecycleWatch(session.hv.uri, node.domain) as watch:
                 progress(f"killing {target} ({node.domain})" + (" - the leader" if target == leader else ""))
                 timeline.started = time.monotonic()
                 session.hv.destroy(node.domain)
@@ -385,7 +385,7 @@ def start(config: Config, lab_name: str, names: list[str] | None, timeout: float
             raise ChaosError(f"{', '.join(names)} already running")
         timelines = []
         for node in stopped:
-            with LifecycleWatch(hv, node.domain) as watch:
+            with LifecycleWatch(hv.uri, node.domain) as watch:
                 timeline = Timeline("start", lab_name, node.name)
                 progress(f"starting {node.name}")
                 timeline.started = time.monotonic()

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import random
 import subprocess
 import threading
 import time
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,18 +20,16 @@ import libvirt
 
 from .config import is_local_uri
 from .errors import NotFound, Refused, SwarmlabError
+from .libvirt_events import start_event_loop
+from .libvirt_xml import dhcp_host_xml, dir_pool_xml, overlay_volume_xml, ownership
 
-NS_URI = "https://swarmlab.dev/xmlns/resource/1"
-NS_PREFIX = "swarmlab"
 CLOCK_SYNCED = 0.3  # seconds a synced guest clock may be off (the health gate allows 1)
-ET.register_namespace(NS_PREFIX, NS_URI)
-ET.register_namespace("dnsmasq", "http://libvirt.org/schemas/network/dnsmasq/1.0")
 
-STATE_NAMES = {
-    libvirt.VIR_DOMAIN_NOSTATE: "nostate", libvirt.VIR_DOMAIN_RUNNING: "running",
-    libvirt.VIR_DOMAIN_BLOCKED: "blocked", libvirt.VIR_DOMAIN_PAUSED: "paused",
-    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting-down", libvirt.VIR_DOMAIN_SHUTOFF: "shut-off",
-    libvirt.VIR_DOMAIN_CRASHED: "crashed", libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+STATE_NAMES = {  # as `virsh domstate` says them
+    libvirt.VIR_DOMAIN_NOSTATE: "no state", libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "idle", libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "in shutdown", libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed", libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
 }
 
 # libvirt prints every error to stderr by default; we report our own one-line errors.
@@ -42,17 +38,6 @@ libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 class HypervisorError(SwarmlabError):
     pass
-
-
-def _ownership(xml: str) -> dict[str, str] | None:
-    """The swarmlab metadata attributes of a domain or network XML, or None if not ours."""
-    element = ET.fromstring(xml).find(f"metadata/{{{NS_URI}}}resource")
-    return dict(element.attrib) if element is not None else None
-
-
-def random_mac() -> str:
-    # 52:54:00 is the prefix qemu/libvirt use for guests.
-    return "52:54:00:" + ":".join(f"{random.randint(0, 255):02x}" for _ in range(3))
 
 
 @dataclass
@@ -74,124 +59,7 @@ class DomainState:
 
     @property
     def running(self) -> bool:
-        return self.state in ("running", "blocked", "paused")
-
-
-@dataclass(frozen=True)
-class CloneDisk:
-    """What a clone does with one disk of its template."""
-
-    target: str  # vda, vdb, ...
-    source: dict[str, str]  # the template's <source> attributes (file, dev, or pool + volume)
-    action: str  # "overlay": a qcow2 of the clone's own; "share": read-only or shareable, used as is
-
-
-def clone_disks(template_xml: str) -> list[CloneDisk]:
-    """How each disk of a template is cloned. Writable disks get an overlay each (a disk left
-    shared read-write between clones would be corrupted by them); read-only media and disks
-    marked shareable are used as they are. Disks swarmlab cannot overlay are refused."""
-    out = []
-    for disk in ET.fromstring(template_xml).findall("devices/disk"):
-        target = disk.find("target").get("dev") if disk.find("target") is not None else "?"
-        source = dict(disk.find("source").attrib) if disk.find("source") is not None else {}
-        if disk.get("device", "disk") in ("cdrom", "floppy") or disk.find("readonly") is not None \
-                or disk.find("shareable") is not None:
-            out.append(CloneDisk(target, source, "share"))
-        elif disk.get("type") not in ("file", "block", "volume"):
-            raise HypervisorError(f"template disk {target} is a {disk.get('type')} disk: swarmlab can give clones "
-                                  "their own copy only of file, block and volume disks; make it read-only, "
-                                  "shareable or remove it from the template")
-        elif not source:
-            raise HypervisorError(f"template disk {target} has no source: give it one or remove it")
-        else:
-            out.append(CloneDisk(target, source, "overlay"))
-    if not any(d.action == "overlay" for d in out):
-        raise HypervisorError("template has no writable disk to clone")
-    return out
-
-
-def derive_clone_xml(template_xml: str, name: str, mac: str, pool: str, volumes: dict[str, str],
-                     owner: dict[str, str], hostname: str | None = None, network: str | None = None,
-                     tb_cache_mib: int = 0) -> str:
-    """A node's domain XML from its template's: new name, no UUID, new MAC, an overlay volume
-    per writable disk (`volumes`: target -> volume in `pool`), its own NVRAM, no fixed
-    graphics port or agent socket path, and swarmlab ownership metadata. With direct kernel
-    boot the hostname rides on the kernel command line, so the guest has it from its first
-    second; otherwise `up` sets it over SSH. `network` puts the node on that libvirt network
-    instead of the template's (a class lab's own); `tb_cache_mib` sizes TCG's translation cache
-    (QEMU's default is 1 GiB of host memory per guest)."""
-    root = ET.fromstring(template_xml)
-    root.find("name").text = name
-    for tag in ("uuid", "title", "description"):
-        for el in root.findall(tag):
-            root.remove(el)
-    metadata = root.find("metadata")
-    if metadata is None:
-        metadata = ET.SubElement(root, "metadata")
-    for el in metadata.findall(f"{{{NS_URI}}}resource"):
-        metadata.remove(el)
-    ET.SubElement(metadata, f"{{{NS_URI}}}resource", {k: str(v) for k, v in owner.items()})
-    interfaces = root.findall("devices/interface")
-    if len(interfaces) != 1:
-        raise HypervisorError(f"template has {len(interfaces)} network interfaces; swarmlab needs exactly one")
-    for el in interfaces[0].findall("mac") + interfaces[0].findall("target"):
-        interfaces[0].remove(el)  # the tap device name is the template's, too
-    ET.SubElement(interfaces[0], "mac", {"address": mac})
-    if network:
-        interfaces[0].set("type", "network")
-        for el in interfaces[0].findall("source"):
-            interfaces[0].remove(el)
-        interfaces[0].insert(0, ET.Element("source", {"network": network}))
-    if tb_cache_mib and root.get("type") == "qemu":
-        features = root.find("features")
-        if features is None:
-            features = ET.SubElement(root, "features")
-        for el in features.findall("tcg"):
-            features.remove(el)
-        tcg = ET.SubElement(features, "tcg")
-        ET.SubElement(tcg, "tb-cache", {"unit": "MiB"}).text = str(tb_cache_mib)
-    planned = {d.target: d for d in clone_disks(template_xml)}
-    for disk in root.findall("devices/disk"):
-        target = disk.find("target").get("dev") if disk.find("target") is not None else "?"
-        if planned[target].action != "overlay":
-            continue
-        if target not in volumes:
-            raise HypervisorError(f"template disk {target} is writable and has no overlay for {name}")
-        disk.set("type", "volume")
-        for el in disk.findall("source") + disk.findall("backingStore"):
-            disk.remove(el)
-        disk.insert(1, ET.Element("source", {"pool": pool, "volume": volumes[target]}))
-        driver = disk.find("driver")
-        if driver is None:
-            driver = ET.SubElement(disk, "driver", {"name": "qemu"})
-        driver.set("type", "qcow2")
-    nvram = root.find("os/nvram")
-    if nvram is not None:
-        # No path: libvirt creates <name>_VARS.fd for the clone from the template file (the
-        # template's own variables when it names no other), instead of sharing one.
-        if nvram.text and not nvram.get("template"):
-            nvram.set("template", nvram.text.strip())
-        nvram.text = None
-    for channel in root.findall("devices/channel"):
-        for source in channel.findall("source"):
-            source.attrib.pop("path", None)  # libvirt makes a socket per domain
-    for graphics in root.findall("devices/graphics"):
-        for attr in ("port", "tlsPort", "websocket"):
-            graphics.attrib.pop(attr, None)
-        graphics.set("autoport", "yes")
-    cmdline = root.find("os/cmdline")
-    if hostname and root.find("os/kernel") is not None:
-        if cmdline is None:
-            cmdline = ET.SubElement(root.find("os"), "cmdline")
-        words = [w for w in (cmdline.text or "").split() if not w.startswith("systemd.hostname=")]
-        cmdline.text = " ".join(words + [f"systemd.hostname={hostname}"])
-    return ET.tostring(root, encoding="unicode")
-
-
-def sets_hostname_at_boot(template_xml: str) -> bool:
-    """True when clones of this template boot a kernel libvirt hands them (direct kernel boot),
-    so that derive_clone_xml can put the hostname on its command line."""
-    return ET.fromstring(template_xml).find("os/kernel") is not None
+        return self.state in ("running", "idle", "paused")
 
 
 def image_info(path: str) -> tuple[str, int]:
@@ -201,29 +69,6 @@ def image_info(path: str) -> tuple[str, int]:
         raise HypervisorError(f"cannot read disk image {path}: {proc.stderr.strip().splitlines()[-1:] or '?'}")
     info = json.loads(proc.stdout)
     return info["format"], int(info["virtual-size"])
-
-
-def overlay_volume_xml(name: str, backing_path: str, backing_format: str, capacity: int) -> str:
-    volume = ET.Element("volume")
-    ET.SubElement(volume, "name").text = name
-    ET.SubElement(volume, "capacity", {"unit": "bytes"}).text = str(capacity)
-    ET.SubElement(ET.SubElement(volume, "target"), "format", {"type": "qcow2"})
-    backing = ET.SubElement(volume, "backingStore")
-    ET.SubElement(backing, "path").text = backing_path
-    ET.SubElement(backing, "format", {"type": backing_format})
-    return ET.tostring(volume, encoding="unicode")
-
-
-def dir_pool_xml(name: str, path: Path) -> str:
-    pool = ET.Element("pool", {"type": "dir"})
-    ET.SubElement(pool, "name").text = name
-    ET.SubElement(ET.SubElement(pool, "target"), "path").text = str(path)
-    return ET.tostring(pool, encoding="unicode")
-
-
-def dhcp_host_xml(mac: str, ip: str, name: str | None = None) -> str:
-    attrs = {"mac": mac, "ip": ip} if name is None else {"mac": mac, "name": name, "ip": ip}
-    return ET.tostring(ET.Element("host", attrs), encoding="unicode")
 
 
 _MISSING = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_NETWORK, libvirt.VIR_ERR_NO_STORAGE_POOL,
@@ -302,7 +147,7 @@ def _remote_conn(uri: str) -> libvirt.virConnect:
             except libvirt.libvirtError:
                 pass
             del _remote_conns[uri]
-        _start_event_loop()  # keepalive runs on libvirt's event loop
+        start_event_loop()  # keepalive runs on libvirt's event loop
         conn = libvirt.open(uri)
         conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
         _remote_conns[uri] = conn
@@ -360,7 +205,7 @@ class Hypervisor:
         class placement counts as taken (a shut-off lab comes back)."""
         count = mib = 0
         for dom in self.conn.listAllDomains():
-            owner = _ownership(dom.XMLDesc(0))
+            owner = ownership(dom.XMLDesc(0))
             if owner is not None and owner.get("role") == "node":
                 count += 1
                 mib += dom.maxMemory() // 1024
@@ -391,7 +236,7 @@ class Hypervisor:
         ip = root.find("ip")
         bridge = root.find("bridge")
         return NetworkState(
-            name, exists=True, active=bool(net.isActive()), owner=_ownership(net.XMLDesc()),
+            name, exists=True, active=bool(net.isActive()), owner=ownership(net.XMLDesc()),
             dhcp_ranges=[(r.get("start"), r.get("end")) for r in root.findall("ip/dhcp/range")],
             bridge=bridge.get("name") if bridge is not None else None,
             gateway=ip.get("address") if ip is not None else None)
@@ -406,7 +251,7 @@ class Hypervisor:
             except libvirt.libvirtError as e:
                 raise HypervisorError(f"defining network {name} failed: {e.get_error_message()}") from None
             changes.append(f"defined network {name}")
-        elif _ownership(net.XMLDesc()) is None:
+        elif ownership(net.XMLDesc()) is None:
             raise Refused(f"network {name} exists and was not created by swarmlab: "
                           "choose another [libvirt] network name, or point swarmlab at it without `host up`")
         if not net.isActive():
@@ -423,7 +268,7 @@ class Hypervisor:
         net = self._network(name)
         if net is None:
             return []
-        if _ownership(net.XMLDesc()) is None:
+        if ownership(net.XMLDesc()) is None:
             raise Refused(f"network {name} was not created by swarmlab; leaving it alone")
         changes = []
         if net.isActive():
@@ -453,7 +298,7 @@ class Hypervisor:
         net = self._network(network)
         if net is None:
             raise NotFound(f"network {network} not found")
-        if _ownership(net.XMLDesc()) is None:
+        if ownership(net.XMLDesc()) is None:
             raise Refused(f"network {network} was not created by swarmlab; not changing its DHCP hosts")
         flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
         if net.isActive():
@@ -624,7 +469,7 @@ class Hypervisor:
         if dom is None:
             return None
         state = STATE_NAMES.get(dom.state()[0], "unknown")
-        return DomainState(name, state, _ownership(dom.XMLDesc(0)))
+        return DomainState(name, state, ownership(dom.XMLDesc(0)))
 
     def domain_xml(self, name: str) -> str:
         dom = self._domain(name)
@@ -660,24 +505,24 @@ class Hypervisor:
     def running_foreign_domains(self) -> list[str]:
         """Running domains that swarmlab did not create."""
         return sorted(d.name() for d in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-                      if _ownership(d.XMLDesc(0)) is None)
+                      if ownership(d.XMLDesc(0)) is None)
 
     def owned_domains(self) -> list[DomainState]:
         out = []
         for dom in self.conn.listAllDomains():
-            owner = _ownership(dom.XMLDesc(0))
+            owner = ownership(dom.XMLDesc(0))
             if owner is not None:
                 out.append(DomainState(dom.name(), STATE_NAMES.get(dom.state()[0], "unknown"), owner))
         return sorted(out, key=lambda d: d.name)
 
     def define_domain(self, xml: str) -> None:
-        if _ownership(xml) is None:
+        if ownership(xml) is None:
             raise HypervisorError("refusing to define a domain without swarmlab ownership metadata")
         root = ET.fromstring(xml)
         name = root.findtext("name")
         existing = self._domain(name)
         if existing is not None:
-            if _ownership(existing.XMLDesc(0)) is None:
+            if ownership(existing.XMLDesc(0)) is None:
                 raise Refused(f"domain {name} exists and was not created by swarmlab; pick another name")
             if root.find("uuid") is None:  # redefining keeps the domain's identity
                 ET.SubElement(root, "uuid").text = existing.UUIDString()
@@ -691,7 +536,7 @@ class Hypervisor:
         dom = self._domain(name)
         if dom is None:
             return None
-        if _ownership(dom.XMLDesc(0)) is None:
+        if ownership(dom.XMLDesc(0)) is None:
             raise Refused(f"domain {name} was not created by swarmlab; leaving it alone")
         return dom
 
@@ -837,90 +682,3 @@ class Hypervisor:
     def mac_of(self, name: str) -> str:
         mac = ET.fromstring(self.domain_xml(name)).find("devices/interface/mac")
         return mac.get("address").lower()
-
-
-# --- lifecycle events ---------------------------------------------------------------------------
-_event_loop_lock = threading.Lock()
-_event_loop_started = False
-
-
-def _start_event_loop() -> None:
-    """libvirt delivers domain events only to a process that runs its event loop, registered
-    before the connection that listens is opened."""
-    global _event_loop_started
-    with _event_loop_lock:
-        if _event_loop_started:
-            return
-        libvirt.virEventRegisterDefaultImpl()
-
-        def loop():
-            while True:
-                libvirt.virEventRunDefaultImpl()
-
-        threading.Thread(target=loop, name="libvirt-events", daemon=True).start()
-        _event_loop_started = True
-
-
-class LifecycleWatch:
-    """Times of STOPPED/STARTED events for one domain, on the host's monotonic clock."""
-
-    def __init__(self, hv: Hypervisor, domain: str):
-        _start_event_loop()
-        self.times: dict[str, float] = {}
-        self.domain = domain
-        self.conn = libvirt.open(hv.uri)  # its own: events need a connection opened after the loop
-
-        def callback(_conn, dom, event, _detail, _opaque):
-            if dom.name() != self.domain:
-                return
-            if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
-                self.times.setdefault("stopped", time.monotonic())
-            elif event == libvirt.VIR_DOMAIN_EVENT_STARTED:
-                self.times.setdefault("started", time.monotonic())
-
-        self.callback_id = self.conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, callback, None)
-
-    def __enter__(self) -> "LifecycleWatch":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def wait(self, kind: str, timeout: float = 5) -> float | None:
-        deadline = time.monotonic() + timeout
-        while kind not in self.times and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.times.get(kind)
-
-    def close(self) -> None:
-        try:
-            self.conn.domainEventDeregisterAny(self.callback_id)
-            self.conn.close()
-        except libvirt.libvirtError:
-            pass
-
-
-def kvm_works(kernel: Path, timeout: float = 20) -> bool:
-    """True when a guest really runs under KVM here. /dev/kvm can exist while guests hang
-    (nested setups), so boot the template kernel with no root: it panics and, with
-    panic=-1 and -no-reboot, qemu exits. A hang means KVM is not usable."""
-    if not Path("/dev/kvm").exists():
-        return False
-    with tempfile.TemporaryDirectory() as tmp:
-        console = Path(tmp) / "console"
-        proc = subprocess.Popen(
-            ["qemu-system-x86_64", "-accel", "kvm", "-m", "256", "-display", "none", "-no-reboot",
-             "-serial", f"file:{console}", "-kernel", str(kernel),
-             "-append", "console=ttyS0 panic=-1 root=/dev/null"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            # A qemu stuck inside KVM can take a minute to die; do not wait for it.
-            proc.kill()
-            return False
-        return proc.returncode == 0 and "Kernel panic" in console.read_text(errors="replace")
-
-
-def netmask(cidr: ipaddress.IPv4Network) -> str:
-    return str(cidr.netmask)

@@ -30,7 +30,8 @@ from .command import Command
 from .config import Config, HostSpec, is_dns_label
 from .dns import PowerDNS, DnsError, canonical
 from .errors import NotFound, Refused, SwarmlabError
-from .hypervisor import Hypervisor, clone_disks, derive_clone_xml, sets_hostname_at_boot
+from .hypervisor import Hypervisor
+from .libvirt_xml import clone_disks, derive_clone_xml, network_xml, sets_hostname_at_boot
 from .remote import HostKeyMismatch, Jump, SshTarget, port_open, record_host_key, run, wait_for_ssh
 from .waiting import poll_until, run_together
 
@@ -541,7 +542,6 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
 def ensure_lab_network(config: Config, hv: Hypervisor, lab: Lab) -> list[str]:
     """A class lab's own network (scoped config): recorded in the journal before it is made, so
     that `down` finds it even after a kill, and owned by the lab in libvirt's metadata."""
-    from .labhost import network_xml
     if load_journal(config, lab.name) is None:
         save_journal(config, lab)
     return hv.ensure_network(config.network, network_xml(config, lab.name))

@@ -7,7 +7,6 @@ namespace and `host down` stops exactly that.
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,34 +19,14 @@ from .daemons import (REGISTRY_PORT, Progress, PdnsServer, _stop_pid, ensure_lib
                       RegistryServer, pdns_server, push_registry_server, registry_server,
                       services_registry_server)
 from .errors import Refused, SwarmlabError
-from .hypervisor import NS_URI, Hypervisor
+from .hypervisor import Hypervisor
+from .libvirt_xml import network_xml
 from .keys import ensure_api_key, ensure_ssh_key
 from .hoststate import HostError, HostState
 from .netns import enter_netns, in_netns, netns_exists
-from .render import render
 
 
 # --- host up / status / down ----------------------------------------------------------------
-def _bridge_name(network: str) -> str:
-    name = "sl-" + network
-    # Linux caps interface names at 15 characters: a long name gets a digest, never a cut that collides.
-    return name if len(name) <= 15 else "sl-" + hashlib.sha256(network.encode()).hexdigest()[:12]
-
-
-def network_xml(config: Config, lab: str | None = None) -> str:
-    """The lab host's shared network, or (with `lab`) a lab's own network, owned by that lab."""
-    start, end = config.dhcp_range
-    # A host on another machine forwards the zone to the controller's PowerDNS ([host] services_address).
-    dns_server = config.services_address if config.host_remote else "127.0.0.1"
-    if not dns_server:
-        raise HostError(f"host {config.lab_host} is on another machine, and its labs' DNS needs the controller's "
-                        "PowerDNS: set [host] services_address to the address it reaches this machine at, "
-                        "then `swarmlab host up`")
-    return render("network.xml.j2", name=config.network, ns_uri=NS_URI, bridge=_bridge_name(config.network),
-                  gateway=config.gateway, netmask=config.cidr.netmask, dhcp_start=start, dhcp_end=end,
-                  zone=config.zone.rstrip("."), dns_server=dns_server, dns_port=config.dns_port, lab=lab)
-
-
 def _check_embedded_api_url(config: Config) -> None:
     host = urlsplit(config.api_url).hostname
     if host not in ("127.0.0.1", "localhost"):

@@ -14,7 +14,9 @@ from . import template
 from .config import Config, HostSpec
 from .daemons import Progress
 from .errors import NotFound, Refused
-from .hypervisor import NS_URI, Hypervisor, kvm_works
+from .hypervisor import Hypervisor
+from .libvirt_xml import NS_URI
+from .qemu_probe import kvm_works
 from .keys import ensure_ssh_key
 from .render import render
 

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from swarmlab import images
-from swarmlab.labhost import registry_address
+from swarmlab.hoststate import registry_address
 from tests.conftest import swarmlab
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]

@@ -4,9 +4,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from swarmlab import config as configuration, labhost
+from swarmlab import config as configuration, libvirt_xml
 from swarmlab.errors import Refused
-from swarmlab.hypervisor import NS_URI, HypervisorError, Hypervisor, derive_clone_xml
+from swarmlab.hypervisor import HypervisorError, Hypervisor
+from swarmlab.libvirt_xml import NS_URI, TemplateError, derive_clone_xml
 from swarmlab.render import render
 
 
@@ -62,7 +63,7 @@ def test_clone_defines_and_is_owned(hv):
                              {"role": "node", "lab": "lab1"}, hostname="swr1")
     hv.define_domain(clone)
     state = hv.domain_state("lab1-swr1")
-    assert state.state == "shut-off" and state.owner == {"role": "node", "lab": "lab1"}
+    assert state.state == "shut off" and state.owner == {"role": "node", "lab": "lab1"}
     assert [d.name for d in hv.owned_domains()] == ["debian12", "lab1-swr1"]
     assert hv.mac_of("lab1-swr1") == "52:54:00:aa:bb:01"
     # Redefining an owned domain keeps its UUID instead of failing.
@@ -99,7 +100,7 @@ def test_foreign_domains_and_networks_are_never_touched(hv):
         hv.define_domain(hv.domain_xml("test").replace("<name>test</name>", "<name>other</name>"))
     config = configuration.Config(network="default")
     with pytest.raises(Refused, match="network default exists and was not created by swarmlab"):
-        hv.ensure_network("default", labhost.network_xml(config))
+        hv.ensure_network("default", libvirt_xml.network_xml(config))
     with pytest.raises(Refused):
         hv.remove_network("default")
     assert hv.domain_state("test").running
@@ -108,9 +109,9 @@ def test_foreign_domains_and_networks_are_never_touched(hv):
 
 def test_network_from_template_is_idempotent_and_owned(hv):
     config = configuration.Config(network="swl-unit", cidr=configuration._cidr("10.79.0.0/24"))
-    changes = hv.ensure_network("swl-unit", labhost.network_xml(config))
+    changes = hv.ensure_network("swl-unit", libvirt_xml.network_xml(config))
     assert changes == ["defined network swl-unit", "started network swl-unit"]
-    assert hv.ensure_network("swl-unit", labhost.network_xml(config)) == []
+    assert hv.ensure_network("swl-unit", libvirt_xml.network_xml(config)) == []
     state = hv.network_state("swl-unit")
     assert state.active and state.owner == {"role": "network"}
     assert state.gateway == "10.79.0.1" and state.dhcp_ranges == [("10.79.0.128", "10.79.0.254")]
@@ -188,7 +189,7 @@ OWN_TEMPLATE = """<domain type="qemu">
 
 
 def test_every_writable_disk_of_a_template_gets_its_own_overlay():
-    from swarmlab.hypervisor import clone_disks
+    from swarmlab.libvirt_xml import clone_disks
     plan = {d.target: d.action for d in clone_disks(OWN_TEMPLATE)}
     assert plan == {"vda": "overlay", "vdb": "overlay", "sda": "share"}
     xml = derive_clone_xml(OWN_TEMPLATE, "lab1-swr1", "52:54:00:aa:bb:03", "nodes",
@@ -201,7 +202,7 @@ def test_every_writable_disk_of_a_template_gets_its_own_overlay():
     # the overlays are qcow2, whatever the template's disks were (raw here)
     assert {d.find("target").get("dev"): d.find("driver").get("type") for d in root.findall("devices/disk")
             if d.get("device") == "disk"} == {"vda": "qcow2", "vdb": "qcow2"}
-    with pytest.raises(HypervisorError, match="template disk vdb is writable and has no overlay"):
+    with pytest.raises(TemplateError, match="template disk vdb is writable and has no overlay"):
         derive_clone_xml(OWN_TEMPLATE, "x", "52:54:00:aa:bb:04", "nodes", {"vda": "x.qcow2"}, {"role": "node"})
 
 
@@ -220,25 +221,26 @@ def test_a_clone_gets_its_own_nvram_agent_socket_graphics_port_and_tap():
 
 
 def test_a_template_that_boots_its_own_disk_gets_the_hostname_over_ssh():
-    from swarmlab.hypervisor import sets_hostname_at_boot
+    from swarmlab.libvirt_xml import sets_hostname_at_boot
     assert not sets_hostname_at_boot(OWN_TEMPLATE)
     assert sets_hostname_at_boot(template_xml())
 
 
 def test_a_network_disk_is_refused_with_the_reason():
-    from swarmlab.hypervisor import clone_disks
+    from swarmlab.libvirt_xml import clone_disks
     xml = OWN_TEMPLATE.replace('<disk type="file" device="disk">\n      <driver name="qemu" type="qcow2"/>\n'
                                '      <source file="/var/lib/libvirt/images/debian10template-data.qcow2"/>',
                                '<disk type="network" device="disk">\n      <driver name="qemu" type="raw"/>\n'
                                '      <source protocol="rbd" name="pool/data"/>')
-    with pytest.raises(HypervisorError, match="template disk vdb is a network disk: swarmlab can give clones"):
+    with pytest.raises(TemplateError, match="template disk vdb is a network disk: swarmlab can give clones"):
         clone_disks(xml)
 
 
 def test_an_overlay_declares_the_backing_files_real_format(hv, tmp_path):
     """A raw template's overlay must say raw: qcow2 on a raw file breaks the clone."""
     import subprocess
-    from swarmlab.hypervisor import image_info, overlay_volume_xml
+    from swarmlab.hypervisor import image_info
+    from swarmlab.libvirt_xml import overlay_volume_xml
     raw = tmp_path / "template.img"
     subprocess.run(["qemu-img", "create", "-f", "raw", str(raw), "64M"], check=True, capture_output=True)
     assert image_info(str(raw)) == ("raw", 64 << 20)
@@ -254,7 +256,7 @@ def test_an_overlay_declares_the_backing_files_real_format(hv, tmp_path):
 
 def test_generated_xml_escapes_what_it_carries_and_pdns_conf_is_not_html():
     from pathlib import Path
-    from swarmlab.hypervisor import dhcp_host_xml, dir_pool_xml
+    from swarmlab.libvirt_xml import dhcp_host_xml, dir_pool_xml
     pool = ET.fromstring(dir_pool_xml("p", Path("/srv/a&b <lab>")))
     assert pool.findtext("target/path") == "/srv/a&b <lab>"
     host = ET.fromstring(dhcp_host_xml("52:54:00:aa:bb:cc", "10.77.0.10", "lab'1-swr1"))

@@ -10,7 +10,8 @@ import pytest
 
 from swarmlab.dns import PowerDNS
 from swarmlab import hoststate
-from swarmlab.hypervisor import Hypervisor, derive_clone_xml, random_mac
+from swarmlab.hypervisor import Hypervisor
+from swarmlab.libvirt_xml import derive_clone_xml, random_mac
 from swarmlab.command import Command, sh
 from swarmlab.remote import SshTarget, run, wait_for_ssh
 from swarmlab import images
@@ -70,7 +71,7 @@ def test_build_defines_an_owned_shut_off_template(built):
     assert result["name"] == config.template and result["domain_type"] in ("kvm", "qemu")
     hv = Hypervisor(config.uri)
     state = hv.domain_state(config.template)
-    assert state.state == "shut-off"
+    assert state.state == "shut off"
     assert state.owner == {"role": "template", "recipe": result["recipe"], "domain_type": result["domain_type"]}
     hv.close()
 
