@@ -3,6 +3,7 @@
 PowerDNS. Nothing boots here; the VM tests prove the rest."""
 
 import threading
+import time
 
 import pytest
 
@@ -81,14 +82,25 @@ def test_status_of_an_unknown_lab_is_one_error_type_with_one_exit_code(test_host
     assert "lab nosuch does not exist" in str(err.value)
 
 
-def test_other_labs_wait_for_the_address_lock_instead_of_being_refused(tmp_path):
+def test_other_labs_wait_for_the_address_lock_instead_of_being_refused(tmp_path, monkeypatch):
+    import fcntl
     config = configuration.Config(state_dir=tmp_path)
     held, release, acquired = threading.Event(), threading.Event(), threading.Event()
+    tries = []
+    real_flock = fcntl.flock
+
+    def flock(f, operation):  # counts the waiter's attempts that found the lock taken
+        try:
+            return real_flock(f, operation)
+        except BlockingIOError:
+            tries.append(threading.current_thread().name)
+            raise
+    monkeypatch.setattr(fcntl, "flock", flock)
 
     def holder():
         with labs.address_lock(config):
             held.set()
-            release.wait(10)
+            release.wait(30)
 
     def waiter():
         with labs.address_lock(config):
@@ -97,10 +109,14 @@ def test_other_labs_wait_for_the_address_lock_instead_of_being_refused(tmp_path)
     first = threading.Thread(target=holder)
     first.start()
     held.wait(10)
-    second = threading.Thread(target=waiter)
+    second = threading.Thread(target=waiter, name="waiter")
     second.start()
-    # while the lock is held the other lab waits (a refusal would end the thread without it)
-    assert not acquired.wait(0.3) and second.is_alive()
+    # a second attempt after one that found the lock taken: the other lab waits, it was not refused
+    deadline = time.monotonic() + 10
+    while tries.count("waiter") < 2:
+        assert time.monotonic() < deadline and second.is_alive(), "the other lab did not try again"
+        time.sleep(0.01)
+    assert not acquired.is_set()
     release.set()
     assert acquired.wait(10), "the waiting lab never got the lock"
     first.join()
@@ -156,3 +172,15 @@ def test_a_stopped_node_whose_disk_is_gone_gets_a_new_one_on_the_next_up(test_ho
     labs._create_node(config, hv, "g3", node, template_xml)
     assert hv.volume_path(config.node_pool, "g3-swr1.qcow2").endswith("g3-swr1.qcow2")
     assert hv.domain_state("g3-swr1").owner["volume"] == "g3-swr1.qcow2"
+
+
+def test_not_enough_disk_is_refused_before_any_vm(test_host, monkeypatch):
+    config, hv = test_host
+    # the pool's free space as libvirt on the lab's host reports it (a host on another machine too)
+    monkeypatch.setattr(Hypervisor, "pool_space", lambda _hv, _pool: ("/srv/nodes", 100 << 20))
+    with pytest.raises(labs.LabError, match="not enough free disk in /srv/nodes on this host: 100 MiB free, "
+                                            "1024 MiB needed for 2 overlays"):
+        labs.preflight(config, hv, 2)
+    with pytest.raises(labs.LabError, match="not enough free disk"):
+        labs.up(config, 2, "g4", "swr")
+    assert labs.load_journal(config, "g4") is None and hv.domain_state("g4-swr1") is None
