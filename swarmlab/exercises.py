@@ -336,21 +336,29 @@ def _clear_labels(conns: dict[str, Connection], lab: Lab) -> None:
         return
 
 
+def _kill_leader(config: Config, lab: Lab, conns: dict[str, Connection], step: dict, progress: Progress,
+                 where: str) -> None:
+    timeline = chaos.kill(config, lab.name, None, restore=True, timeout=step.get("timeout", 300),
+                          force=False, progress=lambda m: progress(f"  {m}"))
+    if timeline.missing:
+        raise ExerciseError(f"{where}: the drill did not see {', '.join(timeline.missing)}")
+
+
+# The `action` steps an exercise file may use (the schema lists the same names).
+ACTIONS: dict[str, Callable[..., None]] = {
+    "kill-leader": _kill_leader,
+    "leave-swarm": lambda config, lab, conns, *_: _leave_swarm(conns, lab),
+    "clear-labels": lambda config, lab, conns, *_: _clear_labels(conns, lab),
+}
+
+
 def run_steps(config: Config, lab: Lab, exercise: Exercise, steps: list[dict], ctx: dict,
               conns: dict[str, Connection], progress: Progress, what: str) -> None:
     for i, step in enumerate(steps):
         where = f"{exercise.id} {what} step {i + 1}"
         if "action" in step:
             progress(f"[{what}] {step['action']}")
-            if step["action"] == "kill-leader":
-                timeline = chaos.kill(config, lab.name, None, restore=True, timeout=step.get("timeout", 300),
-                                      force=False, progress=lambda m: progress(f"  {m}"))
-                if timeline.missing:
-                    raise ExerciseError(f"{where}: the drill did not see {', '.join(timeline.missing)}")
-            elif step["action"] == "leave-swarm":
-                _leave_swarm(conns, lab)
-            elif step["action"] == "clear-labels":
-                _clear_labels(conns, lab)
+            ACTIONS[step["action"]](config, lab, conns, step, progress, where)
             continue
         node = _node_of(lab, step["node"])
         if node.name not in conns:

@@ -365,3 +365,7 @@ def test_the_retry_policy_needs_two_passing_readings_and_stops_at_each_checks_ti
 def test_the_schema_and_the_judges_know_the_same_check_types():
     schema = json.loads((LABS / "exercise.schema.json").read_text())
     assert set(schema["$defs"]["check"]["properties"]["type"]["enum"]) == set(checks.JUDGES)
+    # every setup action the schema accepts is carried out (a name only the schema knew was skipped)
+    actions = next(step["properties"]["action"]["enum"] for step in schema["$defs"]["step"]["oneOf"]
+                   if "action" in step["properties"])
+    assert set(actions) == set(exercises.ACTIONS)

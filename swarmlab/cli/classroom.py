@@ -176,12 +176,15 @@ def class_start(exercise_id: str = ExerciseArgument, as_json: bool = JsonOption)
 
 @class_app.command("check")
 def class_check(exercise_id: str = ExerciseArgument,
-                wait: bool = typer.Option(False, "--wait", help="Retry failing checks up to their timeout."),
+                wait: bool = typer.Option(False, "--wait", help="Retry failing checks up to their timeout, as "
+                                                                 "`exercise check` does by default."),
                 junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE",
                                                     help="Also write JUnit XML: one suite per student."),
                 as_json: bool = JsonOption):
-    """Check every student's lab at once: one row per student with the checks that pass. Exit 0
-    only when every lab passes every check."""
+    """Check every student's lab at once: one row per student with the checks that pass. One
+    pass by default, unlike `exercise check`: the room graded as it is now, since an unsolved
+    lab would hold the run for every check's timeout. Exit 0 only when every lab passes every
+    check."""
     exercise = exercises.find(exercise_id)
     enter_host()
     results = classroom.class_check(ctx.config, exercise, wait)

@@ -70,8 +70,8 @@ def exercise_check(exercise_id: str = ExerciseArgument, lab: Optional[str] = Lab
                    junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE", help="Also write a JUnit XML report."),
                    as_json: bool = JsonOption):
     """Check the lab's end state: ✓/✗ per check with what was expected and found. Failing
-    checks are retried up to their timeout, since Swarm converges over time. Exit 0 only when
-    every check passes, 1 otherwise."""
+    checks are retried up to their timeout, since Swarm converges over time (`class check`
+    does one pass unless --wait). Exit 0 only when every check passes, 1 otherwise."""
     exercise = exercises.find(exercise_id)
     enter_host()
     name = lab or ctx.config.lab

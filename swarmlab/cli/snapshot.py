@@ -9,7 +9,6 @@ from typing import Optional
 import typer
 
 from .. import config as configuration, lab as labs, reset as resets
-from ..errors import Refused
 from .common import LAB_FINISH, JsonOption, LabOption, app, ctx, emit_json, enter_host, table
 
 snapshot_app = typer.Typer(no_args_is_help=True, help="Consistent whole-lab snapshots that `reset` returns to.")
@@ -73,7 +72,6 @@ def reset(lab: Optional[str] = LabOption,
           level: Optional[str] = typer.Option(None, "--level", metavar="state|snapshot|rebuild",
                                               help="Force a level; default: the cheapest that can work, escalating "
                                                    "when the health gate fails."),
-          node: Optional[str] = typer.Option(None, "--node", metavar="NODE", hidden=True),
           timeout: float = typer.Option(120.0, "--timeout", metavar="S", help="Health gate wait per level."),
           as_json: bool = JsonOption):
     """Bring a lab back to a snapshot's state: `state` over SSH (seconds), `snapshot` reverts
@@ -82,10 +80,6 @@ def reset(lab: Optional[str] = LabOption,
     enter_host()
     if level is not None and level not in ("state", "snapshot", "rebuild"):
         raise configuration.ConfigError(f"--level {level} is not one of state, snapshot, rebuild")
-    if node is not None:
-        raise Refused(f"reverting {node} alone is refused: a manager reverted on its own comes back with an old "
-                      "raft log and never rejoins (Docker's admin guide says the same of restoring one manager); "
-                      "`swarmlab reset` reverts the whole lab together")
     if all_labs and lab:
         raise configuration.ConfigError("give --lab or --all, not both")
     if all_labs:
