@@ -9,8 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
+import dns.message
+import dns.query
+import dns.rdatatype
 import requests
 
+from .config import Config
 from .errors import SwarmlabError
 
 
@@ -120,3 +124,23 @@ class PowerDNS:
 
     def rectify(self, zone: str) -> None:
         self._call("PUT", self._zone_path(zone) + "/rectify")
+
+
+# --- what the zone answers (DNS itself, not the API) ------------------------------------------
+def zone_served_at(config: Config, address: str) -> bool:
+    """Whether the zone's SOA is answered at address:[host] dns_port (where lab hosts on other
+    machines forward the zone)."""
+    try:
+        reply = dns.query.udp(dns.message.make_query(config.zone, "SOA"), address, port=config.dns_port, timeout=3)
+    except Exception:  # timeouts and socket errors
+        return False
+    return any(rrset.rdtype == dns.rdatatype.SOA for rrset in reply.answer)
+
+
+def dns_answers(config: Config, name: str) -> set[str]:
+    host, port = config.dns_server
+    try:
+        reply = dns.query.udp(dns.message.make_query(name, "A"), host, port=port, timeout=3)
+    except Exception:  # timeouts and socket errors: treated as "not yet"
+        return set()
+    return {rr.address for rrset in reply.answer if rrset.rdtype == dns.rdatatype.A for rr in rrset}

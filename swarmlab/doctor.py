@@ -117,7 +117,8 @@ def run_host_checks(config: Config, spec: HostSpec) -> list[dict]:
     if problem:
         add("reach", False, f"{spec.name} {problem}", "see the detail")
     elif not spec.local:
-        from .lab import jump, scoped, zone_served_at
+        from .dns import zone_served_at
+        from .lab import jump, scoped
         from .remote import jump_connection
         try:
             via = jump(scoped(config, spec, config.network, config.cidr))

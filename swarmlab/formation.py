@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import paramiko
 from fabric import Connection
 
-from . import images, swarm
+from . import images, lab as labs, lab_up, swarm
 from .config import Config
 from .errors import SwarmlabError
 from .lab import Lab, Node, NodeProgress, each_node, lab_config, lab_lock, require_lab, ssh_target
@@ -470,7 +470,6 @@ def bring_up(config: Config, count: int, lab_name: str, prefix: str, managers: i
              ) -> tuple[Lab, FormReport | None]:
     """`up`: the nodes, then (unless told not to) the swarm, over the same SSH connections."""
     config = lab_config(config, lab_name)
-    from . import lab as labs
     conns: dict[str, Connection] = {}
     try:
         report = FormReport()
@@ -479,7 +478,7 @@ def bring_up(config: Config, count: int, lab_name: str, prefix: str, managers: i
         # A lab made from scratch forms its swarm while its nodes come up; any other goes
         # through the full plan once every node is up.
         pipeline = NewSwarm(config, managers, report, progress) if form_swarm and new_lab else None
-        found = labs.up(config, count, lab_name, prefix, progress,
+        found = lab_up.up(config, count, lab_name, prefix, progress,
                         validate=lambda names: check_plan(lab_name, names, managers, labels)
                         if form_swarm else None,
                         connections=conns, on_ready=pipeline.node_ready if pipeline else None,
@@ -512,7 +511,6 @@ def bring_up(config: Config, count: int, lab_name: str, prefix: str, managers: i
 def status_with_swarm(config: Config, lab_name: str) -> dict:
     """`status`: the lab's rows, plus each node's swarm columns read from one manager."""
     config = lab_config(config, lab_name)
-    from . import lab as labs
     data = labs.status(config, lab_name)
     with Hypervisor(config.uri) as hv:
         found = require_lab(config, hv, lab_name)

@@ -29,7 +29,8 @@ from . import baseline as bl, formation, lab as labs, swarm
 from .config import Config
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
-from .lab import Lab, dns_answers, each_node, lab_config, lab_dir, lab_lock, require_lab
+from .dns import dns_answers
+from .lab import Lab, each_node, lab_config, lab_dir, lab_lock, require_lab
 from .remote import EngineAPI, HostKeyMismatch, RemoteError, run
 from .session import close, connect_nodes
 

@@ -130,19 +130,19 @@ def test_disk_path_is_none_when_the_disk_is_gone(hv, tmp_path):
 
 
 def test_addresses_avoid_lingering_leases_and_macs_are_stable():
-    from swarmlab import lab as labs
+    from swarmlab import addresses
     config = configuration.Config()
-    mac = labs.stable_mac(set(), "swarmlab", "demo", "swr1")
-    assert mac == labs.stable_mac(set(), "swarmlab", "demo", "swr1")
-    assert mac != labs.stable_mac({mac}, "swarmlab", "demo", "swr1")
-    assert mac != labs.stable_mac(set(), "swarmlab", "other", "swr1")
+    mac = addresses.stable_mac(set(), "swarmlab", "demo", "swr1")
+    assert mac == addresses.stable_mac(set(), "swarmlab", "demo", "swr1")
+    assert mac != addresses.stable_mac({mac}, "swarmlab", "demo", "swr1")
+    assert mac != addresses.stable_mac(set(), "swarmlab", "other", "swr1")
     # .10 is still leased to a MAC whose VM is gone: dnsmasq would not give it to anyone else.
-    ips = labs.assign_addresses(config, [("swr1", "52:54:00:00:00:01"), ("swr2", "52:54:00:00:00:02")],
+    ips = addresses.assign_addresses(config, [("swr1", "52:54:00:00:00:01"), ("swr2", "52:54:00:00:00:02")],
                                 reserved={"52:54:00:00:00:09": "10.77.0.11"},
                                 leases={"52:54:00:aa:aa:aa": "10.77.0.10"})
     assert ips == ["10.77.0.12", "10.77.0.13"]
     # A node recreated with its old MAC gets its old address back.
-    again = labs.assign_addresses(config, [("swr1", "52:54:00:00:00:01")], reserved={},
+    again = addresses.assign_addresses(config, [("swr1", "52:54:00:00:00:01")], reserved={},
                                   leases={"52:54:00:00:00:01": "10.77.0.42", "52:54:00:aa:aa:aa": "10.77.0.10"})
     assert again == ["10.77.0.42"]
 

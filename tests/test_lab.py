@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from swarmlab import config as configuration, lab as labs
+from swarmlab import config as configuration, lab as labs, lab_up
 from swarmlab.errors import NotFound, Refused, SwarmlabError
 from swarmlab.hypervisor import Hypervisor
 from tests.conftest import make_test_host, write_config
@@ -33,7 +33,7 @@ def test_host(tmp_path, pdns_server, monkeypatch):
     shared = type("Shared", (Hypervisor,), {"close": lambda self: None, "__exit__": lambda self, *e: None})
     instance = shared(config.uri)
     instance._conn = hv.conn
-    for module in (labs,):
+    for module in (labs, lab_up):
         monkeypatch.setattr(module, "Hypervisor", lambda _uri: instance)
     yield config, instance
     hv.close()
@@ -45,7 +45,7 @@ def test_a_foreign_domain_with_a_nodes_name_is_refused_before_anything_is_writte
     config, hv = test_host
     before = hv.dhcp_reservations(config.network)
     with pytest.raises(Refused, match="domain g1-swr1 already exists and was not created by swarmlab"):
-        labs.up(config, 2, "g1", "swr")
+        lab_up.up(config, 2, "g1", "swr")
     assert hv.dhcp_reservations(config.network) == before
     assert labs.load_journal(config, "g1") is None
     assert labs.list_labs(config) == []
@@ -59,7 +59,7 @@ def test_a_domain_of_another_lab_is_refused_too(test_host):
         "<name>unit-template</name>", "<name>g2-swr1</name>").replace('role="template"', 'role="node" lab="other"')
     hv.define_domain(owned)
     with pytest.raises(Refused, match="domain g2-swr1 already exists and belongs to lab other"):
-        labs.up(config, 1, "g2", "swr")
+        lab_up.up(config, 1, "g2", "swr")
     assert labs.load_journal(config, "g2") is None
 
 
@@ -148,7 +148,7 @@ def test_a_class_lab_is_found_on_its_own_network_and_down_removes_only_that_netw
     scoped = labs.scoped(config, HostSpec("local", config.uri), "swl-unit-x", ipaddress.IPv4Network("10.80.3.0/24"))
     assert (scoped.template_pool, str(scoped.host_gateway), str(scoped.gateway)) == \
         ("swl-unit-templates", "10.79.0.1", "10.80.3.1")
-    labs.ensure_lab_network(scoped, hv, labs.Lab("x", placement=labs.placement_of(scoped)))
+    lab_up.ensure_lab_network(scoped, hv, labs.Lab("x", placement=labs.placement_of(scoped)))
     assert hv.network_state("swl-unit-x").owner == {"role": "network", "lab": "x"}
     found = labs.lab_config(config, "x")
     assert (found.network, str(found.cidr), found.lab_host, found.shared_network) == \
@@ -167,9 +167,9 @@ def test_a_stopped_node_whose_disk_is_gone_gets_a_new_one_on_the_next_up(test_ho
     config, hv = test_host
     node = labs.Node("swr1", "g3-swr1", "g3-swr1.qcow2", "52:54:00:00:00:31", "10.79.0.31", "swr1.g3.lab")
     template_xml = hv.domain_xml(config.template)
-    labs._create_node(config, hv, "g3", node, template_xml)
+    lab_up._create_node(config, hv, "g3", node, template_xml)
     assert hv.delete_volume(config.node_pool, "g3-swr1.qcow2")
-    labs._create_node(config, hv, "g3", node, template_xml)
+    lab_up._create_node(config, hv, "g3", node, template_xml)
     assert hv.volume_path(config.node_pool, "g3-swr1.qcow2").endswith("g3-swr1.qcow2")
     assert hv.domain_state("g3-swr1").owner["volume"] == "g3-swr1.qcow2"
 
@@ -180,7 +180,7 @@ def test_not_enough_disk_is_refused_before_any_vm(test_host, monkeypatch):
     monkeypatch.setattr(Hypervisor, "pool_space", lambda _hv, _pool: ("/srv/nodes", 100 << 20))
     with pytest.raises(labs.LabError, match="not enough free disk in /srv/nodes on this host: 100 MiB free, "
                                             "1024 MiB needed for 2 overlays"):
-        labs.preflight(config, hv, 2)
+        lab_up.preflight(config, hv, 2)
     with pytest.raises(labs.LabError, match="not enough free disk"):
-        labs.up(config, 2, "g4", "swr")
+        lab_up.up(config, 2, "g4", "swr")
     assert labs.load_journal(config, "g4") is None and hv.domain_state("g4-swr1") is None

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .. import __version__, access, config as configuration, lab as labs, hoststate, logfile
+from .. import __version__, access, config as configuration, hoststate, lab_up, logfile
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
                   help="Docker Swarm training labs on a libvirt host.")
@@ -107,8 +107,8 @@ class NodeBoard:
         for col in ("node", "phase", "detail", "since start"):
             table.add_column(col)
         for node, (phase, detail, at) in self.rows.items():
-            steps = " ".join(("●" if labs.PHASES.index(p) <= labs.PHASES.index(phase) else "○") for p in labs.PHASES) \
-                if phase in labs.PHASES else ""
+            steps = " ".join(("●" if lab_up.PHASES.index(p) <= lab_up.PHASES.index(phase) else "○") for p in lab_up.PHASES) \
+                if phase in lab_up.PHASES else ""
             table.add_row(node, f"{steps} {phase}".strip(), detail, f"{at:5.1f}s")
         return table
 
