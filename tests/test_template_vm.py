@@ -1,69 +1,35 @@
-"""`template build` for real, then two linked clones booted under libvirt (TCG) in the test
-namespace and checked over SSH: docker answers, the baked image runs without a registry,
-identities differ, and lab names resolve through PowerDNS."""
+"""`template build` for real, then the clones of the shared lab `t1` checked over SSH: docker
+answers, the baked image runs without a registry, identities differ, and lab names resolve
+through PowerDNS. The lab's own clones serve: booting two more would prove the same wiring."""
 
 import json
 import time
-import xml.etree.ElementTree as ET
 
 import pytest
 
-from swarmlab.dns import PowerDNS
-from swarmlab import hoststate
-from swarmlab.hypervisor import Hypervisor
-from swarmlab.libvirt_xml import derive_clone_xml, random_mac
+from swarmlab import hoststate, images
 from swarmlab.command import Command, sh
-from swarmlab.remote import SshTarget, run, wait_for_ssh
-from swarmlab import images
+from swarmlab.hypervisor import Hypervisor
 from swarmlab.images import BAKED_IMAGE
+from swarmlab.remote import run
+from swarmlab.session import open_lab
 from tests.conftest import swarmlab
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1500)]
-NODES = ("swl-t1", "swl-t2")
 
 
 @pytest.fixture(scope="module")
 def built(vm_host):
-    path, config, result = vm_host
-    yield path, config, result
-    hoststate.enter_host(config)
-    hv = Hypervisor(config.uri)
-    for name in NODES:
-        hv.undefine(name)
-        hv.delete_volume(config.node_pool, f"{name}.qcow2")
-    hv.close()
+    return vm_host
 
 
 @pytest.fixture(scope="module")
-def nodes(built):
-    """Two clones booted in parallel; yields {name: fabric connection}."""
-    path, config, _ = built
+def nodes(lab3):
+    """The shared lab's clones; yields ({name: ip}, {name: fabric connection})."""
+    path, config, result = lab3
     hoststate.enter_host(config)
-    hv = Hypervisor(config.uri)
-    template_xml = hv.domain_xml(config.template)
-    volume = ET.fromstring(template_xml).find("devices/disk/source").get("volume")
-    backing = hv.volume_path(config.template_pool, volume)
-    macs = {}
-    for name in NODES:
-        hv.create_overlay(config.node_pool, f"{name}.qcow2", backing)
-        mac = random_mac()
-        macs[mac] = name
-        hv.define_domain(derive_clone_xml(template_xml, name, mac, config.node_pool, {"vda": f"{name}.qcow2"},
-                                          {"role": "node", "lab": "template-test"}, hostname=name))
-        hv.start(name)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        ips = {macs[m]: ip for m, ip in hv.dhcp_leases(config.network).items() if m in macs}
-        if len(ips) == len(NODES):
-            break
-        time.sleep(2)
-    assert len(ips) == len(NODES), f"no DHCP lease for {set(NODES) - set(ips)} within 300 s"
-    conns = {name: wait_for_ssh(SshTarget(ip, config.ssh_user, config.ssh_key_path, path.parent / "known_hosts"), 400)
-             for name, ip in ips.items()}
-    yield ips, conns
-    for c in conns.values():
-        c.close()
-    hv.close()
+    with open_lab(config, "t1", "every") as session:
+        yield {n.name: n.ip for n in session.lab.nodes}, session.conns
 
 
 def test_build_defines_an_owned_shut_off_template(built):
@@ -110,23 +76,17 @@ def test_clones_have_their_own_identity(nodes):
     machine_ids = {name: run(c, Command("cat", "/etc/machine-id")).strip() for name, c in conns.items()}
     host_keys = {name: run(c, Command("ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub")).split()[1]
                  for name, c in conns.items()}
-    assert all(len(m) == 32 for m in machine_ids.values())
-    assert len(set(machine_ids.values())) == len(NODES)
-    assert len(set(host_keys.values())) == len(NODES)
+    assert len(conns) == 3 and all(len(m) == 32 for m in machine_ids.values())
+    assert len(set(machine_ids.values())) == len(conns)
+    assert len(set(host_keys.values())) == len(conns)
     # The template's bake boot left no engine identity behind either.
     engine_ids = {run(c, Command("docker", "info", "--format", "{{.ID}}")).strip() for c in conns.values()}
-    assert len(engine_ids) == len(NODES)
+    assert len(engine_ids) == len(conns)
 
 
 def test_guests_resolve_lab_names_through_powerdns(built, nodes):
     _, config, _ = built
     ips, conns = nodes
-    client = PowerDNS.from_config(config)
-    names = {f"{name}.{config.zone}": ip for name, ip in ips.items()}
-    client.replace_a(config.zone, names, ttl=60)
-    try:
-        conn = conns[NODES[0]]
-        for fqdn, ip in names.items():
-            assert run(conn, Command("getent", "hosts", fqdn.rstrip("."))).split()[0] == ip
-    finally:
-        client.delete_a(config.zone, list(names))
+    for name, ip in ips.items():  # each node's name, as `up` registered it, from every node
+        for conn in conns.values():
+            assert run(conn, Command("getent", "hosts", f"{name}.t1.{config.zone.rstrip('.')}")).split()[0] == ip
