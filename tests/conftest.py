@@ -165,13 +165,15 @@ def docker_json(path, node: str, *args: str, lab: str = "t1") -> list[dict]:
 
 
 _module_seconds: dict[str, float] = {}
+_test_seconds: dict[str, float] = {}
 
 
 def pytest_runtest_logreport(report):
-    """Each real-VM module's wall time (setup, call and teardown of its tests), for the summary."""
+    """Each real-VM module's and test's wall time (setup, call and teardown), for the summary."""
     if "vm" in report.keywords:
         module = report.nodeid.split("::")[0]
         _module_seconds[module] = _module_seconds.get(module, 0.0) + report.duration
+        _test_seconds[report.nodeid] = _test_seconds.get(report.nodeid, 0.0) + report.duration
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -180,3 +182,6 @@ def pytest_terminal_summary(terminalreporter):
         for module, seconds in sorted(_module_seconds.items(), key=lambda item: -item[1]):
             terminalreporter.write_line(f"{seconds:8.1f} s  {module}")
         terminalreporter.write_line(f"{sum(_module_seconds.values()):8.1f} s  in all")
+        terminalreporter.section("the ten slowest VM tests (with their share of module fixtures)")
+        for nodeid, seconds in sorted(_test_seconds.items(), key=lambda item: -item[1])[:10]:
+            terminalreporter.write_line(f"{seconds:8.1f} s  {nodeid}")
