@@ -1,6 +1,6 @@
 """An instructor's own template on real VMs: a raw disk and a second data disk, no swarmlab
-metadata, cloned by three `up 1` runs started together for three labs (an instructor's
-script), then checked the way the instructor would: every run succeeded, each clone writes
+metadata, cloned by two `up 1` runs started together for two labs (an instructor's
+script; two prove the concurrency as well as three, for one boot less), then checked the way the instructor would: every run succeeded, each clone writes
 to its own overlays, the template's files are untouched, and strict `swarmlab ssh` works."""
 
 import hashlib
@@ -16,7 +16,7 @@ from swarmlab.hypervisor import Hypervisor
 from tests.conftest import ROOT, swarmlab
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1500)]
-LABS = ("c1", "c2", "c3")
+LABS = ("c1", "c2")
 
 
 def digest(path) -> str:
@@ -62,7 +62,7 @@ def own_template(vm_host, vm_state_dir):
         hv.conn.lookupByName("own-template").undefine()
 
 
-def test_three_labs_started_together_all_come_up_on_a_raw_two_disk_template(own_template):
+def test_labs_started_together_all_come_up_on_a_raw_two_disk_template(own_template):
     path, config, raw, data = own_template
     before = {raw: digest(raw), data: digest(data)}
     env = {**__import__("os").environ, "SWARMLAB_CONFIG": str(path)}
@@ -70,9 +70,9 @@ def test_three_labs_started_together_all_come_up_on_a_raw_two_disk_template(own_
                               "--no-swarm", "--json"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for lab in LABS]
     results = [(p.wait(timeout=900), p.stdout.read(), p.stderr.read()) for p in runs]
-    assert [code for code, _, _ in results] == [0, 0, 0], [err for _, _, err in results]
+    assert [code for code, _, _ in results] == [0] * len(LABS), [err for _, _, err in results]
     nodes = {lab: json.loads(out)["nodes"][0] for lab, (_, out, _) in zip(LABS, results)}
-    assert len({n["ip"] for n in nodes.values()}) == 3
+    assert len({n["ip"] for n in nodes.values()}) == len(LABS)
 
     with Hypervisor(config.uri) as hv:
         for lab, node in nodes.items():
