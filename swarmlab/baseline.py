@@ -209,6 +209,30 @@ def choose_level(d: Diff | None, has_snapshot: bool) -> tuple[str, str]:
     return "state", "the swarm can be put back over SSH: " + "; ".join(d.summary())
 
 
+def choose(has_snapshot: bool, baseline: SwarmState | None, now: SwarmState | None,
+           resumed: list[str], stopped: list[str]) -> tuple[str, str]:
+    """Reset's choice from what it found: the cheapest level that can work, and why. `resumed`
+    are nodes an interrupted run left paused, `stopped` nodes that are off; `now` is None when
+    the swarm was not (or could not be) read."""
+    if not has_snapshot:
+        return "rebuild", "the lab has no snapshot"
+    if resumed:  # a revert may have stopped halfway: some nodes back in time, others not
+        return "snapshot", f"an interrupted run left {', '.join(resumed)} paused"
+    if baseline is None:
+        return "snapshot", "the lab has no swarm baseline"
+    if stopped:
+        return "snapshot", f"{', '.join(stopped)} shut off"
+    return choose_level(diff(baseline, now) if now is not None else None, has_snapshot=True)
+
+
+def levels_to_run(level: str, forced: bool, has_snapshot: bool) -> list[str]:
+    """The levels a reset tries in order: a level the user forced runs alone; one swarmlab chose
+    escalates to the next when the health gate fails; with no snapshot only a rebuild can work."""
+    if not has_snapshot:
+        return ["rebuild"]
+    return [level] if forced else list(LEVELS[LEVELS.index(level):])
+
+
 # --- the state-level reset: commands ---------------------------------------------------------
 @dataclass(frozen=True)
 class ResetStep:

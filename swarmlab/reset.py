@@ -358,13 +358,11 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
             try:
                 now = read_state(conns) if read else None
                 if level is None:
-                    level, why = _choose(record, baseline, now, resumed, stopped)
+                    level, why = bl.choose(record is not None, baseline, now, resumed, stopped)
                     result.reasons.append(why)
                 else:
                     result.reasons.append(f"--level {level}")
-                order = list(bl.LEVELS[bl.LEVELS.index(level):]) if auto else [level]
-                if record is None:
-                    order = ["rebuild"]
+                order = bl.levels_to_run(level, forced=not auto, has_snapshot=record is not None)
                 for current in order:
                     result.levels.append(current)
                     progress(f"level {current}: {result.reasons[-1]}")
@@ -416,20 +414,6 @@ def last_reset(config: Config, lab_name: str) -> float:
         return float((lab_dir(config, lab_name) / "reset-at").read_text())
     except (OSError, ValueError):
         return 0.0
-
-
-def _choose(record: SnapshotRecord | None, baseline: bl.SwarmState | None, now: bl.SwarmState | None,
-            resumed: list[str], stopped: list[str]) -> tuple[str, str]:
-    """The cheapest level that can work, and why."""
-    if record is None:
-        return "rebuild", "the lab has no snapshot"
-    if resumed:  # a revert may have stopped halfway: some nodes back in time, others not
-        return "snapshot", f"an interrupted run left {', '.join(resumed)} paused"
-    if baseline is None:
-        return "snapshot", "the lab has no swarm baseline"
-    if stopped:
-        return "snapshot", f"{', '.join(stopped)} shut off"
-    return bl.choose_level(bl.diff(baseline, now) if now is not None else None, has_snapshot=True)
 
 
 def reset_all(config: Config, names: list[str], to: str, level: str | None, timeout: float,

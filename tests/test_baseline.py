@@ -133,3 +133,20 @@ def test_the_health_gate_names_what_is_still_wrong():
     two_leaders = [node("a", "swr1", leader=True), node("b", "swr2", leader=True), node("c", "swr3")]
     assert any("2 leaders" in p for p in bl.health_problems(formed(), bl.parse_swarm_state(output(two_leaders)),
                                                              {}, {}, {}))
+
+
+def test_what_reset_found_decides_the_level_before_any_diff():
+    base = formed()
+    assert bl.choose(False, base, base, [], []) == ("rebuild", "the lab has no snapshot")
+    assert bl.choose(True, base, None, ["swr2"], []) == ("snapshot", "an interrupted run left swr2 paused")
+    assert bl.choose(True, None, None, [], []) == ("snapshot", "the lab has no swarm baseline")
+    assert bl.choose(True, base, None, [], ["swr3"]) == ("snapshot", "swr3 shut off")
+    assert bl.choose(True, base, None, [], [])[0] == "snapshot"  # the swarm did not answer
+    assert bl.choose(True, base, base, [], []) == ("state", "the swarm is as at the snapshot")
+
+
+def test_a_chosen_level_escalates_and_a_forced_one_runs_alone():
+    assert bl.levels_to_run("state", forced=False, has_snapshot=True) == ["state", "snapshot", "rebuild"]
+    assert bl.levels_to_run("snapshot", forced=False, has_snapshot=True) == ["snapshot", "rebuild"]
+    assert bl.levels_to_run("state", forced=True, has_snapshot=True) == ["state"]
+    assert bl.levels_to_run("rebuild", forced=False, has_snapshot=False) == ["rebuild"]
