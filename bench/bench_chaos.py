@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swarmlab import chaos, config as configuration, hoststate  # noqa: E402
+from swarmlab import chaos, config as configuration, hoststate, timeline  # noqa: E402
 
 LAB = "bench-chaos"
 SEED = {"new-leader": "<= 31", "node-down": "~52", "tasks-rescheduled": "~58", "rejoined": "~75 after the start"}
@@ -61,7 +61,7 @@ def main() -> None:
         if not values:
             print(f"{event:<18} {'-':>7}")
             continue
-        window = chaos.EXPECTED.get(event)
+        window = timeline.EXPECTED.get(event)
         print(f"{event:<18} {statistics.median(values):7.1f} {min(values):6.1f} {max(values):6.1f}   "
               f"{f'{window[0]}-{window[1]} s' if window else '':<16} {SEED.get(event, '')}")
     print(f"detection lag: <= {chaos.POLL:g} s poll interval (+ one answer from the fastest survivor)")

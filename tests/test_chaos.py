@@ -1,10 +1,10 @@
 """The chaos timeline and its HTML report, from a timeline as a real run produces it."""
 
-from swarmlab import chaos
+from swarmlab import timeline
 
 
-def sample() -> chaos.Timeline:
-    t = chaos.Timeline("kill-leader", "t1", "swr1", old_leader="swr1", new_leader="swr2", final_leader="swr2")
+def sample() -> timeline.Timeline:
+    t = timeline.Timeline("kill-leader", "t1", "swr1", old_leader="swr1", new_leader="swr2", final_leader="swr2")
     t.started = 100.0
     for event, at, detail in (("killed", 100.0, "swr1 powered off"), ("api-unavailable", 100.4, ""),
                               ("new-leader", 118.2, "swr2"), ("api-back", 118.3, ""),
@@ -30,7 +30,7 @@ def test_events_are_seconds_since_the_kill_with_expected_windows():
 
 
 def test_html_report_is_self_contained_with_svg_and_every_event():
-    page = chaos.html_report([sample()])
+    page = timeline.html_report([sample()])
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "</svg>" in page
     for event in ("killed", "api-unavailable", "new-leader", "api-back", "node-down", "tasks-rescheduled", "rejoined"):
         assert event in page
@@ -46,7 +46,7 @@ def test_html_report_is_self_contained_with_svg_and_every_event():
 def test_a_report_over_several_timelines_is_one_page():
     second = sample()
     second.exercise, second.target = "start", "swr3"
-    page = chaos.html_report([sample(), second])
+    page = timeline.html_report([sample(), second])
     assert page.count("<!DOCTYPE html>") == 1 and page.count("<html") == 1 and page.count("</html>") == 1
     assert page.count("<section>") == 2 and page.count("<svg") == 2
     assert "start: swr3 in lab t1" in page and "kill-leader: swr1 in lab t1" in page
@@ -74,7 +74,7 @@ def feed_all(detector, rounds):
 
 
 def test_kill_leader_events_come_in_swarm_order():
-    d = chaos.EventDetector("swr1", ["new-leader", "node-down", "tasks-rescheduled"], was_manager=True)
+    d = timeline.EventDetector("swr1", ["new-leader", "node-down", "tasks-rescheduled"], was_manager=True)
     healthy = nodes(swr1=("Ready", "Leader"), swr2=("Ready", "Reachable"), swr3=("Ready", "Reachable"))
     elected = nodes(swr1=("Unknown", "Unreachable"), swr2=("Ready", "Leader"), swr3=("Ready", "Reachable"))
     down = nodes(swr1=("Down", "Unreachable"), swr2=("Ready", "Leader"), swr3=("Ready", "Reachable"))
@@ -93,16 +93,16 @@ def test_kill_leader_events_come_in_swarm_order():
 
 
 def test_a_restarted_manager_rejoins_only_when_reachable_again():
-    d = chaos.EventDetector("swr1", ["rejoined"], was_manager=True)
+    d = timeline.EventDetector("swr1", ["rejoined"], was_manager=True)
     assert d.feed(nodes(swr1=("Ready", "Unreachable"), swr2=("Ready", "Leader")), None) == []
     assert d.feed(nodes(swr1=("Ready", "Reachable"), swr2=("Ready", "Leader")), None) == \
         [("rejoined", "swr1 Ready/Reachable")]
-    worker = chaos.EventDetector("swr4", ["rejoined"], was_manager=False)
+    worker = timeline.EventDetector("swr4", ["rejoined"], was_manager=False)
     assert worker.feed(nodes(swr4=("Ready", "")), None) == [("rejoined", "swr4 Ready/worker")]
 
 
 def test_events_that_never_come_leave_the_detector_waiting():
-    d = chaos.EventDetector("swr1", ["new-leader", "node-down", "tasks-rescheduled"], was_manager=True)
+    d = timeline.EventDetector("swr1", ["new-leader", "node-down", "tasks-rescheduled"], was_manager=True)
     stuck = nodes(swr1=("Unknown", "Unreachable"), swr2=("Ready", "Reachable"), swr3=("Ready", "Reachable"))
     for _ in range(5):  # no leader is ever elected (lost quorum), the node never turns Down
         d.feed(stuck, None)
@@ -112,25 +112,25 @@ def test_events_that_never_come_leave_the_detector_waiting():
 
 
 def test_drain_waits_for_every_task_to_leave_and_promotion_for_reachable():
-    d = chaos.EventDetector("swr3", ["drained"], was_manager=True)
+    d = timeline.EventDetector("swr3", ["drained"], was_manager=True)
     up = nodes(swr1=("Ready", "Leader"), swr3=("Ready", "Reachable"))
     assert d.feed(up, web(2, ("swr3", "Running"), ("swr1", "Running"))) == []
     assert d.feed(up, web(2, ("swr1", "Running"), ("swr1", "Running"))) == [("drained", "web 2/2")]
-    p = chaos.EventDetector("swr1", ["promoted"], was_manager=True)
+    p = timeline.EventDetector("swr1", ["promoted"], was_manager=True)
     assert p.feed(nodes(swr1=("Ready", ""), swr2=("Ready", "Leader")), None) == []
     assert p.feed(nodes(swr1=("Ready", "Reachable"), swr2=("Ready", "Leader")), None) == \
         [("promoted", "swr1 Reachable")]
 
 
 def test_no_services_is_said_as_such():
-    assert chaos.tasks_settled({}, "swr1") == (True, "no services")
+    assert timeline.tasks_settled({}, "swr1") == (True, "no services")
 
 
 def test_the_quorum_guard_refuses_what_would_lose_the_majority():
     three = nodes(swr1=("Ready", "Leader"), swr2=("Ready", "Reachable"), swr3=("Ready", "Reachable"))
-    assert chaos.quorum_refusal(three, "swr1") is None
+    assert timeline.quorum_refusal(three, "swr1") is None
     one_gone = nodes(swr1=("Ready", "Leader"), swr2=("Down", "Unreachable"), swr3=("Ready", "Reachable"))
-    assert "leaves 1 of 3 managers: raft needs a majority (2)" in chaos.quorum_refusal(one_gone, "swr1")
+    assert "leaves 1 of 3 managers: raft needs a majority (2)" in timeline.quorum_refusal(one_gone, "swr1")
     single = nodes(swr1=("Ready", "Leader"), swr2=("Ready", ""))
-    assert "leaves 0 of 1 managers" in chaos.quorum_refusal(single, "swr1")
-    assert chaos.quorum_refusal(single, "swr2") is None  # a worker costs no quorum
+    assert "leaves 0 of 1 managers" in timeline.quorum_refusal(single, "swr1")
+    assert timeline.quorum_refusal(single, "swr2") is None  # a worker costs no quorum

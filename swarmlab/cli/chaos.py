@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .. import chaos, config as configuration
+from .. import chaos, config as configuration, timeline
 from .common import JsonOption, LabOption, NodeArgument, app, ctx, emit_json, enter_host, table
 
 chaos_app = typer.Typer(no_args_is_help=True, help="Failure exercises with a measured timeline.")
@@ -18,7 +18,7 @@ ReportOption = typer.Option(None, "--report", metavar="FILE.html", help="Also wr
 
 def _render_timelines(timelines, as_json: bool, report: Optional[str]) -> None:
     if report:
-        Path(report).write_text(chaos.html_report(timelines))
+        Path(report).write_text(timeline.html_report(timelines))
     if as_json:
         data = [t.as_dict() for t in timelines]
         emit_json(data[0] if len(data) == 1 else data)
