@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import (access, exercises, firewall, formation, lab as labs, labhost, portal_endpoint, remote,
-               reset as resets, template_build)
+               reset as resets, snapshots, template_build)
 from .config import LOCAL_HOST, Config, HostSpec, is_dns_label, with_host_added, with_host_removed
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
@@ -294,7 +294,7 @@ def _make_lab(config: Config, student: Student, nodes: int, progress: LabProgres
     for change in added:
         progress(student.lab, "accounts", change)
     if snapshot and report:  # the baseline the resets return to includes the student's account
-        resets.keep_formed(config, student.lab, report.changed or bool(added))
+        snapshots.keep_formed(config, student.lab, report.changed or bool(added))
     progress(student.lab, "done", f"{len(lab.nodes)} nodes")
     return {"nodes": [{"node": n.name, "ip": n.ip, "dns": n.fqdn} for n in lab.nodes]}
 

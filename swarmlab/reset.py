@@ -1,10 +1,6 @@
-"""Snapshots and `reset`: any lab back to a known state in seconds.
-
-A snapshot is consistent across the lab: every node is paused, snapshotted (memory and disk,
-internal to its qcow2 overlay) and resumed together, and the swarm's baseline (nodes, roles,
-leader, availability, labels, services, configs, secrets by name, networks) is stored beside
-it in the lab's journal. Reverting one manager alone would bring back an old raft log that
-never rejoins, so a lab is only ever reverted whole.
+"""`reset`: any lab back to a snapshot's state (snapshots.py) in seconds. Reverting one
+manager alone would bring back an old raft log that never rejoins, so a lab is only ever
+reverted whole.
 
 `reset` has three levels: `state` (over SSH, no VM touched), `snapshot` (revert every node,
 resume together, sync guest clocks) and `rebuild` (new overlays from the template: `down`,
@@ -14,13 +10,10 @@ diff (baseline.choose_level), and escalates when the health gate fails.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from fabric import Connection
@@ -33,143 +26,14 @@ from .dns import dns_answers
 from .lab import Lab, each_node, lab_config, lab_dir, lab_lock, require_lab
 from .remote import EngineAPI, HostKeyMismatch, RemoteError, run
 from .session import close, connect_nodes
+from .snapshots import (DEFAULT_SNAPSHOT, SnapshotRecord, list_snapshots, load_snapshot, read_state, resume_paused,
+                        save_snapshot, sync_clocks)
 
-DEFAULT_SNAPSHOT = "formed"
 Progress = Callable[[str], None]
 
 
 class ResetError(SwarmlabError):
     pass
-
-
-@dataclass
-class SnapshotRecord:
-    name: str
-    created: float  # wall clock, seconds since the epoch
-    nodes: list[str]
-    baseline: dict | None  # SwarmState.as_dict(); None for a lab without a swarm
-    seconds: float = 0.0
-    bytes: int = 0  # disk the snapshot added to the overlays
-
-    @property
-    def state(self) -> bl.SwarmState | None:
-        return bl.SwarmState.from_dict(self.baseline) if self.baseline else None
-
-
-def _snapshot_dir(config: Config, lab: str) -> Path:
-    return lab_dir(config, lab) / "snapshots"
-
-
-def load_snapshot(config: Config, lab: str, name: str) -> SnapshotRecord | None:
-    try:
-        return SnapshotRecord(**json.loads((_snapshot_dir(config, lab) / f"{name}.json").read_text()))
-    except FileNotFoundError:
-        return None
-
-
-def list_snapshots(config: Config, lab: str) -> list[SnapshotRecord]:
-    directory = _snapshot_dir(config, lab)
-    if not directory.is_dir():
-        return []
-    return sorted((SnapshotRecord(**json.loads(p.read_text())) for p in directory.glob("*.json")),
-                  key=lambda r: r.created)
-
-
-def _save_record(config: Config, lab: str, record: SnapshotRecord) -> None:
-    path = _snapshot_dir(config, lab) / f"{record.name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(record), indent=2) + "\n")
-    tmp.replace(path)
-
-
-# --- reading the swarm -----------------------------------------------------------------------
-def read_state(conns: dict[str, Connection]) -> bl.SwarmState | None:
-    """The swarm's state from the first manager that answers (one Engine API session), or None."""
-    for name in sorted(conns):
-        try:
-            with EngineAPI(conns[name], timeout=30) as api:
-                return bl.parse_swarm_state({part: api.get(path) for part, path in bl.STATE_REQUESTS.items()})
-        except (SwarmlabError, OSError, KeyError, TypeError):  # a worker, or a manager without quorum
-            continue
-    return None
-
-
-# --- snapshots -------------------------------------------------------------------------------
-def _resume_paused(hv: Hypervisor, lab: Lab) -> list[str]:
-    """A run killed between pause and resume left nodes paused: resume them."""
-    return [n.name for n in lab.nodes if hv.resume(n.domain)]
-
-
-def save_snapshot(config: Config, lab_name: str, name: str = DEFAULT_SNAPSHOT, force: bool = False,
-                  progress: Progress = lambda _m: None, locked: bool = False) -> SnapshotRecord:
-    config = lab_config(config, lab_name)
-    if not name or not name.replace("-", "").replace("_", "").isalnum():
-        raise ResetError(f"snapshot name {name!r} is not a simple name: use letters, digits, '-' and '_'")
-    with Hypervisor(config.uri) as hv:
-        with contextlib.nullcontext() if locked else lab_lock(config, lab_name):
-            lab = require_lab(config, hv, lab_name)
-            resumed = _resume_paused(hv, lab)
-            if resumed:
-                progress(f"resumed {', '.join(resumed)} (left paused by an interrupted run)")
-            stopped = [n.name for n in lab.nodes if not ((s := hv.domain_state(n.domain)) and s.running)]
-            if stopped and not force:
-                raise Refused(f"{', '.join(stopped)} of lab {lab_name} not running: a snapshot now would not be "
-                              f"consistent; `swarmlab chaos start --all --lab {lab_name}` first, or --force")
-            conns, _ = connect_nodes(config, lab, "answering")
-            try:
-                state = read_state(conns)
-            finally:
-                close(conns)
-            if state is not None and not force:
-                down = [n.hostname for n in state.nodes.values() if n.status != "ready"]
-                if down:
-                    raise Refused(f"{', '.join(down)} not Ready in the swarm of lab {lab_name}: a snapshot now "
-                                  "would keep a broken swarm as its baseline; wait, or --force")
-            before = {n.name: hv.volume_bytes(config.node_pool, n.volume) for n in lab.nodes}
-            started = time.monotonic()
-            for node in lab.nodes:
-                if name in hv.snapshot_names(node.domain):
-                    hv.delete_snapshot(node.domain, name)  # saving again replaces it
-            progress(f"pausing {len(lab.nodes)} nodes, snapshotting each, resuming all")
-            running = [n for n in lab.nodes if hv.domain_state(n.domain).running]
-            try:
-                for node in running:
-                    hv.suspend(node.domain)
-                for node in lab.nodes:
-                    hv.create_snapshot(node.domain, name, f"swarmlab lab {lab_name}")
-            finally:
-                for node in running:  # also on Ctrl-C: never leave a node paused
-                    hv.resume(node.domain)
-            _sync_clocks(hv, Lab(lab.name, running))  # a paused guest's clock stood still meanwhile
-            seconds = round(time.monotonic() - started, 2)
-            grown = sum(max(0, hv.volume_bytes(config.node_pool, n.volume) - before[n.name]) for n in lab.nodes)
-            record = SnapshotRecord(name, time.time(), [n.name for n in lab.nodes],
-                                    state.as_dict() if state else None, seconds, grown)
-            _save_record(config, lab_name, record)
-            return record
-
-
-def keep_formed(config: Config, lab_name: str, changed: bool,
-                progress: Progress = lambda _m: None) -> SnapshotRecord | None:
-    """After a lab was made: `formed` saved again when the lab changed, or when it has none yet,
-    so that a reset returns to the lab as it is now. None when it was left as it was."""
-    if not changed and load_snapshot(config, lab_name, DEFAULT_SNAPSHOT) is not None:
-        return None
-    return save_snapshot(config, lab_name, DEFAULT_SNAPSHOT, progress=progress)
-
-
-def remove_snapshot(config: Config, lab_name: str, name: str) -> list[str]:
-    config = lab_config(config, lab_name)
-    with Hypervisor(config.uri) as hv, lab_lock(config, lab_name):
-        lab = require_lab(config, hv, lab_name)
-        removed = [n.name for n in lab.nodes if hv.delete_snapshot(n.domain, name)]
-        path = _snapshot_dir(config, lab_name) / f"{name}.json"
-        if not removed and not path.exists():
-            raise NotFound(f"lab {lab_name} has no snapshot {name} "
-                           f"(snapshots: {', '.join(r.name for r in list_snapshots(config, lab_name)) or 'none'})")
-        path.unlink(missing_ok=True)
-        return removed
 
 
 # --- the health gate -------------------------------------------------------------------------
@@ -207,22 +71,6 @@ def wait_healthy(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmSta
         time.sleep(1)
 
 
-def _sync_clocks(hv: Hypervisor, lab: Lab) -> None:
-    """Every guest clock set from its (host-driven) hardware clock through the guest agent: a
-    reverted guest stands at snapshot time, and guests drift by seconds under TCG anyway."""
-    def sync(node):
-        last: Exception | None = None
-        for _ in range(20):  # the agent answers a moment after resume
-            try:
-                hv.sync_clock(node.domain)
-                return
-            except SwarmlabError as e:
-                last = e
-                time.sleep(0.5)
-        raise last
-    each_node(sync, lab.nodes)
-
-
 # --- the levels ------------------------------------------------------------------------------
 def _reset_state(config: Config, hv: Hypervisor, lab: Lab, record: SnapshotRecord, conns: dict[str, Connection],
                  now: bl.SwarmState | None, progress: Progress) -> list[str]:
@@ -252,7 +100,7 @@ def _reset_state(config: Config, hv: Hypervisor, lab: Lab, record: SnapshotRecor
             else:
                 _restore_service(api, baseline.services[step.service], now.services.get(step.service))
             done.append(step.what)
-    _sync_clocks(hv, lab)
+    sync_clocks(hv, lab)
     return done + ["synced guest clocks"]
 
 
@@ -279,7 +127,7 @@ def _reset_snapshot(config: Config, hv: Hypervisor, lab: Lab, record: SnapshotRe
         for node in lab.nodes:
             hv.resume(node.domain)
     progress("syncing guest clocks")
-    _sync_clocks(hv, lab)
+    sync_clocks(hv, lab)
     return [f"reverted to {record.name}", "synced guest clocks"]
 
 
@@ -346,7 +194,7 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
                                   f"({expiry // 86400} days): its nodes would not trust each other; "
                                   "`reset --level rebuild`, then `snapshot save`")
             mark_reset(config, lab_name)  # past the refusals: from here on the lab changes
-            resumed = _resume_paused(hv, lab)
+            resumed = resume_paused(hv, lab)
             if resumed:
                 progress(f"resumed {', '.join(resumed)} (left paused by an interrupted run)")
             baseline = record.state if record else None

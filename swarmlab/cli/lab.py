@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from .. import config as configuration, formation, lab as labs, reset as resets, swarm
+from .. import config as configuration, formation, lab as labs, snapshots, swarm
 from .common import LAB_FINISH, JsonOption, LabOption, NodeArgument, NodeBoard, app, ctx, emit_json, enter_host, table
 
 
@@ -44,7 +44,7 @@ def up(count: int = typer.Argument(..., metavar="N", help="Number of nodes the l
                                                    labels, not no_swarm, board, LAB_FINISH)
     snapshot = None
     if report and not no_snapshot:
-        snapshot = resets.keep_formed(config, name, report.changed or bool(added), ctx.progress)
+        snapshot = snapshots.keep_formed(config, name, report.changed or bool(added), ctx.progress)
     seconds = round(time.monotonic() - started, 1)
     if as_json:
         emit_json({"lab": result.name, "seconds": seconds, "swarm": asdict(report) if report else None,
@@ -88,7 +88,7 @@ def status(lab: Optional[str] = LabOption, as_json: bool = JsonOption):
     manager status, availability, node status, engine). Exit 3 if the lab does not exist."""
     enter_host()
     data = formation.status_with_swarm(ctx.config, lab or ctx.config.lab)
-    data["snapshots"] = [r.name for r in resets.list_snapshots(ctx.config, lab or ctx.config.lab)]
+    data["snapshots"] = [r.name for r in snapshots.list_snapshots(ctx.config, lab or ctx.config.lab)]
     if as_json:
         emit_json(data)
         return
@@ -179,7 +179,7 @@ def list_labs(as_json: bool = JsonOption):
     enter_host()
     data = labs.list_labs(ctx.config)
     for row in data:
-        row["snapshots"] = [r.name for r in resets.list_snapshots(ctx.config, row["lab"])]
+        row["snapshots"] = [r.name for r in snapshots.list_snapshots(ctx.config, row["lab"])]
     if as_json:
         emit_json(data)
         return

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .. import config as configuration, lab as labs, reset as resets
+from .. import config as configuration, lab as labs, reset as resets, snapshots
 from .common import LAB_FINISH, JsonOption, LabOption, app, ctx, emit_json, enter_host, table
 
 snapshot_app = typer.Typer(no_args_is_help=True, help="Consistent whole-lab snapshots that `reset` returns to.")
@@ -16,13 +16,13 @@ app.add_typer(snapshot_app, name="snapshot")
 
 
 @snapshot_app.command("save")
-def snapshot_save(name: str = typer.Argument(resets.DEFAULT_SNAPSHOT, metavar="[NAME]"),
+def snapshot_save(name: str = typer.Argument(snapshots.DEFAULT_SNAPSHOT, metavar="[NAME]"),
                   lab: Optional[str] = LabOption,
                   force: bool = typer.Option(False, "--force", help="Save even while a node is down (not consistent)."),
                   as_json: bool = JsonOption):
     """Pause every node, snapshot each (memory and disk), resume all; keep the swarm's baseline."""
     enter_host()
-    record = resets.save_snapshot(ctx.config, lab or ctx.config.lab, name, force, ctx.progress)
+    record = snapshots.save_snapshot(ctx.config, lab or ctx.config.lab, name, force, ctx.progress)
     if as_json:
         emit_json(_snapshot_row(record))
         return
@@ -41,7 +41,7 @@ def _snapshot_row(record) -> dict:
 def snapshot_ls(lab: Optional[str] = LabOption, as_json: bool = JsonOption):
     """The lab's snapshots with what their baseline holds."""
     enter_host()
-    rows = [_snapshot_row(r) for r in resets.list_snapshots(ctx.config, lab or ctx.config.lab)]
+    rows = [_snapshot_row(r) for r in snapshots.list_snapshots(ctx.config, lab or ctx.config.lab)]
     if as_json:
         emit_json(rows)
         return
@@ -58,7 +58,7 @@ def snapshot_rm(name: str = typer.Argument(..., metavar="NAME"), lab: Optional[s
                 as_json: bool = JsonOption):
     """Remove a snapshot from every node of the lab."""
     enter_host()
-    removed = resets.remove_snapshot(ctx.config, lab or ctx.config.lab, name)
+    removed = snapshots.remove_snapshot(ctx.config, lab or ctx.config.lab, name)
     if as_json:
         emit_json({"name": name, "removed_from": removed})
         return
@@ -68,7 +68,7 @@ def snapshot_rm(name: str = typer.Argument(..., metavar="NAME"), lab: Optional[s
 @app.command()
 def reset(lab: Optional[str] = LabOption,
           all_labs: bool = typer.Option(False, "--all", help="Every lab on this host, in parallel."),
-          to: str = typer.Option(resets.DEFAULT_SNAPSHOT, "--to", metavar="NAME", help="Snapshot to return to."),
+          to: str = typer.Option(snapshots.DEFAULT_SNAPSHOT, "--to", metavar="NAME", help="Snapshot to return to."),
           level: Optional[str] = typer.Option(None, "--level", metavar="state|snapshot|rebuild",
                                               help="Force a level; default: the cheapest that can work, escalating "
                                                    "when the health gate fails."),
