@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swarmlab import access, classroom, config as configuration, lab as labs  # noqa: E402
+from swarmlab import access, classroom, config as configuration, lab as labs, roster  # noqa: E402
 
 NODE = "127.0.0.2"
 PORTAL = """
@@ -74,7 +74,7 @@ def a_class(directory: Path) -> tuple[Path, configuration.Config]:
     path = directory / "swarmlab.toml"
     path.write_text(f'[host]\nstate_dir = "{directory / "state"}"\n')
     config = configuration.load(path)
-    classroom.save(config, classroom.Classroom(1, [classroom.Student("Ann", "ann"), classroom.Student("Bo", "bo")]))
+    classroom.save(config, classroom.Classroom(1, [roster.Student("Ann", "ann"), roster.Student("Bo", "bo")]))
     for lab, ip in (("ann", NODE), ("bo", "127.0.0.3")):
         labs.save_journal(config, labs.Lab(lab, [labs.Node("swr1", f"{lab}-swr1", "v", "52:54:00:00:00:01", ip,
                                                            f"swr1.{lab}.lab.swarmlab.test.")]))

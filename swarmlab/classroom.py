@@ -4,35 +4,33 @@
 <state_dir>/class.json and only then makes labs, several at once per host. Each lab is an
 ordinary lab scoped to its host and network (`lab.scoped`), so every other command
 (`status`, `ssh`, `reset`, `exercise ...`) finds it from its journal. Labs on different
-libvirt networks cannot reach each other: libvirt's own forward rules reject traffic between
-two NAT networks, so isolation needs no firewall of ours.
+libvirt networks cannot reach each other (libvirt's own forward rules reject traffic between
+two NAT networks); the node filter (firewall.py) keeps every lab off the hosts' own ports.
 
-Decisions (names, capacity, placement, subnets) are pure functions; the rest carries them out.
+The decisions are pure and live beside it: names (roster.py), room and placement
+(placement.py); where the hosts stand (lab_hosts.py) and the students' cards (cards.py) too.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import re
 import threading
 import time
-import unicodedata
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import (access, exercises, firewall, formation, lab as labs, labhost, portal_endpoint, remote,
-               reset as resets, snapshots, template_build)
-from .config import LOCAL_HOST, Config, HostSpec, is_dns_label, with_host_added, with_host_removed
+from . import access, exercises, firewall, formation, lab as labs, labhost, remote, reset as resets, snapshots, template_build
+from .config import Config, HostSpec
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
 from .keys import write_private
-from .placement import CapacityShort, HostRoom, free_nodes, next_subnet, place, remote_problem  # noqa: F401
+from .lab_hosts import survey
+from .placement import HostRoom, next_subnet, place
+from .roster import Student
 from .waiting import cancelled, run_together
-
-MAX_STUDENTS = 200
 
 # progress(lab, phase, detail)
 LabProgress = Callable[[str, str, str], None]
@@ -44,60 +42,12 @@ class ClassError(SwarmlabError):
 
 
 @dataclass
-class Student:
-    name: str  # as the roster gives it
-    lab: str  # a DNS label: the slug of the name, or s01...
-    host: str = ""
-    cidr: str = ""
-
-
-@dataclass
 class Classroom:
     nodes: int
     students: list[Student] = field(default_factory=list)
 
     def student(self, lab: str) -> Student | None:
         return next((s for s in self.students if s.lab == lab), None)
-
-
-# --- pure: names, capacity, placement, subnets ------------------------------------------------
-def slug(name: str) -> str:
-    """A roster name as a lab name: ASCII, lowercase, '-' between words, at most 40 characters."""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    text = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:40].strip("-")
-    return text
-
-
-def students_from_count(count: int) -> list[Student]:
-    if not 1 <= count <= MAX_STUDENTS:
-        raise ClassError(f"--students {count} is out of range: use 1 to {MAX_STUDENTS}")
-    width = max(2, len(str(count)))
-    return [Student(f"s{i:0{width}d}", f"s{i:0{width}d}") for i in range(1, count + 1)]
-
-
-def students_from_roster(text: str, source: str) -> list[Student]:
-    """One student per line; blank lines and # comments are skipped. Names slug to lab names,
-    which must be distinct."""
-    out: list[Student] = []
-    seen: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        name = line.split("#", 1)[0].strip()
-        if not name:
-            continue
-        lab = slug(name)
-        if not lab or not is_dns_label(lab) or lab[0].isdigit():
-            raise ClassError(f"{source}:{number}: {name!r} gives no lab name (it needs a letter first); "
-                             "write the name with letters, e.g. 'Ann Lee'")
-        if lab in seen:
-            raise ClassError(f"{source}:{number}: {name!r} and {seen[lab]!r} both become lab {lab}: "
-                             "tell them apart in the roster (e.g. add an initial)")
-        seen[lab] = name
-        out.append(Student(name, lab))
-    if not out:
-        raise ClassError(f"{source} names no students: one name per line")
-    if len(out) > MAX_STUDENTS:
-        raise ClassError(f"{source} names {len(out)} students; at most {MAX_STUDENTS}")
-    return out
 
 
 def lab_network(config: Config, lab: str) -> str:
@@ -139,31 +89,6 @@ def student_config(config: Config, student: Student) -> Config:
 
 
 # --- class up -------------------------------------------------------------------------------
-def survey(config: Config) -> list[HostRoom]:
-    """Every host's free room, read from libvirt; a host that cannot be reached, or lacks the
-    template, takes nothing and says why. A host on another machine gets the template at
-    `class up`."""
-    node_mib = config.memory_mib
-    rooms = []
-    for spec in config.lab_hosts:
-        problem = remote_problem(config, spec)
-        if problem:
-            rooms.append(HostRoom(spec.name, 0, problem))
-            continue
-        try:
-            with Hypervisor(spec.uri) as hv:
-                if spec.local and hv.domain_state(config.template) is None:
-                    rooms.append(HostRoom(spec.name, 0, f"has no template {config.template} "
-                                                        "(`swarmlab template build` on it)"))
-                    continue
-                used_nodes, used_mib = hv.node_usage()
-                free = free_nodes(spec, hv.memory_mib(), used_nodes, used_mib, node_mib, config.overhead_mib)
-                rooms.append(HostRoom(spec.name, free))
-        except SwarmlabError as e:
-            rooms.append(HostRoom(spec.name, 0, f"unreachable at {spec.uri} ({e})"))
-    return rooms
-
-
 @dataclass
 class LabResult:
     student: str
@@ -453,111 +378,3 @@ def class_down(config: Config) -> list[LabResult]:
             if name in {h.name for h in config.lab_hosts} and not config.host(name).local:
                 _unguard_host(config, name)
     return results
-
-
-# --- student cards ---------------------------------------------------------------------------
-def cards(config: Config) -> list[dict]:
-    """What each student is handed: their lab, its nodes, and how to reach them through the
-    running portal and its gateway (`swarmlab portal` records where it listens)."""
-    room = require(config)
-    at = portal_endpoint.current(config)
-    out = []
-    for student in room.students:
-        found = labs.load_journal(student_config(config, student), student.lab)
-        nodes = found.nodes if found else []
-        first = nodes[0].name if nodes else f"{config.prefix}1"
-        token = access.token(config, student.lab)
-        out.append({"student": student.name, "lab": student.lab, "host": student.host,
-                    "nodes": [{"node": n.name, "ip": n.ip, "dns": n.fqdn.rstrip(".")} for n in nodes],
-                    "gateway": f"{student.lab}@{at.address}:{at.ssh_port}",
-                    "folder": f"swarmlab-{student.lab}",
-                    "ssh": f"cd swarmlab-{student.lab} && ssh -F ssh_config {first}",
-                    "user": access.STUDENT_USER,
-                    "portal": f"{at.url}/s/{token}" if token else None,
-                    "fingerprint": at.fingerprint, "portal_running": at.running})
-    return out
-
-
-def write_card_folders(config: Config, directory: Path) -> list[Path]:
-    """Per student, the folder swarmlab-<lab> they are handed: their private key (0600),
-    ssh_config and known_hosts (the gateway's and the nodes' host keys)."""
-    at = portal_endpoint.current(config)
-    written = []
-    for card in cards(config):
-        lab = card["lab"]
-        key = access.credentials_dir(config, lab) / "id_ed25519"
-        if not key.exists():
-            raise ClassError(f"lab {lab} has no credentials yet: rerun `swarmlab class up` (it keeps everything made)")
-        found = labs.load_journal(student_config(config, require(config).student(lab)), lab)
-        folder = directory / f"swarmlab-{lab}"
-        write_private(folder / "id_ed25519", key.read_text())
-        write_private(folder / "ssh_config", access.ssh_config_text(found, at.address, at.ssh_port))
-        write_private(folder / "known_hosts", access.known_hosts_text(config, lab, at.address, at.ssh_port))
-        write_private(folder / "portal.txt", f"your page: {card['portal']}\n"
-                      f"its certificate, as your browser should show it: SHA-256 {at.fingerprint or '(none yet)'}\n"
-                      f"SSH: {card['ssh']} (through {card['gateway']})\n")
-        written.append(folder)
-    return written
-
-
-# --- hosts: add, ls, rm -----------------------------------------------------------------------
-def _config_file(config: Config) -> Path:
-    return Path("/etc/swarmlab/swarmlab.toml") if config.source == "built-in defaults" else Path(config.source)
-
-
-def _write_config(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode & ~0o022)  # never writable by others: root acts on what it says
-    tmp.replace(path)
-
-
-def default_host_name(uri: str) -> str:
-    from urllib.parse import urlsplit
-    host = urlsplit(uri).hostname
-    return slug(host) if host else LOCAL_HOST
-
-
-def host_add(config: Config, spec: HostSpec) -> dict:
-    """Checks that libvirt answers at the URI, then records the host in the config file."""
-    with Hypervisor(spec.uri) as hv:
-        version = hv.version()
-    path = _config_file(config)
-    text = path.read_text() if path.exists() else ""
-    _write_config(path, with_host_added(text, spec, str(path), config))
-    return {"host": spec.name, "uri": spec.uri, "libvirt": version, "config": str(path)}
-
-
-def labs_on(config: Config, host: str) -> list[str]:
-    """Labs the journals place on `host`."""
-    root = config.state_dir / "labs"
-    out = []
-    for journal in sorted(root.glob("*/lab.json")) if root.is_dir() else []:
-        try:
-            placement = json.loads(journal.read_text()).get("placement") or {}
-        except ValueError:
-            continue
-        if placement.get("host") == host:
-            out.append(journal.parent.name)
-    return out
-
-
-def host_rm(config: Config, name: str) -> dict:
-    config.host(name)  # names the hosts when it is not one
-    placed = labs_on(config, name)
-    if placed:
-        raise Refused(f"host {name} still has labs {', '.join(placed)}: `swarmlab class down --yes` or "
-                      f"`swarmlab down --lab LAB` first")
-    path = _config_file(config)
-    _write_config(path, with_host_removed(path.read_text(), name, str(path)))
-    return {"host": name, "config": str(path)}
-
-
-def host_ls(config: Config) -> list[dict]:
-    rooms = {r.name: r for r in survey(config)}
-    return [{"host": h.name, "uri": h.uri, "lab_range": str(h.lab_range),
-             "capacity": f"{h.nodes} nodes" if h.nodes else f"{h.memory_mib} MiB" if h.memory_mib else "memory",
-             "free_nodes": rooms[h.name].free_nodes, "problem": rooms[h.name].problem, "labs": labs_on(config, h.name)}
-            for h in config.lab_hosts]

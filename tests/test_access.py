@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from swarmlab import access, classroom, config as configuration, lab as labs
+from swarmlab import access, cards, classroom, config as configuration, lab as labs, roster
 from swarmlab.limits import StudentLimits
 from tests.conftest import free_port, write_config
 
@@ -22,7 +22,7 @@ def a_class(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("the stand-in node listens on port 22")
     config = configuration.load(write_config(tmp_path / "swarmlab.toml", tmp_path / "state"))
-    classroom.save(config, classroom.Classroom(1, [classroom.Student("Ann", "ann"), classroom.Student("Bo", "bo")]))
+    classroom.save(config, classroom.Classroom(1, [roster.Student("Ann", "ann"), roster.Student("Bo", "bo")]))
     for lab, ip in (("ann", NODE_IP), ("bo", "127.0.0.3")):
         labs.save_journal(config, labs.Lab(lab, [labs.Node("swr1", f"{lab}-swr1", "v", "52:54:00:00:00:01", ip,
                                                            f"swr1.{lab}.lab.swarmlab.test.")]))
@@ -103,7 +103,7 @@ def test_the_node_account_command_quotes_the_key_and_is_idempotent():
 
 def test_the_students_ssh_config_goes_through_the_gateway_with_verified_host_keys(a_class, tmp_path):
     config = a_class
-    folders = classroom.write_card_folders(config, tmp_path / "out")
+    folders = cards.write_card_folders(config, tmp_path / "out")
     assert [f.name for f in folders] == ["swarmlab-ann", "swarmlab-bo"]
     text = (folders[0] / "ssh_config").read_text()
     assert f"Host swarmlab-gateway\n    HostName 127.0.0.1\n    Port {config.gateway_port}\n    User ann\n" in text
@@ -120,7 +120,7 @@ def test_cards_say_where_the_running_portal_listens_with_its_fingerprint(a_class
     from swarmlab import portal_endpoint
     from tests.conftest import swarmlab
     config = a_class
-    idle = classroom.cards(config)[0]
+    idle = cards.cards(config)[0]
     assert not idle["portal_running"] and idle["gateway"] == f"ann@127.0.0.1:{config.gateway_port}"
     cert, _ = portal_endpoint.self_signed_certificate(config, "10.250.0.1")
     fingerprint = portal_endpoint.fingerprint(cert)
@@ -132,11 +132,11 @@ def test_cards_say_where_the_running_portal_listens_with_its_fingerprint(a_class
     try:
         portal_endpoint.record(config, portal_endpoint.Endpoint("10.250.0.1", 9443, 2022, fingerprint, "0.0.0.0",
                                                                 portal.pid))
-        card = classroom.cards(config)[0]
+        card = cards.cards(config)[0]
         assert card["portal_running"] and card["fingerprint"] == fingerprint
         assert card["gateway"] == "ann@10.250.0.1:2022"
         assert card["portal"] == f"https://10.250.0.1:9443/s/{access.token(config, 'ann')}"
-        folder = classroom.write_card_folders(config, tmp_path / "out")[0]
+        folder = cards.write_card_folders(config, tmp_path / "out")[0]
         assert "HostName 10.250.0.1\n    Port 2022\n" in (folder / "ssh_config").read_text()
         assert (folder / "known_hosts").read_text().startswith("[10.250.0.1]:2022 ssh-ed25519 ")
         assert fingerprint in (folder / "portal.txt").read_text()
@@ -147,7 +147,7 @@ def test_cards_say_where_the_running_portal_listens_with_its_fingerprint(a_class
     finally:
         portal.kill()
         portal.wait()
-    assert not classroom.cards(config)[0]["portal_running"]  # a portal that died is not where students go
+    assert not cards.cards(config)[0]["portal_running"]  # a portal that died is not where students go
     gone = swarmlab("class", "cards", config=tmp_path / "swarmlab.toml")
     assert "no portal runs now" in gone.stderr
     # every student's token is in cards.html, names and hosts in class.json: 0600

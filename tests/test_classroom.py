@@ -7,19 +7,20 @@ import json
 
 import pytest
 
-from swarmlab import classroom, config as configuration
-from swarmlab.classroom import CapacityShort, ClassError, HostRoom, Student
+from swarmlab import classroom, config as configuration, lab_hosts, placement, roster
+from swarmlab.placement import CapacityShort, HostRoom
+from swarmlab.roster import RosterError, Student
 from swarmlab.config import HostSpec
 from swarmlab.errors import Refused
 from tests.conftest import ROOT, swarmlab, write_config
 
 
 def test_roster_names_become_distinct_lab_names():
-    students = classroom.students_from_roster("# group A\nAnn Lee\n\nJosé  Núñez  # late\nO'Brien, Pat\n", "r.txt")
+    students = roster.students_from_roster("# group A\nAnn Lee\n\nJosé  Núñez  # late\nO'Brien, Pat\n", "r.txt")
     assert [(s.name, s.lab) for s in students] == [("Ann Lee", "ann-lee"), ("José  Núñez", "jose-nunez"),
                                                   ("O'Brien, Pat", "o-brien-pat")]
-    assert [s.lab for s in classroom.students_from_count(3)] == ["s01", "s02", "s03"]
-    assert classroom.students_from_count(120)[-1].lab == "s120"
+    assert [s.lab for s in roster.students_from_count(3)] == ["s01", "s02", "s03"]
+    assert roster.students_from_count(120)[-1].lab == "s120"
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -28,29 +29,29 @@ def test_roster_names_become_distinct_lab_names():
     ("# nobody\n\n", "r.txt names no students"),
 ])
 def test_bad_rosters_name_the_line_and_the_fix(text, expected):
-    with pytest.raises(ClassError) as err:
-        classroom.students_from_roster(text, "r.txt")
+    with pytest.raises(RosterError) as err:
+        roster.students_from_roster(text, "r.txt")
     assert expected in str(err.value)
 
 
 def test_free_nodes_from_nodes_memory_or_what_libvirt_reports():
     spec = HostSpec("h", "test:///x")
-    assert classroom.free_nodes(HostSpec("h", "u", nodes=12), 0, 5, 0, 1024, 700) == 7
-    assert classroom.free_nodes(HostSpec("h", "u", memory_mib=20000), 99999, 2, 2048, 1024, 700) == 9
+    assert placement.free_nodes(HostSpec("h", "u", nodes=12), 0, 5, 0, 1024, 700) == 7
+    assert placement.free_nodes(HostSpec("h", "u", memory_mib=20000), 99999, 2, 2048, 1024, 700) == 9
     # 24 GiB reported: 90 % of it at 1.7 GiB a node
-    assert classroom.free_nodes(spec, 24576, 0, 0, 1024, 700) == 12
-    assert classroom.free_nodes(spec, 24576, 12, 12288, 1024, 700) == 0
+    assert placement.free_nodes(spec, 24576, 0, 0, 1024, 700) == 12
+    assert placement.free_nodes(spec, 24576, 12, 12288, 1024, 700) == 0
 
 
 def test_each_lab_goes_whole_to_the_host_with_most_room():
     rooms = [HostRoom("h1", 7), HostRoom("h2", 6), HostRoom("h3", 40, "unreachable at qemu+tcp://h3/system")]
-    assert classroom.place(["a", "b", "c", "d"], 3, rooms) == {"a": "h1", "b": "h2", "c": "h1", "d": "h2"}
+    assert placement.place(["a", "b", "c", "d"], 3, rooms) == {"a": "h1", "b": "h2", "c": "h1", "d": "h2"}
 
 
 def test_short_capacity_is_refused_naming_what_is_missing():
     rooms = [HostRoom("h1", 7), HostRoom("h2", 2), HostRoom("h3", 0, "unreachable at qemu+tcp://h3/system (x)")]
     with pytest.raises(CapacityShort) as err:
-        classroom.place(["a", "b", "c", "d"], 3, rooms)
+        placement.place(["a", "b", "c", "d"], 3, rooms)
     message = str(err.value)
     assert "4 labs of 3 nodes need 12 nodes, the hosts take 2 labs" in message
     assert "h1 7 free, h2 2 free, h3: unreachable at qemu+tcp://h3/system" in message
@@ -59,11 +60,11 @@ def test_short_capacity_is_refused_naming_what_is_missing():
 
 def test_subnets_skip_every_range_already_on_the_host():
     taken = [ipaddress.IPv4Network("10.80.0.0/24"), ipaddress.IPv4Network("10.80.2.0/23")]
-    assert str(classroom.next_subnet(ipaddress.IPv4Network("10.80.0.0/16"), taken)) == "10.80.1.0/24"
+    assert str(placement.next_subnet(ipaddress.IPv4Network("10.80.0.0/16"), taken)) == "10.80.1.0/24"
     taken.append(ipaddress.IPv4Network("10.80.1.0/24"))
-    assert str(classroom.next_subnet(ipaddress.IPv4Network("10.80.0.0/16"), taken)) == "10.80.4.0/24"
+    assert str(placement.next_subnet(ipaddress.IPv4Network("10.80.0.0/16"), taken)) == "10.80.4.0/24"
     with pytest.raises(CapacityShort, match="no free /24 left"):
-        classroom.next_subnet(ipaddress.IPv4Network("10.80.0.0/23"), [ipaddress.IPv4Network("10.80.0.0/23")])
+        placement.next_subnet(ipaddress.IPv4Network("10.80.0.0/23"), [ipaddress.IPv4Network("10.80.0.0/23")])
 
 
 # --- several fake hosts ----------------------------------------------------------------------
@@ -106,7 +107,7 @@ def fake_class(tmp_path):
 
 
 def test_the_survey_reads_each_hosts_room_and_names_the_ones_that_take_nothing(fake_class):
-    rooms = {r.name: r for r in classroom.survey(fake_class)}
+    rooms = {r.name: r for r in lab_hosts.survey(fake_class)}
     assert rooms["big"].free_nodes == 12 and not rooms["big"].problem
     # 12 GiB: 11059 MiB usable, 2 nodes there take 3448 of it, 1724 each
     assert rooms["small"].free_nodes == 4 and not rooms["small"].problem
@@ -124,7 +125,7 @@ def test_a_host_on_another_machine_that_does_not_answer_is_named_in_one_line(tmp
     path.write_text(path.read_text() + '\n[[hosts]]\nname = "h9"\nuri = "qemu+tcp://127.0.0.1:1/system"\n'
                     'ssh = "root@127.0.0.1:1"\n')
     config = configuration.load(path)
-    room = {r.name: r for r in classroom.survey(config)}["h9"]
+    room = {r.name: r for r in lab_hosts.survey(config)}["h9"]
     assert room.free_nodes == 0 and room.problem.startswith("unreachable at qemu+tcp://127.0.0.1:1/system")
     assert "\n" not in room.problem and "doctor --host" in room.problem
     made = swarmlab("class", "up", "--students", "2", "--json", config=path)
@@ -138,8 +139,8 @@ def test_a_labs_failure_on_another_machine_names_that_host_whatever_step_failed(
                         **{"class": {"parallel": 1}})  # no host is asked how many labs it makes at once
     path.write_text(path.read_text() + '\n[[hosts]]\nname = "h9"\nuri = "qemu+tcp://10.9.9.9/system"\n')
     config = configuration.load(path)
-    students = [classroom.Student("Ann", "ann", "local", "10.80.1.0/24"),
-                classroom.Student("Bo", "bo", "h9", "10.80.2.0/24")]
+    students = [roster.Student("Ann", "ann", "local", "10.80.1.0/24"),
+                roster.Student("Bo", "bo", "h9", "10.80.2.0/24")]
 
     def work(scoped, student):
         raise classroom.ClassError("starting bo-swr1 failed: End of file while reading data")
@@ -149,7 +150,7 @@ def test_a_labs_failure_on_another_machine_names_that_host_whatever_step_failed(
 
 
 def test_the_plan_places_labs_over_the_hosts_with_subnets_of_their_own(fake_class):
-    room = classroom.plan(fake_class, classroom.students_from_count(5), 3)
+    room = classroom.plan(fake_class, roster.students_from_count(5), 3)
     assert [(s.lab, s.host) for s in room.students] == [("s01", "big"), ("s02", "big"), ("s03", "big"),
                                                         ("s04", "small"), ("s05", "big")]
     by_host = {}
@@ -163,19 +164,19 @@ def test_the_plan_places_labs_over_the_hosts_with_subnets_of_their_own(fake_clas
 def test_a_class_too_big_for_the_hosts_is_refused_before_anything_is_made(fake_class):
     with pytest.raises(CapacityShort, match=r"6 labs of 3 nodes need 18 nodes, the hosts take 5 labs .* "
                                             r"1 lab \(3 nodes\) is missing"):
-        classroom.class_up(fake_class, classroom.students_from_count(6), 3)
+        classroom.class_up(fake_class, roster.students_from_count(6), 3)
     assert classroom.load(fake_class) is None
     assert not (fake_class.state_dir / "labs").exists()
 
 
 def test_a_rerun_keeps_every_students_host_and_subnet(fake_class):
-    first = classroom.plan(fake_class, classroom.students_from_count(2), 3)
+    first = classroom.plan(fake_class, roster.students_from_count(2), 3)
     classroom.save(fake_class, first)
-    again = classroom.plan(fake_class, classroom.students_from_count(3), 3)
+    again = classroom.plan(fake_class, roster.students_from_count(3), 3)
     assert again.students[:2] == first.students and again.students[2].lab == "s03"
     assert again.students[2].cidr not in {s.cidr for s in first.students}
     with pytest.raises(Refused, match="keep --nodes 3"):
-        classroom.plan(fake_class, classroom.students_from_count(3), 2)
+        classroom.plan(fake_class, roster.students_from_count(3), 2)
     saved = json.loads((fake_class.state_dir / "class.json").read_text())
     assert [s["lab"] for s in saved["students"]] == ["s01", "s02"]
 
@@ -224,12 +225,12 @@ def test_labs_made_at_once_follow_the_hosts_cpus_unless_set(fake_class):
 
 
 def test_labs_planned_but_not_made_yet_keep_their_room(fake_class):
-    classroom.save(fake_class, classroom.plan(fake_class, classroom.students_from_count(2), 3))
+    classroom.save(fake_class, classroom.plan(fake_class, roster.students_from_count(2), 3))
     # big has 12 free and holds 6 for s01 and s02, which do not exist yet; small has 4
-    room = classroom.plan(fake_class, classroom.students_from_count(5), 3)
+    room = classroom.plan(fake_class, roster.students_from_count(5), 3)
     assert [s.host for s in room.students] == ["big", "big", "big", "small", "big"]
     with pytest.raises(CapacityShort, match="the hosts take 3 labs"):
-        classroom.plan(fake_class, classroom.students_from_count(6), 3)
+        classroom.plan(fake_class, roster.students_from_count(6), 3)
 
 
 def test_the_projector_page_reloads_itself_and_escapes_names():
@@ -248,7 +249,7 @@ def test_the_projector_page_reloads_itself_and_escapes_names():
 def test_class_down_ends_the_instructors_link(fake_class):
     from swarmlab import access
     token = access.instructor_token(fake_class)
-    classroom.save(fake_class, classroom.Classroom(3, [classroom.Student("Ann", "ann", "big", "10.80.0.0/24")]))
+    classroom.save(fake_class, classroom.Classroom(3, [roster.Student("Ann", "ann", "big", "10.80.0.0/24")]))
     results = classroom.class_down(fake_class)
     assert [r.ok for r in results] == [True] and classroom.load(fake_class) is None
     assert access.instructor_token(fake_class) != token

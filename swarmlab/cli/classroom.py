@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from .. import classroom, config as configuration, exercises, lab as labs
+from .. import cards, classroom, config as configuration, exercises, lab as labs, roster as rosters
 from .common import ExerciseArgument, JsonOption, NodeBoard, app, ctx, emit_json, enter_host, render_lab_results, table
 
 class_app = typer.Typer(no_args_is_help=True, help="A class: one lab per student, spread over the lab hosts.")
@@ -37,9 +37,9 @@ def class_up(students: Optional[int] = typer.Option(None, "--students", metavar=
             text = open(roster, encoding="utf-8").read()
         except OSError as e:
             raise configuration.ConfigError(f"--roster {roster}: cannot read: {e.strerror}") from None
-        wanted = classroom.students_from_roster(text, roster)
+        wanted = rosters.students_from_roster(text, roster)
     else:
-        wanted = classroom.students_from_count(students)
+        wanted = rosters.students_from_count(students)
     enter_host()
     with NodeBoard() as board:
         results = classroom.class_up(ctx.config, wanted, nodes, board, not no_snapshot)
@@ -139,12 +139,12 @@ def class_cards(as_json: bool = JsonOption,
     """One card per student: lab, nodes, and how to reach them (SSH through the gateway that
     `swarmlab portal` runs). The private keys go only into --out folders, never to the screen."""
     enter_host()
-    rows = classroom.cards(ctx.config)
+    rows = cards.cards(ctx.config)
     if rows and not rows[0]["portal_running"]:
         ctx.progress("no portal runs now: these cards say where `swarmlab portal` would listen by the config; "
                      "start it, then make the cards again")
     if out:
-        for folder in classroom.write_card_folders(ctx.config, Path(out)):
+        for folder in cards.write_card_folders(ctx.config, Path(out)):
             ctx.progress(f"wrote {folder}")
     if html:
         from ..keys import write_private

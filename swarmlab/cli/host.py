@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .. import classroom, config as configuration, doctor as checks, labhost, template, template_build as templates
+from .. import config as configuration, doctor as checks, lab_hosts, labhost, template, template_build as templates
 from .common import JsonOption, app, ctx, emit_json, enter_host, table
 
 host_app = typer.Typer(no_args_is_help=True, help="The embedded lab host: libvirtd, lab network, PowerDNS.")
@@ -114,14 +114,14 @@ def host_add(uri: str = typer.Argument(..., metavar="URI", help="libvirt URI, e.
     Written to the config file as [[hosts]]; its comments and layout are kept."""
     if nodes is not None and memory_mib is not None:
         raise configuration.ConfigError("give --nodes or --memory-mib, not both")
-    values = {"name": name or classroom.default_host_name(uri), "uri": uri}
+    values = {"name": name or lab_hosts.default_host_name(uri), "uri": uri}
     for key, value in (("nodes", nodes), ("memory_mib", memory_mib), ("lab_range", lab_range), ("ssh", ssh),
                        ("ssh_key", ssh_key), ("pool_dir", pool_dir)):
         if value is not None:
             values[key] = value
     spec = configuration.parse_hosts([values], "host add")[0]
     enter_host()
-    result = classroom.host_add(ctx.config, spec)
+    result = lab_hosts.host_add(ctx.config, spec)
     if as_json:
         emit_json(result)
     else:
@@ -132,7 +132,7 @@ def host_add(uri: str = typer.Argument(..., metavar="URI", help="libvirt URI, e.
 def host_ls(as_json: bool = JsonOption):
     """The hosts class labs go to: capacity, free nodes, the labs on each, and why a host takes none."""
     enter_host()
-    rows = classroom.host_ls(ctx.config)
+    rows = lab_hosts.host_ls(ctx.config)
     if as_json:
         emit_json(rows)
         return
@@ -144,7 +144,7 @@ def host_ls(as_json: bool = JsonOption):
 @host_app.command("rm")
 def host_rm(name: str = typer.Argument(..., metavar="NAME"), as_json: bool = JsonOption):
     """Remove a host from the config file; refused while labs are placed on it."""
-    result = classroom.host_rm(ctx.config, name)
+    result = lab_hosts.host_rm(ctx.config, name)
     if as_json:
         emit_json(result)
     else:
@@ -159,7 +159,7 @@ def doctor(host: Optional[str] = typer.Option(None, "--host", metavar="URI|NAME"
     enter_host()
     if host:
         spec = next((h for h in ctx.config.lab_hosts if host in (h.name, h.uri)), None) or \
-            configuration.HostSpec(classroom.default_host_name(host), host, lab_range=ctx.config.lab_range)
+            configuration.HostSpec(lab_hosts.default_host_name(host), host, lab_range=ctx.config.lab_range)
         results = checks.run_host_checks(ctx.config, spec)
     else:
         results = checks.run_checks(ctx.config)
