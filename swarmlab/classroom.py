@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import access, exercises, firewall, formation, lab as labs, labhost, remote, reset as resets, snapshots, template_build
+from . import (access, exercise_files, exercises, firewall, formation, lab as labs, labhost, remote, reset as resets,
+               snapshots, template_build)
 from .config import Config, HostSpec
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
@@ -300,7 +301,7 @@ def class_status(config: Config) -> list[dict]:
     return out
 
 
-def class_start(config: Config, exercise: exercises.Exercise,
+def class_start(config: Config, exercise: exercise_files.Exercise,
                 progress: LabProgress = lambda *_: None) -> list[LabResult]:
     """The exercise's starting point in every lab at once (reset, then its setup)."""
     room = require(config)
@@ -311,7 +312,7 @@ def class_start(config: Config, exercise: exercises.Exercise,
     return _each_lab(config, room.students, start)
 
 
-def class_check(config: Config, exercise: exercises.Exercise, wait: bool = False) -> list[LabResult]:
+def class_check(config: Config, exercise: exercise_files.Exercise, wait: bool = False) -> list[LabResult]:
     room = require(config)
 
     def check(scoped: Config, student: Student) -> dict:

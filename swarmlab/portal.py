@@ -25,7 +25,7 @@ from pathlib import Path
 import markupsafe
 from aiohttp import WSMsgType, web
 
-from . import access, classroom, exercises, reset as resets
+from . import access, classroom, exercise_files, exercises, reset as resets
 from .access import instructor_token
 from .config import Config
 from .errors import SwarmlabError
@@ -95,10 +95,10 @@ class Portal:
                 "exercise": None, "last_check": state.get("last_check")}
         if state.get("exercise"):
             try:
-                exercise = exercises.find(state["exercise"])
-                ctx = exercises.context(exercise, found, state.get("images"))
+                exercise = exercise_files.find(state["exercise"])
+                ctx = exercise_files.context(exercise, found, state.get("images"))
                 view["exercise"] = {"id": exercise.id, "title": exercise.title,
-                                    "html": task_html(exercises.student_text(exercise, ctx)),
+                                    "html": task_html(exercise_files.student_text(exercise, ctx)),
                                     "hints": len(exercise.hints), "seen": state.get("hints", 0)}
             except SwarmlabError as e:
                 view["exercise"] = {"id": state["exercise"], "title": state["exercise"],
@@ -133,7 +133,7 @@ class Portal:
             if not state.get("exercise"):
                 return web.json_response({"error": "no exercise has started yet: wait for your instructor"},
                                          status=409)
-            exercise = exercises.find(state["exercise"])
+            exercise = exercise_files.find(state["exercise"])
             verdicts = await asyncio.get_running_loop().run_in_executor(
                 self.check_pool, exercises.check, scoped, lab, exercise, False)
         except SwarmlabError as e:
@@ -157,7 +157,7 @@ class Portal:
                                                f"in {wait:.0f} s"}, status=429,
                                      headers={"Retry-After": f"{max(1, round(wait))}"})
         try:
-            answer = await asyncio.to_thread(exercises.hint, scoped, lab, exercises.find(state["exercise"]))
+            answer = await asyncio.to_thread(exercises.hint, scoped, lab, exercise_files.find(state["exercise"]))
         except SwarmlabError as e:
             return web.json_response({"error": str(e)}, status=502)
         return web.json_response(answer)
@@ -292,7 +292,7 @@ class Portal:
             return web.Response(status=403, text=FORBIDDEN_TEXT)
         return web.Response(content_type="text/html", text=render(
             "portal-instructor.html.j2", token=request.match_info["token"],
-            exercises=[(e.id, e.title) for e in exercises.load_all()]))
+            exercises=[(e.id, e.title) for e in exercise_files.load_all()]))
 
     async def status(self, request: web.Request) -> web.Response:
         if not self.instructor(request):
@@ -313,7 +313,7 @@ class Portal:
         if body is None:
             return web.json_response({"error": "the body must be a JSON object"}, status=400)
         try:
-            exercise = exercises.find(str(body.get("exercise", "")))
+            exercise = exercise_files.find(str(body.get("exercise", "")))
         except SwarmlabError as e:
             return web.json_response({"error": str(e)}, status=400)
         for lab in self.class_labs():

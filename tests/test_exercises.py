@@ -7,32 +7,32 @@ from pathlib import Path
 
 import pytest
 
-from swarmlab import checks, exercises, images
-from swarmlab.exercises import ExerciseFileError
+from swarmlab import checks, exercise_files, exercises, images
+from swarmlab.exercise_files import ExerciseFileError
 
 LABS = Path(__file__).parent.parent / "labs"
 
 
 # --- the files --------------------------------------------------------------------------------
 def test_every_exercise_in_labs_loads_and_renders():
-    found = exercises.load_all(LABS)
+    found = exercise_files.load_all(LABS)
     assert [e.id for e in found] == ["cluster", "maintenance", "services", "rescheduling", "configs-secrets",
                                      "placement", "failover", "stack", "publishing"]
     for exercise in found:
-        ctx = exercises.context(exercise, None)
-        text = exercises.student_text(exercise, ctx)
+        ctx = exercise_files.context(exercise, None)
+        text = exercise_files.student_text(exercise, ctx)
         assert text.startswith("# ") and "{{ " not in text  # Jinja rendered; docker's own {{.X}} stays
         for step in exercise.setup + exercise.solution:
             if "run" in step:
-                exercises.render(step["run"], {**ctx, "vars": {"token": "T"}}, exercise.id)
+                exercise_files.render(step["run"], {**ctx, "vars": {"token": "T"}}, exercise.id)
         for check in exercise.checks:
-            exercises._resolve(check, ctx)
+            exercise_files.resolve(check, ctx)
         assert exercise.hints, f"{exercise.id} has no hints"
 
 
 def test_student_text_never_contains_the_solution():
-    for exercise in exercises.load_all(LABS):
-        text = exercises.student_text(exercise, exercises.context(exercise, None))
+    for exercise in exercise_files.load_all(LABS):
+        text = exercise_files.student_text(exercise, exercise_files.context(exercise, None))
         assert "solution" not in text.lower()
 
 
@@ -56,7 +56,7 @@ checks:
 
 
 def test_a_valid_minimal_file_loads(tmp_path):
-    assert exercises.load(_bad(tmp_path, GOOD)).checks[0]["running"] == 2
+    assert exercise_files.load(_bad(tmp_path, GOOD)).checks[0]["running"] == 2
 
 
 @pytest.mark.parametrize("body, line, words", [
@@ -72,7 +72,7 @@ def test_a_valid_minimal_file_loads(tmp_path):
 def test_bad_files_are_refused_with_file_and_line(tmp_path, body, line, words):
     path = _bad(tmp_path, body)
     with pytest.raises(ExerciseFileError) as e:
-        exercises.load(path)
+        exercise_files.load(path)
     message = str(e.value)
     assert message.startswith(f"{path}:{line}:"), message
     assert words in message
@@ -82,23 +82,23 @@ def test_bad_files_are_refused_with_file_and_line(tmp_path, body, line, words):
 def test_a_missing_copy_file_is_refused(tmp_path):
     path = _bad(tmp_path, GOOD.replace('run: "true"}', 'copy: stack.yml, to: /root/stack.yml}'))
     with pytest.raises(ExerciseFileError, match="stack.yml is not in"):
-        exercises.load(path)
+        exercise_files.load(path)
 
 
 def test_an_unknown_exercise_names_the_known_ones(tmp_path):
     shutil.copytree(LABS / "cluster", tmp_path / "cluster")
     shutil.copy(LABS / "exercise.schema.json", tmp_path)
-    with pytest.raises(exercises.NotFound, match="exercises: cluster"):
-        exercises.find("nope", tmp_path)
+    with pytest.raises(exercise_files.NotFound, match="exercises: cluster"):
+        exercise_files.find("nope", tmp_path)
 
 
 def test_image_parameters_can_be_overridden():
-    stack = exercises.find("stack", LABS)
-    ctx = exercises.context(stack, None, {"dashboard": "portainer/portainer-ce", "unrelated": "x"})
+    stack = exercise_files.find("stack", LABS)
+    ctx = exercise_files.context(stack, None, {"dashboard": "portainer/portainer-ce", "unrelated": "x"})
     assert ctx["images"] == {"agent": "swarmlab/agent", "dashboard": "portainer/portainer-ce"}
-    assert exercises.parse_image_overrides(["whoami=traefik/whoami"]) == {"whoami": "traefik/whoami"}
-    with pytest.raises(exercises.ConfigError, match="NAME=REFERENCE"):
-        exercises.parse_image_overrides(["whoami"])
+    assert exercise_files.parse_image_overrides(["whoami=traefik/whoami"]) == {"whoami": "traefik/whoami"}
+    with pytest.raises(exercise_files.ConfigError, match="NAME=REFERENCE"):
+        exercise_files.parse_image_overrides(["whoami"])
 
 
 # --- verdicts ---------------------------------------------------------------------------------
@@ -266,7 +266,7 @@ def test_script_passes_by_exit_code():
 
 
 def test_junit_report_lists_each_check():
-    exercise = exercises.find("maintenance", LABS)
+    exercise = exercise_files.find("maintenance", LABS)
     xml = exercises.junit(exercise, "t1", [checks.Verdict(True, "node swr2", "a", ""),
                                            checks.Verdict(False, "node swr3", "availability drain", "availability active")], 1.0)
     assert 'failures="1"' in xml and 'tests="2"' in xml and "expected availability drain; found availability active" in xml

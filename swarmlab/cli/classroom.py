@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from .. import cards, classroom, config as configuration, exercises, lab as labs, roster as rosters
+from .. import cards, classroom, config as configuration, exercise_files, lab as labs, roster as rosters
 from .common import ExerciseArgument, JsonOption, NodeBoard, app, ctx, emit_json, enter_host, render_lab_results, table
 
 class_app = typer.Typer(no_args_is_help=True, help="A class: one lab per student, spread over the lab hosts.")
@@ -167,7 +167,7 @@ def class_cards(as_json: bool = JsonOption,
 def class_start(exercise_id: str = ExerciseArgument, as_json: bool = JsonOption):
     """Start an exercise for everyone: every lab reset to its formed swarm, then the exercise's
     setup, all at once. Exit 1 when any lab could not start it."""
-    exercise = exercises.find(exercise_id)
+    exercise = exercise_files.find(exercise_id)
     enter_host()
     with NodeBoard() as board:
         results = classroom.class_start(ctx.config, exercise, board)
@@ -185,7 +185,7 @@ def class_check(exercise_id: str = ExerciseArgument,
     pass by default, unlike `exercise check`: the room graded as it is now, since an unsolved
     lab would hold the run for every check's timeout. Exit 0 only when every lab passes every
     check."""
-    exercise = exercises.find(exercise_id)
+    exercise = exercise_files.find(exercise_id)
     enter_host()
     results = classroom.class_check(ctx.config, exercise, wait)
     if junit:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .. import config as configuration, exercises, lab as labs
+from .. import config as configuration, exercise_files, exercises, lab as labs
 from .common import LAB_FINISH, ExerciseArgument, ImageOption, JsonOption, LabOption, app, ctx, emit_json, enter_host, table
 
 exercise_app = typer.Typer(no_args_is_help=True, help="The article's exercises (labs/): set up, check, hint, solve.")
@@ -17,7 +17,7 @@ app.add_typer(exercise_app, name="exercise")
 @exercise_app.command("ls")
 def exercise_ls(as_json: bool = JsonOption):
     """The exercises in labs/, in teaching order."""
-    found = exercises.load_all()
+    found = exercise_files.load_all()
     if as_json:
         emit_json([e.summary() for e in found])
         return
@@ -32,18 +32,18 @@ def exercise_show(exercise_id: str = ExerciseArgument, lab: Optional[str] = LabO
                                                                      "(for the instructor).")):
     """The student text (never the solution), with this lab's node names and addresses when
     the lab exists."""
-    exercise = exercises.find(exercise_id)
-    chosen = exercises.parse_image_overrides(images)
+    exercise = exercise_files.find(exercise_id)
+    chosen = exercise_files.parse_image_overrides(images)
     name = lab or ctx.config.lab
     lab_model = labs.load_journal(ctx.config, name)
     if lab_model is not None:
         chosen = {**exercises.load_state(ctx.config, name).get("images", {}), **chosen}
-    context = exercises.context(exercise, lab_model, chosen)
-    typer.echo(exercises.student_text(exercise, context).rstrip())
+    context = exercise_files.context(exercise, lab_model, chosen)
+    typer.echo(exercise_files.student_text(exercise, context).rstrip())
     if notes and exercise.corrections:
         typer.echo("\nCorrected from the article:")
         for line in exercise.corrections:
-            typer.echo(f"- {exercises.render(line, context, exercise.id)}")
+            typer.echo(f"- {exercise_files.render(line, context, exercise.id)}")
 
 
 @exercise_app.command("start")
@@ -52,8 +52,8 @@ def exercise_start(exercise_id: str = ExerciseArgument, lab: Optional[str] = Lab
     """Put the lab at the exercise's starting point: reset to the `formed` snapshot (the
     cheapest level that works), then the exercise's setup. The previous exercise's leftovers
     are gone."""
-    exercise = exercises.find(exercise_id)
-    chosen = exercises.parse_image_overrides(images)
+    exercise = exercise_files.find(exercise_id)
+    chosen = exercise_files.parse_image_overrides(images)
     enter_host()
     result = exercises.start(ctx.config, lab or ctx.config.lab, exercise, chosen, ctx.progress, LAB_FINISH)
     if as_json:
@@ -72,7 +72,7 @@ def exercise_check(exercise_id: str = ExerciseArgument, lab: Optional[str] = Lab
     """Check the lab's end state: ✓/✗ per check with what was expected and found. Failing
     checks are retried up to their timeout, since Swarm converges over time (`class check`
     does one pass unless --wait). Exit 0 only when every check passes, 1 otherwise."""
-    exercise = exercises.find(exercise_id)
+    exercise = exercise_files.find(exercise_id)
     enter_host()
     name = lab or ctx.config.lab
     began = time.monotonic()
@@ -95,7 +95,7 @@ def exercise_check(exercise_id: str = ExerciseArgument, lab: Optional[str] = Lab
 @exercise_app.command("hint")
 def exercise_hint(exercise_id: str = ExerciseArgument, lab: Optional[str] = LabOption, as_json: bool = JsonOption):
     """The next hint; the lab remembers how many it has seen (`exercise start` resets that)."""
-    exercise = exercises.find(exercise_id)
+    exercise = exercise_files.find(exercise_id)
     result = exercises.hint(ctx.config, lab or ctx.config.lab, exercise)
     if as_json:
         emit_json(result)
@@ -108,7 +108,7 @@ def exercise_hint(exercise_id: str = ExerciseArgument, lab: Optional[str] = LabO
 @exercise_app.command("solve")
 def exercise_solve(exercise_id: str = ExerciseArgument, lab: Optional[str] = LabOption):
     """Run the reference solution on the lab, showing each command and the node it runs on."""
-    exercise = exercises.find(exercise_id)
+    exercise = exercise_files.find(exercise_id)
     enter_host()
     exercises.solve(ctx.config, lab or ctx.config.lab, exercise, lambda m: typer.echo(m))
     typer.echo(f"solution done: `swarmlab exercise check {exercise.id}` verifies it")
@@ -122,7 +122,7 @@ def exercise_test(exercise_id: Optional[str] = typer.Argument(None, metavar="[ID
     must pass). Exit 0 only when every exercise passes."""
     if bool(exercise_id) == all_exercises:
         raise configuration.ConfigError("give an exercise ID or --all")
-    chosen = exercises.load_all() if all_exercises else [exercises.find(exercise_id)]
+    chosen = exercise_files.load_all() if all_exercises else [exercise_files.find(exercise_id)]
     enter_host()
     name = lab or ctx.config.lab
     results = []
