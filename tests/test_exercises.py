@@ -320,7 +320,7 @@ def test_push_into_a_real_registry_is_complete_and_idempotent(tmp_path):
 def test_the_mirror_is_written_once_and_a_users_own_daemon_json_is_kept(tmp_path):
     import subprocess
 
-    from swarmlab.formation import MIRROR_SCRIPT
+    from swarmlab.node_prep import MIRROR_SCRIPT
     script = (MIRROR_SCRIPT % {"addr": "10.77.0.1:5000"}).replace("/etc/docker", str(tmp_path)) \
         .replace("systemctl reload docker", "true")
     run = lambda: subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.strip()  # noqa: E731

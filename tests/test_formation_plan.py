@@ -147,7 +147,7 @@ def test_a_new_swarm_gives_each_node_the_role_the_full_plan_gives():
 def test_the_preparation_script_is_valid_shell_and_its_output_parses(tmp_path):
     import subprocess
 
-    from swarmlab.formation import parse_prepared, prepare_script
+    from swarmlab.node_prep import parse_prepared, prepare_script
     for mirror in (None, "10.77.0.1:5000"):
         proc = subprocess.run(["sh", "-n", "-c", prepare_script(mirror)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
@@ -164,7 +164,7 @@ def test_the_preparation_script_reports_a_missing_engine_and_stops(tmp_path):
     """Run for real with a PATH that has no dockerd: it must say so and touch nothing."""
     import subprocess
 
-    from swarmlab.formation import parse_prepared, prepare_script
+    from swarmlab.node_prep import parse_prepared, prepare_script
     proc = subprocess.run(["/bin/sh", "-c", prepare_script(None)], capture_output=True, text=True,
                           env={"PATH": str(tmp_path)})
     assert parse_prepared(proc.stdout) == {"engine": ["missing"]}
@@ -228,8 +228,8 @@ def test_a_new_swarm_stops_waiting_when_the_first_nodes_preparation_fails(tmp_pa
 
 
 def test_an_engine_bundle_is_refused_for_a_node_of_another_release_with_the_fix():
-    from swarmlab.formation import _release, bundle_refusal
-    assert _release('PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nVERSION_CODENAME=trixie\n') == "trixie"
+    from swarmlab.node_prep import bundle_refusal, debian_release
+    assert debian_release('PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nVERSION_CODENAME=trixie\n') == "trixie"
     assert bundle_refusal("swr1", "bookworm", "bookworm") is None
     refusal = bundle_refusal("swr1", "bookworm", "trixie")
     assert "swr1 runs Debian trixie" in refusal and 'install = "apt"' in refusal and "--suite bookworm" in refusal
