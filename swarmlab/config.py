@@ -9,170 +9,23 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-import re
 import stat
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
+from . import config_values as values
 from .errors import SwarmlabError
 
 API_KEY_ENV = "SWARMLAB_PDNS_API_KEY"
 CONFIG_ENV = "SWARMLAB_CONFIG"
-DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")  # Debian policy 5.6.1
 
 
 class ConfigError(SwarmlabError):
     exit_code = 2
 
 
-def is_dns_label(text: str) -> bool:
-    return bool(DNS_LABEL.match(text))
-
-
-# Validators take the raw TOML value and return the typed one, or raise ValueError(allowed).
-def _text(value):
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("a non-empty string")
-    return value
-
-
-def _label(value):
-    if not isinstance(value, str) or not is_dns_label(value):
-        raise ValueError("a DNS label: lowercase letters, digits and '-', 1-63 characters")
-    return value
-
-
-def _int_range(low: int, high: int) -> Callable[[Any], int]:
-    def check(value):
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"an integer from {low} to {high}")
-        return value
-    return check
-
-
-def _choice(*allowed: str) -> Callable[[Any], str]:
-    def check(value):
-        if value not in allowed:
-            raise ValueError("one of " + ", ".join(allowed))
-        return value
-    return check
-
-
-def _zone(value):
-    if not isinstance(value, str):
-        raise ValueError("a DNS name such as lab.swarmlab.test.")
-    name = value.lower().rstrip(".")
-    if not name or not all(is_dns_label(part) for part in name.split(".")):
-        raise ValueError("a DNS name such as lab.swarmlab.test.")
-    return name + "."
-
-
-def _url(value):
-    if not isinstance(value, str) or not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
-        raise ValueError("an http:// or https:// URL such as http://127.0.0.1:8081")
-    return value.rstrip("/")
-
-
-def _cidr(value):
-    try:
-        net = ipaddress.IPv4Network(value, strict=True)
-    except (ValueError, TypeError):
-        raise ValueError("an IPv4 network in CIDR form such as 10.77.0.0/24") from None
-    if not 16 <= net.prefixlen <= 28:
-        raise ValueError("an IPv4 network with a prefix from /16 to /28")
-    return net
-
-
-def _lab_range(value):
-    try:
-        net = ipaddress.IPv4Network(value, strict=True)
-    except (ValueError, TypeError):
-        net = None
-    if net is None or not 16 <= net.prefixlen <= 23:
-        raise ValueError("an IPv4 range from /16 to /23 that labs get their own /24 from, such as 10.80.0.0/16")
-    return net
-
-
-def _host_port(value):
-    # An IP address, not a host name: a name would be resolved through the very DNS being
-    # verified, and an unresolvable one ended in a 30 s timeout instead of an error.
-    host, _, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise ValueError
-    except ValueError:
-        raise ValueError("IP:PORT of the server that answers for the zone, such as 127.0.0.1:5300 "
-                         "(an IP address, not a host name)") from None
-    return value
-
-
-def _optional_text(value):
-    return "" if value == "" else _text(value)
-
-
-def _address(value):
-    try:
-        return "" if value == "" else str(ipaddress.IPv4Address(_text(value)))
-    except ipaddress.AddressValueError:
-        raise ValueError("an IPv4 address such as 192.168.10.5") from None
-
-
-def _user_host_port(value):
-    text = _text(value)
-    user, _, host = text.rpartition("@")
-    name, _, port = host.partition(":")
-    if not user or not name or (port and not port.isdigit()):
-        raise ValueError("user@host or user@host:port, such as root@h2")
-    return text
-
-
-def _package(value):
-    if not isinstance(value, str) or not DEBIAN_PACKAGE.match(value):
-        raise ValueError("a Debian package name such as docker.io or docker-ce")
-    return value
-
-
-def _label_list(value):
-    from .swarm import parse_label  # one label grammar for the config file and the command line
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError('a list of "NODE:KEY=VALUE" strings such as ["swr1:env=prod"]')
-    for spec in value:
-        try:
-            parse_label(spec)
-        except SwarmlabError as e:
-            raise ValueError(f'a list of "NODE:KEY=VALUE" strings; {e}') from None
-    return tuple(value)
-
-
-def _path_list(value):
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ValueError('a list of paths to image tarballs (docker save format)')
-    return tuple(Path(v).expanduser() for v in value)
-
-
-def _path(value):
-    if not isinstance(value, str) or not value:
-        raise ValueError("a file system path")
-    return Path(value).expanduser()
-
-
-def _optional_path(value):
-    return None if value in ("", None) else _path(value)
-
-
-def _remote_dir(value):
-    """A directory on another machine: absolute, nothing relative to this one."""
-    if not isinstance(value, str) or not value.startswith("/") or ".." in PurePosixPath(value).parts:
-        raise ValueError("an absolute directory on that host, like /var/lib/libvirt/swarmlab")
-    return PurePosixPath(value)
-
-
-# A host on another machine keeps its pools under libvirt's own directory, unless [[hosts]]
-# pool_dir says otherwise: the controller's state and cache paths mean nothing there.
 REMOTE_POOL_DIR = PurePosixPath("/var/lib/libvirt/swarmlab")
 
 
@@ -382,65 +235,65 @@ SCOPED_FIELDS = ("lab_host", "shared_network", "shared_cidr", "host_remote", "ho
 # TOML section -> {toml key: (Config field, validator)}
 SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
     "libvirt": {
-        "uri": ("uri", _text),
-        "network": ("network", _label),
-        "cidr": ("cidr", _cidr),
-        "template": ("template", _label),
-        "domain_type": ("domain_type", _choice("auto", "kvm", "qemu")),
+        "uri": ("uri", values.nonempty),
+        "network": ("network", values.label),
+        "cidr": ("cidr", values.cidr),
+        "template": ("template", values.label),
+        "domain_type": ("domain_type", values.choice("auto", "kvm", "qemu")),
     },
     "dns": {
-        "zone": ("zone", _zone),
-        "api_url": ("api_url", _url),
-        "api_key_file": ("api_key_file", _optional_path),
-        "ttl": ("ttl", _int_range(1, 86400)),
-        "nameserver": ("nameserver", _host_port),
+        "zone": ("zone", values.zone),
+        "api_url": ("api_url", values.url),
+        "api_key_file": ("api_key_file", values.optional_path),
+        "ttl": ("ttl", values.int_range(1, 86400)),
+        "nameserver": ("nameserver", values.host_port),
     },
     "ssh": {
-        "user": ("ssh_user", _label),
-        "key": ("ssh_key", _optional_path),
+        "user": ("ssh_user", values.label),
+        "key": ("ssh_key", values.optional_path),
     },
     "nodes": {
-        "vcpus": ("vcpus", _int_range(1, 64)),
-        "memory_mib": ("memory_mib", _int_range(256, 262144)),
-        "tb_cache_mib": ("tb_cache_mib", _int_range(0, 4096)),
-        "max": ("max_nodes", _int_range(1, 64)),
-        "lab": ("lab", _label),
-        "boot_timeout": ("boot_timeout", _int_range(10, 3600)),
-        "prefix": ("prefix", _label),
-        "labels": ("labels", _label_list),
+        "vcpus": ("vcpus", values.int_range(1, 64)),
+        "memory_mib": ("memory_mib", values.int_range(256, 262144)),
+        "tb_cache_mib": ("tb_cache_mib", values.int_range(0, 4096)),
+        "max": ("max_nodes", values.int_range(1, 64)),
+        "lab": ("lab", values.label),
+        "boot_timeout": ("boot_timeout", values.int_range(10, 3600)),
+        "prefix": ("prefix", values.label),
+        "labels": ("labels", values.label_list),
     },
     "engine": {
-        "install": ("engine_install", _choice("bundle", "apt")),
-        "package": ("engine_package", _package),
-        "images": ("engine_images", _path_list),
+        "install": ("engine_install", values.choice("bundle", "apt")),
+        "package": ("engine_package", values.package),
+        "images": ("engine_images", values.path_list),
     },
     "host": {
-        "namespace": ("namespace", _label),
-        "state_dir": ("state_dir", _path),
-        "cache_dir": ("cache_dir", _path),
-        "dns_port": ("dns_port", _int_range(1, 65535)),
-        "services_address": ("services_address", _address),
+        "namespace": ("namespace", values.label),
+        "state_dir": ("state_dir", values.path),
+        "cache_dir": ("cache_dir", values.path),
+        "dns_port": ("dns_port", values.int_range(1, 65535)),
+        "services_address": ("services_address", values.address),
     },
     "class": {
-        "lab_range": ("lab_range", _lab_range),
-        "parallel": ("parallel", _int_range(0, 32)),
-        "overhead_mib": ("overhead_mib", _int_range(0, 65536)),
+        "lab_range": ("lab_range", values.lab_range),
+        "parallel": ("parallel", values.int_range(0, 32)),
+        "overhead_mib": ("overhead_mib", values.int_range(0, 65536)),
     },
     "portal": {
-        "listen": ("portal_listen", _address),
-        "address": ("portal_address", _optional_text),
-        "ssh_port": ("gateway_port", _int_range(1, 65535)),
-        "https_port": ("portal_port", _int_range(1, 65535)),
-        "max_channels": ("max_channels", _int_range(1, 1000)),
-        "max_terminals": ("max_terminals", _int_range(1, 1000)),
-        "checks_at_once": ("checks_at_once", _int_range(1, 100)),
-        "hints_per_minute": ("hints_per_minute", _int_range(1, 1000)),
-        "max_request_kib": ("max_request_kib", _int_range(1, 65536)),
+        "listen": ("portal_listen", values.address),
+        "address": ("portal_address", values.optional_text),
+        "ssh_port": ("gateway_port", values.int_range(1, 65535)),
+        "https_port": ("portal_port", values.int_range(1, 65535)),
+        "max_channels": ("max_channels", values.int_range(1, 1000)),
+        "max_terminals": ("max_terminals", values.int_range(1, 1000)),
+        "checks_at_once": ("checks_at_once", values.int_range(1, 100)),
+        "hints_per_minute": ("hints_per_minute", values.int_range(1, 1000)),
+        "max_request_kib": ("max_request_kib", values.int_range(1, 65536)),
     },
 }
 HOST_KEYS: dict[str, Callable[[Any], Any]] = {
-    "name": _label, "uri": _text, "nodes": _int_range(1, 4096), "memory_mib": _int_range(1024, 1 << 24),
-    "lab_range": _lab_range, "ssh": _user_host_port, "ssh_key": _optional_path, "pool_dir": _remote_dir,
+    "name": values.label, "uri": values.nonempty, "nodes": values.int_range(1, 4096), "memory_mib": values.int_range(1024, 1 << 24),
+    "lab_range": values.lab_range, "ssh": values.user_host_port, "ssh_key": values.optional_path, "pool_dir": values.remote_dir,
 }
 
 
@@ -542,60 +395,3 @@ def load(path: str | Path | None = None) -> Config:
     except OSError as e:
         raise ConfigError(f"{candidate}: cannot read: {e.strerror}") from None
     return parse(data, str(candidate))
-
-
-# --- [[hosts]] edits: the instructor's file keeps its comments and layout (tomlkit) ----------
-def with_host_added(text: str, host: HostSpec, source: str, current: Config) -> str:
-    """The config text with one more [[hosts]] entry; validated as a whole before it is returned.
-    The first added host brings this host along as `local`, so that it keeps taking labs."""
-    import tomlkit
-    doc = tomlkit.parse(text)
-    hosts = doc.get("hosts")
-    if hosts is None:
-        hosts = tomlkit.aot()
-        doc["hosts"] = hosts
-        if host.name != LOCAL_HOST and host.uri != current.uri:
-            hosts.append(_host_table(HostSpec(LOCAL_HOST, current.uri)))
-    hosts.append(_host_table(host))
-    out = tomlkit.dumps(doc)
-    parse(tomllib.loads(out), source)  # one clear line for a repeated name, URI or overlapping range
-    return out
-
-
-def with_host_removed(text: str, name: str, source: str) -> str:
-    import tomlkit
-    doc = tomlkit.parse(text)
-    hosts = doc.get("hosts") or []
-    kept = [h for h in hosts if h.get("name") != name]
-    if len(kept) == len(hosts):
-        raise ConfigError(f"{source} has no host {name}: `swarmlab host ls` lists the hosts")
-    if kept:
-        table = tomlkit.aot()
-        for h in kept:
-            table.append(h)
-        doc["hosts"] = table
-    else:
-        del doc["hosts"]
-    out = tomlkit.dumps(doc)
-    parse(tomllib.loads(out), source)
-    return out
-
-
-def _host_table(host: HostSpec):
-    import tomlkit
-    table = tomlkit.table()
-    table["name"] = host.name
-    table["uri"] = host.uri
-    if host.nodes:
-        table["nodes"] = host.nodes
-    if host.memory_mib:
-        table["memory_mib"] = host.memory_mib
-    if host.lab_range:
-        table["lab_range"] = str(host.lab_range)
-    if host.ssh:
-        table["ssh"] = host.ssh
-    if host.ssh_key:
-        table["ssh_key"] = str(host.ssh_key)
-    if host.pool_dir:
-        table["pool_dir"] = str(host.pool_dir)
-    return table

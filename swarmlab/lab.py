@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
-from .config import Config, HostSpec, is_dns_label
+from .config import Config, HostSpec
+from .config_values import is_dns_label
 from .dns import PowerDNS, canonical
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import LOCAL_HOST, Config, HostSpec, with_host_added, with_host_removed
+from .config import LOCAL_HOST, Config, HostSpec
+from .config_edit import with_host_added, with_host_removed
 from .errors import Refused, SwarmlabError
 from .hypervisor import Hypervisor
 from .placement import HostRoom, free_nodes, remote_problem

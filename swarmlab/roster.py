@@ -6,7 +6,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from .config import is_dns_label
+from .config_values import is_dns_label
 from .errors import SwarmlabError
 
 MAX_STUDENTS = 200

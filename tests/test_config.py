@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmlab import config as configuration
+from swarmlab import config as configuration, config_edit
 from swarmlab.config import ConfigError
 from tests.conftest import swarmlab
 
@@ -289,7 +289,7 @@ def test_bad_hosts_are_one_clear_line(tmp_path, text, expected):
 def test_host_add_and_rm_keep_the_instructors_comments(tmp_path):
     text = '# our lab host\n[dns]\nzone = "lab.example."  # the workshop zone\n'
     current = configuration.parse(configuration.tomllib.loads(text), "f.toml")
-    added = configuration.with_host_added(text, configuration.HostSpec("h2", "qemu+tcp://10.0.0.2/system", nodes=12,
+    added = config_edit.with_host_added(text, configuration.HostSpec("h2", "qemu+tcp://10.0.0.2/system", nodes=12,
                                                                        ssh="root@10.0.0.2", ssh_key=Path("/k"),
                                                                        pool_dir=configuration.PurePosixPath("/srv")),
                                           "f.toml", current)
@@ -299,9 +299,9 @@ def test_host_add_and_rm_keep_the_instructors_comments(tmp_path):
                                                          ("h2", "qemu+tcp://10.0.0.2/system", 12)]
     assert (hosts[1].jump, hosts[1].ssh_key, str(hosts[1].pools_at)) == ("root@10.0.0.2:22", Path("/k"), "/srv")
     with pytest.raises(ConfigError, match="repeats host h2"):
-        configuration.with_host_added(added, configuration.HostSpec("h2", "qemu+tcp://10.0.0.3/system"), "f.toml",
+        config_edit.with_host_added(added, configuration.HostSpec("h2", "qemu+tcp://10.0.0.3/system"), "f.toml",
                                       current)
-    removed = configuration.with_host_removed(added, "h2", "f.toml")
+    removed = config_edit.with_host_removed(added, "h2", "f.toml")
     assert "h2" not in removed and "# the workshop zone" in removed
     with pytest.raises(ConfigError, match="f.toml has no host h9: `swarmlab host ls` lists the hosts"):
-        configuration.with_host_removed(removed, "h9", "f.toml")
+        config_edit.with_host_removed(removed, "h9", "f.toml")

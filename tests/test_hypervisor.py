@@ -1,5 +1,6 @@
 """libvirt adapter against libvirt's test:///default driver: clone XML, ownership checks."""
 
+import ipaddress
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -108,7 +109,7 @@ def test_foreign_domains_and_networks_are_never_touched(hv):
 
 
 def test_network_from_template_is_idempotent_and_owned(hv):
-    config = configuration.Config(network="swl-unit", cidr=configuration._cidr("10.79.0.0/24"))
+    config = configuration.Config(network="swl-unit", cidr=ipaddress.IPv4Network("10.79.0.0/24"))
     changes = hv.ensure_network("swl-unit", libvirt_xml.network_xml(config))
     assert changes == ["defined network swl-unit", "started network swl-unit"]
     assert hv.ensure_network("swl-unit", libvirt_xml.network_xml(config)) == []
