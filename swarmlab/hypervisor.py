@@ -8,10 +8,7 @@ destructive call here checks it first. Volumes belong to swarmlab's own pool.
 from __future__ import annotations
 
 import ipaddress
-import json
-import subprocess
 import threading
-import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +17,12 @@ import libvirt
 
 from .config import is_local_uri
 from .errors import NotFound, Refused, SwarmlabError
+from .guest_agent import GuestAgentMixin
+from .libvirt_errors import HypervisorError, libvirt_errors_as_ours, only_missing
 from .libvirt_events import start_event_loop
-from .libvirt_xml import dhcp_host_xml, dir_pool_xml, overlay_volume_xml, ownership
+from .libvirt_storage import StorageMixin
+from .libvirt_xml import dhcp_host_xml, ownership
 
-CLOCK_SYNCED = 0.3  # seconds a synced guest clock may be off (the health gate allows 1)
 
 STATE_NAMES = {  # as `virsh domstate` says them
     libvirt.VIR_DOMAIN_NOSTATE: "no state", libvirt.VIR_DOMAIN_RUNNING: "running",
@@ -34,10 +33,6 @@ STATE_NAMES = {  # as `virsh domstate` says them
 
 # libvirt prints every error to stderr by default; we report our own one-line errors.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-
-
-class HypervisorError(SwarmlabError):
-    pass
 
 
 @dataclass
@@ -60,72 +55,6 @@ class DomainState:
     @property
     def running(self) -> bool:
         return self.state in ("running", "idle", "paused")
-
-
-def image_info(path: str) -> tuple[str, int]:
-    """(format, virtual size in bytes) of a disk image, read by qemu-img (-U: it may be in use)."""
-    proc = subprocess.run(["qemu-img", "info", "--output=json", "-U", path], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise HypervisorError(f"cannot read disk image {path}: {proc.stderr.strip().splitlines()[-1:] or '?'}")
-    info = json.loads(proc.stdout)
-    return info["format"], int(info["virtual-size"])
-
-
-_MISSING = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_NETWORK, libvirt.VIR_ERR_NO_STORAGE_POOL,
-            libvirt.VIR_ERR_NO_STORAGE_VOL}
-
-
-def _only_missing(e: libvirt.libvirtError) -> None:
-    """A lookup's error that means "there is none" is an answer; any other (a host that went
-    away mid-call) is raised, never taken for a missing object."""
-    if e.get_error_code() not in _MISSING:
-        raise e
-
-
-def clock_offset(guest: float, before: float, after: float) -> float:
-    """How far at least a guest clock is off, read between `before` and `after` on the host:
-    under load the agent may answer seconds late, and that wait is not the guest's error."""
-    if guest < before:
-        return guest - before
-    if guest > after:
-        return guest - after
-    return 0.0
-
-
-def _refresh(pool, wait: float = 60) -> None:
-    """pool.refresh(), which libvirt refuses while a volume of the pool is being built (another
-    lab's clone made at the same moment): waits for that to end instead of failing."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            pool.refresh()
-            return
-        except libvirt.libvirtError as e:
-            if "asynchronous jobs running" not in str(e) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-def _libvirt_errors_as_ours(cls):
-    """Every public method turns a libvirt error that it does not handle itself into a
-    one-line HypervisorError, so no libvirt object or exception leaves this module."""
-    import functools
-
-    def wrap(method):
-        @functools.wraps(method)
-        def wrapper(*args, **kwargs):
-            try:
-                return method(*args, **kwargs)
-            except libvirt.libvirtError as e:
-                hv = args[0] if args and isinstance(args[0], Hypervisor) else None
-                where = f" at {hv.uri}" if hv is not None and hv.remote else ""  # which host of a class
-                raise HypervisorError(f"libvirt{where}: {e.get_error_message()}") from None
-        return wrapper
-
-    for name, value in list(vars(cls).items()):
-        if callable(value) and not name.startswith("_"):
-            setattr(cls, name, wrap(value))
-    return cls
 
 
 # One long-lived connection per remote host for the whole process, with keepalive, and
@@ -154,8 +83,8 @@ def _remote_conn(uri: str) -> libvirt.virConnect:
         return conn
 
 
-@_libvirt_errors_as_ours
-class Hypervisor:
+@libvirt_errors_as_ours
+class Hypervisor(StorageMixin, GuestAgentMixin):
     def __init__(self, uri: str):
         self.uri = uri
         self.remote = not is_local_uri(uri)
@@ -225,7 +154,7 @@ class Hypervisor:
         try:
             return self.conn.networkLookupByName(name)
         except libvirt.libvirtError as e:
-            _only_missing(e)
+            only_missing(e)
             return None
 
     def network_state(self, name: str) -> NetworkState:
@@ -323,145 +252,12 @@ class Hypervisor:
                                dhcp_host_xml(mac, ip))
         return True
 
-    # --- storage ----------------------------------------------------------------------------
-    def ensure_pool(self, name: str, path: Path) -> list[str]:
-        """A directory pool swarmlab owns (pools carry no metadata; the name and path say it)."""
-        changes = []
-        try:
-            pool = self.conn.storagePoolLookupByName(name)
-        except libvirt.libvirtError as e:
-            _only_missing(e)
-            if not self.remote:
-                path.mkdir(parents=True, exist_ok=True)
-            try:
-                pool = self.conn.storagePoolDefineXML(dir_pool_xml(name, path))
-                if self.remote:
-                    pool.build(0)  # libvirtd makes the directory on its own machine
-            except libvirt.libvirtError as e:
-                raise HypervisorError(f"defining storage pool {name} at {path} failed: {e.get_error_message()}; "
-                                      "another libvirt pool may use that directory (`virsh pool-list --all`)") from None
-            changes.append(f"defined storage pool {name} at {path}")
-        target = ET.fromstring(pool.XMLDesc()).findtext("target/path")
-        if Path(target) != path and not self.remote and not Path(target).exists():
-            # left by a run whose directory is gone (a killed test, a wiped state dir): it holds nothing
-            self.remove_pool(name)
-            changes.append(f"forgot storage pool {name}: its directory {target} is gone")
-            return changes + self.ensure_pool(name, path)
-        if Path(target) != path:
-            raise Refused(f"storage pool {name} points at {target}, not {path}: "
-                          f"remove it (`virsh pool-undefine {name}`) or change [host] cache_dir or state_dir")
-        if not pool.isActive():
-            pool.create()
-            changes.append(f"started storage pool {name}")
-        if not pool.autostart():
-            pool.setAutostart(True)
-        _refresh(pool)
-        return changes
-
-    def remove_pool(self, name: str) -> list[str]:
-        """Forgets the pool; its files (cached images, volumes) stay on disk."""
-        try:
-            pool = self.conn.storagePoolLookupByName(name)
-        except libvirt.libvirtError as e:
-            _only_missing(e)
-            return []
-        if pool.isActive():
-            pool.destroy()
-        pool.undefine()
-        return [f"undefined storage pool {name} (files kept)"]
-
-    def pool(self, name: str):
-        try:
-            pool = self.conn.storagePoolLookupByName(name)
-        except libvirt.libvirtError as e:
-            _only_missing(e)
-            raise NotFound(f"storage pool {name} not found: run `swarmlab template build`") from None
-        if not pool.isActive():
-            pool.create()
-        return pool
-
-    def refresh_pool(self, name: str) -> None:
-        """libvirt looks at the pool's directory again (files put there by hand)."""
-        _refresh(self.pool(name))
-
-    def pool_space(self, name: str) -> tuple[str, int]:
-        """(directory, free bytes) of a pool, as libvirt on its host reports them."""
-        pool = self.pool(name)
-        _refresh(pool)
-        return ET.fromstring(pool.XMLDesc()).findtext("target/path"), int(pool.info()[3])
-
-    def volume_path(self, pool: str, volume: str) -> str:
-        try:
-            return self.pool(pool).storageVolLookupByName(volume).path()
-        except libvirt.libvirtError as e:
-            _only_missing(e)
-            raise NotFound(f"volume {volume} not found in pool {pool}") from None
-
-    def backing_info(self, path: str) -> tuple[str, int]:
-        """(format, virtual size) of an image: from libvirt when it is a volume (also on a host
-        on another machine), else read by qemu-img here."""
-        try:
-            vol = self.conn.storageVolLookupByPath(path)
-        except libvirt.libvirtError as e:
-            _only_missing(e)
-            return image_info(path)
-        fmt = ET.fromstring(vol.XMLDesc(0)).find("target/format")
-        return (fmt.get("type") if fmt is not None else "raw"), int(vol.info()[1])
-
-    def upload_volume(self, pool: str, name: str, path: Path) -> str:
-        """Copies a local file into a new volume through libvirt's upload stream: the way in to
-        a host on another machine. A volume of that name is replaced (an interrupted upload
-        leaves one behind). Returns the volume's path on its host."""
-        p = self.pool(pool)
-        self.delete_volume(pool, name)
-        size = path.stat().st_size
-        volume = ET.Element("volume")
-        ET.SubElement(volume, "name").text = name
-        ET.SubElement(volume, "capacity", {"unit": "bytes"}).text = str(size)
-        ET.SubElement(ET.SubElement(volume, "target"), "format", {"type": "raw"})
-        vol = p.createXML(ET.tostring(volume, encoding="unicode"), 0)
-        stream = self.conn.newStream(0)
-        try:
-            vol.upload(stream, 0, size, 0)
-            with open(path, "rb") as f:
-                stream.sendAll(lambda _s, n, source: source.read(n), f)
-            stream.finish()
-        except BaseException:
-            try:
-                stream.abort()
-            except libvirt.libvirtError:
-                pass
-            raise
-        _refresh(p)  # libvirt probes the uploaded file's real format (qcow2)
-        return p.storageVolLookupByName(name).path()
-
-    def create_overlay(self, pool: str, name: str, backing_path: str) -> str:
-        """A qcow2 volume backed by backing_path (a linked clone), whatever the backing file's
-        format (qcow2, raw, ...). Returns its path."""
-        p = self.pool(pool)
-        backing_format, capacity = self.backing_info(backing_path)
-        try:
-            return p.createXML(overlay_volume_xml(name, backing_path, backing_format, capacity), 0).path()
-        except libvirt.libvirtError as e:
-            raise HypervisorError(f"creating volume {name} in pool {pool} failed: {e.get_error_message()}") from None
-
-    def delete_volume(self, pool: str, name: str) -> bool:
-        try:
-            vol = self.pool(pool).storageVolLookupByName(name)
-        except NotFound:
-            return False
-        except libvirt.libvirtError as e:
-            _only_missing(e)
-            return False
-        vol.delete(0)
-        return True
-
     # --- domains ----------------------------------------------------------------------------
     def _domain(self, name: str):
         try:
             return self.conn.lookupByName(name)
         except libvirt.libvirtError as e:
-            _only_missing(e)
+            only_missing(e)
             return None
 
     def domain_state(self, name: str) -> DomainState | None:
@@ -619,65 +415,6 @@ class Hypervisor:
             return False
         dom.snapshotLookupByName(snapshot).delete(0)
         return True
-
-    def sync_clock(self, name: str, tries: int = 3) -> None:
-        """The guest clock set to the host's through the guest agent (a reverted guest's clock
-        stands at snapshot time until then). The host's time, not the guest's hardware clock
-        (`hwclock -s`): that one has whole seconds, and under TCG the guest read it up to 1.2 s
-        behind. An agent that answers late sets a late time: measured, and added on the next try."""
-        dom = self._owned(name)
-        lag = 0.0
-        for _ in range(tries):
-            now = time.time() - lag
-            try:
-                dom.setTime({"seconds": int(now), "nseconds": int((now - int(now)) * 1e9)}, 0)
-            except libvirt.libvirtError as e:
-                raise HypervisorError(f"syncing the clock of {name} failed (guest agent): "
-                                      f"{e.get_error_message()}") from None
-            offset = self.guest_clock_offset(name)
-            if offset is None or abs(offset) <= CLOCK_SYNCED:
-                return
-            lag += offset
-
-    def guest_clock_offset(self, name: str) -> float | None:
-        """Guest clock minus host clock in seconds, read through the guest agent; None when the
-        agent does not answer."""
-        dom = self._domain(name)
-        try:
-            before = time.time()
-            t = dom.getTime()
-            after = time.time()
-        except libvirt.libvirtError:
-            return None
-        return clock_offset(t["seconds"] + t["nseconds"] / 1e9, before, after)
-
-    def read_guest_file(self, name: str, path: str, limit: int = 65536) -> str | None:
-        """A small text file read inside the guest through its agent, or None when the agent
-        does not answer or the file is not there (yet)."""
-        import base64
-        import libvirt_qemu
-        dom = self._owned(name)
-
-        def agent(command: str, **arguments):
-            reply = libvirt_qemu.qemuAgentCommand(dom, json.dumps({"execute": command, "arguments": arguments}), 5, 0)
-            return json.loads(reply)["return"]
-        try:
-            handle = agent("guest-file-open", path=path, mode="r")
-            try:
-                data = agent("guest-file-read", handle=handle, count=limit)
-            finally:
-                agent("guest-file-close", handle=handle)
-        except (libvirt.libvirtError, KeyError, ValueError):
-            return None
-        return base64.b64decode(data.get("buf-b64", "")).decode(errors="replace")
-
-    def volume_bytes(self, pool: str, volume: str) -> int:
-        """Space a volume takes on disk."""
-        try:
-            return self.pool(pool).storageVolLookupByName(volume).info()[2]
-        except libvirt.libvirtError as e:
-            _only_missing(e)
-            return 0
 
     def mac_of(self, name: str) -> str:
         mac = ET.fromstring(self.domain_xml(name)).find("devices/interface/mac")

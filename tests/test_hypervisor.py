@@ -240,7 +240,7 @@ def test_a_network_disk_is_refused_with_the_reason():
 def test_an_overlay_declares_the_backing_files_real_format(hv, tmp_path):
     """A raw template's overlay must say raw: qcow2 on a raw file breaks the clone."""
     import subprocess
-    from swarmlab.hypervisor import image_info
+    from swarmlab.libvirt_storage import image_info
     from swarmlab.libvirt_xml import overlay_volume_xml
     raw = tmp_path / "template.img"
     subprocess.run(["qemu-img", "create", "-f", "raw", str(raw), "64M"], check=True, capture_output=True)
@@ -288,7 +288,7 @@ def test_a_pools_free_space_is_what_libvirt_on_its_host_reports():
 def test_a_pool_busy_building_another_labs_volume_is_waited_for_not_an_error():
     import libvirt
 
-    from swarmlab.hypervisor import _refresh
+    from swarmlab.libvirt_storage import refresh
 
     class BusyPool:  # libvirt refuses a refresh while another volume of the pool is being built
         def __init__(self, busy: int):
@@ -301,14 +301,14 @@ def test_a_pool_busy_building_another_labs_volume_is_waited_for_not_an_error():
             self.refreshed += 1
 
     pool = BusyPool(busy=2)
-    _refresh(pool)
+    refresh(pool)
     assert pool.refreshed == 1 and pool.busy == 0
     with pytest.raises(libvirt.libvirtError, match="asynchronous"):
-        _refresh(BusyPool(busy=10**6), wait=0.5)  # a job that never ends is still reported
+        refresh(BusyPool(busy=10**6), wait=0.5)  # a job that never ends is still reported
 
 
 def test_a_slow_guest_agent_is_not_taken_for_a_guest_clock_that_is_off():
-    from swarmlab.hypervisor import clock_offset
+    from swarmlab.guest_agent import clock_offset
     assert clock_offset(1005.0, before=1000.0, after=1010.0) == 0.0  # the agent took 10 s: the clock may be right
     assert clock_offset(998.5, before=1000.0, after=1000.2) == -1.5  # behind even the earliest moment
     assert clock_offset(1002.0, before=1000.0, after=1000.2) == pytest.approx(1.8)
