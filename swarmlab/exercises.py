@@ -232,8 +232,8 @@ def start(config: Config, lab_name: str, exercise: Exercise, images: dict[str, s
     if unknown:
         raise ConfigError(f"exercise {exercise.id} has no image parameter {unknown[0]} (parameters: "
                           f"{', '.join(exercise.images) or 'none'})")
-    with Hypervisor(config.uri) as hv:
-        _check_requirements(exercise, require_lab(config, hv, lab_name), None)
+    with open_lab(config, lab_name) as session:
+        _check_requirements(exercise, session.lab, None)
     result = reset.reset(config, lab_name, progress=lambda m: progress(f"[reset] {m}"), finish=finish)
     if not result.ok:
         raise ExerciseError(f"reset of lab {lab_name} failed: {(result.problems or [result.error])[0]}: "

@@ -17,7 +17,7 @@ from fabric import Connection
 from . import lab as labs, lab_up, swarm
 from .config import Config
 from .errors import SwarmlabError
-from .lab import Lab, Node, NodeProgress, each_node, lab_config, lab_lock, require_lab, ssh_target
+from .lab import Lab, Node, NodeProgress, each_node, lab_config, lab_lock, ssh_target
 from .hoststate import registry_address
 from .node_prep import prepare_node
 from .hypervisor import Hypervisor
@@ -321,10 +321,9 @@ def bring_up(config: Config, count: int, lab_name: str, prefix: str, managers: i
 
 def status_with_swarm(config: Config, lab_name: str) -> dict:
     """`status`: the lab's rows, plus each node's swarm columns read from one manager."""
-    config = lab_config(config, lab_name)
     data = labs.status(config, lab_name)
-    with Hypervisor(config.uri) as hv:
-        found = require_lab(config, hv, lab_name)
+    with open_lab(config, lab_name) as session:
+        config, found = session.config, session.lab
     running = [found.node(r["node"]) for r in data["nodes"] if r["ssh"]]
     view, error = swarm_view(config, found, running)
     for row in data["nodes"]:

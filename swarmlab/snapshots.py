@@ -5,7 +5,6 @@ beside it in the lab's journal: what `reset` returns to."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -18,9 +17,9 @@ from . import baseline as bl
 from .config import Config
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
-from .lab import Lab, each_node, lab_config, lab_dir, lab_lock, require_lab
+from .lab import Lab, each_node, lab_dir
 from .remote import EngineAPI
-from .session import close, connect_nodes
+from .session import close, connect_nodes, open_lab
 
 DEFAULT_SNAPSHOT = "formed"
 Progress = Callable[[str], None]
@@ -91,51 +90,49 @@ def resume_paused(hv: Hypervisor, lab: Lab) -> list[str]:
 
 def save_snapshot(config: Config, lab_name: str, name: str = DEFAULT_SNAPSHOT, force: bool = False,
                   progress: Progress = lambda _m: None, locked: bool = False) -> SnapshotRecord:
-    config = lab_config(config, lab_name)
     if not name or not name.replace("-", "").replace("_", "").isalnum():
         raise SnapshotError(f"snapshot name {name!r} is not a simple name: use letters, digits, '-' and '_'")
-    with Hypervisor(config.uri) as hv:
-        with contextlib.nullcontext() if locked else lab_lock(config, lab_name):
-            lab = require_lab(config, hv, lab_name)
-            resumed = resume_paused(hv, lab)
-            if resumed:
-                progress(f"resumed {', '.join(resumed)} (left paused by an interrupted run)")
-            stopped = [n.name for n in lab.nodes if not ((s := hv.domain_state(n.domain)) and s.running)]
-            if stopped and not force:
-                raise Refused(f"{', '.join(stopped)} of lab {lab_name} not running: a snapshot now would not be "
-                              f"consistent; `swarmlab chaos start --all --lab {lab_name}` first, or --force")
-            conns, _ = connect_nodes(config, lab, "answering")
-            try:
-                state = read_state(conns)
-            finally:
-                close(conns)
-            if state is not None and not force:
-                down = [n.hostname for n in state.nodes.values() if n.status != "ready"]
-                if down:
-                    raise Refused(f"{', '.join(down)} not Ready in the swarm of lab {lab_name}: a snapshot now "
-                                  "would keep a broken swarm as its baseline; wait, or --force")
-            before = {n.name: hv.volume_bytes(config.node_pool, n.volume) for n in lab.nodes}
-            started = time.monotonic()
+    with open_lab(config, lab_name, lock=not locked) as session:
+        config, hv, lab = session.config, session.hv, session.lab
+        resumed = resume_paused(hv, lab)
+        if resumed:
+            progress(f"resumed {', '.join(resumed)} (left paused by an interrupted run)")
+        stopped = [n.name for n in lab.nodes if not ((s := hv.domain_state(n.domain)) and s.running)]
+        if stopped and not force:
+            raise Refused(f"{', '.join(stopped)} of lab {lab_name} not running: a snapshot now would not be "
+                          f"consistent; `swarmlab chaos start --all --lab {lab_name}` first, or --force")
+        conns, _ = connect_nodes(config, lab, "answering")
+        try:
+            state = read_state(conns)
+        finally:
+            close(conns)
+        if state is not None and not force:
+            down = [n.hostname for n in state.nodes.values() if n.status != "ready"]
+            if down:
+                raise Refused(f"{', '.join(down)} not Ready in the swarm of lab {lab_name}: a snapshot now "
+                              "would keep a broken swarm as its baseline; wait, or --force")
+        before = {n.name: hv.volume_bytes(config.node_pool, n.volume) for n in lab.nodes}
+        started = time.monotonic()
+        for node in lab.nodes:
+            if name in hv.snapshot_names(node.domain):
+                hv.delete_snapshot(node.domain, name)  # saving again replaces it
+        progress(f"pausing {len(lab.nodes)} nodes, snapshotting each, resuming all")
+        running = [n for n in lab.nodes if hv.domain_state(n.domain).running]
+        try:
+            for node in running:
+                hv.suspend(node.domain)
             for node in lab.nodes:
-                if name in hv.snapshot_names(node.domain):
-                    hv.delete_snapshot(node.domain, name)  # saving again replaces it
-            progress(f"pausing {len(lab.nodes)} nodes, snapshotting each, resuming all")
-            running = [n for n in lab.nodes if hv.domain_state(n.domain).running]
-            try:
-                for node in running:
-                    hv.suspend(node.domain)
-                for node in lab.nodes:
-                    hv.create_snapshot(node.domain, name, f"swarmlab lab {lab_name}")
-            finally:
-                for node in running:  # also on Ctrl-C: never leave a node paused
-                    hv.resume(node.domain)
-            sync_clocks(hv, Lab(lab.name, running))  # a paused guest's clock stood still meanwhile
-            seconds = round(time.monotonic() - started, 2)
-            grown = sum(max(0, hv.volume_bytes(config.node_pool, n.volume) - before[n.name]) for n in lab.nodes)
-            record = SnapshotRecord(name, time.time(), [n.name for n in lab.nodes],
-                                    state.as_dict() if state else None, seconds, grown)
-            _save_record(config, lab_name, record)
-            return record
+                hv.create_snapshot(node.domain, name, f"swarmlab lab {lab_name}")
+        finally:
+            for node in running:  # also on Ctrl-C: never leave a node paused
+                hv.resume(node.domain)
+        sync_clocks(hv, Lab(lab.name, running))  # a paused guest's clock stood still meanwhile
+        seconds = round(time.monotonic() - started, 2)
+        grown = sum(max(0, hv.volume_bytes(config.node_pool, n.volume) - before[n.name]) for n in lab.nodes)
+        record = SnapshotRecord(name, time.time(), [n.name for n in lab.nodes],
+                                state.as_dict() if state else None, seconds, grown)
+        _save_record(config, lab_name, record)
+        return record
 
 
 def keep_formed(config: Config, lab_name: str, changed: bool,
@@ -148,10 +145,9 @@ def keep_formed(config: Config, lab_name: str, changed: bool,
 
 
 def remove_snapshot(config: Config, lab_name: str, name: str) -> list[str]:
-    config = lab_config(config, lab_name)
-    with Hypervisor(config.uri) as hv, lab_lock(config, lab_name):
-        lab = require_lab(config, hv, lab_name)
-        removed = [n.name for n in lab.nodes if hv.delete_snapshot(n.domain, name)]
+    with open_lab(config, lab_name, lock=True) as session:
+        config, lab = session.config, session.lab
+        removed = [n.name for n in lab.nodes if session.hv.delete_snapshot(n.domain, name)]
         path = _snapshot_dir(config, lab_name) / f"{name}.json"
         if not removed and not path.exists():
             raise NotFound(f"lab {lab_name} has no snapshot {name} "
