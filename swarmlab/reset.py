@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 from fabric import Connection
 
-from . import baseline as bl, formation, lab as labs, swarm
+from . import baseline as bl, formation, lab as labs, reset_costs, swarm
 from .config import Config
 from .errors import NotFound, Refused, SwarmlabError
 from .hypervisor import Hypervisor
@@ -160,6 +160,7 @@ class ResetResult:
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None
+    estimates: dict | None = None  # what the state level and a revert were expected to cost, when weighed
 
     @property
     def ok(self) -> bool:
@@ -169,8 +170,9 @@ class ResetResult:
 def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str | None = None,
           timeout: float = 120, progress: Progress = lambda _m: None,
           finish: Sequence[formation.Finish] = ()) -> ResetResult:
-    """The lab back at snapshot `to` by the cheapest level that works; `finish` is what the
-    caller adds to a lab the rebuild level makes anew (formation.make_lab)."""
+    """The lab back at snapshot `to` by the cheapest level that works, weighed by what each
+    level cost on this lab before (reset_costs). `finish` is what the caller adds to a lab the
+    rebuild level makes anew (formation.make_lab)."""
     config = lab_config(config, lab_name)
     started = time.monotonic()
     result = ResetResult(lab_name)
@@ -205,8 +207,11 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
             conns, _ = connect_nodes(config, lab, "answering") if read else ({}, {})
             try:
                 now = read_state(conns) if read else None
+                costs = reset_costs.load(lab_dir(config, lab_name))
+                tasks = reset_costs.tasks_to_start(baseline, bl.diff(baseline, now)) if now is not None else 0
                 if level is None:
                     level, why = bl.choose(record is not None, baseline, now, resumed, stopped)
+                    level, why, result.estimates = reset_costs.weigh(level, why, tasks, costs)
                     result.reasons.append(why)
                 else:
                     result.reasons.append(f"--level {level}")
@@ -214,6 +219,7 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
                 for current in order:
                     result.levels.append(current)
                     progress(f"level {current}: {result.reasons[-1]}")
+                    level_started = time.monotonic()
                     if current == "rebuild":
                         break  # outside the lab lock: it is `down` and `up`, which take it themselves
                     live = None
@@ -227,7 +233,9 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
                         result.problems = [str(e)]
                     else:
                         result.problems = wait_healthy(config, hv, lab, baseline, timeout, progress, live)
-                    if not result.problems:
+                    if not result.problems:  # what this level cost here, for the next choice
+                        reset_costs.save(lab_dir(config, lab_name), reset_costs.learn(
+                            costs, current, time.monotonic() - level_started, tasks if current == "state" else 0))
                         break
                     if current != order[-1]:
                         result.reasons.append(f"{current} left: {result.problems[0]}")

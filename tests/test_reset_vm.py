@@ -88,6 +88,16 @@ def test_state_reset_brings_back_exactly_the_baseline(exercise):
     labels = {n: docker_json(path, "swr1", "node", "inspect", n)[0]["Spec"]["Labels"] for n in ("swr1", "swr2", "swr3")}
     assert labels == {"swr1": {"placepoint": "gdc"}, "swr2": {"env": "dev"}, "swr3": {}}
 
+    # this lab's costs are measured now (the fixture's revert, this state level): the same loss
+    # of `keep` again is weighed, and the level run is the cheaper by those figures
+    assert d("service", "rm", "keep").returncode == 0
+    again = sw(path, "reset", "--lab", "t1", "--to", "exercise", "--json")
+    data = json.loads(again.stdout)
+    costs = data["estimates"]
+    assert costs and costs["tasks"] == 2 and costs["snapshot_s"] > 0, again.stdout + again.stderr
+    assert data["ok"] and data["levels"][0] == ("snapshot" if costs["state_s"] > costs["snapshot_s"] else "state")
+    wait_running(path, "keep", 2)
+
 
 def test_after_kill_leader_reset_picks_the_snapshot(exercise):
     path, config = exercise
