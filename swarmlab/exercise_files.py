@@ -12,7 +12,6 @@ from functools import cache
 from pathlib import Path
 
 import jinja2
-import jsonschema
 import yaml
 
 from .config import ConfigError
@@ -77,8 +76,9 @@ def _line_of(node: yaml.Node, path: list) -> int:
     return node.start_mark.line + 1
 
 
-def _best_error(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+def _best_error(error):
     """For oneOf/anyOf failures, the deepest sub-error says more than 'is not valid under any'."""
+    import jsonschema
     return jsonschema.exceptions.best_match([error]) if error.context else error
 
 
@@ -97,6 +97,7 @@ def load(path: Path) -> Exercise:
         raise ExerciseFileError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
     if not isinstance(data, dict):
         raise ExerciseFileError(f"{path}:1: an exercise file is a mapping (id:, title:, checks:, ...)")
+    import jsonschema  # here, not at the top: every CLI call would pay ~0.1 s for it
     errors = sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         error = _best_error(errors[0])
