@@ -58,8 +58,8 @@ def two_hosts(lab3):
         with Hypervisor(config.uri) as hv:
             used, _ = hv.node_usage()
         text = path.read_text().replace("[host]\n", f'[host]\nservices_address = "{second.controller_ip}"\n')
-        text += (f'\n[[hosts]]\nname = "local"\nuri = "{config.uri}"\nnodes = {used + 3}\n'
-                 f'\n[[hosts]]\nname = "h2"\nuri = "{second.uri}"\nnodes = 3\nssh = "{second.ssh}"\n'
+        text += (f'\n[[hosts]]\nname = "local"\nuri = "{config.uri}"\nnodes = {used + 2}\n'
+                 f'\n[[hosts]]\nname = "h2"\nuri = "{second.uri}"\nnodes = 2\nssh = "{second.ssh}"\n'
                  f'ssh_key = "{config.ssh_key_path}"\npool_dir = "{H2_POOLS}"\n')
         class_path.write_text(text)
         class_path.chmod(0o600)
@@ -83,7 +83,7 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         # the second host stops in the middle of `class up`: Bo's lab fails, Ann's is made
         stop = threading.Thread(target=stop_when_bo_boots, args=(config, second))
         stop.start()
-        made = swarmlab("class", "up", "--roster", str(roster), "--nodes", "3", "--json", config=path, timeout=1500)
+        made = swarmlab("class", "up", "--roster", str(roster), "--nodes", "2", "--json", config=path, timeout=1500)
         stop.join()
         assert made.returncode == 1, made.stdout + made.stderr
         results = {r["lab"]: r for r in json.loads(made.stdout)}
@@ -91,7 +91,7 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         assert not results["bo"]["ok"] and second.uri in results["bo"]["error"], results["bo"]
         # once the host is back, a rerun converges
         second.start_libvirtd()
-        made = swarmlab("class", "up", "--roster", str(roster), "--nodes", "3", "--json", config=path, timeout=1500)
+        made = swarmlab("class", "up", "--roster", str(roster), "--nodes", "2", "--json", config=path, timeout=1500)
         assert made.returncode == 0, made.stdout + made.stderr
         results = {r["lab"]: r for r in json.loads(made.stdout)}
         assert {lab: (r["ok"], r["host"]) for lab, r in results.items()} == {"ann-lee": (True, "local"),
@@ -108,7 +108,7 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
                 assert all(ip.startswith(net.gateway.rsplit(".", 1)[0] + ".") for ip in ips[lab].values())
                 nodes_there = sorted(d.name for d in hv.owned_domains() if d.owner.get("role") == "node")
                 assert [n for n in nodes_there if n.startswith(("ann-lee-", "bo-"))] == \
-                    [f"{lab}-swr{i}" for i in (1, 2, 3)]
+                    [f"{lab}-swr{i}" for i in (1, 2)]
         assert ips["ann-lee"]["swr1"].rsplit(".", 1)[0] != ips["bo"]["swr1"].rsplit(".", 1)[0]
         with Hypervisor(second.uri) as hv:  # the template and Bo's nodes where [[hosts]] pool_dir says
             assert hv.volume_path(config.node_pool, "bo-swr1.qcow2") == f"{H2_POOLS}/nodes/bo-swr1.qcow2"
@@ -129,13 +129,13 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         # the other lab's nodes do not answer: not across hosts, nor t1's on Ann's own host
         for port in (22, 2377, 7946):
             assert not connects(path, "ann-lee", "swr1", ips["bo"]["swr1"], port), f"bo's swr1:{port} is reachable"
-        assert not connects(path, "bo", "swr3", ips["ann-lee"]["swr2"], 2377)
+        assert not connects(path, "bo", "swr2", ips["ann-lee"]["swr2"], 2377)
         t1 = {n["node"]: n["ip"] for n in lab3[2]["nodes"]}
         assert not connects(path, "ann-lee", "swr2", t1["swr1"], 22), "t1's swr1 is reachable from Ann's lab"
         for lab in ("ann-lee", "bo"):
             nodes = swarmlab("docker", "swr1", "--lab", lab, "--", "node", "ls", "--format", "{{.Hostname}}",
                              config=path)
-            assert sorted(nodes.stdout.split()) == ["swr1", "swr2", "swr3"], nodes.stderr
+            assert sorted(nodes.stdout.split()) == ["swr1", "swr2"], nodes.stderr
         assert_nodes_reach_no_management_port(path, config, second, ips)
         assert_the_mirror_takes_no_push(path, config)
 
@@ -164,7 +164,7 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         assert status.returncode == 0, status.stdout + status.stderr
         rows = {r["lab"]: r for r in json.loads(status.stdout)}
         assert {lab: (r["student"], r["host"], r["ready"], r["nodes"], r["swarm"]) for lab, r in rows.items()} == \
-            {"ann-lee": ("Ann Lee", "local", 3, 3, "healthy"), "bo": ("Bo", "h2", 3, 3, "healthy")}
+            {"ann-lee": ("Ann Lee", "local", 2, 2, "healthy"), "bo": ("Bo", "h2", 2, 2, "healthy")}
 
         # grading: the exercise for everyone, only Ann solves it
         started = swarmlab("class", "start", "services", "--json", config=path, timeout=900)
@@ -336,7 +336,7 @@ def assert_student_ssh(ann, bo, ips, config, second) -> None:
     # their own nodes, as `student`, with docker
     out = student_ssh(ann, "swr1", "id -un; docker node ls --format '{{.Hostname}}'")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["student", "swr1", "swr2", "swr3"], out.stdout
+    assert out.stdout.split() == ["student", "swr1", "swr2"], out.stdout
     out = student_ssh(bo, "swr2", "docker info --format '{{.Swarm.LocalNodeState}}'")  # on the second host
     assert out.returncode == 0 and out.stdout.strip() == "active", out.stdout + out.stderr
     # nowhere else: another lab's node, a shell on the gateway, root on their nodes,
@@ -407,7 +407,7 @@ def browse_portal(browser, pages: dict, ips: dict, config) -> None:
     wait_for(browser, "#term-swr1 .xterm-rows", "student@swr1")
     type_in_terminal(browser, "swr1", "docker node ls\n")
     rows = wait_for(browser, "#term-swr1 .xterm-rows", "Leader")
-    assert all(f"swr{i}" in rows for i in (1, 2, 3)), rows
+    assert all(f"swr{i}" in rows for i in (1, 2)), rows
     browser.find_element(By.ID, "check").click()
     wait_for(browser, "#verdicts", "✓ all checks pass")
     browser.find_element(By.ID, "hint").click()
