@@ -153,7 +153,9 @@ def lab3(vm_host):
                     "--json", config=path)
     assert proc.returncode == 0, proc.stderr
     assert "SWMTKN" not in proc.stdout + proc.stderr  # join tokens are never printed
-    return path, config, json.loads(proc.stdout)
+    result = json.loads(proc.stdout)
+    figure(f"up 3 of the shared lab t1: {result['seconds']:.0f} s (snapshot {result['snapshot']['seconds']:.1f} s)")
+    return path, config, result
 
 
 def docker_json(path, node: str, *args: str, lab: str = "t1") -> list[dict]:
@@ -166,6 +168,12 @@ def docker_json(path, node: str, *args: str, lab: str = "t1") -> list[dict]:
 
 _module_seconds: dict[str, float] = {}
 _test_seconds: dict[str, float] = {}
+FIGURES: list[str] = []  # what VM tests measured on the way, printed in the summary
+
+
+def figure(line: str) -> None:
+    """A figure a VM test measured (a command's seconds, say), for the summary at the end."""
+    FIGURES.append(line)
 
 
 def pytest_runtest_logreport(report):
@@ -185,3 +193,7 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("the ten slowest VM tests (with their share of module fixtures)")
         for nodeid, seconds in sorted(_test_seconds.items(), key=lambda item: -item[1])[:10]:
             terminalreporter.write_line(f"{seconds:8.1f} s  {nodeid}")
+    if FIGURES:
+        terminalreporter.section("figures measured on the way")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

@@ -18,7 +18,7 @@ from swarmlab import config as configuration, hoststate
 from swarmlab.dns import PowerDNS
 from swarmlab.hypervisor import Hypervisor
 from tests import laptop
-from tests.conftest import TEST_CACHE, swarmlab
+from tests.conftest import TEST_CACHE, figure, swarmlab
 from tests.second_host import SecondHost
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]
@@ -96,7 +96,7 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         results = {r["lab"]: r for r in json.loads(made.stdout)}
         assert {lab: (r["ok"], r["host"]) for lab, r in results.items()} == {"ann-lee": (True, "local"),
                                                                             "bo": (True, "h2")}
-        print(f"\nclass up rerun after the second host came back: {results['bo']['seconds']:.0f} s; "
+        figure(f"class up rerun after the second host came back: {results['bo']['seconds']:.0f} s; "
               f"qemu RSS per node (MiB): {sorted(qemu_rss_mib())}")
         ips = {lab: {n["node"]: n["ip"] for n in r["detail"]["nodes"]} for lab, r in results.items()}
 
@@ -170,7 +170,7 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         started = swarmlab("class", "start", "services", "--json", config=path, timeout=900)
         assert started.returncode == 0, started.stdout + started.stderr
         assert all(r["detail"]["exercise"] == "services" for r in json.loads(started.stdout))
-        print(f"\nclass start: {[(r['lab'], r['detail']['reset']) for r in json.loads(started.stdout)]}\n"
+        figure(f"class start: {[(r['lab'], r['detail']['reset']) for r in json.loads(started.stdout)]}\n"
               + "".join(line for line in started.stderr.splitlines(True) if "health" in line or "level" in line))
         solved = swarmlab("exercise", "solve", "services", "--lab", "ann-lee", config=path, timeout=600)
         assert solved.returncode == 0, solved.stderr
@@ -435,7 +435,7 @@ def browse_portal(browser, pages: dict, ips: dict, config) -> None:
     assert "Ann Lee" in table and "services" in table, table
     wait_for(browser, "#summary", "2/2 swarms healthy")
     browser.save_screenshot(str(SCREENSHOTS / "instructor.png"))
-    print(f"\nportal screenshots: {SCREENSHOTS}/student.png, {SCREENSHOTS}/instructor.png")
+    figure(f"portal screenshots: {SCREENSHOTS}/student.png, {SCREENSHOTS}/instructor.png")
 
 
 def reset_from_the_instructor_page(browser, lab: str) -> None:

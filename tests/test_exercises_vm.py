@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import swarmlab
+from tests.conftest import figure, swarmlab
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]
 
@@ -54,7 +54,7 @@ def test_every_exercise_tests_itself(lab, tmp_path):
     proc = swarmlab("exercise", "test", "--all", "--lab", "t1", "--json", config=lab, timeout=2300)
     results = json.loads(proc.stdout or "[]")
     failed = [(r["exercise"], r["error"]) for r in results if not r["ok"]]
-    print(f"\nexercise test --all: {time.monotonic() - started:.0f} s; "
+    figure(f"exercise test --all: {time.monotonic() - started:.0f} s; "
           + ", ".join(f"{r['exercise']} {r['seconds']:.0f} s" for r in results))
     assert proc.returncode == 0 and not failed, failed or proc.stderr[-2000:]
     assert len(results) == 9
