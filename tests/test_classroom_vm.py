@@ -129,7 +129,7 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         # the other lab's nodes do not answer: not across hosts, nor t1's on Ann's own host
         for port in (22, 2377, 7946):
             assert not connects(path, "ann-lee", "swr1", ips["bo"]["swr1"], port), f"bo's swr1:{port} is reachable"
-        assert not connects(path, "bo", "swr2", ips["ann-lee"]["swr2"], 2377)
+        assert not connects(path, "bo", "swr2", ips["ann-lee"]["swr1"], 2377)  # Ann's manager
         t1 = {n["node"]: n["ip"] for n in lab3[2]["nodes"]}
         assert not connects(path, "ann-lee", "swr2", t1["swr1"], 22), "t1's swr1 is reachable from Ann's lab"
         for lab in ("ann-lee", "bo"):
@@ -258,11 +258,11 @@ def assert_nodes_reach_no_management_port(path, config, second, ips) -> None:
                                                   (ips["ann-lee"]["swr2"], 22)])
         bo = reachable(path, "bo", "swr1", [(second.address, 22), (second.address, 16509),
                                             (second.controller_ip, 16509), (second.controller_ip, 5000),
-                                            (ips["bo"]["swr2"], 2377)])
+                                            (ips["bo"]["swr2"], 7946)])  # swr2 is a worker: gossip, no 2377
     finally:
         standin.close()
     assert [t for t, opened in ann.items() if opened] == [(str(config.gateway), 5000), (ips["ann-lee"]["swr2"], 22)], ann
-    assert [t for t, opened in bo.items() if opened] == [(second.controller_ip, 5000), (ips["bo"]["swr2"], 2377)], bo
+    assert [t for t, opened in bo.items() if opened] == [(second.controller_ip, 5000), (ips["bo"]["swr2"], 7946)], bo
 
 
 def assert_the_mirror_takes_no_push(path, config) -> None:
