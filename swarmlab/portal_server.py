@@ -57,7 +57,8 @@ def serve(config: Config, web_sock: socket.socket, ssh_sock: socket.socket, tls:
         gateway = await access.start_gateway(config, pages.class_labs, limits, sock=ssh_sock)
         runner = web.AppRunner(pages.app(), access_log=None)
         await runner.setup()
-        await web.SockSite(runner, web_sock, ssl_context=tls).start()
+        # A stop ends open terminals at once: aiohttp would wait up to 60 s for their handlers.
+        await web.SockSite(runner, web_sock, ssl_context=tls, shutdown_timeout=3).start()
         loop = asyncio.get_running_loop()
         loop.create_task(pages.watch_class())
         loop.add_signal_handler(signal.SIGTERM, gateway.close)  # a clean stop: the endpoint record goes

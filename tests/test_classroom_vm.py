@@ -213,7 +213,7 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
                 assert fetch(pages["ann-lee"]) == (403, "403 forbidden\n")
             finally:
                 portal.terminate()
-                portal.wait(10)
+                portal.wait(30)  # open terminals get 3 s to end
     assert gone.returncode == 0, gone.stdout + gone.stderr
     listed = [lab["lab"] for lab in json.loads(swarmlab("ls", "--json", config=path).stdout)]
     assert "ann-lee" not in listed and "bo" not in listed
