@@ -206,8 +206,16 @@ def _gateway_classes():
     import asyncssh
 
     class Gateway(asyncssh.SSHServer):
-        def __init__(self, config: Config, labs: callable, limits: StudentLimits):
+        def __init__(self, config: Config, labs: callable, limits: StudentLimits, live: set):
             self.config, self.labs, self.limits, self.lab = config, labs, limits, None
+            self.live, self.conn = live, None
+
+        def connection_made(self, conn):
+            self.conn = conn
+            self.live.add(conn)
+
+        def connection_lost(self, exc):
+            self.live.discard(self.conn)
 
         def begin_auth(self, username):
             return True
@@ -329,10 +337,22 @@ async def start_gateway(config: Config, labs: callable, limits: StudentLimits, h
     import asyncssh
     Gateway = _gateway_classes()
     where = {"sock": sock} if sock is not None else {"host": host, "port": port}
-    return await asyncssh.create_server(lambda: Gateway(config, labs, limits), **where,
-                                        server_host_keys=[str(gateway_host_key(config))],
-                                        agent_forwarding=False, x11_forwarding=False, allow_scp=False,
-                                        login_timeout=30, keepalive_interval=30, window=GATEWAY_WINDOW)
+    live: set = set()
+    server = await asyncssh.create_server(lambda: Gateway(config, labs, limits, live), **where,
+                                          server_host_keys=[str(gateway_host_key(config))],
+                                          agent_forwarding=False, x11_forwarding=False, allow_scp=False,
+                                          login_timeout=30, keepalive_interval=30, window=GATEWAY_WINDOW)
+    server.connections = live  # what stop_gateway ends
+    return server
+
+
+def stop_gateway(server) -> None:
+    """Stops listening and ends every open connection. Python 3.11's wait_closed waits for the
+    last connection, so one laptop that connected and said nothing would hold a stop up to the
+    login timeout."""
+    server.close()
+    for conn in list(server.connections):
+        conn.close()
 
 
 def ssh_config_text(lab: Lab, gateway_address: str, gateway_port: int) -> str:

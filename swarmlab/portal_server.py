@@ -55,13 +55,13 @@ def serve(config: Config, web_sock: socket.socket, ssh_sock: socket.socket, tls:
 
     async def run() -> None:
         gateway = await access.start_gateway(config, pages.class_labs, limits, sock=ssh_sock)
-        runner = web.AppRunner(pages.app(), access_log=None)
-        await runner.setup()
         # A stop ends open terminals at once: aiohttp would wait up to 60 s for their handlers.
-        await web.SockSite(runner, web_sock, ssl_context=tls, shutdown_timeout=3).start()
+        runner = web.AppRunner(pages.app(), access_log=None, shutdown_timeout=3)
+        await runner.setup()
+        await web.SockSite(runner, web_sock, ssl_context=tls).start()
         loop = asyncio.get_running_loop()
         loop.create_task(pages.watch_class())
-        loop.add_signal_handler(signal.SIGTERM, gateway.close)  # a clean stop: the endpoint record goes
+        loop.add_signal_handler(signal.SIGTERM, access.stop_gateway, gateway)  # a clean stop: the endpoint record goes
         portal_endpoint.record(config, endpoint)
         progress(f"SSH gateway on {endpoint.listen}:{endpoint.ssh_port}, portal on {endpoint.listen}:"
                  f"{endpoint.https_port}, for {len(pages.class_labs())} students at {endpoint.url} "

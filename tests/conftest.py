@@ -99,14 +99,39 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)
 
 
+EARLIER_RUNS = "swarmlab-test-*"  # in /var/tmp: every test lab host's directory
+
+
 @pytest.fixture(scope="session")
-def vm_state_dir():
-    """State for real-VM tests: node volumes live here, so qemu's user must reach it
-    (pytest's own tmp dirs are 0700)."""
+def earlier_runs_cleared():
+    """A killed run (Ctrl-C, a CI time limit) leaves its labs, pools and daemons behind; its
+    own config says which. swarmlab removes them, as a user would, then the directory goes."""
+    import json
     import shutil
+    leftovers = sorted(Path("/var/tmp").glob(f"{EARLIER_RUNS}/swarmlab.toml"), key=lambda p: p.stat().st_mtime,
+                       reverse=True)
+    for path in leftovers:
+        print(f"removing what an earlier run left in {path.parent}")
+        if swarmlab("host", "up", "--isolated", config=path).returncode == 0:
+            for lab in json.loads(swarmlab("ls", "--json", config=path).stdout or "[]"):
+                swarmlab("down", "--lab", lab["lab"], "--yes", config=path)
+            swarmlab("host", "down", config=path)
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def lab_host_dir() -> Path:
+    """A directory for a test lab host: node volumes live here, so qemu's user must reach it
+    (pytest's own tmp dirs are 0700), and the next run finds it if this one is killed."""
     import tempfile
-    path = Path(tempfile.mkdtemp(prefix="swarmlab-test-", dir="/var/tmp"))
+    path = Path(tempfile.mkdtemp(prefix=EARLIER_RUNS.rstrip("*"), dir="/var/tmp"))
     path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def vm_state_dir(earlier_runs_cleared):
+    import shutil
+    path = lab_host_dir()
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

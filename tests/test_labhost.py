@@ -2,12 +2,13 @@
 dnsmasq, PowerDNS. Each step is checked the way a user would look at it."""
 
 import json
+import shutil
 import subprocess
 
 import pytest
 
 from swarmlab import config as configuration, daemons, netns
-from tests.conftest import swarmlab, write_config
+from tests.conftest import lab_host_dir, swarmlab, write_config
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
 
@@ -17,8 +18,8 @@ def netns_run(namespace: str, *cmd: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("host")
+def host(earlier_runs_cleared):
+    tmp = lab_host_dir()
     path = write_config(tmp / "swarmlab.toml", tmp / "state")
     try:
         proc = swarmlab("host", "up", "--isolated", "--json", config=path)
@@ -26,6 +27,7 @@ def host(tmp_path_factory):
         yield path, json.loads(proc.stdout)
     finally:
         swarmlab("host", "down", config=path)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_host_up_builds_everything_inside_the_namespace(host):

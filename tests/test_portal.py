@@ -133,6 +133,7 @@ def test_the_portal_command_records_where_it_listens_and_can_replace_the_instruc
     while it runs and away when it stops (SIGTERM); --new-instructor-token replaces the token."""
     import json
     import signal
+    import socket
     import subprocess
     import sys
     import time
@@ -161,7 +162,16 @@ def test_the_portal_command_records_where_it_listens_and_can_replace_the_instruc
                                cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert again.returncode == 4 and f"cannot listen on 127.0.0.1:{https}" in again.stderr, again.stderr
         assert "Traceback" not in again.stderr
+        # a laptop that connected to the gateway and said nothing, and an idle page connection
+        silent = socket.create_connection(("127.0.0.1", ssh), timeout=5)
+        idle = socket.create_connection(("127.0.0.1", https), timeout=5)
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(20)
+        try:
+            proc.wait(10)  # the gateway's login timeout is 30 s: the stop does not wait for it
+        finally:
+            proc.kill()
     assert not (config.state_dir / "portal" / "endpoint.json").exists()
+    assert silent.recv(4096).startswith(b"SSH-2.0-") and silent.recv(4096) == b"", "the gateway left it open"
+    silent.close()
+    idle.close()
