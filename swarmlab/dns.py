@@ -40,11 +40,12 @@ class ARecord:
 
 
 class PowerDNS:
-    def __init__(self, api_url: str, api_key: str, server_id: str = "localhost", timeout: float = 10):
+    def __init__(self, api_url: str, api_key: str, server_id: str = "localhost", timeout: float = 10,
+                 session: requests.Session | None = None):
         self.base = f"{api_url.rstrip('/')}/api/v1/servers/{server_id}"
         self.api_url = api_url
         self.timeout = timeout
-        self._session = requests.Session()
+        self._session = session or requests.Session()  # a test's own session sees every request
         self._session.headers["X-API-Key"] = api_key
 
     @classmethod

@@ -85,10 +85,12 @@ def _remote_conn(uri: str) -> libvirt.virConnect:
 
 @libvirt_errors_as_ours
 class Hypervisor(StorageMixin, GuestAgentMixin):
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, conn: libvirt.virConnect | None = None):
+        """`conn`: an open connection to use, as the test:/// driver needs (its state lives
+        per connection)."""
         self.uri = uri
         self.remote = not is_local_uri(uri)
-        self._conn: libvirt.virConnect | None = None
+        self._conn = conn
 
     @property
     def conn(self) -> libvirt.virConnect:

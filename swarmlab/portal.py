@@ -56,6 +56,9 @@ def task_html(text: str) -> markupsafe.Markup:
     """An exercise's Markdown as HTML. The text comes from labs/<id>/README.md, the
     instructor's own files, with lab names and image names rendered in: no student input."""
     import markdown
+    first, _, rest = text.lstrip().partition("\n")
+    if first.startswith("# "):
+        text = rest  # the README's title: the page shows the exercise's title as its heading
     return markupsafe.Markup(markdown.markdown(text, extensions=["fenced_code"]))
 
 

@@ -404,6 +404,7 @@ def browse_portal(browser, pages: dict, ips: dict, config) -> None:
     # Ann: the exercise, a shell on swr1 as `student`, and Check
     browser.get(pages["ann-lee"])
     assert browser.find_element(By.ID, "exercise-title").text == "Services"
+    assert not browser.find_elements(By.CSS_SELECTOR, "#exercise-text h1")  # the title once
     wait_for(browser, "#term-swr1 .xterm-rows", "student@swr1")
     type_in_terminal(browser, "swr1", "docker node ls\n")
     rows = wait_for(browser, "#term-swr1 .xterm-rows", "Leader")

@@ -15,16 +15,13 @@ def query_a(server, name: str) -> set[str]:
     return {rr.address for rrset in answer.answer if rrset.rdtype == dns.rdatatype.A for rr in rrset}
 
 
-def count_requests(client: PowerDNS, monkeypatch) -> list[str]:
+def counted(client: PowerDNS, key: str) -> tuple[PowerDNS, list[str]]:
+    """The same API through a session that notes each request's method."""
+    import requests
     seen: list[str] = []
-    original = client._session.request
-
-    def counting(method, url, **kw):
-        seen.append(method)
-        return original(method, url, **kw)
-
-    monkeypatch.setattr(client._session, "request", counting)
-    return seen
+    session = requests.Session()
+    session.hooks["response"].append(lambda resp, **_: seen.append(resp.request.method))
+    return PowerDNS(client.api_url, key, session=session), seen
 
 
 def test_ensure_zone_creates_once(pdns_server):
@@ -36,11 +33,11 @@ def test_ensure_zone_creates_once(pdns_server):
     assert answer.answer and answer.answer[0].rdtype == dns.rdatatype.SOA
 
 
-def test_replace_is_one_patch_whatever_the_count(pdns_server, monkeypatch):
-    client, server, _ = pdns_server
+def test_replace_is_one_patch_whatever_the_count(pdns_server):
+    client, server, key = pdns_server
     client.ensure_zone(ZONE)
     records = {f"swr{i}.{ZONE}": f"10.78.0.{10 + i}" for i in range(1, 8)}
-    requests_made = count_requests(client, monkeypatch)
+    client, requests_made = counted(client, key)
     client.replace_a(ZONE, records, ttl=600)
     assert requests_made == ["PATCH"]
     listed = {r.name: (r.ip, r.ttl) for r in client.list_a(ZONE)}
@@ -52,11 +49,11 @@ def test_replace_is_one_patch_whatever_the_count(pdns_server, monkeypatch):
     client.rectify(ZONE)
 
 
-def test_delete_is_one_patch_and_removes_answers(pdns_server, monkeypatch):
-    client, server, _ = pdns_server
+def test_delete_is_one_patch_and_removes_answers(pdns_server):
+    client, server, key = pdns_server
     client.ensure_zone(ZONE)
     client.replace_a(ZONE, {f"n{i}.{ZONE}": f"10.78.0.{i}" for i in range(1, 5)}, ttl=600)
-    requests_made = count_requests(client, monkeypatch)
+    client, requests_made = counted(client, key)
     client.delete_a(ZONE, [f"n1.{ZONE}", f"n2.{ZONE}", f"absent.{ZONE}"])
     assert requests_made == ["PATCH"]
     assert {r.name for r in client.list_a(ZONE)} == {f"n3.{ZONE}", f"n4.{ZONE}"}

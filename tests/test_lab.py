@@ -31,8 +31,7 @@ def test_host(tmp_path, pdns_server, monkeypatch):
     hv = Hypervisor(config.uri)
     assert not hv.domain_state("unit-template").running
     shared = type("Shared", (Hypervisor,), {"close": lambda self: None, "__exit__": lambda self, *e: None})
-    instance = shared(config.uri)
-    instance._conn = hv.conn
+    instance = shared(config.uri, conn=hv.conn)
     for module in (labs, lab_up):
         monkeypatch.setattr(module, "Hypervisor", lambda _uri: instance)
     yield config, instance

@@ -108,6 +108,9 @@ def test_without_a_certificate_the_portal_makes_a_self_signed_one_once(a_class):
 def test_the_exercise_text_is_shown_as_a_page_not_as_markdown():
     html = str(portal.task_html("1. Create **HelloWorld**: `docker service ls 2>/dev/null`\n2. Scale it"))
     assert "<li>Create <strong>HelloWorld</strong>: <code>docker service ls 2&gt;/dev/null</code></li>" in html
+    # the README's own title would repeat the page's heading
+    titled = str(portal.task_html("# Services\n\n1. Create it\n\n## Then\n"))
+    assert "Services" not in titled and "<h2>Then</h2>" in titled and "<li>Create it</li>" in titled
 
 
 def test_a_terminal_ends_when_its_lab_is_reset_by_any_process_or_leaves_the_class(a_class):  # noqa: F811
