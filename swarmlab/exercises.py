@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from fabric import Connection
 
-from . import chaos, checks, reset
+from . import chaos, check_loop, checks, reset
 from .command import Command, redact, register_secret, sh
 from .config import Config, ConfigError
 from .errors import Refused, SwarmlabError
@@ -273,7 +273,7 @@ def check(config: Config, lab_name: str, exercise: Exercise, wait: bool = True,
                     facts.probes[i] = result
                 verdicts.append(checks.judge(i, c, facts))
             return verdicts
-        verdicts = checks.settle(read, timeouts, wait, RETRY_EVERY, progress)
+        verdicts = check_loop.settle(read, timeouts, wait, RETRY_EVERY, progress)
     state = load_state(config, lab_name)  # reread: the check took a while
     state["last_check"] = {"exercise": exercise.id, "passed": sum(v.ok for v in verdicts), "of": len(verdicts),
                            "ok": all(v.ok for v in verdicts), "at": time.time()}

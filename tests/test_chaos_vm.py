@@ -1,7 +1,6 @@
-"""Chaos on the shared 3-manager lab: kill the leader (with no service, so the drill makes and
-removes its own) and revert the lab, drain and activate a node under a 3-replica service, demote
-the leader. Everything is read back the way an instructor would. Bringing a killed node back
-(`--restore`) is the failover exercise's own setup: `exercise test --all` proves it."""
+"""Chaos on the shared 3-manager lab: the failover exercise with the kill-leader drill (the
+killed node brought back), drain and activate a node under a 3-replica service, demote the
+leader. Everything is read back the way an instructor would."""
 
 import json
 import time
@@ -36,11 +35,18 @@ def running_tasks(path, via: str) -> list[dict]:
             if t["CurrentState"].startswith("Running")]
 
 
-def test_kill_leader_then_a_reset_brings_the_lab_back(lab3, tmp_path):
+def test_the_failover_exercise_with_kill_leader_and_restore(lab3, tmp_path):
+    """The failover exercise as a class runs it: started, its checks fail, the instructor's
+    drill kills the leader and brings it back, its checks pass. (`exercise test` runs the other
+    exercises; this is the one whose solution is this drill.)"""
     path, _, _ = lab3
-    assert docker_json(path, "swr1", "service", "ls") == []  # no service: the drill brings its own
+    started = swarmlab("exercise", "start", "failover", "--lab", "t1", "--json", config=path, timeout=600)
+    assert started.returncode == 0, started.stderr + started.stdout
+    before = swarmlab("exercise", "check", "failover", "--lab", "t1", "--no-wait", "--json", config=path)
+    assert before.returncode == 1 and not json.loads(before.stdout)["ok"], before.stdout
     report = tmp_path / "kill-leader.html"
-    proc = swarmlab("chaos", "kill-leader", "--lab", "t1", "--json", "--report", str(report), config=path, timeout=900)
+    proc = swarmlab("chaos", "kill-leader", "--lab", "t1", "--restore", "--json", "--report", str(report),
+                    config=path, timeout=900)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     # only swarmlab's own progress lines reach the terminal (paramiko's channel noise did)
     assert all(line.startswith("[") for line in proc.stderr.splitlines()), proc.stderr
@@ -49,23 +55,17 @@ def test_kill_leader_then_a_reset_brings_the_lab_back(lab3, tmp_path):
     old, new = data["old_leader"], data["new_leader"]
     assert old and new and new != old and data["target"] == old
     assert times["killed"] == 0
-    assert 0 < times["new-leader"] < times["node-down"] < times["tasks-rescheduled"]
+    assert 0 < times["new-leader"] < times["node-down"] < times["tasks-rescheduled"] < times["rejoined"]
     assert data["missing"] == []
     rescheduled = next(e["detail"] for e in data["events"] if e["event"] == "tasks-rescheduled")
-    assert rescheduled.startswith("swarmlab-drill 3/3"), rescheduled
-    nodes = {n["Hostname"]: n for n in docker_json(path, new, "node", "ls")}
-    assert (nodes[old]["Status"], nodes[old]["ManagerStatus"]) == ("Down", "Unreachable")
-    assert docker_json(path, new, "service", "ls") == []  # the drill removed its service
+    assert rescheduled.startswith("HelloWorld 6/6"), rescheduled
     page = report.read_text()
     assert "<svg" in page and all(e["event"] in page for e in data["events"])
-
-    # what an instructor does next: the lab back as it was formed, the killed node included
-    back = swarmlab("reset", "--lab", "t1", "--json", config=path, timeout=900)
-    assert back.returncode == 0, back.stderr + back.stdout
-    assert json.loads(back.stdout)["levels"] == ["snapshot"]
-    nodes = {n["Hostname"]: n for n in docker_json(path, "swr1", "node", "ls")}
-    assert all(n["Status"] == "Ready" for n in nodes.values())
-    assert sorted(n["ManagerStatus"] for n in nodes.values()) == ["Leader", "Reachable", "Reachable"]
+    after = swarmlab("exercise", "check", "failover", "--lab", "t1", "--json", config=path, timeout=600)
+    assert after.returncode == 0, after.stdout + after.stderr
+    nodes = {n["Hostname"]: n for n in docker_json(path, new, "node", "ls")}
+    assert (nodes[old]["Status"], nodes[old]["ManagerStatus"]) == ("Ready", "Reachable")
+    swarmlab("docker", "swr1", "--lab", "t1", "--", "service", "rm", "HelloWorld", config=path)
 
 
 def test_drain_moves_tasks_off_and_activate_makes_the_node_eligible(lab3, service):

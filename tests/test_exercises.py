@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmlab import checks, exercise_files, exercises, images
+from swarmlab import check_loop, checks, exercise_files, exercises, images
 from swarmlab.exercise_files import ExerciseFileError
 
 LABS = Path(__file__).parent.parent / "labs"
@@ -343,7 +343,7 @@ def test_check_needs_two_readings_in_a_row_so_a_crash_looping_service_fails():
 
         def sleep(seconds):
             now[0] += seconds
-        verdicts = checks.settle(read, [timeout], wait, 0.05, shown.append, lambda: now[0], sleep)
+        verdicts = check_loop.settle(read, [timeout], wait, 0.05, shown.append, lambda: now[0], sleep)
         return verdicts[0].ok, now[0], shown
     ok, waited, shown = settle([True, False] * 1000)  # flapping: never two passing readings in a row
     assert not ok and 0.5 <= waited < 0.6 and shown[0] == "waiting for: the same result once more (0 s)"
@@ -353,7 +353,7 @@ def test_check_needs_two_readings_in_a_row_so_a_crash_looping_service_fails():
 
 
 def test_the_retry_policy_needs_two_passing_readings_and_stops_at_each_checks_timeout():
-    wait = checks.still_waiting_for
+    wait = check_loop.still_waiting_for
     assert wait([], passed_before=False, elapsed=0, timeouts=[90]) == []  # all pass once: read once more
     assert wait([], passed_before=True, elapsed=5, timeouts=[90]) is None  # twice in a row: done
     assert wait([0], passed_before=True, elapsed=5, timeouts=[90]) == [0]  # a lucky reading went: wait on
@@ -369,3 +369,13 @@ def test_the_schema_and_the_judges_know_the_same_check_types():
     actions = next(step["properties"]["action"]["enum"] for step in schema["$defs"]["step"]["oneOf"]
                    if "action" in step["properties"])
     assert set(actions) == set(exercises.ACTIONS)
+
+
+def test_exercise_test_takes_several_ids_or_all_and_names_a_wrong_one(tmp_path):
+    from tests.conftest import swarmlab, write_config
+    path = write_config(tmp_path / "swarmlab.toml", tmp_path / "state")
+    for args, words in ((("exercise", "test"), "give exercise IDs or --all"),
+                        (("exercise", "test", "services", "--all"), "give exercise IDs or --all"),
+                        (("exercise", "test", "services", "nosuch"), "nosuch")):
+        proc = swarmlab(*args, config=path)
+        assert proc.returncode != 0 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

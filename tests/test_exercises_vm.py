@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from swarmlab import exercise_files
 from tests.conftest import figure, swarmlab
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]
@@ -50,14 +51,16 @@ def test_a_constraint_on_the_wrong_label_fails_with_what_was_expected_and_found(
 
 
 def test_every_exercise_tests_itself(lab, tmp_path):
+    """All but failover, whose solution is the kill-leader drill: the chaos module runs it."""
+    chosen = [e.id for e in exercise_files.load_all() if e.id != "failover"]
     started = time.monotonic()
-    proc = swarmlab("exercise", "test", "--all", "--lab", "t1", "--json", config=lab, timeout=2300)
+    proc = swarmlab("exercise", "test", *chosen, "--lab", "t1", "--json", config=lab, timeout=2300)
     results = json.loads(proc.stdout or "[]")
     failed = [(r["exercise"], r["error"]) for r in results if not r["ok"]]
-    figure(f"exercise test --all: {time.monotonic() - started:.0f} s; "
+    figure(f"exercise test (all but failover): {time.monotonic() - started:.0f} s; "
           + ", ".join(f"{r['exercise']} {r['seconds']:.0f} s" for r in results))
     assert proc.returncode == 0 and not failed, failed or proc.stderr[-2000:]
-    assert len(results) == 9
+    assert [r["exercise"] for r in results] == chosen and len(chosen) == 8
     assert all(r["failed_before_solve"] for r in results)  # each check set failed before its solution
     assert "SWMTKN" not in proc.stdout + proc.stderr  # the cluster exercise's join token stays hidden
     # The last exercise's end state, checked again with a JUnit report.

@@ -115,14 +115,14 @@ def exercise_solve(exercise_id: str = ExerciseArgument, lab: Optional[str] = Lab
 
 
 @exercise_app.command("test")
-def exercise_test(exercise_id: Optional[str] = typer.Argument(None, metavar="[ID]"),
+def exercise_test(exercise_ids: Optional[list[str]] = typer.Argument(None, metavar="[ID]..."),
                   all_exercises: bool = typer.Option(False, "--all", help="Every exercise, in teaching order."),
                   lab: Optional[str] = LabOption, as_json: bool = JsonOption):
-    """The exercise tests itself on a lab: start, check (which must fail), solve, check (which
-    must pass). Exit 0 only when every exercise passes."""
-    if bool(exercise_id) == all_exercises:
-        raise configuration.ConfigError("give an exercise ID or --all")
-    chosen = exercise_files.load_all() if all_exercises else [exercise_files.find(exercise_id)]
+    """Each exercise tests itself on a lab, in the order given: start, check (which must fail),
+    solve, check (which must pass). Exit 0 only when every exercise passes."""
+    if bool(exercise_ids) == all_exercises:
+        raise configuration.ConfigError("give exercise IDs or --all")
+    chosen = exercise_files.load_all() if all_exercises else [exercise_files.find(i) for i in exercise_ids]
     enter_host()
     name = lab or ctx.config.lab
     results = []
