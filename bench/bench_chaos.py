@@ -18,7 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swarmlab import chaos, config as configuration, hoststate, timeline  # noqa: E402
+from swarmlab.lab import chaos
+from swarmlab import config as configuration
+from swarmlab.host import hoststate
+from swarmlab.core import timeline  # noqa: E402
 
 LAB = "bench-chaos"
 SEED = {"new-leader": "<= 31", "node-down": "~52", "tasks-rescheduled": "~58", "rejoined": "~75 after the start"}

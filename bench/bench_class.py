@@ -26,8 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swarmlab import config as configuration, hoststate, libvirt_xml  # noqa: E402
-from swarmlab.hypervisor import Hypervisor  # noqa: E402
+from swarmlab import config as configuration
+from swarmlab.host import hoststate
+from swarmlab.adapters import libvirt_xml  # noqa: E402
+from swarmlab.adapters.hypervisor import Hypervisor  # noqa: E402
 
 
 def cli(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -69,7 +71,7 @@ def dnsmasq_rss_kib(config) -> list[int]:
 
 def network_cost(config) -> float:
     """Seconds to define and start one lab network, as `class up` does, and remove it again."""
-    from swarmlab import lab as labs
+    from swarmlab.lab import model as labs
     import ipaddress
     scoped = labs.scoped(config, config.lab_hosts[0], f"{config.network}-benchnet",
                          ipaddress.IPv4Network("10.80.250.0/24"))

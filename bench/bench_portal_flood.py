@@ -25,15 +25,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swarmlab import access, classroom, config as configuration, lab as labs, roster  # noqa: E402
+from swarmlab.classroom import access, room as classroom
+from swarmlab import config as configuration
+from swarmlab.lab import model as labs
+from swarmlab.core import roster  # noqa: E402
 
 NODE = "127.0.0.2"
 PORTAL = """
 import asyncio, sys
 import asyncssh
 from aiohttp import web
-from swarmlab import config as c, access, lab as labs
-from swarmlab.portal import Portal
+from swarmlab import config as c
+from swarmlab.classroom import access
+from swarmlab.lab import model as labs
+from swarmlab.classroom.portal import Portal
 cfg = c.load(sys.argv[1])
 
 class Node(asyncssh.SSHServer):  # a node's sshd that takes the student and never reads

@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swarmlab import config as configuration, hoststate  # noqa: E402
+from swarmlab import config as configuration
+from swarmlab.host import hoststate  # noqa: E402
 
 LAB = "bench-reset"
 TARGETS = {"state": "<= 5 s", "snapshot": "<= 15 s (<= 0.15x up)", "rebuild": "<= up"}

@@ -23,7 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swarmlab import config as configuration, lab as labs, hoststate  # noqa: E402
+from swarmlab import config as configuration
+from swarmlab.lab import model as labs
+from swarmlab.host import hoststate  # noqa: E402
 
 LAB = "bench-swarm"
 

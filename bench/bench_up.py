@@ -34,10 +34,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swarmlab import config as configuration, hoststate  # noqa: E402
-from swarmlab.dns import PowerDNS  # noqa: E402
-from swarmlab.hypervisor import Hypervisor  # noqa: E402
-from swarmlab.libvirt_xml import clone_disks, derive_clone_xml, random_mac  # noqa: E402
+from swarmlab import config as configuration
+from swarmlab.host import hoststate  # noqa: E402
+from swarmlab.adapters.dns import PowerDNS  # noqa: E402
+from swarmlab.adapters.hypervisor import Hypervisor  # noqa: E402
+from swarmlab.adapters.libvirt_xml import clone_disks, derive_clone_xml, random_mac  # noqa: E402
 
 SEED = [f"bench-seed{i}" for i in range(1, 10)]
 FLOOR = [f"bench-floor{i}" for i in range(1, 10)]

@@ -15,8 +15,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
-from . import config_values as values
-from .errors import SwarmlabError
+from swarmlab import config_values as values
+from swarmlab.errors import SwarmlabError
 
 API_KEY_ENV = "SWARMLAB_PDNS_API_KEY"
 CONFIG_ENV = "SWARMLAB_CONFIG"

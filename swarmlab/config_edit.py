@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tomllib
 
-from .config import LOCAL_HOST, Config, ConfigError, HostSpec, parse
+from swarmlab.config import LOCAL_HOST, Config, ConfigError, HostSpec, parse
 
 
 def with_host_added(text: str, host: HostSpec, source: str, current: Config) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
-from .errors import SwarmlabError
+from swarmlab.errors import SwarmlabError
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")  # Debian policy 5.6.1
@@ -122,8 +123,26 @@ def package(value):
     return value
 
 
+# One label grammar for the config file and the command line.
+LABEL = re.compile(r"^(?P<node>[a-z0-9-]+):(?P<key>[A-Za-z0-9][A-Za-z0-9_.-]*)=(?P<value>[^\s]*)$")
+
+
+@dataclass(frozen=True)
+class NodeLabel:
+    node: str
+    key: str
+    value: str
+
+
+def parse_label(spec: str) -> NodeLabel:
+    m = LABEL.match(spec)
+    if not m:
+        raise SwarmlabError(f"label {spec!r} is not NODE:KEY=VALUE (e.g. swr1:placepoint=gdc)")
+    return NodeLabel(m["node"], m["key"], m["value"])
+
+
+
 def label_list(value):
-    from .swarm import parse_label  # one label grammar for the config file and the command line
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError('a list of "NODE:KEY=VALUE" strings such as ["swr1:env=prod"]')
     for spec in value:

@@ -7,7 +7,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, TypeVar
 
-from .errors import SwarmlabError
+from swarmlab.errors import SwarmlabError
 
 T = TypeVar("T")
 

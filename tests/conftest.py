@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from swarmlab import config as configuration, daemons, dns, hoststate, netns
+from swarmlab import config as configuration
+from swarmlab.adapters import daemons, dns, netns
+from swarmlab.host import hoststate
 
 ROOT = Path(__file__).resolve().parent.parent
 # Template images are cached across runs, keyed by recipe; the key of the tests' SSH key is

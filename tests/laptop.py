@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from swarmlab import netns
+from swarmlab.adapters import netns
 
 NAME = "swl-test-laptop"
 MACHINE = "10.250.0.1"  # the root namespace's end: where the portal listens, as students see it

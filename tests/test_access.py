@@ -10,8 +10,11 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from swarmlab import access, cards, classroom, config as configuration, lab as labs, roster
-from swarmlab.limits import StudentLimits
+from swarmlab import config as configuration
+from swarmlab.classroom import access, cards, room as classroom
+from swarmlab.classroom.limits import StudentLimits
+from swarmlab.core import roster
+from swarmlab.lab import model as labs
 from tests.conftest import free_port, write_config
 
 NODE_IP = "127.0.0.2"  # a loopback address of its own stands in for Ann's node
@@ -117,7 +120,8 @@ def test_the_students_ssh_config_goes_through_the_gateway_with_verified_host_key
 def test_cards_say_where_the_running_portal_listens_with_its_fingerprint(a_class, tmp_path):
     import subprocess
     import sys
-    from swarmlab import portal_endpoint
+
+    from swarmlab.classroom import portal_endpoint
     from tests.conftest import swarmlab
     config = a_class
     idle = cards.cards(config)[0]

@@ -3,7 +3,7 @@ baseline, the level that can undo it, the state-level commands and the health ga
 
 import json
 
-from swarmlab import baseline as bl
+from swarmlab.core import baseline as bl
 
 
 def node(id_, host, role="manager", leader=False, reach="reachable", avail="active", state="ready", labels=None):

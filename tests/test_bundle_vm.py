@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from swarmlab import images
-from swarmlab.hoststate import registry_address
+from swarmlab.host import images
+from swarmlab.host.hoststate import registry_address
 from tests.conftest import swarmlab
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]

@@ -1,6 +1,6 @@
 """The chaos timeline and its HTML report, from a timeline as a real run produces it."""
 
-from swarmlab import timeline
+from swarmlab.core import timeline
 
 
 def sample() -> timeline.Timeline:
@@ -53,7 +53,7 @@ def test_a_report_over_several_timelines_is_one_page():
 
 
 # --- event detection from scripted `docker node ls` / `service ps` answers ---------------------
-from swarmlab.swarm import SwarmNode, Task  # noqa: E402
+from swarmlab.core.swarm import SwarmNode, Task  # noqa: E402
 
 
 def nodes(**states) -> list[SwarmNode]:

@@ -7,11 +7,14 @@ import json
 
 import pytest
 
-from swarmlab import classroom, config as configuration, lab_hosts, placement, roster
-from swarmlab.placement import CapacityShort, HostRoom
-from swarmlab.roster import RosterError, Student
+from swarmlab import config as configuration
+from swarmlab.classroom import room as classroom
 from swarmlab.config import HostSpec
+from swarmlab.core import placement, roster
+from swarmlab.core.placement import CapacityShort, HostRoom
+from swarmlab.core.roster import RosterError, Student
 from swarmlab.errors import Refused
+from swarmlab.host import lab_hosts
 from tests.conftest import ROOT, swarmlab, write_config
 
 
@@ -247,7 +250,7 @@ def test_the_projector_page_reloads_itself_and_escapes_names():
 
 
 def test_class_down_ends_the_instructors_link(fake_class):
-    from swarmlab import access
+    from swarmlab.classroom import access
     token = access.instructor_token(fake_class)
     classroom.save(fake_class, classroom.Classroom(3, [roster.Student("Ann", "ann", "big", "10.80.0.0/24")]))
     results = classroom.class_down(fake_class)

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from swarmlab import config as configuration, hoststate
-from swarmlab.dns import PowerDNS
-from swarmlab.hypervisor import Hypervisor
+from swarmlab import config as configuration
+from swarmlab.adapters.dns import PowerDNS
+from swarmlab.adapters.hypervisor import Hypervisor
+from swarmlab.host import hoststate
 from tests import laptop
 from tests.conftest import TEST_CACHE, figure, swarmlab
 from tests.second_host import SecondHost

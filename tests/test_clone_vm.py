@@ -11,8 +11,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from swarmlab import hoststate
-from swarmlab.hypervisor import Hypervisor
+from swarmlab.adapters.hypervisor import Hypervisor
+from swarmlab.host import hoststate
 from tests.conftest import ROOT, swarmlab
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1500)]

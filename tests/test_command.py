@@ -2,8 +2,8 @@
 
 import logging
 
-from swarmlab import swarm
-from swarmlab.command import Command, Raw, Secret, redact, redact_secrets, sh, then
+from swarmlab.core import swarm
+from swarmlab.core.command import Command, Raw, Secret, redact, redact_secrets, sh, then
 
 
 def test_arguments_are_quoted_and_raw_syntax_is_kept():

@@ -8,6 +8,7 @@ import pytest
 
 from swarmlab import config as configuration, config_edit
 from swarmlab.config import ConfigError
+from swarmlab.config_values import parse_label
 from tests.conftest import swarmlab
 
 
@@ -144,14 +145,13 @@ def test_more_invalid_values(tmp_path, text, expected):
 
 
 def test_the_label_grammar_is_the_same_on_the_command_line_and_in_the_file(tmp_path):
-    from swarmlab import swarm
     from swarmlab.errors import SwarmlabError
     for spec in ("swr1:placepoint=gdc", "swr2:env=", "swr1:com.example.zone=eu-1"):
-        swarm.parse_label(spec)
+        parse_label(spec)
         load_text(tmp_path, f'[nodes]\nlabels = ["{spec}"]\n')
     for spec in ("swr1:a/b=c", "swr1-env-dev", "SWR1:x=y"):
         with pytest.raises(SwarmlabError):
-            swarm.parse_label(spec)
+            parse_label(spec)
         with pytest.raises(ConfigError):
             load_text(tmp_path, f'[nodes]\nlabels = ["{spec}"]\n')
 
@@ -186,9 +186,12 @@ def test_library_logging_never_reaches_the_terminal(tmp_path):
     """paramiko printed `Secsh channel 53 open FAILED` between chaos's lines; it goes to the log."""
     import subprocess
     import sys
+
     from tests.conftest import ROOT
     script = ("import logging, sys\n"
-              "from swarmlab import config, command, logfile\n"
+              "from swarmlab import config\n"
+              "from swarmlab.adapters import logfile\n"
+              "from swarmlab.core import command\n"
               f"c = config.Config(state_dir=__import__('pathlib').Path({str(tmp_path / 'state')!r}))\n"
               "command.register_secret('SWMTKN-1-top-secret')\n"
               "logfile.setup(c, verbose=sys.argv[1] == 'v')\n"
@@ -208,7 +211,8 @@ def test_the_log_and_its_rotations_are_0600(tmp_path):
     """Rotated logs were made with the process's umask (0644): they hold what the log holds."""
     import logging
     import os
-    from swarmlab import logfile
+
+    from swarmlab.adapters import logfile
     old = os.umask(0o022)
     try:
         logfile.setup(configuration.Config(state_dir=tmp_path), verbose=False)

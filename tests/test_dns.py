@@ -5,7 +5,7 @@ import dns.query
 import dns.rdatatype
 import pytest
 
-from swarmlab.dns import DnsError, PowerDNS, canonical
+from swarmlab.adapters.dns import DnsError, PowerDNS, canonical
 
 ZONE = "lab.swarmlab.test."
 

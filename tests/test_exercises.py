@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from swarmlab import check_loop, checks, exercise_files, exercises, images
-from swarmlab.exercise_files import ExerciseFileError
+from swarmlab.core import check_loop, checks
+from swarmlab.host import images
+from swarmlab.teach import exercise_files, exercises
+from swarmlab.teach.exercise_files import ExerciseFileError
 
 LABS = Path(__file__).parent.parent / "labs"
 
@@ -320,7 +322,7 @@ def test_push_into_a_real_registry_is_complete_and_idempotent(tmp_path):
 def test_the_mirror_is_written_once_and_a_users_own_daemon_json_is_kept(tmp_path):
     import subprocess
 
-    from swarmlab.node_prep import MIRROR_SCRIPT
+    from swarmlab.lab.node_prep import MIRROR_SCRIPT
     script = (MIRROR_SCRIPT % {"addr": "10.77.0.1:5000"}).replace("/etc/docker", str(tmp_path)) \
         .replace("systemctl reload docker", "true")
     run = lambda: subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.strip()  # noqa: E731

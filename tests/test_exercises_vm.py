@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from swarmlab import exercise_files
+from swarmlab.teach import exercise_files
 from tests.conftest import figure, swarmlab
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from swarmlab import firewall
+from swarmlab.adapters import firewall
 
 LISTEN = ("import socket, sys\n"
           "socks = []\n"

@@ -1,9 +1,10 @@
 """The formation plan from facts: who inits, who joins as what, who is promoted or demoted,
 which labels are added. Facts in, commands out, in milliseconds."""
 
-from swarmlab import swarm
-from swarmlab.command import Secret
-from swarmlab.swarm import NodeLabel, SwarmInfo, SwarmNode
+from swarmlab.config_values import NodeLabel
+from swarmlab.core import swarm
+from swarmlab.core.command import Secret
+from swarmlab.core.swarm import SwarmInfo, SwarmNode
 
 ORDER = ["swr1", "swr2", "swr3"]
 IPS = {"swr1": "10.77.0.10", "swr2": "10.77.0.11", "swr3": "10.77.0.12"}
@@ -147,7 +148,7 @@ def test_a_new_swarm_gives_each_node_the_role_the_full_plan_gives():
 def test_the_preparation_script_is_valid_shell_and_its_output_parses(tmp_path):
     import subprocess
 
-    from swarmlab.node_prep import parse_prepared, prepare_script
+    from swarmlab.lab.node_prep import parse_prepared, prepare_script
     for mirror in (None, "10.77.0.1:5000"):
         proc = subprocess.run(["sh", "-n", "-c", prepare_script(mirror)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
@@ -164,7 +165,7 @@ def test_the_preparation_script_reports_a_missing_engine_and_stops(tmp_path):
     """Run for real with a PATH that has no dockerd: it must say so and touch nothing."""
     import subprocess
 
-    from swarmlab.node_prep import parse_prepared, prepare_script
+    from swarmlab.lab.node_prep import parse_prepared, prepare_script
     proc = subprocess.run(["/bin/sh", "-c", prepare_script(None)], capture_output=True, text=True,
                           env={"PATH": str(tmp_path)})
     assert parse_prepared(proc.stdout) == {"engine": ["missing"]}
@@ -188,8 +189,9 @@ def test_the_engine_apis_nodes_read_as_node_ls_lists_them():
 def _new_swarm(tmp_path, monkeypatch, prepare):
     import threading
 
-    from swarmlab import config as configuration, formation
-    from swarmlab.lab import Lab, Node
+    from swarmlab import config as configuration
+    from swarmlab.lab import formation
+    from swarmlab.lab.model import Lab, Node
     from tests.conftest import write_config
     config = configuration.load(write_config(tmp_path / "swarmlab.toml", tmp_path / "state"))
     monkeypatch.setattr(formation, "prepare_node", prepare)
@@ -213,7 +215,7 @@ def test_a_new_swarm_stops_waiting_when_the_first_node_fails_to_come_up(tmp_path
 def test_a_new_swarm_stops_waiting_when_the_first_nodes_preparation_fails(tmp_path, monkeypatch):
     import pytest
 
-    from swarmlab.formation import FormError
+    from swarmlab.lab.formation import FormError
 
     def prepare(config, node, *_):
         if node.name == "swr1":
@@ -228,7 +230,7 @@ def test_a_new_swarm_stops_waiting_when_the_first_nodes_preparation_fails(tmp_pa
 
 
 def test_an_engine_bundle_is_refused_for_a_node_of_another_release_with_the_fix():
-    from swarmlab.node_prep import bundle_refusal, debian_release
+    from swarmlab.lab.node_prep import bundle_refusal, debian_release
     assert debian_release('PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nVERSION_CODENAME=trixie\n') == "trixie"
     assert bundle_refusal("swr1", "bookworm", "bookworm") is None
     refusal = bundle_refusal("swr1", "bookworm", "trixie")

@@ -5,10 +5,11 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from swarmlab import config as configuration, libvirt_xml
+from swarmlab import config as configuration
+from swarmlab.adapters import libvirt_xml
+from swarmlab.adapters.hypervisor import Hypervisor, HypervisorError
+from swarmlab.adapters.libvirt_xml import NS_URI, TemplateError, derive_clone_xml
 from swarmlab.errors import Refused
-from swarmlab.hypervisor import HypervisorError, Hypervisor
-from swarmlab.libvirt_xml import NS_URI, TemplateError, derive_clone_xml
 from swarmlab.render import render
 
 
@@ -131,7 +132,7 @@ def test_disk_path_is_none_when_the_disk_is_gone(hv, tmp_path):
 
 
 def test_addresses_avoid_lingering_leases_and_macs_are_stable():
-    from swarmlab import addresses
+    from swarmlab.core import addresses
     config = configuration.Config()
     mac = addresses.stable_mac(set(), "swarmlab", "demo", "swr1")
     assert mac == addresses.stable_mac(set(), "swarmlab", "demo", "swr1")
@@ -190,7 +191,7 @@ OWN_TEMPLATE = """<domain type="qemu">
 
 
 def test_every_writable_disk_of_a_template_gets_its_own_overlay():
-    from swarmlab.libvirt_xml import clone_disks
+    from swarmlab.adapters.libvirt_xml import clone_disks
     plan = {d.target: d.action for d in clone_disks(OWN_TEMPLATE)}
     assert plan == {"vda": "overlay", "vdb": "overlay", "sda": "share"}
     xml = derive_clone_xml(OWN_TEMPLATE, "lab1-swr1", "52:54:00:aa:bb:03", "nodes",
@@ -222,13 +223,13 @@ def test_a_clone_gets_its_own_nvram_agent_socket_graphics_port_and_tap():
 
 
 def test_a_template_that_boots_its_own_disk_gets_the_hostname_over_ssh():
-    from swarmlab.libvirt_xml import sets_hostname_at_boot
+    from swarmlab.adapters.libvirt_xml import sets_hostname_at_boot
     assert not sets_hostname_at_boot(OWN_TEMPLATE)
     assert sets_hostname_at_boot(template_xml())
 
 
 def test_a_network_disk_is_refused_with_the_reason():
-    from swarmlab.libvirt_xml import clone_disks
+    from swarmlab.adapters.libvirt_xml import clone_disks
     xml = OWN_TEMPLATE.replace('<disk type="file" device="disk">\n      <driver name="qemu" type="qcow2"/>\n'
                                '      <source file="/var/lib/libvirt/images/debian10template-data.qcow2"/>',
                                '<disk type="network" device="disk">\n      <driver name="qemu" type="raw"/>\n'
@@ -240,8 +241,9 @@ def test_a_network_disk_is_refused_with_the_reason():
 def test_an_overlay_declares_the_backing_files_real_format(hv, tmp_path):
     """A raw template's overlay must say raw: qcow2 on a raw file breaks the clone."""
     import subprocess
-    from swarmlab.libvirt_storage import image_info
-    from swarmlab.libvirt_xml import overlay_volume_xml
+
+    from swarmlab.adapters.libvirt_storage import image_info
+    from swarmlab.adapters.libvirt_xml import overlay_volume_xml
     raw = tmp_path / "template.img"
     subprocess.run(["qemu-img", "create", "-f", "raw", str(raw), "64M"], check=True, capture_output=True)
     assert image_info(str(raw)) == ("raw", 64 << 20)
@@ -257,12 +259,13 @@ def test_an_overlay_declares_the_backing_files_real_format(hv, tmp_path):
 
 def test_generated_xml_escapes_what_it_carries_and_pdns_conf_is_not_html():
     from pathlib import Path
-    from swarmlab.libvirt_xml import dhcp_host_xml, dir_pool_xml
+
+    from swarmlab.adapters.libvirt_xml import dhcp_host_xml, dir_pool_xml
     pool = ET.fromstring(dir_pool_xml("p", Path("/srv/a&b <lab>")))
     assert pool.findtext("target/path") == "/srv/a&b <lab>"
     host = ET.fromstring(dhcp_host_xml("52:54:00:aa:bb:cc", "10.77.0.10", "lab'1-swr1"))
     assert host.attrib == {"mac": "52:54:00:aa:bb:cc", "name": "lab'1-swr1", "ip": "10.77.0.10"}
-    from swarmlab.daemons import PdnsServer
+    from swarmlab.adapters.daemons import PdnsServer
     conf = PdnsServer(Path("/var/lib/a&b"), 8081, 5300, "lab.swarmlab.test.", ("10.200.0.1",)).settings("k&<y>")
     assert "api-key=k&<y>\n" in conf and "gsqlite3-database=/var/lib/a&b/pdns.sqlite3\n" in conf
     # DNS also on the services address, for lab hosts on other machines; the API on loopback only
@@ -288,7 +291,7 @@ def test_a_pools_free_space_is_what_libvirt_on_its_host_reports():
 def test_a_pool_busy_building_another_labs_volume_is_waited_for_not_an_error():
     import libvirt
 
-    from swarmlab.libvirt_storage import refresh
+    from swarmlab.adapters.libvirt_storage import refresh
 
     class BusyPool:  # libvirt refuses a refresh while another volume of the pool is being built
         def __init__(self, busy: int):
@@ -308,14 +311,14 @@ def test_a_pool_busy_building_another_labs_volume_is_waited_for_not_an_error():
 
 
 def test_a_slow_guest_agent_is_not_taken_for_a_guest_clock_that_is_off():
-    from swarmlab.guest_agent import clock_offset
+    from swarmlab.adapters.guest_agent import clock_offset
     assert clock_offset(1005.0, before=1000.0, after=1010.0) == 0.0  # the agent took 10 s: the clock may be right
     assert clock_offset(998.5, before=1000.0, after=1000.2) == -1.5  # behind even the earliest moment
     assert clock_offset(1002.0, before=1000.0, after=1000.2) == pytest.approx(1.8)
 
 
 def test_a_kvm_template_copied_to_a_host_without_kvm_is_defined_as_a_qemu_domain_there():
-    from swarmlab.template_build import without_kvm
+    from swarmlab.host.template_build import without_kvm
 
     def domain(domain_type: str) -> ET.Element:
         return ET.fromstring(render("domain.xml.j2", domain_type=domain_type, name="swarmlab-template",

@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from swarmlab import config as configuration, lab as labs, lab_up
+from swarmlab import config as configuration
+from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.errors import NotFound, Refused, SwarmlabError
-from swarmlab.hypervisor import Hypervisor
+from swarmlab.lab import lab_up, model as labs
 from tests.conftest import make_test_host, write_config
 
 
@@ -142,6 +143,7 @@ def test_each_node_reports_every_failure():
 
 def test_a_class_lab_is_found_on_its_own_network_and_down_removes_only_that_network(test_host):
     import ipaddress
+
     from swarmlab.config import HostSpec
     config, hv = test_host
     scoped = labs.scoped(config, HostSpec("local", config.uri), "swl-unit-x", ipaddress.IPv4Network("10.80.3.0/24"))

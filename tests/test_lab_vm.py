@@ -13,11 +13,11 @@ import dns.query
 import dns.rdatatype
 import pytest
 
-from swarmlab.dns import PowerDNS
-from swarmlab import lab as labs
-from swarmlab.hypervisor import Hypervisor
-from swarmlab.command import Command
-from swarmlab.remote import run, wait_for_ssh
+from swarmlab.adapters.dns import PowerDNS
+from swarmlab.adapters.hypervisor import Hypervisor
+from swarmlab.adapters.remote import run, wait_for_ssh
+from swarmlab.core.command import Command
+from swarmlab.lab import model as labs
 from tests.conftest import ROOT, docker_json, swarmlab
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]

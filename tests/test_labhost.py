@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from swarmlab import config as configuration, daemons, netns
+from swarmlab import config as configuration
+from swarmlab.adapters import daemons, netns
 from tests.conftest import lab_host_dir, swarmlab, write_config
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]

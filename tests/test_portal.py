@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from swarmlab import access, portal, portal_endpoint
+from swarmlab.classroom import access, portal, portal_endpoint
 from tests.test_access import a_class  # noqa: F401 (the fixture: a class of Ann and Bo on loopback)
 
 
@@ -114,7 +114,8 @@ def test_the_exercise_text_is_shown_as_a_page_not_as_markdown():
 
 
 def test_a_terminal_ends_when_its_lab_is_reset_by_any_process_or_leaves_the_class(a_class):  # noqa: F811
-    from swarmlab import classroom, reset as resets
+    from swarmlab.classroom import room as classroom
+    from swarmlab.lab import reset as resets
     config = a_class
     app = portal.Portal(config)
     ann_before, ann_after, bo_open = object(), object(), object()  # stand-ins for open terminals

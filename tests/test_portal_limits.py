@@ -13,8 +13,10 @@ import asyncssh
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from swarmlab import access, exercises, lab as labs, portal
-from swarmlab.limits import StudentLimits
+from swarmlab.classroom import access, portal
+from swarmlab.classroom.limits import StudentLimits
+from swarmlab.lab import model as labs
+from swarmlab.teach import exercises
 from tests.conftest import free_port
 from tests.test_access import NODE_IP, a_class  # noqa: F401 (the fixture: a class of Ann and Bo on loopback)
 

@@ -6,8 +6,8 @@ and the stand-ins go in through a read-write instance on the same storage."""
 import pytest
 import requests
 
-from swarmlab import images
-from swarmlab.daemons import RegistryServer
+from swarmlab.adapters.daemons import RegistryServer
+from swarmlab.host import images
 from tests.conftest import free_port
 
 

@@ -6,7 +6,7 @@ import threading
 import paramiko
 import pytest
 
-from swarmlab.remote import Jump, RecordHostKey
+from swarmlab.adapters.remote import Jump, RecordHostKey
 
 
 def test_parallel_first_contacts_all_land_in_known_hosts(tmp_path):
@@ -46,7 +46,7 @@ def test_a_key_recorded_meanwhile_must_match(tmp_path):
 
 
 def test_a_key_read_out_of_band_is_recorded_and_then_enforced(tmp_path):
-    from swarmlab.remote import record_host_key
+    from swarmlab.adapters.remote import record_host_key
     path = tmp_path / "lab" / "known_hosts"
     key, impostor = paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
     assert record_host_key(path, "10.77.0.10", f"{key.get_name()} {key.get_base64()} root@swr1\n")

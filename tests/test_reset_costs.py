@@ -1,7 +1,7 @@
 """Reset by cost: what each level cost on a lab is learnt from its resets, and a state level
 that must start tasks again gives way to a revert measured cheaper. Facts in, decisions out."""
 
-from swarmlab import baseline as bl, reset_costs as rc
+from swarmlab.core import baseline as bl, reset_costs as rc
 from tests.test_baseline import FORMED, formed, output, service
 
 

@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from swarmlab import access, lab as labs
-from swarmlab.hypervisor import Hypervisor
+from swarmlab.adapters.hypervisor import Hypervisor
+from swarmlab.classroom import access
+from swarmlab.lab import model as labs
 from tests.conftest import ROOT, docker_json, swarmlab
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]

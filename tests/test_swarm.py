@@ -2,7 +2,8 @@
 
 import pytest
 
-from swarmlab import swarm
+from swarmlab.config_values import parse_label
+from swarmlab.core import swarm
 from swarmlab.errors import SwarmlabError
 
 NODE_LS = """\
@@ -58,14 +59,14 @@ def test_garbage_is_a_clear_error():
     ("swr3:empty=", ("swr3", "empty", "")),
 ])
 def test_labels(spec, expected):
-    label = swarm.parse_label(spec)
+    label = parse_label(spec)
     assert (label.node, label.key, label.value) == expected
 
 
 @pytest.mark.parametrize("spec", ["swr1", "swr1:env", "env=prod", "SWR1:env=prod", "swr1:=x"])
 def test_bad_labels_name_the_form(spec):
     with pytest.raises(SwarmlabError, match="is not NODE:KEY=VALUE"):
-        swarm.parse_label(spec)
+        parse_label(spec)
 
 
 def test_manager_defaults_and_even_warning():
@@ -76,15 +77,15 @@ def test_manager_defaults_and_even_warning():
 
 
 def test_plan_checks_before_anything_is_created():
-    from swarmlab import formation
+    from swarmlab.lab import formation
     names = ["swr1", "swr2", "swr3"]
-    formation.check_plan("t1", names, 3, [swarm.parse_label("swr2:env=dev")])
+    formation.check_plan("t1", names, 3, [parse_label("swr2:env=dev")])
     with pytest.raises(SwarmlabError, match="--managers 4 is out of range: use 1 to 3 for 3 nodes"):
         formation.check_plan("t1", names, 4, [])
     with pytest.raises(SwarmlabError, match="--managers 0 is out of range"):
         formation.check_plan("t1", names, 0, [])
     with pytest.raises(SwarmlabError, match="names node swr9, which lab t1 does not have"):
-        formation.check_plan("t1", names, 1, [swarm.parse_label("swr9:env=dev")])
+        formation.check_plan("t1", names, 1, [parse_label("swr9:env=dev")])
 
 
 def test_a_form_report_with_only_checks_is_no_change():

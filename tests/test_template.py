@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
-from swarmlab import template
-from swarmlab.template import Recipe
+from swarmlab.host import template
+from swarmlab.host.template import Recipe
 
 
 def test_key_follows_content_not_name():

@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from swarmlab import hoststate, images
-from swarmlab.command import Command, sh
-from swarmlab.hypervisor import Hypervisor
-from swarmlab.images import BAKED_IMAGE
-from swarmlab.remote import run
-from swarmlab.session import open_lab
+from swarmlab.adapters.hypervisor import Hypervisor
+from swarmlab.adapters.remote import run
+from swarmlab.core.command import Command, sh
+from swarmlab.host import hoststate, images
+from swarmlab.host.images import BAKED_IMAGE
+from swarmlab.lab.session import open_lab
 from tests.conftest import swarmlab
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1500)]

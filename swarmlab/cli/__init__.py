@@ -7,10 +7,11 @@ import sys
 
 import typer
 
-from ..errors import SwarmlabError
+from swarmlab.cli.common import app
+from swarmlab.errors import SwarmlabError
+
 # Each group registers its commands on import, in this order (the order `--help` lists them).
-from . import host, lab, chaos, snapshot, exercise, classroom  # noqa: F401,I001
-from .common import app
+from . import chaos, classroom, exercise, host, lab, snapshot  # noqa: F401,I001
 
 # Typer keeps its click private; its public BadParameter derives from click's ClickException.
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")

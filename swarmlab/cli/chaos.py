@@ -7,8 +7,10 @@ from typing import Optional
 
 import typer
 
-from .. import chaos, config as configuration, timeline
-from .common import JsonOption, LabOption, NodeArgument, app, ctx, emit_json, enter_host, table
+from swarmlab import config as configuration
+from swarmlab.cli.common import JsonOption, LabOption, NodeArgument, app, ctx, emit_json, enter_host, table
+from swarmlab.core import timeline
+from swarmlab.lab import chaos
 
 chaos_app = typer.Typer(no_args_is_help=True, help="Failure exercises with a measured timeline.")
 app.add_typer(chaos_app, name="chaos")

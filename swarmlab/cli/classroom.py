@@ -11,8 +11,13 @@ from typing import Optional
 
 import typer
 
-from .. import cards, classroom, config as configuration, exercise_files, lab as labs, roster as rosters
-from .common import ExerciseArgument, JsonOption, NodeBoard, app, ctx, emit_json, enter_host, render_lab_results, table
+from swarmlab import config as configuration
+from swarmlab.classroom import cards, room as classroom
+from swarmlab.cli.common import (ExerciseArgument, JsonOption, NodeBoard, app, ctx, emit_json, enter_host,
+                                 render_lab_results, table)
+from swarmlab.core import roster as rosters
+from swarmlab.lab import model as labs
+from swarmlab.teach import exercise_files
 
 class_app = typer.Typer(no_args_is_help=True, help="A class: one lab per student, spread over the lab hosts.")
 app.add_typer(class_app, name="class")
@@ -57,7 +62,7 @@ def class_status(as_json: bool = JsonOption,
     while True:
         rows = classroom.class_status(ctx.config)
         if html:
-            from ..render import render
+            from swarmlab.render import render
             page = render("class-status.html.j2", rows=rows, refresh=int(watch or 10),
                           at=time.strftime("%H:%M:%S"))
             tmp = f"{html}.tmp"
@@ -105,7 +110,7 @@ def portal(listen: Optional[str] = typer.Option(None, "--listen", metavar="ADDR"
     Hint) and one for the instructor, over HTTPS; and the SSH gateway, through which each
     student reaches their own lab's nodes only. Runs until Ctrl-C. `class cards` then says
     where it listens, with the certificate's fingerprint."""
-    from .. import access, portal_endpoint, portal_server
+    from swarmlab.classroom import access, portal_endpoint, portal_server
     if (cert is None) != (key is None):
         raise configuration.ConfigError("give --cert and --key together, or neither for a self-signed certificate")
     config = ctx.config
@@ -147,8 +152,8 @@ def class_cards(as_json: bool = JsonOption,
         for folder in cards.write_card_folders(ctx.config, Path(out)):
             ctx.progress(f"wrote {folder}")
     if html:
-        from ..keys import write_private
-        from ..render import render
+        from swarmlab.adapters.keys import write_private
+        from swarmlab.render import render
         write_private(Path(html), render("class-cards.html.j2", cards=rows))  # every student's token
     if as_json:
         emit_json(rows)

@@ -10,7 +10,11 @@ from typing import Optional
 
 import typer
 
-from .. import __version__, access, config as configuration, hoststate, lab_up, logfile
+from swarmlab import __version__, config as configuration
+from swarmlab.adapters import logfile
+from swarmlab.classroom import access
+from swarmlab.host import hoststate
+from swarmlab.lab import lab_up
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
                   help="Docker Swarm training labs on a libvirt host.")

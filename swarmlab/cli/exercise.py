@@ -7,8 +7,11 @@ from typing import Optional
 
 import typer
 
-from .. import config as configuration, exercise_files, exercises, lab as labs
-from .common import LAB_FINISH, ExerciseArgument, ImageOption, JsonOption, LabOption, app, ctx, emit_json, enter_host, table
+from swarmlab import config as configuration
+from swarmlab.cli.common import (LAB_FINISH, ExerciseArgument, ImageOption, JsonOption, LabOption, app, ctx, emit_json,
+                                 enter_host, table)
+from swarmlab.lab import model as labs
+from swarmlab.teach import exercise_files, exercises
 
 exercise_app = typer.Typer(no_args_is_help=True, help="The article's exercises (labs/): set up, check, hint, solve.")
 app.add_typer(exercise_app, name="exercise")

@@ -6,8 +6,10 @@ from typing import Optional
 
 import typer
 
-from .. import config as configuration, doctor as checks, lab_hosts, labhost, template, template_build as templates
-from .common import JsonOption, app, ctx, emit_json, enter_host, table
+from swarmlab import config as configuration
+from swarmlab.cli.common import JsonOption, app, ctx, emit_json, enter_host, table
+from swarmlab.host import lab_hosts, labhost, template, template_build as templates
+from swarmlab.lab import doctor as checks
 
 host_app = typer.Typer(no_args_is_help=True, help="The embedded lab host: libvirtd, lab network, PowerDNS.")
 template_app = typer.Typer(no_args_is_help=True, help="The Debian template VM that nodes are cloned from.")

@@ -11,8 +11,11 @@ from typing import Optional
 
 import typer
 
-from .. import config as configuration, formation, lab as labs, snapshots, swarm
-from .common import LAB_FINISH, JsonOption, LabOption, NodeArgument, NodeBoard, app, ctx, emit_json, enter_host, table
+from swarmlab import config as configuration
+from swarmlab.cli.common import (LAB_FINISH, JsonOption, LabOption, NodeArgument, NodeBoard, app, ctx, emit_json,
+                                 enter_host, table)
+from swarmlab.config_values import parse_label
+from swarmlab.lab import formation, model as labs, snapshots
 
 
 @app.command()
@@ -37,7 +40,7 @@ def up(count: int = typer.Argument(..., metavar="N", help="Number of nodes the l
         import dataclasses
         config = dataclasses.replace(config, template=template)
     name = lab or config.lab
-    labels = [swarm.parse_label(spec) for spec in (*config.labels, *label)]
+    labels = [parse_label(spec) for spec in (*config.labels, *label)]
     started = time.monotonic()
     with NodeBoard() as board:
         result, report, added = formation.make_lab(config, count, name, prefix or config.prefix, managers,
@@ -120,7 +123,7 @@ def swarm_form(lab: Optional[str] = LabOption,
                as_json: bool = JsonOption):
     """(Re)form the swarm on an existing lab. Nodes already in it are left alone; missing ones join."""
     enter_host()
-    labels = [swarm.parse_label(spec) for spec in (*ctx.config.labels, *label)]
+    labels = [parse_label(spec) for spec in (*ctx.config.labels, *label)]
     with NodeBoard() as board:
         report = formation.form_lab(ctx.config, lab or ctx.config.lab, managers, labels, board)
     if as_json:

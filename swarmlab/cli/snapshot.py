@@ -8,8 +8,9 @@ from typing import Optional
 
 import typer
 
-from .. import config as configuration, lab as labs, reset as resets, snapshots
-from .common import LAB_FINISH, JsonOption, LabOption, app, ctx, emit_json, enter_host, table
+from swarmlab import config as configuration
+from swarmlab.cli.common import LAB_FINISH, JsonOption, LabOption, app, ctx, emit_json, enter_host, table
+from swarmlab.lab import model as labs, reset as resets, snapshots
 
 snapshot_app = typer.Typer(no_args_is_help=True, help="Consistent whole-lab snapshots that `reset` returns to.")
 app.add_typer(snapshot_app, name="snapshot")

@@ -1,0 +1,80 @@
+"""What swarmlab asks a guest's qemu-guest-agent: its clock (read and set) and small files.
+Mixed into Hypervisor."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import libvirt
+
+from swarmlab.adapters.libvirt_errors import HypervisorError, libvirt_errors_as_ours
+
+CLOCK_SYNCED = 0.3  # seconds a synced guest clock may be off (the health gate allows 1)
+
+
+def clock_offset(guest: float, before: float, after: float) -> float:
+    """How far at least a guest clock is off, read between `before` and `after` on the host:
+    under load the agent may answer seconds late, and that wait is not the guest's error."""
+    if guest < before:
+        return guest - before
+    if guest > after:
+        return guest - after
+    return 0.0
+
+
+@libvirt_errors_as_ours
+class GuestAgentMixin:
+    """Needs `_owned` and `_domain` of the Hypervisor it is mixed into."""
+
+    def sync_clock(self, name: str, tries: int = 3) -> None:
+        """The guest clock set to the host's through the guest agent (a reverted guest's clock
+        stands at snapshot time until then). The host's time, not the guest's hardware clock
+        (`hwclock -s`): that one has whole seconds, and under TCG the guest read it up to 1.2 s
+        behind. An agent that answers late sets a late time: measured, and added on the next try."""
+        dom = self._owned(name)
+        lag = 0.0
+        for _ in range(tries):
+            now = time.time() - lag
+            try:
+                dom.setTime({"seconds": int(now), "nseconds": int((now - int(now)) * 1e9)}, 0)
+            except libvirt.libvirtError as e:
+                raise HypervisorError(f"syncing the clock of {name} failed (guest agent): "
+                                      f"{e.get_error_message()}") from None
+            offset = self.guest_clock_offset(name)
+            if offset is None or abs(offset) <= CLOCK_SYNCED:
+                return
+            lag += offset
+
+    def guest_clock_offset(self, name: str) -> float | None:
+        """Guest clock minus host clock in seconds, read through the guest agent; None when the
+        agent does not answer."""
+        dom = self._domain(name)
+        try:
+            before = time.time()
+            t = dom.getTime()
+            after = time.time()
+        except libvirt.libvirtError:
+            return None
+        return clock_offset(t["seconds"] + t["nseconds"] / 1e9, before, after)
+
+    def read_guest_file(self, name: str, path: str, limit: int = 65536) -> str | None:
+        """A small text file read inside the guest through its agent, or None when the agent
+        does not answer or the file is not there (yet)."""
+        import base64
+
+        import libvirt_qemu
+        dom = self._owned(name)
+
+        def agent(command: str, **arguments):
+            reply = libvirt_qemu.qemuAgentCommand(dom, json.dumps({"execute": command, "arguments": arguments}), 5, 0)
+            return json.loads(reply)["return"]
+        try:
+            handle = agent("guest-file-open", path=path, mode="r")
+            try:
+                data = agent("guest-file-read", handle=handle, count=limit)
+            finally:
+                agent("guest-file-close", handle=handle)
+        except (libvirt.libvirtError, KeyError, ValueError):
+            return None
+        return base64.b64decode(data.get("buf-b64", "")).decode(errors="replace")

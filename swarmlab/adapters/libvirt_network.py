@@ -1,0 +1,142 @@
+"""Networks through libvirt: swarmlab's own NAT networks, their DHCP leases and fixed
+reservations. Mixed into Hypervisor."""
+
+from __future__ import annotations
+
+import ipaddress
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+import libvirt
+
+from swarmlab.adapters.libvirt_errors import HypervisorError, libvirt_errors_as_ours, only_missing
+from swarmlab.adapters.libvirt_xml import dhcp_host_xml, ownership
+from swarmlab.errors import NotFound, Refused
+
+
+@dataclass
+class NetworkState:
+    name: str
+    exists: bool = False
+    active: bool = False
+    owner: dict | None = None
+    dhcp_ranges: list[tuple[str, str]] = field(default_factory=list)
+    bridge: str | None = None
+    gateway: str | None = None
+
+
+
+@libvirt_errors_as_ours
+class NetworkMixin:
+    """Needs `conn` of the Hypervisor it is mixed into."""
+
+    def network_ranges(self) -> list[ipaddress.IPv4Network]:
+        """The IPv4 ranges of every network on the host, swarmlab's or not."""
+        out = []
+        for net in self.conn.listAllNetworks():
+            for ip in ET.fromstring(net.XMLDesc()).findall("ip"):
+                if ip.get("address") and ip.get("netmask") and ":" not in ip.get("address"):
+                    out.append(ipaddress.IPv4Network(f"{ip.get('address')}/{ip.get('netmask')}", strict=False))
+        return out
+
+    def _network(self, name: str):
+        try:
+            return self.conn.networkLookupByName(name)
+        except libvirt.libvirtError as e:
+            only_missing(e)
+            return None
+
+    def network_state(self, name: str) -> NetworkState:
+        net = self._network(name)
+        if net is None:
+            return NetworkState(name)
+        root = ET.fromstring(net.XMLDesc())
+        ip = root.find("ip")
+        bridge = root.find("bridge")
+        return NetworkState(
+            name, exists=True, active=bool(net.isActive()), owner=ownership(net.XMLDesc()),
+            dhcp_ranges=[(r.get("start"), r.get("end")) for r in root.findall("ip/dhcp/range")],
+            bridge=bridge.get("name") if bridge is not None else None,
+            gateway=ip.get("address") if ip is not None else None)
+
+    def ensure_network(self, name: str, xml: str) -> list[str]:
+        """Defines, starts and autostarts a swarmlab network. Returns what changed."""
+        changes = []
+        net = self._network(name)
+        if net is None:
+            try:
+                net = self.conn.networkDefineXML(xml)
+            except libvirt.libvirtError as e:
+                raise HypervisorError(f"defining network {name} failed: {e.get_error_message()}") from None
+            changes.append(f"defined network {name}")
+        elif ownership(net.XMLDesc()) is None:
+            raise Refused(f"network {name} exists and was not created by swarmlab: "
+                          "choose another [libvirt] network name, or point swarmlab at it without `host up`")
+        if not net.isActive():
+            try:
+                net.create()
+            except libvirt.libvirtError as e:
+                raise HypervisorError(f"starting network {name} failed: {e.get_error_message()}") from None
+            changes.append(f"started network {name}")
+        if not net.autostart():
+            net.setAutostart(True)
+        return changes
+
+    def remove_network(self, name: str) -> list[str]:
+        net = self._network(name)
+        if net is None:
+            return []
+        if ownership(net.XMLDesc()) is None:
+            raise Refused(f"network {name} was not created by swarmlab; leaving it alone")
+        changes = []
+        if net.isActive():
+            net.destroy()
+            changes.append(f"stopped network {name}")
+        net.undefine()
+        changes.append(f"undefined network {name}")
+        return changes
+
+    def dhcp_leases(self, network: str) -> dict[str, str]:
+        """MAC -> IPv4 from the network's current DHCP leases."""
+        net = self._network(network)
+        if net is None or not net.isActive():
+            return {}
+        return {lease["mac"].lower(): lease["ipaddr"] for lease in net.DHCPLeases()
+                if lease.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4}
+
+    def dhcp_reservations(self, network: str) -> dict[str, str]:
+        """MAC -> IP of the network's <dhcp><host> entries."""
+        net = self._network(network)
+        if net is None:
+            return {}
+        root = ET.fromstring(net.XMLDesc())
+        return {h.get("mac").lower(): h.get("ip") for h in root.findall("ip/dhcp/host") if h.get("mac")}
+
+    def _update_dhcp_host(self, network: str, command: int, host_xml: str) -> None:
+        net = self._network(network)
+        if net is None:
+            raise NotFound(f"network {network} not found")
+        if ownership(net.XMLDesc()) is None:
+            raise Refused(f"network {network} was not created by swarmlab; not changing its DHCP hosts")
+        flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+        if net.isActive():
+            flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+        try:
+            net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, host_xml, flags)
+        except libvirt.libvirtError as e:
+            raise HypervisorError(f"updating DHCP hosts of {network} failed: {e.get_error_message()}") from None
+
+    def add_reservation(self, network: str, mac: str, ip: str, name: str) -> None:
+        """A fixed MAC -> IP, so a node keeps its address across destroy/start."""
+        if self.dhcp_reservations(network).get(mac.lower()) == ip:
+            return
+        self._update_dhcp_host(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+                               dhcp_host_xml(mac, ip, name))
+
+    def remove_reservation(self, network: str, mac: str) -> bool:
+        ip = self.dhcp_reservations(network).get(mac.lower())
+        if ip is None:
+            return False
+        self._update_dhcp_host(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
+                               dhcp_host_xml(mac, ip))
+        return True

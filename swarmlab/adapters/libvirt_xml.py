@@ -1,0 +1,200 @@
+"""libvirt XML as swarmlab writes and reads it, pure: the ownership metadata, a clone derived
+from its template, volumes, pools, DHCP hosts and the lab networks. No libvirt connection here:
+tested on strings, in milliseconds."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import random
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+from swarmlab.config import Config, ConfigError
+from swarmlab.errors import SwarmlabError
+from swarmlab.render import render
+
+NS_URI = "https://swarmlab.dev/xmlns/resource/1"
+NS_PREFIX = "swarmlab"
+ET.register_namespace(NS_PREFIX, NS_URI)
+ET.register_namespace("dnsmasq", "http://libvirt.org/schemas/network/dnsmasq/1.0")
+
+
+class TemplateError(SwarmlabError):
+    """A template whose XML swarmlab cannot clone as it is."""
+
+
+def ownership(xml: str) -> dict[str, str] | None:
+    """The swarmlab metadata attributes of a domain or network XML, or None if not ours."""
+    element = ET.fromstring(xml).find(f"metadata/{{{NS_URI}}}resource")
+    return dict(element.attrib) if element is not None else None
+
+
+def random_mac() -> str:
+    # 52:54:00 is the prefix qemu/libvirt use for guests.
+    return "52:54:00:" + ":".join(f"{random.randint(0, 255):02x}" for _ in range(3))
+
+
+@dataclass(frozen=True)
+class CloneDisk:
+    """What a clone does with one disk of its template."""
+
+    target: str  # vda, vdb, ...
+    source: dict[str, str]  # the template's <source> attributes (file, dev, or pool + volume)
+    action: str  # "overlay": a qcow2 of the clone's own; "share": read-only or shareable, used as is
+
+
+def clone_disks(template_xml: str) -> list[CloneDisk]:
+    """How each disk of a template is cloned. Writable disks get an overlay each (a disk left
+    shared read-write between clones would be corrupted by them); read-only media and disks
+    marked shareable are used as they are. Disks swarmlab cannot overlay are refused."""
+    out = []
+    for disk in ET.fromstring(template_xml).findall("devices/disk"):
+        target = disk.find("target").get("dev") if disk.find("target") is not None else "?"
+        source = dict(disk.find("source").attrib) if disk.find("source") is not None else {}
+        if disk.get("device", "disk") in ("cdrom", "floppy") or disk.find("readonly") is not None \
+                or disk.find("shareable") is not None:
+            out.append(CloneDisk(target, source, "share"))
+        elif disk.get("type") not in ("file", "block", "volume"):
+            raise TemplateError(f"template disk {target} is a {disk.get('type')} disk: swarmlab can give clones "
+                                  "their own copy only of file, block and volume disks; make it read-only, "
+                                  "shareable or remove it from the template")
+        elif not source:
+            raise TemplateError(f"template disk {target} has no source: give it one or remove it")
+        else:
+            out.append(CloneDisk(target, source, "overlay"))
+    if not any(d.action == "overlay" for d in out):
+        raise TemplateError("template has no writable disk to clone")
+    return out
+
+
+def derive_clone_xml(template_xml: str, name: str, mac: str, pool: str, volumes: dict[str, str],
+                     owner: dict[str, str], hostname: str | None = None, network: str | None = None,
+                     tb_cache_mib: int = 0) -> str:
+    """A node's domain XML from its template's: new name, no UUID, new MAC, an overlay volume
+    per writable disk (`volumes`: target -> volume in `pool`), its own NVRAM, no fixed
+    graphics port or agent socket path, and swarmlab ownership metadata. With direct kernel
+    boot the hostname rides on the kernel command line, so the guest has it from its first
+    second; otherwise `up` sets it over SSH. `network` puts the node on that libvirt network
+    instead of the template's (a class lab's own); `tb_cache_mib` sizes TCG's translation cache
+    (QEMU's default is 1 GiB of host memory per guest)."""
+    root = ET.fromstring(template_xml)
+    root.find("name").text = name
+    for tag in ("uuid", "title", "description"):
+        for el in root.findall(tag):
+            root.remove(el)
+    metadata = root.find("metadata")
+    if metadata is None:
+        metadata = ET.SubElement(root, "metadata")
+    for el in metadata.findall(f"{{{NS_URI}}}resource"):
+        metadata.remove(el)
+    ET.SubElement(metadata, f"{{{NS_URI}}}resource", {k: str(v) for k, v in owner.items()})
+    interfaces = root.findall("devices/interface")
+    if len(interfaces) != 1:
+        raise TemplateError(f"template has {len(interfaces)} network interfaces; swarmlab needs exactly one")
+    for el in interfaces[0].findall("mac") + interfaces[0].findall("target"):
+        interfaces[0].remove(el)  # the tap device name is the template's, too
+    ET.SubElement(interfaces[0], "mac", {"address": mac})
+    if network:
+        interfaces[0].set("type", "network")
+        for el in interfaces[0].findall("source"):
+            interfaces[0].remove(el)
+        interfaces[0].insert(0, ET.Element("source", {"network": network}))
+    if tb_cache_mib and root.get("type") == "qemu":
+        features = root.find("features")
+        if features is None:
+            features = ET.SubElement(root, "features")
+        for el in features.findall("tcg"):
+            features.remove(el)
+        tcg = ET.SubElement(features, "tcg")
+        ET.SubElement(tcg, "tb-cache", {"unit": "MiB"}).text = str(tb_cache_mib)
+    planned = {d.target: d for d in clone_disks(template_xml)}
+    for disk in root.findall("devices/disk"):
+        target = disk.find("target").get("dev") if disk.find("target") is not None else "?"
+        if planned[target].action != "overlay":
+            continue
+        if target not in volumes:
+            raise TemplateError(f"template disk {target} is writable and has no overlay for {name}")
+        disk.set("type", "volume")
+        for el in disk.findall("source") + disk.findall("backingStore"):
+            disk.remove(el)
+        disk.insert(1, ET.Element("source", {"pool": pool, "volume": volumes[target]}))
+        driver = disk.find("driver")
+        if driver is None:
+            driver = ET.SubElement(disk, "driver", {"name": "qemu"})
+        driver.set("type", "qcow2")
+    nvram = root.find("os/nvram")
+    if nvram is not None:
+        # No path: libvirt creates <name>_VARS.fd for the clone from the template file (the
+        # template's own variables when it names no other), instead of sharing one.
+        if nvram.text and not nvram.get("template"):
+            nvram.set("template", nvram.text.strip())
+        nvram.text = None
+    for channel in root.findall("devices/channel"):
+        for source in channel.findall("source"):
+            source.attrib.pop("path", None)  # libvirt makes a socket per domain
+    for graphics in root.findall("devices/graphics"):
+        for attr in ("port", "tlsPort", "websocket"):
+            graphics.attrib.pop(attr, None)
+        graphics.set("autoport", "yes")
+    cmdline = root.find("os/cmdline")
+    if hostname and root.find("os/kernel") is not None:
+        if cmdline is None:
+            cmdline = ET.SubElement(root.find("os"), "cmdline")
+        words = [w for w in (cmdline.text or "").split() if not w.startswith("systemd.hostname=")]
+        cmdline.text = " ".join(words + [f"systemd.hostname={hostname}"])
+    return ET.tostring(root, encoding="unicode")
+
+
+def sets_hostname_at_boot(template_xml: str) -> bool:
+    """True when clones of this template boot a kernel libvirt hands them (direct kernel boot),
+    so that derive_clone_xml can put the hostname on its command line."""
+    return ET.fromstring(template_xml).find("os/kernel") is not None
+
+
+def overlay_volume_xml(name: str, backing_path: str, backing_format: str, capacity: int) -> str:
+    volume = ET.Element("volume")
+    ET.SubElement(volume, "name").text = name
+    ET.SubElement(volume, "capacity", {"unit": "bytes"}).text = str(capacity)
+    ET.SubElement(ET.SubElement(volume, "target"), "format", {"type": "qcow2"})
+    backing = ET.SubElement(volume, "backingStore")
+    ET.SubElement(backing, "path").text = backing_path
+    ET.SubElement(backing, "format", {"type": backing_format})
+    return ET.tostring(volume, encoding="unicode")
+
+
+def dir_pool_xml(name: str, path: Path) -> str:
+    pool = ET.Element("pool", {"type": "dir"})
+    ET.SubElement(pool, "name").text = name
+    ET.SubElement(ET.SubElement(pool, "target"), "path").text = str(path)
+    return ET.tostring(pool, encoding="unicode")
+
+
+def dhcp_host_xml(mac: str, ip: str, name: str | None = None) -> str:
+    attrs = {"mac": mac, "ip": ip} if name is None else {"mac": mac, "name": name, "ip": ip}
+    return ET.tostring(ET.Element("host", attrs), encoding="unicode")
+
+
+def netmask(cidr: ipaddress.IPv4Network) -> str:
+    return str(cidr.netmask)
+
+
+def bridge_name(network: str) -> str:
+    name = "sl-" + network
+    # Linux caps interface names at 15 characters: a long name gets a digest, never a cut that collides.
+    return name if len(name) <= 15 else "sl-" + hashlib.sha256(network.encode()).hexdigest()[:12]
+
+
+def network_xml(config: Config, lab: str | None = None) -> str:
+    """The lab host's shared network, or (with `lab`) a lab's own network, owned by that lab."""
+    start, end = config.dhcp_range
+    # A host on another machine forwards the zone to the controller's PowerDNS ([host] services_address).
+    dns_server = config.services_address if config.host_remote else "127.0.0.1"
+    if not dns_server:
+        raise ConfigError(f"host {config.lab_host} is on another machine, and its labs' DNS needs the controller's "
+                        "PowerDNS: set [host] services_address to the address it reaches this machine at, "
+                        "then `swarmlab host up`")
+    return render("network.xml.j2", name=config.network, ns_uri=NS_URI, bridge=bridge_name(config.network),
+                  gateway=config.gateway, netmask=config.cidr.netmask, dhcp_start=start, dhcp_end=end,
+                  zone=config.zone.rstrip("."), dns_server=dns_server, dns_port=config.dns_port, lab=lab)

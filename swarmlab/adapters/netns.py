@@ -1,0 +1,80 @@
+"""Network namespaces: the isolated lab host's, entered with setns(2), and the one swarmlab
+started in, for the commands that need the internet (apt)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+from pathlib import Path
+
+from swarmlab.errors import SwarmlabError
+
+CLONE_NEWNET = 0x40000000
+
+
+class NamespaceError(SwarmlabError):
+    pass
+
+
+def netns_path(name: str) -> Path:
+    return Path("/run/netns") / name
+
+
+def netns_exists(name: str) -> bool:
+    return netns_path(name).exists()
+
+
+def _inode(path: str | Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def in_netns(name: str, pid: int | str = "self") -> bool:
+    target = _inode(netns_path(name))
+    return target is not None and _inode(f"/proc/{pid}/ns/net") == target
+
+
+_host_netns_fd: int | None = None  # the namespace we came from, for commands that need the internet
+
+
+def enter_netns(name: str) -> None:
+    """Moves this process into the namespace. Call before any thread starts: setns applies
+    to the calling thread, and threads started afterwards inherit it."""
+    global _host_netns_fd
+    if in_netns(name):
+        return
+    if _host_netns_fd is None:
+        _host_netns_fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+    fd = os.open(netns_path(name), os.O_RDONLY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise NamespaceError(f"cannot enter network namespace {name}: {os.strerror(err)} (swarmlab needs root)")
+    finally:
+        os.close(fd)
+
+
+def in_host_netns(cmd: list[str]) -> tuple[list[str], tuple[int, ...]]:
+    """The command and the fds to pass so that it runs in the network namespace swarmlab
+    started in."""
+    if _host_netns_fd is None:
+        return cmd, ()
+    return ["nsenter", f"--net=/proc/self/fd/{_host_netns_fd}", *cmd], (_host_netns_fd,)
+
+
+def run_in_host_netns(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    """Runs a command in the network namespace swarmlab started in (apt needs the mirror,
+    which the lab namespace cannot reach)."""
+    cmd, fds = in_host_netns(cmd)
+    return subprocess.run(cmd, pass_fds=fds, **kw)
+
+
+def netns_cmd(namespace: str | None, cmd: list[str]) -> list[str]:
+    # `ip netns exec` also remounts /sys for the namespace, which libvirtd's bridge code reads.
+    return ["ip", "netns", "exec", namespace, *cmd] if namespace else cmd
+
+

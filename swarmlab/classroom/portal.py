@@ -1,0 +1,400 @@
+"""`swarmlab portal`: the class in a browser, beside the SSH gateway.
+
+- A student's page (/s/<token>): the current exercise's text, a terminal per node (xterm.js,
+  bridged to SSH as `student` on that node), Check and Hint.
+- The instructor's page (/i/<token>): the class status, live; start an exercise for everyone,
+  reset one lab or all.
+
+Every token is read from its file at each request, so `class down` revokes at once; a wrong or
+missing token gets the same bare 403. Terminals of a lab end when it is reset (from this page or
+by any swarmlab command) and when the lab leaves the class. The portal calls classroom,
+exercises, reset and access only: it knows nothing of libvirt or PowerDNS. aiohttp serves HTTP
+and websockets on the same asyncio loop as the gateway (asyncssh).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hmac
+import json
+import socket
+import time
+from pathlib import Path
+
+import markupsafe
+from aiohttp import WSMsgType, web
+
+from swarmlab.classroom import access, room as classroom
+from swarmlab.classroom.access import instructor_token
+from swarmlab.classroom.limits import OverLimit, StudentLimits
+from swarmlab.config import Config
+from swarmlab.errors import SwarmlabError
+from swarmlab.lab import reset as resets
+from swarmlab.render import render
+from swarmlab.teach import exercise_files, exercises
+
+CHECK_EVERY = 10.0  # seconds between two checks of one lab
+WATCH_EVERY = 2.0  # how soon a terminal ends after its lab was reset or removed
+STATUS_EVERY = 4.0  # the class status is read over SSH at most this often, however many pages show it
+STATIC = Path(__file__).resolve().parent / "static"
+FORBIDDEN_TEXT = "403 forbidden\n"
+TCP_ESTABLISHED = 1  # tcp_info's state (linux/tcp_states.h)
+CHECK_WORKERS = 4  # checks of all students at once; each student holds at most [portal] checks_at_once
+# Every page and answer: never cached, never framed, no token leaks in a Referer, and only the
+# portal's own scripts (styles may be inline: xterm.js sets them).
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; "
+                               "style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; "
+                               "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+}
+
+
+def task_html(text: str) -> markupsafe.Markup:
+    """An exercise's Markdown as HTML. The text comes from labs/<id>/README.md, the
+    instructor's own files, with lab names and image names rendered in: no student input."""
+    import markdown
+    first, _, rest = text.lstrip().partition("\n")
+    if first.startswith("# "):
+        text = rest  # the README's title: the page shows the exercise's title as its heading
+    return markupsafe.Markup(markdown.markdown(text, extensions=["fenced_code"]))
+
+
+class Portal:
+    def __init__(self, config: Config, clock=time.monotonic, limits: StudentLimits | None = None):
+        self.config, self.clock = config, clock
+        self.limits = limits or StudentLimits(config, clock)
+        # checks wait for swarms and nodes: a pool of their own, so pages never queue behind them
+        self.check_pool = concurrent.futures.ThreadPoolExecutor(CHECK_WORKERS, thread_name_prefix="check")
+        self.last_check: dict[str, float] = {}
+        self.terminals: dict[str, set[web.WebSocketResponse]] = {}
+        self.opened: dict[web.WebSocketResponse, float] = {}  # when each terminal opened (wall clock)
+        self.status_lock = asyncio.Lock()
+        self.status_read: tuple[float, list] = (float("-inf"), [])
+
+    # --- who is asking ------------------------------------------------------------------
+    def class_labs(self) -> list[str]:
+        room = classroom.load(self.config)
+        return [s.lab for s in room.students] if room else []
+
+    def student_lab(self, request: web.Request) -> str | None:
+        return access.lab_of_token(self.config, request.match_info.get("token", ""), self.class_labs())
+
+    def instructor(self, request: web.Request) -> bool:
+        return hmac.compare_digest(instructor_token(self.config).encode(),
+                                   request.match_info.get("token", "").encode())
+
+    def _scoped(self, lab: str) -> Config:
+        return access.lab_config_of(self.config, lab)
+
+    # --- the student's page -------------------------------------------------------------
+    def lab_view(self, lab: str) -> dict:
+        scoped = self._scoped(lab)
+        found = access.student_lab(self.config, lab)
+        state = exercises.load_state(scoped, lab)
+        view = {"lab": lab, "nodes": [{"node": n.name, "ip": n.ip} for n in (found.nodes if found else [])],
+                "exercise": None, "last_check": state.get("last_check")}
+        if state.get("exercise"):
+            try:
+                exercise = exercise_files.find(state["exercise"])
+                ctx = exercise_files.context(exercise, found, state.get("images"))
+                view["exercise"] = {"id": exercise.id, "title": exercise.title,
+                                    "html": task_html(exercise_files.student_text(exercise, ctx)),
+                                    "hints": len(exercise.hints), "seen": state.get("hints", 0)}
+            except SwarmlabError as e:
+                view["exercise"] = {"id": state["exercise"], "title": state["exercise"],
+                                    "html": markupsafe.escape(str(e)), "hints": 0}
+        return view
+
+    async def student_page(self, request: web.Request) -> web.Response:
+        lab = self.student_lab(request)
+        if lab is None:
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        view = await asyncio.to_thread(self.lab_view, lab)
+        return web.Response(content_type="text/html", text=render(
+            "portal-student.html.j2", view=view, token=request.match_info["token"], check_every=int(CHECK_EVERY)))
+
+    async def check(self, request: web.Request) -> web.Response:
+        lab = self.student_lab(request)
+        if lab is None:
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        now = self.clock()
+        wait = CHECK_EVERY - (now - self.last_check.get(lab, -CHECK_EVERY))
+        if wait > 0:
+            return web.json_response({"error": f"checks run at most every {CHECK_EVERY:g} s: try again in "
+                                               f"{wait:.0f} s"}, status=429, headers={"Retry-After": f"{wait:.0f}"})
+        try:
+            self.limits.take("checks", lab)
+        except OverLimit as e:
+            return web.json_response({"error": str(e)}, status=429)
+        try:
+            self.last_check[lab] = now
+            scoped = self._scoped(lab)
+            state = exercises.load_state(scoped, lab)
+            if not state.get("exercise"):
+                return web.json_response({"error": "no exercise has started yet: wait for your instructor"},
+                                         status=409)
+            exercise = exercise_files.find(state["exercise"])
+            verdicts = await asyncio.get_running_loop().run_in_executor(
+                self.check_pool, exercises.check, scoped, lab, exercise, False)
+        except SwarmlabError as e:
+            return web.json_response({"error": str(e)}, status=502)
+        finally:
+            self.limits.give("checks", lab)
+        return web.json_response({"exercise": exercise.id, "ok": all(v.ok for v in verdicts),
+                                  "verdicts": [v.as_dict() for v in verdicts]})
+
+    async def hint(self, request: web.Request) -> web.Response:
+        lab = self.student_lab(request)
+        if lab is None:
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        scoped = self._scoped(lab)
+        state = exercises.load_state(scoped, lab)
+        if not state.get("exercise"):
+            return web.json_response({"error": "no exercise has started yet"}, status=409)
+        wait = self.limits.hint_wait(lab)
+        if wait > 0:
+            return web.json_response({"error": f"at most {self.limits.hints_per_minute} hints a minute: try again "
+                                               f"in {wait:.0f} s"}, status=429,
+                                     headers={"Retry-After": f"{max(1, round(wait))}"})
+        try:
+            answer = await asyncio.to_thread(exercises.hint, scoped, lab, exercise_files.find(state["exercise"]))
+        except SwarmlabError as e:
+            return web.json_response({"error": str(e)}, status=502)
+        return web.json_response(answer)
+
+    async def terminal(self, request: web.Request) -> web.StreamResponse:
+        lab = self.student_lab(request)
+        if lab is None:
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        found = access.student_lab(self.config, lab)
+        node = found.node(request.match_info["node"]) if found else None
+        if node is None:
+            return web.Response(status=404, text="404 no such node in your lab\n")
+        try:
+            self.limits.take("terminals", lab)
+        except OverLimit as e:
+            return web.Response(status=429, text=f"429 {e}\n")
+        try:
+            return await self._terminal(request, lab, node)
+        finally:
+            self.limits.give("terminals", lab)
+
+    async def _terminal(self, request: web.Request, lab: str, node) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=self.config.max_request_kib * 1024)
+        await ws.prepare(request)
+        self.terminals.setdefault(lab, set()).add(ws)
+        self.opened[ws] = time.time()
+        try:
+            await self._bridge(ws, request, lab, node.ip)
+        except (OSError, SwarmlabError, asyncio.TimeoutError) as e:
+            await self._say(ws, f"\r\n[swarmlab: {node.name} does not answer: {type(e).__name__}]\r\n")
+        except Exception as e:  # asyncssh's errors: shown in the terminal, never a traceback
+            await self._say(ws, f"\r\n[swarmlab: {node.name}: {e}]\r\n")
+        finally:
+            self.terminals.get(lab, set()).discard(ws)
+            self.opened.pop(ws, None)
+            await ws.close()
+        return ws
+
+    @staticmethod
+    async def _say(ws: web.WebSocketResponse, text: str) -> None:
+        if not ws.closed:
+            try:
+                await ws.send_str(text)
+            except (ConnectionError, RuntimeError):
+                pass  # the browser went away first
+
+    async def _bridge(self, ws: web.WebSocketResponse, request: web.Request, lab: str, address: str) -> None:
+        """The browser's terminal joined to a login shell as `student` on the node. Both ways
+        wait for the slower side (stdin's `drain`, the websocket's own send), so a flood of
+        keystrokes or output waits in the sender's window, not in this process. It ends with
+        either side, or when the browser is gone while a flood waits."""
+        conn = await access.connect_as_student(self.config, lab, address)
+        try:
+            process = await conn.create_process(term_type="xterm-256color", term_size=(100, 30), encoding=None)
+
+            async def to_browser():
+                while data := await process.stdout.read(65536):
+                    await ws.send_bytes(data)
+                await ws.send_str("\r\n[session ended]\r\n")
+
+            async def from_browser():
+                async for message in ws:
+                    if message.type != WSMsgType.TEXT:
+                        break
+                    await self._terminal_event(process, message.data)
+
+            async def browser_gone():
+                while not ws.closed and not peer_gone(request.transport):
+                    await asyncio.sleep(1)
+            tasks = [asyncio.ensure_future(t()) for t in (to_browser, from_browser, browser_gone)]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for done in await asyncio.gather(*tasks, return_exceptions=True):
+                    if isinstance(done, Exception) and not isinstance(done, (ConnectionError, RuntimeError)):
+                        raise done
+        finally:
+            conn.close()
+            if conn.tunnel is not None:
+                conn.tunnel.close()
+
+    @staticmethod
+    async def _terminal_event(process, text: str) -> None:
+        """Keystrokes or a new size; anything else is ignored."""
+        try:
+            event = json.loads(text)
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        if event.get("type") == "input":
+            process.stdin.write(str(event.get("data", "")).encode())
+            await process.stdin.drain()
+        elif event.get("type") == "resize":
+            try:
+                process.change_terminal_size(min(500, int(event.get("cols", 100))), min(200, int(event.get("rows", 30))))
+            except (TypeError, ValueError):
+                pass
+
+    async def end_sessions(self, lab: str, why: str = "the lab was reset") -> None:
+        for ws in list(self.terminals.get(lab, set())):
+            await self._end(ws, why)
+
+    async def _end(self, ws: web.WebSocketResponse, why: str) -> None:
+        await self._say(ws, f"\r\n[session ended: {why}]\r\n")
+        await ws.close()
+
+    def sessions_to_end(self) -> list[tuple[web.WebSocketResponse, str]]:
+        """Terminals on a lab that left the class, or that was reset (by any process: the
+        CLI, `class start`, this page) after they opened."""
+        labs_now = set(self.class_labs())
+        ending = []
+        for lab, sockets in self.terminals.items():
+            if lab not in labs_now:
+                ending += [(ws, "the lab was removed") for ws in sockets]
+                continue
+            reset_at = resets.last_reset(self._scoped(lab), lab)
+            ending += [(ws, "the lab was reset") for ws in sockets if self.opened.get(ws, reset_at) < reset_at]
+        return ending
+
+    async def watch_class(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_EVERY)
+            for ws, why in self.sessions_to_end():
+                await self._end(ws, why)
+
+    # --- the instructor's page ----------------------------------------------------------
+    async def instructor_page(self, request: web.Request) -> web.Response:
+        if not self.instructor(request):
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        return web.Response(content_type="text/html", text=render(
+            "portal-instructor.html.j2", token=request.match_info["token"],
+            exercises=[(e.id, e.title) for e in exercise_files.load_all()]))
+
+    async def status(self, request: web.Request) -> web.Response:
+        if not self.instructor(request):
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        async with self.status_lock:  # one reading at a time for every open instructor page
+            if self.clock() - self.status_read[0] >= STATUS_EVERY:
+                try:
+                    rows = await asyncio.to_thread(classroom.class_status, self.config)
+                except SwarmlabError as e:
+                    return web.json_response({"error": str(e)}, status=409)
+                self.status_read = (self.clock(), rows)
+        return web.json_response(self.status_read[1])
+
+    async def start(self, request: web.Request) -> web.Response:
+        if not self.instructor(request):
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        body = await json_body(request)
+        if body is None:
+            return web.json_response({"error": "the body must be a JSON object"}, status=400)
+        try:
+            exercise = exercise_files.find(str(body.get("exercise", "")))
+        except SwarmlabError as e:
+            return web.json_response({"error": str(e)}, status=400)
+        for lab in self.class_labs():
+            await self.end_sessions(lab)
+        results = await asyncio.to_thread(classroom.class_start, self.config, exercise)
+        self.status_read = (float("-inf"), [])
+        return web.json_response([{"lab": r.lab, "ok": r.ok, "error": r.error} for r in results])
+
+    async def reset(self, request: web.Request) -> web.Response:
+        if not self.instructor(request):
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        body = await json_body(request)
+        if body is None or not isinstance(body.get("lab") or "", str):
+            return web.json_response({"error": "the body must be a JSON object, its lab a name"}, status=400)
+        only = body.get("lab") or None
+        labs_now = self.class_labs()
+        if only is not None and only not in labs_now:
+            return web.json_response({"error": f"no lab {only} in the class"}, status=400)
+        for lab in ([only] if only else labs_now):
+            await self.end_sessions(lab)
+        results = await asyncio.to_thread(classroom.class_reset, self.config, None, [only] if only else None)
+        self.status_read = (float("-inf"), [])
+        return web.json_response([{"lab": r.lab, "ok": r.ok, "error": r.error} for r in results])
+
+    async def forbidden(self, request: web.Request) -> web.Response:
+        """Anything else under a token's place: the same bare 403, whether the token is right
+        or not; a known address asked with the wrong method: 405, whatever the token."""
+        for resource in request.app.router.resources():
+            if resource.canonical.endswith("{tail}"):
+                continue
+            match, allowed = await resource.resolve(request)
+            if match is None and allowed:
+                return web.Response(status=405, text="405 method not allowed\n",
+                                    headers={"Allow": ", ".join(sorted(allowed))})
+        return web.Response(status=403, text=FORBIDDEN_TEXT)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.max_request_kib * 1024)
+        app.on_response_prepare.append(security_headers)
+        app.on_shutdown.append(self._shutdown)
+        app.add_routes([
+            web.get("/s/{token}", self.student_page), web.post("/s/{token}/check", self.check),
+            web.post("/s/{token}/hint", self.hint), web.get("/s/{token}/term/{node}", self.terminal),
+            web.get("/i/{token}", self.instructor_page), web.get("/i/{token}/status", self.status),
+            web.post("/i/{token}/start", self.start), web.post("/i/{token}/reset", self.reset),
+            web.static("/static", STATIC),
+            # anything else under a token's place: the same bare 403, whether the token is right or not
+            web.route("*", "/s/{tail:.*}", self.forbidden), web.route("*", "/i/{tail:.*}", self.forbidden),
+        ])
+        return app
+
+    async def _shutdown(self, _app: web.Application) -> None:
+        self.check_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def peer_gone(transport) -> bool:
+    """Whether the browser's TCP connection is closing. While a flood waits, nothing reads the
+    socket, so its end of file is never seen: the kernel's state of the connection is."""
+    if transport is None or transport.is_closing():
+        return True
+    sock = transport.get_extra_info("socket")
+    try:
+        return sock is not None and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != TCP_ESTABLISHED
+    except OSError:
+        return True
+
+
+async def json_body(request: web.Request) -> dict | None:
+    """The request's JSON object, or None for anything else (never a traceback)."""
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+async def security_headers(_request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer, aiohttp's own errors and the terminals' websockets included."""
+    response.headers.update(SECURITY_HEADERS)

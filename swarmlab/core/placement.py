@@ -1,0 +1,87 @@
+"""Where a class's labs go, as pure arithmetic over what the hosts report: a host's free room
+in nodes, each lab whole on the host with the most room, a /24 of its own. No I/O: `classroom`
+reads the hosts and carries the plan out, `doctor` shows the same figures."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from swarmlab.config import Config, HostSpec
+from swarmlab.errors import Refused
+
+HOST_MEMORY_SHARE = 0.9  # of a host's memory, when [[hosts]] gives no capacity: the rest is the host's
+
+
+class CapacityShort(Refused):
+    pass
+
+
+@dataclass
+class HostRoom:
+    """What a host can still take, in nodes; `problem` when it cannot take any."""
+
+    name: str
+    free_nodes: int
+    problem: str = ""
+
+
+def free_nodes(spec: HostSpec, host_mib: int, used_nodes: int, used_mib: int, node_mib: int,
+               overhead_mib: int) -> int:
+    """Nodes a host can still take: from [[hosts]] nodes, else from its memory ([[hosts]]
+    memory_mib, else 90 % of what libvirt reports), each node costing its guest memory plus
+    QEMU's own (`overhead_mib`)."""
+    if spec.nodes:
+        return max(0, spec.nodes - used_nodes)
+    budget = spec.memory_mib or int(host_mib * HOST_MEMORY_SHARE)
+    taken = used_mib + used_nodes * overhead_mib
+    return max(0, (budget - taken) // (node_mib + overhead_mib))
+
+
+def place(labs_to_place: list[str], nodes_per_lab: int, rooms: list[HostRoom]) -> dict[str, str]:
+    """Each lab whole on the host with the most free nodes (the first such host on a tie).
+    Raises CapacityShort, naming what is missing, before anything is made."""
+    free = {r.name: r.free_nodes for r in rooms if not r.problem}
+    out: dict[str, str] = {}
+    for lab in labs_to_place:
+        best = max(free, key=lambda h: free[h], default=None)
+        if best is None or free[best] < nodes_per_lab:
+            unplaced = len(labs_to_place) - len(out)
+            have = ", ".join(f"{r.name} {r.free_nodes} free" if not r.problem else f"{r.name}: {r.problem}"
+                             for r in rooms)
+            fits = sum(n // nodes_per_lab for n in free.values())
+            missing = unplaced - fits
+            raise CapacityShort(
+                f"not enough room: {_labs(len(labs_to_place))} of {nodes_per_lab} nodes need "
+                f"{len(labs_to_place) * nodes_per_lab} nodes, the hosts take {_labs(fits + len(out))} "
+                f"({have}); {_labs(missing)} ({missing * nodes_per_lab} nodes) "
+                f"{'is' if missing == 1 else 'are'} missing: "
+                "add a host ([[hosts]] in swarmlab.toml), free one, or ask for fewer students")
+        out[lab] = best
+        free[best] -= nodes_per_lab
+    return out
+
+
+def _labs(count: int) -> str:
+    return f"{count} lab" + ("" if count == 1 else "s")
+
+
+def next_subnet(lab_range: ipaddress.IPv4Network, taken: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+    """The first /24 of the host's lab range that overlaps no network already there."""
+    for subnet in lab_range.subnets(new_prefix=24):
+        if not any(subnet.overlaps(t) for t in taken):
+            return subnet
+    raise CapacityShort(f"lab range {lab_range} has no free /24 left: widen [class] lab_range")
+
+
+def remote_problem(config: Config, spec: HostSpec) -> str | None:
+    """What keeps a host on another machine from taking labs, before libvirt is asked."""
+    if spec.local:
+        return None
+    if not spec.jump:
+        return ("has no SSH way in to its nodes: set ssh = \"root@HOST\" in its [[hosts]] entry "
+                "(or use a qemu+ssh:// URI)")
+    if not config.services_address:
+        return ("is on another machine, and its labs' DNS needs this controller's PowerDNS: set [host] "
+                "services_address to the address it reaches this machine at, then `swarmlab host up`")
+    return None

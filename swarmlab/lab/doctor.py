@@ -1,0 +1,136 @@
+"""`swarmlab doctor`: one check per part of the lab host, each with a fix when it fails."""
+
+from __future__ import annotations
+
+from swarmlab.adapters.dns import PowerDNS
+from swarmlab.adapters.hypervisor import Hypervisor
+from swarmlab.config import Config, HostSpec
+from swarmlab.errors import SwarmlabError
+
+
+def run_checks(config: Config) -> list[dict]:
+    """One entry per check: {check, ok, detail, fix}."""
+    checks: list[dict] = []
+
+    def add(check: str, ok: bool, detail: str, fix: str = "") -> bool:
+        checks.append({"check": check, "ok": ok, "detail": detail, "fix": "" if ok else fix})
+        return ok
+
+    with Hypervisor(config.uri) as hv:
+        try:
+            version = hv.version()
+            libvirt_ok = add("libvirt", True, f"{config.uri} answers (libvirt {version})")
+        except SwarmlabError as e:
+            libvirt_ok = add("libvirt", False, str(e), "run `swarmlab host up` or fix [libvirt] uri")
+        if libvirt_ok:
+            net = hv.network_state(config.network)
+            if not net.exists:
+                add("network", False, f"network {config.network} is not defined", "run `swarmlab host up`")
+            elif not net.active:
+                add("network", False, f"network {config.network} is inactive",
+                    f"run `swarmlab host up` or `virsh net-start {config.network}`")
+            elif not net.dhcp_ranges:
+                add("network", False, f"network {config.network} has no DHCP range",
+                    "add a <dhcp><range> to the network, or let `swarmlab host up` manage it")
+            else:
+                add("network", True, f"{config.network} active, gateway {net.gateway}, DHCP "
+                    + ", ".join(f"{a}-{b}" for a, b in net.dhcp_ranges))
+            tmpl = hv.domain_state(config.template)
+            if tmpl is None:
+                add("template", False, f"domain {config.template} not found",
+                    f"run `swarmlab template build --name {config.template}` or set [libvirt] template")
+            elif tmpl.running:
+                add("template", False, f"{config.template} is {tmpl.state}",
+                    f"shut it down: `virsh shutdown {config.template}`")
+            elif hv.disk_path(config.template) is None:
+                add("template", False, f"{config.template}'s disk is missing",
+                    f"run `swarmlab template build --name {config.template}`" if tmpl.owner
+                    else "restore the template's disk image")
+            else:
+                add("template", True, f"{config.template} is {tmpl.state}"
+                    + (f", recipe {tmpl.owner.get('recipe')}" if tmpl.owner else " (your own template)"))
+        else:
+            add("network", False, "not checked: libvirt unreachable", "fix libvirt first")
+            add("template", False, "not checked: libvirt unreachable", "fix libvirt first")
+
+    try:
+        client = PowerDNS.from_config(config)
+        info = client.server_info()
+        if client.zone_exists(config.zone):
+            add("powerdns", True, f"{config.api_url} answers (PowerDNS {info.get('version', '?')}), "
+                f"key accepted, zone {config.zone} present")
+        else:
+            add("powerdns", False, f"{config.api_url} answers, key accepted, but zone {config.zone} is missing",
+                "run `swarmlab host up` (it creates the zone)")
+    except SwarmlabError as e:
+        add("powerdns", False, str(e), "run `swarmlab host up`, or fix [dns] api_url and the API key")
+
+    key = config.ssh_key_path
+    try:
+        mode = key.stat().st_mode & 0o777
+        add("ssh-key", mode == 0o600, f"{key} mode {mode:o}", f"chmod 600 {key}")
+    except FileNotFoundError:
+        add("ssh-key", False, f"{key} is missing", "run `swarmlab host up` (it creates the key) or set [ssh] key")
+    return checks
+
+
+def run_host_checks(config: Config, spec: HostSpec) -> list[dict]:
+    """A class host: libvirt, pools, template, room for labs and a free /24, and whether SSH and
+    DNS reach its labs."""
+    from swarmlab.core import placement
+    checks: list[dict] = []
+
+    def add(check: str, ok: bool, detail: str, fix: str = "") -> None:
+        checks.append({"check": check, "ok": ok, "detail": detail, "fix": "" if ok else fix})
+
+    try:
+        with Hypervisor(spec.uri) as hv:
+            add("libvirt", True, f"{spec.uri} answers (libvirt {hv.version()})")
+            if spec.local:
+                for pool in (config.template_pool, config.node_pool):
+                    try:
+                        hv.pool(pool)
+                        add("pool", True, f"pool {pool} present")
+                    except SwarmlabError:
+                        add("pool", False, f"pool {pool} is missing", "run `swarmlab host up` on that host")
+            tmpl = hv.domain_state(config.template)
+            if spec.local or (tmpl and tmpl.running):
+                add("template", tmpl is not None and not tmpl.running,
+                    f"{config.template} is {tmpl.state}" if tmpl else f"domain {config.template} not found",
+                    f"run `swarmlab template build` on that host, or shut {config.template} down")
+            else:  # `class up` copies it there
+                add("template", True, f"{config.template} present (recipe {tmpl.owner.get('recipe')})" if tmpl
+                    else f"{config.template} is copied there at `class up`")
+            used_nodes, used_mib = hv.node_usage()
+            free = placement.free_nodes(spec, hv.memory_mib(), used_nodes, used_mib, config.memory_mib,
+                                        config.overhead_mib)
+            add("room", free > 0, f"{free} more nodes ({used_nodes} there now)",
+                "free the host, or raise its capacity in [[hosts]]")
+            try:
+                subnet = placement.next_subnet(spec.lab_range, hv.network_ranges() + [config.cidr])
+                add("lab range", True, f"next lab network {subnet} (from {spec.lab_range})")
+            except SwarmlabError as e:
+                add("lab range", False, str(e), "give the host a wider lab_range")
+    except SwarmlabError as e:
+        add("libvirt", False, str(e), "start libvirtd there, or fix the URI")
+    problem = placement.remote_problem(config, spec)
+    if problem:
+        add("reach", False, f"{spec.name} {problem}", "see the detail")
+    elif not spec.local:
+        from swarmlab.adapters.dns import zone_served_at
+        from swarmlab.adapters.remote import jump_connection
+        from swarmlab.lab.model import jump, scoped
+        try:
+            via = jump(scoped(config, spec, config.network, config.cidr))
+            jump_connection(via)
+            add("ssh", True, f"{via.user}@{via.host}:{via.port} answers: SSH to its nodes goes through it")
+        except SwarmlabError as e:
+            add("ssh", False, str(e), "check that sshd runs there and takes the key ([[hosts]] ssh, ssh_key)")
+        answered = zone_served_at(config, config.services_address)
+        add("dns", answered, f"PowerDNS {'answers' if answered else 'does not answer'} on "
+            f"{config.services_address}:{config.dns_port}, "
+            "where the host's lab networks forward the zone", "run `swarmlab host up` after setting "
+            "[host] services_address")
+    else:
+        add("reach", True, "SSH and DNS reach its labs from here")
+    return checks

@@ -1,0 +1,287 @@
+"""`reset`: any lab back to a snapshot's state (snapshots.py) in seconds. Reverting one
+manager alone would bring back an old raft log that never rejoins, so a lab is only ever
+reverted whole.
+
+`reset` has three levels: `state` (over SSH, no VM touched), `snapshot` (revert every node,
+resume together, sync guest clocks) and `rebuild` (new overlays from the template: `down`,
+then the `up` path). Without a level it takes the cheapest that can work, judged from the
+diff (baseline.choose_level), and escalates when the health gate fails.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from fabric import Connection
+
+from swarmlab.adapters.dns import dns_answers
+from swarmlab.adapters.hypervisor import Hypervisor
+from swarmlab.adapters.remote import EngineAPI, HostKeyMismatch, RemoteError, run
+from swarmlab.config import Config
+from swarmlab.config_values import NodeLabel, parse_label
+from swarmlab.core import baseline as bl, reset_costs
+from swarmlab.errors import NotFound, Refused, SwarmlabError
+from swarmlab.lab import formation, model as labs
+from swarmlab.lab.model import Lab, each_node, lab_config, lab_dir, lab_lock, require_lab
+from swarmlab.lab.session import close, connect_nodes
+from swarmlab.lab.snapshots import (DEFAULT_SNAPSHOT, SnapshotRecord, list_snapshots, load_snapshot, read_state,
+                                    resume_paused, save_snapshot, sync_clocks)
+
+Progress = Callable[[str], None]
+
+
+class ResetError(SwarmlabError):
+    pass
+
+
+# --- the health gate -------------------------------------------------------------------------
+def check_health(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmState | None,
+                 conns: dict[str, Connection] | None = None) -> list[str]:
+    """The gate's verdict now. Opens its own connections unless given live ones."""
+    own = conns is None
+    errors: dict[str, RemoteError] = {}
+    if own:
+        conns, errors = connect_nodes(config, lab, "answering")
+    try:
+        host_keys_ok = {name: not isinstance(error, HostKeyMismatch) for name, error in errors.items()}
+        host_keys_ok.update({name: True for name in conns})
+        problems = [f"{name}: {error}" for name, error in errors.items() if host_keys_ok[name]]
+        clocks = {n.name: hv.guest_clock_offset(n.domain) for n in lab.nodes}
+        dns_ok = {n.name: dns_answers(config, n.fqdn) == {n.ip} for n in lab.nodes}
+        now = read_state(conns) if baseline is not None else None
+        return problems + bl.health_problems(baseline, now, clocks, dns_ok, host_keys_ok)
+    finally:
+        if own:
+            close(conns)
+
+
+def wait_healthy(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmState | None, timeout: float,
+                 progress: Progress, conns: dict[str, Connection] | None = None) -> list[str]:
+    """Polls the gate until it passes or `timeout` runs out; returns what is still wrong. Live
+    connections, when given, serve the first check (the state level keeps its own)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        problems = check_health(config, hv, lab, baseline, conns)
+        conns = None
+        if not problems or time.monotonic() > deadline:
+            return problems
+        progress(f"waiting for health: {problems[0]}" + (f" (+{len(problems) - 1})" if len(problems) > 1 else ""))
+        time.sleep(1)
+
+
+# --- the levels ------------------------------------------------------------------------------
+def _reset_state(config: Config, hv: Hypervisor, lab: Lab, record: SnapshotRecord, conns: dict[str, Connection],
+                 now: bl.SwarmState | None, progress: Progress) -> list[str]:
+    baseline = record.state
+    done = []
+    for node in lab.nodes:
+        if not hv.domain_state(node.domain).running:
+            progress(f"starting {node.name}")
+            hv.start(node.domain)
+            done.append(f"started {node.name}")
+    if now is None:
+        raise ResetError("no manager answers with the swarm's state: the state level needs quorum")
+    d = bl.diff(baseline, now)
+    if d.missing_nodes:
+        raise ResetError(f"{', '.join(d.missing_nodes)} rejoined under new node IDs: the state level cannot "
+                         "bring them back")
+    managers = [n for n, f in now.nodes.items() if f.manager_status in ("Leader", "Reachable") and n in conns]
+    if not managers:
+        raise ResetError("no reachable manager to run the reset on")
+    via = conns[managers[0]]
+    steps = bl.plan_state_reset(baseline, now, d)
+    with EngineAPI(via) as api:
+        for step in steps:
+            progress(step.what)
+            if step.command is not None:
+                run(via, step.command, timeout=120)
+            else:
+                _restore_service(api, baseline.services[step.service], now.services.get(step.service))
+            done.append(step.what)
+    sync_clocks(hv, lab)
+    return done + ["synced guest clocks"]
+
+
+def _restore_service(api: EngineAPI, base: bl.ServiceFacts, now: bl.ServiceFacts | None) -> None:
+    """The baseline's spec through the Engine API: created when missing, updated when changed."""
+    if now is None:
+        status, answer = api.call("POST", "/services/create", base.spec)
+    else:
+        status, answer = api.call("POST", f"/services/{now.id}/update?version={now.version}", base.spec)
+    if status >= 300:
+        message = answer.get("message") if isinstance(answer, dict) else answer
+        raise ResetError(f"restoring service {base.name} failed: {message}")
+
+
+def _reset_snapshot(config: Config, hv: Hypervisor, lab: Lab, record: SnapshotRecord, progress: Progress) -> list[str]:
+    progress(f"reverting {len(lab.nodes)} nodes to snapshot {record.name}")
+    for node in lab.nodes:
+        if record.name not in hv.snapshot_names(node.domain):
+            raise NotFound(f"{node.name} has no snapshot {record.name} in libvirt: `reset --level rebuild`")
+    try:  # each node loads its own memory image: together, not one after another
+        each_node(lambda node: hv.revert_snapshot(node.domain, record.name), lab.nodes)
+    finally:
+        progress("resuming every node together")
+        for node in lab.nodes:
+            hv.resume(node.domain)
+    progress("syncing guest clocks")
+    sync_clocks(hv, lab)
+    return [f"reverted to {record.name}", "synced guest clocks"]
+
+
+def _reset_rebuild(config: Config, lab_name: str, record: SnapshotRecord | None, progress: Progress,
+                   finish: Sequence[formation.Finish]) -> list[str]:
+    with Hypervisor(config.uri) as hv:
+        lab = require_lab(config, hv, lab_name)
+    names = [n.name for n in lab.nodes]
+    prefix = names[0].rstrip("0123456789")
+    baseline = record.state if record else None
+    if baseline is not None:
+        managers = sum(1 for n in baseline.nodes.values() if n.role == "manager")
+        labels = [NodeLabel(n.hostname, k, v) for n in baseline.nodes.values() for k, v in n.labels.items()]
+    else:
+        managers, labels = lab.managers, [parse_label(s) for s in lab.labels]
+    progress(f"rebuilding {len(names)} nodes from the template")
+    labs.down(config, lab_name)
+    _, _, added = formation.make_lab(config, len(names), lab_name, prefix, managers, labels, True,
+                                     lambda node, phase, detail: progress(f"{node}: {phase} {detail}".strip()),
+                                     finish)  # before the snapshot the reset saves next
+    return [f"rebuilt {len(names)} nodes", *added]
+
+
+@dataclass
+class ResetResult:
+    lab: str
+    levels: list[str] = field(default_factory=list)  # levels run, in order
+    reasons: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+    estimates: dict | None = None  # what the state level and a revert were expected to cost, when weighed
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.error is None
+
+
+def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str | None = None,
+          timeout: float = 120, progress: Progress = lambda _m: None,
+          finish: Sequence[formation.Finish] = ()) -> ResetResult:
+    """The lab back at snapshot `to` by the cheapest level that works, weighed by what each
+    level cost on this lab before (reset_costs). `finish` is what the caller adds to a lab the
+    rebuild level makes anew (formation.make_lab)."""
+    config = lab_config(config, lab_name)
+    started = time.monotonic()
+    result = ResetResult(lab_name)
+    auto = level is None  # only a level swarmlab chose escalates; one the user forced runs alone
+    with Hypervisor(config.uri) as hv:
+        with lab_lock(config, lab_name):
+            lab = require_lab(config, hv, lab_name)
+            record = load_snapshot(config, lab_name, to)
+            if record is None and (level in ("state", "snapshot") or to != DEFAULT_SNAPSHOT):
+                raise NotFound(f"lab {lab_name} has no snapshot {to} (snapshots: "
+                               f"{', '.join(r.name for r in list_snapshots(config, lab_name)) or 'none'}): "
+                               "`swarmlab snapshot save` takes one, or `reset --level rebuild`")
+            if record is not None:
+                if sorted(record.nodes) != sorted(n.name for n in lab.nodes):
+                    raise Refused(f"lab {lab_name} has {len(lab.nodes)} nodes, snapshot {to} was taken with "
+                                  f"{len(record.nodes)}: take a new one (`swarmlab snapshot save {to}`) or "
+                                  "`reset --level rebuild`")
+                expiry = record.state.node_cert_expiry_s if record.state else None
+                if expiry and time.time() > record.created + expiry:
+                    raise Refused(f"snapshot {to} is older than the swarm's node certificates "
+                                  f"({expiry // 86400} days): its nodes would not trust each other; "
+                                  "`reset --level rebuild`, then `snapshot save`")
+            mark_reset(config, lab_name)  # past the refusals: from here on the lab changes
+            resumed = resume_paused(hv, lab)
+            if resumed:
+                progress(f"resumed {', '.join(resumed)} (left paused by an interrupted run)")
+            baseline = record.state if record else None
+            stopped = [n.name for n in lab.nodes if not hv.domain_state(n.domain).running]
+            # Read the swarm only when the answer can matter: a node that is off, or a revert
+            # that stopped halfway, already decides the level.
+            read = baseline is not None and not stopped and not resumed and level in (None, "state")
+            conns, _ = connect_nodes(config, lab, "answering") if read else ({}, {})
+            try:
+                now = read_state(conns) if read else None
+                costs = reset_costs.load(lab_dir(config, lab_name))
+                tasks = reset_costs.tasks_to_start(baseline, bl.diff(baseline, now)) if now is not None else 0
+                if level is None:
+                    level, why = bl.choose(record is not None, baseline, now, resumed, stopped)
+                    level, why, result.estimates = reset_costs.weigh(level, why, tasks, costs)
+                    result.reasons.append(why)
+                else:
+                    result.reasons.append(f"--level {level}")
+                order = bl.levels_to_run(level, forced=not auto, has_snapshot=record is not None)
+                for current in order:
+                    result.levels.append(current)
+                    progress(f"level {current}: {result.reasons[-1]}")
+                    level_started = time.monotonic()
+                    if current == "rebuild":
+                        break  # outside the lab lock: it is `down` and `up`, which take it themselves
+                    live = None
+                    try:
+                        if current == "state":
+                            result.done += _reset_state(config, hv, lab, record, conns, now, progress)
+                            live = conns
+                        else:
+                            result.done += _reset_snapshot(config, hv, lab, record, progress)
+                    except SwarmlabError as e:
+                        result.problems = [str(e)]
+                    else:
+                        result.problems = wait_healthy(config, hv, lab, baseline, timeout, progress, live)
+                    if not result.problems:  # what this level cost here, for the next choice
+                        reset_costs.save(lab_dir(config, lab_name), reset_costs.learn(
+                            costs, current, time.monotonic() - level_started, tasks if current == "state" else 0))
+                        break
+                    if current != order[-1]:
+                        result.reasons.append(f"{current} left: {result.problems[0]}")
+                        progress(f"escalating: {result.problems[0]}")
+            finally:
+                close(conns)
+    if result.levels and result.levels[-1] == "rebuild":
+        try:
+            result.done += _reset_rebuild(config, lab_name, record, progress, finish)
+            with Hypervisor(config.uri) as hv:
+                lab = require_lab(config, hv, lab_name)
+                record = save_snapshot(config, lab_name, DEFAULT_SNAPSHOT, progress=progress)  # syncs the clocks
+                result.done.append(f"saved snapshot {record.name}")
+                result.problems = wait_healthy(config, hv, lab, record.state, timeout, progress)
+        except SwarmlabError as e:
+            result.problems = [str(e)]
+    mark_reset(config, lab_name)  # again: a session opened while it ran is on the old lab too
+    result.seconds = round(time.monotonic() - started, 1)
+    return result
+
+
+def mark_reset(config: Config, lab_name: str) -> None:
+    """When the lab was last reset: the portal ends the terminals opened before that moment,
+    whichever process reset it."""
+    path = lab_dir(config, lab_name) / "reset-at"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{time.time():.3f}\n")
+
+
+def last_reset(config: Config, lab_name: str) -> float:
+    try:
+        return float((lab_dir(config, lab_name) / "reset-at").read_text())
+    except (OSError, ValueError):
+        return 0.0
+
+
+def reset_all(config: Config, names: list[str], to: str, level: str | None, timeout: float,
+              progress: Callable[[str, str], None], finish: Sequence[formation.Finish] = ()) -> list[ResetResult]:
+    """Every lab at once, as many at a time as the host has CPUs; one lab's failure does not
+    stop the others."""
+    def one(lab: str) -> ResetResult:
+        try:
+            return reset(config, lab, to, level, timeout, lambda message: progress(lab, message), finish)
+        except SwarmlabError as e:
+            return ResetResult(lab, error=str(e))
+    with ThreadPoolExecutor(max_workers=max(1, min(len(names), os.cpu_count() or 1))) as pool:
+        return list(pool.map(one, names))
