@@ -44,24 +44,25 @@ class Survivors:
         # Room for a few hung calls per manager while later polls go on.
         self.pool = ThreadPoolExecutor(max_workers=4 * max(1, len(conns)))
 
-    def ask(self, command: Command, exclude: set[str] = frozenset()) -> str | None:
+    def ask(self, command: Command, exclude: set[str] = frozenset(), timeout: float = API_TIMEOUT) -> str | None:
         """The first answer from any manager not excluded, or None when none answers in time
-        (or every one that answered failed)."""
-        futures = [self.pool.submit(run, self.conns[n], command, API_TIMEOUT) for n in self.conns if n not in exclude]
+        (or every one that answered failed). The short default is the drill's polling; a
+        change, or a reading before anything is broken, passes STEADY_TIMEOUT."""
+        futures = [self.pool.submit(run, self.conns[n], command, timeout) for n in self.conns if n not in exclude]
         try:
-            for future in as_completed(futures, timeout=API_TIMEOUT + 1):
+            for future in as_completed(futures, timeout=timeout + 1):
                 if future.exception() is None:
                     return future.result()
         except FuturesTimeout:
             pass
         return None
 
-    def read(self, fact: Fact, exclude: set[str] = frozenset()):
-        out = self.ask(fact.command, exclude)
+    def read(self, fact: Fact, exclude: set[str] = frozenset(), timeout: float = API_TIMEOUT):
+        out = self.ask(fact.command, exclude, timeout)
         return fact.parse(out) if out is not None else None
 
-    def nodes(self, exclude: set[str] = frozenset()) -> list[swarm.SwarmNode] | None:
-        return self.read(swarm.NODES, exclude)
+    def nodes(self, exclude: set[str] = frozenset(), timeout: float = API_TIMEOUT) -> list[swarm.SwarmNode] | None:
+        return self.read(swarm.NODES, exclude, timeout)
 
     def tasks(self, services: list[str] | None, exclude: set[str]) -> dict[str, tuple[int, list[swarm.Task]]] | None:
         """Desired replicas and running-desired tasks per service (all when services is None)."""
@@ -92,6 +93,7 @@ def snapshot(survivors: Survivors, exclude: set[str] = frozenset()) -> dict:
 
 # --- exercises ------------------------------------------------------------------------------
 DRILL_SERVICE = "swarmlab-drill"
+STEADY_TIMEOUT = 30.0  # a change, or a reading before the drill breaks anything: slow is not down
 
 
 def _managers(session: LabSession) -> tuple[Survivors, list[swarm.SwarmNode]]:
@@ -105,7 +107,7 @@ def _managers(session: LabSession) -> tuple[Survivors, list[swarm.SwarmNode]]:
     if not managers:
         raise ChaosError(f"no manager of lab {session.lab.name} answers: check `swarmlab status --lab {session.lab.name}`")
     survivors = Survivors(managers)
-    nodes = survivors.nodes()
+    nodes = survivors.nodes(timeout=STEADY_TIMEOUT)
     if nodes is None:
         survivors.close()
         raise ChaosError(f"no manager of lab {session.lab.name} answers `docker node ls`")
@@ -143,7 +145,7 @@ def _drill_service(survivors: Survivors, replicas: int, timeout: float, progress
     progress(f"no service runs: creating {DRILL_SERVICE} ({replicas} replicas of {BAKED_IMAGE}) for the drill")
     create = Command("docker", "service", "create", "--detach", "--name", DRILL_SERVICE, "--replicas", str(replicas),
                      "--no-resolve-image", BAKED_IMAGE, "sleep", "1d")
-    if survivors.ask(create) is None:
+    if survivors.ask(create, timeout=STEADY_TIMEOUT) is None:
         raise ChaosError(f"creating the drill service {DRILL_SERVICE} failed: see `swarmlab status`")
     def running() -> bool:
         tasks = survivors.tasks([DRILL_SERVICE], set())
@@ -158,6 +160,8 @@ def kill(config: Config, lab_name: str, target: str | None, restore: bool, timeo
     With `service`, only that service's tasks are followed; with no service at all, a drill
     service is created for the run and removed afterwards."""
     with open_lab(config, lab_name, "running", lock=True) as session:
+        if target is not None:
+            session.node(target)  # a wrong name is refused before any node is asked
         survivors, nodes = _managers(session)
         drill = False
         try:
@@ -173,7 +177,7 @@ def kill(config: Config, lab_name: str, target: str | None, restore: bool, timeo
             refusal = quorum_refusal(nodes, target)
             if refusal and not force:
                 raise Refused(refusal)
-            listed = survivors.read(swarm.SERVICES)
+            listed = survivors.read(swarm.SERVICES, timeout=STEADY_TIMEOUT)
             if listed is None:
                 raise ChaosError(f"no manager of lab {lab_name} answers `docker service ls`")
             services = [s.name for s in listed]
@@ -205,7 +209,7 @@ def kill(config: Config, lab_name: str, target: str | None, restore: bool, timeo
             return _finish(timeline, survivors, set())
         finally:
             if drill:
-                survivors.ask(Command("docker", "service", "rm", DRILL_SERVICE))
+                survivors.ask(Command("docker", "service", "rm", DRILL_SERVICE), timeout=STEADY_TIMEOUT)
             survivors.close()
 
 
@@ -270,7 +274,8 @@ def availability(config: Config, lab_name: str, target: str, mode: str, timeout:
             timeline.before = snapshot(survivors)
             progress(f"setting {target} availability to {mode}")
             timeline.started = time.monotonic()
-            if survivors.ask(Command("docker", "node", "update", "--availability", mode, target)) is None:
+            if survivors.ask(Command("docker", "node", "update", "--availability", mode, target),
+                             timeout=STEADY_TIMEOUT) is None:
                 raise ChaosError(f"no manager answered `docker node update` for {target}")
             if mode == "active":
                 timeline.mark("activated", target)
@@ -296,7 +301,7 @@ def demote_leader(config: Config, lab_name: str, timeout: float, progress: Progr
             timeline.before = snapshot(survivors)
             progress(f"demoting {leader}")
             timeline.started = time.monotonic()
-            if survivors.ask(Command("docker", "node", "demote", leader)) is None:
+            if survivors.ask(Command("docker", "node", "demote", leader), timeout=STEADY_TIMEOUT) is None:
                 raise ChaosError(f"no manager answered `docker node demote {leader}`")
             timeline.mark("demoted", leader)
             _watch(timeline, survivors, leader, timeline.started + timeout, ["new-leader"], progress, {leader})
@@ -305,10 +310,12 @@ def demote_leader(config: Config, lab_name: str, timeout: float, progress: Progr
             # Right after the hand-over the managers may still be removing the old leader from
             # raft and refuse the promotion for a moment: retry for a while before calling it failed.
             deadline = time.monotonic() + min(timeout, 60)
-            promoted = survivors.ask(Command("docker", "node", "promote", leader), exclude={leader})
+            promoted = survivors.ask(Command("docker", "node", "promote", leader), exclude={leader},
+                                     timeout=STEADY_TIMEOUT)
             while promoted is None and time.monotonic() < deadline:
                 time.sleep(2)
-                promoted = survivors.ask(Command("docker", "node", "promote", leader), exclude={leader})
+                promoted = survivors.ask(Command("docker", "node", "promote", leader), exclude={leader},
+                                         timeout=STEADY_TIMEOUT)
             if promoted is None:
                 timeline.missing = missing + ["promoted"]
                 timeline.mark("promote-failed", f"`docker node promote {leader}` failed: the lab is a manager "
