@@ -203,19 +203,38 @@ def figure(line: str) -> None:
     FIGURES.append(line)
 
 
+_module_cpu: dict[str, list[int]] = {}  # module -> [busy, all] jiffies of the whole machine
+_cpu_before: list[tuple[int, int]] = []
+
+
+def _machine_cpu() -> tuple[int, int]:
+    """(busy, all) jiffies of every core since boot, from /proc/stat."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
 def pytest_runtest_logreport(report):
-    """Each real-VM module's and test's wall time (setup, call and teardown), for the summary."""
+    """Each real-VM module's and test's wall time (setup, call and teardown), and how busy the
+    machine's cores were meanwhile (what running modules side by side could still win)."""
     if "vm" in report.keywords:
         module = report.nodeid.split("::")[0]
         _module_seconds[module] = _module_seconds.get(module, 0.0) + report.duration
         _test_seconds[report.nodeid] = _test_seconds.get(report.nodeid, 0.0) + report.duration
+        now = _machine_cpu()
+        if _cpu_before:
+            used = _module_cpu.setdefault(module, [0, 0])
+            used[0] += now[0] - _cpu_before[-1][0]
+            used[1] += now[1] - _cpu_before[-1][1]
+        _cpu_before[:] = [now]
 
 
 def pytest_terminal_summary(terminalreporter):
     if _module_seconds:
         terminalreporter.section("time per VM module")
         for module, seconds in sorted(_module_seconds.items(), key=lambda item: -item[1]):
-            terminalreporter.write_line(f"{seconds:8.1f} s  {module}")
+            busy, every = _module_cpu.get(module, [0, 0])
+            cores = f"  cores {100 * busy / every:3.0f}% busy" if every else ""
+            terminalreporter.write_line(f"{seconds:8.1f} s  {module}{cores}")
         terminalreporter.write_line(f"{sum(_module_seconds.values()):8.1f} s  in all")
         terminalreporter.section("the ten slowest VM tests (with their share of module fixtures)")
         for nodeid, seconds in sorted(_test_seconds.items(), key=lambda item: -item[1])[:10]:
