@@ -104,19 +104,25 @@ def pytest_collection_modifyitems(config, items):
 EARLIER_RUNS = "swarmlab-test-*"  # in /var/tmp: every test lab host's directory
 
 
+def down_every_lab(path: Path, check: bool = False) -> None:
+    """`swarmlab down` of every lab that `swarmlab ls` lists on the host of config `path`."""
+    import json
+    for lab in json.loads(swarmlab("ls", "--json", config=path).stdout or "[]"):
+        print(f"removing lab {lab['lab']}")
+        swarmlab("down", "--lab", lab["lab"], "--yes", config=path, check=check)
+
+
 @pytest.fixture(scope="session")
 def earlier_runs_cleared():
     """A killed run (Ctrl-C, a CI time limit) leaves its labs, pools and daemons behind; its
     own config says which. swarmlab removes them, as a user would, then the directory goes."""
-    import json
     import shutil
     leftovers = sorted(Path("/var/tmp").glob(f"{EARLIER_RUNS}/swarmlab.toml"), key=lambda p: p.stat().st_mtime,
                        reverse=True)
     for path in leftovers:
         print(f"removing what an earlier run left in {path.parent}")
         if swarmlab("host", "up", "--isolated", config=path).returncode == 0:
-            for lab in json.loads(swarmlab("ls", "--json", config=path).stdout or "[]"):
-                swarmlab("down", "--lab", lab["lab"], "--yes", config=path)
+            down_every_lab(path)
             swarmlab("host", "down", config=path)
         shutil.rmtree(path.parent, ignore_errors=True)
 
@@ -157,15 +163,12 @@ def vm_host(vm_state_dir):
     config = host_up_or_skip(path)
     try:
         # a killed earlier run leaves its libvirt definitions behind: start from no labs
-        for lab in json.loads(swarmlab("ls", "--json", config=path).stdout or "[]"):
-            print(f"removing lab {lab['lab']}, left by an earlier run")
-            swarmlab("down", "--lab", lab["lab"], "--yes", config=path, check=True)
+        down_every_lab(path, check=True)
         build = swarmlab("template", "build", "--json", config=path, timeout=1200)
         assert build.returncode == 0, build.stderr
         yield path, config, json.loads(build.stdout)
     finally:
-        for lab in json.loads(swarmlab("ls", "--json", config=path).stdout or "[]"):
-            swarmlab("down", "--lab", lab["lab"], "--yes", config=path)
+        down_every_lab(path)
         swarmlab("host", "down", config=path)
 
 
