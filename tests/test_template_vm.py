@@ -4,6 +4,7 @@ through PowerDNS. The lab's own clones serve: booting two more would prove the s
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -71,6 +72,17 @@ def test_docker_answers_and_the_baked_image_runs(nodes):
         assert "Loaded image" not in journal
 
 
+def test_the_shared_labs_clones_woke_from_the_templates_saved_state(built, lab3):
+    _, config, result = built
+    assert result["wake"]["volume"], result["wake"]
+    _, _, up = lab3
+    assert [n["start"] for n in up["nodes"]] == ["wake"] * 3, up["nodes"]
+    with Hypervisor(config.uri) as hv:  # the saved state was loaded once and then dropped
+        for n in up["nodes"]:
+            assert "formed" in hv.snapshot_names(f"t1-{n['node']}")
+            assert "wake" not in hv.snapshot_names(f"t1-{n['node']}")
+
+
 def test_clones_have_their_own_identity(nodes):
     _, conns = nodes
     machine_ids = {name: run(c, Command("cat", "/etc/machine-id")).strip() for name, c in conns.items()}
@@ -82,6 +94,17 @@ def test_clones_have_their_own_identity(nodes):
     # The template's bake boot left no engine identity behind either.
     engine_ids = {run(c, Command("docker", "info", "--format", "{{.ID}}")).strip() for c in conns.values()}
     assert len(engine_ids) == len(conns)
+    # They woke with one kernel random state: drawn at the same moment, the bytes still differ.
+    draws = {}
+    with ThreadPoolExecutor(len(conns)) as pool:
+        for name, out in zip(conns, pool.map(lambda c: run(c, Command("od", "-An", "-tx1", "-N16", "/dev/urandom")),
+                                             conns.values())):
+            draws[name] = out.split()
+    assert len({tuple(d) for d in draws.values()}) == len(conns), draws
+    for name, conn in conns.items():  # and each clock is the host's, not the saved state's
+        before = time.time()
+        guest = float(run(conn, Command("date", "+%s.%N")))
+        assert before - 1 <= guest <= time.time() + 1, f"{name}'s clock is {guest - before:+.1f} s off"
 
 
 def test_guests_resolve_lab_names_through_powerdns(built, nodes):

@@ -1,4 +1,5 @@
-"""What swarmlab asks a guest's qemu-guest-agent: its clock (read and set) and small files.
+"""What swarmlab asks a guest's qemu-guest-agent: its clock (read and set), small files, and
+programs run before the guest has a network (a woken clone's fresh identity).
 Mixed into Hypervisor."""
 
 from __future__ import annotations
@@ -58,17 +59,58 @@ class GuestAgentMixin:
             return None
         return clock_offset(t["seconds"] + t["nseconds"] / 1e9, before, after)
 
+    def _agent(self, dom, command: str, timeout: int = 5, **arguments):
+        import libvirt_qemu
+        reply = libvirt_qemu.qemuAgentCommand(dom, json.dumps({"execute": command, "arguments": arguments}),
+                                              timeout, 0)
+        return json.loads(reply)["return"]
+
+    def wait_for_agent(self, name: str, timeout: float) -> None:
+        """Until the guest agent answers (it reconnects a moment after a guest wakes or boots)."""
+        dom = self._owned(name)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._agent(dom, "guest-ping", timeout=2)
+                return
+            except libvirt.libvirtError as e:
+                if time.monotonic() > deadline:
+                    raise HypervisorError(f"the guest agent of {name} did not answer within {timeout:g} s: "
+                                          f"{e.get_error_message()}") from None
+                time.sleep(0.5)
+
+    def guest_exec(self, name: str, argv: list[str], stdin: bytes = b"", timeout: float = 60) -> tuple[int, str]:
+        """(exit code, stdout and stderr) of a program run inside the guest by its agent, before
+        the guest has any network. The output is not logged: callers keep secrets out of it."""
+        import base64
+        dom = self._owned(name)
+        arguments = {"path": argv[0], "arg": argv[1:], "capture-output": True}
+        if stdin:
+            arguments["input-data"] = base64.b64encode(stdin).decode()
+        try:
+            pid = self._agent(dom, "guest-exec", **arguments)["pid"]
+            deadline = time.monotonic() + timeout
+            while True:
+                status = self._agent(dom, "guest-exec-status", pid=pid)
+                if status.get("exited"):
+                    break
+                if time.monotonic() > deadline:
+                    raise HypervisorError(f"{argv[0]} in {name} did not finish within {timeout:g} s")
+                time.sleep(0.2)
+        except libvirt.libvirtError as e:
+            raise HypervisorError(f"running {argv[0]} in {name} through its guest agent failed: "
+                                  f"{e.get_error_message()}") from None
+        output = b"".join(base64.b64decode(status.get(k, "")) for k in ("out-data", "err-data"))
+        return status.get("exitcode", -1), output.decode(errors="replace")
+
     def read_guest_file(self, name: str, path: str, limit: int = 65536) -> str | None:
         """A small text file read inside the guest through its agent, or None when the agent
         does not answer or the file is not there (yet)."""
         import base64
-
-        import libvirt_qemu
         dom = self._owned(name)
 
         def agent(command: str, **arguments):
-            reply = libvirt_qemu.qemuAgentCommand(dom, json.dumps({"execute": command, "arguments": arguments}), 5, 0)
-            return json.loads(reply)["return"]
+            return self._agent(dom, command, **arguments)
         try:
             handle = agent("guest-file-open", path=path, mode="r")
             try:

@@ -278,15 +278,38 @@ class Hypervisor(NetworkMixin, StorageMixin, GuestAgentMixin):
         except libvirt.libvirtError as e:
             raise HypervisorError(f"snapshot {snapshot} of {name} failed: {e.get_error_message()}") from None
 
-    def revert_snapshot(self, name: str, snapshot: str) -> None:
-        """Back to the snapshot, left paused: the caller resumes every node of the lab at once."""
+    def revert_snapshot(self, name: str, snapshot: str, running: bool = False) -> None:
+        """Back to the snapshot, left paused (the caller resumes every node of the lab at once)
+        unless `running`."""
+        dom = self._owned(name)
+        if dom is None:
+            raise NotFound(f"domain {name} not found")
+        flags = libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING if running else libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED
+        try:
+            dom.revertToSnapshot(dom.snapshotLookupByName(snapshot), flags)
+        except libvirt.libvirtError as e:
+            raise HypervisorError(f"reverting {name} to {snapshot} failed: {e.get_error_message()}") from None
+
+    def redefine_snapshot(self, name: str, snapshot_xml: str) -> None:
+        """Snapshot metadata for state that is already in the domain's disk image (a copy of
+        the template's wake image)."""
         dom = self._owned(name)
         if dom is None:
             raise NotFound(f"domain {name} not found")
         try:
-            dom.revertToSnapshot(dom.snapshotLookupByName(snapshot), libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED)
+            dom.snapshotCreateXML(snapshot_xml, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE)
         except libvirt.libvirtError as e:
-            raise HypervisorError(f"reverting {name} to {snapshot} failed: {e.get_error_message()}") from None
+            raise HypervisorError(f"recording the saved state of {name} failed: {e.get_error_message()}") from None
+
+    def attach_device(self, name: str, device_xml: str) -> None:
+        """A device plugged into the running domain and kept in its definition."""
+        dom = self._owned(name)
+        if dom is None:
+            raise NotFound(f"domain {name} not found")
+        try:
+            dom.attachDeviceFlags(device_xml, libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        except libvirt.libvirtError as e:
+            raise HypervisorError(f"plugging a device into {name} failed: {e.get_error_message()}") from None
 
     def delete_snapshot(self, name: str, snapshot: str) -> bool:
         dom = self._owned(name)

@@ -198,3 +198,48 @@ def network_xml(config: Config, lab: str | None = None) -> str:
     return render("network.xml.j2", name=config.network, ns_uri=NS_URI, bridge=bridge_name(config.network),
                   gateway=config.gateway, netmask=config.cidr.netmask, dhcp_start=start, dhcp_end=end,
                   zone=config.zone.rstrip("."), dns_server=dns_server, dns_port=config.dns_port, lab=lab)
+
+
+WAKE_SNAPSHOT = "wake"
+
+
+def split_interface(domain_xml: str) -> tuple[str, str]:
+    """(the domain without its one network interface, that interface). A woken clone's state
+    was saved without a NIC: it gets its own, with its own MAC, once its identity is fresh."""
+    root = ET.fromstring(domain_xml)
+    devices = root.find("devices")
+    interfaces = devices.findall("interface") if devices is not None else []
+    if len(interfaces) != 1:
+        raise TemplateError(f"domain has {len(interfaces)} network interfaces; a woken clone needs exactly one")
+    devices.remove(interfaces[0])
+    return ET.tostring(root, encoding="unicode"), ET.tostring(interfaces[0], encoding="unicode")
+
+
+def with_kernel_args(domain_xml: str, *words: str) -> str:
+    """The domain with words added to its kernel command line (direct kernel boot only)."""
+    root = ET.fromstring(domain_xml)
+    cmdline = root.find("os/cmdline")
+    if root.find("os/kernel") is None:
+        raise TemplateError("the template boots from its own disk: its kernel command line is not libvirt's to change")
+    if cmdline is None:
+        cmdline = ET.SubElement(root.find("os"), "cmdline")
+    cmdline.text = " ".join((cmdline.text or "").split() + [w for w in words if w not in (cmdline.text or "").split()])
+    return ET.tostring(root, encoding="unicode")
+
+
+def wake_snapshot_xml(domain_xml: str, created: int) -> str:
+    """The template's wake snapshot, redefined for one clone: a running state, memory and disk
+    internal to the clone's copy of the wake image, and the clone's own domain (name, UUID,
+    disk), which libvirt starts with `-loadvm`."""
+    root = ET.Element("domainsnapshot")
+    ET.SubElement(root, "name").text = WAKE_SNAPSHOT
+    ET.SubElement(root, "state").text = "running"
+    ET.SubElement(root, "creationTime").text = str(created)
+    ET.SubElement(root, "memory", {"snapshot": "internal"})
+    disks = ET.SubElement(root, "disks")
+    domain = ET.fromstring(domain_xml)
+    for disk in domain.findall("devices/disk"):
+        if disk.get("device", "disk") == "disk" and disk.find("target") is not None:
+            ET.SubElement(disks, "disk", {"name": disk.find("target").get("dev"), "snapshot": "internal"})
+    root.append(domain)
+    return ET.tostring(root, encoding="unicode")

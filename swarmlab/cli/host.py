@@ -78,14 +78,18 @@ def template_build(name: Optional[str] = typer.Option(None, "--name", help="Doma
                                                   "(for testing swarmlab's own engine install)."),
                    suite: str = typer.Option(template.DEFAULT_SUITE, "--suite",
                                              help=f"Debian release: {' or '.join(template.SUITES)}."),
+                   no_wake: bool = typer.Option(False, "--no-wake", help="Save no wake-up state: clones "
+                                                "boot instead of waking (slower, one boot less here)."),
                    as_json: bool = JsonOption):
-    """Build the Debian template image (cached by recipe) and define it as a shut-off domain."""
+    """Build the Debian template image (cached by recipe), define it as a shut-off domain, and
+    save the booted state its clones wake from (once per recipe)."""
     # No enter_host(): debootstrap needs the Debian mirror, which the lab namespace cannot reach,
     # and libvirt's socket is reachable from anywhere.
     if suite not in template.SUITES:
         raise typer.BadParameter(f"{suite} is not a release swarmlab builds: use {' or '.join(template.SUITES)}",
                                  param_hint="--suite")
-    result = templates.template_build(ctx.config, name or ctx.config.template, not no_engine, ctx.progress, suite)
+    result = templates.template_build(ctx.config, name or ctx.config.template, not no_engine, ctx.progress, suite,
+                                      wake=not no_wake)
     if as_json:
         emit_json(result)
         return
@@ -93,6 +97,14 @@ def template_build(name: Optional[str] = typer.Option(None, "--name", help="Doma
     typer.echo(f"template {result['name']}: recipe {result['recipe']} {how}, "
                f"{'defined' if result['defined'] else 'already defined'} ({result['domain_type']}), "
                f"disk {result['disk_bytes'] / 2**20:.0f} MiB, {result['seconds']:.1f} s")
+    wake = result["wake"]
+    if wake.get("built"):
+        typer.echo(f"wake-up state saved in {wake['seconds']:.1f} s ({wake['bytes'] / 2**20:.0f} MiB): clones wake "
+                   "instead of booting")
+    elif wake.get("volume"):
+        typer.echo("wake-up state found: clones wake instead of booting")
+    else:
+        typer.echo(f"no wake-up state ({wake['why']}): clones boot")
 
 
 @host_app.command("add")

@@ -54,11 +54,12 @@ def up(count: int = typer.Argument(..., metavar="N", help="Number of nodes the l
                     "snapshot": {"name": snapshot.name, "seconds": snapshot.seconds, "bytes": snapshot.bytes}
                     if snapshot else None,
                     "nodes": [{"node": n.name, "domain": n.domain, "ip": n.ip, "dns": n.fqdn, "mac": n.mac,
-                               "host_key": n.host_key_source, "phases": board.phases.get(n.name, {})}
+                               "host_key": n.host_key_source, "start": n.start,
+                               "phases": board.phases.get(n.name, {})}
                               for n in result.nodes]})
         return
     for n in result.nodes:
-        typer.echo(f"{n.name:<8} {n.ip:<15} {n.fqdn}")
+        typer.echo(f"{n.name:<8} {n.ip:<15} {n.fqdn:<40} {HOW_STARTED.get(n.start, '')}".rstrip())
     if report:
         _render_form_report(report)
     if snapshot:
@@ -66,6 +67,9 @@ def up(count: int = typer.Argument(..., metavar="N", help="Number of nodes the l
                    f"(`swarmlab reset` returns here)")
     typer.echo(f"lab {result.name}: {len(result.nodes)} node{'s' if len(result.nodes) != 1 else ''} "
                f"{'in a swarm ' if report else ''}ready in {seconds:.1f} s")
+
+
+HOW_STARTED = {"wake": "woken from the template's saved state", "boot": "booted"}
 
 
 def _render_form_report(report) -> None:

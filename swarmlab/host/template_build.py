@@ -18,6 +18,7 @@ from swarmlab.adapters.qemu_probe import kvm_works
 from swarmlab.config import Config, HostSpec
 from swarmlab.errors import NotFound, Refused
 from swarmlab.host import template
+from swarmlab.host.template_wake import ensure_wake_image
 from swarmlab.render import render
 
 
@@ -42,8 +43,10 @@ def resolve_domain_type(config: Config, kernel: Path, progress: Progress) -> str
 
 
 def template_build(config: Config, name: str, with_engine: bool = True,
-                   progress: Progress = lambda _m: None, suite: str = template.DEFAULT_SUITE) -> dict:
-    """Builds (or finds in the cache) the template image and defines its shut-off domain."""
+                   progress: Progress = lambda _m: None, suite: str = template.DEFAULT_SUITE,
+                   wake: bool = True) -> dict:
+    """Builds (or finds in the cache) the template image, defines its shut-off domain and saves
+    the state its clones wake from (unless `wake` is False: then they boot)."""
     with Hypervisor(config.uri) as hv:
         hv.ping()  # fail before a 3-minute build when libvirt is not there
         existing = hv.domain_state(name)
@@ -76,8 +79,10 @@ def template_build(config: Config, name: str, with_engine: bool = True,
                          initrd=image.initrd, cmdline=f"root=/dev/vda rw console=ttyS0 quiet systemd.hostname={name}",
                          pool=config.template_pool, volume=volume, network=config.network)
             hv.define_domain(xml)  # libvirt gives the template its own MAC
+        woken = ensure_wake_image(config, hv, name, image.key, domain_type, progress) if wake else \
+            {"volume": None, "why": "--no-wake"}
         return {"name": name, "suite": suite, "recipe": image.key, "built": built, "defined": not unchanged,
-                "domain_type": domain_type, "disk": str(pooled),
+                "domain_type": domain_type, "disk": str(pooled), "wake": woken,
                 "disk_bytes": pooled.stat().st_size, "seconds": round(time.monotonic() - started, 1)}
 
 

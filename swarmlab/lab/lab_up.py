@@ -4,6 +4,8 @@ every step checks what a killed earlier run may already have done."""
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from typing import Callable
 
@@ -16,12 +18,15 @@ from swarmlab.adapters.remote import HostKeyMismatch, port_open, record_host_key
 from swarmlab.config import Config
 from swarmlab.core.addresses import assign_addresses, stable_mac
 from swarmlab.core.command import Command
-from swarmlab.errors import NotFound, Refused
+from swarmlab.errors import NotFound, Refused, SwarmlabError
+from swarmlab.host.template_wake import wake_image_of
+from swarmlab.lab import wake
 from swarmlab.lab.model import (Lab, LabError, Node, NodeProgress, address_lock, check_count, check_names, dns_lock,
                                 each_node, find_lab, fqdn, lab_config, lab_lock, load_journal, placement_of,
                                 save_journal, ssh_target)
 from swarmlab.waiting import poll_until
 
+log = logging.getLogger(__name__)
 PHASES = ("clone", "boot", "lease", "dns", "ssh", "ready", "engine", "images", "init", "join", "swarm")
 MIN_FREE_PER_NODE = 512 << 20  # an overlay is ~10 MB after boot; leave room for images and logs
 
@@ -58,6 +63,15 @@ def preflight(config: Config, hv: Hypervisor, new_nodes: int) -> str:
     return disk
 
 
+def _check_room_to_wake(config: Config, hv: Hypervisor, wake_image: str, new_nodes: int) -> None:
+    """A woken node's disk starts as a copy of the wake image (its saved memory included)."""
+    pool_dir, free = hv.pool_space(config.node_pool)
+    need = new_nodes * (MIN_FREE_PER_NODE + os.path.getsize(wake_image))
+    if free < need:
+        raise LabError(f"not enough free disk in {pool_dir} to wake {new_nodes} nodes: {free >> 20} MiB free, "
+                       f"{need >> 20} MiB needed (each starts as a copy of {wake_image})")
+
+
 def _volumes(node: Node, template_xml: str) -> dict[str, str]:
     """target -> overlay volume: the first writable disk is node.volume, others get their own."""
     targets = [d.target for d in clone_disks(template_xml) if d.action == "overlay"]
@@ -66,10 +80,26 @@ def _volumes(node: Node, template_xml: str) -> dict[str, str]:
     return dict(zip(targets, [node.volume, *node.extra_volumes]))
 
 
-def _create_node(config: Config, hv: Hypervisor, lab: str, node: Node, template_xml: str) -> None:
-    """Idempotent: each step checks what a killed earlier run may already have done."""
+def _create_node(config: Config, hv: Hypervisor, lab: str, node: Node, template_xml: str,
+                 wake_image: str | None = None) -> str | None:
+    """Idempotent: each step checks what a killed earlier run may already have done. With a
+    wake image, a new node is laid out to wake: returns the NIC to plug in once it is awake."""
     state = hv.domain_state(node.domain)
+    if state is not None and wake.cut_short(hv.domain_xml(node.domain)):
+        hv.undefine(node.domain)  # a killed `up` left it half woken: lay it out again
+        hv.delete_volume(config.node_pool, node.volume)
+        state = None
     volumes = _volumes(node, template_xml)
+    owner = {"role": "node", "lab": lab, "node": node.name, "volume": node.volume, "mac": node.mac,
+             "ip": node.ip, "template": config.template}
+    if node.extra_volumes:
+        owner["extra_volumes"] = " ".join(node.extra_volumes)
+    clone_xml = derive_clone_xml(template_xml, node.domain, node.mac, config.node_pool, volumes, owner,
+                                 hostname=node.name, network=config.network if config.lab_host else None,
+                                 tb_cache_mib=config.tb_cache_mib)
+    interface = None
+    if state is None and wake_image:
+        interface = wake.lay_out(config, hv, node, clone_xml, wake_image)
     backing = {d.target: hv.source_path(d.source) for d in clone_disks(template_xml)}
     for target, volume in volumes.items() if state is None or not state.running else ():
         try:  # also under a defined, stopped domain whose disk went (a wiped pool)
@@ -78,18 +108,20 @@ def _create_node(config: Config, hv: Hypervisor, lab: str, node: Node, template_
             if backing[target] is None:
                 raise NotFound(f"disk {target} of template {config.template} is missing") from None
             hv.create_overlay(config.node_pool, volume, backing[target])
-    if state is None:
-        owner = {"role": "node", "lab": lab, "node": node.name, "volume": node.volume, "mac": node.mac,
-                 "ip": node.ip, "template": config.template}
-        if node.extra_volumes:
-            owner["extra_volumes"] = " ".join(node.extra_volumes)
-        hv.define_domain(derive_clone_xml(template_xml, node.domain, node.mac, config.node_pool, volumes,
-                                          owner, hostname=node.name,
-                                          network=config.network if config.lab_host else None,
-                                          tb_cache_mib=config.tb_cache_mib))
+    if state is None and interface is None:
+        hv.define_domain(clone_xml)
     if hv.network_state(config.network).owner is not None:
         # dnsmasq matches host entries by name too: the domain name is unique on the host.
         hv.add_reservation(config.network, node.mac, node.ip, node.domain)
+    return interface
+
+
+def _boot_cold(config: Config, hv: Hypervisor, lab: str, node: Node, template_xml: str) -> None:
+    """A node that could not be woken, made again the ordinary way."""
+    hv.undefine(node.domain)
+    hv.delete_volume(config.node_pool, node.volume)
+    _create_node(config, hv, lab, node, template_xml)
+    hv.start(node.domain)
 
 
 def _wait_lease(config: Config, hv: Hypervisor, node: Node) -> str:
@@ -149,6 +181,9 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
         preflight(config, hv, count - len(have))
         template_xml = hv.domain_xml(config.template)
         clone_disks(template_xml)  # refuses a template with a disk it cannot clone safely
+        wake_image = wake_image_of(config, hv, template_xml, hv.domain_state(config.template).owner)
+        if wake_image:
+            _check_room_to_wake(config, hv, wake_image, count - len(have))
         names = _new_names(prefix, have, count)
         validate([n.name for n in have] + names)
         check_planned_domains(hv, lab, [Node(name, f"{lab}-{name}", "", "", "", "") for name in names])
@@ -173,13 +208,27 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
             if hv.network_state(config.network).owner is not None:
                 for node in plan.nodes:  # dnsmasq matches host entries by name too: use the unique domain name
                     hv.add_reservation(config.network, node.mac, node.ip, node.domain)
+        interfaces = {}
         for node in plan.nodes:
             progress(node.name, "clone", node.domain)
-            _create_node(config, hv, lab, node, template_xml)
+            interfaces[node.name] = _create_node(config, hv, lab, node, template_xml, wake_image)
 
         def boot(node: Node) -> None:
-            progress(node.name, "boot", "")
-            hv.start(node.domain)
+            if interfaces[node.name] is None:
+                progress(node.name, "boot", "")
+                was_running = hv.domain_state(node.domain).running
+                hv.start(node.domain)
+                node.start = node.start if was_running and node.start else "boot"
+            else:
+                progress(node.name, "boot", "waking from the template's saved state")
+                try:
+                    wake.wake(hv, node, interfaces[node.name])
+                    node.start = "wake"
+                except SwarmlabError as e:
+                    log.warning("%s could not be woken (%s): booting it", node.name, e)
+                    progress(node.name, "boot", f"could not be woken ({e}): booting")
+                    _boot_cold(config, hv, lab, node, template_xml)
+                    node.start = "boot"
             progress(node.name, "lease", node.mac)
             ip = _wait_lease(config, hv, node)
             if ip != node.ip:

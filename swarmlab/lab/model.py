@@ -60,6 +60,7 @@ class Node:
     fqdn: str  # swr1.<lab>.<zone>
     extra_volumes: list[str] = field(default_factory=list)  # overlays of a template's further disks
     host_key_source: str = ""  # "guest agent" (verified at first contact) or "first contact" (trusted)
+    start: str = ""  # how it last came up in `up`: "wake" (the template's saved state) or "boot"
 
 
 @dataclass
