@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
-"""Benchmark: `swarmlab up 3` against the article's sequence and against the boot floor.
+"""Benchmark: `swarmlab up 3`, woken and booted, against the article's sequence and the floors.
 
-Prints figures; asserts nothing. Run as root with the lab host up and the template built:
+Prints figures; asserts nothing. Run as root with the lab host up and the template built (with
+its wake-up state, as `template build` saves it):
     .venv/bin/python bench/bench_up.py [--nodes 3] [--runs 3] [--template NAME]
 
 Each run measures, one after another on the same idle host (medians over the runs):
-- floor: linked clones of the template (qcow2 overlays, as swarmlab makes them) started
+- boot floor: linked clones of the template (qcow2 overlays, as swarmlab makes them) started
   together, until each answers on port 22. Nothing else: no DNS, no host keys, no login.
+- wake floor: the same clones woken from the template's saved state, as `up` wakes them (a
+  copy of the wake image, the state loaded, a fresh identity, then the NIC), until each
+  answers on port 22.
 - swarmlab: `swarmlab up N --lab bench --no-snapshot` to N Ready managers, with its own phase
-  times (`up --json`): SSH-ready is the last node's `ready`, formation the rest.
+  times (`up --json`): SSH-ready is the last node's `ready`, formation the rest. Once woken
+  (the default), once booted (`[nodes] wake = false`).
 - article: the article's steps scripted serially with the tools a person types: `virt-clone`
   (a full copy) per node, `virsh start`, `virsh net-dhcp-leases` until every node has one, a
   DNS record per node, `ssh` to each node in turn, `docker swarm init`, then each manager
-  join one after another, until `docker node ls` shows every node Ready.
-Everything the bench makes is removed afterwards.
+  join one after another, until `docker node ls` shows every node Ready. Cold-booted, as the
+  article does it.
+Everything the bench makes is removed afterwards. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -39,13 +45,18 @@ from swarmlab.host import hoststate  # noqa: E402
 from swarmlab.adapters.dns import PowerDNS  # noqa: E402
 from swarmlab.adapters.hypervisor import Hypervisor  # noqa: E402
 from swarmlab.adapters.libvirt_xml import clone_disks, derive_clone_xml, random_mac  # noqa: E402
+from swarmlab.host.template_wake import wake_image_of  # noqa: E402
+from swarmlab.lab import wake  # noqa: E402
+from swarmlab.lab.model import Node  # noqa: E402
 
 SEED = [f"bench-seed{i}" for i in range(1, 10)]
 FLOOR = [f"bench-floor{i}" for i in range(1, 10)]
+WOKEN = [f"bench-wake{i}" for i in range(1, 10)]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "swarmlab", *args], cwd=ROOT, capture_output=True, text=True)
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "swarmlab", *args], cwd=ROOT, capture_output=True, text=True,
+                          env=env)
 
 
 def virsh(config, *args: str, check: bool = False) -> subprocess.CompletedProcess:
@@ -101,13 +112,56 @@ def bench_floor(config, nodes: int) -> float:
         remove_domains(config, names)
 
 
-def bench_swarmlab(config, nodes: int) -> dict[str, float]:
+def bench_wake_floor(config, nodes: int) -> float:
+    """Clones woken together as `up` wakes them, until every one answers on port 22."""
+    from concurrent.futures import ThreadPoolExecutor
+    hv = Hypervisor(config.uri)
+    names = WOKEN[:nodes]
+    template_xml = hv.domain_xml(config.template)
+    image = wake_image_of(config, hv, template_xml, hv.domain_state(config.template).owner)
+    if image is None:
+        sys.exit(f"template {config.template} has no wake-up state: run `swarmlab template build`")
+    disk = next(d for d in clone_disks(template_xml) if d.action == "overlay")
+    try:
+        started = time.monotonic()
+        interfaces = {}
+        for name in names:  # as `up` lays nodes out: one after another
+            node = Node(name, name, f"{name}.qcow2", random_mac(), "", "")
+            xml = derive_clone_xml(template_xml, name, node.mac, config.node_pool, {disk.target: node.volume},
+                                   {"role": "bench"}, hostname=name, tb_cache_mib=config.tb_cache_mib)
+            interfaces[name] = (node, wake.lay_out(config, hv, node, xml, image))
+        with ThreadPoolExecutor(len(names)) as pool:
+            list(pool.map(lambda pair: wake.wake(hv, *pair), interfaces.values()))
+        ips = wait_leases(hv, config, names)
+        while not all(answers_ssh(ip) for ip in ips.values()):
+            time.sleep(0.5)
+        return time.monotonic() - started
+    finally:
+        hv.close()
+        remove_domains(config, names)
+
+
+def booting_config(path: str) -> dict:
+    """The environment of a `swarmlab` whose config says `[nodes] wake = false`."""
+    import tomlkit
+    doc = tomlkit.parse(Path(path).read_text())
+    doc.setdefault("nodes", tomlkit.table())["wake"] = False
+    copy = Path(tempfile.mkdtemp()) / "swarmlab.toml"
+    copy.write_text(tomlkit.dumps(doc))
+    return {**os.environ, "SWARMLAB_CONFIG": str(copy)}
+
+
+def bench_swarmlab(config, nodes: int, env: dict | None = None) -> dict[str, float]:
     started = time.monotonic()
-    proc = cli("up", str(nodes), "--lab", "bench", "--no-snapshot", "--json", "--template", config.template)
+    proc = cli("up", str(nodes), "--lab", "bench", "--no-snapshot", "--json", "--template", config.template, env=env)
     total = time.monotonic() - started
+    cli("down", "--lab", "bench", "--yes", env=env)
     if proc.returncode != 0:
         sys.exit(f"swarmlab up failed: {proc.stderr.strip().splitlines()[-1]}")
-    phases = [n["phases"] for n in json.loads(proc.stdout)["nodes"]]
+    result = json.loads(proc.stdout)["nodes"]
+    if any(n["start"] != ("boot" if env else "wake") for n in result):
+        sys.exit(f"swarmlab up did not {'boot' if env else 'wake'} every node: {[n['start'] for n in result]}")
+    phases = [n["phases"] for n in result]
     ready = max(p["ready"] for p in phases)
     return {"total": total, "ssh": ready, "formation": max(p["swarm"] for p in phases) - ready}
 
@@ -168,7 +222,7 @@ def bench_article(config, nodes: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--template", help="template domain (default: [libvirt] template), e.g. one built "
@@ -177,21 +231,25 @@ def main() -> None:
     config = configuration.load()
     if args.template:
         config = dataclasses.replace(config, template=args.template)
+    if not Path(config.source).is_file():
+        sys.exit("the bench needs a swarmlab.toml (it runs `up` once with `[nodes] wake = false`)")
+    booting = booting_config(config.source)
     hoststate.enter_host(config)
     cli("down", "--lab", "bench", "--yes")
-    remove_domains(config, SEED + FLOOR)
-    runs: dict[str, list[dict[str, float]]] = {"floor": [], "swarmlab": [], "article": []}
+    remove_domains(config, SEED + FLOOR + WOKEN)
+    kinds = ("floor", "wake_floor", "swarmlab", "swarmlab_boot", "article")
+    runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
     try:
         for i in range(args.runs):
             runs["floor"].append({"total": bench_floor(config, args.nodes)})
+            runs["wake_floor"].append({"total": bench_wake_floor(config, args.nodes)})
             runs["swarmlab"].append(bench_swarmlab(config, args.nodes))
-            cli("down", "--lab", "bench", "--yes")
+            runs["swarmlab_boot"].append(bench_swarmlab(config, args.nodes, booting))
             runs["article"].append(bench_article(config, args.nodes))
-            print(f"run {i + 1}: floor {runs['floor'][-1]['total']:.1f} s, swarmlab {runs['swarmlab'][-1]['total']:.1f} s, "
-                  f"article {runs['article'][-1]['total']:.1f} s", flush=True)
+            print(f"run {i + 1}: " + ", ".join(f"{kind} {runs[kind][-1]['total']:.1f} s" for kind in kinds), flush=True)
     finally:
         cli("down", "--lab", "bench", "--yes")
-        remove_domains(config, SEED + FLOOR)
+        remove_domains(config, SEED + FLOOR + WOKEN)
 
     def median(kind: str, key: str = "total") -> float:
         return statistics.median(r[key] for r in runs[kind])
@@ -200,22 +258,32 @@ def main() -> None:
         values = [r[key] for r in runs[kind]]
         return f"{min(values):.1f}-{max(values):.1f}"
 
+    def ratios(a: str, b: str, key: str = "total") -> list[float]:
+        return [x[key] / y[key] for x, y in zip(runs[a], runs[b])]
+
     def ratio(a: str, b: str, key: str = "total") -> str:
         """Median of the ratios of runs side by side, with their range."""
-        values = [x[key] / y[key] for x, y in zip(runs[a], runs[b])]
+        values = ratios(a, b, key)
         return f"{statistics.median(values):5.2f}  ({min(values):.2f}-{max(values):.2f})"
 
     print(f"template {config.template}, nodes: {args.nodes} ({config.vcpus} vCPU, {config.memory_mib} MiB each), "
-          f"medians of {args.runs} runs "
-          "(range in brackets)")
-    print(f"boot floor (clones to port 22):       {median('floor'):6.1f} s ({spread('floor')})   target <= 25 s")
-    print(f"swarmlab up to Ready managers:        {median('swarmlab'):6.1f} s ({spread('swarmlab')})   "
-          f"SSH-ready {median('swarmlab', 'ssh'):.1f} s, formation {median('swarmlab', 'formation'):.1f} s")
+          f"medians of {args.runs} runs (range in brackets)")
+    print(f"boot floor (clones to port 22):       {median('floor'):6.1f} s ({spread('floor')})")
+    print(f"wake floor (woken clones to port 22): {median('wake_floor'):6.1f} s ({spread('wake_floor')})")
+    for kind, how in (("swarmlab", "woken"), ("swarmlab_boot", "booted")):
+        print(f"swarmlab up, {how:<6}, Ready managers: {median(kind):6.1f} s ({spread(kind)})   "
+              f"SSH-ready {median(kind, 'ssh'):.1f} s, formation {median(kind, 'formation'):.1f} s")
     print(f"article's sequence, serial:           {median('article'):6.1f} s ({spread('article')})   "
           f"SSH-ready {median('article', 'ssh'):.1f} s, formation {median('article', 'formation'):.1f} s")
-    print(f"swarmlab / article:                   {ratio('swarmlab', 'article')}   target <= 0.6")
-    print(f"swarmlab / floor:                     {ratio('swarmlab', 'floor')}   target <= 1.3")
-    print(f"formation, swarmlab / article:        {ratio('swarmlab', 'article', 'formation')}   target <= 0.5")
+    print(f"wake floor / boot floor:              {ratio('wake_floor', 'floor')}   target <= 0.3")
+    print(f"swarmlab (woken) / article:           {ratio('swarmlab', 'article')}   target <= 0.5")
+    print(f"swarmlab (woken) / swarmlab (booted): {ratio('swarmlab', 'swarmlab_boot')}")
+    print(json.dumps({"nodes": args.nodes, "runs": args.runs,
+                      **{f"{kind}_s": round(median(kind), 1) for kind in kinds},
+                      "wake_floor_ratio": round(statistics.median(ratios("wake_floor", "floor")), 2),
+                      "up_article_ratio": round(statistics.median(ratios("swarmlab", "article")), 2),
+                      "up_wake_boot_ratio": round(statistics.median(ratios("swarmlab", "swarmlab_boot")), 2)}))
+
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -95,6 +95,7 @@ class Config:
     vcpus: int = 1
     memory_mib: int = 1024
     tb_cache_mib: int = 0  # TCG's translation cache per node; 0: QEMU's default (1 GiB)
+    wake: bool = True  # nodes wake from the template's saved state (when it has one) instead of booting
     max_nodes: int = 9
     lab: str = "demo"
     boot_timeout: int = 300
@@ -256,6 +257,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "vcpus": ("vcpus", values.int_range(1, 64)),
         "memory_mib": ("memory_mib", values.int_range(256, 262144)),
         "tb_cache_mib": ("tb_cache_mib", values.int_range(0, 4096)),
+        "wake": ("wake", values.boolean),
         "max": ("max_nodes", values.int_range(1, 64)),
         "lab": ("lab", values.label),
         "boot_timeout": ("boot_timeout", values.int_range(10, 3600)),

@@ -40,6 +40,12 @@ def int_range(low: int, high: int) -> Callable[[Any], int]:
     return check
 
 
+def boolean(value):
+    if not isinstance(value, bool):
+        raise ValueError("true or false")
+    return value
+
+
 def choice(*allowed: str) -> Callable[[Any], str]:
     def check(value):
         if value not in allowed:

@@ -128,6 +128,11 @@ def test_every_toml_block_of_the_readme_loads(tmp_path):
     assert configuration.load(tmp_path / "readme-0.toml").engine_package == "docker.io"
 
 
+def test_nodes_wake_by_default_and_may_be_told_to_boot(tmp_path):
+    assert configuration.Config().wake is True
+    assert load_text(tmp_path, "[nodes]\nwake = false\n").wake is False
+
+
 @pytest.mark.parametrize("package", ["docker.io", "docker-ce", "containerd.io", "g++"])
 def test_engine_package_takes_debian_package_names(tmp_path, package):
     assert load_text(tmp_path, f'[engine]\npackage = "{package}"\n').engine_package == package
@@ -138,6 +143,7 @@ def test_engine_package_takes_debian_package_names(tmp_path, package):
     ('[dns]\nnameserver = "ns1.example.net:53"\n', "expected IP:PORT of the server that answers for the zone"),
     ('[dns]\nnameserver = "127.0.0.1:99999"\n', "expected IP:PORT"),
     ('[nodes]\nlabels = ["swr1:a/b=c"]\n', "label 'swr1:a/b=c' is not NODE:KEY=VALUE"),
+    ('[nodes]\nwake = "no"\n', "expected true or false"),
 ])
 def test_more_invalid_values(tmp_path, text, expected):
     with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace("[", r"\[")):

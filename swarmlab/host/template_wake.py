@@ -82,9 +82,10 @@ def ensure_wake_image(config: Config, hv: Hypervisor, template: str, recipe: str
 
 def wake_image_of(config: Config, hv: Hypervisor, template_xml: str, owner: dict | None) -> str | None:
     """The local path of the wake image that clones of this template start from, or None when
-    they boot: no image for its recipe and accelerator, a template that is not swarmlab's or
-    has several disks, or a lab host on another machine (the image is not copied there)."""
-    if config.host_remote or not owner or not owner.get("recipe") or not wakeable(template_xml):
+    they boot: `[nodes] wake = false`, no image for its recipe and accelerator, a template that
+    is not swarmlab's or has several disks, or a lab host on another machine (the image is not
+    copied there)."""
+    if not config.wake or config.host_remote or not owner or not owner.get("recipe") or not wakeable(template_xml):
         return None
     volume = wake_volume(config.template, owner["recipe"], owner.get("domain_type", ""))
     try:
