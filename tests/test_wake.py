@@ -83,3 +83,29 @@ def test_the_identity_script_is_valid_shell_and_keeps_its_order():
     assert steps.index("perl") < steps.index("ssh-keygen") < steps.index("systemctl")
     assert FRESH_IDENTITY.index("0x5207") < FRESH_IDENTITY.index("ssh-keygen")
     assert FRESH_IDENTITY.rstrip().endswith("fi")
+
+
+def test_a_host_on_another_machine_gets_a_copy_backed_by_its_own_template_disk(tmp_path):
+    import dataclasses
+    import json
+
+    from swarmlab import config as configuration
+    from swarmlab.host.template_wake import ensure_wake_copy_for_host, wake_copy_for_host
+    config = dataclasses.replace(configuration.Config(), cache_dir=tmp_path, template="debian13")
+    (tmp_path / "images").mkdir()
+    base = tmp_path / "images" / "debian13-abc123.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "64M"], check=True)
+    mine = tmp_path / "images" / wake_volume("debian13", "abc123", "qemu")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(mine)], check=True)
+    old = wake_copy_for_host(config, "h2", wake_volume("debian13", "old999", "qemu"))
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"an older recipe's copy")
+    there = "/var/lib/libvirt/lab-pools/templates/debian13-abc123.qcow2"
+    assert ensure_wake_copy_for_host(config, "h2", "abc123", "kvm", there) is None  # a KVM state stays home
+    assert "h2" in ensure_wake_copy_for_host(config, "h2", "abc123", "qemu", there)
+    copy = wake_copy_for_host(config, "h2", mine.name)
+    info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(copy)], check=True,
+                                     capture_output=True, text=True).stdout)
+    assert info["backing-filename"] == there
+    assert not old.exists() and sorted(p.name for p in copy.parent.iterdir()) == [mine.name]
+    assert ensure_wake_copy_for_host(config, "h2", "abc123", "qemu", there) is None  # once

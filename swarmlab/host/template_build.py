@@ -18,7 +18,7 @@ from swarmlab.adapters.qemu_probe import kvm_works
 from swarmlab.config import Config, HostSpec
 from swarmlab.errors import NotFound, Refused
 from swarmlab.host import template
-from swarmlab.host.template_wake import ensure_wake_image
+from swarmlab.host.template_wake import ensure_wake_copy_for_host, ensure_wake_image
 from swarmlab.render import render
 
 
@@ -128,7 +128,9 @@ def push_template(config: Config, host: HostSpec, progress: Progress = lambda _m
             raise Refused(f"domain {config.template} on host {host.name} was not created by swarmlab: "
                           "remove it there, or set [libvirt] template to another name")
         if existing and existing.owner.get("recipe") == recipe:
-            return []
+            woken = ensure_wake_copy_for_host(config, host.name, recipe, existing.owner.get("domain_type", ""),
+                                              there.disk_path(config.template))
+            return [woken] if woken else []
         if existing and existing.running:
             raise Refused(f"template {config.template} runs on host {host.name}: shut it down there first")
         changes = there.ensure_pool(config.template_pool, Path(host.pools_at / "templates"))
@@ -149,4 +151,6 @@ def push_template(config: Config, host: HostSpec, progress: Progress = lambda _m
         there.define_domain(ET.tostring(xml, encoding="unicode"))
         changes.append(f"copied template {config.template} (recipe {recipe}) to host {host.name} "
                        f"in {time.monotonic() - started:.1f} s")
+        woken = ensure_wake_copy_for_host(config, host.name, recipe, xml.get("type"), there.disk_path(config.template))
+        changes += [woken] if woken else []
     return changes

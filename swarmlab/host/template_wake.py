@@ -6,6 +6,8 @@ once per recipe and accelerator."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -80,14 +82,43 @@ def ensure_wake_image(config: Config, hv: Hypervisor, template: str, recipe: str
             "bytes": Path(final).stat().st_size}
 
 
+def wake_copy_for_host(config: Config, host: str, volume: str) -> Path:
+    """Where this machine keeps the wake image made for a lab host on another machine: the
+    same image, its backing file the host's copy of the template's disk."""
+    return config.cache_dir / "wake" / host / volume
+
+
+def ensure_wake_copy_for_host(config: Config, host: str, recipe: str, domain_type: str, backing: str) -> str | None:
+    """The host's wake image, made from this machine's when the host runs the template under
+    QEMU (TCG) as this machine does: a saved TCG state runs on any CPU, a KVM one only on the
+    CPU model it was saved on. Older recipes' copies go. Returns what changed, if anything."""
+    volume = wake_volume(config.template, recipe, domain_type)
+    mine = config.cache_dir / "images" / volume
+    target = wake_copy_for_host(config, host, volume)
+    if domain_type != "qemu" or not mine.is_file() or target.is_file():
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f"{config.template}-*-wake.qcow2"):  # an older recipe's
+        stale.unlink()
+    partial = target.with_suffix(".partial")
+    shutil.copyfile(mine, partial)
+    subprocess.run(["qemu-img", "rebase", "-u", "-F", "qcow2", "-b", backing, str(partial)], check=True,
+                   capture_output=True)
+    os.rename(partial, target)
+    return f"prepared the wake-up state for host {host} ({target.stat().st_size >> 20} MiB, sent per node)"
+
+
 def wake_image_of(config: Config, hv: Hypervisor, template_xml: str, owner: dict | None) -> str | None:
     """The local path of the wake image that clones of this template start from, or None when
-    they boot: `[nodes] wake = false`, no image for its recipe and accelerator, a template that
-    is not swarmlab's or has several disks, or a lab host on another machine (the image is not
-    copied there)."""
-    if not config.wake or config.host_remote or not owner or not owner.get("recipe") or not wakeable(template_xml):
+    they boot: `[nodes] wake = false`, no image for its recipe and accelerator, or a template
+    that is not swarmlab's or has several disks. For a lab host on another machine it is this
+    machine's copy made for that host (`ensure_wake_copy_for_host`), sent once per node."""
+    if not config.wake or not owner or not owner.get("recipe") or not wakeable(template_xml):
         return None
     volume = wake_volume(config.template, owner["recipe"], owner.get("domain_type", ""))
+    if config.host_remote:
+        copy = wake_copy_for_host(config, config.lab_host, volume)
+        return str(copy) if copy.is_file() else None
     try:
         path = hv.volume_path(config.template_pool, volume)
     except NotFound:
