@@ -6,6 +6,7 @@ from swarmlab.adapters.dns import PowerDNS
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.config import Config, HostSpec
 from swarmlab.errors import SwarmlabError
+from swarmlab.host.template_wake import wake_image_of
 
 
 def run_checks(config: Config) -> list[dict]:
@@ -47,8 +48,12 @@ def run_checks(config: Config) -> list[dict]:
                     f"run `swarmlab template build --name {config.template}`" if tmpl.owner
                     else "restore the template's disk image")
             else:
+                woken = wake_image_of(config, hv, hv.domain_xml(config.template), tmpl.owner)
                 add("template", True, f"{config.template} is {tmpl.state}"
-                    + (f", recipe {tmpl.owner.get('recipe')}" if tmpl.owner else " (your own template)"))
+                    + (f", recipe {tmpl.owner.get('recipe')}" if tmpl.owner else " (your own template)")
+                    + ("; clones wake from its saved state" if woken else
+                       "; no wake-up state: clones boot (`swarmlab template build` saves one)" if tmpl.owner
+                       else "; clones boot"))
         else:
             add("network", False, "not checked: libvirt unreachable", "fix libvirt first")
             add("template", False, "not checked: libvirt unreachable", "fix libvirt first")
