@@ -30,7 +30,9 @@ def clone_xml() -> str:
 def test_a_woken_clone_is_defined_without_its_nic_and_gets_exactly_that_nic_later():
     bare, interface = split_interface(clone_xml())
     assert ET.fromstring(bare).find("devices/interface") is None
-    assert cut_short(bare) and not cut_short(clone_xml())
+    assert cut_short(bare, [], running=False) and not cut_short(clone_xml(), [], running=False)
+    assert cut_short(clone_xml(), ["wake"], running=True)  # the NIC is in, the state not yet dropped
+    assert not cut_short(bare, ["formed"], running=True)  # a NIC unplugged by hand: not ours to remake
     nic = ET.fromstring(interface)
     assert nic.tag == "interface" and nic.find("mac").get("address") == "52:54:00:aa:bb:01"
     tags = [d.tag for d in ET.fromstring(clone_xml()).find("devices")]

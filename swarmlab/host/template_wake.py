@@ -63,8 +63,8 @@ def ensure_wake_image(config: Config, hv: Hypervisor, template: str, recipe: str
                            {"role": "wake-builder", "template": template, "recipe": recipe},
                            hostname="swarmlab-wake", tb_cache_mib=config.tb_cache_mib)
     xml, _interface = split_interface(xml)
-    hv.define_domain(with_kernel_args(xml, *WAKE_BOOT_ARGS))
     try:
+        hv.define_domain(with_kernel_args(xml, *WAKE_BOOT_ARGS))
         hv.start(builder)
         hv.wait_for_agent(builder, timeout)
         _, state = hv.guest_exec(builder, ["/bin/systemctl", "is-system-running", "--wait"], timeout=timeout)
@@ -73,8 +73,13 @@ def ensure_wake_image(config: Config, hv: Hypervisor, template: str, recipe: str
                                 f"`virsh console {builder}` while it runs, or rebuild the template")
         hv.guest_exec(builder, ["/bin/sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"])
         hv.create_snapshot(builder, WAKE_SNAPSHOT, "swarmlab: the template, booted, without network")
-    finally:
-        hv.undefine(builder)  # the image keeps the state; libvirt forgets the builder
+    except BaseException as e:  # Ctrl-C included: no builder is left running
+        hv.undefine(builder)
+        hv.delete_volume(config.template_pool, partial)
+        if not isinstance(e, SwarmlabError):
+            raise
+        return {"volume": None, "why": f"the wake-up boot failed: {e}"}  # the template is fine: clones boot
+    hv.undefine(builder)  # the image keeps the state; libvirt forgets the builder
     final = str(Path(path).with_name(volume))
     os.rename(path, final)  # last: only a finished image has the name clones look for
     hv.refresh_pool(config.template_pool)

@@ -85,7 +85,7 @@ def _create_node(config: Config, hv: Hypervisor, lab: str, node: Node, template_
     """Idempotent: each step checks what a killed earlier run may already have done. With a
     wake image, a new node is laid out to wake: returns the NIC to plug in once it is awake."""
     state = hv.domain_state(node.domain)
-    if state is not None and wake.cut_short(hv.domain_xml(node.domain)):
+    if state is not None and wake.cut_short(hv.domain_xml(node.domain), hv.snapshot_names(node.domain), state.running):
         hv.undefine(node.domain)  # a killed `up` left it half woken: lay it out again
         hv.delete_volume(config.node_pool, node.volume)
         state = None

@@ -67,6 +67,8 @@ def wake(hv: Hypervisor, node: Node, interface: str, timeout: float = 120) -> No
     hv.delete_snapshot(node.domain, WAKE_SNAPSHOT)
 
 
-def cut_short(domain_xml: str) -> bool:
-    """A node domain without its NIC: a wake that a killed `up` did not finish."""
-    return ET.fromstring(domain_xml).find("devices/interface") is None
+def cut_short(domain_xml: str, snapshots: list[str], running: bool) -> bool:
+    """A wake that a killed `up` did not finish: the saved state is still recorded (it is
+    dropped last), or the node was defined and stopped before it got its NIC. A running node
+    whose NIC someone unplugged by hand is not one."""
+    return WAKE_SNAPSHOT in snapshots or (not running and ET.fromstring(domain_xml).find("devices/interface") is None)
