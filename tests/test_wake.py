@@ -111,3 +111,23 @@ def test_a_host_on_another_machine_gets_a_copy_backed_by_its_own_template_disk(t
     assert info["backing-filename"] == there
     assert not old.exists() and sorted(p.name for p in copy.parent.iterdir()) == [mine.name]
     assert ensure_wake_copy_for_host(config, "h2", "abc123", "qemu", there) is None  # once
+
+
+def test_a_failed_wake_up_boot_leaves_no_builder_nor_image_and_the_clones_boot(tmp_path):
+    """libvirt's test driver has no guest agent: the wake-up boot cannot be confirmed."""
+    import dataclasses
+
+    from swarmlab import config as configuration
+    from swarmlab.adapters.hypervisor import Hypervisor
+    from swarmlab.host.template_wake import builder_domain, ensure_wake_image, wake_image_of
+    from tests.conftest import make_test_host
+    config = dataclasses.replace(configuration.Config(), uri=make_test_host(tmp_path), template="unit-template",
+                                 network="swl-unit")  # its pools: swl-unit-templates and -nodes
+    with Hypervisor(config.uri) as hv:
+        before = sorted(hv.pool(config.template_pool).listVolumes())
+        result = ensure_wake_image(config, hv, "unit-template", "abc123", "qemu", timeout=1)
+        assert result["volume"] is None and "guest agent" in result["why"], result
+        assert hv.domain_state(builder_domain("unit-template")) is None
+        assert sorted(hv.pool(config.template_pool).listVolumes()) == before
+        owner = {"role": "template", "recipe": "abc123", "domain_type": "qemu"}
+        assert wake_image_of(config, hv, hv.domain_xml("unit-template"), owner) is None
