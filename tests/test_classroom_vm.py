@@ -98,7 +98,10 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         assert {lab: (r["ok"], r["host"]) for lab, r in results.items()} == {"ann-lee": (True, "local"),
                                                                             "bo": (True, "h2")}
         figure(f"class up rerun after the second host came back: {results['bo']['seconds']:.0f} s; "
-              f"qemu RSS per node (MiB): {sorted(qemu_rss_mib())}")
+              f"qemu RSS per node (MiB): {sorted(qemu_rss_mib())}; nodes started by: "
+              f"{ {lab: [n['start'] for n in r['detail']['nodes']] for lab, r in results.items()} }")
+        # Ann's lab, made on this machine by the first `class up`, woke from the template's state
+        assert [n["start"] for n in results["ann-lee"]["detail"]["nodes"]] == ["wake", "wake"], results["ann-lee"]
         ips = {lab: {n["node"]: n["ip"] for n in r["detail"]["nodes"]} for lab, r in results.items()}
 
         # each lab on its own network on its own host, with a /24 of its own in the class

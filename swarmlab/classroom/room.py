@@ -225,7 +225,7 @@ def _make_lab(config: Config, student: Student, nodes: int, progress: LabProgres
     if snapshot and report:  # the baseline the resets return to includes the student's account
         snapshots.keep_formed(config, student.lab, report.changed or bool(added))
     progress(student.lab, "done", f"{len(lab.nodes)} nodes")
-    return {"nodes": [{"node": n.name, "ip": n.ip, "dns": n.fqdn} for n in lab.nodes]}
+    return {"nodes": [{"node": n.name, "ip": n.ip, "dns": n.fqdn, "start": n.start} for n in lab.nodes]}
 
 
 def labs_at_once(config: Config, host: HostSpec) -> int:
