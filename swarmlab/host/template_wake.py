@@ -106,10 +106,14 @@ def ensure_wake_copy_for_host(config: Config, host: str, recipe: str, domain_typ
     for stale in target.parent.glob(f"{config.template}-*-wake.qcow2"):  # an older recipe's
         stale.unlink()
     partial = target.with_suffix(".partial")
-    shutil.copyfile(mine, partial)
-    subprocess.run(["qemu-img", "rebase", "-u", "-F", "qcow2", "-b", backing, str(partial)], check=True,
-                   capture_output=True)
-    os.rename(partial, target)
+    try:
+        shutil.copyfile(mine, partial)
+        subprocess.run(["qemu-img", "rebase", "-u", "-F", "qcow2", "-b", backing, str(partial)], check=True,
+                       capture_output=True)
+        os.rename(partial, target)
+    except (OSError, subprocess.CalledProcessError) as e:  # optional: without it the host's nodes boot
+        partial.unlink(missing_ok=True)
+        return f"no wake-up state for host {host} ({e}): its nodes boot"
     return f"prepared the wake-up state for host {host} ({target.stat().st_size >> 20} MiB, sent per node)"
 
 
