@@ -179,3 +179,23 @@ def test_the_portal_command_records_where_it_listens_and_can_replace_the_instruc
     assert silent.recv(4096).startswith(b"SSH-2.0-") and silent.recv(4096) == b"", "the gateway left it open"
     silent.close()
     idle.close()
+
+
+def test_a_stop_does_not_wait_for_a_reading_blocked_in_a_thread():
+    """An SSH connect to a node being removed blocked the portal's exit for its timeout (the
+    class test's SIGTERM waited 30 s in vain): asyncio.run and the interpreter join the threads."""
+    import subprocess
+    import sys
+    import time
+    code = ("import asyncio, time\n"
+            "from swarmlab.classroom.portal_server import close_without_waiting\n"
+            "loop = asyncio.new_event_loop()\n"
+            "async def main():\n"
+            "    loop.create_task(asyncio.to_thread(time.sleep, 60))\n"
+            "    await asyncio.sleep(0.2)\n"
+            "loop.run_until_complete(main())\n"
+            "close_without_waiting(loop)\n")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 10

@@ -8,10 +8,13 @@ while everything else the process opens (SSH to the nodes, libvirt) is inside th
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
 import ssl
+import sys
+import threading
 from collections.abc import Callable
 
 from swarmlab.classroom import access, portal_endpoint
@@ -61,7 +64,8 @@ def serve(config: Config, web_sock: socket.socket, ssh_sock: socket.socket, tls:
         await web.SockSite(runner, web_sock, ssl_context=tls).start()
         loop = asyncio.get_running_loop()
         loop.create_task(pages.watch_class())
-        loop.add_signal_handler(signal.SIGTERM, access.stop_gateway, gateway)  # a clean stop: the endpoint record goes
+        for signum in (signal.SIGTERM, signal.SIGINT):  # a clean stop: the endpoint record goes
+            loop.add_signal_handler(signum, access.stop_gateway, gateway)
         portal_endpoint.record(config, endpoint)
         progress(f"SSH gateway on {endpoint.listen}:{endpoint.ssh_port}, portal on {endpoint.listen}:"
                  f"{endpoint.https_port}, for {len(pages.class_labs())} students at {endpoint.url} "
@@ -73,9 +77,28 @@ def serve(config: Config, web_sock: socket.socket, ssh_sock: socket.socket, tls:
         finally:
             await runner.cleanup()
     endpoint.pid = os.getpid()
+    loop = asyncio.new_event_loop()
     try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
+        loop.run_until_complete(run())
+    except KeyboardInterrupt:  # before the handlers are in place
         pass
     finally:
         portal_endpoint.forget(config)
+        close_without_waiting(loop)
+
+
+def close_without_waiting(loop: asyncio.AbstractEventLoop) -> None:
+    """Ends the portal without waiting for readings still running in threads: an SSH connect
+    to a node that `class down` is removing blocks for its whole timeout, and asyncio.run and
+    the interpreter would both wait for it. Everything the portal keeps is on disk already."""
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    loop.close()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.current_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(0)
