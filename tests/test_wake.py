@@ -125,7 +125,7 @@ def test_a_failed_wake_up_boot_leaves_no_builder_nor_image_and_the_clones_boot(t
                                  network="swl-unit")  # its pools: swl-unit-templates and -nodes
     with Hypervisor(config.uri) as hv:
         before = sorted(hv.pool(config.template_pool).listVolumes())
-        result = ensure_wake_image(config, hv, "unit-template", "abc123", "qemu", timeout=1)
+        result = ensure_wake_image(config, hv, "unit-template", "abc123", "qemu", timeout=0.1)
         assert result["volume"] is None and "guest agent" in result["why"], result
         assert hv.domain_state(builder_domain("unit-template")) is None
         assert sorted(hv.pool(config.template_pool).listVolumes()) == before
