@@ -108,15 +108,12 @@ class GuestAgentMixin:
         does not answer or the file is not there (yet)."""
         import base64
         dom = self._owned(name)
-
-        def agent(command: str, **arguments):
-            return self._agent(dom, command, **arguments)
         try:
-            handle = agent("guest-file-open", path=path, mode="r")
+            handle = self._agent(dom, "guest-file-open", path=path, mode="r")
             try:
-                data = agent("guest-file-read", handle=handle, count=limit)
+                data = self._agent(dom, "guest-file-read", handle=handle, count=limit)
             finally:
-                agent("guest-file-close", handle=handle)
+                self._agent(dom, "guest-file-close", handle=handle)
         except (libvirt.libvirtError, KeyError, ValueError):
             return None
         return base64.b64decode(data.get("buf-b64", "")).decode(errors="replace")

@@ -31,8 +31,9 @@ PHASES = ("clone", "boot", "lease", "dns", "ssh", "ready", "engine", "images", "
 MIN_FREE_PER_NODE = 512 << 20  # an overlay is ~10 MB after boot; leave room for images and logs
 
 
-def preflight(config: Config, hv: Hypervisor, new_nodes: int) -> str:
-    """Everything `up` needs, checked before any VM exists. Returns the template's disk path."""
+def preflight(config: Config, hv: Hypervisor, new_nodes: int) -> str | None:
+    """Everything `up` needs, checked before any VM exists. Returns the wake image its new
+    nodes start from, or None when they boot."""
     template = hv.domain_state(config.template)
     if template is None:
         raise NotFound(f"template {config.template} not found: run `swarmlab template build` "
@@ -40,9 +41,10 @@ def preflight(config: Config, hv: Hypervisor, new_nodes: int) -> str:
     if template.running:
         raise Refused(f"template {config.template} is {template.state}: shut it down first "
                       f"(`virsh shutdown {config.template}`); clones need an unchanging backing disk")
-    disk = hv.disk_path(config.template)
-    if disk is None:
+    if hv.disk_path(config.template) is None:
         raise NotFound(f"the disk of template {config.template} is missing: run `swarmlab template build`")
+    template_xml = hv.domain_xml(config.template)
+    clone_disks(template_xml)  # refuses a template with a disk it cannot clone safely
     net = hv.network_state(config.network)
     if not net.active:
         raise LabError(f"network {config.network} is {'inactive' if net.exists else 'missing'}: "
@@ -55,21 +57,16 @@ def preflight(config: Config, hv: Hypervisor, new_nodes: int) -> str:
             raise LabError(f"zone {config.zone} is missing in PowerDNS: run `swarmlab host up`")
     except DnsError as e:
         raise LabError(f"{e} (checked before creating any VM)") from None
+    wake_image = wake_image_of(config, hv, template_xml, template.owner)
     if new_nodes:
+        # a woken node's disk starts as a copy of the wake image, its saved memory included
+        per_node = MIN_FREE_PER_NODE + (os.path.getsize(wake_image) if wake_image else 0)
         pool_dir, free = hv.pool_space(config.node_pool)  # as its host sees it, on this machine or another
-        if free < new_nodes * MIN_FREE_PER_NODE:
+        if free < new_nodes * per_node:
             raise LabError(f"not enough free disk in {pool_dir} on {config.lab_host or 'this host'}: {free >> 20} MiB free, "
-                           f"{new_nodes * MIN_FREE_PER_NODE >> 20} MiB needed for {new_nodes} overlays")
-    return disk
-
-
-def _check_room_to_wake(config: Config, hv: Hypervisor, wake_image: str, new_nodes: int) -> None:
-    """A woken node's disk starts as a copy of the wake image (its saved memory included)."""
-    pool_dir, free = hv.pool_space(config.node_pool)
-    need = new_nodes * (MIN_FREE_PER_NODE + os.path.getsize(wake_image))
-    if free < need:
-        raise LabError(f"not enough free disk in {pool_dir} to wake {new_nodes} nodes: {free >> 20} MiB free, "
-                       f"{need >> 20} MiB needed (each starts as a copy of {wake_image})")
+                           f"{new_nodes * per_node >> 20} MiB needed for {new_nodes} "
+                           + (f"nodes woken from copies of {wake_image}" if wake_image else "overlays"))
+    return wake_image
 
 
 def _volumes(node: Node, template_xml: str) -> dict[str, str]:
@@ -178,12 +175,8 @@ def up(config: Config, count: int, lab: str, prefix: str, progress: NodeProgress
                           "a lab has one prefix")
         if config.lab_host:  # a class lab's own network, before preflight checks it
             ensure_lab_network(config, hv, existing or Lab(lab, placement=placement_of(config)))
-        preflight(config, hv, count - len(have))
+        wake_image = preflight(config, hv, count - len(have))
         template_xml = hv.domain_xml(config.template)
-        clone_disks(template_xml)  # refuses a template with a disk it cannot clone safely
-        wake_image = wake_image_of(config, hv, template_xml, hv.domain_state(config.template).owner)
-        if wake_image:
-            _check_room_to_wake(config, hv, wake_image, count - len(have))
         names = _new_names(prefix, have, count)
         validate([n.name for n in have] + names)
         check_planned_domains(hv, lab, [Node(name, f"{lab}-{name}", "", "", "", "") for name in names])
