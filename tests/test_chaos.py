@@ -134,3 +134,37 @@ def test_the_quorum_guard_refuses_what_would_lose_the_majority():
     single = nodes(swr1=("Ready", "Leader"), swr2=("Ready", ""))
     assert "leaves 0 of 1 managers" in timeline.quorum_refusal(single, "swr1")
     assert timeline.quorum_refusal(single, "swr2") is None  # a worker costs no quorum
+
+
+class FakeManager:
+    """A manager whose engine answers after `delay` seconds, counting the requests it got."""
+
+    def __init__(self, name: str, delay: float):
+        import threading
+        self.host, self.delay, self.requests = name, delay, 0
+        self.busy = threading.Lock()
+
+    def get(self, path: str, timeout: float):
+        import time
+        self.requests += 1
+        time.sleep(min(self.delay, timeout))
+        if self.delay > timeout:
+            raise OSError("timed out")
+        return [{"ID": self.host, "Description": {"Hostname": self.host}, "Status": {"State": "ready"},
+                 "Spec": {"Availability": "active"}, "ManagerStatus": {"Leader": True}}]
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_hung_manager_is_not_asked_again_until_it_answers_and_the_others_still_count():
+    from swarmlab.lab.survivors import Survivors
+    hung, quick = FakeManager("swr1", delay=2.0), FakeManager("swr2", delay=0.0)
+    survivors = Survivors({"swr1": hung, "swr2": quick})
+    try:
+        for _ in range(5):  # five polls while swr1 is still busy with the first
+            assert [n.hostname for n in survivors.nodes(timeout=3)] == ["swr2"]
+        assert (hung.requests, quick.requests) == (1, 5)
+        assert survivors.nodes(exclude={"swr2"}, timeout=3) is None  # only the busy one left: no answer
+    finally:
+        survivors.close()

@@ -48,6 +48,30 @@ def test_services_and_tasks():
     assert tasks[1].error == "task: non-zero exit (255)"
 
 
+def test_the_engine_apis_services_and_tasks_read_as_the_cli_lists_them():
+    services = swarm.parse_api_services([
+        {"ID": "s1", "Spec": {"Name": "web", "Mode": {"Replicated": {"Replicas": 3}},
+                              "TaskTemplate": {"ContainerSpec": {"Image": "swarmlab/busybox:latest@sha256:ab"}}},
+         "ServiceStatus": {"RunningTasks": 2, "DesiredTasks": 3}},
+        {"ID": "s2", "Spec": {"Name": "agent", "Mode": {"Global": {}}}, "ServiceStatus": {"RunningTasks": 3,
+                                                                                        "DesiredTasks": 3}}])
+    assert [(s.name, s.mode, s.running, s.desired, s.image) for s in services] == [
+        ("web", "replicated", 2, 3, "swarmlab/busybox:latest"), ("agent", "global", 3, 3, "")]
+    nodes = [swarm.SwarmNode("n1", "swr1", "Ready", "Active", "Leader", ""),
+             swarm.SwarmNode("n2", "swr2", "Ready", "Drain", "Reachable", "")]
+    tasks = swarm.parse_api_tasks([
+        {"ID": "t1", "ServiceID": "s1", "Slot": 1, "NodeID": "n2", "DesiredState": "running",
+         "Status": {"State": "running"}},
+        {"ID": "t2", "ServiceID": "s1", "Slot": 2, "NodeID": "n1", "DesiredState": "running",
+         "Status": {"State": "preparing"}},
+        {"ID": "t3", "ServiceID": "s2", "NodeID": "n1", "DesiredState": "running",
+         "Status": {"State": "failed", "Err": "task: non-zero exit (1)"}}], services, nodes)
+    assert [(t.name, t.node, t.state, t.desired_state) for t in tasks] == [
+        ("web.1", "swr2", "Running", "Running"), ("web.2", "swr1", "Preparing", "Running"),
+        ("agent.n1", "swr1", "Failed", "Running")]
+    assert tasks[2].error == "task: non-zero exit (1)"
+
+
 def test_garbage_is_a_clear_error():
     with pytest.raises(SwarmlabError, match="unexpected output from `docker node ls`: Error response"):
         swarm.parse_node_ls("Error response from daemon: This node is not a swarm manager.")

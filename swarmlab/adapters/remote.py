@@ -193,6 +193,10 @@ def read(conn: Connection, fact: Fact[T], timeout: float = 120) -> T:
     return fact.parse(run(conn, fact.command, timeout=timeout))
 
 
+class EngineAPIBroken(RemoteError):
+    """The API session itself failed (timeout, closed channel): open a new one to go on."""
+
+
 class EngineAPI:
     """The node's Docker Engine API over `docker system dial-stdio` in one SSH exec channel
     (what the docker CLI itself does for ssh:// hosts), with HTTP keep-alive: one docker
@@ -212,7 +216,14 @@ class EngineAPI:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
         self.channel.close()
+
+    def set_timeout(self, seconds: float) -> None:
+        """For each later read: a reply slower than this breaks the session."""
+        self.channel.settimeout(seconds)
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
         """(HTTP status, decoded JSON or text)."""
@@ -224,7 +235,7 @@ class EngineAPI:
             response = self.http.getresponse()
             data = response.read().decode(errors="replace")
         except (OSError, http.client.HTTPException) as e:
-            raise RemoteError(f"{self.host}: Docker API {method} {path} failed: {type(e).__name__}") from None
+            raise EngineAPIBroken(f"{self.host}: Docker API {method} {path} failed: {type(e).__name__}") from None
         try:
             return response.status, json.loads(data) if data.strip() else None
         except ValueError:

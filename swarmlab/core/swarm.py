@@ -130,6 +130,33 @@ def parse_service_ps(text: str) -> list[Task]:
             for d in _json_lines(text, "docker service ps")]
 
 
+def parse_api_services(services: list[dict]) -> list[Service]:
+    """The Engine API's GET /services?status=true, as `docker service ls` lists them."""
+    out = []
+    for s in services:
+        spec, status = s.get("Spec") or {}, s.get("ServiceStatus") or {}
+        mode = next(iter(spec.get("Mode") or {"Replicated": {}})).lower()
+        image = ((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image", "")
+        out.append(Service(s["ID"], spec.get("Name", ""), mode,
+                           f"{status.get('RunningTasks', 0)}/{status.get('DesiredTasks', 0)}", image.split("@")[0]))
+    return out
+
+
+def parse_api_tasks(tasks: list[dict], services: list[Service], nodes: list[SwarmNode]) -> list[Task]:
+    """The Engine API's GET /tasks, as `docker service ps` lists them: named service.slot (a
+    global service's task by its node's ID), on the node's hostname."""
+    service_names = {s.id: s.name for s in services}
+    hostnames = {n.id: n.hostname for n in nodes}
+    out = []
+    for t in tasks:
+        status, service = t.get("Status") or {}, service_names.get(t.get("ServiceID", ""), "")
+        suffix = t.get("Slot") or t.get("NodeID", "")
+        out.append(Task(t["ID"], f"{service}.{suffix}", hostnames.get(t.get("NodeID", ""), ""),
+                        t.get("DesiredState", "").capitalize(), status.get("State", "").capitalize(),
+                        status.get("Err", "")))
+    return out
+
+
 def parse_labels_json(text: str) -> dict[str, str]:
     text = text.strip()
     return json.loads(text) if text and text != "null" else {}

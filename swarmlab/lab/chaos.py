@@ -1,29 +1,26 @@
 """Chaos drills with a measured timeline (timeline.py: the events and their detection): kill the leader (or any node), start it again,
 drain/activate a node, demote the leader.
 
-All times are seconds on one monotonic clock, from the moment of the disruption. Survivors
-are polled about once a second, each over its own persistent SSH connection and in its own
-thread, because a manager's API hangs during an election: whichever answers first counts.
+All times are seconds on one monotonic clock, from the moment of the disruption. Surviving
+managers are polled about once a second (survivors.py: how).
 """
 
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor, TimeoutError as FuturesTimeout, as_completed
 from typing import Callable
 
-from fabric import Connection
-
 from swarmlab.adapters.libvirt_events import LifecycleWatch
-from swarmlab.adapters.remote import read, run
+from swarmlab.adapters.remote import read
 from swarmlab.config import Config
 from swarmlab.core import swarm
-from swarmlab.core.command import Command, Fact
-from swarmlab.core.timeline import API_TIMEOUT, EventDetector, Timeline, quorum_refusal, tasks_settled
+from swarmlab.core.command import Command
+from swarmlab.core.timeline import EventDetector, Timeline, quorum_refusal, tasks_settled
 from swarmlab.errors import NotFound, Refused, SwarmlabError
 from swarmlab.host.images import BAKED_IMAGE
 from swarmlab.lab.model import Node
 from swarmlab.lab.session import LabSession, open_lab
+from swarmlab.lab.survivors import Survivors
 from swarmlab.waiting import poll_until
 
 POLL = 1.0  # seconds between polls
@@ -36,57 +33,10 @@ class ChaosError(SwarmlabError):
 
 
 # --- reading the swarm ----------------------------------------------------------------------
-class Survivors:
-    """One connection per manager; ask all at once, take the first answer."""
-
-    def __init__(self, conns: dict[str, Connection]):
-        self.conns = conns
-        # Room for a few hung calls per manager while later polls go on.
-        self.pool = ThreadPoolExecutor(max_workers=4 * max(1, len(conns)))
-
-    def ask(self, command: Command, exclude: set[str] = frozenset(), timeout: float = API_TIMEOUT) -> str | None:
-        """The first answer from any manager not excluded, or None when none answers in time
-        (or every one that answered failed). The short default is the drill's polling; a
-        change, or a reading before anything is broken, passes STEADY_TIMEOUT."""
-        futures = [self.pool.submit(run, self.conns[n], command, timeout) for n in self.conns if n not in exclude]
-        try:
-            for future in as_completed(futures, timeout=timeout + 1):
-                if future.exception() is None:
-                    return future.result()
-        except FuturesTimeout:
-            pass
-        return None
-
-    def read(self, fact: Fact, exclude: set[str] = frozenset(), timeout: float = API_TIMEOUT):
-        out = self.ask(fact.command, exclude, timeout)
-        return fact.parse(out) if out is not None else None
-
-    def nodes(self, exclude: set[str] = frozenset(), timeout: float = API_TIMEOUT) -> list[swarm.SwarmNode] | None:
-        return self.read(swarm.NODES, exclude, timeout)
-
-    def tasks(self, services: list[str] | None, exclude: set[str]) -> dict[str, tuple[int, list[swarm.Task]]] | None:
-        """Desired replicas and running-desired tasks per service (all when services is None)."""
-        listed = self.read(swarm.SERVICES, exclude)
-        if listed is None:
-            return None
-        out = {}
-        for service in listed:
-            if services is not None and service.name not in services:
-                continue
-            ps = self.read(swarm.tasks(service.name, running_only=True), exclude)
-            if ps is None:
-                return None
-            out[service.name] = (service.desired, ps)
-        return out
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-
 def snapshot(survivors: Survivors, exclude: set[str] = frozenset()) -> dict:
     nodes = survivors.nodes(exclude) or []
     tasks = [{"service": name, "task": t.name, "node": t.node, "state": t.state}
-             for name, (_desired, ps) in (survivors.tasks(None, exclude) or {}).items() for t in ps]
+             for name, (_desired, ps) in (survivors.tasks(None, exclude, nodes or None) or {}).items() for t in ps]
     return {"nodes": [{"node": n.hostname, "status": n.status, "availability": n.availability,
                        "manager": n.manager_status} for n in nodes], "tasks": tasks}
 
@@ -106,7 +56,7 @@ def _managers(session: LabSession) -> tuple[Survivors, list[swarm.SwarmNode]]:
             continue
     if not managers:
         raise ChaosError(f"no manager of lab {session.lab.name} answers: check `swarmlab status --lab {session.lab.name}`")
-    survivors = Survivors(managers)
+    survivors = Survivors.over(managers)
     nodes = survivors.nodes(timeout=STEADY_TIMEOUT)
     if nodes is None:
         survivors.close()
@@ -122,7 +72,7 @@ def _watch(timeline: Timeline, survivors: Survivors, target: str, deadline: floa
     while time.monotonic() < deadline and not detector.done:
         round_started = time.monotonic()
         nodes = survivors.nodes(exclude)
-        tasks = survivors.tasks(services, exclude) if nodes is not None and detector.wants_tasks() else None
+        tasks = survivors.tasks(services, exclude, nodes) if nodes is not None and detector.wants_tasks() else None
         for event, detail in detector.feed(nodes, tasks):
             timeline.mark(event, detail, at=round_started if event == "api-unavailable" else None)
             if event == "new-leader":
@@ -177,7 +127,7 @@ def kill(config: Config, lab_name: str, target: str | None, restore: bool, timeo
             refusal = quorum_refusal(nodes, target)
             if refusal and not force:
                 raise Refused(refusal)
-            listed = survivors.read(swarm.SERVICES, timeout=STEADY_TIMEOUT)
+            listed = survivors.services(timeout=STEADY_TIMEOUT)
             if listed is None:
                 raise ChaosError(f"no manager of lab {lab_name} answers `docker service ls`")
             services = [s.name for s in listed]
