@@ -4,6 +4,7 @@ test (`test_classroom_vm.py`) proves the labs themselves."""
 
 import ipaddress
 import json
+from pathlib import Path
 
 import pytest
 
@@ -238,14 +239,15 @@ def test_labs_planned_but_not_made_yet_keep_their_room(fake_class):
 
 def test_the_projector_page_reloads_itself_and_escapes_names():
     from swarmlab.render import render
-    rows = [{"student": "<b>Ann</b>", "lab": "b-ann-b", "host": "local", "nodes": 3, "ready": 3, "swarm": "healthy",
-             "exercise": "services", "last_check": {"exercise": "services", "passed": 3, "of": 4, "ok": False}},
+    rows = [{"student": "<b>Ann</b>", "lab": "b-ann-b", "host": "local", "nodes": 3, "ready": 2, "swarm": "unhealthy",
+             "down": ["swr2"], "exercise": "services",
+             "last_check": {"exercise": "services", "passed": 3, "of": 4, "ok": False}},
             {"student": "Bo", "lab": "bo", "host": "local", "nodes": 0, "ready": 0, "swarm": "unknown",
              "error": "lab bo does not exist", "exercise": None, "last_check": None}]
     page = render("class-status.html.j2", rows=rows, refresh=10, at="10:00:00")
     assert '<meta http-equiv="refresh" content="10">' in page
     assert "&lt;b&gt;Ann&lt;/b&gt;" in page and "<b>Ann</b>" not in page
-    assert "1/2 swarms healthy" in page
+    assert "0/2 swarms healthy" in page and "2/3 (swr2 down)" in page
     assert "✗ services 3/4" in page and "lab bo does not exist" in page
 
 
@@ -256,3 +258,11 @@ def test_class_down_ends_the_instructors_link(fake_class):
     results = classroom.class_down(fake_class)
     assert [r.ok for r in results] == [True] and classroom.load(fake_class) is None
     assert access.instructor_token(fake_class) != token
+
+
+def test_class_reset_of_a_lab_the_class_does_not_have_names_the_labs_and_touches_nothing(fake_class):
+    classroom.save(fake_class, classroom.Classroom(3, [roster.Student("Ann", "ann", "big", "10.80.0.0/24")]))
+    proc = swarmlab("class", "reset", "--lab", "bo", config=Path(fake_class.source))
+    assert proc.returncode == 3 and proc.stderr.strip().splitlines() == [
+        "swarmlab: the class has no lab bo (labs: ann); see `swarmlab class status`"], proc.stderr
+    assert [s.lab for s in classroom.load(fake_class).students] == ["ann"]

@@ -183,6 +183,12 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         # in a browser: Ann's terminal and Check, Bo's own lab only, a bad token, the instructor's page
         browser = open_browser(tmp_path)
         browse_portal(browser, pages, ips, config)
+        # the instructor's laptop drops the portal mid-class (kill -9) and starts it again:
+        # open pages reconnect by themselves, with the same tokens, and no lab is touched
+        portal.kill()
+        portal.wait(10)
+        portal = start_portal(path)
+        assert_pages_reconnect(browser, ips)
 
         junit = tmp_path / "grades.xml"
         # one pass: Ann's swarm has converged, and Bo's would only be waited for until the checks time out
@@ -441,6 +447,20 @@ def browse_portal(browser, pages: dict, ips: dict, config) -> None:
     wait_for(browser, "#summary", "2/2 swarms healthy")
     browser.save_screenshot(str(SCREENSHOTS / "instructor.png"))
     figure(f"portal screenshots: {SCREENSHOTS}/student.png, {SCREENSHOTS}/instructor.png")
+
+
+def assert_pages_reconnect(browser, ips: dict) -> None:
+    """After the portal came back: Ann's and Bo's terminals are shells again without a reload,
+    Ann's on her swr1, and the instructor's page reads the class again."""
+    windows = browser.window_handles  # Ann's page, Bo's page, the instructor's page
+    for window, lab in ((windows[0], "ann-lee"), (windows[1], "bo")):
+        browser.switch_to.window(window)
+        wait_for(browser, "#term-swr1 .xterm-rows", "[reconnected]", timeout=60)
+    browser.switch_to.window(windows[0])
+    type_in_terminal(browser, "swr1", "hostname -I\n")
+    wait_for(browser, "#term-swr1 .xterm-rows", ips["ann-lee"]["swr1"], timeout=30)
+    browser.switch_to.window(windows[2])
+    wait_for(browser, "#summary", "2/2 swarms healthy", timeout=60)
 
 
 def reset_from_the_instructor_page(browser, lab: str) -> None:

@@ -292,14 +292,17 @@ def class_status(config: Config) -> list[dict]:
         ready = sum(1 for r in rows if r.get("state") == "running" and r.get("ssh"))
         swarm_ok = bool(rows) and all(r.get("node_status") == "Ready" for r in rows) and \
             any(r.get("manager_status") == "Leader" for r in rows)
-        return {"nodes": len(rows), "ready": ready, "swarm": "healthy" if swarm_ok else "unhealthy",
+        # which nodes, so that the instructor knows what to bring back: off, no SSH, or not Ready
+        down = [r["node"] for r in rows
+                if not (r.get("state") == "running" and r.get("ssh")) or r.get("node_status") not in ("Ready", None)]
+        return {"nodes": len(rows), "ready": ready, "swarm": "healthy" if swarm_ok else "unhealthy", "down": down,
                 "exercise": state.get("exercise"), "last_check": state.get("last_check")}
 
     out = []
     for result in _each_lab(config, room.students, read):
         row = {"student": result.student, "lab": result.lab, "host": result.host, **result.detail}
         if not result.ok:
-            row.update({"nodes": 0, "ready": 0, "swarm": "unknown", "error": result.error})
+            row.update({"nodes": 0, "ready": 0, "swarm": "unknown", "down": [], "error": result.error})
         out.append(row)
     return out
 

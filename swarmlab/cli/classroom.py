@@ -16,6 +16,7 @@ from swarmlab.classroom import cards, room as classroom
 from swarmlab.cli.common import (ExerciseArgument, JsonOption, NodeBoard, app, ctx, emit_json, enter_host,
                                  render_lab_results, table)
 from swarmlab.core import roster as rosters
+from swarmlab.errors import NotFound
 from swarmlab.lab import model as labs
 from swarmlab.teach import exercise_files
 
@@ -76,7 +77,8 @@ def class_status(as_json: bool = JsonOption,
                 last = row.get("last_check")
                 return f"{last['exercise']} {last['passed']}/{last['of']}" if last else "-"
             table(("STUDENT", "LAB", "HOST", "READY", "SWARM", "EXERCISE", "LAST CHECK"),
-                  [(r["student"], r["lab"], r["host"], f"{r['ready']}/{r['nodes']}",
+                  [(r["student"], r["lab"], r["host"],
+                    f"{r['ready']}/{r['nodes']}" + (f" ({', '.join(r['down'])} down)" if r.get("down") else ""),
                      r["swarm"] if "error" not in r else r["error"], r.get("exercise") or "-", check(r))
                     for r in rows])
         if not watch:
@@ -213,14 +215,22 @@ def class_check(exercise_id: str = ExerciseArgument,
 @class_app.command("reset")
 def class_reset(level: Optional[str] = typer.Option(None, "--level", metavar="state|snapshot|rebuild",
                                                     help="Force a level; default: the cheapest that works per lab."),
+                only: Optional[list[str]] = typer.Option(None, "--lab", metavar="LAB",
+                                                         help="Only this student's lab (repeat for more)."),
                 as_json: bool = JsonOption):
-    """Reset every student's lab to its `formed` snapshot, all at once. Exit 1 when any lab is
-    not healthy afterwards."""
+    """Reset every student's lab (or those given with --lab) to its `formed` snapshot, all at
+    once; a node that was destroyed is started again. Exit 1 when any lab is not healthy
+    afterwards."""
     if level is not None and level not in ("state", "snapshot", "rebuild"):
         raise configuration.ConfigError(f"--level {level} is not one of state, snapshot, rebuild")
     enter_host()
+    if only:
+        known = [s.lab for s in classroom.require(ctx.config).students]
+        unknown = [lab for lab in only if lab not in known]
+        if unknown:
+            raise NotFound(f"the class has no lab {unknown[0]} (labs: {', '.join(known)}); see `swarmlab class status`")
     with NodeBoard() as board:
-        results = classroom.class_reset(ctx.config, level, progress=board)
+        results = classroom.class_reset(ctx.config, level, only=only or None, progress=board)
     render_lab_results(results, as_json, "reset")
 
 

@@ -11,8 +11,14 @@ function cell(row, text, cls) {
 }
 
 async function refresh() {
-  const r = await fetch(`${base}/status`);
-  const rows = await r.json();
+  let rows;
+  try {
+    const r = await fetch(`${base}/status`);
+    rows = await r.json();
+  } catch (e) {  // the portal is restarting: say so, and the next refresh tries again
+    document.getElementById("summary").textContent = "the portal does not answer: trying again every 5 s";
+    return;
+  }
   const body = document.querySelector("#class tbody");
   body.textContent = "";
   if (rows.error) { document.getElementById("summary").textContent = rows.error; return; }
@@ -23,7 +29,8 @@ async function refresh() {
     cell(tr, s.student, "student");
     cell(tr, s.lab);
     cell(tr, s.host, "dim");
-    cell(tr, `${s.ready}/${s.nodes}`, s.ready === s.nodes && s.nodes ? "ok" : "bad");
+    const down = (s.down || []).length ? ` (${s.down.join(", ")} down)` : "";
+    cell(tr, `${s.ready}/${s.nodes}${down}`, s.ready === s.nodes && s.nodes ? "ok" : "bad");
     cell(tr, s.error || s.swarm, s.swarm === "healthy" ? "ok" : "bad");
     if (s.swarm === "healthy") healthy += 1;
     cell(tr, s.exercise || "-");

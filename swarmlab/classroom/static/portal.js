@@ -5,6 +5,9 @@ const token = document.body.dataset.token;
 const base = `/s/${encodeURIComponent(token)}`;
 const terminals = {};
 
+// A lost connection (the portal restarted, the laptop slept) reconnects by itself, waiting a
+// little longer each time; a session the server ended waits for Enter, so a shell the student
+// left with `exit` does not come back on its own.
 function openTerminal(node) {
   const el = document.getElementById(`term-${node}`);
   const term = new Terminal({ cursorBlink: true, rendererType: "dom", fontSize: 14 });
@@ -12,18 +15,44 @@ function openTerminal(node) {
   term.loadAddon(fit);
   term.open(el);
   fit.fit();
-  const proto = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${proto}://${location.host}${base}/term/${encodeURIComponent(node)}`);
-  ws.binaryType = "arraybuffer";
-  ws.onopen = () => ws.send(JSON.stringify({ type: "resize", cols: term.cols, rows: term.rows }));
-  ws.onmessage = (e) => term.write(typeof e.data === "string" ? e.data : new Uint8Array(e.data));
-  ws.onclose = () => { el.dataset.closed = "1"; term.write("\r\n[disconnected]\r\n"); };
-  term.onData((data) => { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "input", data })); });
-  window.addEventListener("resize", () => {
-    fit.fit();
-    if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "resize", cols: term.cols, rows: term.rows }));
+  const entry = { term, ws: null, retries: 0, waitingForEnter: false };
+  terminals[node] = entry;
+  const send = (event) => { if (entry.ws && entry.ws.readyState === WebSocket.OPEN) entry.ws.send(JSON.stringify(event)); };
+  const resize = () => send({ type: "resize", cols: term.cols, rows: term.rows });
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${proto}://${location.host}${base}/term/${encodeURIComponent(node)}`);
+    ws.binaryType = "arraybuffer";
+    entry.ws = ws;
+    ws.onopen = () => {
+      if (entry.retries > 0) term.write("\r\n[reconnected]\r\n");
+      entry.retries = 0;
+      delete el.dataset.closed;
+      resize();
+    };
+    ws.onmessage = (e) => term.write(typeof e.data === "string" ? e.data : new Uint8Array(e.data));
+    ws.onclose = (e) => {
+      el.dataset.closed = "1";
+      if (e.code === 1000) {
+        entry.waitingForEnter = true;
+        term.write("\r\n[disconnected: press Enter for a new session]\r\n");
+        return;
+      }
+      const delay = Math.min(10, 2 ** entry.retries);
+      entry.retries += 1;
+      term.write(`\r\n[connection lost: reconnecting in ${delay} s]\r\n`);
+      setTimeout(connect, delay * 1000);
+    };
+  }
+  term.onData((data) => {
+    if (entry.waitingForEnter) {
+      if (data.includes("\r")) { entry.waitingForEnter = false; entry.retries = 1; connect(); }
+      return;
+    }
+    send({ type: "input", data });
   });
-  terminals[node] = { term, ws };
+  window.addEventListener("resize", () => { fit.fit(); resize(); });
+  connect();
 }
 
 function show(node) {

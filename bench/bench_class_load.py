@@ -1,0 +1,408 @@
+#!/usr/bin/env python3
+"""Benchmark: a class under load, driven through the doors its students use.
+
+Makes a class (`class up`), starts an exercise for everyone and runs `swarmlab portal`. Then
+every simulated student, for --minutes:
+- types a marked command into a portal terminal on each node every few seconds and times the
+  marker's echo; the same over a direct SSH session to the same node as `student` (the ratio
+  is the portal's cost, whatever the machine's speed), and over the SSH gateway with the
+  student's card folder for every other student;
+- presses Check as often as the portal allows (it answers 429 with Retry-After in between) and
+  Hint now and then.
+The instructor's status page is read every 5 s meanwhile. With --hostile, a second phase of the
+same length has the first student flood: `yes` in a terminal, terminals and gateway channels up
+to the caps, and Check at once again and again; the others' latencies are compared.
+
+Prints figures, then a last JSON line; asserts nothing. Run as root with the lab host up and the
+template built, and no class (the bench makes its own and removes it):
+    .venv/bin/python bench/bench_class_load.py [--students 6] [--nodes 1] [--minutes 2] [--hostile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+
+from swarmlab import config as configuration  # noqa: E402
+from swarmlab.classroom import access  # noqa: E402
+from swarmlab.host import hoststate  # noqa: E402
+
+NO_VERIFY = ssl.create_default_context()
+NO_VERIFY.check_hostname, NO_VERIFY.verify_mode = False, ssl.CERT_NONE  # the portal's self-signed certificate
+
+
+def cli(*args: str, check: bool = True, timeout: float = 3600) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "swarmlab", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        sys.exit(f"swarmlab {' '.join(args)} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    return proc
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def summary(values: list[float]) -> dict:
+    return {"n": len(values), **{f"p{p}": (round(v * 1000, 1) if (v := percentile(values, p)) is not None else None)
+                                 for p in (50, 95, 99)}}
+
+
+class Shell:
+    """A terminal that is typed into and read from; `echo()` times a marker's echo."""
+
+    def __init__(self):
+        self.seen = ""
+        self.changed = asyncio.Event()
+
+    def took(self, data: str) -> None:
+        self.seen = (self.seen + data)[-4096:]
+        self.changed.set()
+
+    async def send(self, text: str) -> None:
+        raise NotImplementedError
+
+    async def wait_for(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while text not in self.seen:
+            self.changed.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self.changed.wait(), left)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    async def echo(self, marker: str, timeout: float = 30) -> float | None:
+        self.seen = ""
+        began = time.monotonic()
+        await self.send(f"echo {marker}\r")
+        return time.monotonic() - began if await self.wait_for(marker, timeout) else None
+
+
+class PortalTerminal(Shell):
+    def __init__(self, ws):
+        super().__init__()
+        self.ws = ws
+
+    async def send(self, text: str) -> None:
+        await self.ws.send_str(json.dumps({"type": "input", "data": text}))
+
+    async def pump(self) -> None:
+        async for message in self.ws:
+            if message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+                data = message.data
+                self.took(data.decode(errors="replace") if isinstance(data, bytes) else data)
+
+
+class ProcessShell(Shell):
+    """An asyncssh process or an OpenSSH subprocess: anything with stdin.write and stdout.read."""
+
+    def __init__(self, stdin, stdout):
+        super().__init__()
+        self.stdin, self.stdout = stdin, stdout
+
+    async def send(self, text: str) -> None:
+        self.stdin.write(text.encode())
+        await self.stdin.drain()
+
+    async def pump(self) -> None:
+        while data := await self.stdout.read(65536):
+            self.took(data.decode(errors="replace") if isinstance(data, bytes) else data)
+
+
+class Room:
+    """What every student does, and what is measured."""
+
+    def __init__(self, config, cards: list[dict], folders: Path, args, instructor: str):
+        self.config, self.cards, self.folders, self.args = config, cards, folders, args
+        self.instructor = instructor
+        self.latency: dict[str, dict[str, list[float]]] = {}  # phase -> kind -> seconds
+        self.errors: Counter = Counter()
+        self.phase = "calm"
+        self.stop = asyncio.Event()
+
+    def record(self, kind: str, seconds: float | None, student: str = "") -> None:
+        if seconds is None:
+            self.errors[f"{kind}: no echo within 30 s"] += 1
+            return
+        bucket = self.latency.setdefault(self.phase, {})
+        bucket.setdefault(kind, []).append(seconds)
+        if student and student != self.cards[0]["lab"]:
+            bucket.setdefault(f"{kind} (others)", []).append(seconds)
+
+    async def typing(self, shell: Shell, kind: str, lab: str, pump) -> None:
+        reader = asyncio.ensure_future(pump())
+        try:
+            await shell.wait_for("$ ", 60)
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                self.record(kind, await shell.echo(f"mk{lab}{kind[:1]}{n}x"), lab)
+                await self.pause(self.args.type_every)
+        finally:
+            reader.cancel()
+
+    async def pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stop.wait(), seconds * random.uniform(0.7, 1.3))
+        except asyncio.TimeoutError:
+            pass
+
+    async def portal_terminal(self, http: aiohttp.ClientSession, card: dict, node: str) -> None:
+        url = card["portal"].replace("https://", "wss://") + f"/term/{node}"
+        try:
+            async with http.ws_connect(url, ssl=NO_VERIFY, max_msg_size=0) as ws:
+                shell = PortalTerminal(ws)
+                await self.typing(shell, "portal", card["lab"], shell.pump)
+        except (aiohttp.ClientError, OSError) as e:
+            self.errors[f"portal terminal: {type(e).__name__}"] += 1
+
+    async def direct_ssh(self, card: dict, node: dict) -> None:
+        try:
+            conn = await access.connect_as_student(self.config, card["lab"], node["ip"])
+        except Exception as e:  # asyncssh's errors
+            self.errors[f"direct ssh: {type(e).__name__}"] += 1
+            return
+        try:
+            process = await conn.create_process(term_type="xterm", term_size=(100, 30), encoding=None)
+            shell = ProcessShell(process.stdin, process.stdout)
+            await self.typing(shell, "direct", card["lab"], shell.pump)
+        finally:
+            conn.close()
+
+    async def gateway_ssh(self, card: dict, node: str) -> None:
+        folder = self.folders / card["folder"]
+        proc = await asyncio.create_subprocess_exec(
+            "ssh", "-F", "ssh_config", "-tt", "-o", "BatchMode=yes", node, cwd=folder,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        shell = ProcessShell(proc.stdin, proc.stdout)
+        try:
+            await self.typing(shell, "gateway", card["lab"], shell.pump)
+        finally:
+            proc.kill()
+            await proc.wait()
+
+    async def checking(self, http: aiohttp.ClientSession, card: dict, hostile: bool = False) -> None:
+        hints = 0
+        while not self.stop.is_set():
+            began = time.monotonic()
+            try:
+                async with http.post(card["portal"] + "/check", ssl=NO_VERIFY) as r:
+                    await r.read()
+                    if r.status == 429:
+                        wait = float(r.headers.get("Retry-After", "1"))
+                        await self.pause(0.2 if hostile else max(1.0, wait))
+                        continue
+                    if r.status == 200:
+                        self.record("check", time.monotonic() - began, card["lab"])
+                    else:
+                        self.errors[f"check: HTTP {r.status}"] += 1
+            except (aiohttp.ClientError, OSError) as e:
+                self.errors[f"check: {type(e).__name__}"] += 1
+            if random.random() < 0.3 and not hostile:
+                hints += 1
+                async with http.post(card["portal"] + "/hint", ssl=NO_VERIFY) as r:
+                    await r.read()
+                    if r.status not in (200, 429):
+                        self.errors[f"hint: HTTP {r.status}"] += 1
+            await self.pause(0.2 if hostile else self.args.check_every)
+
+    async def instructor_page(self, http: aiohttp.ClientSession, url: str) -> None:
+        while not self.stop.is_set():
+            began = time.monotonic()
+            try:
+                async with http.get(f"{url}/i/{self.instructor}/status", ssl=NO_VERIFY) as r:
+                    await r.read()
+                    if r.status == 200:
+                        self.record("instructor status", time.monotonic() - began)
+                    else:
+                        self.errors[f"instructor status: HTTP {r.status}"] += 1
+            except (aiohttp.ClientError, OSError) as e:
+                self.errors[f"instructor status: {type(e).__name__}"] += 1
+            await self.pause(5)
+
+    async def hostile(self, http: aiohttp.ClientSession, card: dict) -> None:
+        """The first student: output flood in one terminal, terminals and gateway channels up to
+        the caps, and Check pressed again and again."""
+        url = card["portal"].replace("https://", "wss://") + f"/term/{card['nodes'][0]['node']}"
+        held, procs = [], []
+        try:
+            flood = await http.ws_connect(url, ssl=NO_VERIFY, max_msg_size=0)
+            held.append(flood)
+            await flood.send_str(json.dumps({"type": "input", "data": "yes swarmlab-flood\r"}))
+            for _ in range(self.config.max_terminals + 2):
+                held.append(await http.ws_connect(url, ssl=NO_VERIFY, max_msg_size=0))
+        except (aiohttp.ClientError, OSError):
+            pass  # the cap said no, as it should
+        for _ in range(self.config.max_channels + 2):
+            procs.append(await asyncio.create_subprocess_exec(
+                "ssh", "-F", "ssh_config", "-N", "-o", "BatchMode=yes", card["nodes"][0]["node"],
+                cwd=self.folders / card["folder"], stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL))
+        try:
+            await self.checking(http, card, hostile=True)
+        finally:
+            for ws in held:
+                await ws.close()
+            for proc in procs:
+                proc.kill()
+                await proc.wait()
+
+
+def proc_cpu_rss(pid: int) -> tuple[float, int]:
+    """(CPU seconds used, RSS in MiB) of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+               if line.startswith("VmRSS:"))
+    return cpu, rss // 1024
+
+
+async def phase(room: Room, name: str, seconds: float, portal_url: str, hostile: bool) -> None:
+    room.phase, room.stop = name, asyncio.Event()
+    async with aiohttp.ClientSession() as http:
+        jobs = [room.instructor_page(http, portal_url)]
+        for i, card in enumerate(room.cards):
+            if hostile and i == 0:
+                jobs.append(room.hostile(http, card))
+                continue
+            for node in card["nodes"]:
+                jobs += [room.portal_terminal(http, card, node["node"]), room.direct_ssh(card, node)]
+                if i % 2 == 1:
+                    jobs.append(room.gateway_ssh(card, node["node"]))
+            jobs.append(room.checking(http, card))
+        tasks = [asyncio.ensure_future(j) for j in jobs]
+        await asyncio.sleep(seconds)
+        room.stop.set()
+        await asyncio.wait(tasks, timeout=60)
+        for task in tasks:
+            task.cancel()
+
+
+def start_portal(directory: Path, port: int) -> tuple[subprocess.Popen, str]:
+    log = directory / "portal.log"
+    proc = subprocess.Popen([sys.executable, "-m", "swarmlab", "portal", "--listen", "127.0.0.1", "--address",
+                             "127.0.0.1", "--port", str(port), "--ssh-port", str(port + 1)], cwd=ROOT,
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while "SSH gateway on" not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            sys.exit(f"the portal did not start: {log.read_text()[-500:]}")
+        time.sleep(0.2)
+    return proc, f"https://127.0.0.1:{port}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--students", type=int, default=6)
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--minutes", type=float, default=2.0)
+    parser.add_argument("--type-every", type=float, default=3.0, help="seconds between a student's commands")
+    parser.add_argument("--check-every", type=float, default=10.0, help="seconds between a student's Checks")
+    parser.add_argument("--exercise", default="services")
+    parser.add_argument("--port", type=int, default=18443)
+    parser.add_argument("--hostile", action="store_true", help="add a phase with one flooding student")
+    parser.add_argument("--keep", action="store_true", help="leave the class up afterwards")
+    args = parser.parse_args()
+    config = configuration.load()
+    hoststate.enter_host(config)  # the bench, its portal and its students all on the lab host's side
+    if cli("class", "status", check=False).returncode != 3:
+        sys.exit("a class exists already: `swarmlab class down --yes` first (the bench makes its own)")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-class-load-"))
+    portal = None
+    try:
+        began = time.monotonic()
+        cli("class", "up", "--students", str(args.students), "--nodes", str(args.nodes))
+        up_seconds = time.monotonic() - began
+        cli("class", "start", args.exercise)
+        portal, url = start_portal(tmp, args.port)
+        cards = json.loads(cli("class", "cards", "--json", "--out", str(tmp)).stdout)
+        room = Room(config, cards, tmp, args, access.instructor_token(config))
+        cpu0, rss0 = proc_cpu_rss(portal.pid)
+        load: list[float] = []
+        phases = [("calm", False)] + ([("hostile", True)] if args.hostile else [])
+        figures: dict = {"students": args.students, "nodes": args.nodes, "class_up_s": round(up_seconds, 1)}
+        for name, hostile in phases:
+            started = time.monotonic()
+            cpu_before = proc_cpu_rss(portal.pid)[0]
+
+            async def sample_load():
+                while True:
+                    load.append(float(Path("/proc/loadavg").read_text().split()[0]))
+                    await asyncio.sleep(5)
+
+            async def run():
+                sampler = asyncio.ensure_future(sample_load())
+                try:
+                    await phase(room, name, args.minutes * 60, url, hostile)
+                finally:
+                    sampler.cancel()
+            asyncio.run(run())
+            cpu, rss = proc_cpu_rss(portal.pid)
+            figures[name] = {kind: summary(values) for kind, values in sorted(room.latency.get(name, {}).items())}
+            figures[name]["portal_cpu_percent"] = round(100 * (cpu - cpu_before) / (time.monotonic() - started), 1)
+            figures[name]["portal_rss_mib"] = rss
+        figures["portal_rss_mib_at_start"] = rss0
+        figures["portal_cpu_s"] = round(proc_cpu_rss(portal.pid)[0] - cpu0, 1)
+        figures["host_load_1min"] = {"median": statistics.median(load) if load else None,
+                                     "max": max(load) if load else None}
+        figures["errors"] = dict(room.errors)
+        report(figures)
+    finally:
+        if portal is not None:
+            portal.send_signal(signal.SIGTERM)
+            portal.wait(30)
+        if not args.keep:
+            cli("class", "down", "--yes", check=False)
+
+
+def report(figures: dict) -> None:
+    print(f"{figures['students']} students x {figures['nodes']} nodes (class up {figures['class_up_s']} s)")
+    for name in ("calm", "hostile"):
+        if name not in figures:
+            continue
+        f = figures[name]
+        print(f"{name}: portal CPU {f['portal_cpu_percent']}%, RSS {f['portal_rss_mib']} MiB")
+        for kind, s in f.items():
+            if isinstance(s, dict):
+                print(f"  {kind:28s} n={s['n']:4d}  p50 {s['p50']} ms  p95 {s['p95']} ms  p99 {s['p99']} ms")
+        portal_p50, direct_p50 = f.get("portal", {}).get("p50"), f.get("direct", {}).get("p50")
+        if portal_p50 and direct_p50:
+            f["portal_over_direct_p50"] = round(portal_p50 / direct_p50, 2)
+            print(f"  keystroke echo, portal / direct SSH (p50): {f['portal_over_direct_p50']}")
+    if "hostile" in figures:
+        calm, hostile = figures["calm"], figures["hostile"]
+        for kind in ("portal (others)", "check (others)"):
+            if calm.get(kind, {}).get("p99") and hostile.get(kind, {}).get("p99"):
+                figures[f"hostile_moved_p99 {kind}"] = round(hostile[kind]["p99"] / calm[kind]["p99"], 2)
+                print(f"  with a hostile student, the others' {kind} p99 moved x{figures[f'hostile_moved_p99 {kind}']}")
+    print(f"host load (1 min): median {figures['host_load_1min']['median']}, max {figures['host_load_1min']['max']}")
+    print("errors: " + (", ".join(f"{k} x{v}" for k, v in figures["errors"].items()) or "none"))
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
