@@ -189,6 +189,7 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         portal.wait(10)
         portal = start_portal(path)
         assert_pages_reconnect(browser, ips)
+        assert_a_lost_host_shows_and_recovers(browser, second)
 
         junit = tmp_path / "grades.xml"
         # one pass: Ann's swarm has converged, and Bo's would only be waited for until the checks time out
@@ -461,6 +462,21 @@ def assert_pages_reconnect(browser, ips: dict) -> None:
     wait_for(browser, "#term-swr1 .xterm-rows", ips["ann-lee"]["swr1"], timeout=30)
     browser.switch_to.window(windows[2])
     wait_for(browser, "#summary", "2/2 swarms healthy", timeout=60)
+
+
+def assert_a_lost_host_shows_and_recovers(browser, second: SecondHost) -> None:
+    """The second host's libvirtd stops mid-class (its nodes run on): on the instructor's page
+    Bo's row says which libvirt is lost while Ann's goes on, and the page recovers by itself,
+    with the same portal, once it is back."""
+    from selenium.webdriver.common.by import By
+    second.stop_libvirtd()
+    try:
+        bo = wait_for(browser, "#class tr[data-lab='bo']", second.uri, timeout=120)
+        ann = browser.find_element(By.CSS_SELECTOR, "#class tr[data-lab='ann-lee']").text
+        assert "2/2" in ann and "unhealthy" not in ann and second.uri not in ann, (ann, bo)
+    finally:
+        second.start_libvirtd()
+    wait_for(browser, "#summary", "2/2 swarms healthy", timeout=120)
 
 
 def reset_from_the_instructor_page(browser, lab: str) -> None:
