@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from swarmlab.core import swarm
 from swarmlab.render import render
 
-API_TIMEOUT = 4.0  # a manager slower than this counts as unavailable (the CLI alone takes ~1 s under TCG)
+API_TIMEOUT = 4.0  # a manager slower than this counts as unavailable (an Engine API read, not a CLI start)
 
 # Expected windows (seconds after the kill) from swarmkit's defaults: election timeout 10
 # ticks of 1 s, randomised up to 19 s; heartbeat 5 s with a grace of 3, so Down after ~15 s,
