@@ -15,7 +15,7 @@ to the caps, and Check at once again and again; the others' latencies are compar
 
 Prints figures, then a last JSON line; asserts nothing. Run as root with the lab host up and the
 template built, and no class (the bench makes its own and removes it):
-    .venv/bin/python bench/bench_class_load.py [--students 6] [--nodes 1] [--minutes 2] [--hostile]
+    .venv/bin/python bench/bench_class_load.py [--students 4] [--nodes 2] [--minutes 2] [--hostile]
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def cli(*args: str, check: bool = True, timeout: float = 3600) -> subprocess.Com
     proc = subprocess.run([sys.executable, "-m", "swarmlab", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
     if check and proc.returncode != 0:
-        sys.exit(f"swarmlab {' '.join(args)} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+        said = (proc.stderr.strip() or proc.stdout.strip()).splitlines() or ["?"]
+        sys.exit(f"swarmlab {' '.join(args)} failed: {said[-1]}")
     return proc
 
 
@@ -317,8 +318,8 @@ def start_portal(directory: Path, port: int) -> tuple[subprocess.Popen, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--students", type=int, default=6)
-    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--students", type=int, default=4)
+    parser.add_argument("--nodes", type=int, default=2, help="nodes per lab (the services exercise needs 2)")
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--type-every", type=float, default=3.0, help="seconds between a student's commands")
     parser.add_argument("--check-every", type=float, default=10.0, help="seconds between a student's Checks")

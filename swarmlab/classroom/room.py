@@ -240,11 +240,13 @@ def labs_at_once(config: Config, host: HostSpec) -> int:
         return 1
 
 
-def _each_lab(config: Config, students: list[Student], work: Callable[[Config, Student], dict]) -> list[LabResult]:
+def _each_lab(config: Config, students: list[Student], work: Callable[[Config, Student], dict],
+              reading: bool = False) -> list[LabResult]:
     """work(scoped config, student) for every student at once, at most [class] parallel per
-    host; every lab's outcome is returned, failed or not."""
-    gates = {h.name: threading.Semaphore(labs_at_once(config, h)) for h in config.lab_hosts
-             if any(s.host == h.name for s in students)}
+    host unless the work is only `reading` (a status: no emulated CPU to share out); every
+    lab's outcome is returned, failed or not."""
+    gates = {h.name: threading.Semaphore(len(students) if reading else labs_at_once(config, h))
+             for h in config.lab_hosts if any(s.host == h.name for s in students)}
     results = [LabResult(s.name, s.lab, s.host) for s in students]
 
     def one(index: int) -> None:
@@ -299,7 +301,7 @@ def class_status(config: Config) -> list[dict]:
                 "exercise": state.get("exercise"), "last_check": state.get("last_check")}
 
     out = []
-    for result in _each_lab(config, room.students, read):
+    for result in _each_lab(config, room.students, read, reading=True):
         row = {"student": result.student, "lab": result.lab, "host": result.host, **result.detail}
         if not result.ok:
             row.update({"nodes": 0, "ready": 0, "swarm": "unknown", "down": [], "error": result.error})

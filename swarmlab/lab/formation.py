@@ -243,7 +243,9 @@ def form_lab(config: Config, lab_name: str, managers: int | None, labels: list[N
 
 
 def swarm_view(config: Config, lab: Lab, running: list[Node]) -> tuple[dict[str, swarm.SwarmNode], str | None]:
-    """`docker node ls` from the first manager that answers. Returns (by hostname, error)."""
+    """The swarm's nodes as the first running manager lists them: one Engine API read (a
+    worker refuses it, and the next node is asked), where `docker info` and `docker node ls`
+    cost two CLI starts, seconds each on a loaded TCG host. Returns (by hostname, error)."""
     tried = []
     for node in running:
         tried.append(node.name)
@@ -252,10 +254,9 @@ def swarm_view(config: Config, lab: Lab, running: list[Node]) -> tuple[dict[str,
         except RemoteError:
             continue
         try:
-            if not read(conn, swarm.SWARM).is_manager:
-                continue
-            return swarm.current_members(read(conn, swarm.NODES, timeout=15)), None
-        except SwarmlabError:
+            with EngineAPI(conn, timeout=15) as api:
+                return swarm.current_members(swarm.parse_api_nodes(api.get("/nodes"))), None
+        except (SwarmlabError, paramiko.SSHException, OSError):
             continue
         finally:
             conn.close()
