@@ -69,6 +69,11 @@ def summary(values: list[float]) -> dict:
                                  for p in (50, 95, 99)}}
 
 
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    return lines[-1][-100:] if lines else ""
+
+
 class Shell:
     """A terminal that is typed into and read from; `echo()` times a marker's echo."""
 
@@ -157,7 +162,9 @@ class Room:
     async def typing(self, shell: Shell, kind: str, lab: str, pump) -> None:
         reader = asyncio.ensure_future(pump())
         try:
-            await shell.wait_for("$ ", 60)
+            if not await shell.wait_for("$ ", 60):
+                self.errors[f"{kind}: no shell prompt in 60 s, last shown {last_line(shell.seen)!r}"] += 1
+                return
             n = 0
             while not self.stop.is_set():
                 n += 1
@@ -174,12 +181,14 @@ class Room:
 
     async def portal_terminal(self, http: aiohttp.ClientSession, card: dict, node: str) -> None:
         url = card["portal"].replace("https://", "wss://") + f"/term/{node}"
+        shell = None
         try:
             async with http.ws_connect(url, ssl=NO_VERIFY, max_msg_size=0) as ws:
                 shell = PortalTerminal(ws)
                 await self.typing(shell, "portal", card["lab"], shell.pump)
         except (aiohttp.ClientError, OSError) as e:
-            self.errors[f"portal terminal: {type(e).__name__}"] += 1
+            shown = f", last shown {last_line(shell.seen)!r}" if shell else ""
+            self.errors[f"portal terminal: {type(e).__name__}{shown}"] += 1
 
     async def direct_ssh(self, card: dict, node: dict) -> None:
         try:
