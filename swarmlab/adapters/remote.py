@@ -206,9 +206,12 @@ class EngineAPI:
     def __init__(self, conn: Connection, timeout: float = 60):
         import http.client
         self.host = conn.host
-        self.channel = conn.client.get_transport().open_session(timeout=timeout)
-        self.channel.settimeout(timeout)
-        self.channel.exec_command("docker system dial-stdio")
+        try:
+            self.channel = conn.client.get_transport().open_session(timeout=timeout)
+            self.channel.settimeout(timeout)
+            self.channel.exec_command("docker system dial-stdio")
+        except (OSError, AttributeError, paramiko.SSHException) as e:  # AttributeError: no transport any more
+            raise EngineAPIBroken(f"{self.host}: no Docker API session: {type(e).__name__}") from None
         self.http = http.client.HTTPConnection("docker", timeout=timeout)
         self.http.sock = self.channel  # http.client only needs sendall() and makefile()
 
@@ -247,6 +250,32 @@ class EngineAPI:
             message = answer.get("message") if isinstance(answer, dict) else answer
             raise RemoteError(f"{self.host}: Docker API GET {path}: {status} {message}")
         return answer
+
+
+class KeptEngineAPI:
+    """One node's Engine API session for many reads: opened on first use, closed when it
+    breaks (a timeout, a closed channel) and opened again by the next read. An error the
+    engine answers with (a follower's 503 while a manager joins or an election runs) keeps it."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.host = conn.host
+        self.api: EngineAPI | None = None
+
+    def get(self, path: str, timeout: float):
+        try:
+            if self.api is None:
+                self.api = EngineAPI(self.conn, timeout=timeout)
+            self.api.set_timeout(timeout)
+            return self.api.get(path)
+        except EngineAPIBroken:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.api is not None:
+            self.api.close()
+            self.api = None
 
 
 def port_open(host: str, port: int = 22, timeout: float = 2, jump: Jump | None = None) -> bool:

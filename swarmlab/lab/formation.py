@@ -11,11 +11,10 @@ import contextlib
 import threading
 from typing import Callable, Sequence
 
-import paramiko
 from fabric import Connection
 
 from swarmlab.adapters.hypervisor import Hypervisor
-from swarmlab.adapters.remote import EngineAPI, RemoteError, connect, read, run
+from swarmlab.adapters.remote import EngineAPI, KeptEngineAPI, RemoteError, connect, read, run
 from swarmlab.config import Config
 from swarmlab.config_values import NodeLabel
 from swarmlab.core import swarm
@@ -41,16 +40,12 @@ def _wait_members(entry: Connection, roles: dict[str, str], timeout: float = 120
     raft member suffices (its agent's session may still be on its way)."""
     # One API session for the whole wait: each `docker node ls` would cost the leader ~0.6 s
     # of emulated CPU, taken from the very work being waited for.
-    session: list[EngineAPI] = []
+    session = KeptEngineAPI(entry)
 
     def settled() -> bool:
-        try:
-            if not session:
-                session.append(EngineAPI(entry, timeout=30))
-            members = swarm.current_members(swarm.parse_api_nodes(session[0].get("/nodes")))
-        except (RemoteError, paramiko.SSHException):
-            if session:  # e.g. no leader for a moment while a manager joins: a new session next time
-                session.pop().__exit__()
+        try:  # e.g. no leader for a moment while a manager joins: not yet
+            members = swarm.current_members(swarm.parse_api_nodes(session.get("/nodes", timeout=30)))
+        except RemoteError:
             return False
         for hostname, role in roles.items():
             member = members.get(hostname)
@@ -65,8 +60,7 @@ def _wait_members(entry: Connection, roles: dict[str, str], timeout: float = 120
             f"{' with status Ready' if ready else ''} after "
             f"{timeout:.0f} s: see `swarmlab docker {next(iter(roles))} -- info`"))
     finally:
-        for api in session:
-            api.__exit__()
+        session.close()
 
 
 # `docker swarm join` gives up waiting after a while under load while the join goes on in
@@ -256,7 +250,7 @@ def swarm_view(config: Config, lab: Lab, running: list[Node]) -> tuple[dict[str,
         try:
             with EngineAPI(conn, timeout=15) as api:
                 return swarm.current_members(swarm.parse_api_nodes(api.get("/nodes"))), None
-        except (SwarmlabError, paramiko.SSHException, OSError):
+        except SwarmlabError:
             continue
         finally:
             conn.close()

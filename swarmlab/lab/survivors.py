@@ -1,7 +1,7 @@
 """Reading a swarm while a drill breaks it: every surviving manager is asked at once and the
 first answer counts, because a manager's API hangs during an election.
 
-Reads go over one Engine API session per manager (remote.EngineAPI), not the docker CLI: a
+Reads go over one kept Engine API session per manager (remote.KeptEngineAPI), not the docker CLI: a
 CLI call costs ~0.6 s of emulated CPU, so polling three managers every second with it loaded
 the very nodes being timed. A manager still busy with an earlier request is not asked again,
 and a request that times out closes its session, so a slow swarm never piles up requests.
@@ -14,43 +14,20 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FuturesTimeout, as_completed
 from urllib.parse import quote
 
-import paramiko
 from fabric import Connection
 
-from swarmlab.adapters.remote import EngineAPI, EngineAPIBroken, run
+from swarmlab.adapters.remote import KeptEngineAPI, run
 from swarmlab.core import swarm
 from swarmlab.core.command import Command
 from swarmlab.core.timeline import API_TIMEOUT
 
 
-class ManagerAPI:
-    """One manager's Engine API session, opened on first use and dropped when it fails."""
+class ManagerAPI(KeptEngineAPI):
+    """A manager's kept session, with a flag for a request still out."""
 
     def __init__(self, conn: Connection):
-        self.conn = conn
-        self.host = conn.host
+        super().__init__(conn)
         self.busy = threading.Lock()  # held while a request is out
-        self.api: EngineAPI | None = None
-
-    def get(self, path: str, timeout: float):
-        """GET path; an error the engine answered with (a follower's 503 during an election)
-        keeps the session, any other failure closes it."""
-        try:
-            if self.api is None:
-                self.api = EngineAPI(self.conn, timeout=timeout)
-            self.api.set_timeout(timeout)
-            return self.api.get(path)
-        except EngineAPIBroken:
-            self.close()
-            raise
-        except (OSError, paramiko.SSHException) as e:
-            self.close()
-            raise EngineAPIBroken(f"{self.host}: no Docker API session: {type(e).__name__}") from None
-
-    def close(self) -> None:
-        if self.api is not None:
-            self.api.close()
-            self.api = None
 
 
 class Survivors:
