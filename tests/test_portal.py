@@ -6,7 +6,8 @@ import asyncio
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from swarmlab.classroom import access, portal, portal_endpoint
+from swarmlab.classroom import access, lab_health, portal, portal_endpoint
+from swarmlab.lab import model as labs
 from tests.test_access import a_class  # noqa: F401 (the fixture: a class of Ann and Bo on loopback)
 
 
@@ -199,3 +200,32 @@ def test_a_stop_does_not_wait_for_a_reading_blocked_in_a_thread():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 10
+
+
+def test_a_students_page_learns_which_node_is_down_with_one_read_per_interval(a_class, monkeypatch):  # noqa: F811
+    config = a_class
+    now = [1000.0]
+    reads = []
+
+    def node_states(scoped, lab):
+        reads.append(lab)
+        if lab == "bo":
+            raise labs.LabError("cannot connect to qemu+ssh://h2/system")
+        return [{"node": "swr1", "state": "shut off", "up": False}]
+    monkeypatch.setattr(labs, "node_states", node_states)
+
+    async def scenario(client):
+        ann, bo = access.token(config, "ann"), access.token(config, "bo")
+        out = [await (await client.get(f"/s/{ann}/nodes")).json() for _ in range(3)]
+        out.append(await (await client.get(f"/s/{bo}/nodes")).json())
+        out.append((await client.get(f"/s/{ann}x/nodes")).status)
+        now[0] += lab_health.HEALTH_EVERY
+        out.append(await (await client.get(f"/s/{ann}/nodes")).json())
+        return out
+
+    seen = run(config, scenario, clock=lambda: now[0])
+    down = {"nodes": [{"node": "swr1", "state": "shut off", "up": False}]}
+    assert seen[:3] == [down] * 3 and seen[5] == down
+    assert seen[3] == {"error": "your lab's host does not answer: cannot connect to qemu+ssh://h2/system"}
+    assert seen[4] == 403
+    assert reads == ["ann", "bo", "ann"]  # three asks within the interval are one read

@@ -13,7 +13,7 @@ import asyncssh
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from swarmlab.classroom import access, portal
+from swarmlab.classroom import access, portal, portal_web
 from swarmlab.classroom.limits import StudentLimits
 from swarmlab.lab import model as labs
 from swarmlab.teach import exercises
@@ -275,12 +275,12 @@ def test_bad_requests_get_400_405_413_and_every_answer_the_security_headers(a_cl
             r = await client.request(method, path, data=body)
             out[name] = r.status
         page = await client.get(f"/s/{ann}")
-        out["headers"] = {k: page.headers.get(k) for k in portal.SECURITY_HEADERS}
+        out["headers"] = {k: page.headers.get(k) for k in portal_web.SECURITY_HEADERS}
         return out
 
     seen = run_portal(config, scenario)
-    assert seen.pop("headers") == portal.SECURITY_HEADERS
+    assert seen.pop("headers") == portal_web.SECURITY_HEADERS
     assert seen == {"bad json": 400, "not an object": 400, "lab not a name": 400, "too big": 413,
                     "get a post": 405, "get a post, bad token": 405, "put the page": 405}
-    csp = portal.SECURITY_HEADERS["Content-Security-Policy"]
+    csp = portal_web.SECURITY_HEADERS["Content-Security-Policy"]
     assert "script-src 'self';" in csp and "frame-ancestors 'none'" in csp

@@ -1,15 +1,15 @@
 """`swarmlab portal`: the class in a browser, beside the SSH gateway.
 
 - A student's page (/s/<token>): the current exercise's text, a terminal per node (xterm.js,
-  bridged to SSH as `student` on that node), Check and Hint.
+  bridged to SSH as `student` on that node), Check and Hint, and which of their nodes is down.
 - The instructor's page (/i/<token>): the class status, live; start an exercise for everyone,
   reset one lab or all.
 
 Every token is read from its file at each request, so `class down` revokes at once; a wrong or
 missing token gets the same bare 403. Terminals of a lab end when it is reset (from this page or
 by any swarmlab command) and when the lab leaves the class. The portal calls classroom,
-exercises, reset and access only: it knows nothing of libvirt or PowerDNS. aiohttp serves HTTP
-and websockets on the same asyncio loop as the gateway (asyncssh).
+exercises, reset, access and lab_health only: it knows nothing of libvirt or PowerDNS. aiohttp
+serves HTTP and websockets on the same asyncio loop as the gateway (asyncssh).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import asyncio
 import concurrent.futures
 import hmac
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -27,7 +26,9 @@ from aiohttp import WSMsgType, web
 
 from swarmlab.classroom import access, room as classroom
 from swarmlab.classroom.access import instructor_token
+from swarmlab.classroom.lab_health import NodeHealth
 from swarmlab.classroom.limits import OverLimit, StudentLimits
+from swarmlab.classroom.portal_web import json_body, peer_gone, security_headers
 from swarmlab.config import Config
 from swarmlab.errors import SwarmlabError
 from swarmlab.lab import reset as resets
@@ -39,19 +40,7 @@ WATCH_EVERY = 2.0  # how soon a terminal ends after its lab was reset or removed
 STATUS_EVERY = 4.0  # the class status is read over SSH at most this often, however many pages show it
 STATIC = Path(__file__).resolve().parent / "static"
 FORBIDDEN_TEXT = "403 forbidden\n"
-TCP_ESTABLISHED = 1  # tcp_info's state (linux/tcp_states.h)
 CHECK_WORKERS = 4  # checks of all students at once; each student holds at most [portal] checks_at_once
-# Every page and answer: never cached, never framed, no token leaks in a Referer, and only the
-# portal's own scripts (styles may be inline: xterm.js sets them).
-SECURITY_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; "
-                               "style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; "
-                               "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-}
 
 
 def task_html(text: str) -> markupsafe.Markup:
@@ -75,6 +64,7 @@ class Portal:
         self.opened: dict[web.WebSocketResponse, float] = {}  # when each terminal opened (wall clock)
         self.status_lock = asyncio.Lock()
         self.status_read: tuple[float, list] = (float("-inf"), [])
+        self.health = NodeHealth(clock)
 
     # --- who is asking ------------------------------------------------------------------
     def class_labs(self) -> list[str]:
@@ -166,6 +156,13 @@ class Portal:
         except SwarmlabError as e:
             return web.json_response({"error": str(e)}, status=502)
         return web.json_response(answer)
+
+    async def nodes(self, request: web.Request) -> web.Response:
+        """Which of the student's nodes are up, so the page can say which one is down."""
+        lab = self.student_lab(request)
+        if lab is None:
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        return web.json_response(await self.health.of(self._scoped(lab), lab))
 
     async def terminal(self, request: web.Request) -> web.StreamResponse:
         lab = self.student_lab(request)
@@ -341,6 +338,8 @@ class Portal:
             await self.end_sessions(lab)
         results = await asyncio.to_thread(classroom.class_reset, self.config, None, [only] if only else None)
         self.status_read = (float("-inf"), [])
+        for lab in ([only] if only else labs_now):
+            self.health.forget(lab)
         return web.json_response([{"lab": r.lab, "ok": r.ok, "error": r.error} for r in results])
 
     async def forbidden(self, request: web.Request) -> web.Response:
@@ -362,6 +361,7 @@ class Portal:
         app.add_routes([
             web.get("/s/{token}", self.student_page), web.post("/s/{token}/check", self.check),
             web.post("/s/{token}/hint", self.hint), web.get("/s/{token}/term/{node}", self.terminal),
+            web.get("/s/{token}/nodes", self.nodes),
             web.get("/i/{token}", self.instructor_page), web.get("/i/{token}/status", self.status),
             web.post("/i/{token}/start", self.start), web.post("/i/{token}/reset", self.reset),
             web.static("/static", STATIC),
@@ -372,29 +372,3 @@ class Portal:
 
     async def _shutdown(self, _app: web.Application) -> None:
         self.check_pool.shutdown(wait=False, cancel_futures=True)
-
-
-def peer_gone(transport) -> bool:
-    """Whether the browser's TCP connection is closing. While a flood waits, nothing reads the
-    socket, so its end of file is never seen: the kernel's state of the connection is."""
-    if transport is None or transport.is_closing():
-        return True
-    sock = transport.get_extra_info("socket")
-    try:
-        return sock is not None and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != TCP_ESTABLISHED
-    except OSError:
-        return True
-
-
-async def json_body(request: web.Request) -> dict | None:
-    """The request's JSON object, or None for anything else (never a traceback)."""
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return body if isinstance(body, dict) else None
-
-
-async def security_headers(_request: web.Request, response: web.StreamResponse) -> None:
-    """On every answer, aiohttp's own errors and the terminals' websockets included."""
-    response.headers.update(SECURITY_HEADERS)

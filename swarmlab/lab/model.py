@@ -306,6 +306,17 @@ def status(config: Config, lab: str) -> dict:
     return result
 
 
+def node_states(config: Config, lab: str) -> list[dict]:
+    """Each node's state as libvirt says it ("running", "shut off", "missing"...) and whether
+    it is up (a paused node is not): one cheap read, no SSH, for pages that ask often."""
+    config = lab_config(config, lab)
+    with Hypervisor(config.uri) as hv:
+        found = require_lab(config, hv, lab)
+        states = [(n.name, hv.domain_state(n.domain)) for n in found.nodes]
+    return [{"node": name, "state": state.state if state else "missing",
+             "up": bool(state and state.state in ("running", "idle"))} for name, state in states]
+
+
 def list_labs(config: Config) -> list[dict]:
     with Hypervisor(config.uri) as hv:
         out = []

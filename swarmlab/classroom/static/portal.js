@@ -108,3 +108,26 @@ if (hint) hint.addEventListener("click", async () => {
   if (answer.error) { line(hints, answer.error, "bad"); return; }
   line(hints, `Hint ${answer.number}/${answer.of}: ${answer.hint}`);
 });
+
+// Which of the student's nodes are down (destroyed, shut off, paused by a drill): said above the
+// terminals and on the node's tab, so a student knows it is not their typing. Asked every 10 s.
+const health = document.getElementById("lab-health");
+async function readHealth() {
+  let answer;
+  try {
+    answer = await (await fetch(`${base}/nodes`)).json();
+  } catch (e) {
+    return;  // the portal is away: the terminals say so
+  }
+  const down = (answer.nodes || []).filter((n) => !n.up);
+  document.querySelectorAll(".tab").forEach((b) => {
+    b.classList.toggle("down", down.some((n) => n.node === b.dataset.node));
+  });
+  if (answer.error) health.textContent = answer.error;
+  else if (down.length) {
+    health.textContent = down.map((n) => `${n.node} is down (${n.state})`).join("; ") +
+      ": ask your instructor to reset your lab";
+  } else health.textContent = "";
+  health.hidden = !health.textContent;
+}
+if (health) { readHealth(); setInterval(readHealth, 10000); }

@@ -1,0 +1,48 @@
+"""What every answer of the portal shares: its security headers, the reading of a JSON body,
+and whether a browser's connection is still there."""
+
+from __future__ import annotations
+
+import socket
+
+from aiohttp import web
+
+TCP_ESTABLISHED = 1  # tcp_info's state (linux/tcp_states.h)
+
+# Every page and answer: never cached, never framed, no token leaks in a Referer, and only the
+# portal's own scripts (styles may be inline: xterm.js sets them).
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; "
+                               "style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; "
+                               "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+}
+
+
+def peer_gone(transport) -> bool:
+    """Whether the browser's TCP connection is closing. While a flood waits, nothing reads the
+    socket, so its end of file is never seen: the kernel's state of the connection is."""
+    if transport is None or transport.is_closing():
+        return True
+    sock = transport.get_extra_info("socket")
+    try:
+        return sock is not None and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != TCP_ESTABLISHED
+    except OSError:
+        return True
+
+
+async def json_body(request: web.Request) -> dict | None:
+    """The request's JSON object, or None for anything else (never a traceback)."""
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+async def security_headers(_request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer, aiohttp's own errors and the terminals' websockets included."""
+    response.headers.update(SECURITY_HEADERS)
