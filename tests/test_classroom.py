@@ -266,3 +266,18 @@ def test_class_reset_of_a_lab_the_class_does_not_have_names_the_labs_and_touches
     assert proc.returncode == 3 and proc.stderr.strip().splitlines() == [
         "swarmlab: the class has no lab bo (labs: ann); see `swarmlab class status`"], proc.stderr
     assert [s.lab for s in classroom.load(fake_class).students] == ["ann"]
+
+
+def test_a_rerun_of_class_up_says_what_it_did_to_each_lab():
+    from swarmlab.classroom.student_lab import what_was_done
+    from swarmlab.core.swarm import FormReport
+    assert what_was_done({}, FormReport(initialized="swr1", joined=["swr2"])) == "made"
+    # the instructor's machine restarted: both nodes off, the swarm came back by itself
+    assert what_was_done({"swr1": "shut off", "swr2": "shut off"}, FormReport()) == \
+        "started swr1, swr2 from their own disks; the swarm is as it was"
+    assert what_was_done({"swr1": "running", "swr2": "idle"}, FormReport()) == "already running; the swarm is as it was"
+    assert what_was_done({"swr1": "running", "swr2": "shut off"}, FormReport(joined=["swr2 (worker)"])) == \
+        "started swr2 from its own disk; the swarm was repaired: joined swr2 (worker)"
+    # a student left the swarm on its only manager: a new one is made
+    assert what_was_done({"swr1": "running"}, FormReport(initialized="swr1", joined=["swr2 (worker)"])) == \
+        "already running; the swarm was repaired: init on swr1; joined swr2 (worker)"

@@ -9,6 +9,7 @@ two NAT networks); the node filter (firewall.py) keeps every lab off the hosts' 
 
 The decisions are pure and live beside it: names (roster.py), room and placement
 (placement.py); where the hosts stand (lab_hosts.py) and the students' cards (cards.py) too.
+One student's lab, made or brought back by a rerun, is student_lab.py.
 """
 
 from __future__ import annotations
@@ -26,19 +27,16 @@ from swarmlab.adapters import firewall, remote
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.adapters.keys import write_private
 from swarmlab.classroom import access
+from swarmlab.classroom.student_lab import CLASS_FINISH, LabProgress, make_student_lab
 from swarmlab.config import Config, HostSpec
 from swarmlab.core.placement import HostRoom, next_subnet, place
 from swarmlab.core.roster import Student
 from swarmlab.errors import NotFound, Refused, SwarmlabError
 from swarmlab.host import labhost, template_build
 from swarmlab.host.lab_hosts import survey
-from swarmlab.lab import formation, model as labs, reset as resets, snapshots
+from swarmlab.lab import formation, model as labs, reset as resets
 from swarmlab.teach import exercise_files, exercises
 from swarmlab.waiting import cancelled, run_together
-
-# progress(lab, phase, detail)
-LabProgress = Callable[[str, str, str], None]
-CLASS_FINISH = (access.student_account,)  # what a class adds to every lab it makes, rebuilt or not
 
 
 class ClassError(SwarmlabError):
@@ -167,7 +165,7 @@ def class_up(config: Config, wanted: list[Student], nodes: int, progress: LabPro
     def make(scoped: Config, student: Student) -> dict:
         if pushed.get(student.host):
             raise ClassError(f"host {student.host}: {pushed[student.host]}")
-        return _make_lab(scoped, student, nodes, progress, snapshot)
+        return make_student_lab(scoped, student, nodes, progress, snapshot)
     return _each_lab(config, students, make)
 
 
@@ -211,21 +209,6 @@ def _unguard_host(config: Config, name: str) -> None:
         remote.run(_jump_to(config, name), firewall.remove_command(), timeout=30)
     except SwarmlabError:
         pass  # a host that is gone keeps nothing of ours that matters
-
-
-def _make_lab(config: Config, student: Student, nodes: int, progress: LabProgress, snapshot: bool) -> dict:
-    def node_progress(node: str, phase: str, detail: str) -> None:
-        progress(student.lab, phase, f"{node} {detail}".strip())
-    progress(student.lab, "start", f"on {student.host} ({student.cidr})")
-    access.ensure_credentials(config, student.lab)  # the key first: the account is made with the lab
-    lab, report, added = formation.make_lab(config, nodes, student.lab, config.prefix, None, [], True,
-                                            node_progress, CLASS_FINISH)
-    for change in added:
-        progress(student.lab, "accounts", change)
-    if snapshot and report:  # the baseline the resets return to includes the student's account
-        snapshots.keep_formed(config, student.lab, report.changed or bool(added))
-    progress(student.lab, "done", f"{len(lab.nodes)} nodes")
-    return {"nodes": [{"node": n.name, "ip": n.ip, "dns": n.fqdn, "start": n.start} for n in lab.nodes]}
 
 
 def labs_at_once(config: Config, host: HostSpec) -> int:

@@ -33,8 +33,10 @@ def class_up(students: Optional[int] = typer.Option(None, "--students", metavar=
              as_json: bool = JsonOption):
     """Make one lab per student, each whole on the host with the most room, on a network of its
     own, several at once per host ([class] parallel). Refuses before making anything when the
-    hosts are short of room. A failed lab does not stop the others; rerunning converges. Exit 1
-    when any lab failed."""
+    hosts are short of room. A failed lab does not stop the others; rerunning converges. On labs
+    that exist (after a restart of this machine, say), nodes that are off start from their own
+    disks, and a lab whose swarm does not come back returns to `formed`; each lab's line says
+    which. Exit 1 when any lab failed."""
     if (students is None) == (roster is None):
         raise configuration.ConfigError("give --students N or --roster FILE")
     labs.check_count(ctx.config, nodes)

@@ -140,7 +140,8 @@ def render_lab_results(results: list, as_json: bool, what: str) -> None:
         emit_json([asdict(r) for r in results])
     else:
         table(("STUDENT", "LAB", "HOST", "SECONDS", "RESULT"),
-              [(r.student, r.lab, r.host, f"{r.seconds:.1f}", "ok" if r.ok else r.error or "failed")
+              [(r.student, r.lab, r.host, f"{r.seconds:.1f}",
+                ("ok" + (f": {r.detail['did']}" if r.detail.get("did") else "")) if r.ok else r.error or "failed")
                 for r in results], right={"SECONDS"})
         typer.echo(f"{sum(r.ok for r in results)}/{len(results)} labs {what}")
     if not all(r.ok for r in results):
