@@ -13,6 +13,8 @@ from swarmlab.core.command import Command
 
 LEVELS = ("state", "snapshot", "rebuild")
 
+CLOCK_TOLERANCE = 1.0  # seconds a guest clock may be off the host's and the lab still healthy
+
 
 @dataclass(frozen=True)
 class NodeFacts:
@@ -316,7 +318,7 @@ def _host_problems(clock_offsets: dict[str, float | None], dns_ok: dict[str, boo
     for node, offset in sorted(clock_offsets.items()):
         if offset is None:
             problems.append(f"{node}'s clock could not be read")
-        elif abs(offset) > 1.0:
+        elif abs(offset) > CLOCK_TOLERANCE:
             problems.append(f"{node}'s clock is {offset:+.1f} s off the host's")
     problems += [f"{node}'s DNS name does not resolve to it" for node, ok in sorted(dns_ok.items()) if not ok]
     problems += [f"{node}'s SSH host key changed" for node, ok in sorted(host_keys_ok.items()) if not ok]

@@ -41,7 +41,8 @@ class ResetError(SwarmlabError):
 # --- the health gate -------------------------------------------------------------------------
 def check_health(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmState | None,
                  conns: dict[str, Connection] | None = None) -> list[str]:
-    """The gate's verdict now. Opens its own connections unless given live ones."""
+    """The gate's verdict now; a clock found off is synced again first. Opens its own connections
+    unless given live ones."""
     own = conns is None
     errors: dict[str, RemoteError] = {}
     if own:
@@ -51,6 +52,13 @@ def check_health(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmSta
         host_keys_ok.update({name: True for name in conns})
         problems = [f"{name}: {error}" for name, error in errors.items() if host_keys_ok[name]]
         clocks = {n.name: hv.guest_clock_offset(n.domain) for n in lab.nodes}
+        for node in lab.nodes:  # a sync the agent answered late to, under load, is made again
+            if clocks[node.name] is not None and abs(clocks[node.name]) > bl.CLOCK_TOLERANCE:
+                try:
+                    hv.sync_clock(node.domain)
+                except SwarmlabError:
+                    continue
+                clocks[node.name] = hv.guest_clock_offset(node.domain)
         dns_ok = {n.name: dns_answers(config, n.fqdn) == {n.ip} for n in lab.nodes}
         now = read_state(conns) if baseline is not None else None
         return problems + bl.health_problems(baseline, now, clocks, dns_ok, host_keys_ok)
