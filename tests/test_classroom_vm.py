@@ -3,7 +3,8 @@ second libvirtd in namespaces of its own, reached at qemu+tcp over a veth pair a
 another machine would be (tests/second_host.py). The second host stops in the middle of
 `class up`; a rerun converges. Then both labs are reached by name and by `ssh`/`docker`,
 checked, reset and removed together; and the isolation between them (and from the shared
-lab t1 on Ann's host) is tried from inside the nodes."""
+lab t1 on Ann's host) is tried from inside the nodes. Faults mid-class: the portal killed, the
+second host's libvirtd lost, a node destroyed, the nodes stopped as a restart leaves them."""
 
 import json
 import os
@@ -207,11 +208,7 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         # the instructor's Reset of Bo's lab ends his open terminal
         reset_from_the_instructor_page(browser, "bo")
 
-        reset = swarmlab("class", "reset", "--json", config=path, timeout=900)
-        assert reset.returncode == 0, reset.stdout + reset.stderr
-        # a reset from the CLI ends Ann's terminal too (the state level leaves her sshd running)
-        browser.switch_to.window(browser.window_handles[0])
-        wait_for(browser, "#term-swr1 .xterm-rows", "session ended: the lab was reset", timeout=30)
+        assert_a_stopped_node_shows_and_class_up_brings_it_back(path, config, browser, roster, ann)
         services = swarmlab("docker", "swr1", "--lab", "ann-lee", "--", "service", "ls", "-q", config=path)
         assert services.stdout.strip() == "", "the reset left Ann's service"
     finally:
@@ -469,14 +466,70 @@ def assert_a_lost_host_shows_and_recovers(browser, second: SecondHost) -> None:
     Bo's row says which libvirt is lost while Ann's goes on, and the page recovers by itself,
     with the same portal, once it is back."""
     from selenium.webdriver.common.by import By
+    windows = browser.window_handles  # Ann's page, Bo's page, the instructor's page
     second.stop_libvirtd()
     try:
         bo = wait_for(browser, "#class tr[data-lab='bo']", second.uri, timeout=120)
         ann = browser.find_element(By.CSS_SELECTOR, "#class tr[data-lab='ann-lee']").text
         assert "2/2" in ann and "unhealthy" not in ann and second.uri not in ann, (ann, bo)
+        browser.switch_to.window(windows[1])  # Bo's own page says so too
+        wait_for(browser, "#lab-health", "your lab's host does not answer", timeout=60)
     finally:
         second.start_libvirtd()
+    browser.switch_to.window(windows[2])
     wait_for(browser, "#summary", "2/2 swarms healthy", timeout=120)
+
+
+def assert_a_stopped_node_shows_and_class_up_brings_it_back(path, config, browser, roster: Path,
+                                                            ann_folder: Path) -> None:
+    """Ann's swr2 goes off mid-class (destroyed, or stopped as a restart of the instructor's
+    machine leaves every node): her page and `class status` name it, Bo's row does not change.
+    `class up` again starts it from its own disk (what Ann left there is still there), says what
+    it did for each lab, keeps her key and her `formed` snapshot, and leaves Bo's lab as it was.
+    A lab whose swarm cannot come back that way goes back to `formed`, which ends her terminal."""
+    from selenium.webdriver.common.by import By
+    began = time.monotonic()
+    key = (ann_folder / "id_ed25519").read_bytes()
+    formed = swarmlab("snapshot", "ls", "--lab", "ann-lee", "--json", config=path).stdout
+    assert node_sh(path, "bo", "swr1", "echo kept > /root/bo-was-here").returncode == 0
+    assert node_sh(path, "ann-lee", "swr2", "echo mine > /root/ann-was-here && sync").returncode == 0
+    with Hypervisor(config.host("local").uri) as hv:
+        assert hv.destroy("ann-lee-swr2")
+    browser.switch_to.window(browser.window_handles[0])
+    wait_for(browser, "#lab-health", "swr2 is down (shut off)", timeout=60)
+    assert "down" in browser.find_element(By.CSS_SELECTOR, ".tab[data-node='swr2']").get_attribute("class")
+    rows = {r["lab"]: r for r in json.loads(swarmlab("class", "status", "--json", config=path, timeout=300).stdout)}
+    assert (rows["ann-lee"]["down"], rows["ann-lee"]["ready"]) == (["swr2"], 1), rows["ann-lee"]
+    assert (rows["bo"]["down"], rows["bo"]["ready"], rows["bo"]["swarm"]) == ([], 2, "healthy"), rows["bo"]
+    shown = time.monotonic()
+
+    made = swarmlab("class", "up", "--roster", str(roster), "--nodes", "2", "--json", config=path, timeout=900)
+    assert made.returncode == 0, made.stdout + made.stderr
+    did = {r["lab"]: r["detail"]["did"] for r in json.loads(made.stdout)}
+    assert did == {"ann-lee": "started swr2 from its own disk; the swarm is as it was",
+                   "bo": "already running; the swarm is as it was"}, did
+    assert node_sh(path, "ann-lee", "swr2", "cat /root/ann-was-here").stdout.strip() == "mine"
+    assert (ann_folder / "id_ed25519").read_bytes() == key
+    assert swarmlab("snapshot", "ls", "--lab", "ann-lee", "--json", config=path).stdout == formed
+    deadline = time.monotonic() + 60
+    while browser.find_element(By.ID, "lab-health").is_displayed() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not browser.find_element(By.ID, "lab-health").is_displayed(), browser.find_element(By.ID, "lab-health").text
+    back = time.monotonic()
+
+    # a lab that cannot come back as it was (its engine masked on a node) goes back to `formed`
+    assert node_sh(path, "ann-lee", "swr2", "systemctl mask --now docker.service docker.socket").returncode == 0
+    made = swarmlab("class", "up", "--roster", str(roster), "--nodes", "2", config=path, timeout=900)
+    assert made.returncode == 0, made.stdout + made.stderr
+    ann_row = next(line for line in made.stdout.splitlines() if "ann-lee" in line)
+    assert "ok: back to `formed`: its swarm did not come back (swr2: the Docker engine does not start" in ann_row
+    wait_for(browser, "#term-swr1 .xterm-rows", "session ended: the lab was reset", timeout=30)
+    rows = {r["lab"]: r for r in json.loads(swarmlab("class", "status", "--json", config=path, timeout=300).stdout)}
+    assert {lab: (r["ready"], r["swarm"], r["down"]) for lab, r in rows.items()} == \
+        {"ann-lee": (2, "healthy", []), "bo": (2, "healthy", [])}, rows
+    assert node_sh(path, "bo", "swr1", "cat /root/bo-was-here").stdout.strip() == "kept"
+    figure(f"a node down, shown on the page and in class status: {shown - began:.0f} s; class up brought it back: "
+           f"{back - shown:.0f} s; class up back to formed: {time.monotonic() - back:.0f} s")
 
 
 def reset_from_the_instructor_page(browser, lab: str) -> None:
