@@ -13,9 +13,11 @@ The instructor's status page is read every 5 s meanwhile. With --hostile, a seco
 same length has the first student flood: `yes` in a terminal, terminals and gateway channels up
 to the caps, and Check at once again and again; the others' latencies are compared.
 
-Prints figures, then a last JSON line; asserts nothing. Run as root with the lab host up and the
+Prints figures and the issue's targets beside them, then a last JSON line (students, minutes,
+errors, echo_p99_ratio, check_p99_s, check_alone_s, status_p99_s, portal_rss_mib and with
+--hostile others_p99_change); asserts nothing. Run as root with the lab host up and the
 template built, and no class (the bench makes its own and removes it):
-    .venv/bin/python bench/bench_class_load.py [--students 4] [--nodes 2] [--minutes 2] [--hostile]
+    .venv/bin/python bench/bench_class_load.py [--students N] [--nodes 2] [--minutes 2] [--hostile]
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from swarmlab import config as configuration  # noqa: E402
 from swarmlab.classroom import access  # noqa: E402
 from swarmlab.host import hoststate  # noqa: E402
 
+from class_load_shells import PortalTerminal, ProcessShell, Shell, last_line, summary  # noqa: E402
+
 NO_VERIFY = ssl.create_default_context()
 NO_VERIFY.check_hostname, NO_VERIFY.verify_mode = False, ssl.CERT_NONE  # the portal's self-signed certificate
 
@@ -55,88 +59,6 @@ def cli(*args: str, check: bool = True, timeout: float = 3600) -> subprocess.Com
         said = (proc.stderr.strip() or proc.stdout.strip()).splitlines() or ["?"]
         sys.exit(f"swarmlab {' '.join(args)} failed: {said[-1]}")
     return proc
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def summary(values: list[float]) -> dict:
-    return {"n": len(values), **{f"p{p}": (round(v * 1000, 1) if (v := percentile(values, p)) is not None else None)
-                                 for p in (50, 95, 99)}}
-
-
-def last_line(text: str) -> str:
-    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
-    return lines[-1][-100:] if lines else ""
-
-
-class Shell:
-    """A terminal that is typed into and read from; `echo()` times a marker's echo."""
-
-    def __init__(self):
-        self.seen = ""
-        self.changed = asyncio.Event()
-
-    def took(self, data: str) -> None:
-        self.seen = (self.seen + data)[-4096:]
-        self.changed.set()
-
-    async def send(self, text: str) -> None:
-        raise NotImplementedError
-
-    async def wait_for(self, text: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while text not in self.seen:
-            self.changed.clear()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            try:
-                await asyncio.wait_for(self.changed.wait(), left)
-            except asyncio.TimeoutError:
-                return False
-        return True
-
-    async def echo(self, marker: str, timeout: float = 30) -> float | None:
-        self.seen = ""
-        began = time.monotonic()
-        await self.send(f"echo {marker}\r")
-        return time.monotonic() - began if await self.wait_for(marker, timeout) else None
-
-
-class PortalTerminal(Shell):
-    def __init__(self, ws):
-        super().__init__()
-        self.ws = ws
-
-    async def send(self, text: str) -> None:
-        await self.ws.send_str(json.dumps({"type": "input", "data": text}))
-
-    async def pump(self) -> None:
-        async for message in self.ws:
-            if message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
-                data = message.data
-                self.took(data.decode(errors="replace") if isinstance(data, bytes) else data)
-
-
-class ProcessShell(Shell):
-    """An asyncssh process or an OpenSSH subprocess: anything with stdin.write and stdout.read."""
-
-    def __init__(self, stdin, stdout):
-        super().__init__()
-        self.stdin, self.stdout = stdin, stdout
-
-    async def send(self, text: str) -> None:
-        self.stdin.write(text.encode())
-        await self.stdin.drain()
-
-    async def pump(self) -> None:
-        while data := await self.stdout.read(65536):
-            self.took(data.decode(errors="replace") if isinstance(data, bytes) else data)
 
 
 class Room:
@@ -291,6 +213,11 @@ def proc_cpu_rss(pid: int) -> tuple[float, int]:
     return cpu, rss // 1024
 
 
+async def after(seconds: float, job):
+    await asyncio.sleep(seconds)
+    return await job
+
+
 async def phase(room: Room, name: str, seconds: float, portal_url: str, hostile: bool) -> None:
     room.phase, room.stop = name, asyncio.Event()
     async with aiohttp.ClientSession() as http:
@@ -299,17 +226,33 @@ async def phase(room: Room, name: str, seconds: float, portal_url: str, hostile:
             if hostile and i == 0:
                 jobs.append(room.hostile(http, card))
                 continue
+            mine = [room.checking(http, card)]
             for node in card["nodes"]:
-                jobs += [room.portal_terminal(http, card, node["node"]), room.direct_ssh(card, node)]
+                mine += [room.portal_terminal(http, card, node["node"]), room.direct_ssh(card, node)]
                 if i % 2 == 1:
-                    jobs.append(room.gateway_ssh(card, node["node"]))
-            jobs.append(room.checking(http, card))
+                    mine.append(room.gateway_ssh(card, node["node"]))
+            arrives = random.uniform(0, room.args.arrive)  # a room does not press Enter in the same second
+            jobs += [after(arrives, job) for job in mine]
         tasks = [asyncio.ensure_future(j) for j in jobs]
         await asyncio.sleep(seconds)
         room.stop.set()
         await asyncio.wait(tasks, timeout=60)
         for task in tasks:
             task.cancel()
+
+
+async def checks_alone(cards: list[dict]) -> float | None:
+    """The exercise's own check time: one Check after another through the portal, one lab at a
+    time, nothing else running; the median, in seconds."""
+    took = []
+    async with aiohttp.ClientSession() as http:
+        for card in cards:
+            began = time.monotonic()
+            async with http.post(card["portal"] + "/check", ssl=NO_VERIFY) as r:
+                await r.read()
+                if r.status == 200:
+                    took.append(time.monotonic() - began)
+    return round(statistics.median(took), 1) if took else None
 
 
 def start_portal(directory: Path, port: int) -> tuple[subprocess.Popen, str]:
@@ -327,7 +270,8 @@ def start_portal(directory: Path, port: int) -> tuple[subprocess.Popen, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--students", type=int, default=4)
+    parser.add_argument("--students", type=int, default=None,
+                        help="default: the largest class the lab hosts hold (`host ls`: free nodes / --nodes)")
     parser.add_argument("--nodes", type=int, default=2, help="nodes per lab (the services exercise needs 2)")
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--type-every", type=float, default=3.0, help="seconds between a student's commands")
@@ -336,11 +280,17 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18443)
     parser.add_argument("--hostile", action="store_true", help="add a phase with one flooding student")
     parser.add_argument("--keep", action="store_true", help="leave the class up afterwards")
+    parser.add_argument("--arrive", type=float, default=10.0,
+                        help="students arrive within this many seconds of each other, as a room does")
     args = parser.parse_args()
     config = configuration.load()
     hoststate.enter_host(config)  # the bench, its portal and its students all on the lab host's side
     if cli("class", "status", check=False).returncode != 3:
         sys.exit("a class exists already: `swarmlab class down --yes` first (the bench makes its own)")
+    if args.students is None:
+        rooms = json.loads(cli("host", "ls", "--json").stdout)
+        args.students = sum(r["free_nodes"] for r in rooms if not r["problem"]) // args.nodes
+        print(f"the largest class the lab hosts hold: {args.students} labs of {args.nodes} nodes", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-class-load-"))
     portal = None
     try:
@@ -351,10 +301,12 @@ def main() -> None:
         portal, url = start_portal(tmp, args.port)
         cards = json.loads(cli("class", "cards", "--json", "--out", str(tmp)).stdout)
         room = Room(config, cards, tmp, args, access.instructor_token(config))
+        alone = asyncio.run(checks_alone(cards[:3]))
         cpu0, rss0 = proc_cpu_rss(portal.pid)
         load: list[float] = []
         phases = [("calm", False)] + ([("hostile", True)] if args.hostile else [])
-        figures: dict = {"students": args.students, "nodes": args.nodes, "class_up_s": round(up_seconds, 1)}
+        figures: dict = {"students": args.students, "nodes": args.nodes, "minutes": args.minutes,
+                         "class_up_s": round(up_seconds, 1), "check_alone_s": alone}
         for name, hostile in phases:
             started = time.monotonic()
             cpu_before = proc_cpu_rss(portal.pid)[0]
@@ -379,7 +331,8 @@ def main() -> None:
         figures["portal_cpu_s"] = round(proc_cpu_rss(portal.pid)[0] - cpu0, 1)
         figures["host_load_1min"] = {"median": statistics.median(load) if load else None,
                                      "max": max(load) if load else None}
-        figures["errors"] = dict(room.errors)
+        figures["errors_by_kind"] = dict(room.errors)
+        figures["errors"] = sum(room.errors.values())
         report(figures)
     finally:
         if portal is not None:
@@ -410,7 +363,23 @@ def report(figures: dict) -> None:
                 figures[f"hostile_moved_p99 {kind}"] = round(hostile[kind]["p99"] / calm[kind]["p99"], 2)
                 print(f"  with a hostile student, the others' {kind} p99 moved x{figures[f'hostile_moved_p99 {kind}']}")
     print(f"host load (1 min): median {figures['host_load_1min']['median']}, max {figures['host_load_1min']['max']}")
-    print("errors: " + (", ".join(f"{k} x{v}" for k, v in figures["errors"].items()) or "none"))
+    print("errors: " + (", ".join(f"{k} x{v}" for k, v in figures["errors_by_kind"].items()) or "none"))
+    # the issue's targets, read by scripts from the last line
+    calm = figures["calm"]
+
+    def ms(kind: str, f: dict = calm) -> float | None:
+        return (f.get(kind) or {}).get("p99")
+    figures["echo_p99_ratio"] = round(ms("portal") / ms("direct"), 2) if ms("portal") and ms("direct") else None
+    figures["check_p99_s"] = round(ms("check") / 1000, 1) if ms("check") else None
+    figures["status_p99_s"] = round(ms("instructor status") / 1000, 1) if ms("instructor status") else None
+    figures["portal_rss_mib"] = max(figures[name]["portal_rss_mib"] for name in ("calm", "hostile") if name in figures)
+    if "hostile" in figures and ms("portal (others)") and ms("portal (others)", figures["hostile"]):
+        figures["others_p99_change"] = round(ms("portal (others)", figures["hostile"]) / ms("portal (others)") - 1, 2)
+    print(f"echo p99 portal/direct {figures['echo_p99_ratio']} (target <= 1.5); check p99 {figures['check_p99_s']} s "
+          f"(alone {figures['check_alone_s']} s; target <= alone + 1); status p99 {figures['status_p99_s']} s "
+          f"(target <= 5); portal RSS {figures['portal_rss_mib']} MiB (target <= 300)"
+          + (f"; others' echo p99 moved {figures['others_p99_change']:+.0%} (target <= +20%)"
+             if "others_p99_change" in figures else ""))
     print(json.dumps(figures))
 
 
