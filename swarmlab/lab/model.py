@@ -30,6 +30,7 @@ from swarmlab.waiting import poll_until, run_together
 
 # progress(node, phase, detail)
 NodeProgress = Callable[[str, str, str], None]
+SSH_ANSWERS_WITHIN = 5.0  # seconds a node's sshd has to say hello before `status` calls it down
 
 
 class LabError(SwarmlabError):
@@ -291,15 +292,18 @@ def status(config: Config, lab: str) -> dict:
             dns_error = None
         except SwarmlabError as e:
             records, dns_error = {}, str(e)
-        rows = []
-        for node in found.nodes:
+        # Every node at once, each given SSH_ANSWERS_WITHIN: a loaded guest's sshd (a new
+        # sshd-session each time, under TCG) took up to 2.8 s to say hello, so 1.5 s showed
+        # busy nodes as down.
+        def row(node: Node) -> dict:
             state = hv.domain_state(node.domain)
             running = bool(state and state.running)
             ip = leases.get(node.mac) or node.ip
-            rows.append({"node": node.name, "domain": node.domain, "state": state.state if state else "missing",
-                         "ip": ip if running else node.ip, "lease": bool(leases.get(node.mac)),
-                         "dns": node.fqdn, "dns_ip": records.get(node.fqdn),
-                         "ssh": running and port_open(ip, 22, timeout=1.5, jump=jump(config))})
+            return {"node": node.name, "domain": node.domain, "state": state.state if state else "missing",
+                    "ip": ip if running else node.ip, "lease": bool(leases.get(node.mac)),
+                    "dns": node.fqdn, "dns_ip": records.get(node.fqdn),
+                    "ssh": running and port_open(ip, 22, timeout=SSH_ANSWERS_WITHIN, jump=jump(config))}
+        rows = each_node(row, found.nodes)
     result = {"lab": lab, "nodes": rows}
     if dns_error:
         result["dns_error"] = dns_error
