@@ -65,6 +65,7 @@ class Portal:
         self.status_lock = asyncio.Lock()
         self.status_read: tuple[float, list] = (float("-inf"), [])
         self.health = NodeHealth(clock)
+        self.swarm_views: dict = {}  # lab -> its manager session, kept between status reads
 
     # --- who is asking ------------------------------------------------------------------
     def class_labs(self) -> list[str]:
@@ -302,7 +303,7 @@ class Portal:
         async with self.status_lock:  # one reading at a time for every open instructor page
             if self.clock() - self.status_read[0] >= STATUS_EVERY:
                 try:
-                    rows = await asyncio.to_thread(classroom.class_status, self.config)
+                    rows = await asyncio.to_thread(classroom.class_status, self.config, self.swarm_views)
                 except SwarmlabError as e:
                     return web.json_response({"error": str(e)}, status=409)
                 self.status_read = (self.clock(), rows)
@@ -372,3 +373,5 @@ class Portal:
 
     async def _shutdown(self, _app: web.Application) -> None:
         self.check_pool.shutdown(wait=False, cancel_futures=True)
+        for view in self.swarm_views.values():
+            view.close()

@@ -267,11 +267,17 @@ def _on_host(config: Config, host: str, error: str) -> str:
 
 
 # --- status, check, reset, down -------------------------------------------------------------
-def class_status(config: Config) -> list[dict]:
+def class_status(config: Config, kept: dict | None = None) -> list[dict]:
+    """A row per student. `kept` (lab -> formation.KeptSwarmView), held by a caller that reads
+    again and again, keeps one manager session per lab between reads."""
     room = require(config)
+    if kept is not None:
+        for lab in set(kept) - {s.lab for s in room.students}:
+            kept.pop(lab).close()
 
     def read(scoped: Config, student: Student) -> dict:
-        data = formation.status_with_swarm(scoped, student.lab)
+        view = kept.setdefault(student.lab, formation.KeptSwarmView()) if kept is not None else None
+        data = formation.status_with_swarm(scoped, student.lab, view)
         rows = data["nodes"]
         state = exercises.load_state(scoped, student.lab)
         ready = sum(1 for r in rows if r.get("state") == "running" and r.get("ssh"))
