@@ -15,8 +15,9 @@ from swarmlab.classroom import access
 from swarmlab.config import Config
 from swarmlab.core.roster import Student
 from swarmlab.core.swarm import FormReport
-from swarmlab.errors import SwarmlabError
+from swarmlab.errors import Refused, SwarmlabError
 from swarmlab.lab import formation, model as labs, reset as resets, snapshots
+from swarmlab.waiting import Cancelled
 
 # progress(lab, phase, detail)
 LabProgress = Callable[[str, str, str], None]
@@ -53,6 +54,8 @@ def make_student_lab(config: Config, student: Student, nodes: int, progress: Lab
     try:
         lab, report, added = formation.make_lab(config, nodes, student.lab, config.prefix, None, [], True,
                                                 node_progress, CLASS_FINISH)
+    except (Cancelled, Refused):
+        raise  # Ctrl-C, or refused before anything was done: nothing to go back from
     except SwarmlabError as e:
         if not (before and has_formed):
             raise
