@@ -111,6 +111,7 @@ class Config:
     cache_dir: Path = Path("/var/cache/swarmlab")
     dns_port: int = 5300
     services_address: str = ""  # also serve DNS here, for lab hosts on other machines
+    ksm: bool = True  # host up turns on the kernel's same-page merging: clones share their pages
     # [class] and [[hosts]]
     lab_range: ipaddress.IPv4Network = ipaddress.IPv4Network("10.80.0.0/16")
     parallel: int = 0  # labs made at once on one host; 0: one per 4 host CPUs, at least one
@@ -275,6 +276,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "cache_dir": ("cache_dir", values.path),
         "dns_port": ("dns_port", values.int_range(1, 65535)),
         "services_address": ("services_address", values.address),
+        "ksm": ("ksm", values.boolean),
     },
     "class": {
         "lab_range": ("lab_range", values.lab_range),

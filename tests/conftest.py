@@ -56,7 +56,8 @@ def write_config(path: Path, state_dir: Path, **sections: dict) -> Path:
     lines = []
     for section, values in base.items():
         lines.append(f"[{section}]")
-        lines += [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in values.items()]
+        lines += [f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {str(v).lower()}" if isinstance(v, bool)
+                  else f"{k} = {v!r}" for k, v in values.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -198,7 +198,8 @@ def test_host_add_ls_rm_through_the_cli(tmp_path):
     first = fake_host(tmp_path / "one", 24)
     path = write_config(tmp_path / "swarmlab.toml", tmp_path / "state",
                         libvirt={"uri": first, "network": "swl-unit", "cidr": "10.79.0.0/24",
-                                 "template": "unit-template"})
+                                 "template": "unit-template"},
+                        host={"ksm": False})  # KSM is this machine's: its state is not this test's
     path.write_text("# the instructor's own comment\n" + path.read_text())
     second = fake_host(tmp_path / "two", 12)
     added = swarmlab("host", "add", second, "--name", "two", "--nodes", "6", "--lab-range", "10.81.0.0/16",
@@ -214,7 +215,7 @@ def test_host_add_ls_rm_through_the_cli(tmp_path):
     assert "gone" not in path.read_text()
     doctor = json.loads(swarmlab("doctor", "--host", "two", "--json", config=path).stdout)
     assert {c["check"]: c["ok"] for c in doctor["checks"]} == {
-        "libvirt": True, "pool": True, "template": True, "room": True, "lab range": True, "reach": True}
+        "libvirt": True, "pool": True, "template": True, "room": True, "lab range": True, "reach": True, "ksm": True}
     removed = swarmlab("host", "rm", "two", config=path)
     assert removed.returncode == 0, removed.stderr
     assert [r["host"] for r in json.loads(swarmlab("host", "ls", "--json", config=path).stdout)] == ["local"]

@@ -3,6 +3,7 @@ libvirt is the test:///default driver; PowerDNS is real."""
 
 import json
 
+from swarmlab.lab.doctor import KSM_FIX, ksm_verdict
 from tests.conftest import make_test_host, swarmlab
 
 
@@ -28,6 +29,7 @@ api_key_file = "{key_file}"
 key = "{ssh_key}"
 [host]
 state_dir = "{tmp_path / 'state'}"
+ksm = false
 """)
     return path
 
@@ -57,12 +59,12 @@ def test_doctor_json_matches_and_all_green_exits_0(tmp_path, pdns_server):
     path.write_text(text)
     proc = swarmlab("doctor", "--json", config=path)
     data = json.loads(proc.stdout)
-    assert [c["check"] for c in data["checks"]] == ["libvirt", "network", "template", "powerdns", "ssh-key"]
+    assert [c["check"] for c in data["checks"]] == ["libvirt", "network", "template", "powerdns", "ssh-key", "ksm"]
     assert [c["check"] for c in data["checks"] if not c["ok"]] == []
     assert data["ok"] is True and proc.returncode == 0
     assert all(c["fix"] == "" for c in data["checks"])
     human = swarmlab("doctor", config=path)
-    assert human.returncode == 0 and human.stdout.count("✓") == 5 and "✗" not in human.stdout
+    assert human.returncode == 0 and human.stdout.count("✓") == 6 and "✗" not in human.stdout
 
 
 def test_doctor_names_a_missing_template_and_an_unreachable_libvirt(tmp_path, pdns_server):
@@ -87,3 +89,13 @@ def test_doctor_with_powerdns_down_names_the_url(tmp_path, pdns_server):
     proc = swarmlab("doctor", config=path)
     assert "✗ powerdns  PowerDNS API at http://127.0.0.1:9 refused the connection" in proc.stdout
     assert proc.returncode == 1
+
+
+def test_doctor_says_when_a_host_does_not_merge_its_clones_pages():
+    ok, detail = ksm_verdict("0")
+    assert not ok and "same-page merging (KSM) is off: clones of the template do not share" in detail
+    assert ksm_verdict("0", wanted=False) == (True, "same-page merging (KSM) is off, as [host] ksm = false asks")
+    assert ksm_verdict("1", 2048) == (True, "same-page merging (KSM) on, 2048 MiB shared")
+    ok, detail = ksm_verdict(None)
+    assert not ok and "no same-page merging" in detail
+    assert "echo 1 > /sys/kernel/mm/ksm/run" in KSM_FIX

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from swarmlab import config as configuration
-from swarmlab.adapters import daemons, netns
+from swarmlab.adapters import daemons, ksm, netns
 from tests.conftest import lab_host_dir, swarmlab, write_config
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
@@ -18,10 +18,14 @@ def netns_run(namespace: str, *cmd: str) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", "netns", "exec", namespace, *cmd], capture_output=True, text=True, timeout=30)
 
 
+KSM_BEFORE: dict = {}  # the machine's same-page merging settings before the host came up
+
+
 @pytest.fixture(scope="module")
 def host(earlier_runs_cleared):
     tmp = lab_host_dir()
     path = write_config(tmp / "swarmlab.toml", tmp / "state")
+    KSM_BEFORE.update(ksm.settings())
     try:
         proc = swarmlab("host", "up", "--isolated", "--json", config=path)
         assert proc.returncode == 0, proc.stderr
@@ -51,6 +55,10 @@ def test_host_up_builds_everything_inside_the_namespace(host):
     # The network is active for libvirt (virsh as a user would run it).
     info = subprocess.run(["virsh", "-c", config.uri, "net-info", config.network], capture_output=True, text=True)
     assert "Active:         yes" in info.stdout and "Autostart:      yes" in info.stdout
+    # Same-page merging runs, at the rate host up sets (here or for another lab host).
+    assert ksm.settings() == ksm.LAB_RATE and first["status"]["ksm"]["on"] is True
+    shown = swarmlab("host", "status", config=path).stdout
+    assert "ksm        on, " in shown and "MiB of guest memory shared" in shown
 
 
 def test_powerdns_answers_inside_the_namespace_only_on_loopback(host):
@@ -108,7 +116,7 @@ def test_doctor_on_the_host_passes_everything_but_the_template(host):
     path, _ = host
     proc = swarmlab("doctor", "--json", config=path)
     checks = {c["check"]: c["ok"] for c in json.loads(proc.stdout)["checks"]}
-    assert set(checks) == {"libvirt", "network", "template", "powerdns", "ssh-key"}  # every part was checked
+    assert set(checks) == {"libvirt", "network", "template", "powerdns", "ssh-key", "ksm"}  # every part was checked
     assert {name for name, ok in checks.items() if not ok} <= {"template"}
 
 
@@ -141,5 +149,6 @@ def test_host_down_leaves_nothing_behind(host):
                           capture_output=True).returncode != 0
     status = swarmlab("host", "status", config=path)
     assert status.returncode == 3 and "lab host is down" in status.stdout
+    assert ksm.settings() == KSM_BEFORE  # same-page merging as the machine had it
     again = swarmlab("host", "down", config=path)
     assert again.returncode == 0 and "it was not up" in again.stdout

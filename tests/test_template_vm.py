@@ -4,7 +4,9 @@ through PowerDNS. The lab's own clones serve: booting two more would prove the s
 
 import json
 import time
+import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -105,6 +107,25 @@ def test_clones_have_their_own_identity(nodes):
         before = time.time()
         guest = float(run(conn, Command("date", "+%s.%N")))
         assert before - 1 <= guest <= time.time() + 1, f"{name}'s clock is {guest - before:+.1f} s off"
+
+
+def test_the_nodes_hand_free_memory_back_and_share_identical_pages(built, nodes):
+    """Free page reporting on both sides of the balloon, and guest memory KSM may merge while
+    ksmd runs. How much that saves is bench/bench_capacity.py's job."""
+    _, config, _ = built
+    _, conns = nodes
+    with Hypervisor(config.uri) as hv:
+        for name, conn in conns.items():
+            balloon = ET.fromstring(hv.domain_xml(f"t1-{name}")).find("devices/memballoon")
+            assert balloon.get("freePageReporting") == "on", ET.tostring(balloon)
+            # The guest's driver took the feature (VIRTIO_BALLOON_F_REPORTING is bit 5).
+            bits = run(conn, sh("cat /sys/bus/virtio/drivers/virtio_balloon/virtio*/features")).strip()
+            assert bits[5] == "1", bits
+            pid = int(Path(f"/run/libvirt/qemu/t1-{name}.pid").read_text())
+            mergeable = [m for m in Path(f"/proc/{pid}/smaps").read_text().split("VmFlags:")[1:]
+                         if " mg" in m.splitlines()[0]]
+            assert mergeable, f"t1-{name}'s qemu marks no memory mergeable"
+    assert Path("/sys/kernel/mm/ksm/run").read_text().strip() == "1"
 
 
 def test_guests_resolve_lab_names_through_powerdns(built, nodes):

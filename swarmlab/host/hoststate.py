@@ -27,6 +27,7 @@ class HostState:
     pdns_pid: int | None = None
     registry_pid: int | None = None
     services_registry_pid: int | None = None
+    ksm_before: dict | None = None  # KSM's settings before host up turned it on, for host down
 
     @staticmethod
     def path(config: Config) -> Path:

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from swarmlab.adapters import dns, firewall
+from swarmlab.adapters import dns, firewall, ksm
 from swarmlab.adapters.daemons import (REGISTRY_PORT, PdnsServer, Progress, RegistryServer, _stop_pid, ensure_libvirtd,
                                        find_process, fix_kvm_device, pdns_server, push_registry_server, registry_server,
                                        services_registry_server)
@@ -110,7 +110,35 @@ def host_up(config: Config, isolated: bool, progress: Progress = lambda _m: None
     pushed = _push_stand_ins(config, namespace)
     if pushed:
         changes.append(f"pushed the offline stand-ins into the registry: {', '.join(pushed)}")
+    changes += _ensure_ksm(config, state)
     return changes
+
+
+def _ensure_ksm(config: Config, state: HostState) -> list[str]:
+    """Same-page merging on (or back as it was, when [host] ksm = false), with the settings
+    found first kept in host.json for `host down`."""
+    if not config.ksm:
+        restored = _restore_ksm(state)
+        state.save(config)
+        return restored
+    before = ksm.turn_on()
+    if before is None:
+        return []
+    if state.ksm_before is None:
+        state.ksm_before = before
+        state.save(config)
+    rate = ksm.LAB_RATE
+    return [f"turned on same-page merging (KSM, {rate['pages_to_scan']} pages every {rate['sleep_millisecs']} ms): "
+            "clones of the template share their identical memory"]
+
+
+def _restore_ksm(state: HostState) -> list[str]:
+    if not state.ksm_before or not ksm.available():
+        return []
+    ksm.apply(state.ksm_before)
+    was = "off" if not state.ksm_before.get("run") else "as it was"
+    state.ksm_before = None
+    return [f"same-page merging (KSM) back {was}"]
 
 
 def protected_addresses(config: Config) -> list[str]:
@@ -225,6 +253,8 @@ def host_status(config: Config) -> dict:
     registry = registry_server(config)
     status["registry"] = {"pid": state.registry_pid if registry.running(state.registry_pid) else None,
                           "address": registry.address}
+    if ksm.available():
+        status["ksm"] = {"on": ksm.settings()["run"] == 1, "saved_mib": ksm.saved_mib()}
     status["up"] = bool(libvirtd and status["network"]["active"] and status["pdns"]["pid"]
                         and status["pdns"].get("zone") and status["registry"]["pid"]
                         and (not state.namespace or status.get("libvirtd_in_namespace")))
@@ -262,6 +292,7 @@ def host_down(config: Config, progress: Progress = lambda _m: None) -> list[str]
     changes += _stop_services_registry(config, state)
     if firewall.remove_here():
         changes.append("removed the node filter (nftables table inet swarmlab)")
+    changes += _restore_ksm(state)
     if state.pdns_pid and pdns_server(config).running(state.pdns_pid):
         progress("stopping PowerDNS")
         PdnsServer.stop(state.pdns_pid)

@@ -21,8 +21,9 @@ from typing import Callable
 from swarmlab.errors import SwarmlabError
 from swarmlab.host import images
 
-# Bump when the build steps below change in a way the recipe fields do not show.
-RECIPE_VERSION = 7
+# Bump when the build steps below change in a way the recipe fields do not show, or the
+# template domain's devices do (the wake-up state holds them). 8: free page reporting.
+RECIPE_VERSION = 8
 
 SUITES = ("bookworm", "trixie")  # Debian 12 and 13
 DEFAULT_SUITE = "trixie"  # the current stable, with docker.io 26

@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+from swarmlab.adapters import ksm
 from swarmlab.adapters.dns import PowerDNS
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.config import Config, HostSpec
 from swarmlab.errors import SwarmlabError
 from swarmlab.host.template_wake import wake_image_of
+
+
+KSM_FIX = ("run `swarmlab host up` there (it turns KSM on unless [host] ksm = false), or "
+           "`echo 1 > /sys/kernel/mm/ksm/run` as root")
+
+
+def ksm_verdict(run: str | None, saved_mib: int | None = None, wanted: bool = True) -> tuple[bool, str]:
+    """Whether a host merges its clones' identical pages, from /sys/kernel/mm/ksm/run. Off is
+    fine when [host] ksm = false says so."""
+    if run is None:
+        return not wanted, "this kernel has no same-page merging (KSM): each node holds all of its memory"
+    if run.strip() != "1":
+        return not wanted, ("same-page merging (KSM) is off" + (": clones of the template do not share their pages"
+                                                                if wanted else ", as [host] ksm = false asks"))
+    return True, "same-page merging (KSM) on" + (f", {saved_mib} MiB shared" if saved_mib is not None else "")
+
+
+def _local_ksm() -> tuple[str | None, int | None]:
+    if not ksm.available():
+        return None, None
+    run = ksm.settings()["run"]
+    return str(run), ksm.saved_mib() if run == 1 else None
 
 
 def run_checks(config: Config) -> list[dict]:
@@ -76,6 +99,7 @@ def run_checks(config: Config) -> list[dict]:
         add("ssh-key", mode == 0o600, f"{key} mode {mode:o}", f"chmod 600 {key}")
     except FileNotFoundError:
         add("ssh-key", False, f"{key} is missing", "run `swarmlab host up` (it creates the key) or set [ssh] key")
+    add("ksm", *ksm_verdict(*_local_ksm(), wanted=config.ksm), KSM_FIX)
     return checks
 
 
@@ -123,12 +147,16 @@ def run_host_checks(config: Config, spec: HostSpec) -> list[dict]:
         add("reach", False, f"{spec.name} {problem}", "see the detail")
     elif not spec.local:
         from swarmlab.adapters.dns import zone_served_at
+        from swarmlab.adapters import remote
         from swarmlab.adapters.remote import jump_connection
+        from swarmlab.core.command import sh
         from swarmlab.lab.model import jump, scoped
         try:
             via = jump(scoped(config, spec, config.network, config.cidr))
-            jump_connection(via)
+            conn = jump_connection(via)
             add("ssh", True, f"{via.user}@{via.host}:{via.port} answers: SSH to its nodes goes through it")
+            run = remote.run(conn, sh("cat /sys/kernel/mm/ksm/run 2>/dev/null || true")).strip() or None
+            add("ksm", *ksm_verdict(run, wanted=config.ksm), KSM_FIX)
         except SwarmlabError as e:
             add("ssh", False, str(e), "check that sshd runs there and takes the key ([[hosts]] ssh, ssh_key)")
         answered = zone_served_at(config, config.services_address)
@@ -138,4 +166,5 @@ def run_host_checks(config: Config, spec: HostSpec) -> list[dict]:
             "[host] services_address")
     else:
         add("reach", True, "SSH and DNS reach its labs from here")
+        add("ksm", *ksm_verdict(*_local_ksm(), wanted=config.ksm), KSM_FIX)
     return checks
