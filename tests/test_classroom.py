@@ -40,11 +40,15 @@ def test_bad_rosters_name_the_line_and_the_fix(text, expected):
 
 def test_free_nodes_from_nodes_memory_or_what_libvirt_reports():
     spec = HostSpec("h", "test:///x")
-    assert placement.free_nodes(HostSpec("h", "u", nodes=12), 0, 5, 0, 1024, 700) == 7
-    assert placement.free_nodes(HostSpec("h", "u", memory_mib=20000), 99999, 2, 2048, 1024, 700) == 9
+    assert placement.free_nodes(HostSpec("h", "u", nodes=12), 0, 5, 1724) == 7
+    assert placement.free_nodes(HostSpec("h", "u", memory_mib=20000), 99999, 2, 1724) == 9
     # 24 GiB reported: 90 % of it at 1.7 GiB a node
-    assert placement.free_nodes(spec, 24576, 0, 0, 1024, 700) == 12
-    assert placement.free_nodes(spec, 24576, 12, 12288, 1024, 700) == 0
+    assert placement.free_nodes(spec, 24576, 0, 1724) == 12
+    assert placement.free_nodes(spec, 24576, 12, 1724) == 0
+    # The default node: a 256 MiB translation cache and what the bench measured beyond it.
+    assert placement.node_cost_mib(0, 256) == 256 + placement.BEYOND_TB_CACHE_MIB
+    assert placement.node_cost_mib(0, 0) == 1024 + placement.BEYOND_TB_CACHE_MIB  # QEMU's own 1 GiB cache
+    assert placement.node_cost_mib(900, 256) == 900  # [class] node_mib, as the instructor measured it
 
 
 def test_each_lab_goes_whole_to_the_host_with_most_room():
@@ -104,7 +108,8 @@ def fake_class(tmp_path):
              ("nodns", "qemu+ssh://root@192.0.2.8/system")]
     path = write_config(tmp_path / "swarmlab.toml", tmp_path / "state",
                         libvirt={"uri": hosts[0][1], "network": "swl-unit", "cidr": "10.79.0.0/24",
-                                 "template": "unit-template"})
+                                 "template": "unit-template"},
+                        **{"class": {"node_mib": 1724}})  # round figures: 12 nodes on 24 GiB
     text = path.read_text() + "".join(f'\n[[hosts]]\nname = "{n}"\nuri = "{u}"\n' for n, u in hosts)
     path.write_text(text)
     return configuration.load(path)
@@ -199,7 +204,7 @@ def test_host_add_ls_rm_through_the_cli(tmp_path):
     path = write_config(tmp_path / "swarmlab.toml", tmp_path / "state",
                         libvirt={"uri": first, "network": "swl-unit", "cidr": "10.79.0.0/24",
                                  "template": "unit-template"},
-                        host={"ksm": False})  # KSM is this machine's: its state is not this test's
+                        host={"ksm": False}, **{"class": {"node_mib": 1724}})  # KSM is this machine's: its state is not this test's
     path.write_text("# the instructor's own comment\n" + path.read_text())
     second = fake_host(tmp_path / "two", 12)
     added = swarmlab("host", "add", second, "--name", "two", "--nodes", "6", "--lab-range", "10.81.0.0/16",

@@ -58,7 +58,7 @@ def two_hosts(lab3):
         second.start()
         laptop.start()
         with Hypervisor(config.uri) as hv:
-            used, _ = hv.node_usage()
+            used = hv.node_count()
         text = path.read_text().replace("[host]\n", f'[host]\nservices_address = "{second.controller_ip}"\n')
         text += (f'\n[[hosts]]\nname = "local"\nuri = "{config.uri}"\nnodes = {used + 2}\n'
                  f'\n[[hosts]]\nname = "h2"\nuri = "{second.uri}"\nnodes = 2\nssh = "{second.ssh}"\n'

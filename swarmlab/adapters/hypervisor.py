@@ -120,16 +120,11 @@ class Hypervisor(NetworkMixin, StorageMixin, GuestAgentMixin):
     def cpus(self) -> int:
         return int(self.conn.getInfo()[2])
 
-    def node_usage(self) -> tuple[int, int]:
-        """Nodes swarmlab made on this host, in any state, and their guest memory in MiB: what
-        class placement counts as taken (a shut-off lab comes back)."""
-        count = mib = 0
-        for dom in self.conn.listAllDomains():
-            owner = ownership(dom.XMLDesc(0))
-            if owner is not None and owner.get("role") == "node":
-                count += 1
-                mib += dom.maxMemory() // 1024
-        return count, mib
+    def node_count(self) -> int:
+        """Nodes swarmlab made on this host, in any state: what class placement counts as
+        taken (a shut-off lab comes back)."""
+        return sum(1 for dom in self.conn.listAllDomains()
+                   if (owner := ownership(dom.XMLDesc(0))) is not None and owner.get("role") == "node")
 
     # --- domains ----------------------------------------------------------------------------
     def _domain(self, name: str):

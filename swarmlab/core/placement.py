@@ -11,6 +11,11 @@ from swarmlab.config import Config, HostSpec
 from swarmlab.errors import Refused
 
 HOST_MEMORY_SHARE = 0.9  # of a host's memory, when [[hosts]] gives no capacity: the rest is the host's
+QEMU_TB_CACHE_MIB = 1024  # TCG's translation cache when tb_cache_mib is 0 (QEMU's default)
+# What a node holds beyond its translation cache, with same-page merging and free page
+# reporting: the guest's own pages (~100-150 MiB, its clones' shared ones counted once) and
+# QEMU's (~150 MiB). bench/bench_capacity.py, after all nine exercises, rounded up.
+BEYOND_TB_CACHE_MIB = 400
 
 
 class CapacityShort(Refused):
@@ -26,16 +31,21 @@ class HostRoom:
     problem: str = ""
 
 
-def free_nodes(spec: HostSpec, host_mib: int, used_nodes: int, used_mib: int, node_mib: int,
-               overhead_mib: int) -> int:
+def node_cost_mib(node_mib: int, tb_cache_mib: int) -> int:
+    """Host memory one node takes: [class] node_mib, else its translation cache (QEMU fills it
+    before it flushes, and keeps the pages) and what the bench measured beyond it. Guest memory
+    is not counted whole: pages the guest frees go back to the host, and clones share the rest."""
+    return node_mib or (tb_cache_mib or QEMU_TB_CACHE_MIB) + BEYOND_TB_CACHE_MIB
+
+
+def free_nodes(spec: HostSpec, host_mib: int, used_nodes: int, cost_mib: int) -> int:
     """Nodes a host can still take: from [[hosts]] nodes, else from its memory ([[hosts]]
-    memory_mib, else 90 % of what libvirt reports), each node costing its guest memory plus
-    QEMU's own (`overhead_mib`)."""
+    memory_mib, else 90 % of what libvirt reports), each node (there now, or to come) costing
+    `cost_mib`."""
     if spec.nodes:
         return max(0, spec.nodes - used_nodes)
     budget = spec.memory_mib or int(host_mib * HOST_MEMORY_SHARE)
-    taken = used_mib + used_nodes * overhead_mib
-    return max(0, (budget - taken) // (node_mib + overhead_mib))
+    return max(0, budget // cost_mib - used_nodes)
 
 
 def place(labs_to_place: list[str], nodes_per_lab: int, rooms: list[HostRoom]) -> dict[str, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.config import LOCAL_HOST, Config, HostSpec
 from swarmlab.config_edit import with_host_added, with_host_removed
-from swarmlab.core.placement import HostRoom, free_nodes, remote_problem
+from swarmlab.core.placement import HostRoom, free_nodes, node_cost_mib, remote_problem
 from swarmlab.core.roster import slug
 from swarmlab.errors import Refused, SwarmlabError
 
@@ -18,7 +18,7 @@ def survey(config: Config) -> list[HostRoom]:
     """Every host's free room, read from libvirt; a host that cannot be reached, or lacks the
     template, takes nothing and says why. A host on another machine gets the template at
     `class up`."""
-    node_mib = config.memory_mib
+    cost = node_cost_mib(config.node_mib, config.tb_cache_mib)
     rooms = []
     for spec in config.lab_hosts:
         problem = remote_problem(config, spec)
@@ -31,8 +31,7 @@ def survey(config: Config) -> list[HostRoom]:
                     rooms.append(HostRoom(spec.name, 0, f"has no template {config.template} "
                                                         "(`swarmlab template build` on it)"))
                     continue
-                used_nodes, used_mib = hv.node_usage()
-                free = free_nodes(spec, hv.memory_mib(), used_nodes, used_mib, node_mib, config.overhead_mib)
+                free = free_nodes(spec, hv.memory_mib(), hv.node_count(), cost)
                 rooms.append(HostRoom(spec.name, free))
         except SwarmlabError as e:
             rooms.append(HostRoom(spec.name, 0, f"unreachable at {spec.uri} ({e})"))

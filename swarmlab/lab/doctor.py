@@ -130,9 +130,9 @@ def run_host_checks(config: Config, spec: HostSpec) -> list[dict]:
             else:  # `class up` copies it there
                 add("template", True, f"{config.template} present (recipe {tmpl.owner.get('recipe')})" if tmpl
                     else f"{config.template} is copied there at `class up`")
-            used_nodes, used_mib = hv.node_usage()
-            free = placement.free_nodes(spec, hv.memory_mib(), used_nodes, used_mib, config.memory_mib,
-                                        config.overhead_mib)
+            used_nodes = hv.node_count()
+            free = placement.free_nodes(spec, hv.memory_mib(), used_nodes,
+                                        placement.node_cost_mib(config.node_mib, config.tb_cache_mib))
             add("room", free > 0, f"{free} more nodes ({used_nodes} there now)",
                 "free the host, or raise its capacity in [[hosts]]")
             try:
