@@ -10,8 +10,8 @@ from swarmlab.errors import SwarmlabError
 from swarmlab.host.template_wake import wake_image_of
 
 
-KSM_FIX = ("run `swarmlab host up` there (it turns KSM on unless [host] ksm = false), or "
-           "`echo 1 > /sys/kernel/mm/ksm/run` as root")
+KSM_FIX = ("`swarmlab host up` turns it on for the lab host (unless [host] ksm = false); on a class host "
+           "elsewhere, as root: `echo 1 > /sys/kernel/mm/ksm/run`")
 
 
 def ksm_verdict(run: str | None, saved_mib: int | None = None, wanted: bool = True) -> tuple[bool, str]:
