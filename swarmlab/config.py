@@ -94,9 +94,7 @@ class Config:
     # [nodes]
     vcpus: int = 1
     memory_mib: int = 1024
-    # TCG's translation cache per node; 0: QEMU's default (1 GiB). QEMU fills it before it
-    # flushes and keeps the pages: measured, 256 MiB costs no `up` time and ~10 % on a check.
-    tb_cache_mib: int = 256
+    tb_cache_mib: int = 256  # TCG's translation cache per node, all of it held (0: QEMU's 1 GiB); see README
     wake: bool = True  # nodes wake from the template's saved state (when it has one) instead of booting
     max_nodes: int = 9
     lab: str = "demo"
