@@ -15,8 +15,11 @@ again.
 host: for each size (0: QEMU's 1 GiB), `up N` and `exercise test services` are timed and the
 nodes' PSS read, through a copy of swarmlab.toml with that `[nodes] tb_cache_mib`. QEMU fills
 the cache before it flushes it, and never hands the pages back: a node holds its whole cache
-sooner or later. --no-capacity stops after the curve. The first `up` is timed on the idle host. `labs_per_24gib` is 90 % of 24 GiB over a
-lab's share by the larger of the formed and after-exercises figures.
+sooner or later. --no-capacity stops after the curve.
+
+The first `up` of the capacity run is timed on the idle host. `labs_per_24gib` is 90 % of
+24 GiB over a lab's share by the largest per-node figure (PSS formed, the host's drop, PSS
+after the exercises).
 
 The settings measured are the ones in swarmlab.toml ([nodes] memory_mib, tb_cache_mib, the
 template's balloon; KSM as `host up` set it); --ksm off stops and unmerges KSM first.
@@ -258,8 +261,8 @@ def report(figures: dict) -> None:
           f"translation cache {figures['tb_cache_mib']}; KSM {figures['ksm']}")
     print(f"  first `up {figures['nodes_per_lab']}`: {figures.get('up_s')} s ({figures.get('up_starts')})")
     print(f"  per formed node: PSS {formed['pss_mib_per_node']} MiB (max {formed['pss_mib_max']}), host "
-          f"{formed['host_mib_per_node']} MiB ({formed['pss_mib_parts']}); KSM saves {formed['ksm_saved_mib_per_node']} MiB a node, "
-          f"ksmd {formed['ksmd_cpu_percent']} % of a core")
+          f"{formed['host_mib_per_node']} MiB ({formed['pss_mib_parts']}); KSM saves "
+          f"{formed['ksm_saved_mib_per_node']} MiB a node, ksmd {formed['ksmd_cpu_percent']} % of a core")
     if "after_exercises" in figures:
         print(f"  per node after all nine exercises: PSS {figures['after_exercises']['pss_mib_per_node']} MiB")
     print(f"  labs per 24 GiB host (90 % for nodes): {figures['labs_per_24gib']}")

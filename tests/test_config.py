@@ -50,6 +50,8 @@ def test_values_are_read_and_normalised(tmp_path):
     ('[dsn]\nzone = "x."\n', "unknown section [dsn]; allowed: [libvirt], [dns], [ssh], [nodes], [engine], [host]"),
     ('[nodes]\nprefix = "Swr_"\n', "[nodes] prefix = 'Swr_' is invalid; expected a DNS label"),
     ('[nodes\n', "not valid TOML"),
+    ('[class]\noverhead_mib = 360\n', "[class] overhead_mib is gone: a node no longer holds all of its guest memory; "
+                                      "remove it, or set [class] node_mib"),
 ])
 def test_invalid_config_is_one_clear_line(tmp_path, text, expected):
     with pytest.raises(ConfigError) as err:

@@ -57,7 +57,8 @@ def host_status(as_json: bool = JsonOption):
                        f"mirror http://{registry['address']} (the offline stand-ins)")
             if "ksm" in status:
                 typer.echo("ksm        " + (f"on, {status['ksm']['saved_mib']} MiB of guest memory shared"
-                                            if status["ksm"]["on"] else "off (`host up` turns it on unless [host] ksm = false)"))
+                                            if status["ksm"]["on"] else
+                                            "off (`host up` turns it on unless [host] ksm = false)"))
         typer.echo("lab host is " + ("up" if status["up"] else "down" if "libvirtd_pid" not in status else "partly up"))
     if not status["up"]:
         raise typer.Exit(3 if "libvirtd_pid" not in status else 1)
