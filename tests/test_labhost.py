@@ -25,7 +25,7 @@ KSM_BEFORE: dict = {}  # the machine's same-page merging settings before the hos
 def host(earlier_runs_cleared):
     tmp = lab_host_dir()
     path = write_config(tmp / "swarmlab.toml", tmp / "state")
-    KSM_BEFORE.update(ksm.settings())
+    KSM_BEFORE.update(ksm.settings() if ksm.available() else {})  # without KSM, its assertions fail alone
     try:
         proc = swarmlab("host", "up", "--isolated", "--json", config=path)
         assert proc.returncode == 0, proc.stderr
