@@ -28,3 +28,4 @@ def test_a_kernel_without_ksm_is_left_alone(tmp_path):
 def test_saved_memory_counts_the_pages_that_share(tmp_path):
     root = fake_sysfs(tmp_path, run=1, sharing=262144)
     assert ksm.saved_mib(root) == 262144 * 4096 // (1 << 20)  # 4 KiB pages: 1 GiB
+    assert ksm.reading(root) == {"on": True, "saved_mib": 1024} and ksm.reading(tmp_path / "missing") is None

@@ -34,6 +34,14 @@ def saved_mib(root: Path = SYSFS) -> int:
     return int((root / "pages_sharing").read_text()) * os.sysconf("SC_PAGE_SIZE") // (1 << 20)
 
 
+def reading(root: Path = SYSFS) -> dict | None:
+    """What `host status` and `doctor` show: whether ksmd runs and what it saves; None
+    without KSM in this kernel."""
+    if not available(root):
+        return None
+    return {"on": settings(root)["run"] == 1, "saved_mib": saved_mib(root)}
+
+
 def turn_on(root: Path = SYSFS) -> dict[str, int] | None:
     """KSM on at LAB_RATE. Returns the settings found before, to be restored, or None when
     nothing changed (no KSM in this kernel, or already as wanted)."""

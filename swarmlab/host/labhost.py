@@ -253,8 +253,8 @@ def host_status(config: Config) -> dict:
     registry = registry_server(config)
     status["registry"] = {"pid": state.registry_pid if registry.running(state.registry_pid) else None,
                           "address": registry.address}
-    if ksm.available():
-        status["ksm"] = {"on": ksm.settings()["run"] == 1, "saved_mib": ksm.saved_mib()}
+    if (merging := ksm.reading()) is not None:
+        status["ksm"] = merging
     status["up"] = bool(libvirtd and status["network"]["active"] and status["pdns"]["pid"]
                         and status["pdns"].get("zone") and status["registry"]["pid"]
                         and (not state.namespace or status.get("libvirtd_in_namespace")))

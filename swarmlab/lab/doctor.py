@@ -26,10 +26,10 @@ def ksm_verdict(run: str | None, saved_mib: int | None = None, wanted: bool = Tr
 
 
 def _local_ksm() -> tuple[str | None, int | None]:
-    if not ksm.available():
+    merging = ksm.reading()
+    if merging is None:
         return None, None
-    run = ksm.settings()["run"]
-    return str(run), ksm.saved_mib() if run == 1 else None
+    return ("1", merging["saved_mib"]) if merging["on"] else ("0", None)
 
 
 def run_checks(config: Config) -> list[dict]:
