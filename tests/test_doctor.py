@@ -2,6 +2,7 @@
 libvirt is the test:///default driver; PowerDNS is real."""
 
 import json
+from pathlib import Path
 
 from swarmlab.lab.doctor import KSM_FIX, ksm_verdict
 from tests.conftest import make_test_host, swarmlab
@@ -65,6 +66,21 @@ def test_doctor_json_matches_and_all_green_exits_0(tmp_path, pdns_server):
     assert all(c["fix"] == "" for c in data["checks"])
     human = swarmlab("doctor", config=path)
     assert human.returncode == 0 and human.stdout.count("✓") == 6 and "✗" not in human.stdout
+
+
+def test_doctor_says_when_the_template_was_built_for_other_memory(tmp_path, pdns_server):
+    path = doctor_config(tmp_path, pdns_server, template="unit-template")
+    host = make_test_host(tmp_path)
+    xml = Path(host.removeprefix("test://"))
+    xml.write_text(xml.read_text().replace('role="template"/>', 'role="template" recipe="abc123" shape="512m1c"/>'))
+    path.write_text(path.read_text().replace('uri = "test:///default"', f'uri = "{host}"')
+                    .replace('network = "default"', 'network = "swl-unit"'))
+    proc = swarmlab("doctor", "--json", config=path)
+    checks = {c["check"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert not checks["template"]["ok"] and proc.returncode == 1
+    assert checks["template"]["detail"] == ("unit-template was built for 512m1c (MiB, vCPUs); "
+                                            "[nodes] asks 1024m1c, and clones copy the template")
+    assert checks["template"]["fix"] == "run `swarmlab template build --name unit-template`"
 
 
 def test_doctor_names_a_missing_template_and_an_unreachable_libvirt(tmp_path, pdns_server):

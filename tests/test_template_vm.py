@@ -15,6 +15,7 @@ from swarmlab.adapters.remote import run
 from swarmlab.core.command import Command, sh
 from swarmlab.host import hoststate, images
 from swarmlab.host.images import BAKED_IMAGE
+from swarmlab.host.template_wake import machine_shape
 from swarmlab.lab.session import open_lab
 from tests.conftest import swarmlab
 
@@ -41,7 +42,12 @@ def test_build_defines_an_owned_shut_off_template(built):
     hv = Hypervisor(config.uri)
     state = hv.domain_state(config.template)
     assert state.state == "shut off"
-    assert state.owner == {"role": "template", "recipe": result["recipe"], "domain_type": result["domain_type"]}
+    # The shape is what a changed [nodes] memory_mib or vcpus rebuilds: clones restore only into it.
+    shape = machine_shape(config.memory_mib, config.vcpus)
+    assert state.owner == {"role": "template", "recipe": result["recipe"], "domain_type": result["domain_type"],
+                           "shape": shape}
+    assert f"<memory unit='KiB'>{config.memory_mib * 1024}</memory>" in hv.domain_xml(config.template)
+    assert result["wake"]["volume"].endswith(f"-{shape}-wake.qcow2"), result["wake"]
     hv.close()
 
 

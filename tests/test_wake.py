@@ -8,7 +8,7 @@ import pytest
 
 from swarmlab.adapters.libvirt_xml import (NS_URI, TemplateError, derive_clone_xml, split_interface, wake_snapshot_xml,
                                            with_kernel_args)
-from swarmlab.host.template_wake import WAKE_BOOT_ARGS, wake_volume, wakeable
+from swarmlab.host.template_wake import WAKE_BOOT_ARGS, machine_shape, wake_volume, wakeable
 from swarmlab.lab.wake import FRESH_IDENTITY, cut_short, machine_id
 from swarmlab.render import render
 
@@ -69,6 +69,8 @@ def test_the_wake_boot_masks_only_the_wait_for_a_network_it_has_not():
 def test_a_saved_state_belongs_to_one_recipe_and_accelerator_and_one_disk():
     assert wake_volume("debian13", "abc123", "qemu") != wake_volume("debian13", "abc123", "kvm")
     assert wake_volume("debian13", "abc123", "qemu") != wake_volume("debian13", "abc124", "qemu")
+    assert wake_volume("debian13", "abc123", "qemu", machine_shape(1024, 1)) != \
+        wake_volume("debian13", "abc123", "qemu", machine_shape(768, 1))
     assert wakeable(template_xml())
     second = "<disk type='file' device='disk'><source file='/x.qcow2'/><target dev='vdb' bus='virtio'/></disk>"
     assert not wakeable(template_xml(second))
@@ -103,14 +105,14 @@ def test_a_host_on_another_machine_gets_a_copy_backed_by_its_own_template_disk(t
     old.parent.mkdir(parents=True)
     old.write_bytes(b"an older recipe's copy")
     there = "/var/lib/libvirt/lab-pools/templates/debian13-abc123.qcow2"
-    assert ensure_wake_copy_for_host(config, "h2", "abc123", "kvm", there) is None  # a KVM state stays home
-    assert "h2" in ensure_wake_copy_for_host(config, "h2", "abc123", "qemu", there)
+    assert ensure_wake_copy_for_host(config, "h2", "abc123", "kvm", "", there) is None  # a KVM state stays home
+    assert "h2" in ensure_wake_copy_for_host(config, "h2", "abc123", "qemu", "", there)
     copy = wake_copy_for_host(config, "h2", mine.name)
     info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(copy)], check=True,
                                      capture_output=True, text=True).stdout)
     assert info["backing-filename"] == there
     assert not old.exists() and sorted(p.name for p in copy.parent.iterdir()) == [mine.name]
-    assert ensure_wake_copy_for_host(config, "h2", "abc123", "qemu", there) is None  # once
+    assert ensure_wake_copy_for_host(config, "h2", "abc123", "qemu", "", there) is None  # once
 
 
 def test_a_failed_wake_up_boot_leaves_no_builder_nor_image_and_the_clones_boot(tmp_path):
@@ -125,7 +127,7 @@ def test_a_failed_wake_up_boot_leaves_no_builder_nor_image_and_the_clones_boot(t
                                  network="swl-unit")  # its pools: swl-unit-templates and -nodes
     with Hypervisor(config.uri) as hv:
         before = sorted(hv.pool(config.template_pool).listVolumes())
-        result = ensure_wake_image(config, hv, "unit-template", "abc123", "qemu", timeout=0.1)
+        result = ensure_wake_image(config, hv, "unit-template", "abc123", "qemu", "1024m1c", timeout=0.1)
         assert result["volume"] is None and "guest agent" in result["why"], result
         assert hv.domain_state(builder_domain("unit-template")) is None
         assert sorted(hv.pool(config.template_pool).listVolumes()) == before

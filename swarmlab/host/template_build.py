@@ -18,7 +18,7 @@ from swarmlab.adapters.qemu_probe import kvm_works
 from swarmlab.config import Config, HostSpec
 from swarmlab.errors import NotFound, Refused
 from swarmlab.host import template
-from swarmlab.host.template_wake import ensure_wake_copy_for_host, ensure_wake_image
+from swarmlab.host.template_wake import ensure_wake_copy_for_host, ensure_wake_image, machine_shape
 from swarmlab.render import render
 
 
@@ -70,16 +70,17 @@ def template_build(config: Config, name: str, with_engine: bool = True,
             os.link(image.disk, pooled)  # same file system: instant, no second copy
             hv.refresh_pool(config.template_pool)
         domain_type = resolve_domain_type(config, image.kernel, progress)
-        unchanged = bool(existing and existing.owner.get("recipe") == image.key
-                         and existing.owner.get("domain_type") == domain_type)
+        attrs = {"recipe": image.key, "domain_type": domain_type,
+                 "shape": machine_shape(config.memory_mib, config.vcpus)}
+        # A changed [nodes] memory_mib or vcpus redefines the template (its clones copy it).
+        unchanged = bool(existing and all(existing.owner.get(k) == v for k, v in attrs.items()))
         if not unchanged:
-            xml = render("domain.xml.j2", domain_type=domain_type, name=name, ns_uri=NS_URI, role="template",
-                         attrs={"recipe": image.key, "domain_type": domain_type},
+            xml = render("domain.xml.j2", domain_type=domain_type, name=name, ns_uri=NS_URI, role="template", attrs=attrs,
                          memory_mib=config.memory_mib, vcpus=config.vcpus, kernel=image.kernel,
                          initrd=image.initrd, cmdline=f"root=/dev/vda rw console=ttyS0 quiet systemd.hostname={name}",
                          pool=config.template_pool, volume=volume, network=config.network)
             hv.define_domain(xml)  # libvirt gives the template its own MAC
-        woken = ensure_wake_image(config, hv, name, image.key, domain_type, progress) if wake else \
+        woken = ensure_wake_image(config, hv, name, image.key, domain_type, attrs["shape"], progress) if wake else \
             {"volume": None, "why": "--no-wake"}
         return {"name": name, "suite": suite, "recipe": image.key, "built": built, "defined": not unchanged,
                 "domain_type": domain_type, "disk": str(pooled), "wake": woken,
@@ -127,8 +128,10 @@ def push_template(config: Config, host: HostSpec, progress: Progress = lambda _m
         if existing and existing.owner is None:
             raise Refused(f"domain {config.template} on host {host.name} was not created by swarmlab: "
                           "remove it there, or set [libvirt] template to another name")
-        if existing and existing.owner.get("recipe") == recipe:
+        if existing and existing.owner.get("recipe") == recipe and \
+                existing.owner.get("shape", "") == state.owner.get("shape", ""):
             woken = ensure_wake_copy_for_host(config, host.name, recipe, existing.owner.get("domain_type", ""),
+                                              existing.owner.get("shape", ""),
                                               there.disk_path(config.template))
             return [woken] if woken else []
         if existing and existing.running:
@@ -151,6 +154,7 @@ def push_template(config: Config, host: HostSpec, progress: Progress = lambda _m
         there.define_domain(ET.tostring(xml, encoding="unicode"))
         changes.append(f"copied template {config.template} (recipe {recipe}) to host {host.name} "
                        f"in {time.monotonic() - started:.1f} s")
-        woken = ensure_wake_copy_for_host(config, host.name, recipe, xml.get("type"), there.disk_path(config.template))
+        woken = ensure_wake_copy_for_host(config, host.name, recipe, xml.get("type"), state.owner.get("shape", ""),
+                                          there.disk_path(config.template))
         changes += [woken] if woken else []
     return changes

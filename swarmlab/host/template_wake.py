@@ -23,10 +23,17 @@ WAKE_BOOT_ARGS = ("systemd.mask=systemd-networkd-wait-online.service",)
 SETTLED = ("running", "degraded")  # `systemctl is-system-running`: every boot job is done
 
 
-def wake_volume(template: str, recipe: str, domain_type: str) -> str:
+def wake_volume(template: str, recipe: str, domain_type: str, shape: str = "") -> str:
     """The wake image's volume in the template pool: a saved state runs only under the
-    accelerator (and template) it was made with."""
-    return f"{template}-{recipe}-{domain_type}-wake.qcow2"
+    accelerator, template and machine shape (memory and vCPUs, see `machine_shape`) it was made
+    with."""
+    return f"{template}-{recipe}-{domain_type}{'-' + shape if shape else ''}-wake.qcow2"
+
+
+def machine_shape(memory_mib: int, vcpus: int) -> str:
+    """What a saved state fixes besides the disk: a guest restores only with the memory and
+    vCPUs it was saved with. Recorded in the template's metadata as `shape`."""
+    return f"{memory_mib}m{vcpus}c"
 
 
 def builder_domain(template: str) -> str:
@@ -38,12 +45,12 @@ def wakeable(template_xml: str) -> bool:
     return [d.action for d in clone_disks(template_xml)] == ["overlay"]
 
 
-def ensure_wake_image(config: Config, hv: Hypervisor, template: str, recipe: str, domain_type: str,
+def ensure_wake_image(config: Config, hv: Hypervisor, template: str, recipe: str, domain_type: str, shape: str,
                       progress: Progress = lambda _m: None, timeout: float = 900) -> dict:
     """Boots the template once more (as a domain of its own, without NIC), waits until every
     boot job is done, drops the guest's page cache (a smaller state) and saves memory and disk
     as an internal snapshot of a new overlay. Idempotent; an interrupted build is redone."""
-    volume = wake_volume(template, recipe, domain_type)
+    volume = wake_volume(template, recipe, domain_type, shape)
     try:
         return {"volume": volume, "path": hv.volume_path(config.template_pool, volume), "built": False}
     except NotFound:
@@ -93,17 +100,18 @@ def wake_copy_for_host(config: Config, host: str, volume: str) -> Path:
     return config.cache_dir / "wake" / host / volume
 
 
-def ensure_wake_copy_for_host(config: Config, host: str, recipe: str, domain_type: str, backing: str) -> str | None:
+def ensure_wake_copy_for_host(config: Config, host: str, recipe: str, domain_type: str, shape: str,
+                              backing: str) -> str | None:
     """The host's wake image, made from this machine's when the host runs the template under
     QEMU (TCG) as this machine does: a saved TCG state runs on any CPU, a KVM one only on the
     CPU model it was saved on. Older recipes' copies go. Returns what changed, if anything."""
-    volume = wake_volume(config.template, recipe, domain_type)
+    volume = wake_volume(config.template, recipe, domain_type, shape)
     mine = config.cache_dir / "images" / volume
     target = wake_copy_for_host(config, host, volume)
     if domain_type != "qemu" or not mine.is_file() or target.is_file():
         return None
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f"{config.template}-*-wake.qcow2"):  # an older recipe's
+    for stale in target.parent.glob(f"{config.template}-*-wake.qcow2"):  # an older recipe's or shape's
         stale.unlink()
     partial = target.with_suffix(".partial")
     try:
@@ -124,7 +132,7 @@ def wake_image_of(config: Config, hv: Hypervisor, template_xml: str, owner: dict
     machine's copy made for that host (`ensure_wake_copy_for_host`), sent once per node."""
     if not config.wake or not owner or not owner.get("recipe") or not wakeable(template_xml):
         return None
-    volume = wake_volume(config.template, owner["recipe"], owner.get("domain_type", ""))
+    volume = wake_volume(config.template, owner["recipe"], owner.get("domain_type", ""), owner.get("shape", ""))
     if config.host_remote:
         copy = wake_copy_for_host(config, config.lab_host, volume)
         return str(copy) if copy.is_file() else None

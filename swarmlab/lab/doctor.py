@@ -7,7 +7,7 @@ from swarmlab.adapters.dns import PowerDNS
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.config import Config, HostSpec
 from swarmlab.errors import SwarmlabError
-from swarmlab.host.template_wake import wake_image_of
+from swarmlab.host.template_wake import machine_shape, wake_image_of
 
 
 KSM_FIX = ("`swarmlab host up` turns it on for the lab host (unless [host] ksm = false); on a class host "
@@ -70,6 +70,11 @@ def run_checks(config: Config) -> list[dict]:
                 add("template", False, f"{config.template}'s disk is missing",
                     f"run `swarmlab template build --name {config.template}`" if tmpl.owner
                     else "restore the template's disk image")
+            elif tmpl.owner and tmpl.owner.get("recipe") and \
+                    tmpl.owner.get("shape") != (shape := machine_shape(config.memory_mib, config.vcpus)):
+                add("template", False, f"{config.template} was built for {tmpl.owner.get('shape') or 'other'} (MiB, vCPUs)"
+                    f"; [nodes] asks {shape}, and clones copy the template",
+                    f"run `swarmlab template build --name {config.template}`")
             else:
                 woken = wake_image_of(config, hv, hv.domain_xml(config.template), tmpl.owner)
                 add("template", True, f"{config.template} is {tmpl.state}"
