@@ -232,8 +232,12 @@ def main() -> None:
               f"{figures['guest_view']}", flush=True)
         if args.exercises:
             began = time.monotonic()
-            cli("exercise", "test", "--all", "--lab", labs[0], timeout=7200)
+            tested = cli("exercise", "test", "--all", "--lab", labs[0], "--json", timeout=7200, check=False)
             figures["exercises_s"] = round(time.monotonic() - began)
+            figures["exercises_passed"] = tested.returncode == 0
+            if tested.returncode != 0:
+                print(f"exercise test --all FAILED on {labs[0]}:\n{tested.stdout[-2000:]}{tested.stderr[-500:]}",
+                      flush=True)
             settle_ksm(args.settle)
             first = [d for d in domains if d.startswith(f"{labs[0]}-")]
             pss = [pss_mib(p) for p in qemu_pids(first).values()]
@@ -264,7 +268,8 @@ def report(figures: dict) -> None:
           f"{formed['host_mib_per_node']} MiB ({formed['pss_mib_parts']}); KSM saves "
           f"{formed['ksm_saved_mib_per_node']} MiB a node, ksmd {formed['ksmd_cpu_percent']} % of a core")
     if "after_exercises" in figures:
-        print(f"  per node after all nine exercises: PSS {figures['after_exercises']['pss_mib_per_node']} MiB")
+        print(f"  per node after all nine exercises ({'all passed' if figures['exercises_passed'] else 'FAILED'}, "
+              f"{figures['exercises_s']} s): PSS {figures['after_exercises']['pss_mib_per_node']} MiB")
     print(f"  labs per 24 GiB host (90 % for nodes): {figures['labs_per_24gib']}")
     print(json.dumps({"labs_per_24gib": figures["labs_per_24gib"],
                       "node_pss_mib_formed": formed["pss_mib_per_node"],
