@@ -89,6 +89,31 @@ def test_the_instructor_page_needs_its_own_token(a_class):  # noqa: F811
     assert status == 200 and 'id="start"' in page and "services" in page
 
 
+def test_the_instructor_sees_the_board_and_a_students_history_and_a_student_cannot(a_class):  # noqa: F811
+    from swarmlab.classroom import class_log
+    from swarmlab.core.roster import Student
+    config = a_class
+    token, ann = access.instructor_token(config), access.token(config, "ann")
+    class_log.begin(config, [Student("Ann", "ann"), Student("Bo", "bo")], new_class=True)
+    class_log.record(config, "ann", "start", exercise="services", by="instructor")
+    class_log.record(config, "ann", "check", exercise="services", by="student", ok=False, passed=1, of=2)
+    class_log.record(config, "ann", "command", by="student", node="swr1", line="docker service ls")
+
+    async def scenario(client):
+        board = await client.get(f"/i/{token}/board")
+        history = await client.get(f"/i/{token}/history/ann", params={"exercise": "services"})
+        stranger = await client.get(f"/i/{token}/history/zed")
+        students_try = [(await client.get(f"/i/{ann}/board")).status,
+                        (await client.get(f"/i/{ann}/history/bo")).status]
+        return await board.json(), await history.json(), stranger.status, students_try
+
+    board, history, stranger, students_try = run(config, scenario)
+    assert board["exercises"] == ["services"]
+    assert [(s["lab"], s["cells"][0]["brief"]) for s in board["students"]] == [("ann", "✗ 1/2 1a"), ("bo", "·")]
+    assert [e["kind"] for e in history["events"]] == ["start", "check", "command"]
+    assert history["student"] == "Ann" and stranger == 404 and students_try == [403, 403]
+
+
 def test_without_a_certificate_the_portal_makes_a_self_signed_one_once(a_class):  # noqa: F811
     import ssl
     import subprocess

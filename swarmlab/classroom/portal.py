@@ -24,12 +24,14 @@ from pathlib import Path
 import markupsafe
 from aiohttp import WSMsgType, web
 
-from swarmlab.classroom import access, room as classroom
+from swarmlab.classroom import access, class_log, room as classroom
 from swarmlab.classroom.access import instructor_token
 from swarmlab.classroom.lab_health import NodeHealth
 from swarmlab.classroom.limits import OverLimit, StudentLimits
-from swarmlab.classroom.portal_web import json_body, peer_gone, security_headers
+from swarmlab.classroom.portal_instructor import InstructorDesk
+from swarmlab.classroom.portal_web import FORBIDDEN_TEXT, peer_gone, security_headers
 from swarmlab.config import Config
+from swarmlab.core import checks
 from swarmlab.errors import SwarmlabError
 from swarmlab.lab import reset as resets
 from swarmlab.render import render
@@ -37,9 +39,7 @@ from swarmlab.teach import exercise_files, exercises
 
 CHECK_EVERY = 10.0  # seconds between two checks of one lab
 WATCH_EVERY = 2.0  # how soon a terminal ends after its lab was reset or removed
-STATUS_EVERY = 4.0  # the class status is read over SSH at most this often, however many pages show it
 STATIC = Path(__file__).resolve().parent / "static"
-FORBIDDEN_TEXT = "403 forbidden\n"
 CHECK_WORKERS = 4  # checks of all students at once; each student holds at most [portal] checks_at_once
 
 
@@ -53,7 +53,7 @@ def task_html(text: str) -> markupsafe.Markup:
     return markupsafe.Markup(markdown.markdown(text, extensions=["fenced_code"]))
 
 
-class Portal:
+class Portal(InstructorDesk):
     def __init__(self, config: Config, clock=time.monotonic, limits: StudentLimits | None = None):
         self.config, self.clock = config, clock
         self.limits = limits or StudentLimits(config, clock)
@@ -136,7 +136,10 @@ class Portal:
             return web.json_response({"error": str(e)}, status=502)
         finally:
             self.limits.give("checks", lab)
-        return web.json_response({"exercise": exercise.id, "ok": all(v.ok for v in verdicts),
+        tally = checks.tally(verdicts)
+        await asyncio.to_thread(class_log.record, self.config, lab, "check", exercise=exercise.id, by="student",
+                                **tally)
+        return web.json_response({"exercise": exercise.id, "ok": tally["ok"],
                                   "verdicts": [v.as_dict() for v in verdicts]})
 
     async def hint(self, request: web.Request) -> web.Response:
@@ -156,6 +159,9 @@ class Portal:
             answer = await asyncio.to_thread(exercises.hint, scoped, lab, exercise_files.find(state["exercise"]))
         except SwarmlabError as e:
             return web.json_response({"error": str(e)}, status=502)
+        if answer["number"]:
+            await asyncio.to_thread(class_log.record, self.config, lab, "hint", exercise=state["exercise"],
+                                    by="student", number=answer["number"])
         return web.json_response(answer)
 
     async def nodes(self, request: web.Request) -> web.Response:
@@ -289,60 +295,6 @@ class Portal:
             for ws, why in self.sessions_to_end():
                 await self._end(ws, why)
 
-    # --- the instructor's page ----------------------------------------------------------
-    async def instructor_page(self, request: web.Request) -> web.Response:
-        if not self.instructor(request):
-            return web.Response(status=403, text=FORBIDDEN_TEXT)
-        return web.Response(content_type="text/html", text=render(
-            "portal-instructor.html.j2", token=request.match_info["token"],
-            exercises=[(e.id, e.title) for e in exercise_files.load_all()]))
-
-    async def status(self, request: web.Request) -> web.Response:
-        if not self.instructor(request):
-            return web.Response(status=403, text=FORBIDDEN_TEXT)
-        async with self.status_lock:  # one reading at a time for every open instructor page
-            if self.clock() - self.status_read[0] >= STATUS_EVERY:
-                try:
-                    rows = await asyncio.to_thread(classroom.class_status, self.config, self.swarm_views)
-                except SwarmlabError as e:
-                    return web.json_response({"error": str(e)}, status=409)
-                self.status_read = (self.clock(), rows)
-        return web.json_response(self.status_read[1])
-
-    async def start(self, request: web.Request) -> web.Response:
-        if not self.instructor(request):
-            return web.Response(status=403, text=FORBIDDEN_TEXT)
-        body = await json_body(request)
-        if body is None:
-            return web.json_response({"error": "the body must be a JSON object"}, status=400)
-        try:
-            exercise = exercise_files.find(str(body.get("exercise", "")))
-        except SwarmlabError as e:
-            return web.json_response({"error": str(e)}, status=400)
-        for lab in self.class_labs():
-            await self.end_sessions(lab)
-        results = await asyncio.to_thread(classroom.class_start, self.config, exercise)
-        self.status_read = (float("-inf"), [])
-        return web.json_response([{"lab": r.lab, "ok": r.ok, "error": r.error} for r in results])
-
-    async def reset(self, request: web.Request) -> web.Response:
-        if not self.instructor(request):
-            return web.Response(status=403, text=FORBIDDEN_TEXT)
-        body = await json_body(request)
-        if body is None or not isinstance(body.get("lab") or "", str):
-            return web.json_response({"error": "the body must be a JSON object, its lab a name"}, status=400)
-        only = body.get("lab") or None
-        labs_now = self.class_labs()
-        if only is not None and only not in labs_now:
-            return web.json_response({"error": f"no lab {only} in the class"}, status=400)
-        for lab in ([only] if only else labs_now):
-            await self.end_sessions(lab)
-        results = await asyncio.to_thread(classroom.class_reset, self.config, None, [only] if only else None)
-        self.status_read = (float("-inf"), [])
-        for lab in ([only] if only else labs_now):
-            self.health.forget(lab)
-        return web.json_response([{"lab": r.lab, "ok": r.ok, "error": r.error} for r in results])
-
     async def forbidden(self, request: web.Request) -> web.Response:
         """Anything else under a token's place: the same bare 403, whether the token is right
         or not; a known address asked with the wrong method: 405, whatever the token."""
@@ -363,8 +315,7 @@ class Portal:
             web.get("/s/{token}", self.student_page), web.post("/s/{token}/check", self.check),
             web.post("/s/{token}/hint", self.hint), web.get("/s/{token}/term/{node}", self.terminal),
             web.get("/s/{token}/nodes", self.nodes),
-            web.get("/i/{token}", self.instructor_page), web.get("/i/{token}/status", self.status),
-            web.post("/i/{token}/start", self.start), web.post("/i/{token}/reset", self.reset),
+            *self.instructor_routes(),
             web.static("/static", STATIC),
             # anything else under a token's place: the same bare 403, whether the token is right or not
             web.route("*", "/s/{tail:.*}", self.forbidden), web.route("*", "/i/{tail:.*}", self.forbidden),

@@ -8,6 +8,7 @@ import socket
 from aiohttp import web
 
 TCP_ESTABLISHED = 1  # tcp_info's state (linux/tcp_states.h)
+FORBIDDEN_TEXT = "403 forbidden\n"  # a wrong token, a missing one, or a page that is not there
 
 # Every page and answer: never cached, never framed, no token leaks in a Referer, and only the
 # portal's own scripts (styles may be inline: xterm.js sets them).

@@ -33,6 +33,11 @@ class Verdict:
         return {"ok": self.ok, "check": self.title, "expected": self.expected, "found": self.found}
 
 
+def tally(verdicts: list[Verdict]) -> dict:
+    """One check run in brief, as the lab's state and the class's record keep it."""
+    return {"ok": all(v.ok for v in verdicts), "passed": sum(v.ok for v in verdicts), "of": len(verdicts)}
+
+
 @dataclass
 class Facts:
     """One manager's view of the swarm. `nodes` is empty when no manager answered."""

@@ -276,8 +276,7 @@ def check(config: Config, lab_name: str, exercise: Exercise, wait: bool = True,
             return verdicts
         verdicts = check_loop.settle(read, timeouts, wait, RETRY_EVERY, progress)
     state = load_state(config, lab_name)  # reread: the check took a while
-    state["last_check"] = {"exercise": exercise.id, "passed": sum(v.ok for v in verdicts), "of": len(verdicts),
-                           "ok": all(v.ok for v in verdicts), "at": time.time()}
+    state["last_check"] = {"exercise": exercise.id, **checks.tally(verdicts), "at": time.time()}
     save_state(config, lab_name, state)
     return verdicts
 

@@ -1,4 +1,5 @@
-// The instructor's page: the class status every 5 s; start an exercise for everyone, reset labs.
+// The instructor's page: the class status and the progress board every 5 s; a cell opens the
+// student's history; start an exercise for everyone, reset labs.
 "use strict";
 const base = `/i/${encodeURIComponent(document.body.dataset.token)}`;
 
@@ -58,8 +59,55 @@ async function act(what, body) {
   refresh();
 }
 
+async function refreshBoard() {
+  let board;
+  try {
+    board = await (await fetch(`${base}/board`)).json();
+  } catch (e) {
+    return;  // refresh() says the portal does not answer
+  }
+  const head = document.querySelector("#board thead");
+  const body = document.querySelector("#board tbody");
+  head.textContent = "";
+  body.textContent = "";
+  const top = document.createElement("tr");
+  cell(top, "student");
+  for (const x of board.exercises) cell(top, x);
+  head.appendChild(top);
+  for (const s of board.students) {
+    const tr = document.createElement("tr");
+    cell(tr, `${s.student} (${s.lab})`, "student");
+    for (const c of s.cells) {
+      const td = cell(tr, c.brief, `cell ${c.state}`);
+      td.tabIndex = 0;
+      td.title = `${s.student}: ${c.exercise}`;
+      td.addEventListener("click", () => showHistory(s, c.exercise));
+    }
+    body.appendChild(tr);
+  }
+}
+
+async function showHistory(student, exercise) {
+  const r = await fetch(`${base}/history/${encodeURIComponent(student.lab)}?exercise=${encodeURIComponent(exercise)}`);
+  const answer = await r.json();
+  const list = document.getElementById("history-events");
+  list.textContent = "";
+  document.getElementById("history-title").textContent = answer.error || `${student.student}: ${exercise}`;
+  for (const e of answer.events || []) {
+    const li = document.createElement("li");
+    li.className = e.kind;
+    li.textContent = `${new Date(e.at * 1000).toLocaleTimeString()}  ${e.text}`;
+    list.appendChild(li);
+  }
+  document.getElementById("history").hidden = false;
+}
+
+document.getElementById("history-close").addEventListener("click", () => {
+  document.getElementById("history").hidden = true;
+});
 document.getElementById("start").addEventListener("click",
   () => act("start", { exercise: document.getElementById("exercise").value }));
 document.getElementById("reset-all").addEventListener("click", () => act("reset", {}));
 refresh();
-setInterval(refresh, 5000);
+refreshBoard();
+setInterval(() => { refresh(); refreshBoard(); }, 5000);

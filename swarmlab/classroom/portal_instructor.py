@@ -1,0 +1,113 @@
+"""The instructor's side of the portal (/i/<token>): the class status, live; the progress
+board (students × exercises) and one student's history; start an exercise for everyone, reset
+one lab or all. A mixin of portal.Portal: it shares the portal's clock, terminals and caches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from swarmlab.classroom import class_log, room as classroom, typed_history
+from swarmlab.classroom.portal_web import FORBIDDEN_TEXT, json_body
+from swarmlab.core import progress
+from swarmlab.errors import SwarmlabError
+from swarmlab.render import render
+from swarmlab.teach import exercise_files
+
+STATUS_EVERY = 4.0  # the class status is read over SSH at most this often, however many pages show it
+
+
+class InstructorDesk:
+    async def instructor_page(self, request: web.Request) -> web.Response:
+        if not self.instructor(request):
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        return web.Response(content_type="text/html", text=render(
+            "portal-instructor.html.j2", token=request.match_info["token"],
+            exercises=[(e.id, e.title) for e in exercise_files.load_all()]))
+
+    async def status(self, request: web.Request) -> web.Response:
+        if not self.instructor(request):
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        async with self.status_lock:  # one reading at a time for every open instructor page
+            if self.clock() - self.status_read[0] >= STATUS_EVERY:
+                try:
+                    rows = await asyncio.to_thread(classroom.class_status, self.config, self.swarm_views)
+                except SwarmlabError as e:
+                    return web.json_response({"error": str(e)}, status=409)
+                self.status_read = (self.clock(), rows)
+        return web.json_response(self.status_read[1])
+
+    async def start(self, request: web.Request) -> web.Response:
+        if not self.instructor(request):
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        body = await json_body(request)
+        if body is None:
+            return web.json_response({"error": "the body must be a JSON object"}, status=400)
+        try:
+            exercise = exercise_files.find(str(body.get("exercise", "")))
+        except SwarmlabError as e:
+            return web.json_response({"error": str(e)}, status=400)
+        for lab in self.class_labs():
+            await self.end_sessions(lab)
+        results = await asyncio.to_thread(classroom.class_start, self.config, exercise)
+        self.status_read = (float("-inf"), [])
+        return web.json_response([{"lab": r.lab, "ok": r.ok, "error": r.error} for r in results])
+
+    async def reset(self, request: web.Request) -> web.Response:
+        if not self.instructor(request):
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        body = await json_body(request)
+        if body is None or not isinstance(body.get("lab") or "", str):
+            return web.json_response({"error": "the body must be a JSON object, its lab a name"}, status=400)
+        only = body.get("lab") or None
+        labs_now = self.class_labs()
+        if only is not None and only not in labs_now:
+            return web.json_response({"error": f"no lab {only} in the class"}, status=400)
+        for lab in ([only] if only else labs_now):
+            await self.end_sessions(lab)
+        results = await asyncio.to_thread(classroom.class_reset, self.config, None, [only] if only else None)
+        self.status_read = (float("-inf"), [])
+        for lab in ([only] if only else labs_now):
+            self.health.forget(lab)
+        return web.json_response([{"lab": r.lab, "ok": r.ok, "error": r.error} for r in results])
+
+    async def board(self, request: web.Request) -> web.Response:
+        """The grid: a row per student, a cell per exercise the class has met."""
+        if not self.instructor(request):
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        _events, cells = await asyncio.to_thread(class_log.board, self.config)
+        return web.json_response(board_view(cells))
+
+    async def history(self, request: web.Request) -> web.Response:
+        """One student's checks, hints, resets and commands, for one exercise or all."""
+        if not self.instructor(request):
+            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        lab, exercise = request.match_info["lab"], request.query.get("exercise") or None
+        names = dict((lab_, name) for name, lab_ in class_log.roster(await asyncio.to_thread(class_log.read,
+                                                                                               self.config)))
+        if lab not in names:
+            return web.json_response({"error": f"no student with lab {lab} in the class"}, status=404)
+        if lab in self.class_labs():  # what they typed until now, from their nodes
+            await asyncio.to_thread(typed_history.collect_quietly, self.config, lab)
+        events = await asyncio.to_thread(class_log.read, self.config)
+        return web.json_response({"student": names[lab], "lab": lab, "exercise": exercise,
+                                  "events": [{**e, "text": progress.describe(e)}
+                                             for e in progress.history(events, lab, exercise)]})
+
+    def instructor_routes(self) -> list:
+        return [web.get("/i/{token}", self.instructor_page), web.get("/i/{token}/status", self.status),
+                web.get("/i/{token}/board", self.board), web.get("/i/{token}/history/{lab}", self.history),
+                web.post("/i/{token}/start", self.start), web.post("/i/{token}/reset", self.reset)]
+
+
+def board_view(cells: list[progress.Cell]) -> dict:
+    """The grid as the pages draw it: per student, per exercise, the cell's brief."""
+    students: dict[str, dict] = {}
+    for c in cells:
+        row = students.setdefault(c.lab, {"student": c.student, "lab": c.lab, "cells": []})
+        row["cells"].append({"exercise": c.exercise, "state": c.state(), "brief": progress.brief(c),
+                             "attempts": c.attempts, "hints": c.hints,
+                             "seconds_to_pass": c.seconds_to_pass, "best": c.best, "last": c.last})
+    return {"exercises": list(dict.fromkeys(c.exercise for c in cells)), "students": list(students.values())}
