@@ -11,7 +11,7 @@ import asyncssh
 import pytest
 
 from swarmlab import config as configuration
-from swarmlab.classroom import access, cards, room as classroom
+from swarmlab.classroom import access, cards, node_account, room as classroom
 from swarmlab.classroom.limits import StudentLimits
 from swarmlab.core import roster
 from swarmlab.lab import model as labs
@@ -98,10 +98,32 @@ def test_a_student_reaches_port_22_of_their_own_nodes_and_nothing_else(a_class):
 
 
 def test_the_node_account_command_quotes_the_key_and_is_idempotent():
-    command = access.node_account_command("ssh-ed25519 AAAA'; rm -rf / #")
+    command = node_account.node_account_command("ssh-ed25519 AAAA'; rm -rf / #")
     # the key travels as one quoted argument, never as shell syntax
-    assert command.shell.endswith(" sh 'ssh-ed25519 AAAA'\"'\"'; rm -rf / #'")
+    assert " sh 'ssh-ed25519 AAAA'\"'\"'; rm -rf / #' '" in command.shell
     assert "useradd -m -s /bin/bash -G docker" in command.shell and 'id "$u"' in command.shell
+    assert command.parts[-1] == node_account.history_hook()  # the hook, also as one quoted argument
+
+
+def test_the_history_hook_records_each_typed_command_with_its_time_once(tmp_path):
+    """The hook as the node's bash runs it, in a bash of this machine: an interactive shell fed
+    commands, a second login that must not record the first one's commands again."""
+    import re
+    import subprocess
+    hook = tmp_path / "hook.bash"
+    record = tmp_path / "record"
+    hook.write_text(node_account.history_hook().replace('"student"', f'"{os.environ.get("USER", "root")}"')
+                    .replace(node_account.HISTORY_RECORD, str(record)))
+    env = {**os.environ, "HOME": str(tmp_path), "HISTFILE": str(tmp_path / "bash_history"),
+           "USER": os.environ.get("USER", "root")}
+    typed = 'echo one\necho one\n echo spaced\necho "a\nb" | cat\n\nfalse\n'
+    for commands in (typed, "echo again\n"):
+        subprocess.run(["bash", "--rcfile", str(hook), "-i"], input=commands, text=True, env=env,
+                       capture_output=True, check=False)
+    lines = record.read_text().splitlines()
+    assert [line.split("\t", 1)[1] for line in lines] == ["echo one", "echo one", " echo spaced",
+                                                          'echo "a b" | cat', "false", "echo again"]
+    assert all(re.fullmatch(r"\d{10}", line.split("\t")[0]) for line in lines)
 
 
 def test_the_students_ssh_config_goes_through_the_gateway_with_verified_host_keys(a_class, tmp_path):

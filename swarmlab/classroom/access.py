@@ -22,14 +22,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from fabric import Connection
-
 from swarmlab.adapters.keys import write_private
-from swarmlab.adapters.remote import connect, run
 from swarmlab.classroom.limits import OverLimit, StudentLimits
 from swarmlab.config import Config
-from swarmlab.core.command import Command, Raw, sh
-from swarmlab.lab.model import Lab, each_node, jump, known_hosts, lab_config, load_journal, ssh_target
+from swarmlab.lab.model import Lab, jump, known_hosts, lab_config, load_journal
 
 STUDENT_USER = "student"
 
@@ -107,46 +103,6 @@ def lab_of_token(config: Config, offered: str, labs: list[str]) -> str | None:
         if wanted and hmac.compare_digest(wanted.encode(), offered.encode()):
             found = lab
     return found
-
-
-# --- the account on the nodes -------------------------------------------------------------------
-def node_account_command(key: str) -> Command:
-    """Idempotent: the `student` account in the docker group, with exactly this key. Prints
-    `changed` when it did anything."""
-    script = f"""set -e
-u={STUDENT_USER}; key="$1"
-if ! id "$u" >/dev/null 2>&1; then useradd -m -s /bin/bash -G docker "$u"; echo changed; fi
-h=$(getent passwd "$u" | cut -d: -f6)
-if [ "$(cat "$h/.ssh/authorized_keys" 2>/dev/null)" != "$key" ]; then
-  install -d -m 700 -o "$u" -g "$u" "$h/.ssh"
-  printf '%s\\n' "$key" > "$h/.ssh/authorized_keys"
-  chown "$u:$u" "$h/.ssh/authorized_keys"; chmod 600 "$h/.ssh/authorized_keys"; echo changed
-fi"""
-    return Command(sh(script), Raw("sh"), key)  # sh -c SCRIPT sh KEY: the key arrives as $1, quoted
-
-
-def ensure_node_account(conn: Connection, key: str) -> bool:
-    return "changed" in run(conn, node_account_command(key), timeout=60)
-
-
-def ensure_lab_accounts(config: Config, lab: Lab) -> bool:
-    """The student's account on every node of a class lab (one with credentials), also after a
-    rebuild made the nodes anew; nothing for any other lab. True if a node changed."""
-    key = public_key(config, lab.name)
-    if key is None:
-        return False
-
-    def account(node) -> bool:
-        with connect(ssh_target(config, lab.name, node)) as conn:
-            return ensure_node_account(conn, key)
-    return any(each_node(account, lab.nodes))
-
-
-
-def student_account(config: Config, lab: Lab) -> list[str]:
-    """What a class adds to each lab it makes (a formation.Finish): the student's account, also
-    after a rebuild made the nodes anew."""
-    return [f"made the {STUDENT_USER} account on {len(lab.nodes)} nodes"] if ensure_lab_accounts(config, lab) else []
 
 
 # --- the SSH gateway ----------------------------------------------------------------------------

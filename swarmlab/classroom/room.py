@@ -26,9 +26,10 @@ from typing import Callable
 from swarmlab.adapters import firewall, remote
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.adapters.keys import write_private
-from swarmlab.classroom import access
+from swarmlab.classroom import access, class_log, typed_history
 from swarmlab.classroom.student_lab import CLASS_FINISH, LabProgress, make_student_lab
 from swarmlab.config import Config, HostSpec
+from swarmlab.core import checks
 from swarmlab.core.placement import HostRoom, next_subnet, place
 from swarmlab.core.roster import Student
 from swarmlab.errors import NotFound, Refused, SwarmlabError
@@ -156,6 +157,7 @@ def class_up(config: Config, wanted: list[Student], nodes: int, progress: LabPro
     new_class = load(config) is None
     room = plan(config, wanted, nodes)
     save(config, room)
+    class_log.begin(config, room.students, new_class)
     if new_class:  # a new class: the last class's instructor link stops working
         access.new_instructor_token(config)
     wanted_labs = {s.lab for s in wanted}
@@ -304,8 +306,11 @@ def class_start(config: Config, exercise: exercise_files.Exercise,
     room = require(config)
 
     def start(scoped: Config, student: Student) -> dict:
-        return exercises.start(scoped, student.lab, exercise, progress=lambda m: progress(student.lab, "start", m),
-                               finish=CLASS_FINISH)
+        typed_history.collect_quietly(config, student.lab)  # the reset to come reverts the nodes' records
+        started = exercises.start(scoped, student.lab, exercise, progress=lambda m: progress(student.lab, "start", m),
+                                  finish=CLASS_FINISH)
+        class_log.record(config, student.lab, "start", exercise=exercise.id, by="instructor")
+        return started
     return _each_lab(config, room.students, start)
 
 
@@ -314,6 +319,8 @@ def class_check(config: Config, exercise: exercise_files.Exercise, wait: bool = 
 
     def check(scoped: Config, student: Student) -> dict:
         verdicts = exercises.check(scoped, student.lab, exercise, wait=wait)
+        class_log.record(config, student.lab, "check", exercise=exercise.id, by="instructor",
+                         **checks.tally(verdicts))
         return {"verdicts": [v.as_dict() for v in verdicts], "passed": all(v.ok for v in verdicts)}
 
     results = _each_lab(config, room.students, check)
@@ -346,10 +353,12 @@ def class_reset(config: Config, level: str | None = None, only: list[str] | None
     room = require(config)
 
     def reset(scoped: Config, student: Student) -> dict:
+        typed_history.collect_quietly(config, student.lab)
         result = resets.reset(scoped, student.lab, level=level, progress=lambda m: progress(student.lab, "reset", m),
                               finish=CLASS_FINISH)
         if not result.ok:
             raise ClassError((result.problems or [result.error or "reset failed"])[0])
+        class_log.record(config, student.lab, "reset", by="instructor")
         return {"levels": result.levels, "reasons": result.reasons, "seconds": result.seconds}
     return _each_lab(config, [s for s in room.students if only is None or s.lab in only], reset)
 
@@ -361,6 +370,7 @@ def class_down(config: Config) -> list[LabResult]:
         return []
 
     def remove(scoped: Config, student: Student) -> dict:
+        typed_history.collect_quietly(config, student.lab)
         removed = labs.down(scoped, student.lab)
         access.revoke(config, student.lab)  # the key and the portal token stop working now
         return {"removed": removed}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from swarmlab.classroom import access
+from swarmlab.classroom import access, node_account
 from swarmlab.config import Config
 from swarmlab.core.roster import Student
 from swarmlab.core.swarm import FormReport
@@ -21,7 +21,7 @@ from swarmlab.waiting import Cancelled
 
 # progress(lab, phase, detail)
 LabProgress = Callable[[str, str, str], None]
-CLASS_FINISH = (access.student_account,)  # what a class adds to every lab it makes, rebuilt or not
+CLASS_FINISH = (node_account.student_account,)  # what a class adds to every lab it makes, rebuilt or not
 
 
 class StudentLabError(SwarmlabError):

@@ -214,6 +214,70 @@ def class_check(exercise_id: str = ExerciseArgument,
         raise typer.Exit(1)
 
 
+@class_app.command("report")
+def class_report(csv_file: Optional[str] = typer.Option(None, "--csv", metavar="FILE",
+                                                       help="Write CSV: a row per student and exercise, as "
+                                                            "gradebooks import it (- for standard output)."),
+                 html: Optional[str] = typer.Option(None, "--html", metavar="FILE", help="Also write the grid as a page."),
+                 as_json: bool = JsonOption):
+    """The class's progress from its record: per student and exercise, when it started, the
+    student's attempts (Checks) and hints, the first pass and its time from the start, the best
+    share of checks passed, and the last result. Works after `class down` too, until the next
+    class's `class up`. Files hold the students' names: they are written 0600."""
+    from swarmlab.adapters.keys import write_private
+    from swarmlab.classroom import class_log
+    from swarmlab.core import progress
+    events, cells = class_log.board(ctx.config)
+    if not class_log.roster(events):
+        raise NotFound(f"no class record in {class_log.path(ctx.config)}: `swarmlab class up` starts one")
+    if csv_file == "-":
+        typer.echo(progress.report_csv(cells), nl=False)
+        return
+    if csv_file:
+        write_private(Path(csv_file), progress.report_csv(cells))
+        ctx.progress(f"wrote {csv_file} ({len(cells)} rows)")
+    exercises, rows = progress.grid(cells)
+    if html:
+        from swarmlab.render import render
+        write_private(Path(html), render("class-report.html.j2", exercises=exercises, rows=rows, names=True,
+                                         brief=progress.brief, passed=sum(c.passed for c in cells),
+                                         at=time.strftime("%Y-%m-%d %H:%M")))
+        ctx.progress(f"wrote {html}")
+    if as_json:
+        emit_json(progress.report_json(cells))
+    elif not exercises:
+        typer.echo(f"{len(rows) or len(class_log.roster(events))} students; no exercise has started yet")
+    else:
+        table(("STUDENT", "LAB", *exercises), [(name, lab, *map(progress.brief, row)) for name, lab, row in rows])
+        typer.echo("✓ m:ss to the first pass · ✗ the last check's result · a: attempts · h: hints")
+
+
+@class_app.command("history")
+def class_history(lab: str = typer.Argument(..., metavar="LAB", help="The student's lab (see `class status`)."),
+                  exercise: Optional[str] = typer.Option(None, "--exercise", metavar="ID",
+                                                         help="Only this exercise's events and the commands typed "
+                                                              "while it was current."),
+                  as_json: bool = JsonOption):
+    """One student's history: starts, Checks, hints, resets, and each command typed on their
+    nodes (read from the nodes first, secrets masked)."""
+    from swarmlab.classroom import class_log, typed_history
+    from swarmlab.core import progress
+    names = dict((lab_, name) for name, lab_ in class_log.roster(class_log.read(ctx.config)))
+    if lab not in names:
+        raise NotFound(f"no student has lab {lab} in the class record (labs: {', '.join(names) or 'none'})")
+    room = classroom.load(ctx.config)
+    if room and room.student(lab):
+        enter_host()
+        typed_history.collect_quietly(ctx.config, lab)
+    events = progress.history(class_log.read(ctx.config), lab, exercise)
+    if as_json:
+        emit_json(events)
+        return
+    typer.echo(f"{names[lab]} (lab {lab}){f', exercise {exercise}' if exercise else ''}: {len(events)} events")
+    for e in events:
+        typer.echo(f"{time.strftime('%H:%M:%S', time.localtime(e['at']))}  {progress.describe(e)}")
+
+
 @class_app.command("reset")
 def class_reset(level: Optional[str] = typer.Option(None, "--level", metavar="state|snapshot|rebuild",
                                                     help="Force a level; default: the cheapest that works per lab."),

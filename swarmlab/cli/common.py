@@ -12,7 +12,7 @@ import typer
 
 from swarmlab import __version__, config as configuration
 from swarmlab.adapters import logfile
-from swarmlab.classroom import access
+from swarmlab.classroom import node_account
 from swarmlab.host import hoststate
 from swarmlab.lab import lab_up
 
@@ -22,7 +22,7 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_comp
 JsonOption = typer.Option(False, "--json", help="Print a JSON document on stdout instead of text.")
 
 # A class lab keeps its student's account whatever command makes its nodes anew.
-LAB_FINISH = (access.student_account,)
+LAB_FINISH = (node_account.student_account,)
 
 
 class Context:
