@@ -116,6 +116,7 @@ class Config:
     lab_range: ipaddress.IPv4Network = ipaddress.IPv4Network("10.80.0.0/16")
     parallel: int = 0  # labs made at once on one host; 0: one per 4 host CPUs, at least one
     node_mib: int = 0  # host memory one node takes, for placement; 0: estimated from tb_cache_mib
+    class_ends: str = ""  # HH:MM: `class up`'s default --ends
     hosts: tuple[HostSpec, ...] = ()
     # [portal]: where students come in (the web portal and the SSH gateway)
     portal_listen: str = "0.0.0.0"
@@ -127,6 +128,8 @@ class Config:
     max_terminals: int = 8  # browser terminals at once
     checks_at_once: int = 1
     hints_per_minute: int = 6
+    self_service_every: int = 300  # seconds between two restarts or resets a student asks for
+    self_service_at_once: int = 1  # restarts and resets students asked for, run at once in the whole class
     max_request_kib: int = 64  # a request body or a terminal message
     source: str = "built-in defaults"
     # Set only in a config scoped to one lab on a network of its own (lab.lab_config): the lab's

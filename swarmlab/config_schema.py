@@ -55,6 +55,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "lab_range": ("lab_range", values.lab_range),
         "parallel": ("parallel", values.int_range(0, 32)),
         "node_mib": ("node_mib", values.int_range(0, 65536)),
+        "ends": ("class_ends", values.optional_text),
     },
     "portal": {
         "listen": ("portal_listen", values.address),
@@ -65,6 +66,8 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "max_terminals": ("max_terminals", values.int_range(1, 1000)),
         "checks_at_once": ("checks_at_once", values.int_range(1, 100)),
         "hints_per_minute": ("hints_per_minute", values.int_range(1, 1000)),
+        "self_service_every": ("self_service_every", values.int_range(0, 86400)),
+        "self_service_at_once": ("self_service_at_once", values.int_range(1, 100)),
         "max_request_kib": ("max_request_kib", values.int_range(1, 65536)),
     },
 }

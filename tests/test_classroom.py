@@ -250,11 +250,23 @@ def test_the_projector_page_reloads_itself_and_escapes_names():
              "last_check": {"exercise": "services", "passed": 3, "of": 4, "ok": False}},
             {"student": "Bo", "lab": "bo", "host": "local", "nodes": 0, "ready": 0, "swarm": "unknown",
              "error": "lab bo does not exist", "exercise": None, "last_check": None}]
-    page = render("class-status.html.j2", rows=rows, refresh=10, at="10:00:00")
+    from swarmlab.core import progress
+    cells = progress.board([{"at": 1, "lab": "b-ann-b", "kind": "start", "exercise": "services"},
+                            {"at": 61, "lab": "b-ann-b", "kind": "check", "exercise": "services", "by": "student",
+                             "ok": True, "passed": 4, "of": 4}], [("<b>Ann</b>", "b-ann-b"), ("Bo", "bo")], [])
+    exercises, grid = progress.grid(cells)
+    values = dict(rows=rows, refresh=10, at="10:00:00", clock="ends at 16:30 (42 min left)", exercises=exercises,
+                  grid=grid, brief=progress.brief)
+    page = render("class-status.html.j2", names=True, **values)
     assert '<meta http-equiv="refresh" content="10">' in page
     assert "&lt;b&gt;Ann&lt;/b&gt;" in page and "<b>Ann</b>" not in page
-    assert "0/2 swarms healthy" in page and "2/3 (swr2 down)" in page
+    assert "0/2 swarms healthy · ends at 16:30 (42 min left)" in page and "2/3 (swr2 down)" in page
     assert "✗ services 3/4" in page and "lab bo does not exist" in page
+    assert '<td class="passed">✓ 1:00 1a</td>' in page
+    # for the projector, without names: students are numbers, and neither name nor lab shows
+    anonymous = render("class-status.html.j2", names=False, **values)
+    assert "Ann" not in anonymous and "b-ann-b" not in anonymous and ">Bo<" not in anonymous
+    assert '<td class="passed">✓ 1:00 1a</td>' in anonymous and "<td>2</td>" in anonymous
 
 
 def test_class_down_ends_the_instructors_link(fake_class):

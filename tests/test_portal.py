@@ -249,8 +249,9 @@ def test_a_students_page_learns_which_node_is_down_with_one_read_per_interval(a_
         return out
 
     seen = run(config, scenario, clock=lambda: now[0])
-    down = {"nodes": [{"node": "swr1", "state": "shut off", "up": False}]}
+    down = {"nodes": [{"node": "swr1", "state": "shut off", "up": False}], "ends": None}  # ends: the class's clock
     assert seen[:3] == [down] * 3 and seen[5] == down
-    assert seen[3] == {"error": "your lab's host does not answer: cannot connect to qemu+ssh://h2/system"}
+    assert seen[3] == {"error": "your lab's host does not answer: cannot connect to qemu+ssh://h2/system",
+                       "ends": None}
     assert seen[4] == 403
     assert reads == ["ann", "bo", "ann"]  # three asks within the interval are one read

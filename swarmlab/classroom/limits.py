@@ -1,6 +1,7 @@
 """Per-student caps in the process that runs the portal and the SSH gateway, so that one
 student cannot stall the others: connections through the gateway, browser terminals and
-checks at once, hints per minute. Each cap is a [portal] setting; a refusal says which."""
+checks at once, hints per minute, and the time between two restarts or resets they ask for.
+Each cap is a [portal] setting; a refusal says which."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ class StudentLimits:
                      "terminals": (config.max_terminals, "terminals", "close one first"),
                      "checks": (config.checks_at_once, "checks", "wait for the running one to finish")}
         self.hints_per_minute = config.hints_per_minute
+        self.self_service_every = config.self_service_every
+        self.self_served: dict[str, float] = {}
         self.held: dict[tuple[str, str], int] = collections.Counter()
         self.hints: dict[str, collections.deque] = collections.defaultdict(collections.deque)
 
@@ -50,4 +53,12 @@ class StudentLimits:
         if len(seen) >= self.hints_per_minute:
             return 60 - (now - seen[0])
         seen.append(now)
+        return 0.0
+
+    def self_service_wait(self, lab: str) -> float:
+        """0 and the restart or reset is counted, or the seconds until the student may ask again."""
+        now, last = self.clock(), self.self_served.get(lab)
+        if last is not None and now - last < self.self_service_every:
+            return self.self_service_every - (now - last)
+        self.self_served[lab] = now
         return 0.0

@@ -24,11 +24,12 @@ from pathlib import Path
 import markupsafe
 from aiohttp import WSMsgType, web
 
-from swarmlab.classroom import access, class_log, room as classroom
+from swarmlab.classroom import access, class_end, class_log, room as classroom
 from swarmlab.classroom.access import instructor_token
 from swarmlab.classroom.lab_health import NodeHealth
 from swarmlab.classroom.limits import OverLimit, StudentLimits
 from swarmlab.classroom.portal_instructor import InstructorDesk
+from swarmlab.classroom.portal_self_service import SelfService
 from swarmlab.classroom.portal_web import FORBIDDEN_TEXT, peer_gone, security_headers
 from swarmlab.config import Config
 from swarmlab.core import checks
@@ -53,7 +54,7 @@ def task_html(text: str) -> markupsafe.Markup:
     return markupsafe.Markup(markdown.markdown(text, extensions=["fenced_code"]))
 
 
-class Portal(InstructorDesk):
+class Portal(InstructorDesk, SelfService):
     def __init__(self, config: Config, clock=time.monotonic, limits: StudentLimits | None = None):
         self.config, self.clock = config, clock
         self.limits = limits or StudentLimits(config, clock)
@@ -66,6 +67,8 @@ class Portal(InstructorDesk):
         self.status_read: tuple[float, list] = (float("-inf"), [])
         self.health = NodeHealth(clock)
         self.swarm_views: dict = {}  # lab -> its manager session, kept between status reads
+        self.torn_down = False
+        self._self_service_init()
 
     # --- who is asking ------------------------------------------------------------------
     def class_labs(self) -> list[str]:
@@ -88,7 +91,7 @@ class Portal(InstructorDesk):
         found = access.student_lab(self.config, lab)
         state = exercises.load_state(scoped, lab)
         view = {"lab": lab, "nodes": [{"node": n.name, "ip": n.ip} for n in (found.nodes if found else [])],
-                "exercise": None, "last_check": state.get("last_check")}
+                "exercise": None, "last_check": state.get("last_check"), "ends": class_end.class_ends(self.config)}
         if state.get("exercise"):
             try:
                 exercise = exercise_files.find(state["exercise"])
@@ -169,7 +172,8 @@ class Portal(InstructorDesk):
         lab = self.student_lab(request)
         if lab is None:
             return web.Response(status=403, text=FORBIDDEN_TEXT)
-        return web.json_response(await self.health.of(self._scoped(lab), lab))
+        health = await self.health.of(self._scoped(lab), lab)
+        return web.json_response({**health, "ends": await asyncio.to_thread(class_end.class_ends, self.config)})
 
     async def terminal(self, request: web.Request) -> web.StreamResponse:
         lab = self.student_lab(request)
@@ -179,6 +183,11 @@ class Portal(InstructorDesk):
         node = found.node(request.match_info["node"]) if found else None
         if node is None:
             return web.Response(status=404, text="404 no such node in your lab\n")
+        if await asyncio.to_thread(self.class_over):
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            await self._end(ws, await asyncio.to_thread(class_end.ended_message, self.config))
+            return ws
         try:
             self.limits.take("terminals", lab)
         except OverLimit as e:
@@ -294,6 +303,24 @@ class Portal(InstructorDesk):
             await asyncio.sleep(WATCH_EVERY)
             for ws, why in self.sessions_to_end():
                 await self._end(ws, why)
+            await self.watch_clock()
+
+    def class_over(self) -> bool:
+        return class_end.is_over(self.config)
+
+    async def watch_clock(self) -> None:
+        """At the class's end: every terminal closes; with --teardown the labs are graded and
+        removed, once."""
+        if not await asyncio.to_thread(self.class_over):
+            self.torn_down = False  # `class extend` after the end: the class goes on
+            return
+        message = await asyncio.to_thread(class_end.ended_message, self.config)
+        for lab in list(self.terminals):
+            await self.end_sessions(lab, message)
+        room = await asyncio.to_thread(classroom.load, self.config)
+        if room and room.teardown and not self.torn_down:
+            self.torn_down = True
+            await asyncio.to_thread(class_end.grade_and_remove, self.config)
 
     async def forbidden(self, request: web.Request) -> web.Response:
         """Anything else under a token's place: the same bare 403, whether the token is right
@@ -315,7 +342,7 @@ class Portal(InstructorDesk):
             web.get("/s/{token}", self.student_page), web.post("/s/{token}/check", self.check),
             web.post("/s/{token}/hint", self.hint), web.get("/s/{token}/term/{node}", self.terminal),
             web.get("/s/{token}/nodes", self.nodes),
-            *self.instructor_routes(),
+            *self.self_service_routes(), *self.instructor_routes(),
             web.static("/static", STATIC),
             # anything else under a token's place: the same bare 403, whether the token is right or not
             web.route("*", "/s/{tail:.*}", self.forbidden), web.route("*", "/i/{tail:.*}", self.forbidden),

@@ -15,7 +15,7 @@ from swarmlab import config as configuration
 from swarmlab.classroom import cards, room as classroom
 from swarmlab.cli.common import (ExerciseArgument, JsonOption, NodeBoard, app, ctx, emit_json, enter_host,
                                  render_lab_results, table)
-from swarmlab.core import roster as rosters
+from swarmlab.core import class_clock, roster as rosters
 from swarmlab.errors import NotFound
 from swarmlab.lab import model as labs
 from swarmlab.teach import exercise_files
@@ -30,6 +30,13 @@ def class_up(students: Optional[int] = typer.Option(None, "--students", metavar=
                                                   help="One student per line; lab names are their slugs."),
              nodes: int = typer.Option(3, "--nodes", metavar="N", help="Nodes per lab."),
              no_snapshot: bool = typer.Option(False, "--no-snapshot", help="Do not save each lab's `formed` snapshot."),
+             ends: Optional[str] = typer.Option(None, "--ends", metavar="HH:MM",
+                                                help="When the class ends, today (default: [class] ends): student "
+                                                     "pages count down; at the end their terminals close and "
+                                                     "Check still works. `class extend` moves it."),
+             teardown: bool = typer.Option(False, "--teardown",
+                                           help="At the end, grade the current exercise in every lab and remove "
+                                                "the labs (the portal does it; it must be running)."),
              as_json: bool = JsonOption):
     """Make one lab per student, each whole on the host with the most room, on a network of its
     own, several at once per host ([class] parallel). Refuses before making anything when the
@@ -39,6 +46,11 @@ def class_up(students: Optional[int] = typer.Option(None, "--students", metavar=
     which. Exit 1 when any lab failed."""
     if (students is None) == (roster is None):
         raise configuration.ConfigError("give --students N or --roster FILE")
+    ends_text = ends or ctx.config.class_ends
+    if teardown and not ends_text:
+        raise configuration.ConfigError("--teardown needs an end: give --ends HH:MM (or set [class] ends)")
+    end_at = class_clock.parse_ends(ends_text, time.time(), "--ends" if ends else "[class] ends") if ends_text \
+        else None
     labs.check_count(ctx.config, nodes)
     if roster is not None:
         try:
@@ -50,8 +62,26 @@ def class_up(students: Optional[int] = typer.Option(None, "--students", metavar=
         wanted = rosters.students_from_count(students)
     enter_host()
     with NodeBoard() as board:
-        results = classroom.class_up(ctx.config, wanted, nodes, board, not no_snapshot)
+        results = classroom.class_up(ctx.config, wanted, nodes, board, not no_snapshot, end_at, teardown)
     render_lab_results(results, as_json, "ready")
+
+
+@class_app.command("extend")
+def class_extend(minutes: int = typer.Argument(..., metavar="MINUTES", help="How much later the class ends."),
+                 as_json: bool = JsonOption):
+    """Move the class's end later (a class that has ended, or has none, gets the minutes from
+    now). Student pages show the new time within 10 s; terminals that closed at the end open
+    again."""
+    if not 1 <= minutes <= 24 * 60:
+        raise configuration.ConfigError(f"MINUTES {minutes} is out of range: give 1 to 1440")
+    room = classroom.require(ctx.config)
+    room.ends = class_clock.extended(room.ends, minutes, time.time())
+    classroom.save(ctx.config, room)
+    said = class_clock.say_left(room.ends, time.time())
+    if as_json:
+        emit_json({"ends": room.ends, "teardown": room.teardown, "said": said})
+    else:
+        typer.echo(f"the class {said}" + ("; then its labs are graded and removed" if room.teardown else ""))
 
 
 @class_app.command("status")
@@ -59,15 +89,24 @@ def class_status(as_json: bool = JsonOption,
                  html: Optional[str] = typer.Option(None, "--html", metavar="FILE",
                                                     help="Also write a page for the projector; it reloads itself."),
                  watch: Optional[float] = typer.Option(None, "--watch", metavar="S",
-                                                       help="Read and write again every S seconds, until Ctrl-C.")):
-    """One row per student: host, nodes ready, swarm health, current exercise and its last check."""
+                                                       help="Read and write again every S seconds, until Ctrl-C."),
+                 names: bool = typer.Option(False, "--names",
+                                            help="Name the students on the --html page; else each is a number "
+                                                 "(their place in the roster), for a projector.")):
+    """One row per student: host, nodes ready, swarm health, current exercise and its last
+    check; then the class's clock. The --html page adds the progress grid."""
+    from swarmlab.classroom import class_log
+    from swarmlab.core import progress
     enter_host()
     while True:
         rows = classroom.class_status(ctx.config)
+        ends = classroom.require(ctx.config).ends
         if html:
             from swarmlab.render import render
-            page = render("class-status.html.j2", rows=rows, refresh=int(watch or 10),
-                          at=time.strftime("%H:%M:%S"))
+            exercises, grid = progress.grid(class_log.board(ctx.config)[1])
+            page = render("class-status.html.j2", rows=rows, refresh=int(watch or 10), names=names,
+                          at=time.strftime("%H:%M:%S"), clock=class_clock.say_left(ends, time.time()),
+                          exercises=exercises, grid=grid, brief=progress.brief)
             tmp = f"{html}.tmp"
             with open(tmp, "w") as f:
                 f.write(page)
@@ -83,6 +122,8 @@ def class_status(as_json: bool = JsonOption,
                     f"{r['ready']}/{r['nodes']}" + (f" ({', '.join(r['down'])} down)" if r.get("down") else ""),
                      r["swarm"] if "error" not in r else r["error"], r.get("exercise") or "-", check(r))
                     for r in rows])
+            if ends is not None:
+                typer.echo(f"the class {class_clock.say_left(ends, time.time())}")
         if not watch:
             break
         try:

@@ -210,7 +210,7 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
             if resumed:
                 progress(f"resumed {', '.join(resumed)} (left paused by an interrupted run)")
             baseline = record.state if record else None
-            stopped = [n.name for n in lab.nodes if not hv.domain_state(n.domain).running]
+            stopped = [n.name for n in lab.nodes if not ((s := hv.domain_state(n.domain)) and s.running)]  # or gone
             # Read the swarm only when the answer can matter: a node that is off, or a revert
             # that stopped halfway, already decides the level.
             read = baseline is not None and not stopped and not resumed and level in (None, "state")

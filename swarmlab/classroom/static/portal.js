@@ -119,6 +119,7 @@ async function readHealth() {
   } catch (e) {
     return;  // the portal is away: the terminals say so
   }
+  if ("ends" in answer) { ends = answer.ends; showClock(); }
   const down = (answer.nodes || []).filter((n) => !n.up);
   document.querySelectorAll(".tab").forEach((b) => {
     b.classList.toggle("down", down.some((n) => n.node === b.dataset.node));
@@ -131,3 +132,54 @@ async function readHealth() {
   health.hidden = !health.textContent;
 }
 if (health) { readHealth(); setInterval(readHealth, 10000); }
+
+// The class's clock: time left, from the page and then from each /nodes answer (an extension
+// arrives within 10 s). At the end the portal closes the terminals; Check still works.
+let ends = Number(document.body.dataset.ends) || null;
+const clock = document.getElementById("clock");
+function showClock() {
+  if (!ends) { clock.hidden = true; return; }
+  const left = Math.max(0, Math.round((ends * 1000 - Date.now()) / 1000));
+  const at = new Date(ends * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const m = Math.floor(left / 60);
+  clock.textContent = left > 0 ? `· ${m >= 60 ? `${Math.floor(m / 60)} h ${m % 60} min` : m ? `${m} min` : `${left} s`} left (ends ${at})`
+                               : `· the class ended at ${at}`;
+  clock.className = left > 0 && left < 600 ? "bad" : "dim";
+  clock.hidden = false;
+}
+showClock();
+setInterval(showClock, 1000);
+
+// "Restart this exercise" and "Reset my lab": confirmed, then followed step by step.
+async function followJob() {
+  const list = document.getElementById("job");
+  for (;;) {
+    let job;
+    try { job = await (await fetch(`${base}/job`)).json(); } catch (e) { job = null; }
+    if (job && job.what) {
+      list.textContent = "";
+      for (const s of job.steps) line(list, s);
+      if (job.done) {
+        line(list, job.ok ? "✓ done: reload the page for the exercise's text" : `✗ ${job.error}`, job.ok ? "ok" : "bad");
+        document.querySelectorAll(".self-service button").forEach((b) => { b.disabled = false; });
+        return;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
+for (const [id, what] of [["restart", "restart"], ["reset-lab", "reset"]]) {
+  const button = document.getElementById(id);
+  if (!button) continue;
+  button.addEventListener("click", async () => {
+    if (!window.confirm(button.dataset.confirm)) return;
+    const list = document.getElementById("job");
+    list.textContent = "";
+    const r = await fetch(`${base}/${what}`, { method: "POST", headers: { "Content-Type": "application/json" },
+                                                body: JSON.stringify({ confirm: true }) });
+    const answer = await r.json();
+    if (answer.error) { line(list, answer.error, "bad"); return; }
+    document.querySelectorAll(".self-service button").forEach((b) => { b.disabled = true; });
+    followJob();
+  });
+}

@@ -1,0 +1,98 @@
+"""The class's clock and a student's own restart and reset: pure, and against the portal's
+test server (the a_class fixture: Ann and Bo on loopback stand-ins)."""
+
+import asyncio
+import time
+
+import pytest
+
+from swarmlab.classroom import access, portal, room as classroom
+from swarmlab.core import class_clock
+from swarmlab.core.class_clock import ClockError
+from swarmlab.classroom.limits import StudentLimits
+from tests.test_access import a_class  # noqa: F401
+from tests.test_portal import run
+
+
+def at(hh_mm: str) -> float:
+    day = time.localtime()
+    h, m = map(int, hh_mm.split(":"))
+    return time.mktime((day.tm_year, day.tm_mon, day.tm_mday, h, m, 0, 0, 0, -1))
+
+
+def test_the_end_is_a_time_of_day_today_that_has_not_passed():
+    now = at("10:00")
+    assert class_clock.parse_ends("16:30", now) == at("16:30")
+    with pytest.raises(ClockError, match=r"--ends 09:30 has passed \(it is 10:00\): give a later time"):
+        class_clock.parse_ends("09:30", now)
+    with pytest.raises(ClockError, match="is not a time of day: give HH:MM"):
+        class_clock.parse_ends("4pm", now, "--ends")
+    assert ClockError("x").exit_code == 2
+
+
+def test_time_left_and_extensions():
+    now = at("16:00")
+    assert class_clock.left(at("16:30"), now) == 1800 and class_clock.left(None, now) is None
+    assert class_clock.say_left(at("16:30"), now) == "ends at 16:30 (30 min left)"
+    assert class_clock.say_left(at("18:00"), now) == "ends at 18:00 (2 h 0 min left)"
+    assert class_clock.say_left(at("15:00"), now) == "ended at 15:00" and class_clock.over(at("15:00"), now)
+    assert class_clock.extended(at("16:30"), 15, now) == at("16:45")
+    assert class_clock.extended(at("15:00"), 15, now) == at("16:15")  # ended: from now
+    assert class_clock.extended(None, 15, now) == at("16:15")
+
+
+def test_a_student_may_restart_or_reset_once_per_interval(a_class):  # noqa: F811
+    now = [0.0]
+    limits = StudentLimits(a_class, lambda: now[0])
+    assert limits.self_service_wait("ann") == 0
+    assert limits.self_service_wait("ann") == a_class.self_service_every
+    assert limits.self_service_wait("bo") == 0  # another student's own pace
+    now[0] += a_class.self_service_every
+    assert limits.self_service_wait("ann") == 0
+
+
+def test_restart_and_reset_ask_for_confirmation_run_one_at_a_time_and_are_rate_limited(a_class):  # noqa: F811
+    config = a_class
+    ann = access.token(config, "ann")
+
+    async def scenario(client):
+        out = {"no confirm": (await client.post(f"/s/{ann}/reset", json={})).status,
+               "restart, no exercise": (await client.post(f"/s/{ann}/restart", json={"confirm": True})).status}
+        first = await client.post(f"/s/{ann}/reset", json={"confirm": True})
+        out["first"] = (first.status, (await first.json())["what"])
+        again = await client.post(f"/s/{ann}/reset", json={"confirm": True})
+        out["again"] = again.status
+        for _ in range(100):  # the stand-in lab cannot be reset: the job ends with why
+            job = await (await client.get(f"/s/{ann}/job")).json()
+            if job["done"]:
+                break
+            await asyncio.sleep(0.1)
+        out["job"] = (job["done"], job["ok"], bool(job["error"]))
+        later = await client.post(f"/s/{ann}/reset", json={"confirm": True})
+        out["later"] = (later.status, later.headers.get("Retry-After") is not None)
+        out["bo's job"] = await (await client.get(f"/s/{access.token(config, 'bo')}/job")).json()
+        return out
+
+    seen = run(config, scenario)
+    assert seen == {"no confirm": 400, "restart, no exercise": 409, "first": (202, "reset"), "again": 409,
+                    "job": (True, False, True), "later": (429, True), "bo's job": {}}, seen
+
+
+def test_after_the_end_terminals_close_with_a_message_and_pages_learn_the_end(a_class):  # noqa: F811
+    config = a_class
+    room = classroom.load(config)
+    room.ends = time.time() - 60
+    classroom.save(config, room)
+    ann = access.token(config, "ann")
+
+    async def scenario(client):
+        ws = await client.ws_connect(f"/s/{ann}/term/swr1")
+        said = await ws.receive_str()
+        closed = await ws.receive()
+        nodes = await (await client.get(f"/s/{ann}/nodes")).json()
+        restart = await client.post(f"/s/{ann}/reset", json={"confirm": True})
+        return said, closed.type.name, nodes["ends"], restart.status, (await restart.json())["error"]
+
+    said, closed, ends, status, error = run(config, scenario)
+    assert "the class ended at" in said and "Check still works" in said and closed in ("CLOSE", "CLOSED")
+    assert ends == room.ends and (status, error) == (409, "the class has ended")
