@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from swarmlab.classroom import access, portal, room as classroom
+from swarmlab.classroom import access, room as classroom
 from swarmlab.core import class_clock
 from swarmlab.core.class_clock import ClockError
 from swarmlab.classroom.limits import StudentLimits

@@ -140,16 +140,20 @@ def test_the_exercise_text_is_shown_as_a_page_not_as_markdown():
 
 
 def test_a_terminal_ends_when_its_lab_is_reset_by_any_process_or_leaves_the_class(a_class):  # noqa: F811
+    import types
     from swarmlab.classroom import room as classroom
     from swarmlab.lab import reset as resets
     config = a_class
     app = portal.Portal(config)
-    ann_before, ann_after, bo_open = object(), object(), object()  # stand-ins for open terminals
-    app.terminals = {"ann": {ann_before, ann_after}, "bo": {bo_open}}
-    app.opened = {ann_before: 0.0, bo_open: 0.0}
+
+    def session(lab, node, opened):  # a stand-in for an open shared terminal
+        return types.SimpleNamespace(lab=lab, node=node, opened=opened, ended=types.SimpleNamespace(is_set=lambda: False))
+    ann_before, bo_open = session("ann", "swr1", 0.0), session("bo", "swr1", 0.0)
+    app.sessions = {("ann", "swr1"): ann_before, ("bo", "swr1"): bo_open}
     assert app.sessions_to_end() == []  # no lab was reset since they opened
     resets.mark_reset(access.lab_config_of(config, "ann"), "ann")  # as `swarmlab reset --lab ann` does
-    app.opened[ann_after] = resets.last_reset(access.lab_config_of(config, "ann"), "ann") + 1
+    ann_after = session("ann", "swr2", resets.last_reset(access.lab_config_of(config, "ann"), "ann") + 1)
+    app.sessions[("ann", "swr2")] = ann_after
     assert app.sessions_to_end() == [(ann_before, "the lab was reset")]
     room = classroom.load(config)
     room.students = [s for s in room.students if s.lab != "bo"]

@@ -187,8 +187,8 @@ def test_a_flood_of_keystrokes_waits_in_the_browser_and_another_students_page_st
             # the browser is killed mid-flood: its kernel resets the connection
             ws.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             ws._response.connection.transport.abort()
-            for _ in range(50):  # its terminal ends, and with it the slot it held
-                if not app.terminals.get("ann"):
+            for _ in range(50):  # its browser's terminal ends, and with it the slot it held
+                if not app.limits.held["terminals", "ann"]:
                     break
                 await asyncio.sleep(0.1)
             return page.status, took, sent, grown, app.limits.held["terminals", "ann"]

@@ -1,15 +1,17 @@
 """`swarmlab portal`: the class in a browser, beside the SSH gateway.
 
 - A student's page (/s/<token>): the current exercise's text, a terminal per node (xterm.js,
-  bridged to SSH as `student` on that node), Check and Hint, and which of their nodes is down.
-- The instructor's page (/i/<token>): the class status, live; start an exercise for everyone,
-  reset one lab or all.
+  bridged to SSH as `student` on that node), Check and Hint, which of their nodes is down, the
+  class's clock, and their own restart and reset (portal_self_service.py).
+- The instructor's page (/i/<token>, portal_instructor.py): the class status and progress board,
+  live; a student's history; a student's terminals, watched or typed into (portal_terminals.py);
+  start an exercise for everyone, reset one lab or all.
 
 Every token is read from its file at each request, so `class down` revokes at once; a wrong or
-missing token gets the same bare 403. Terminals of a lab end when it is reset (from this page or
-by any swarmlab command) and when the lab leaves the class. The portal calls classroom,
-exercises, reset, access and lab_health only: it knows nothing of libvirt or PowerDNS. aiohttp
-serves HTTP and websockets on the same asyncio loop as the gateway (asyncssh).
+missing token gets the same bare 403. Terminals of a lab end when it is reset (from a page or by
+any swarmlab command), when the lab leaves the class, and at the class's end. The portal calls
+classroom, exercises, reset, access and lab_health only: it knows nothing of libvirt or
+PowerDNS. aiohttp serves HTTP and websockets on the same asyncio loop as the gateway (asyncssh).
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hmac
-import json
 import time
 from pathlib import Path
 
 import markupsafe
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from swarmlab.classroom import access, class_end, class_log, room as classroom
 from swarmlab.classroom.access import instructor_token
@@ -30,16 +31,15 @@ from swarmlab.classroom.lab_health import NodeHealth
 from swarmlab.classroom.limits import OverLimit, StudentLimits
 from swarmlab.classroom.portal_instructor import InstructorDesk
 from swarmlab.classroom.portal_self_service import SelfService
-from swarmlab.classroom.portal_web import FORBIDDEN_TEXT, peer_gone, security_headers
+from swarmlab.classroom.portal_terminals import Terminals
+from swarmlab.classroom.portal_web import FORBIDDEN_TEXT, security_headers
 from swarmlab.config import Config
 from swarmlab.core import checks
 from swarmlab.errors import SwarmlabError
-from swarmlab.lab import reset as resets
 from swarmlab.render import render
 from swarmlab.teach import exercise_files, exercises
 
 CHECK_EVERY = 10.0  # seconds between two checks of one lab
-WATCH_EVERY = 2.0  # how soon a terminal ends after its lab was reset or removed
 STATIC = Path(__file__).resolve().parent / "static"
 CHECK_WORKERS = 4  # checks of all students at once; each student holds at most [portal] checks_at_once
 
@@ -54,21 +54,19 @@ def task_html(text: str) -> markupsafe.Markup:
     return markupsafe.Markup(markdown.markdown(text, extensions=["fenced_code"]))
 
 
-class Portal(InstructorDesk, SelfService):
+class Portal(InstructorDesk, SelfService, Terminals):
     def __init__(self, config: Config, clock=time.monotonic, limits: StudentLimits | None = None):
         self.config, self.clock = config, clock
         self.limits = limits or StudentLimits(config, clock)
         # checks wait for swarms and nodes: a pool of their own, so pages never queue behind them
         self.check_pool = concurrent.futures.ThreadPoolExecutor(CHECK_WORKERS, thread_name_prefix="check")
         self.last_check: dict[str, float] = {}
-        self.terminals: dict[str, set[web.WebSocketResponse]] = {}
-        self.opened: dict[web.WebSocketResponse, float] = {}  # when each terminal opened (wall clock)
         self.status_lock = asyncio.Lock()
         self.status_read: tuple[float, list] = (float("-inf"), [])
         self.health = NodeHealth(clock)
         self.swarm_views: dict = {}  # lab -> its manager session, kept between status reads
-        self.torn_down = False
         self._self_service_init()
+        self._terminals_init()
 
     # --- who is asking ------------------------------------------------------------------
     def class_labs(self) -> list[str]:
@@ -175,153 +173,6 @@ class Portal(InstructorDesk, SelfService):
         health = await self.health.of(self._scoped(lab), lab)
         return web.json_response({**health, "ends": await asyncio.to_thread(class_end.class_ends, self.config)})
 
-    async def terminal(self, request: web.Request) -> web.StreamResponse:
-        lab = self.student_lab(request)
-        if lab is None:
-            return web.Response(status=403, text=FORBIDDEN_TEXT)
-        found = access.student_lab(self.config, lab)
-        node = found.node(request.match_info["node"]) if found else None
-        if node is None:
-            return web.Response(status=404, text="404 no such node in your lab\n")
-        if await asyncio.to_thread(self.class_over):
-            ws = web.WebSocketResponse()
-            await ws.prepare(request)
-            await self._end(ws, await asyncio.to_thread(class_end.ended_message, self.config))
-            return ws
-        try:
-            self.limits.take("terminals", lab)
-        except OverLimit as e:
-            return web.Response(status=429, text=f"429 {e}\n")
-        try:
-            return await self._terminal(request, lab, node)
-        finally:
-            self.limits.give("terminals", lab)
-
-    async def _terminal(self, request: web.Request, lab: str, node) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=self.config.max_request_kib * 1024)
-        await ws.prepare(request)
-        self.terminals.setdefault(lab, set()).add(ws)
-        self.opened[ws] = time.time()
-        try:
-            await self._bridge(ws, request, lab, node.ip)
-        except (OSError, SwarmlabError, asyncio.TimeoutError) as e:
-            await self._say(ws, f"\r\n[swarmlab: {node.name} does not answer: {type(e).__name__}]\r\n")
-        except Exception as e:  # asyncssh's errors: shown in the terminal, never a traceback
-            await self._say(ws, f"\r\n[swarmlab: {node.name}: {e}]\r\n")
-        finally:
-            self.terminals.get(lab, set()).discard(ws)
-            self.opened.pop(ws, None)
-            await ws.close()
-        return ws
-
-    @staticmethod
-    async def _say(ws: web.WebSocketResponse, text: str) -> None:
-        if not ws.closed:
-            try:
-                await ws.send_str(text)
-            except (ConnectionError, RuntimeError):
-                pass  # the browser went away first
-
-    async def _bridge(self, ws: web.WebSocketResponse, request: web.Request, lab: str, address: str) -> None:
-        """The browser's terminal joined to a login shell as `student` on the node. Both ways
-        wait for the slower side (stdin's `drain`, the websocket's own send), so a flood of
-        keystrokes or output waits in the sender's window, not in this process. It ends with
-        either side, or when the browser is gone while a flood waits."""
-        conn = await access.connect_as_student(self.config, lab, address)
-        try:
-            process = await conn.create_process(term_type="xterm-256color", term_size=(100, 30), encoding=None)
-
-            async def to_browser():
-                while data := await process.stdout.read(65536):
-                    await ws.send_bytes(data)
-                await ws.send_str("\r\n[session ended]\r\n")
-
-            async def from_browser():
-                async for message in ws:
-                    if message.type != WSMsgType.TEXT:
-                        break
-                    await self._terminal_event(process, message.data)
-
-            async def browser_gone():
-                while not ws.closed and not peer_gone(request.transport):
-                    await asyncio.sleep(1)
-            tasks = [asyncio.ensure_future(t()) for t in (to_browser, from_browser, browser_gone)]
-            try:
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                for done in await asyncio.gather(*tasks, return_exceptions=True):
-                    if isinstance(done, Exception) and not isinstance(done, (ConnectionError, RuntimeError)):
-                        raise done
-        finally:
-            conn.close()
-            if conn.tunnel is not None:
-                conn.tunnel.close()
-
-    @staticmethod
-    async def _terminal_event(process, text: str) -> None:
-        """Keystrokes or a new size; anything else is ignored."""
-        try:
-            event = json.loads(text)
-        except ValueError:
-            return
-        if not isinstance(event, dict):
-            return
-        if event.get("type") == "input":
-            process.stdin.write(str(event.get("data", "")).encode())
-            await process.stdin.drain()
-        elif event.get("type") == "resize":
-            try:
-                process.change_terminal_size(min(500, int(event.get("cols", 100))), min(200, int(event.get("rows", 30))))
-            except (TypeError, ValueError):
-                pass
-
-    async def end_sessions(self, lab: str, why: str = "the lab was reset") -> None:
-        for ws in list(self.terminals.get(lab, set())):
-            await self._end(ws, why)
-
-    async def _end(self, ws: web.WebSocketResponse, why: str) -> None:
-        await self._say(ws, f"\r\n[session ended: {why}]\r\n")
-        await ws.close()
-
-    def sessions_to_end(self) -> list[tuple[web.WebSocketResponse, str]]:
-        """Terminals on a lab that left the class, or that was reset (by any process: the
-        CLI, `class start`, this page) after they opened."""
-        labs_now = set(self.class_labs())
-        ending = []
-        for lab, sockets in self.terminals.items():
-            if lab not in labs_now:
-                ending += [(ws, "the lab was removed") for ws in sockets]
-                continue
-            reset_at = resets.last_reset(self._scoped(lab), lab)
-            ending += [(ws, "the lab was reset") for ws in sockets if self.opened.get(ws, reset_at) < reset_at]
-        return ending
-
-    async def watch_class(self) -> None:
-        while True:
-            await asyncio.sleep(WATCH_EVERY)
-            for ws, why in self.sessions_to_end():
-                await self._end(ws, why)
-            await self.watch_clock()
-
-    def class_over(self) -> bool:
-        return class_end.is_over(self.config)
-
-    async def watch_clock(self) -> None:
-        """At the class's end: every terminal closes; with --teardown the labs are graded and
-        removed, once."""
-        if not await asyncio.to_thread(self.class_over):
-            self.torn_down = False  # `class extend` after the end: the class goes on
-            return
-        message = await asyncio.to_thread(class_end.ended_message, self.config)
-        for lab in list(self.terminals):
-            await self.end_sessions(lab, message)
-        room = await asyncio.to_thread(classroom.load, self.config)
-        if room and room.teardown and not self.torn_down:
-            self.torn_down = True
-            await asyncio.to_thread(class_end.grade_and_remove, self.config)
-
     async def forbidden(self, request: web.Request) -> web.Response:
         """Anything else under a token's place: the same bare 403, whether the token is right
         or not; a known address asked with the wrong method: 405, whatever the token."""
@@ -340,9 +191,9 @@ class Portal(InstructorDesk, SelfService):
         app.on_shutdown.append(self._shutdown)
         app.add_routes([
             web.get("/s/{token}", self.student_page), web.post("/s/{token}/check", self.check),
-            web.post("/s/{token}/hint", self.hint), web.get("/s/{token}/term/{node}", self.terminal),
+            web.post("/s/{token}/hint", self.hint),
             web.get("/s/{token}/nodes", self.nodes),
-            *self.self_service_routes(), *self.instructor_routes(),
+            *self.terminal_routes(), *self.self_service_routes(), *self.instructor_routes(),
             web.static("/static", STATIC),
             # anything else under a token's place: the same bare 403, whether the token is right or not
             web.route("*", "/s/{tail:.*}", self.forbidden), web.route("*", "/i/{tail:.*}", self.forbidden),
@@ -351,5 +202,7 @@ class Portal(InstructorDesk, SelfService):
 
     async def _shutdown(self, _app: web.Application) -> None:
         self.check_pool.shutdown(wait=False, cancel_futures=True)
+        for session in self.sessions.values():
+            session.close()
         for view in self.swarm_views.values():
             view.close()

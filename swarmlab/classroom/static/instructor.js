@@ -42,7 +42,11 @@ async function refresh() {
     const b = document.createElement("button");
     b.textContent = "Reset";
     b.addEventListener("click", () => act("reset", { lab: s.lab }));
-    td.appendChild(b);
+    const w = document.createElement("button");
+    w.textContent = "Watch";
+    w.className = "watch";
+    w.addEventListener("click", () => watch(s));
+    td.append(w, " ", b);
     tr.appendChild(td);
     body.appendChild(tr);
   }
@@ -102,6 +106,68 @@ async function showHistory(student, exercise) {
   document.getElementById("history").hidden = false;
 }
 
+// Watching a student: their page's shared terminal on one node, read-only until "Take the
+// keyboard"; their page shows that the instructor watches or types.
+const watching = { ws: null, term: null, fit: null };
+function stopWatching() {
+  if (watching.ws) { watching.ws.onclose = null; watching.ws.close(); }
+  watching.ws = null;
+}
+async function watch(student) {
+  const open = await (await fetch(`${base}/terminals`)).json();
+  const mine = open.find((x) => x.lab === student.lab) || { terminals: [], ssh_connections: 0 };
+  document.getElementById("watch").hidden = false;
+  document.getElementById("watch-student").textContent = `${student.student} (${student.lab})`;
+  document.getElementById("watch-note").textContent =
+    `${mine.terminals.length} terminal(s) open on their page; ${mine.ssh_connections} SSH connection(s) of their own ` +
+    "(listed only)" + (mine.terminals.length ? "" : ": nothing to watch yet");
+  const tabs = document.getElementById("watch-tabs");
+  tabs.textContent = "";
+  for (const t of mine.terminals) {
+    const b = document.createElement("button");
+    b.className = "tab";
+    b.dataset.node = t.node;
+    b.textContent = t.node;
+    b.addEventListener("click", () => watchNode(student.lab, t.node));
+    tabs.appendChild(b);
+  }
+  if (mine.terminals.length) watchNode(student.lab, mine.terminals[0].node);
+}
+function watchNode(lab, node) {
+  stopWatching();
+  document.querySelectorAll("#watch-tabs .tab").forEach((b) => b.classList.toggle("active", b.dataset.node === node));
+  if (!watching.term) {
+    watching.term = new Terminal({ rendererType: "dom", fontSize: 13, disableStdin: false });
+    watching.fit = new FitAddon.FitAddon();
+    watching.term.loadAddon(watching.fit);
+    watching.term.open(document.getElementById("watch-term"));
+    watching.term.onData((data) => {
+      if (watching.ws && document.getElementById("keyboard").checked) {
+        watching.ws.send(JSON.stringify({ type: "input", data }));
+      }
+    });
+  }
+  watching.term.reset();
+  watching.fit.fit();
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${proto}://${location.host}${base}/term/${encodeURIComponent(lab)}/${encodeURIComponent(node)}`);
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => {
+    ws.send(JSON.stringify({ type: "keyboard", take: document.getElementById("keyboard").checked }));
+  };
+  ws.onmessage = (e) => watching.term.write(typeof e.data === "string" ? e.data : new Uint8Array(e.data));
+  ws.onclose = () => watching.term.write("\r\n[no longer watching]\r\n");
+  watching.ws = ws;
+}
+document.getElementById("keyboard").addEventListener("change", (e) => {
+  if (watching.ws) watching.ws.send(JSON.stringify({ type: "keyboard", take: e.target.checked }));
+  if (e.target.checked && watching.term) watching.term.focus();
+});
+document.getElementById("watch-close").addEventListener("click", () => {
+  stopWatching();
+  document.getElementById("keyboard").checked = false;
+  document.getElementById("watch").hidden = true;
+});
 document.getElementById("history-close").addEventListener("click", () => {
   document.getElementById("history").hidden = true;
 });

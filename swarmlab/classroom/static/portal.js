@@ -30,7 +30,10 @@ function openTerminal(node) {
       delete el.dataset.closed;
       resize();
     };
-    ws.onmessage = (e) => term.write(typeof e.data === "string" ? e.data : new Uint8Array(e.data));
+    ws.onmessage = (e) => {
+      if (typeof e.data === "string" && e.data.startsWith("{")) { showWatched(node, JSON.parse(e.data)); return; }
+      term.write(typeof e.data === "string" ? e.data : new Uint8Array(e.data));
+    };
     ws.onclose = (e) => {
       el.dataset.closed = "1";
       if (e.code === 1000) {
@@ -53,6 +56,18 @@ function openTerminal(node) {
   });
   window.addEventListener("resize", () => { fit.fit(); resize(); });
   connect();
+}
+
+// The instructor watching (or typing into) one of these terminals, said at the top of the page.
+const marks = {};
+function showWatched(node, mark) {
+  if (mark.type !== "watch") return;
+  marks[node] = mark;
+  const all = Object.values(marks);
+  const el = document.getElementById("watched");
+  el.textContent = all.some((m) => m.typing) ? "· your instructor is typing in your terminal" :
+    all.some((m) => m.watching) ? "· your instructor is watching your terminal" : "";
+  el.hidden = !el.textContent;
 }
 
 function show(node) {

@@ -1,0 +1,135 @@
+"""Shared terminal sessions, against a stand-in shell: what each viewer sees, who may type, the
+watch mark on the student's page, and that a watcher never slows the student down."""
+
+import asyncio
+import json
+
+from swarmlab.classroom import terminal_sessions
+from swarmlab.classroom.terminal_sessions import TerminalSession, Viewer
+
+
+class Shell:
+    """A process as asyncssh gives it: stdout to read, stdin to write."""
+
+    def __init__(self):
+        self.stdout = asyncio.StreamReader()
+        self.typed = bytearray()
+        self.size = None
+        shell = self
+
+        class Stdin:
+            def write(self, data):
+                shell.typed += data
+
+            async def drain(self):
+                pass
+        self.stdin = Stdin()
+
+    def change_terminal_size(self, cols, rows):
+        self.size = (cols, rows)
+
+
+class Browser:
+    def __init__(self, stalled=False):
+        self.got, self.stalled = [], stalled
+
+    async def send_bytes(self, data):
+        if self.stalled:
+            await asyncio.sleep(3600)
+        self.got.append(data)
+
+    async def send_str(self, text):
+        await self.send_bytes(text)
+
+    def marks(self):
+        return [json.loads(x) for x in self.got if isinstance(x, str) and x.startswith("{")]
+
+    def output(self):
+        return b"".join(x for x in self.got if isinstance(x, bytes))
+
+
+async def settle():
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def test_the_instructor_sees_the_students_screen_types_only_with_the_keyboard_and_is_shown():
+    async def scenario():
+        shell, closed = Shell(), []
+        session = TerminalSession("ann", "swr1", shell, lambda: closed.append(True))
+        student = Viewer(Browser(), "student")
+        writer = asyncio.ensure_future(student.write())
+        await session.attach(student)
+        shell.stdout.feed_data(b"$ docker node ls\r\n")
+        await settle()
+        teacher = Viewer(Browser(), "instructor")
+        watcher = asyncio.ensure_future(teacher.write())
+        await session.attach(teacher)
+        await settle()
+        await session.type(teacher, "rm -rf /\r")  # read-only until the keyboard is taken
+        session.resize(teacher, 40, 10)  # the student's window sets the size
+        await session.take_keyboard(teacher, True)
+        await session.type(teacher, "docker service ls\r")
+        await session.type(student, "exit\r")
+        session.resize(student, 120, 40)
+        await settle()
+        marks_while = student.ws.marks()
+        await session.detach(teacher)
+        await settle()
+        shell.stdout.feed_eof()
+        await settle()
+        for task in (writer, watcher):
+            task.cancel()
+        return shell, student.ws, teacher.ws, marks_while, closed
+
+    shell, student, teacher, marks, closed = asyncio.run(scenario())
+    assert teacher.output().startswith(b"$ docker node ls")  # the screen so far, first
+    assert bytes(shell.typed) == b"docker service ls\rexit\r" and shell.size == (120, 40)
+    assert marks == [{"type": "watch", "watching": 0, "typing": False},
+                     {"type": "watch", "watching": 1, "typing": False},
+                     {"type": "watch", "watching": 1, "typing": True}]
+    assert student.marks()[-1] == {"type": "watch", "watching": 0, "typing": False}
+    assert "[session ended]" in student.got[-1] and closed == [True]
+
+
+def test_a_watcher_that_falls_behind_is_dropped_and_the_student_goes_on():
+    async def scenario():
+        shell = Shell()
+        session = TerminalSession("ann", "swr1", shell, lambda: None)
+        student, teacher = Viewer(Browser(), "student"), Viewer(Browser(stalled=True), "instructor")
+        tasks = [asyncio.ensure_future(v.write()) for v in (student, teacher)]
+        await session.attach(student)
+        await session.attach(teacher)
+        for i in range(terminal_sessions.QUEUED * 4):
+            shell.stdout.feed_data(b"x" * 1000 + str(i).encode())
+            await settle()
+        for task in tasks:
+            task.cancel()
+        session.close()
+        return student, teacher
+
+    student, teacher = asyncio.run(scenario())
+    assert teacher.gone.is_set()
+    assert student.ws.output().count(b"x" * 1000) == terminal_sessions.QUEUED * 4
+
+
+def test_a_shell_lingers_for_a_reload_then_closes(monkeypatch):
+    monkeypatch.setattr(terminal_sessions, "LINGER", 0.2)
+
+    async def scenario():
+        closed = []
+        session = TerminalSession("ann", "swr1", Shell(), lambda: closed.append(True))
+        first = Viewer(Browser(), "student")
+        await session.attach(first)
+        await session.detach(first)
+        await asyncio.sleep(0.1)
+        reloaded = Viewer(Browser(), "student")
+        await session.attach(reloaded)  # within the linger: the same shell
+        await asyncio.sleep(0.3)
+        kept = not closed
+        await session.detach(reloaded)
+        await asyncio.sleep(0.3)
+        return kept, closed
+
+    kept, closed = asyncio.run(scenario())
+    assert kept and closed == [True]
