@@ -104,7 +104,7 @@ def test_the_node_account_command_quotes_the_key_and_is_idempotent():
     # the key travels as one quoted argument, never as shell syntax
     assert " sh 'ssh-ed25519 AAAA'\"'\"'; rm -rf / #' '" in command.shell
     assert "useradd -m -s /bin/bash -G docker" in command.shell and 'id "$u"' in command.shell
-    assert command.parts[-1] == node_account.history_hook()  # the hook, also as one quoted argument
+    assert command.parts[-2:] == (node_account.history_hook(), node_account.ssh_command())  # each one argument
 
 
 def test_the_history_hook_records_each_typed_command_with_its_time_once(tmp_path):
@@ -126,6 +126,21 @@ def test_the_history_hook_records_each_typed_command_with_its_time_once(tmp_path
     assert [line.split("\t", 1)[1] for line in lines] == ["echo one", "echo one", " echo spaced",
                                                           'echo "a b" | cat', "false", "echo again"]
     assert all(re.fullmatch(r"\d{10}", line.split("\t")[0]) for line in lines)
+
+
+def test_a_command_given_to_ssh_is_recorded_then_run_and_a_login_gets_a_shell(tmp_path):
+    import subprocess
+    wrapper = tmp_path / "ssh-command"
+    record = tmp_path / "record"
+    wrapper.write_text(node_account.ssh_command().replace(node_account.HISTORY_RECORD, str(record)))
+    env = {**os.environ, "SHELL": "/bin/sh", "SSH_ORIGINAL_COMMAND": "echo ran; printf 'a\tb\n'"}
+    ran = subprocess.run(["sh", str(wrapper)], env=env, capture_output=True, text=True)
+    assert ran.stdout == "ran\na\tb\n"
+    when, line = record.read_text().rstrip("\n").split("\t")
+    assert when.isdigit() and line == "echo ran; printf 'a b '"
+    login = subprocess.run(["sh", str(wrapper)], env={**env, "SSH_ORIGINAL_COMMAND": ""}, input="echo shell\n",
+                           capture_output=True, text=True)
+    assert login.stdout == "shell\n" and len(record.read_text().splitlines()) == 1
 
 
 def test_the_students_ssh_config_goes_through_the_gateway_with_verified_host_keys(a_class, tmp_path):

@@ -539,7 +539,7 @@ def assert_a_stopped_node_shows_and_class_up_brings_it_back(path, config, browse
 def reset_from_the_instructor_page(browser, lab: str) -> None:
     from selenium.webdriver.common.by import By
     windows = browser.window_handles  # Ann's page, Bo's page, the instructor's page
-    browser.find_element(By.CSS_SELECTOR, f"#class tr[data-lab='{lab}'] button").click()
+    browser.find_element(By.CSS_SELECTOR, f"#class tr[data-lab='{lab}'] button.reset").click()
     wait_for(browser, "#busy", f"{lab}: ok", timeout=600)
     browser.switch_to.window(windows[1])
     wait_for(browser, "#term-swr1 .xterm-rows", "session ended", timeout=30)

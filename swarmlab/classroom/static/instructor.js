@@ -41,6 +41,7 @@ async function refresh() {
     const td = document.createElement("td");
     const b = document.createElement("button");
     b.textContent = "Reset";
+    b.className = "reset";
     b.addEventListener("click", () => act("reset", { lab: s.lab }));
     const w = document.createElement("button");
     w.textContent = "Watch";
