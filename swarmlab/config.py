@@ -117,6 +117,7 @@ class Config:
     parallel: int = 0  # labs made at once on one host; 0: one per 4 host CPUs, at least one
     node_mib: int = 0  # host memory one node takes, for placement; 0: estimated from tb_cache_mib
     class_ends: str = ""  # HH:MM: `class up`'s default --ends
+    class_language: str = "en"  # the exercises' and the student pages' language (teach/exercise_files.LANGUAGES)
     hosts: tuple[HostSpec, ...] = ()
     # [portal]: where students come in (the web portal and the SSH gateway)
     portal_listen: str = "0.0.0.0"

@@ -19,7 +19,8 @@ from swarmlab import config as configuration
 from swarmlab.adapters.dns import PowerDNS
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.host import hoststate
-from tests import laptop
+from tests import instructor_views as views, laptop
+from tests.browser import SCREENSHOTS, fetch, open_browser, type_in_terminal, wait_for
 from tests.conftest import TEST_CACHE, figure, swarmlab
 from tests.second_host import SecondHost
 
@@ -191,6 +192,10 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         portal = start_portal(path)
         assert_pages_reconnect(browser, ips)
         assert_a_lost_host_shows_and_recovers(browser, second)
+        # over a student's shoulder: watch, take the keyboard; the board, the history, the report
+        views.watch_and_take_the_keyboard(browser)
+        views.type_a_secret_and_a_command_over_ssh(browser, ann)
+        views.assert_board_history_and_report(path, browser, config, tmp_path)
 
         junit = tmp_path / "grades.xml"
         # one pass: Ann's swarm has converged, and Bo's would only be waited for until the checks time out
@@ -205,12 +210,14 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         assert rows["ann-lee"]["last_check"]["ok"] and not rows["bo"]["last_check"]["ok"]
         assert rows["bo"]["exercise"] == "services"
 
-        # the instructor's Reset of Bo's lab ends his open terminal
+        # the instructor's Reset of Bo's lab ends his open terminal; Ann restarts the exercise herself
         reset_from_the_instructor_page(browser, "bo")
+        views.restart_from_the_student_page(path, browser)
 
         assert_a_stopped_node_shows_and_class_up_brings_it_back(path, config, browser, roster, ann)
         services = swarmlab("docker", "swr1", "--lab", "ann-lee", "--", "service", "ls", "-q", config=path)
         assert services.stdout.strip() == "", "the reset left Ann's service"
+        views.assert_the_clock_ends_the_class(path, browser)
     finally:
         gone = swarmlab("class", "down", "--yes", "--json", config=path, timeout=600)
         if browser is not None:
@@ -364,48 +371,6 @@ def assert_student_ssh(ann, bo, ips, config, second) -> None:
 
 
 # --- the portal in a real browser (Debian's chromium, driven by selenium) ----------------------
-SCREENSHOTS = Path(os.environ.get("SWARMLAB_SCREENSHOTS", "/tmp/swarmlab-screenshots"))
-
-
-def fetch(url: str) -> tuple[int, str]:
-    return laptop.fetch(url)
-
-
-def open_browser(directory: Path):
-    """Debian's chromium on the student's laptop."""
-    from selenium import webdriver
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--ignore-certificate-errors", "--window-size=1400,900",
-                "--disable-dev-shm-usage", "--remote-debugging-pipe", f"--user-data-dir={directory / 'chromium'}",
-                "--disable-background-networking", "--disable-component-update", "--no-first-run"):
-        options.add_argument(arg)
-    options.binary_location = laptop.chromium(directory)
-    return webdriver.Chrome(options=options, service=webdriver.ChromeService("/usr/bin/chromedriver"))
-
-
-def wait_for(browser, css: str, text: str, timeout: float = 120) -> str:
-    from selenium.webdriver.common.by import By
-    deadline = time.monotonic() + timeout
-    seen = ""
-    while time.monotonic() < deadline:
-        try:
-            seen = browser.find_element(By.CSS_SELECTOR, css).text
-        except Exception:
-            seen = ""
-        if text in seen:
-            return seen
-        time.sleep(0.5)
-    raise AssertionError(f"{css} never showed {text!r}; it shows: {seen[-600:]!r}")
-
-
-def type_in_terminal(browser, node: str, keys: str) -> None:
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
-    browser.find_element(By.CSS_SELECTOR, f".tab[data-node='{node}']").click()
-    browser.find_element(By.CSS_SELECTOR, f"#term-{node} .xterm-screen").click()
-    ActionChains(browser).send_keys(keys).perform()
-
-
 def browse_portal(browser, pages: dict, ips: dict, config) -> None:
     from selenium.webdriver.common.by import By
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

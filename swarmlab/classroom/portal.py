@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hmac
+import json
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from swarmlab.classroom import access, class_end, class_log, room as classroom
 from swarmlab.classroom.access import instructor_token
 from swarmlab.classroom.lab_health import NodeHealth
 from swarmlab.classroom.limits import OverLimit, StudentLimits
+from swarmlab.classroom.page_text import page_text
 from swarmlab.classroom.portal_instructor import InstructorDesk
 from swarmlab.classroom.portal_self_service import SelfService
 from swarmlab.classroom.portal_terminals import Terminals
@@ -83,6 +85,15 @@ class Portal(InstructorDesk, SelfService, Terminals):
     def _scoped(self, lab: str) -> Config:
         return access.lab_config_of(self.config, lab)
 
+    def language(self) -> str:
+        """`class up --lang`, else [class] language."""
+        room = classroom.load(self.config)
+        return (room.language if room else "") or self.config.class_language
+
+    def exercise(self, exercise_id: str) -> exercise_files.Exercise:
+        """The exercise in the class's language."""
+        return exercise_files.translate(exercise_files.find(exercise_id), self.language())
+
     # --- the student's page -------------------------------------------------------------
     def lab_view(self, lab: str) -> dict:
         scoped = self._scoped(lab)
@@ -92,7 +103,7 @@ class Portal(InstructorDesk, SelfService, Terminals):
                 "exercise": None, "last_check": state.get("last_check"), "ends": class_end.class_ends(self.config)}
         if state.get("exercise"):
             try:
-                exercise = exercise_files.find(state["exercise"])
+                exercise = self.exercise(state["exercise"])
                 ctx = exercise_files.context(exercise, found, state.get("images"))
                 view["exercise"] = {"id": exercise.id, "title": exercise.title,
                                     "html": task_html(exercise_files.student_text(exercise, ctx)),
@@ -107,8 +118,10 @@ class Portal(InstructorDesk, SelfService, Terminals):
         if lab is None:
             return web.Response(status=403, text=FORBIDDEN_TEXT)
         view = await asyncio.to_thread(self.lab_view, lab)
+        language = await asyncio.to_thread(self.language)
         return web.Response(content_type="text/html", text=render(
-            "portal-student.html.j2", view=view, token=request.match_info["token"], check_every=int(CHECK_EVERY)))
+            "portal-student.html.j2", view=view, token=request.match_info["token"], check_every=int(CHECK_EVERY),
+            language=language, t=page_text(language), text_json=json.dumps(page_text(language), ensure_ascii=False)))
 
     async def check(self, request: web.Request) -> web.Response:
         lab = self.student_lab(request)
@@ -130,7 +143,7 @@ class Portal(InstructorDesk, SelfService, Terminals):
             if not state.get("exercise"):
                 return web.json_response({"error": "no exercise has started yet: wait for your instructor"},
                                          status=409)
-            exercise = exercise_files.find(state["exercise"])
+            exercise = self.exercise(state["exercise"])
             verdicts = await asyncio.get_running_loop().run_in_executor(
                 self.check_pool, exercises.check, scoped, lab, exercise, False)
         except SwarmlabError as e:
@@ -140,8 +153,9 @@ class Portal(InstructorDesk, SelfService, Terminals):
         tally = checks.tally(verdicts)
         await asyncio.to_thread(class_log.record, self.config, lab, "check", exercise=exercise.id, by="student",
                                 **tally)
-        return web.json_response({"exercise": exercise.id, "ok": tally["ok"],
-                                  "verdicts": [v.as_dict() for v in verdicts]})
+        shown = [v.as_dict() | ({"check": exercise.check_titles[i]} if i < len(exercise.check_titles) else {})
+                 for i, v in enumerate(verdicts)]  # the checks' titles in the class's language
+        return web.json_response({"exercise": exercise.id, "ok": tally["ok"], "verdicts": shown})
 
     async def hint(self, request: web.Request) -> web.Response:
         lab = self.student_lab(request)
@@ -157,7 +171,7 @@ class Portal(InstructorDesk, SelfService, Terminals):
                                                f"in {wait:.0f} s"}, status=429,
                                      headers={"Retry-After": f"{max(1, round(wait))}"})
         try:
-            answer = await asyncio.to_thread(exercises.hint, scoped, lab, exercise_files.find(state["exercise"]))
+            answer = await asyncio.to_thread(exercises.hint, scoped, lab, self.exercise(state["exercise"]))
         except SwarmlabError as e:
             return web.json_response({"error": str(e)}, status=502)
         if answer["number"]:

@@ -50,6 +50,7 @@ class Classroom:
     students: list[Student] = field(default_factory=list)
     ends: float | None = None  # epoch seconds: the class's clock (core/class_clock.py)
     teardown: bool = False  # at the end, the portal grades the current exercise and removes the labs
+    language: str = ""  # `class up --lang`; empty: [class] language
 
     def student(self, lab: str) -> Student | None:
         return next((s for s in self.students if s.lab == lab), None)
@@ -72,7 +73,7 @@ def load(config: Config) -> Classroom | None:
     except ValueError:
         raise ClassError(f"{_path(config)} is corrupt: fix it, or remove it and run `class down` per lab") from None
     return Classroom(data["nodes"], [Student(**s) for s in data["students"]], data.get("ends"),
-                     data.get("teardown", False))
+                     data.get("teardown", False), data.get("language", ""))
 
 
 def require(config: Config) -> Classroom:
@@ -154,7 +155,8 @@ def _hold_planned_room(config: Config, room: Classroom, rooms: list[HostRoom]) -
 
 
 def class_up(config: Config, wanted: list[Student], nodes: int, progress: LabProgress = lambda *_: None,
-             snapshot: bool = True, ends: float | None = None, teardown: bool = False) -> list[LabResult]:
+             snapshot: bool = True, ends: float | None = None, teardown: bool = False,
+             language: str | None = None) -> list[LabResult]:
     """Makes (or finishes) every student's lab; a failed lab does not stop the others. The plan
     is recorded before anything is made, so `class down` always knows every lab. `ends` sets
     the class's clock (None keeps it)."""
@@ -162,6 +164,8 @@ def class_up(config: Config, wanted: list[Student], nodes: int, progress: LabPro
     room = plan(config, wanted, nodes)
     if ends is not None:
         room.ends, room.teardown = ends, teardown
+    if language:
+        room.language = language
     save(config, room)
     class_log.begin(config, room.students, new_class)
     if new_class:  # a new class: the last class's instructor link stops working

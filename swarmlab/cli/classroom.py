@@ -34,6 +34,9 @@ def class_up(students: Optional[int] = typer.Option(None, "--students", metavar=
                                                 help="When the class ends, today (default: [class] ends): student "
                                                      "pages count down; at the end their terminals close and "
                                                      "Check still works. `class extend` moves it."),
+             language: Optional[str] = typer.Option(None, "--lang", metavar="en|ru",
+                                                    help="The language of the exercises, the student pages and "
+                                                         "the cards (default: [class] language)."),
              teardown: bool = typer.Option(False, "--teardown",
                                            help="At the end, grade the current exercise in every lab and remove "
                                                 "the labs (the portal does it; it must be running)."),
@@ -46,6 +49,8 @@ def class_up(students: Optional[int] = typer.Option(None, "--students", metavar=
     which. Exit 1 when any lab failed."""
     if (students is None) == (roster is None):
         raise configuration.ConfigError("give --students N or --roster FILE")
+    if language is not None and language not in exercise_files.LANGUAGES:
+        raise configuration.ConfigError(f"--lang {language} is not one of {', '.join(exercise_files.LANGUAGES)}")
     ends_text = ends or ctx.config.class_ends
     if teardown and not ends_text:
         raise configuration.ConfigError("--teardown needs an end: give --ends HH:MM (or set [class] ends)")
@@ -62,7 +67,7 @@ def class_up(students: Optional[int] = typer.Option(None, "--students", metavar=
         wanted = rosters.students_from_count(students)
     enter_host()
     with NodeBoard() as board:
-        results = classroom.class_up(ctx.config, wanted, nodes, board, not no_snapshot, end_at, teardown)
+        results = classroom.class_up(ctx.config, wanted, nodes, board, not no_snapshot, end_at, teardown, language)
     render_lab_results(results, as_json, "ready")
 
 
@@ -199,7 +204,11 @@ def class_cards(as_json: bool = JsonOption,
     if html:
         from swarmlab.adapters.keys import write_private
         from swarmlab.render import render
-        write_private(Path(html), render("class-cards.html.j2", cards=rows))  # every student's token
+        from swarmlab.classroom.page_text import page_text
+        room = classroom.require(ctx.config)
+        language = room.language or ctx.config.class_language
+        write_private(Path(html), render("class-cards.html.j2", cards=rows, language=language,
+                                         t=page_text(language)))  # every student's token
     if as_json:
         emit_json(rows)
         return

@@ -32,10 +32,15 @@ def exercise_ls(as_json: bool = JsonOption):
 def exercise_show(exercise_id: str = ExerciseArgument, lab: Optional[str] = LabOption,
                   images: list[str] = ImageOption,
                   notes: bool = typer.Option(False, "--notes", help="Also show the article's errors this exercise corrects "
-                                                                     "(for the instructor).")):
+                                                                     "(for the instructor)."),
+                  language: Optional[str] = typer.Option(None, "--lang", metavar="en|ru",
+                                                         help="The text's language (default: [class] language).")):
     """The student text (never the solution), with this lab's node names and addresses when
     the lab exists."""
-    exercise = exercise_files.find(exercise_id)
+    language = language or ctx.config.class_language
+    if language not in exercise_files.LANGUAGES:
+        raise configuration.ConfigError(f"--lang {language} is not one of {', '.join(exercise_files.LANGUAGES)}")
+    exercise = exercise_files.translate(exercise_files.find(exercise_id), language)
     chosen = exercise_files.parse_image_overrides(images)
     name = lab or ctx.config.lab
     lab_model = labs.load_journal(ctx.config, name)

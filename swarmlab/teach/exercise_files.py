@@ -7,7 +7,7 @@ captured. Pure but for reading the files."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
@@ -55,6 +55,8 @@ class Exercise:
     corrections: list[str] = field(default_factory=list)
     setup: list[dict] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
+    language: str = "en"
+    check_titles: list[str] = field(default_factory=list)  # in `language`; empty: the checks' own
 
     def summary(self) -> dict:
         return {"id": self.id, "title": self.title, "goal": self.goal, "requires": self.requires,
@@ -116,6 +118,38 @@ def load(path: Path) -> Exercise:
             raise ExerciseFileError(f"{path}:{_line_of(tree, [section, index])}: {step['copy']} is not in "
                                     f"{exercise.directory}")
     return exercise
+
+
+# --- languages -------------------------------------------------------------------------------
+LANGUAGES = ("en", "ru")  # English is the exercise files' own; the others are translations
+TRANSLATED = ("title", "goal", "hints", "checks")
+
+
+def translate(exercise: Exercise, language: str) -> Exercise:
+    """The exercise in `language`: README.<lang>.md and exercise.<lang>.yaml (title, goal,
+    hints and the checks' titles, each list as long as the exercise's own). An exercise without
+    them stays as it is, in English."""
+    if language == "en":
+        return exercise
+    text_path = exercise.directory / f"README.{language}.md"
+    data_path = exercise.directory / f"exercise.{language}.yaml"
+    if not data_path.exists():
+        return exercise
+    try:
+        data = yaml.safe_load(data_path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ExerciseFileError(f"{data_path}: cannot read it: {e}") from None
+    unknown = sorted(set(data) - set(TRANSLATED)) if isinstance(data, dict) else ["(not a mapping)"]
+    if unknown:
+        raise ExerciseFileError(f"{data_path}: {unknown[0]} is not translated here: give only {', '.join(TRANSLATED)}")
+    for key, own in (("hints", exercise.hints), ("checks", exercise.checks)):
+        if key in data and (not isinstance(data[key], list) or len(data[key]) != len(own)):
+            raise ExerciseFileError(f"{data_path}: {key} has {len(data[key]) if isinstance(data[key], list) else 0} "
+                                    f"entries, the exercise {len(own)}: translate each, in order")
+    return replace(exercise, language=language, title=data.get("title", exercise.title),
+                   goal=data.get("goal", exercise.goal), hints=data.get("hints", exercise.hints),
+                   check_titles=data.get("checks", []),
+                   text=text_path.read_text() if text_path.exists() else exercise.text)
 
 
 def load_all(directory: Path | None = None) -> list[Exercise]:

@@ -2,6 +2,7 @@
 // Check and Hint. Everything the server sends is shown as text, never as HTML.
 "use strict";
 const token = document.body.dataset.token;
+const T = JSON.parse(document.body.dataset.text || "{}");  // the page's words in the class's language
 const base = `/s/${encodeURIComponent(token)}`;
 const terminals = {};
 
@@ -25,7 +26,7 @@ function openTerminal(node) {
     ws.binaryType = "arraybuffer";
     entry.ws = ws;
     ws.onopen = () => {
-      if (entry.retries > 0) term.write("\r\n[reconnected]\r\n");
+      if (entry.retries > 0) term.write(`\r\n${T.reconnected}\r\n`);
       entry.retries = 0;
       delete el.dataset.closed;
       resize();
@@ -38,12 +39,12 @@ function openTerminal(node) {
       el.dataset.closed = "1";
       if (e.code === 1000) {
         entry.waitingForEnter = true;
-        term.write("\r\n[disconnected: press Enter for a new session]\r\n");
+        term.write(`\r\n${T.press_enter}\r\n`);
         return;
       }
       const delay = Math.min(10, 2 ** entry.retries);
       entry.retries += 1;
-      term.write(`\r\n[connection lost: reconnecting in ${delay} s]\r\n`);
+      term.write(`\r\n${T.reconnecting.replace("{s}", delay)}\r\n`);
       setTimeout(connect, delay * 1000);
     };
   }
@@ -65,8 +66,7 @@ function showWatched(node, mark) {
   marks[node] = mark;
   const all = Object.values(marks);
   const el = document.getElementById("watched");
-  el.textContent = all.some((m) => m.typing) ? "· your instructor is typing in your terminal" :
-    all.some((m) => m.watching) ? "· your instructor is watching your terminal" : "";
+  el.textContent = all.some((m) => m.typing) ? `· ${T.typing}` : all.some((m) => m.watching) ? `· ${T.watching}` : "";
   el.hidden = !el.textContent;
 }
 
@@ -91,7 +91,7 @@ function line(parent, text, cls) {
 const check = document.getElementById("check");
 if (check) check.addEventListener("click", async () => {
   const out = document.getElementById("verdicts");
-  out.textContent = "checking…";
+  out.textContent = T.checking;
   check.disabled = true;
   try {
     const r = await fetch(`${base}/check`, { method: "POST" });
@@ -99,13 +99,13 @@ if (check) check.addEventListener("click", async () => {
     out.textContent = "";
     if (answer.error) { out.textContent = answer.error; out.className = "bad"; return; }
     const head = document.createElement("p");
-    head.textContent = answer.ok ? "✓ all checks pass" : "✗ not yet";
+    head.textContent = answer.ok ? T.pass : T.fail;
     head.className = answer.ok ? "ok" : "bad";
     head.id = "verdict";
     out.appendChild(head);
     const list = document.createElement("ul");
     for (const v of answer.verdicts) {
-      line(list, `${v.ok ? "✓" : "✗"} ${v.check}` + (v.ok ? "" : ` — expected ${v.expected}; found ${v.found}`),
+      line(list, `${v.ok ? "✓" : "✗"} ${v.check}` + (v.ok ? "" : ` — ${T.expected} ${v.expected}; ${T.found} ${v.found}`),
            v.ok ? "ok" : "bad");
     }
     out.appendChild(list);
@@ -121,7 +121,7 @@ if (hint) hint.addEventListener("click", async () => {
   const hints = document.getElementById("hints");
   hints.textContent = "";
   if (answer.error) { line(hints, answer.error, "bad"); return; }
-  line(hints, `Hint ${answer.number}/${answer.of}: ${answer.hint}`);
+  line(hints, `${T.hint} ${answer.number}/${answer.of}: ${answer.hint}`);
 });
 
 // Which of the student's nodes are down (destroyed, shut off, paused by a drill): said above the
@@ -141,8 +141,7 @@ async function readHealth() {
   });
   if (answer.error) health.textContent = answer.error;
   else if (down.length) {
-    health.textContent = down.map((n) => `${n.node} is down (${n.state})`).join("; ") +
-      ": ask your instructor to reset your lab";
+    health.textContent = down.map((n) => `${n.node} ${T.down} (${n.state})`).join("; ") + `: ${T.ask_reset}`;
   } else health.textContent = "";
   health.hidden = !health.textContent;
 }
@@ -157,8 +156,8 @@ function showClock() {
   const left = Math.max(0, Math.round((ends * 1000 - Date.now()) / 1000));
   const at = new Date(ends * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   const m = Math.floor(left / 60);
-  clock.textContent = left > 0 ? `· ${m >= 60 ? `${Math.floor(m / 60)} h ${m % 60} min` : m ? `${m} min` : `${left} s`} left (ends ${at})`
-                               : `· the class ended at ${at}`;
+  const span = m >= 60 ? `${Math.floor(m / 60)} ${T.h} ${m % 60} ${T.min}` : m ? `${m} ${T.min}` : `${left} ${T.s}`;
+  clock.textContent = left > 0 ? `· ${T.left} ${span} (${T.ends} ${at})` : `· ${T.ended} ${at}`;
   clock.className = left > 0 && left < 600 ? "bad" : "dim";
   clock.hidden = false;
 }
@@ -175,7 +174,7 @@ async function followJob() {
       list.textContent = "";
       for (const s of job.steps) line(list, s);
       if (job.done) {
-        line(list, job.ok ? "✓ done: reload the page for the exercise's text" : `✗ ${job.error}`, job.ok ? "ok" : "bad");
+        line(list, job.ok ? T.done : `✗ ${job.error}`, job.ok ? "ok" : "bad");
         document.querySelectorAll(".self-service button").forEach((b) => { b.disabled = false; });
         return;
       }
