@@ -96,3 +96,21 @@ def test_after_the_end_terminals_close_with_a_message_and_pages_learn_the_end(a_
     said, closed, ends, status, error = run(config, scenario)
     assert "the class ended at" in said and "Check still works" in said and closed in ("CLOSE", "CLOSED")
     assert ends == room.ends and (status, error) == (409, "the class has ended")
+
+
+def test_teardown_grades_each_labs_current_exercise_then_removes_the_class(a_class, monkeypatch):  # noqa: F811
+    """--teardown at the end: a check per lab on its own current exercise, recorded as the
+    clock's, then `class down`; a lab without an exercise is not graded."""
+    from swarmlab.classroom import class_end, class_log
+    from swarmlab.core.checks import Verdict
+    from swarmlab.teach import exercises
+    config = a_class
+    exercises.save_state(access.lab_config_of(config, "ann"), "ann", {"exercise": "services"})
+    graded, removed = [], []
+    monkeypatch.setattr(exercises, "check", lambda scoped, lab, exercise, wait: graded.append((lab, exercise.id, wait))
+                        or [Verdict(True, "t", "", ""), Verdict(False, "t", "", "")])
+    monkeypatch.setattr(classroom, "class_down", lambda c: removed.append(True) or [])
+    class_end.grade_and_remove(config)
+    assert graded == [("ann", "services", False)] and removed == [True]
+    [event] = [e for e in class_log.read(config) if e["kind"] == "check"]
+    assert (event["lab"], event["by"], event["passed"], event["of"], event["ok"]) == ("ann", "clock", 1, 2, False)
