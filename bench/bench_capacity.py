@@ -21,6 +21,11 @@ The first `up` of the capacity run is timed on the idle host. `labs_per_24gib` i
 24 GiB over a lab's share by the largest per-node figure (PSS formed, the host's drop, PSS
 after the exercises).
 
+--class-up instead makes the largest class this host holds, as `host ls` counts its room, with
+one `class up --students L` (labs one at a time per 4 CPUs, as [class] parallel says), prints
+a line per lab (its seconds and how its nodes started) and measures the formed nodes as above;
+`class down` removes it.
+
 The settings measured are the ones in swarmlab.toml ([nodes] memory_mib, tb_cache_mib, the
 template's balloon; KSM as `host up` set it); --ksm off stops and unmerges KSM first.
 
@@ -174,6 +179,35 @@ def tb_curve(sizes: list[int], nodes: int, prefix: str, guest_mib: int, director
     return points
 
 
+def class_up_largest(nodes: int, settle: float, guest_mib: int, prefix: str) -> dict:
+    """`class up` of as many labs as `host ls` has room for; a line per lab, then the nodes' figures."""
+    room = json.loads(cli("host", "ls", "--json").stdout)
+    labs = sum(h["free_nodes"] for h in room if not h["problem"]) // nodes
+    avail0, cpu0 = mem_available_mib(), ksmd_cpu_s()
+    print(f"class up of {labs} labs of {nodes} nodes, the largest class `host ls` has room for", flush=True)
+    began = time.monotonic()
+    try:
+        made = cli("class", "up", "--students", str(labs), "--nodes", str(nodes), "--json", check=False,
+                   timeout=4 * 3600)
+        took = time.monotonic() - began
+        results = json.loads(made.stdout or "[]")
+        for r in results:
+            starts = [n.get("start") for n in r.get("detail", {}).get("nodes", [])]
+            print(f"  {r['lab']}: {'ok' if r['ok'] else 'FAILED: ' + str(r.get('error'))} in {r['seconds']:.0f} s "
+                  f"({', '.join(starts) or '-'})", flush=True)
+        domains = [f"{r['lab']}-{prefix}{i}" for r in results for i in range(1, nodes + 1)]
+        settle_ksm(settle)
+        formed = measure(domains, avail0, cpu0, began, guest_mib)
+        load = os.getloadavg()[0]
+    finally:
+        cli("class", "down", "--yes", check=False, timeout=3600)
+    figure = {"labs": labs, "ok": sum(r["ok"] for r in results), "class_up_s": round(took),
+              "per_lab_s": [r["seconds"] for r in results], "formed": formed, "load_1min": round(load, 1)}
+    print(f"class up of {labs} labs: {figure['ok']} ok in {took:.0f} s; per formed node PSS "
+          f"{formed['pss_mib_per_node']} MiB, host {formed['host_mib_per_node']} MiB; load {load:.1f}", flush=True)
+    return figure
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=3, help="nodes per lab")
@@ -185,9 +219,15 @@ def main() -> None:
     parser.add_argument("--ksm", choices=("as-set", "off"), default="as-set")
     parser.add_argument("--tb-curve", default="", metavar="MIB,MIB", help="translation cache sizes to measure first")
     parser.add_argument("--no-capacity", action="store_true", help="stop after the translation cache curve")
+    parser.add_argument("--class-up", action="store_true", help="class up of the largest class the host holds")
     args = parser.parse_args()
     config = configuration.load()
     hoststate.enter_host(config)
+    if args.class_up:
+        figure = class_up_largest(args.nodes, args.settle, config.memory_mib, config.prefix)
+        print(json.dumps({"largest_class_labs": figure["labs"], "class_up_s": figure["class_up_s"],
+                          "node_pss_mib_formed": figure["formed"]["pss_mib_per_node"], **figure}))
+        return
     if args.tb_curve:
         import tempfile
         with tempfile.TemporaryDirectory(prefix="bench-capacity-") as directory:

@@ -93,7 +93,7 @@ class Config:
     ssh_key: Path | None = None
     # [nodes]
     vcpus: int = 1
-    memory_mib: int = 1024
+    memory_mib: int = 512  # the smallest guest that passes every exercise, as fast (bench_capacity)
     tb_cache_mib: int = 256  # TCG's translation cache per node, all of it held (0: QEMU's 1 GiB); see README
     wake: bool = True  # nodes wake from the template's saved state (when it has one) instead of booting
     max_nodes: int = 9

@@ -27,7 +27,7 @@ def test_defaults_describe_the_embedded_host(tmp_path, monkeypatch):
     assert c.uri == "qemu:///system"
     assert str(c.gateway) == "10.77.0.1"
     assert c.api_key_path == Path("/var/lib/swarmlab/pdns-api-key")
-    assert (c.vcpus, c.memory_mib, c.ttl) == (1, 1024, 600)
+    assert (c.vcpus, c.memory_mib, c.ttl) == (1, 512, 600)
 
 
 def test_values_are_read_and_normalised(tmp_path):
