@@ -11,6 +11,7 @@ restarts and `class down`; the next class's `class up` moves it to
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import time
@@ -85,7 +86,12 @@ def roster(events: list[dict]) -> list[tuple[str, str]]:
     return [(name, lab) for lab, name in seen.items()]
 
 
+@functools.cache
+def _teaching_order() -> tuple[str, ...]:
+    """The exercises' ids in teaching order, read once per process (the board is read every few seconds)."""
+    return tuple(x.id for x in exercise_files.load_all())
+
+
 def board(config: Config) -> tuple[list[dict], list[progress.Cell]]:
     events = read(config)
-    order = [x.id for x in exercise_files.load_all()]
-    return events, progress.board(events, roster(events), order)
+    return events, progress.board(events, roster(events), list(_teaching_order()))

@@ -34,7 +34,7 @@ from swarmlab.classroom.page_text import page_text
 from swarmlab.classroom.portal_instructor import InstructorDesk
 from swarmlab.classroom.portal_self_service import SelfService
 from swarmlab.classroom.portal_terminals import Terminals
-from swarmlab.classroom.portal_web import FORBIDDEN_TEXT, security_headers
+from swarmlab.classroom.portal_web import FORBIDDEN_TEXT, security_headers, too_soon
 from swarmlab.config import Config
 from swarmlab.core import checks
 from swarmlab.errors import SwarmlabError
@@ -130,8 +130,7 @@ class Portal(InstructorDesk, SelfService, Terminals):
         now = self.clock()
         wait = CHECK_EVERY - (now - self.last_check.get(lab, -CHECK_EVERY))
         if wait > 0:
-            return web.json_response({"error": f"checks run at most every {CHECK_EVERY:g} s: try again in "
-                                               f"{wait:.0f} s"}, status=429, headers={"Retry-After": f"{wait:.0f}"})
+            return too_soon(f"checks run at most every {CHECK_EVERY:g} s", wait)
         try:
             self.limits.take("checks", lab)
         except OverLimit as e:
@@ -167,9 +166,7 @@ class Portal(InstructorDesk, SelfService, Terminals):
             return web.json_response({"error": "no exercise has started yet"}, status=409)
         wait = self.limits.hint_wait(lab)
         if wait > 0:
-            return web.json_response({"error": f"at most {self.limits.hints_per_minute} hints a minute: try again "
-                                               f"in {wait:.0f} s"}, status=429,
-                                     headers={"Retry-After": f"{max(1, round(wait))}"})
+            return too_soon(f"at most {self.limits.hints_per_minute} hints a minute", wait)
         try:
             answer = await asyncio.to_thread(exercises.hint, scoped, lab, self.exercise(state["exercise"]))
         except SwarmlabError as e:

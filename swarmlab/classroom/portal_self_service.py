@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from aiohttp import web
 
 from swarmlab.classroom import class_log, typed_history
-from swarmlab.classroom.portal_web import FORBIDDEN_TEXT, json_body
+from swarmlab.classroom.portal_web import FORBIDDEN_TEXT, json_body, too_soon
 from swarmlab.classroom.student_lab import CLASS_FINISH
 from swarmlab.errors import SwarmlabError
 from swarmlab.lab import reset as resets
@@ -78,9 +78,7 @@ class SelfService:
             return web.json_response({"error": "the class has ended"}, status=409)
         wait = self.limits.self_service_wait(lab)
         if wait > 0:
-            return web.json_response({"error": f"one restart or reset every {self.limits.self_service_every} s: "
-                                               f"try again in {wait:.0f} s"}, status=429,
-                                     headers={"Retry-After": f"{max(1, round(wait))}"})
+            return too_soon(f"one restart or reset every {self.limits.self_service_every} s", wait)
         job = self.jobs[lab] = Job(what, exercise)
         asyncio.ensure_future(self._run(lab, job))
         return web.json_response(asdict(job), status=202)

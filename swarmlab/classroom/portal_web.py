@@ -44,6 +44,12 @@ async def json_body(request: web.Request) -> dict | None:
     return body if isinstance(body, dict) else None
 
 
+def too_soon(what: str, wait: float) -> web.Response:
+    """A rate limit's refusal: 429, why, and when to ask again (in the text and Retry-After)."""
+    return web.json_response({"error": f"{what}: try again in {wait:.0f} s"}, status=429,
+                             headers={"Retry-After": f"{max(1, round(wait))}"})
+
+
 async def security_headers(_request: web.Request, response: web.StreamResponse) -> None:
     """On every answer, aiohttp's own errors and the terminals' websockets included."""
     response.headers.update(SECURITY_HEADERS)

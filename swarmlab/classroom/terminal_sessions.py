@@ -140,7 +140,10 @@ class TerminalSession:
         self.ended.set()
         for v in list(self.viewers):
             await v.offer(message)
-            v.queue.put_nowait(None) if not v.queue.full() else v.gone.set()
+            if v.queue.full():
+                v.gone.set()  # a browser that cannot take the end is simply let go
+            else:
+                v.queue.put_nowait(None)  # its writer sends what is queued, then stops
         self.close()
 
     def close(self) -> None:
