@@ -127,9 +127,14 @@ def test_a_shell_lingers_for_a_reload_then_closes(monkeypatch):
         await session.attach(reloaded)  # within the linger: the same shell
         await asyncio.sleep(0.3)
         kept = not closed
+        teacher = Viewer(Browser(), "instructor")
+        watcher = asyncio.ensure_future(teacher.write())
+        await session.attach(teacher)
         await session.detach(reloaded)
         await asyncio.sleep(0.3)
-        return kept, closed
+        watcher.cancel()
+        return kept, closed, teacher.ws.got
 
-    kept, closed = asyncio.run(scenario())
+    kept, closed, watched = asyncio.run(scenario())
     assert kept and closed == [True]
+    assert "[session ended: the student's page closed]" in watched[-1]  # a watcher alone is told, not kept

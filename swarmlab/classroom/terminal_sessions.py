@@ -89,8 +89,9 @@ class TerminalSession:
             self.typist = None
         if not self.ended.is_set():
             await self._tell_students()
-            if not self.students():
-                self.linger = asyncio.get_running_loop().call_later(LINGER, self.close)
+            if not self.students():  # a watcher alone does not keep the shell: it is told, after the linger
+                self.linger = asyncio.get_running_loop().call_later(
+                    LINGER, lambda: asyncio.ensure_future(self.end("\r\n[session ended: the student's page closed]\r\n")))
 
     def students(self) -> list[Viewer]:
         return [v for v in self.viewers if v.role == "student"]
