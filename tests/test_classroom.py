@@ -45,6 +45,11 @@ def test_free_nodes_from_nodes_memory_or_what_libvirt_reports():
     # 24 GiB reported: 90 % of it at 1.7 GiB a node
     assert placement.free_nodes(spec, 24576, 0, 1724) == 12
     assert placement.free_nodes(spec, 24576, 12, 1724) == 0
+    # emulated CPUs (no KVM): at most 9 nodes a CPU, whatever the memory; [[hosts]] nodes still rules
+    assert placement.free_nodes(spec, 24576, 0, 576, emulated_cpus=2) == 18
+    assert placement.free_nodes(spec, 24576, 0, 576, emulated_cpus=0) == 38
+    assert placement.free_nodes(spec, 24576, 15, 576, emulated_cpus=2) == 3
+    assert placement.free_nodes(HostSpec("h", "u", nodes=30), 0, 0, 576, emulated_cpus=2) == 30
     # The default node: a 256 MiB translation cache and what the bench measured beyond it.
     assert placement.node_cost_mib(0, 256) == 256 + placement.BEYOND_TB_CACHE_MIB
     assert placement.node_cost_mib(0, 0) == 1024 + placement.BEYOND_TB_CACHE_MIB  # QEMU's own 1 GiB cache

@@ -72,14 +72,14 @@ def test_doctor_says_when_the_template_was_built_for_other_memory(tmp_path, pdns
     path = doctor_config(tmp_path, pdns_server, template="unit-template")
     host = make_test_host(tmp_path)
     xml = Path(host.removeprefix("test://"))
-    xml.write_text(xml.read_text().replace('role="template"/>', 'role="template" recipe="abc123" shape="512m1c"/>'))
+    xml.write_text(xml.read_text().replace('role="template"/>', 'role="template" recipe="abc123" shape="1024m1c"/>'))
     path.write_text(path.read_text().replace('uri = "test:///default"', f'uri = "{host}"')
                     .replace('network = "default"', 'network = "swl-unit"'))
     proc = swarmlab("doctor", "--json", config=path)
     checks = {c["check"]: c for c in json.loads(proc.stdout)["checks"]}
     assert not checks["template"]["ok"] and proc.returncode == 1
-    assert checks["template"]["detail"] == ("unit-template was built for 512m1c (MiB, vCPUs); "
-                                            "[nodes] asks 1024m1c, and clones copy the template")
+    assert checks["template"]["detail"] == ("unit-template was built for 1024m1c (MiB, vCPUs); "
+                                            "[nodes] asks 512m1c, and clones copy the template")
     assert checks["template"]["fix"] == "run `swarmlab template build --name unit-template`"
 
 

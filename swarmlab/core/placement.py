@@ -16,6 +16,10 @@ QEMU_TB_CACHE_MIB = 1024  # TCG's translation cache when tb_cache_mib is 0 (QEMU
 # reporting (bench/bench_capacity.py, PSS after all nine exercises): the guest's own pages
 # 197-231 MiB and QEMU's 70 MiB. The largest (302 MiB) and some room.
 BEYOND_TB_CACHE_MIB = 320
+# Nodes one host CPU carries when it emulates them (TCG, no KVM): `class up` of 12 three-node
+# labs on 2 cores (bench_capacity.py --class-up) made 6 labs in 88-221 s each; from the 7th on,
+# at a load of 40-46, no woken node's sshd answered within 300 s. 18 nodes on 2 cores worked.
+TCG_NODES_PER_CPU = 9
 
 
 class CapacityShort(Refused):
@@ -38,14 +42,17 @@ def node_cost_mib(node_mib: int, tb_cache_mib: int) -> int:
     return node_mib or (tb_cache_mib or QEMU_TB_CACHE_MIB) + BEYOND_TB_CACHE_MIB
 
 
-def free_nodes(spec: HostSpec, host_mib: int, used_nodes: int, cost_mib: int) -> int:
+def free_nodes(spec: HostSpec, host_mib: int, used_nodes: int, cost_mib: int, emulated_cpus: int = 0) -> int:
     """Nodes a host can still take: from [[hosts]] nodes, else from its memory ([[hosts]]
     memory_mib, else 90 % of what libvirt reports), each node (there now, or to come) costing
-    `cost_mib`."""
+    `cost_mib`; on a host that emulates its guests' CPUs (`emulated_cpus`: its CPU count when
+    libvirt offers no KVM), at most TCG_NODES_PER_CPU nodes a CPU as well."""
     if spec.nodes:
         return max(0, spec.nodes - used_nodes)
-    budget = spec.memory_mib or int(host_mib * HOST_MEMORY_SHARE)
-    return max(0, budget // cost_mib - used_nodes)
+    budget = (spec.memory_mib or int(host_mib * HOST_MEMORY_SHARE)) // cost_mib
+    if emulated_cpus:
+        budget = min(budget, emulated_cpus * TCG_NODES_PER_CPU)
+    return max(0, budget - used_nodes)
 
 
 def place(labs_to_place: list[str], nodes_per_lab: int, rooms: list[HostRoom]) -> dict[str, str]:

@@ -31,11 +31,16 @@ def survey(config: Config) -> list[HostRoom]:
                     rooms.append(HostRoom(spec.name, 0, f"has no template {config.template} "
                                                         "(`swarmlab template build` on it)"))
                     continue
-                free = free_nodes(spec, hv.memory_mib(), hv.node_count(), cost)
+                free = free_nodes(spec, hv.memory_mib(), hv.node_count(), cost, emulated_cpus(hv))
                 rooms.append(HostRoom(spec.name, free))
         except SwarmlabError as e:
             rooms.append(HostRoom(spec.name, 0, f"unreachable at {spec.uri} ({e})"))
     return rooms
+
+
+def emulated_cpus(hv: Hypervisor) -> int:
+    """The host's CPU count when its guests' CPUs are emulated (no KVM), else 0."""
+    return 0 if hv.offers_kvm() else hv.cpus()
 
 
 def _config_file(config: Config) -> Path:

@@ -137,7 +137,8 @@ def run_host_checks(config: Config, spec: HostSpec) -> list[dict]:
                     else f"{config.template} is copied there at `class up`")
             used_nodes = hv.node_count()
             free = placement.free_nodes(spec, hv.memory_mib(), used_nodes,
-                                        placement.node_cost_mib(config.node_mib, config.tb_cache_mib))
+                                        placement.node_cost_mib(config.node_mib, config.tb_cache_mib),
+                                        0 if hv.offers_kvm() else hv.cpus())
             add("room", free > 0, f"{free} more nodes ({used_nodes} there now)",
                 "free the host, or raise its capacity in [[hosts]]")
             try:
