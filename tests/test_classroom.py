@@ -50,6 +50,13 @@ def test_free_nodes_from_nodes_memory_or_what_libvirt_reports():
     assert placement.free_nodes(spec, 24576, 0, 576, emulated_cpus=0) == 38
     assert placement.free_nodes(spec, 24576, 15, 576, emulated_cpus=2) == 3
     assert placement.free_nodes(HostSpec("h", "u", nodes=30), 0, 0, 576, emulated_cpus=2) == 30
+    assert placement.room_bound(spec, 24576, 576, 2) == "2 CPUs without KVM (9 nodes a CPU)"
+    assert placement.room_bound(spec, 24576, 576, 0) == "memory"
+    assert placement.room_bound(spec, 24576, 576, 16) == "memory"
+    assert placement.room_bound(HostSpec("h", "u", nodes=30), 0, 576, 2) == "[[hosts]] nodes"
+    refusal = str(pytest.raises(CapacityShort, placement.place, ["a", "b"], 3,
+                                [placement.HostRoom("local", 3, bound_by="2 CPUs without KVM (9 nodes a CPU)")]).value)
+    assert "(local 3 free, bound by 2 CPUs without KVM (9 nodes a CPU))" in refusal
     # The default node: a 256 MiB translation cache and what the bench measured beyond it.
     assert placement.node_cost_mib(0, 256) == 256 + placement.BEYOND_TB_CACHE_MIB
     assert placement.node_cost_mib(0, 0) == 1024 + placement.BEYOND_TB_CACHE_MIB  # QEMU's own 1 GiB cache

@@ -155,7 +155,8 @@ def host_ls(as_json: bool = JsonOption):
         emit_json(rows)
         return
     table(("HOST", "URI", "CAPACITY", "FREE", "LABS", "PROBLEM"),
-          [(r["host"], r["uri"], r["capacity"], r["free_nodes"], ",".join(r["labs"]) or "-", r["problem"] or "-")
+          [(r["host"], r["uri"], r["capacity"] + (f", bound by {r['bound_by']}" if "CPU" in r["bound_by"] else ""),
+            r["free_nodes"], ",".join(r["labs"]) or "-", r["problem"] or "-")
             for r in rows], right={"FREE"})
 
 

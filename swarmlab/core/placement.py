@@ -33,6 +33,7 @@ class HostRoom:
     name: str
     free_nodes: int
     problem: str = ""
+    bound_by: str = ""  # what limits the room, when it is not what [[hosts]] says: see room_bound
 
 
 def node_cost_mib(node_mib: int, tb_cache_mib: int) -> int:
@@ -55,6 +56,16 @@ def free_nodes(spec: HostSpec, host_mib: int, used_nodes: int, cost_mib: int, em
     return max(0, budget - used_nodes)
 
 
+def room_bound(spec: HostSpec, host_mib: int, cost_mib: int, emulated_cpus: int = 0) -> str:
+    """What limits a host's room, in words for `host ls` and a refusal."""
+    if spec.nodes:
+        return "[[hosts]] nodes"
+    by_memory = (spec.memory_mib or int(host_mib * HOST_MEMORY_SHARE)) // cost_mib
+    if emulated_cpus and emulated_cpus * TCG_NODES_PER_CPU < by_memory:
+        return f"{emulated_cpus} CPUs without KVM ({TCG_NODES_PER_CPU} nodes a CPU)"
+    return "memory"
+
+
 def place(labs_to_place: list[str], nodes_per_lab: int, rooms: list[HostRoom]) -> dict[str, str]:
     """Each lab whole on the host with the most free nodes (the first such host on a tie).
     Raises CapacityShort, naming what is missing, before anything is made."""
@@ -64,8 +75,8 @@ def place(labs_to_place: list[str], nodes_per_lab: int, rooms: list[HostRoom]) -
         best = max(free, key=lambda h: free[h], default=None)
         if best is None or free[best] < nodes_per_lab:
             unplaced = len(labs_to_place) - len(out)
-            have = ", ".join(f"{r.name} {r.free_nodes} free" if not r.problem else f"{r.name}: {r.problem}"
-                             for r in rooms)
+            have = ", ".join(f"{r.name} {r.free_nodes} free" + (f", bound by {r.bound_by}" if r.bound_by else "")
+                             if not r.problem else f"{r.name}: {r.problem}" for r in rooms)
             fits = sum(n // nodes_per_lab for n in free.values())
             missing = unplaced - fits
             raise CapacityShort(

@@ -9,7 +9,7 @@ from pathlib import Path
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.config import LOCAL_HOST, Config, HostSpec
 from swarmlab.config_edit import with_host_added, with_host_removed
-from swarmlab.core.placement import HostRoom, free_nodes, node_cost_mib, remote_problem
+from swarmlab.core.placement import HostRoom, free_nodes, node_cost_mib, remote_problem, room_bound
 from swarmlab.core.roster import slug
 from swarmlab.errors import Refused, SwarmlabError
 
@@ -31,8 +31,9 @@ def survey(config: Config) -> list[HostRoom]:
                     rooms.append(HostRoom(spec.name, 0, f"has no template {config.template} "
                                                         "(`swarmlab template build` on it)"))
                     continue
-                free = free_nodes(spec, hv.memory_mib(), hv.node_count(), cost, emulated_cpus(hv))
-                rooms.append(HostRoom(spec.name, free))
+                host_mib, cpus = hv.memory_mib(), emulated_cpus(hv)
+                free = free_nodes(spec, host_mib, hv.node_count(), cost, cpus)
+                rooms.append(HostRoom(spec.name, free, bound_by=room_bound(spec, host_mib, cost, cpus)))
         except SwarmlabError as e:
             rooms.append(HostRoom(spec.name, 0, f"unreachable at {spec.uri} ({e})"))
     return rooms
@@ -101,5 +102,6 @@ def host_ls(config: Config) -> list[dict]:
     rooms = {r.name: r for r in survey(config)}
     return [{"host": h.name, "uri": h.uri, "lab_range": str(h.lab_range),
              "capacity": f"{h.nodes} nodes" if h.nodes else f"{h.memory_mib} MiB" if h.memory_mib else "memory",
+             "bound_by": rooms[h.name].bound_by,
              "free_nodes": rooms[h.name].free_nodes, "problem": rooms[h.name].problem, "labs": labs_on(config, h.name)}
             for h in config.lab_hosts]

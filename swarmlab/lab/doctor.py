@@ -135,11 +135,11 @@ def run_host_checks(config: Config, spec: HostSpec) -> list[dict]:
             else:  # `class up` copies it there
                 add("template", True, f"{config.template} present (recipe {tmpl.owner.get('recipe')})" if tmpl
                     else f"{config.template} is copied there at `class up`")
-            used_nodes = hv.node_count()
-            free = placement.free_nodes(spec, hv.memory_mib(), used_nodes,
-                                        placement.node_cost_mib(config.node_mib, config.tb_cache_mib),
-                                        0 if hv.offers_kvm() else hv.cpus())
-            add("room", free > 0, f"{free} more nodes ({used_nodes} there now)",
+            used_nodes, cpus = hv.node_count(), 0 if hv.offers_kvm() else hv.cpus()
+            cost = placement.node_cost_mib(config.node_mib, config.tb_cache_mib)
+            free = placement.free_nodes(spec, hv.memory_mib(), used_nodes, cost, cpus)
+            bound = placement.room_bound(spec, hv.memory_mib(), cost, cpus)
+            add("room", free > 0, f"{free} more nodes ({used_nodes} there now; bound by {bound})",
                 "free the host, or raise its capacity in [[hosts]]")
             try:
                 subnet = placement.next_subnet(spec.lab_range, hv.network_ranges() + [config.cidr])
