@@ -53,7 +53,7 @@ fi
 if [ ! -s {SSHD_DROP_IN} ]; then
   # `Match all` ends the block: the drop-ins read after this one stay global
   printf 'Match User %s\\n    ForceCommand %s\\nMatch all\\n' "$u" {SSH_COMMAND} > {SSHD_DROP_IN}
-  sshd -t || {{ rm -f {SSHD_DROP_IN}; echo "sshd refused {SSHD_DROP_IN}" >&2; exit 1; }}
+  /usr/sbin/sshd -t || {{ rm -f {SSHD_DROP_IN}; echo "sshd refused {SSHD_DROP_IN}" >&2; exit 1; }}
   systemctl reload ssh; echo changed
 fi"""
     # sh -c SCRIPT sh KEY HOOK WRAPPER: each arrives as $1, $2, $3, quoted
