@@ -76,6 +76,11 @@ def begin(config: Config, students: list[Student], new_class: bool) -> None:
     record(config, "", "class", students=[[s.name, s.lab] for s in students])
 
 
+def names(events: list[dict]) -> dict[str, str]:
+    """lab -> the student's name, for every student the record names."""
+    return {lab: name for name, lab in roster(events)}
+
+
 def roster(events: list[dict]) -> list[tuple[str, str]]:
     """(name, lab) of every student the record's `class up`s named, first seen first."""
     seen: dict[str, str] = {}

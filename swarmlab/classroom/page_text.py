@@ -5,6 +5,9 @@ English."""
 
 from __future__ import annotations
 
+from swarmlab.classroom import room as classroom
+from swarmlab.config import Config
+
 TEXT = {
     "en": {
         "lab": "lab", "check": "Check", "hint": "Hint", "waiting": "Waiting for the first exercise",
@@ -45,6 +48,12 @@ TEXT = {
         "запускать <code>docker</code>. Вы входите через", "card_own": "он пускает только на ваши узлы.",
     },
 }
+
+
+def class_language(config: Config) -> str:
+    """`class up --lang`, else [class] language."""
+    room = classroom.load(config)
+    return (room.language if room else "") or config.class_language
 
 
 def page_text(language: str) -> dict[str, str]:

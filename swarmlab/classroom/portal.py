@@ -30,7 +30,7 @@ from swarmlab.classroom import access, class_end, class_log, room as classroom
 from swarmlab.classroom.access import instructor_token
 from swarmlab.classroom.lab_health import NodeHealth
 from swarmlab.classroom.limits import OverLimit, StudentLimits
-from swarmlab.classroom.page_text import page_text
+from swarmlab.classroom.page_text import class_language, page_text
 from swarmlab.classroom.portal_instructor import InstructorDesk
 from swarmlab.classroom.portal_self_service import SelfService
 from swarmlab.classroom.portal_terminals import Terminals
@@ -86,9 +86,7 @@ class Portal(InstructorDesk, SelfService, Terminals):
         return access.lab_config_of(self.config, lab)
 
     def language(self) -> str:
-        """`class up --lang`, else [class] language."""
-        room = classroom.load(self.config)
-        return (room.language if room else "") or self.config.class_language
+        return class_language(self.config)
 
     def exercise(self, exercise_id: str) -> exercise_files.Exercise:
         """The exercise in the class's language."""

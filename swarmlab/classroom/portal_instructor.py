@@ -85,8 +85,7 @@ class InstructorDesk:
         if not self.instructor(request):
             return web.Response(status=403, text=FORBIDDEN_TEXT)
         lab, exercise = request.match_info["lab"], request.query.get("exercise") or None
-        names = dict((lab_, name) for name, lab_ in class_log.roster(await asyncio.to_thread(class_log.read,
-                                                                                               self.config)))
+        names = class_log.names(await asyncio.to_thread(class_log.read, self.config))
         if lab not in names:
             return web.json_response({"error": f"no student with lab {lab} in the class"}, status=404)
         if lab in self.class_labs():  # what they typed until now, from their nodes

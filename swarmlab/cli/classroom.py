@@ -49,8 +49,8 @@ def class_up(students: Optional[int] = typer.Option(None, "--students", metavar=
     which. Exit 1 when any lab failed."""
     if (students is None) == (roster is None):
         raise configuration.ConfigError("give --students N or --roster FILE")
-    if language is not None and language not in exercise_files.LANGUAGES:
-        raise configuration.ConfigError(f"--lang {language} is not one of {', '.join(exercise_files.LANGUAGES)}")
+    if language is not None:
+        exercise_files.require_language(language)
     ends_text = ends or ctx.config.class_ends
     if teardown and not ends_text:
         raise configuration.ConfigError("--teardown needs an end: give --ends HH:MM (or set [class] ends)")
@@ -204,9 +204,8 @@ def class_cards(as_json: bool = JsonOption,
     if html:
         from swarmlab.adapters.keys import write_private
         from swarmlab.render import render
-        from swarmlab.classroom.page_text import page_text
-        room = classroom.require(ctx.config)
-        language = room.language or ctx.config.class_language
+        from swarmlab.classroom.page_text import class_language, page_text
+        language = class_language(ctx.config)
         write_private(Path(html), render("class-cards.html.j2", cards=rows, language=language,
                                          t=page_text(language)))  # every student's token
     if as_json:
@@ -312,7 +311,7 @@ def class_history(lab: str = typer.Argument(..., metavar="LAB", help="The studen
     nodes (read from the nodes first, secrets masked)."""
     from swarmlab.classroom import class_log, typed_history
     from swarmlab.core import progress
-    names = dict((lab_, name) for name, lab_ in class_log.roster(class_log.read(ctx.config)))
+    names = class_log.names(class_log.read(ctx.config))
     if lab not in names:
         raise NotFound(f"no student has lab {lab} in the class record (labs: {', '.join(names) or 'none'})")
     room = classroom.load(ctx.config)

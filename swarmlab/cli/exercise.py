@@ -37,9 +37,7 @@ def exercise_show(exercise_id: str = ExerciseArgument, lab: Optional[str] = LabO
                                                          help="The text's language (default: [class] language).")):
     """The student text (never the solution), with this lab's node names and addresses when
     the lab exists."""
-    language = language or ctx.config.class_language
-    if language not in exercise_files.LANGUAGES:
-        raise configuration.ConfigError(f"--lang {language} is not one of {', '.join(exercise_files.LANGUAGES)}")
+    language = exercise_files.require_language(language or ctx.config.class_language)
     exercise = exercise_files.translate(exercise_files.find(exercise_id), language)
     chosen = exercise_files.parse_image_overrides(images)
     name = lab or ctx.config.lab

@@ -125,6 +125,12 @@ LANGUAGES = ("en", "ru")  # English is the exercise files' own; the others are t
 TRANSLATED = ("title", "goal", "hints", "checks")
 
 
+def require_language(language: str) -> str:
+    if language not in LANGUAGES:
+        raise ConfigError(f"--lang {language} is not one of {', '.join(LANGUAGES)}")
+    return language
+
+
 def translate(exercise: Exercise, language: str) -> Exercise:
     """The exercise in `language`: README.<lang>.md and exercise.<lang>.yaml (title, goal,
     hints and the checks' titles, each list as long as the exercise's own). An exercise without
