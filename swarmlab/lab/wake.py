@@ -10,6 +10,7 @@ import os
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Callable
 
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.adapters.libvirt_xml import WAKE_SNAPSHOT, split_interface, wake_snapshot_xml
@@ -53,18 +54,26 @@ def lay_out(config: Config, hv: Hypervisor, node: Node, clone_xml: str, wake_ima
     return interface
 
 
-def wake(hv: Hypervisor, node: Node, interface: str, timeout: float = 120) -> None:
-    """Loads the saved state, gives the node its identity, then its NIC (DHCP follows)."""
+def wake(hv: Hypervisor, node: Node, interface: str, timeout: float = 120,
+         mark: Callable[[str], None] = lambda _phase: None) -> None:
+    """Loads the saved state, gives the node its identity, then its NIC (DHCP follows).
+    `mark` is told when each phase ends (the bench times them)."""
     hv.revert_snapshot(node.domain, WAKE_SNAPSHOT, running=True)
+    mark("restore")
     hv.wait_for_agent(node.domain, timeout)
+    mark("agent")
     hv.sync_clock(node.domain)
+    mark("clock")
     code, output = hv.guest_exec(node.domain, ["/bin/sh", "-c", FRESH_IDENTITY, "sh", node.name,
                                                machine_id(hv.domain_xml(node.domain))],
                                  stdin=os.urandom(64), timeout=timeout)
     if code != 0:
         raise LabError(f"{node.name}: giving the woken clone its own identity failed: {output.strip()[-300:]}")
+    mark("identity")
     hv.attach_device(node.domain, interface)
+    mark("nic")
     hv.delete_snapshot(node.domain, WAKE_SNAPSHOT)
+    mark("forget")
 
 
 def cut_short(domain_xml: str, snapshots: list[str], running: bool) -> bool:
