@@ -165,7 +165,7 @@ def test_a_labs_failure_on_another_machine_names_that_host_whatever_step_failed(
 
     def work(scoped, student):
         raise classroom.ClassError("starting bo-swr1 failed: End of file while reading data")
-    results = {r.lab: r.error for r in classroom._each_lab(config, students, work)}
+    results = {r.lab: r.error for r in classroom.each_lab(config, students, work)}
     assert results == {"ann": "starting bo-swr1 failed: End of file while reading data",
                        "bo": "host h9 (qemu+tcp://10.9.9.9/system): starting bo-swr1 failed: End of file while reading data"}
 

@@ -73,6 +73,8 @@ def test_labs_started_together_all_come_up_on_a_raw_two_disk_template(own_templa
     assert [code for code, _, _ in results] == [0] * len(LABS), [err for _, _, err in results]
     nodes = {lab: json.loads(out)["nodes"][0] for lab, (_, out, _) in zip(LABS, results)}
     assert len({n["ip"] for n in nodes.values()}) == len(LABS)
+    # A foreign two-disk template has no wake-up state: its clones boot cold, and up says so.
+    assert [n["start"] for n in nodes.values()] == ["boot"] * len(LABS), nodes
 
     with Hypervisor(config.uri) as hv:
         for lab, node in nodes.items():

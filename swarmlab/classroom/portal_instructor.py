@@ -9,7 +9,7 @@ import asyncio
 
 from aiohttp import web
 
-from swarmlab.classroom import class_log, room as classroom, typed_history
+from swarmlab.classroom import class_exercises, class_log, room as classroom, typed_history
 from swarmlab.classroom.portal_web import FORBIDDEN_TEXT, json_body
 from swarmlab.core import progress
 from swarmlab.errors import SwarmlabError
@@ -51,7 +51,7 @@ class InstructorDesk:
             return web.json_response({"error": str(e)}, status=400)
         for lab in self.class_labs():
             await self.end_sessions(lab)
-        results = await asyncio.to_thread(classroom.class_start, self.config, exercise)
+        results = await asyncio.to_thread(class_exercises.class_start, self.config, exercise)
         self.status_read = (float("-inf"), [])
         return web.json_response([{"lab": r.lab, "ok": r.ok, "error": r.error} for r in results])
 

@@ -18,7 +18,6 @@ import ipaddress
 import json
 import threading
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,14 +28,13 @@ from swarmlab.adapters.keys import write_private
 from swarmlab.classroom import access, class_log, typed_history
 from swarmlab.classroom.student_lab import CLASS_FINISH, LabProgress, make_student_lab
 from swarmlab.config import Config, HostSpec
-from swarmlab.core import checks
 from swarmlab.core.placement import HostRoom, next_subnet, place
 from swarmlab.core.roster import Student
 from swarmlab.errors import NotFound, Refused, SwarmlabError
 from swarmlab.host import labhost, template_build
 from swarmlab.host.lab_hosts import survey
 from swarmlab.lab import formation, model as labs, reset as resets
-from swarmlab.teach import exercise_files, exercises
+from swarmlab.teach import exercises
 from swarmlab.waiting import cancelled, run_together
 
 
@@ -178,7 +176,7 @@ def class_up(config: Config, wanted: list[Student], nodes: int, progress: LabPro
         if pushed.get(student.host):
             raise ClassError(f"host {student.host}: {pushed[student.host]}")
         return make_student_lab(scoped, student, nodes, progress, snapshot)
-    return _each_lab(config, students, make)
+    return each_lab(config, students, make)
 
 
 def _push_templates(config: Config, hosts: set[str], progress: LabProgress) -> dict[str, str]:
@@ -235,7 +233,7 @@ def labs_at_once(config: Config, host: HostSpec) -> int:
         return 1
 
 
-def _each_lab(config: Config, students: list[Student], work: Callable[[Config, Student], dict],
+def each_lab(config: Config, students: list[Student], work: Callable[[Config, Student], dict],
               reading: bool = False) -> list[LabResult]:
     """work(scoped config, student) for every student at once, at most [class] parallel per
     host unless the work is only `reading` (a status: no emulated CPU to share out); every
@@ -278,7 +276,7 @@ def _on_host(config: Config, host: str, error: str) -> str:
     return f"host {host} ({spec.uri}): {error}"
 
 
-# --- status, check, reset, down -------------------------------------------------------------
+# --- status, reset, down (exercises across the class: class_exercises.py) -------------------------------------------------------------
 def class_status(config: Config, kept: dict | None = None) -> list[dict]:
     """A row per student. `kept` (lab -> formation.KeptSwarmView), held by a caller that reads
     again and again, keeps one manager session per lab between reads."""
@@ -302,59 +300,12 @@ def class_status(config: Config, kept: dict | None = None) -> list[dict]:
                 "exercise": state.get("exercise"), "last_check": state.get("last_check")}
 
     out = []
-    for result in _each_lab(config, room.students, read, reading=True):
+    for result in each_lab(config, room.students, read, reading=True):
         row = {"student": result.student, "lab": result.lab, "host": result.host, **result.detail}
         if not result.ok:
             row.update({"nodes": 0, "ready": 0, "swarm": "unknown", "down": [], "error": result.error})
         out.append(row)
     return out
-
-
-def class_start(config: Config, exercise: exercise_files.Exercise,
-                progress: LabProgress = lambda *_: None) -> list[LabResult]:
-    """The exercise's starting point in every lab at once (reset, then its setup)."""
-    room = require(config)
-
-    def start(scoped: Config, student: Student) -> dict:
-        typed_history.collect_quietly(config, student.lab)  # the reset to come reverts the nodes' records
-        started = exercises.start(scoped, student.lab, exercise, progress=lambda m: progress(student.lab, "start", m),
-                                  finish=CLASS_FINISH)
-        class_log.record(config, student.lab, "start", exercise=exercise.id, by="instructor")
-        return started
-    return _each_lab(config, room.students, start)
-
-
-def class_check(config: Config, exercise: exercise_files.Exercise, wait: bool = False) -> list[LabResult]:
-    room = require(config)
-
-    def check(scoped: Config, student: Student) -> dict:
-        verdicts = exercises.check(scoped, student.lab, exercise, wait=wait)
-        class_log.record(config, student.lab, "check", exercise=exercise.id, by="instructor",
-                         **checks.tally(verdicts))
-        return {"verdicts": [v.as_dict() for v in verdicts], "passed": all(v.ok for v in verdicts)}
-
-    results = _each_lab(config, room.students, check)
-    for r in results:
-        r.ok = r.ok and r.detail.get("passed", False)
-    return results
-
-
-def junit(exercise_id: str, results: list[LabResult]) -> str:
-    """One testsuite per student: a gradebook imports the checks as test cases."""
-    suites = ET.Element("testsuites", name=f"swarmlab.{exercise_id}")
-    for r in results:
-        verdicts = r.detail.get("verdicts", [])
-        suite = ET.SubElement(suites, "testsuite", name=r.student, tests=str(max(1, len(verdicts))),
-                              failures=str(sum(not v["ok"] for v in verdicts)), errors="1" if r.error else "0",
-                              time=f"{r.seconds:.1f}")
-        if r.error:
-            case = ET.SubElement(suite, "testcase", classname=f"{r.lab}.{exercise_id}", name="lab reachable")
-            ET.SubElement(case, "error", message=r.error)
-        for v in verdicts:
-            case = ET.SubElement(suite, "testcase", classname=f"{r.lab}.{exercise_id}", name=v["check"])
-            if not v["ok"]:
-                ET.SubElement(case, "failure", message=f"expected {v['expected']}; found {v['found']}")
-    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
 def class_reset(config: Config, level: str | None = None, only: list[str] | None = None,
@@ -370,7 +321,7 @@ def class_reset(config: Config, level: str | None = None, only: list[str] | None
             raise ClassError((result.problems or [result.error or "reset failed"])[0])
         class_log.record(config, student.lab, "reset", by="instructor")
         return {"levels": result.levels, "reasons": result.reasons, "seconds": result.seconds}
-    return _each_lab(config, [s for s in room.students if only is None or s.lab in only], reset)
+    return each_lab(config, [s for s in room.students if only is None or s.lab in only], reset)
 
 
 def class_down(config: Config) -> list[LabResult]:
@@ -384,7 +335,7 @@ def class_down(config: Config) -> list[LabResult]:
         removed = labs.down(scoped, student.lab)
         access.revoke(config, student.lab)  # the key and the portal token stop working now
         return {"removed": removed}
-    results = _each_lab(config, room.students, remove)
+    results = each_lab(config, room.students, remove)
     left = [s for s, r in zip(room.students, results) if not r.ok]
     if left:
         room.students = left

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from swarmlab import config as configuration
-from swarmlab.classroom import cards, room as classroom
+from swarmlab.classroom import cards, class_exercises, room as classroom
 from swarmlab.cli.common import (ExerciseArgument, JsonOption, NodeBoard, app, ctx, emit_json, enter_host,
                                  render_lab_results, table)
 from swarmlab.core import class_clock, roster as rosters
@@ -228,7 +228,7 @@ def class_start(exercise_id: str = ExerciseArgument, as_json: bool = JsonOption)
     exercise = exercise_files.find(exercise_id)
     enter_host()
     with NodeBoard() as board:
-        results = classroom.class_start(ctx.config, exercise, board)
+        results = class_exercises.class_start(ctx.config, exercise, board)
     render_lab_results(results, as_json, f"started {exercise.id}")
 
 
@@ -245,10 +245,10 @@ def class_check(exercise_id: str = ExerciseArgument,
     check."""
     exercise = exercise_files.find(exercise_id)
     enter_host()
-    results = classroom.class_check(ctx.config, exercise, wait)
+    results = class_exercises.class_check(ctx.config, exercise, wait)
     if junit:
         with open(junit, "w") as f:
-            f.write(classroom.junit(exercise.id, results))
+            f.write(class_exercises.junit(exercise.id, results))
     if as_json:
         emit_json([asdict(r) for r in results])
     else:
