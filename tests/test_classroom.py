@@ -311,3 +311,16 @@ def test_a_rerun_of_class_up_says_what_it_did_to_each_lab():
     # a student left the swarm on its only manager: a new one is made
     assert what_was_done({"swr1": "running"}, FormReport(initialized="swr1", joined=["swr2 (worker)"])) == \
         "already running; the swarm was repaired: init on swr1; joined swr2 (worker)"
+
+
+def test_class_grades_as_junit_one_suite_per_student_with_failures_and_unreachable_labs():
+    from swarmlab.classroom.class_exercises import junit
+    results = [classroom.LabResult("Ann", "s01", "local", ok=False, seconds=3.2, detail={"verdicts": [
+                   {"check": "web runs 3 replicas", "ok": True, "expected": "3", "found": "3"},
+                   {"check": "db pinned to swr1", "ok": False, "expected": "swr1", "found": "swr2"}]}),
+               classroom.LabResult("Bo", "s02", "h2", error="host h2 (qemu+tcp://h2/system): unreachable")]
+    xml = junit("services", results)
+    ann, bo = xml.split("<testsuite ")[1:]
+    assert 'name="Ann" tests="2" failures="1" errors="0"' in ann
+    assert '<failure message="expected swr1; found swr2"' in ann and "web runs 3 replicas" in ann
+    assert 'name="Bo" tests="1" failures="0" errors="1"' in bo and 'name="lab reachable"' in bo
