@@ -234,7 +234,7 @@ def labs_at_once(config: Config, host: HostSpec) -> int:
 
 
 def each_lab(config: Config, students: list[Student], work: Callable[[Config, Student], dict],
-              reading: bool = False) -> list[LabResult]:
+             reading: bool = False) -> list[LabResult]:
     """work(scoped config, student) for every student at once, at most [class] parallel per
     host unless the work is only `reading` (a status: no emulated CPU to share out); every
     lab's outcome is returned, failed or not."""
@@ -276,7 +276,7 @@ def _on_host(config: Config, host: str, error: str) -> str:
     return f"host {host} ({spec.uri}): {error}"
 
 
-# --- status, reset, down (exercises across the class: class_exercises.py) -------------------------------------------------------------
+# --- status, reset, down (an exercise across the class: class_exercises.py) ----------------
 def class_status(config: Config, kept: dict | None = None) -> list[dict]:
     """A row per student. `kept` (lab -> formation.KeptSwarmView), held by a caller that reads
     again and again, keeps one manager session per lab between reads."""
