@@ -121,6 +121,13 @@ def test_network_from_template_is_idempotent_and_owned(hv):
     assert not hv.network_state("swl-unit").exists
 
 
+def test_a_networks_dns_forwarder_is_read_from_its_dnsmasq_options():
+    config = configuration.Config(network="swl-unit", dns_port=5353)
+    assert libvirt_xml.dns_forwarder(libvirt_xml.network_xml(config)) == "127.0.0.1#5353"
+    # a libvirt that drops dnsmasq options (test:///) says nothing: the network is left as it is
+    assert libvirt_xml.dns_forwarder("<network><name>x</name></network>") is None
+
+
 def test_disk_path_is_none_when_the_disk_is_gone(hv, tmp_path):
     assert hv.disk_path("test") is None  # test:///default's disk file does not exist
     disk = tmp_path / "disk.img"

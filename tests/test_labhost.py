@@ -103,6 +103,29 @@ def test_the_node_filter_guards_the_hosts_ports_from_its_lab_networks(host):
     assert "tcp dport { 53, 5000 } accept" in table.stdout and "drop" in table.stdout
 
 
+def test_a_network_left_forwarding_to_another_powerdns_is_made_again(host, tmp_path):
+    """What a host killed half-way (or a changed [host] dns_port) leaves: the network, its dnsmasq
+    sending the lab zone to a port no PowerDNS listens on. `host up` makes it again."""
+    path, _ = host
+    config = configuration.load(path)
+
+    def virsh(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["virsh", "-c", config.uri, *args], capture_output=True, text=True, timeout=60)
+
+    def zone_via_gateway() -> str:
+        return netns_run(config.namespace, "dig", "+short", "+time=2", "+tries=1", f"@{config.gateway}",
+                         config.zone, "SOA").stdout
+    stale = tmp_path / "stale.xml"
+    stale.write_text(virsh("net-dumpxml", config.network).stdout.replace(f"#{config.dns_port}'", "#9'"))
+    assert virsh("net-destroy", config.network).returncode == 0
+    assert virsh("net-define", str(stale)).returncode == 0 and virsh("net-start", config.network).returncode == 0
+    assert not zone_via_gateway().startswith(f"ns1.{config.zone}")  # the stale network breaks the nodes' DNS
+    proc = swarmlab("host", "up", "--isolated", config=path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"redefined network {config.network}: the lab zone goes to 127.0.0.1#{config.dns_port}" in proc.stdout
+    assert zone_via_gateway().startswith(f"ns1.{config.zone}")
+
+
 def test_second_host_up_changes_nothing_and_says_so(host):
     path, _ = host
     proc = swarmlab("host", "up", "--isolated", config=path)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import libvirt
 
 from swarmlab.adapters.libvirt_errors import HypervisorError, libvirt_errors_as_ours, only_missing
-from swarmlab.adapters.libvirt_xml import dhcp_host_xml, ownership
+from swarmlab.adapters.libvirt_xml import dhcp_host_xml, dns_forwarder, ownership
 from swarmlab.errors import NotFound, Refused
 
 
@@ -72,6 +72,8 @@ class NetworkMixin:
         elif ownership(net.XMLDesc()) is None:
             raise Refused(f"network {name} exists and was not created by swarmlab: "
                           "choose another [libvirt] network name, or point swarmlab at it without `host up`")
+        elif dns_forwarder(net.XMLDesc()) not in (None, dns_forwarder(xml)):
+            net = self._redefine_network(name, net, xml, changes)
         if not net.isActive():
             try:
                 net.create()
@@ -81,6 +83,29 @@ class NetworkMixin:
         if not net.autostart():
             net.setAutostart(True)
         return changes
+
+    def _redefine_network(self, name: str, net, xml: str, changes: list[str]):
+        """A network of ours whose DNS forwarder is not the config's (a changed [host] dns_port,
+        or one left by a host that was killed): made again, its DHCP reservations kept, when no
+        node is attached to it. libvirt cannot change the forwarder of a running network."""
+        current = ET.fromstring(net.XMLDesc())
+        was, wanted = dns_forwarder(net.XMLDesc()), dns_forwarder(xml)
+        if net.isActive() and int(current.get("connections", "0")):
+            raise Refused(f"network {name} forwards the lab zone to {was}, not to {wanted} as the config says, and "
+                          f"nodes are attached to it: bring its labs down (`swarmlab down`), then `swarmlab host up`")
+        desired = ET.fromstring(xml)
+        dhcp = desired.find("ip/dhcp")
+        for host in current.findall("ip/dhcp/host"):
+            dhcp.append(host)
+        try:
+            if net.isActive():
+                net.destroy()
+            net.undefine()
+            net = self.conn.networkDefineXML(ET.tostring(desired, encoding="unicode"))
+        except libvirt.libvirtError as e:
+            raise HypervisorError(f"redefining network {name} failed: {e.get_error_message()}") from None
+        changes.append(f"redefined network {name}: the lab zone goes to {wanted}, no longer {was}")
+        return net
 
     def remove_network(self, name: str) -> list[str]:
         net = self._network(name)

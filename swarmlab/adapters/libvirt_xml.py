@@ -200,6 +200,19 @@ def network_xml(config: Config, lab: str | None = None) -> str:
                   zone=config.zone.rstrip("."), dns_server=dns_server, dns_port=config.dns_port, lab=lab)
 
 
+DNSMASQ_NS = "http://libvirt.org/schemas/network/dnsmasq/1.0"
+
+
+def dns_forwarder(network_xml: str) -> str | None:
+    """Where a network's dnsmasq sends the lab zone (`address#port`), or None when its XML does
+    not say (a network not made from network.xml.j2, or a libvirt that drops dnsmasq options)."""
+    for option in ET.fromstring(network_xml).iterfind(f"{{{DNSMASQ_NS}}}options/{{{DNSMASQ_NS}}}option"):
+        value = option.get("value", "")
+        if value.startswith("server=/"):
+            return value.rsplit("/", 1)[1]
+    return None
+
+
 WAKE_SNAPSHOT = "wake"
 
 
