@@ -13,8 +13,8 @@ Each run measures, one after another on the same idle host (medians over the run
 - wake floor: the same clones woken from the template's saved state, as `up` wakes them (a
   copy of the wake image, the state loaded, a fresh identity, then the NIC), until each
   answers on port 22. Both print each phase of a node: for a boot, its start, lease and sshd;
-  for a wake, the wait for its disk's copy (made one after another), the state's load, the guest agent, the clock, the identity, the
-  NIC, the saved state dropped, the lease and sshd.
+  for a wake, the wait for its disk's copy (made one after another), the state's load, the
+  guest agent, the clock, the identity, the NIC, the saved state dropped, the lease and sshd.
 - swarmlab: `swarmlab up N --lab bench --no-snapshot` to N Ready managers, with its own phase
   times (`up --json`): SSH-ready is the last node's `ready`, formation the rest. Once woken
   (the default), once booted (`[nodes] wake = false`).
