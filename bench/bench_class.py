@@ -116,7 +116,10 @@ def main() -> None:
                 rss += qemu_rss_mib()
                 dnsmasq += dnsmasq_rss_kib(config)
             finally:
-                cli("class", "down", "--yes", check=False, env=env)
+                down = cli("class", "down", "--yes", check=False, env=env)
+                if down.returncode != 0:  # what is left would skew the next measurement
+                    print(f"class down failed (exit {down.returncode}): {down.stdout.strip()} "
+                          f"{down.stderr.strip()}", flush=True)
             line += f", `class up` (parallel {parallel}) {together[parallel][-1]:.1f} s"
         print(line, flush=True)
     print(f"\n{args.labs} labs x {args.nodes} nodes, median of {args.runs}:")
