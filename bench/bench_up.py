@@ -235,9 +235,11 @@ def bench_class(labs: int, nodes: int, env: dict | None = None) -> dict[str, flo
     started = time.monotonic()
     proc = cli("class", "up", "--students", str(labs), "--nodes", str(nodes), "--no-snapshot", env=env)
     total = time.monotonic() - started
-    cli("class", "down", "--yes", env=env)
+    down = cli("class", "down", "--yes", env=env)
     if proc.returncode != 0:
         sys.exit(f"swarmlab class up failed: {proc.stderr.strip().splitlines()[-1:]}")
+    if down.returncode != 0:  # a lab left behind would slow every later measurement
+        sys.exit(f"swarmlab class down failed: {(down.stdout + down.stderr).strip().splitlines()[-3:]}")
     return {"total": total}
 
 
