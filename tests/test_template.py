@@ -22,6 +22,9 @@ def test_key_follows_content_not_name():
 def test_guest_files_carry_identity_hygiene_and_dhcp_by_mac():
     files = template.guest_files(Recipe("debian12", "ssh-ed25519 AAAA key-a"))
     assert "ClientIdentifier=mac" in files["/etc/systemd/network/10-lab.network"]
+    # the hostname is swarmlab's, not dnsmasq's; no multicast name probing between nodes
+    assert "UseHostname=no" in files["/etc/systemd/network/10-lab.network"]
+    assert "LLMNR=no" in files["/etc/systemd/resolved.conf.d/swarmlab.conf"]
     assert "ssh-keygen -q -t ed25519" in files["/etc/systemd/system/ssh.service.d/swarmlab-hostkeys.conf"]
     assert files["/root/.ssh/authorized_keys"] == "ssh-ed25519 AAAA key-a\n"
     assert "swarmlab-images.service" in "".join(files)
