@@ -32,8 +32,9 @@ def free_port() -> int:
 
 def swarmlab(*args: str, config: Path | None = None, check: bool = False, timeout: float = 900,
              env: dict | None = None) -> subprocess.CompletedProcess:
-    """Runs the real CLI as a user would."""
-    full_env = {**os.environ, **(env or {})}
+    """Runs the real CLI as a user would, never with the caller's own SWARMLAB_CONFIG: a test
+    must not read, or act on, the lab of whoever runs the suite."""
+    full_env = {**{k: v for k, v in os.environ.items() if k != "SWARMLAB_CONFIG"}, **(env or {})}
     if config:
         full_env["SWARMLAB_CONFIG"] = str(config)
     proc = subprocess.run([sys.executable, "-m", "swarmlab", *args], capture_output=True, text=True,
