@@ -82,11 +82,13 @@ def test_machine_id_is_the_domains_uuid_as_systemd_takes_it():
 
 def test_the_identity_script_is_valid_shell_and_keeps_its_order():
     subprocess.run(["sh", "-n", "-c", FRESH_IDENTITY], check=True)
-    steps = [line.split()[0] for line in FRESH_IDENTITY.splitlines()]
-    # the random generator is rekeyed before the host key is drawn, the engine restarts last
-    assert steps.index("perl") < steps.index("ssh-keygen") < steps.index("systemctl")
-    assert FRESH_IDENTITY.index("0x5207") < FRESH_IDENTITY.index("ssh-keygen")
-    assert FRESH_IDENTITY.rstrip().endswith("fi")
+    at = FRESH_IDENTITY.index
+    # the random generator is rekeyed before the host key is drawn
+    assert at("0x5207") < at("ssh-keygen") < at("systemctl restart ssh")
+    # the engine starts with the node's hostname and without the template's engine ID, early,
+    # and its stop leaves the images unit alone (no docker CLI run to check baked images)
+    assert at('hostname "$1"') < at("rm -f /var/lib/docker/engine-id") < at("--no-block start docker") < at("ssh-keygen")
+    assert "systemctl stop --job-mode=ignore-dependencies docker.socket docker" in FRESH_IDENTITY
 
 
 def test_a_host_on_another_machine_gets_a_copy_backed_by_its_own_template_disk(tmp_path):

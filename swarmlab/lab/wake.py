@@ -18,9 +18,12 @@ from swarmlab.config import Config
 from swarmlab.lab.model import LabError, Node
 
 # $1 hostname, $2 machine-id; stdin: bytes from the host's random pool. The engine restarts in
-# the background (its new ID is read at start); `up` waits for it before forming the swarm.
+# the background (its new ID is read at start); `up` waits for it before forming the swarm, so
+# it restarts as soon as the hostname it reads is the node's, before the SSH host key is made.
 # Its local network store goes too: a restart would restore the template's default bridge, then
 # drop and remake it, ~30 iptables runs of ~0.15 s each under TCG; a fresh store makes it once.
+# Its stop leaves the images unit be (ignore-dependencies): that unit only checks, with a
+# docker CLI call of seconds under TCG, that the baked images are there, and they are.
 FRESH_IDENTITY = (
     "set -e\n"
     "head -c 64 > /dev/urandom\n"
@@ -31,15 +34,15 @@ FRESH_IDENTITY = (
     'hostname "$1"\n'
     'sed -i "s/^127\\.0\\.1\\.1[[:space:]].*/127.0.1.1 $1/" /etc/hosts\n'
     'echo "$2" > /etc/machine-id\n'
-    "rm -f /etc/ssh/ssh_host_*\n"
-    'ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key\n'
-    "systemctl restart ssh\n"
     "if [ -e /var/lib/docker ]; then\n"
     "  running=$(systemctl is-active docker || true)\n"
-    '  if [ "$running" = active ]; then systemctl stop docker.socket docker; fi\n'
+    '  if [ "$running" = active ]; then systemctl stop --job-mode=ignore-dependencies docker.socket docker; fi\n'
     "  rm -f /var/lib/docker/engine-id /etc/docker/key.json /var/lib/docker/network/files/local-kv.db\n"
     '  if [ "$running" = active ]; then systemctl --no-block start docker.socket docker; fi\n'
     "fi\n"
+    "rm -f /etc/ssh/ssh_host_*\n"
+    'ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key\n'
+    "systemctl restart ssh\n"
 )
 
 
