@@ -30,12 +30,10 @@ def test_log_records_are_redacted(caplog):
 
 
 def test_facts_pair_a_command_with_its_parser():
-    assert swarm.NODES.command.shell == "docker node ls --format '{{json .}}'"
-    nodes = swarm.NODES.parse('{"ID":"a *","Hostname":"swr1","Status":"Ready","Availability":"Active",'
-                              '"ManagerStatus":"Leader","EngineVersion":"20.10.24","Self":true}\n')
-    assert nodes[0].hostname == "swr1" and nodes[0].is_self
+    assert swarm.SERVICES.command.shell == "docker service ls --format '{{json .}}'"
+    services = swarm.SERVICES.parse('{"ID":"x1","Image":"swarmlab/busybox:latest","Mode":"replicated",'
+                                    '"Name":"web","Ports":"","Replicas":"3/5"}\n')
+    assert services[0].name == "web" and services[0].running == 3
     assert swarm.tasks("web; x", running_only=True).command.shell == (
         "docker service ps --no-trunc --format '{{json .}}' --filter desired-state=running 'web; x'")
     assert swarm.node_labels("swr1").parse("null") == {}
-    token = swarm.join_token("worker").parse("SWMTKN-1-abc-def\n")
-    assert isinstance(token, Secret) and token.value == "SWMTKN-1-abc-def"

@@ -1,6 +1,8 @@
 """The formation plan from facts: who inits, who joins as what, who is promoted or demoted,
 which labels are added. Facts in, commands out, in milliseconds."""
 
+from types import SimpleNamespace
+
 from swarmlab.config_values import NodeLabel
 from swarmlab.core import swarm
 from swarmlab.core.command import Secret
@@ -186,6 +188,9 @@ def test_the_engine_apis_nodes_read_as_node_ls_lists_them():
     assert [n.role for n in swarm.parse_api_nodes(api)] == ["manager", "manager", "worker"]
 
 
+NO_SSH = SimpleNamespace(host="10.77.0.11")  # a connection nothing opens: preparation is stubbed
+
+
 def _new_swarm(tmp_path, monkeypatch, prepare):
     import threading
 
@@ -197,7 +202,7 @@ def _new_swarm(tmp_path, monkeypatch, prepare):
     monkeypatch.setattr(formation, "prepare_node", prepare)
     lab = Lab("t1", [Node(n, f"t1-{n}", "", "", IPS[n], "") for n in ORDER])
     pipeline = formation.NewSwarm(config, None, swarm.FormReport(), lambda *_: None)
-    waiting = threading.Thread(target=pipeline.node_ready, args=(lab, lab.nodes[1], None))
+    waiting = threading.Thread(target=pipeline.node_ready, args=(lab, lab.nodes[1], NO_SSH))
     return pipeline, lab, waiting
 
 
@@ -224,7 +229,7 @@ def test_a_new_swarm_stops_waiting_when_the_first_nodes_preparation_fails(tmp_pa
     pipeline, lab, waiting = _new_swarm(tmp_path, monkeypatch, prepare)
     waiting.start()
     with pytest.raises(FormError, match="does not start"):
-        pipeline.node_ready(lab, lab.nodes[0], None)
+        pipeline.node_ready(lab, lab.nodes[0], NO_SSH)
     waiting.join(2)
     assert not waiting.is_alive() and pipeline.formed(lab) is None
 

@@ -66,3 +66,16 @@ def test_the_jump_to_another_hosts_nodes_is_the_same_for_paramiko_and_openssh(tm
     assert f"-i {tmp_path / 'lab-key'} -o IdentitiesOnly=yes" in hop and "-o BatchMode=yes" in hop
     assert f"UserKnownHostsFile={tmp_path / 'known_hosts'}" in hop and hop.endswith("-p 2222 -W %h:%p admin@h2.example")
     assert "-i" not in Jump.parse("root@h3", None, tmp_path / "k").proxy_command()  # root's own keys and agent
+
+
+def test_an_engine_api_error_never_shows_a_secret_the_engine_echoes():
+    """A join's body holds its token; an engine that quotes it back must not put it on screen."""
+    from swarmlab.adapters.remote import EngineAPI, RemoteError
+    from swarmlab.core.command import Secret
+    token = Secret("SWMTKN-1-echoed-back-by-the-engine")
+    api = EngineAPI.__new__(EngineAPI)  # no node: only the answer matters here
+    api.host = "swr2"
+    api.call = lambda method, path, body=None: (400, {"message": f"invalid join token {token.value}"})
+    with pytest.raises(RemoteError) as failed:
+        api.request("POST", "/swarm/join", {"JoinToken": token.value})
+    assert "SWMTKN" not in str(failed.value) and "swr2: Docker API POST /swarm/join: 400" in str(failed.value)

@@ -6,22 +6,6 @@ from swarmlab.config_values import parse_label
 from swarmlab.core import swarm
 from swarmlab.errors import SwarmlabError
 
-NODE_LS = """\
-{"Availability":"Active","EngineVersion":"20.10.24+dfsg1","Hostname":"swr1","ID":"k2y0vq0ojk8wnv0xfa4ehzl1f","ManagerStatus":"Leader","Self":true,"Status":"Ready","TLSStatus":"Ready"}
-{"Availability":"Drain","EngineVersion":"20.10.24+dfsg1","Hostname":"swr2","ID":"pq8lq6n2wgyx4s4ozkqmbjo0v","ManagerStatus":"Reachable","Self":false,"Status":"Ready","TLSStatus":"Ready"}
-{"Availability":"Active","EngineVersion":"20.10.24+dfsg1","Hostname":"swr3","ID":"z1d5qyzhlcclbf09c5bw2nmxu","ManagerStatus":"","Self":false,"Status":"Down","TLSStatus":"Ready"}
-"""
-
-
-def test_node_ls_by_key():
-    nodes = swarm.parse_node_ls(NODE_LS)
-    assert [(n.hostname, n.role, n.manager_status, n.status, n.availability) for n in nodes] == [
-        ("swr1", "manager", "Leader", "Ready", "Active"),
-        ("swr2", "manager", "Reachable", "Ready", "Drain"),
-        ("swr3", "worker", "", "Down", "Active"),
-    ]
-    assert nodes[0].is_self and nodes[0].engine_version == "20.10.24+dfsg1"
-
 
 def test_swarm_info_active_manager_and_inactive():
     info = swarm.parse_swarm_info('{"NodeID":"k2y0","NodeAddr":"10.77.0.10","LocalNodeState":"active",'
@@ -72,9 +56,33 @@ def test_the_engine_apis_services_and_tasks_read_as_the_cli_lists_them():
     assert tasks[2].error == "task: non-zero exit (1)"
 
 
+def test_engine_api_swarm_requests_are_what_the_cli_sends():
+    from swarmlab.core.command import Secret
+    assert swarm.init_request("10.77.0.11") == {"ListenAddr": "0.0.0.0:2377", "AdvertiseAddr": "10.77.0.11",
+                                                "Availability": "active"}
+    join = swarm.join_request("10.77.0.12", Secret("SWMTKN-1-join"), "10.77.0.11")
+    assert join["RemoteAddrs"] == ["10.77.0.11:2377"] and join["JoinToken"] == "SWMTKN-1-join"
+    assert join["AdvertiseAddr"] == "10.77.0.12" and join["ListenAddr"] == "0.0.0.0:2377"
+    tokens = swarm.join_tokens({"ID": "c1", "JoinTokens": {"Worker": "SWMTKN-1-w", "Manager": "SWMTKN-1-m"}})
+    assert {role: t.value for role, t in tokens.items()} == {"manager": "SWMTKN-1-m", "worker": "SWMTKN-1-w"}
+    assert "SWMTKN" not in repr(tokens)
+    with pytest.raises(SwarmlabError, match="no join tokens: is this node a manager"):
+        swarm.join_tokens({"ID": "c1"})  # what a worker's GET /swarm would not even give
+
+
+def test_engine_api_images_and_swarm_state_read_as_the_cli_shows_them():
+    images = [{"RepoTags": ["swarmlab/busybox:latest", "busybox:1.36"]}, {"RepoTags": None},
+              {"RepoTags": ["<none>:<none>"]}, {"RepoTags": ["swarmlab/whoami:latest"]}]
+    assert swarm.image_tags(images) == {"swarmlab/busybox:latest", "busybox:1.36", "swarmlab/whoami:latest"}
+    info = swarm.swarm_info({"NodeID": "", "LocalNodeState": "inactive", "ControlAvailable": False,
+                             "RemoteManagers": None})
+    assert (info.state, info.is_manager, info.remote_managers) == ("inactive", False, ())
+    assert swarm.swarm_info({}).state == "inactive"
+
+
 def test_garbage_is_a_clear_error():
-    with pytest.raises(SwarmlabError, match="unexpected output from `docker node ls`: Error response"):
-        swarm.parse_node_ls("Error response from daemon: This node is not a swarm manager.")
+    with pytest.raises(SwarmlabError, match="unexpected output from `docker service ls`: Error response"):
+        swarm.parse_service_ls("Error response from daemon: This node is not a swarm manager.")
 
 
 @pytest.mark.parametrize("spec, expected", [

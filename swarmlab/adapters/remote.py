@@ -245,10 +245,15 @@ class EngineAPI:
             return response.status, data
 
     def get(self, path: str):
-        status, answer = self.call("GET", path)
+        return self.request("GET", path)
+
+    def request(self, method: str, path: str, body: dict | None = None):
+        """The decoded answer; an error status raises, with the engine's message (redacted: a
+        body may hold a secret, and an engine may echo it)."""
+        status, answer = self.call(method, path, body)
         if status >= 300:
             message = answer.get("message") if isinstance(answer, dict) else answer
-            raise RemoteError(f"{self.host}: Docker API GET {path}: {status} {message}")
+            raise RemoteError(redact(f"{self.host}: Docker API {method} {path}: {status} {message}"))
         return answer
 
 
@@ -261,18 +266,27 @@ class KeptEngineAPI:
         self.conn = conn
         self.host = conn.host
         self.api: EngineAPI | None = None
+        self.turn = threading.Lock()  # threads share a session one request at a time
 
     def get(self, path: str, timeout: float):
-        try:
-            if self.api is None:
-                self.api = EngineAPI(self.conn, timeout=timeout)
-            self.api.set_timeout(timeout)
-            return self.api.get(path)
-        except EngineAPIBroken:
-            self.close()
-            raise
+        return self.request("GET", path, timeout=timeout)
+
+    def request(self, method: str, path: str, body: dict | None = None, timeout: float = 60):
+        with self.turn:
+            try:
+                if self.api is None:
+                    self.api = EngineAPI(self.conn, timeout=timeout)
+                self.api.set_timeout(timeout)
+                return self.api.request(method, path, body)
+            except EngineAPIBroken:
+                self._drop()
+                raise
 
     def close(self) -> None:
+        with self.turn:
+            self._drop()
+
+    def _drop(self) -> None:
         if self.api is not None:
             self.api.close()
             self.api = None

@@ -33,7 +33,7 @@ from swarmlab.core.roster import Student
 from swarmlab.errors import NotFound, Refused, SwarmlabError
 from swarmlab.host import labhost, template_build
 from swarmlab.host.lab_hosts import survey
-from swarmlab.lab import formation, model as labs, reset as resets
+from swarmlab.lab import model as labs, reset as resets, swarm_status
 from swarmlab.teach import exercises
 from swarmlab.waiting import cancelled, run_together
 
@@ -278,7 +278,7 @@ def _on_host(config: Config, host: str, error: str) -> str:
 
 # --- status, reset, down (an exercise across the class: class_exercises.py) ----------------
 def class_status(config: Config, kept: dict | None = None) -> list[dict]:
-    """A row per student. `kept` (lab -> formation.KeptSwarmView), held by a caller that reads
+    """A row per student. `kept` (lab -> swarm_status.KeptSwarmView), held by a caller that reads
     again and again, keeps one manager session per lab between reads."""
     room = require(config)
     if kept is not None:
@@ -286,8 +286,8 @@ def class_status(config: Config, kept: dict | None = None) -> list[dict]:
             kept.pop(lab).close()
 
     def read(scoped: Config, student: Student) -> dict:
-        view = kept.setdefault(student.lab, formation.KeptSwarmView()) if kept is not None else None
-        data = formation.status_with_swarm(scoped, student.lab, view)
+        view = kept.setdefault(student.lab, swarm_status.KeptSwarmView()) if kept is not None else None
+        data = swarm_status.status_with_swarm(scoped, student.lab, view)
         rows = data["nodes"]
         state = exercises.load_state(scoped, student.lab)
         ready = sum(1 for r in rows if r.get("state") == "running" and r.get("ssh"))

@@ -53,7 +53,7 @@ def make_student_lab(config: Config, student: Student, nodes: int, progress: Lab
     has_formed = snapshots.load_snapshot(config, student.lab, snapshots.DEFAULT_SNAPSHOT) is not None
     try:
         lab, report, added = formation.make_lab(config, nodes, student.lab, config.prefix, None, [], True,
-                                                node_progress, CLASS_FINISH)
+                                                node_progress, CLASS_FINISH, read_baseline=snapshot and not has_formed)
     except (Cancelled, Refused):
         raise  # Ctrl-C, or refused before anything was done: nothing to go back from
     except SwarmlabError as e:
@@ -63,7 +63,7 @@ def make_student_lab(config: Config, student: Student, nodes: int, progress: Lab
     for change in added:
         progress(student.lab, "accounts", change)
     if snapshot and report and not has_formed:  # the baseline resets return to has the student's account
-        snapshots.keep_formed(config, student.lab, True)
+        snapshots.keep_formed(config, student.lab, True, baseline=report.baseline)
     did = what_was_done(before, report)
     progress(student.lab, "done", f"{len(lab.nodes)} nodes: {did}")
     return {"did": did, "nodes": [{"node": n.name, "ip": n.ip, "dns": n.fqdn, "start": n.start} for n in lab.nodes]}

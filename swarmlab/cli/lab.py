@@ -6,7 +6,6 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import asdict
 from typing import Optional
 
 import typer
@@ -15,7 +14,7 @@ from swarmlab import config as configuration
 from swarmlab.cli.common import (LAB_FINISH, JsonOption, LabOption, NodeArgument, NodeBoard, app, ctx, emit_json,
                                  enter_host, table)
 from swarmlab.config_values import parse_label
-from swarmlab.lab import formation, model as labs, snapshots
+from swarmlab.lab import formation, model as labs, snapshots, swarm_status
 
 
 @app.command()
@@ -44,13 +43,15 @@ def up(count: int = typer.Argument(..., metavar="N", help="Number of nodes the l
     started = time.monotonic()
     with NodeBoard() as board:
         result, report, added = formation.make_lab(config, count, name, prefix or config.prefix, managers,
-                                                   labels, not no_swarm, board, LAB_FINISH)
+                                                   labels, not no_swarm, board, LAB_FINISH,
+                                                   read_baseline=not no_snapshot)
     snapshot = None
     if report and not no_snapshot:
-        snapshot = snapshots.keep_formed(config, name, report.changed or bool(added), ctx.progress)
+        snapshot = snapshots.keep_formed(config, name, report.changed or bool(added), ctx.progress,
+                                         baseline=report.baseline)
     seconds = round(time.monotonic() - started, 1)
     if as_json:
-        emit_json({"lab": result.name, "seconds": seconds, "swarm": asdict(report) if report else None,
+        emit_json({"lab": result.name, "seconds": seconds, "swarm": report.shown() if report else None,
                     "snapshot": {"name": snapshot.name, "seconds": snapshot.seconds, "bytes": snapshot.bytes}
                     if snapshot else None,
                     "nodes": [{"node": n.name, "domain": n.domain, "ip": n.ip, "dns": n.fqdn, "mac": n.mac,
@@ -94,7 +95,7 @@ def status(lab: Optional[str] = LabOption, as_json: bool = JsonOption):
     """One row per node: domain state, IP, DNS name, SSH, and the swarm's view of it (role,
     manager status, availability, node status, engine). Exit 3 if the lab does not exist."""
     enter_host()
-    data = formation.status_with_swarm(ctx.config, lab or ctx.config.lab)
+    data = swarm_status.status_with_swarm(ctx.config, lab or ctx.config.lab)
     data["snapshots"] = [r.name for r in snapshots.list_snapshots(ctx.config, lab or ctx.config.lab)]
     if as_json:
         emit_json(data)
@@ -131,7 +132,7 @@ def swarm_form(lab: Optional[str] = LabOption,
     with NodeBoard() as board:
         report = formation.form_lab(ctx.config, lab or ctx.config.lab, managers, labels, board)
     if as_json:
-        emit_json({"changed": report.changed, **asdict(report)})
+        emit_json({"changed": report.changed, **report.shown()})
         return
     _render_form_report(report)
     typer.echo("swarm formed" if report.changed else "swarm already formed; nothing changed")

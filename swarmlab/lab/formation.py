@@ -1,30 +1,32 @@
 """Forming the swarm on a lab's nodes: engine, firewall, images, init/join, labels.
 
-One SSH connection per node serves the whole command. Join tokens are read with
-`docker swarm join-token -q` and never printed or logged. Everything is idempotent: a node
-that is already where it should be is left alone, so a rerun completes a half-formed swarm.
+One SSH connection per node serves the whole command, and one Engine API session per node its
+reads, and the init and joins of a new swarm. Join tokens are never printed or logged.
+Everything is idempotent: a node that is already where it should be is left alone, so a
+rerun completes a half-formed swarm.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+from contextlib import closing
 from typing import Callable, Sequence
 
 from fabric import Connection
 
 from swarmlab.adapters.hypervisor import Hypervisor
-from swarmlab.adapters.remote import KeptEngineAPI, RemoteError, connect, read, run
+from swarmlab.adapters.remote import KeptEngineAPI, RemoteError, read, run
 from swarmlab.config import Config
 from swarmlab.config_values import NodeLabel
-from swarmlab.core import swarm
-from swarmlab.core.command import Command, Secret
+from swarmlab.core import baseline as bl, swarm
+from swarmlab.core.command import Secret
 from swarmlab.core.swarm import FormReport
 from swarmlab.errors import SwarmlabError
 from swarmlab.host.hoststate import registry_address
 from swarmlab.lab import lab_up, model as labs
-from swarmlab.lab.model import Lab, Node, NodeProgress, each_node, lab_config, lab_lock, ssh_target
-from swarmlab.lab.node_prep import prepare_node
+from swarmlab.lab.model import Lab, Node, NodeProgress, each_node, lab_config, lab_lock
+from swarmlab.lab.node_prep import prepare_node, read_swarm_state
 from swarmlab.lab.session import open_lab
 from swarmlab.waiting import Cancelled, cancelled, poll_until
 
@@ -34,13 +36,12 @@ class FormError(SwarmlabError):
 
 
 # --- swarm ----------------------------------------------------------------------------------
-def _wait_members(entry: Connection, roles: dict[str, str], timeout: float = 120, ready: bool = True) -> None:
+def _wait_members(session: KeptEngineAPI, roles: dict[str, str], timeout: float = 120, ready: bool = True) -> None:
     """Until the managers list each node with its role: Reachable (or Leader) as a manager, no
     manager status as a worker; and Ready, unless `ready` is False, where a manager being a
-    raft member suffices (its agent's session may still be on its way)."""
-    # One API session for the whole wait: each `docker node ls` would cost the leader ~0.6 s
-    # of emulated CPU, taken from the very work being waited for.
-    session = KeptEngineAPI(entry)
+    raft member suffices (its agent's session may still be on its way). Read through a
+    manager's API `session`: each `docker node ls` would cost the leader ~0.6 s of emulated
+    CPU, taken from the very work being waited for."""
 
     def settled() -> bool:
         try:  # e.g. no leader for a moment while a manager joins: not yet
@@ -54,13 +55,10 @@ def _wait_members(entry: Connection, roles: dict[str, str], timeout: float = 120
                     and (member.status == "Ready" or not ready and role == "manager")):
                 return False
         return True
-    try:
-        poll_until(settled, timeout, 0.5, lambda: FormError(
-            f"{', '.join(roles)} not listed as {' and '.join(sorted(set(roles.values())))}"
-            f"{' with status Ready' if ready else ''} after "
-            f"{timeout:.0f} s: see `swarmlab docker {next(iter(roles))} -- info`"))
-    finally:
-        session.close()
+    poll_until(settled, timeout, 0.5, lambda: FormError(
+        f"{', '.join(roles)} not listed as {' and '.join(sorted(set(roles.values())))}"
+        f"{' with status Ready' if ready else ''} after "
+        f"{timeout:.0f} s: see `swarmlab docker {next(iter(roles))} -- info`"))
 
 
 # `docker swarm join` gives up waiting after a while under load while the join goes on in
@@ -68,19 +66,25 @@ def _wait_members(entry: Connection, roles: dict[str, str], timeout: float = 120
 JOIN_CONTINUES = "attempt to join the swarm will continue in the background"
 
 
-def _carry_out(step: swarm.Step, conns: dict[str, Connection], entry: Connection, ready: bool = True) -> None:
+def _failed_join(node: str, error: RemoteError) -> FormError | None:
+    """What a failed join means: nothing yet when the engine goes on joining by itself."""
+    reason = str(error).split(": ", 2)[-1]
+    return None if JOIN_CONTINUES in reason else FormError(f"{node}: the swarm rejected the join: {reason}")
+
+
+def _carry_out(step: swarm.Step, conns: dict[str, Connection], entry: Connection) -> None:
     try:
         run(conns[step.on], step.command, timeout=180, check=step.kind not in ("leave", "remove"))
     except RemoteError as e:
-        reason = str(e).split(": ", 2)[-1]
-        if step.kind.startswith("join") and JOIN_CONTINUES not in reason:
-            raise FormError(f"{step.node}: the swarm rejected the join: {reason}") from None
         if not step.kind.startswith("join"):
-            raise FormError(f"{step.node}: `{step.command.shown}` failed: {reason}") from None
+            raise FormError(f"{step.node}: `{step.command.shown}` failed: {str(e).split(': ', 2)[-1]}") from None
+        failure = _failed_join(step.node, e)
+        if failure:
+            raise failure from None
     if step.wait:
         # A joining node cannot list the swarm yet; a promotion or demotion ran on a manager.
-        _wait_members(conns[step.on] if step.kind in ("promote", "demote") else entry, {step.node: step.wait},
-                      ready=ready)
+        with closing(KeptEngineAPI(conns[step.on] if step.kind in ("promote", "demote") else entry)) as session:
+            _wait_members(session, {step.node: step.wait})
 
 
 class NewSwarm:
@@ -95,7 +99,7 @@ class NewSwarm:
         self.config, self.managers, self.report, self.progress = config, managers, report, progress
         self.mirror = registry_address(config)
         self.prepared: set[str] = set()
-        self.entry: tuple[Connection, str] | None = None  # the initialised node's connection and address
+        self.entry: tuple[KeptEngineAPI, str] | None = None  # the initialised node's API session and address
         self.tokens: dict[str, Secret] = {}
         self.settled = threading.Event()  # the first node has initialised, or will not
         self.manager_joins = threading.Lock()
@@ -110,16 +114,28 @@ class NewSwarm:
             self.settled.set()
 
     def node_ready(self, lab: Lab, node: Node, conn: Connection) -> None:
-        role = self._role(lab, node)
+        """Prepares the node and inits or joins it, all through one Engine API session; the
+        entry's stays open for the others' waits until close()."""
+        api = KeptEngineAPI(conn)
+        try:
+            self._place(self._role(lab, node), node, conn, api)
+        finally:
+            if self.entry is None or self.entry[0] is not api:
+                api.close()
+
+    def _place(self, role: str, node: Node, conn: Connection, api: KeptEngineAPI) -> None:
         try:
             self.progress(node.name, "engine", "")
-            info = prepare_node(self.config, node, conn, self.report, self.mirror, self.progress)
+            info = prepare_node(self.config, node, conn, api, self.report, self.mirror, self.progress)
             self.prepared.add(node.name)
             if role == "init" and info.state == "inactive":
                 self.progress(node.name, "init", node.ip)
-                run(conn, Command("docker", "swarm", "init", "--advertise-addr", node.ip), timeout=180)
-                self.tokens = {r: read(conn, swarm.join_token(r)) for r in ("manager", "worker")}
-                self.entry = (conn, node.ip)
+                try:
+                    api.request("POST", "/swarm/init", swarm.init_request(node.ip), timeout=180)
+                    self.tokens = swarm.join_tokens(api.get("/swarm", timeout=60))
+                except RemoteError as e:
+                    raise FormError(f"{node.name}: `swarm init` failed: {str(e).split(': ', 2)[-1]}") from None
+                self.entry = (api, node.ip)
                 self.report.initialized = node.name
         finally:
             if role == "init":  # done, or failed: either way the others stop waiting
@@ -131,21 +147,31 @@ class NewSwarm:
         if self.entry is None or info.state != "inactive":
             return
         entry, entry_ip = self.entry
-        step = swarm.join_step(node.name, node.ip, role, self.tokens[role], entry_ip)
         with self.manager_joins if role == "manager" else contextlib.nullcontext():
             if cancelled.is_set():
                 raise Cancelled("interrupted")
             self.progress(node.name, "join", role)
-            # The next manager may join once this one is a raft member; form() waits for Ready.
-            _carry_out(step, {node.name: conn}, entry, ready=False)
+            try:
+                api.request("POST", "/swarm/join", swarm.join_request(node.ip, self.tokens[role], entry_ip),
+                            timeout=180)
+            except RemoteError as e:
+                failure = _failed_join(node.name, e)
+                if failure:
+                    raise failure from None
+            # The next manager may join once this one is a raft member; bring_up waits for Ready.
+            _wait_members(entry, {node.name: role}, ready=False)
         self.report.joined.append(f"{node.name} ({role})")
         self.joined[node.name] = role
 
-    def formed(self, lab: Lab) -> Connection | None:
-        """The entry's connection when every node of the lab was initialised or joined here."""
+    def formed(self, lab: Lab) -> KeptEngineAPI | None:
+        """The entry's API session when every node of the lab was initialised or joined here."""
         if self.entry is None or len(self.joined) != len(lab.nodes) - 1:
             return None
         return self.entry[0]
+
+    def close(self) -> None:
+        if self.entry is not None:
+            self.entry[0].close()
 
 
 def form(config: Config, lab: Lab, conns: dict[str, Connection], managers: int | None,
@@ -155,16 +181,26 @@ def form(config: Config, lab: Lab, conns: dict[str, Connection], managers: int |
     already `prepared`), then init, joins, promotions and demotions, then labels. Each step is
     computed from facts read just before (swarm.plan_*), so a rerun does only what is still
     missing."""
-    report = report or FormReport()
+    check_plan(lab.name, [n.name for n in lab.nodes], managers, labels)
+    apis = {name: KeptEngineAPI(conn) for name, conn in conns.items()}  # one Engine API session per node
+    try:
+        return _form(config, lab, conns, apis, managers, labels, progress, report or FormReport(), prepared)
+    finally:
+        for api in apis.values():
+            api.close()
+
+
+def _form(config: Config, lab: Lab, conns: dict[str, Connection], apis: dict[str, KeptEngineAPI],
+          managers: int | None, labels: list[NodeLabel], progress: NodeProgress, report: FormReport,
+          prepared: set[str]) -> FormReport:
     nodes = lab.nodes
-    check_plan(lab.name, [n.name for n in nodes], managers, labels)
     mirror = registry_address(config)
 
     def prepare(node: Node) -> swarm.SwarmInfo:
         if node.name in prepared:  # its swarm state has changed since: read it afresh
-            return read(conns[node.name], swarm.SWARM)
+            return read_swarm_state(apis[node.name])
         progress(node.name, "engine", "")
-        return prepare_node(config, node, conns[node.name], report, mirror, progress)
+        return prepare_node(config, node, conns[node.name], apis[node.name], report, mirror, progress)
 
     order = [n.name for n in nodes]
     ips = {n.name: n.ip for n in nodes}
@@ -176,8 +212,9 @@ def form(config: Config, lab: Lab, conns: dict[str, Connection], managers: int |
             progress(step.node, "init", ips[step.node])
             report.initialized = step.node
         _carry_out(step, conns, conns[entry])
-    tokens = {role: read(conns[entry], swarm.join_token(role)) for role in ("manager", "worker")}
-    wanted, steps = swarm.plan_membership(order, ips, infos, read(conns[entry], swarm.NODES), managers, entry, tokens)
+    tokens = swarm.join_tokens(apis[entry].get("/swarm", timeout=60))
+    members = swarm.parse_api_nodes(apis[entry].get("/nodes", timeout=60))
+    wanted, steps = swarm.plan_membership(order, ips, infos, members, managers, entry, tokens)
 
     def carry_out(step: swarm.Step) -> None:
         if step.kind.startswith("join"):
@@ -197,22 +234,33 @@ def form(config: Config, lab: Lab, conns: dict[str, Connection], managers: int |
             carry_out(step)
         elif step is workers[0]:
             each_node(carry_out, workers)
-    _finish(conns, wanted[0], order, labels, report, progress)  # the entry itself may have been demoted
+    # the entry itself may have been demoted
+    _finish(apis[wanted[0]], conns, wanted[0], order, labels, report, progress)
     return report
 
 
-def _finish(conns: dict[str, Connection], manager: str, order: list[str], labels: list[NodeLabel],
-            report: FormReport, progress: NodeProgress) -> None:
-    """Each node's role as the managers list it, then the labels it lacks."""
+def _finish(api: KeptEngineAPI, conns: dict[str, Connection], manager: str, order: list[str],
+            labels: list[NodeLabel], report: FormReport, progress: NodeProgress) -> None:
+    """Each node's role as the managers list it (through `api`, the manager's session), then
+    the labels it lacks."""
     for lines in (report.engine, report.firewall, report.images, report.joined):
         lines.sort()  # threads finish in any order; reports should not
-    for member in swarm.current_members(read(conns[manager], swarm.NODES)).values():
+    for member in swarm.current_members(swarm.parse_api_nodes(api.get("/nodes", timeout=60))).values():
         if member.hostname in order:
             progress(member.hostname, "swarm", member.role)
     current = {name: read(conns[manager], swarm.node_labels(name)) for name in {label.node for label in labels}}
     for step in swarm.plan_labels(labels, current, manager):
         _carry_out(step, conns, conns[manager])
         report.labels.append(f"{step.node}: {step.detail}")
+
+
+def _read_baseline(api: KeptEngineAPI) -> bl.SwarmState | None:
+    """Through the session formation holds: a new login to guests still settling their swarm
+    took 10-15 s under TCG (sshd, then a docker CLI start), the reads themselves ~3 s."""
+    try:
+        return bl.parse_swarm_state({part: api.get(path, timeout=60) for part, path in bl.STATE_REQUESTS.items()})
+    except (SwarmlabError, KeyError, TypeError):  # e.g. no quorum for a moment
+        return None  # the snapshot reads it itself
 
 
 def check_plan(lab: str, node_names: list[str], managers: int | None, labels: list[NodeLabel]) -> None:
@@ -236,65 +284,6 @@ def form_lab(config: Config, lab_name: str, managers: int | None, labels: list[N
         return form(session.config, found, session.connect("every").conns, managers, labels, progress)
 
 
-class KeptSwarmView:
-    """One lab's manager session kept between reads of its swarm, for a reader that asks every
-    few seconds (the portal's instructor page): under load an SSH login to a TCG guest took
-    5-8 s, a read over a kept session a fraction of that. A session that breaks (the lab was
-    reverted, the node went down) is dropped, and the next read logs in again."""
-
-    def __init__(self):
-        self.node: str | None = None
-        self.conn: Connection | None = None
-        self.api: KeptEngineAPI | None = None
-
-    def hold(self, node: str, conn: Connection, api: KeptEngineAPI) -> None:
-        self.close()
-        self.node, self.conn, self.api = node, conn, api
-
-    def close(self) -> None:
-        if self.api is not None:
-            self.api.close()
-        if self.conn is not None:
-            self.conn.close()
-        self.node = self.conn = self.api = None
-
-
-def swarm_view(config: Config, lab: Lab, running: list[Node], kept: KeptSwarmView | None = None
-               ) -> tuple[dict[str, swarm.SwarmNode], str | None]:
-    """The swarm's nodes as the first running manager lists them: one Engine API read (a
-    worker refuses it, and the next node is asked), where `docker info` and `docker node ls`
-    cost two CLI starts, seconds each on a loaded TCG host. With `kept`, the session is kept
-    for the next read. Returns (by hostname, error)."""
-    if kept is not None and kept.api is not None:
-        if kept.node in {n.name for n in running}:
-            try:
-                return swarm.current_members(swarm.parse_api_nodes(kept.api.get("/nodes", timeout=15))), None
-            except SwarmlabError:
-                pass  # broken, or no longer a manager: log in afresh below
-        kept.close()
-    tried = []
-    for node in running:
-        tried.append(node.name)
-        try:
-            conn = connect(ssh_target(config, lab.name, node), timeout=5)
-        except RemoteError:
-            continue
-        api = KeptEngineAPI(conn)
-        try:
-            members = swarm.current_members(swarm.parse_api_nodes(api.get("/nodes", timeout=15)))
-        except SwarmlabError:
-            api.close()
-            conn.close()
-            continue
-        if kept is not None:
-            kept.hold(node.name, conn, api)
-        else:
-            api.close()
-            conn.close()
-        return members, None
-    return {}, f"no manager answered (tried {', '.join(tried) or 'no running node'})"
-
-
 # What a feature above adds to every lab it makes, once its swarm is formed (a class: the
 # student's account); returns what it changed. Reset's rebuild runs the same ones.
 Finish = Callable[[Config, Lab], list[str]]
@@ -302,20 +291,22 @@ Finish = Callable[[Config, Lab], list[str]]
 
 def make_lab(config: Config, count: int, lab_name: str, prefix: str, managers: int | None,
              labels: list[NodeLabel], form_swarm: bool, progress: NodeProgress = lambda *_: None,
-             finish: Sequence[Finish] = ()) -> tuple[Lab, FormReport | None, list[str]]:
+             finish: Sequence[Finish] = (), read_baseline: bool = False) -> tuple[Lab, FormReport | None, list[str]]:
     """The one way a lab is made, by `up`, `class up` and reset's rebuild: the nodes, the swarm,
-    then what the caller adds. Returns (lab, swarm report, what the additions changed)."""
-    lab, report = bring_up(config, count, lab_name, prefix, managers, labels, form_swarm, progress)
+    then what the caller adds. Returns (lab, swarm report, what the additions changed). With
+    `read_baseline`, for a snapshot next, the report holds the new swarm's state."""
+    lab, report = bring_up(config, count, lab_name, prefix, managers, labels, form_swarm, progress, read_baseline)
     scoped = lab_config(config, lab_name)
     return lab, report, [change for add in finish for change in add(scoped, lab)]
 
 
 def bring_up(config: Config, count: int, lab_name: str, prefix: str, managers: int | None,
-             labels: list[NodeLabel], form_swarm: bool, progress: NodeProgress = lambda *_: None
-             ) -> tuple[Lab, FormReport | None]:
+             labels: list[NodeLabel], form_swarm: bool, progress: NodeProgress = lambda *_: None,
+             read_baseline: bool = False) -> tuple[Lab, FormReport | None]:
     """`up`: the nodes, then (unless told not to) the swarm, over the same SSH connections."""
     config = lab_config(config, lab_name)
     conns: dict[str, Connection] = {}
+    pipeline: NewSwarm | None = None
     try:
         report = FormReport()
         with Hypervisor(config.uri) as hv:
@@ -338,7 +329,9 @@ def bring_up(config: Config, count: int, lab_name: str, prefix: str, managers: i
                 _wait_members(entry, roles)
                 warning = swarm.manager_warning(sum(r == "manager" for r in roles.values()))
                 report.warnings += [warning] if warning else []
-                _finish(conns, order[0], order, labels, report, progress)
+                _finish(entry, conns, order[0], order, labels, report, progress)
+                if read_baseline:
+                    report.baseline = _read_baseline(entry)
             else:
                 report = form(config, found, conns, managers, labels, progress, report,
                               pipeline.prepared if pipeline else frozenset())
@@ -349,25 +342,7 @@ def bring_up(config: Config, count: int, lab_name: str, prefix: str, managers: i
             labs.save_journal(config, found)
             return found, report
     finally:
+        if pipeline is not None:
+            pipeline.close()
         for c in conns.values():
             c.close()
-
-
-def status_with_swarm(config: Config, lab_name: str, kept: KeptSwarmView | None = None) -> dict:
-    """`status`: the lab's rows, plus each node's swarm columns read from one manager (over the
-    session `kept` holds, when given)."""
-    data = labs.status(config, lab_name)
-    with open_lab(config, lab_name) as session:
-        config, found = session.config, session.lab
-    running = [found.node(r["node"]) for r in data["nodes"] if r["ssh"]]
-    view, error = swarm_view(config, found, running, kept)
-    for row in data["nodes"]:
-        member = view.get(row["node"])
-        row.update({"role": member.role if member else None,
-                    "manager_status": member.manager_status if member else None,
-                    "availability": member.availability if member else None,
-                    "node_status": member.status if member else None,
-                    "engine": member.engine_version if member else None})
-    if error:
-        data["swarm_error"] = error
-    return data

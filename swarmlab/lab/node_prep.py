@@ -10,7 +10,7 @@ from pathlib import Path
 from fabric import Connection
 
 from swarmlab.adapters.netns import run_in_host_netns
-from swarmlab.adapters.remote import read, run
+from swarmlab.adapters.remote import KeptEngineAPI, run
 from swarmlab.config import Config
 from swarmlab.core import swarm
 from swarmlab.core.command import Command, Raw, sh, then
@@ -128,10 +128,10 @@ else mkdir -p /etc/docker && printf '%%s\n' "$want" > $f.new && mv $f.new $f && 
 fi
 """
 
-# Everything a node needs before it joins, and the facts formation reads, in one SSH round
-# trip (each exec costs ~0.5 s of emulated CPU under TCG): engine enabled and running (waiting
-# for the template's image unit), swarm ports open, registry mirror, then the images present
-# and the swarm state. Output: key=value lines.
+# Everything a node needs before it joins, in one SSH round trip (each exec costs ~0.5 s of
+# emulated CPU under TCG): engine enabled and running (waiting for the template's image unit),
+# swarm ports open, registry mirror. Output: key=value lines. The images present and the swarm
+# state are read next through the node's Engine API session, which formation goes on using.
 PREPARE_SCRIPT = r"""
 say() { printf '%%s=%%s\n' "$1" "$2"; }
 firewall() {%(firewall)s}
@@ -147,8 +147,6 @@ say engine running
 systemctl start swarmlab-images 2>/dev/null
 say firewall "$(firewall)"
 [ -z "%(addr)s" ] || say mirror "$(mirror)"
-docker image ls --format 'image={{.Repository}}:{{.Tag}}'
-printf 'swarm='; docker info --format '{{json .Swarm}}'
 """
 
 
@@ -167,9 +165,10 @@ def parse_prepared(text: str) -> dict[str, list[str]]:
     return found
 
 
-def prepare_node(config: Config, node: Node, conn: Connection, report: FormReport,
+def prepare_node(config: Config, node: Node, conn: Connection, api: KeptEngineAPI, report: FormReport,
                  mirror: str | None, progress: NodeProgress) -> swarm.SwarmInfo:
-    """Engine, firewall, images and registry mirror on one node; returns its swarm state."""
+    """Engine, firewall, images and registry mirror on one node; returns its swarm state, read
+    through `api`, the node's Engine API session."""
     script = sh(prepare_script(mirror))
     found = parse_prepared(run(conn, script, timeout=300))
     if found.get("engine") == ["missing"]:
@@ -186,17 +185,15 @@ def prepare_node(config: Config, node: Node, conn: Connection, report: FormRepor
         report.engine.append(f"{node.name}: registry mirror http://{mirror}")
     elif mirror_state == "foreign":
         report.engine.append(f"{node.name}: kept its own /etc/docker/daemon.json (no registry mirror)")
-    if side_load_images(config, node, conn, set(found.get("image", [])), report, progress):
-        return read(conn, swarm.SWARM)
-    return swarm.parse_swarm_info(found.get("swarm", [""])[0])
+    side_load_images(config, node, conn, swarm.image_tags(api.get("/images/json", timeout=60)), report, progress)
+    return read_swarm_state(api)
 
 
 def side_load_images(config: Config, node: Node, conn: Connection, present: set[str], report: FormReport,
-                     progress: NodeProgress) -> bool:
+                     progress: NodeProgress) -> None:
     """The stand-ins, when the template did not bake them (an engine installed later, or the
-    user's own template), and any `[engine] images` archives. Returns whether it loaded any."""
+    user's own template), and any `[engine] images` archives."""
     archives = [images.archive(config.cache_dir), *config.engine_images]
-    loaded = False
     for archive in archives:
         if archive == archives[0] and present >= set(images.STANDIN_NAMES):
             continue  # baked into the template already
@@ -208,5 +205,8 @@ def side_load_images(config: Config, node: Node, conn: Connection, present: set[
         out = run(conn, then(Command("docker", "load", "-i", remote), Command("rm", "-f", remote)), timeout=600)
         report.images.extend(f"{node.name}: {line.split(':', 1)[1].strip()}"
                              for line in out.splitlines() if "Loaded image" in line)
-        loaded = True
-    return loaded
+
+
+def read_swarm_state(api: KeptEngineAPI) -> swarm.SwarmInfo:
+    """The node's swarm state, as `docker info` shows it, through its API session."""
+    return swarm.swarm_info(api.get("/info", timeout=60).get("Swarm") or {})

@@ -14,12 +14,12 @@ from typing import Callable
 from fabric import Connection
 
 from swarmlab.adapters.hypervisor import Hypervisor
-from swarmlab.adapters.remote import EngineAPI
+from swarmlab.adapters.remote import EngineAPI, RemoteError, connect
 from swarmlab.config import Config
 from swarmlab.core import baseline as bl
 from swarmlab.errors import NotFound, Refused, SwarmlabError
-from swarmlab.lab.model import Lab, each_node, lab_dir
-from swarmlab.lab.session import close, connect_nodes, open_lab
+from swarmlab.lab.model import Lab, each_node, lab_dir, ssh_target
+from swarmlab.lab.session import ANSWER_WITHIN, open_lab
 
 DEFAULT_SNAPSHOT = "formed"
 Progress = Callable[[str], None]
@@ -82,6 +82,24 @@ def read_state(conns: dict[str, Connection]) -> bl.SwarmState | None:
     return None
 
 
+def read_state_logging_in(config: Config, lab: Lab) -> bl.SwarmState | None:
+    """read_state() with one SSH login at a time, up to the first manager that answers (the
+    first node, as a rule): right after `up`, the guests are still settling the new swarm, and
+    each login took seconds of their emulated CPU."""
+    for node in lab.nodes:
+        try:
+            conn = connect(ssh_target(config, lab.name, node), timeout=ANSWER_WITHIN)
+        except RemoteError:
+            continue
+        try:
+            state = read_state({node.name: conn})
+        finally:
+            conn.close()
+        if state is not None:
+            return state
+    return None
+
+
 # --- snapshots -------------------------------------------------------------------------------
 def resume_paused(hv: Hypervisor, lab: Lab) -> list[str]:
     """A run killed between pause and resume left nodes paused: resume them."""
@@ -89,7 +107,10 @@ def resume_paused(hv: Hypervisor, lab: Lab) -> list[str]:
 
 
 def save_snapshot(config: Config, lab_name: str, name: str = DEFAULT_SNAPSHOT, force: bool = False,
-                  progress: Progress = lambda _m: None, locked: bool = False) -> SnapshotRecord:
+                  progress: Progress = lambda _m: None, locked: bool = False,
+                  baseline: bl.SwarmState | None = None) -> SnapshotRecord:
+    """`baseline`: the swarm's state as its caller has just read it (formation, over a session
+    it had open), instead of reading it here."""
     if not name or not name.replace("-", "").replace("_", "").isalnum():
         raise SnapshotError(f"snapshot name {name!r} is not a simple name: use letters, digits, '-' and '_'")
     with open_lab(config, lab_name, lock=not locked) as session:
@@ -101,11 +122,7 @@ def save_snapshot(config: Config, lab_name: str, name: str = DEFAULT_SNAPSHOT, f
         if stopped and not force:
             raise Refused(f"{', '.join(stopped)} of lab {lab_name} not running: a snapshot now would not be "
                           f"consistent; `swarmlab chaos start --all --lab {lab_name}` first, or --force")
-        conns, _ = connect_nodes(config, lab, "answering")
-        try:
-            state = read_state(conns)
-        finally:
-            close(conns)
+        state = baseline if baseline is not None else read_state_logging_in(config, lab)
         if state is not None and not force:
             down = [n.hostname for n in state.nodes.values() if n.status != "ready"]
             if down:
@@ -135,13 +152,13 @@ def save_snapshot(config: Config, lab_name: str, name: str = DEFAULT_SNAPSHOT, f
         return record
 
 
-def keep_formed(config: Config, lab_name: str, changed: bool,
-                progress: Progress = lambda _m: None) -> SnapshotRecord | None:
+def keep_formed(config: Config, lab_name: str, changed: bool, progress: Progress = lambda _m: None,
+                baseline: bl.SwarmState | None = None) -> SnapshotRecord | None:
     """After a lab was made: `formed` saved again when the lab changed, or when it has none yet,
     so that a reset returns to the lab as it is now. None when it was left as it was."""
     if not changed and load_snapshot(config, lab_name, DEFAULT_SNAPSHOT) is not None:
         return None
-    return save_snapshot(config, lab_name, DEFAULT_SNAPSHOT, progress=progress)
+    return save_snapshot(config, lab_name, DEFAULT_SNAPSHOT, progress=progress, baseline=baseline)
 
 
 def remove_snapshot(config: Config, lab_name: str, name: str) -> list[str]:
