@@ -122,7 +122,8 @@ def save_snapshot(config: Config, lab_name: str, name: str = DEFAULT_SNAPSHOT, f
         if stopped and not force:
             raise Refused(f"{', '.join(stopped)} of lab {lab_name} not running: a snapshot now would not be "
                           f"consistent; `swarmlab chaos start --all --lab {lab_name}` first, or --force")
-        state = baseline if baseline is not None else read_state_logging_in(config, lab)
+        answering = Lab(lab.name, [n for n in lab.nodes if n.name not in stopped])  # a stopped node never answers
+        state = baseline if baseline is not None else read_state_logging_in(config, answering)
         if state is not None and not force:
             down = [n.hostname for n in state.nodes.values() if n.status != "ready"]
             if down:
