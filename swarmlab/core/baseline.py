@@ -6,6 +6,7 @@ Pure: facts in (SwarmState, read over SSH in one round trip), decisions out.
 from __future__ import annotations
 
 import json
+from typing import Callable
 from dataclasses import asdict, dataclass, field
 from urllib.parse import quote
 
@@ -86,6 +87,11 @@ STATE_REQUESTS = {
     "networks": "/networks?filters=" + quote(json.dumps({"scope": {"swarm": True}})),
     "info": "/info",
 }
+
+
+def swarm_state_from(get: Callable[[str], object]) -> SwarmState:
+    """SwarmState from one Engine API session's `get` (a path to its decoded answer)."""
+    return parse_swarm_state({part: get(path) for part, path in STATE_REQUESTS.items()})
 
 
 def parse_swarm_state(answers: dict) -> SwarmState:

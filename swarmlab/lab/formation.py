@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from contextlib import closing
 from typing import Callable, Sequence
 
 from fabric import Connection
@@ -72,7 +71,7 @@ def _failed_join(node: str, error: RemoteError) -> FormError | None:
     return None if JOIN_CONTINUES in reason else FormError(f"{node}: the swarm rejected the join: {reason}")
 
 
-def _carry_out(step: swarm.Step, conns: dict[str, Connection], entry: Connection) -> None:
+def _carry_out(step: swarm.Step, conns: dict[str, Connection], apis: dict[str, KeptEngineAPI], entry: str) -> None:
     try:
         run(conns[step.on], step.command, timeout=180, check=step.kind not in ("leave", "remove"))
     except RemoteError as e:
@@ -83,8 +82,7 @@ def _carry_out(step: swarm.Step, conns: dict[str, Connection], entry: Connection
             raise failure from None
     if step.wait:
         # A joining node cannot list the swarm yet; a promotion or demotion ran on a manager.
-        with closing(KeptEngineAPI(conns[step.on] if step.kind in ("promote", "demote") else entry)) as session:
-            _wait_members(session, {step.node: step.wait})
+        _wait_members(apis[step.on if step.kind in ("promote", "demote") else entry], {step.node: step.wait})
 
 
 class NewSwarm:
@@ -211,7 +209,7 @@ def _form(config: Config, lab: Lab, conns: dict[str, Connection], apis: dict[str
         if step.kind == "init":
             progress(step.node, "init", ips[step.node])
             report.initialized = step.node
-        _carry_out(step, conns, conns[entry])
+        _carry_out(step, conns, apis, entry)
     tokens = swarm.join_tokens(apis[entry].get("/swarm", timeout=60))
     members = swarm.parse_api_nodes(apis[entry].get("/nodes", timeout=60))
     wanted, steps = swarm.plan_membership(order, ips, infos, members, managers, entry, tokens)
@@ -219,7 +217,7 @@ def _form(config: Config, lab: Lab, conns: dict[str, Connection], apis: dict[str
     def carry_out(step: swarm.Step) -> None:
         if step.kind.startswith("join"):
             progress(step.node, "join", step.wait)
-        _carry_out(step, conns, conns[entry])
+        _carry_out(step, conns, apis, entry)
         if step.kind.startswith("join"):
             report.joined.append(f"{step.node} ({step.wait})")
         elif step.kind in ("promote", "demote"):
@@ -250,7 +248,7 @@ def _finish(api: KeptEngineAPI, conns: dict[str, Connection], manager: str, orde
             progress(member.hostname, "swarm", member.role)
     current = {name: read(conns[manager], swarm.node_labels(name)) for name in {label.node for label in labels}}
     for step in swarm.plan_labels(labels, current, manager):
-        _carry_out(step, conns, conns[manager])
+        _carry_out(step, conns, {manager: api}, manager)
         report.labels.append(f"{step.node}: {step.detail}")
 
 
@@ -258,7 +256,7 @@ def _read_baseline(api: KeptEngineAPI) -> bl.SwarmState | None:
     """Through the session formation holds: a new login to guests still settling their swarm
     took 10-15 s under TCG (sshd, then a docker CLI start), the reads themselves ~3 s."""
     try:
-        return bl.parse_swarm_state({part: api.get(path, timeout=60) for part, path in bl.STATE_REQUESTS.items()})
+        return bl.swarm_state_from(lambda path: api.get(path, timeout=60))
     except (SwarmlabError, KeyError, TypeError):  # e.g. no quorum for a moment
         return None  # the snapshot reads it itself
 

@@ -76,7 +76,7 @@ def read_state(conns: dict[str, Connection]) -> bl.SwarmState | None:
     for name in sorted(conns):
         try:
             with EngineAPI(conns[name], timeout=30) as api:
-                return bl.parse_swarm_state({part: api.get(path) for part, path in bl.STATE_REQUESTS.items()})
+                return bl.swarm_state_from(api.get)
         except (SwarmlabError, OSError, KeyError, TypeError):  # a worker, or a manager without quorum
             continue
     return None
