@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import io
+import select
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -173,19 +176,66 @@ def connect(target: SshTarget, timeout: float = 10) -> Connection:
     return conn
 
 
-def run(conn: Connection, command: Command, timeout: float = 120, check: bool = True) -> str:
+MOST_REPLY_BYTES = 16 << 20  # what a node may answer one command or API call with: a student is root there
+
+
+class ReplyTooLarge(RemoteError):
+    pass
+
+
+def run(conn: Connection, command: Command, timeout: float = 120, check: bool = True,
+        most_bytes: int = MOST_REPLY_BYTES) -> str:
     """Runs a command; returns stdout. Output is captured, never echoed; secrets are blanked
-    out of any message built here."""
+    out of any message built here. The node is untrusted: the whole command has `timeout`
+    seconds, however slowly it drips, and may write `most_bytes` at most."""
     if not isinstance(command, Command):
         raise TypeError("remote.run takes a command.Command, so that every argument is quoted")
+    name = command.shown.split()[0]
     try:
-        result = conn.run(command.shell, hide=True, warn=True, timeout=timeout, in_stream=False)
-    except Exception as e:  # invoke's CommandTimedOut and transport errors
-        raise RemoteError(f"{conn.host}: `{command.shown.split()[0]}` failed: {type(e).__name__}") from None
-    if check and result.exited != 0:
-        tail = redact(" | ".join((result.stderr or result.stdout).strip().splitlines()[-3:]))
-        raise CommandFailed(f"{conn.host}: `{command.shown}` exited {result.exited}: {tail}", result.exited)
-    return result.stdout
+        exited, stdout, stderr = _exec(conn, command.shell, timeout, most_bytes)
+    except ReplyTooLarge:
+        raise ReplyTooLarge(f"{conn.host}: `{name}` wrote more than {most_bytes >> 10} KiB: stopped reading") from None
+    except TimeoutError:
+        raise RemoteError(f"{conn.host}: `{name}` failed: it did not finish within {timeout:g} s") from None
+    except Exception as e:  # transport errors
+        raise RemoteError(f"{conn.host}: `{name}` failed: {type(e).__name__}") from None
+    if check and exited != 0:
+        tail = redact(" | ".join((stderr or stdout).strip().splitlines()[-3:]))
+        raise CommandFailed(f"{conn.host}: `{command.shown}` exited {exited}: {tail}", exited)
+    return stdout
+
+
+def _exec(conn: Connection, shell: str, timeout: float, most_bytes: int) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of one exec channel, read under one deadline and one cap."""
+    if not conn.is_connected:
+        conn.open()
+    deadline = time.monotonic() + timeout
+    channel = conn.client.get_transport().open_session(timeout=min(timeout, 30))
+    try:
+        channel.exec_command(shell)
+        channel.shutdown_write()  # no stdin
+        streams = {"out": bytearray(), "err": bytearray()}
+        exited_at = 0.0
+        while True:
+            while channel.recv_ready():
+                streams["out"] += channel.recv(65536)
+            while channel.recv_stderr_ready():
+                streams["err"] += channel.recv_stderr(65536)
+            if len(streams["out"]) + len(streams["err"]) > most_bytes:
+                raise ReplyTooLarge()
+            if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                # a child left in the background may hold the output open: give it a moment, not forever
+                exited_at = exited_at or time.monotonic()
+                if channel.eof_received or channel.closed or time.monotonic() - exited_at > 2:
+                    break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError()
+            select.select([channel], [], [], min(left, 1.0))  # woken by output on either stream or the end
+        return (channel.recv_exit_status(), streams["out"].decode(errors="replace"),
+                streams["err"].decode(errors="replace"))
+    finally:
+        channel.close()
 
 
 def read(conn: Connection, fact: Fact[T], timeout: float = 120) -> T:
@@ -197,23 +247,71 @@ class EngineAPIBroken(RemoteError):
     """The API session itself failed (timeout, closed channel): open a new one to go on."""
 
 
+class _Reply(io.RawIOBase):
+    """What http.client reads of one reply: each read waits only for what is left of the
+    request's deadline, and the reply stops at the size cap."""
+
+    def __init__(self, socket_: "_BoundedSocket"):
+        self.socket = socket_
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        s = self.socket
+        left = s.deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("no whole reply within the request's deadline")
+        if s.left <= 0:
+            raise ReplyTooLarge(f"a reply of more than {s.most_bytes >> 10} KiB")
+        s.channel.settimeout(left)
+        data = s.channel.recv(min(len(buffer), s.left))
+        s.left -= len(data)
+        buffer[:len(data)] = data
+        return len(data)
+
+
+class _BoundedSocket:
+    """The channel as http.client's socket, with a deadline and a size cap per request."""
+
+    def __init__(self, channel, most_bytes: int):
+        self.channel, self.most_bytes = channel, most_bytes
+        self.deadline, self.left = float("inf"), most_bytes
+
+    def begin(self, seconds: float) -> None:
+        self.deadline, self.left = time.monotonic() + seconds, self.most_bytes
+        self.channel.settimeout(seconds)  # sending waits no longer either
+
+    def sendall(self, data: bytes) -> None:
+        self.channel.sendall(data)
+
+    def makefile(self, mode: str = "rb", *args, **kwargs):
+        return io.BufferedReader(_Reply(self))
+
+    def close(self) -> None:
+        self.channel.close()
+
+
 class EngineAPI:
     """The node's Docker Engine API over `docker system dial-stdio` in one SSH exec channel
     (what the docker CLI itself does for ssh:// hosts), with HTTP keep-alive: one docker
     process for any number of requests, where each CLI call costs ~0.6 s under TCG. Also for
-    what the CLI cannot take, such as a whole service spec."""
+    what the CLI cannot take, such as a whole service spec. The node is untrusted: each request
+    has one deadline for its whole reply, however slowly it drips, and a size cap."""
 
-    def __init__(self, conn: Connection, timeout: float = 60):
+    def __init__(self, conn: Connection, timeout: float = 60, most_bytes: int = MOST_REPLY_BYTES):
         import http.client
         self.host = conn.host
+        self.timeout = timeout
         try:
             self.channel = conn.client.get_transport().open_session(timeout=timeout)
             self.channel.settimeout(timeout)
             self.channel.exec_command("docker system dial-stdio")
         except (OSError, AttributeError, paramiko.SSHException) as e:  # AttributeError: no transport any more
             raise EngineAPIBroken(f"{self.host}: no Docker API session: {type(e).__name__}") from None
+        self.socket = _BoundedSocket(self.channel, most_bytes)
         self.http = http.client.HTTPConnection("docker", timeout=timeout)
-        self.http.sock = self.channel  # http.client only needs sendall() and makefile()
+        self.http.sock = self.socket  # http.client only needs sendall() and makefile()
 
     def __enter__(self) -> "EngineAPI":
         return self
@@ -225,18 +323,21 @@ class EngineAPI:
         self.channel.close()
 
     def set_timeout(self, seconds: float) -> None:
-        """For each later read: a reply slower than this breaks the session."""
-        self.channel.settimeout(seconds)
+        """For each later request: a whole reply slower than this breaks the session."""
+        self.timeout = seconds
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
         """(HTTP status, decoded JSON or text)."""
         import http.client
         import json
+        self.socket.begin(self.timeout)
         try:
             self.http.request(method, path, body=None if body is None else json.dumps(body),
                               headers={"Content-Type": "application/json", "Host": "docker"})
             response = self.http.getresponse()
             data = response.read().decode(errors="replace")
+        except ReplyTooLarge as e:
+            raise EngineAPIBroken(f"{self.host}: Docker API {method} {path}: {e}: stopped reading") from None
         except (OSError, http.client.HTTPException) as e:
             raise EngineAPIBroken(f"{self.host}: Docker API {method} {path} failed: {type(e).__name__}") from None
         try:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import fcntl
 import functools
 import json
+import math
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -47,21 +49,46 @@ def append(config: Config, events: list[dict]) -> None:
         os.close(fd)
 
 
+_parsed: dict[Path, tuple[int, int, list[dict]]] = {}  # path -> (inode, bytes parsed, events)
+_parsed_lock = threading.Lock()
+
+
 def read(config: Config) -> list[dict]:
-    """Every event; a line cut short by a crash is skipped."""
-    try:
-        text = path(config).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
+    """Every event; a line cut short by a crash, or with no finite time, is skipped. The board
+    reads it every few seconds: only what was appended since the last read is parsed."""
+    target = path(config)
+    with _parsed_lock:
+        try:
+            with open(target, "rb") as f:
+                inode = os.fstat(f.fileno()).st_ino
+                known_inode, offset, events = _parsed.get(target, (inode, 0, []))
+                if known_inode != inode or os.fstat(f.fileno()).st_size < offset:
+                    offset, events = 0, []  # a new record (`class up` moved the last one away)
+                f.seek(offset)
+                data = f.read()
+        except FileNotFoundError:
+            _parsed.pop(target, None)
+            return []
+        whole = data[:data.rfind(b"\n") + 1]  # a line still being written waits for the next read
+        events = events + _parse(whole.decode("utf-8", errors="replace"))
+        _parsed[target] = (inode, offset + len(whole), events)
+        return list(events)
+
+
+def _parse(text: str) -> list[dict]:
     events = []
     for line in text.splitlines():
         try:
             event = json.loads(line)
         except ValueError:
             continue
-        if isinstance(event, dict) and isinstance(event.get("lab"), str):
+        if isinstance(event, dict) and isinstance(event.get("lab"), str) and _finite_time(event.get("at")):
             events.append(event)
     return events
+
+
+def _finite_time(at) -> bool:
+    return isinstance(at, (int, float)) and not isinstance(at, bool) and math.isfinite(at)
 
 
 def begin(config: Config, students: list[Student], new_class: bool) -> None:
@@ -97,6 +124,19 @@ def _teaching_order() -> tuple[str, ...]:
     return tuple(x.id for x in exercise_files.load_all())
 
 
+_boards: dict[Path, tuple[tuple[int, int], list[progress.Cell]]] = {}
+
+
 def board(config: Config) -> tuple[list[dict], list[progress.Cell]]:
+    """The events and the board, computed again only when the record has grown."""
     events = read(config)
-    return events, progress.board(events, roster(events), list(_teaching_order()))
+    target = path(config)
+    with _parsed_lock:
+        seen = _parsed.get(target, (0, 0, None))[:2]
+        cached = _boards.get(target)
+    if cached is not None and cached[0] == seen:
+        return events, cached[1]
+    cells = progress.board(events, roster(events), list(_teaching_order()))
+    with _parsed_lock:
+        _boards[target] = (seen, cells)
+    return events, cells

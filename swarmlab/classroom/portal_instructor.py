@@ -90,15 +90,31 @@ class InstructorDesk:
             return web.json_response({"error": f"no student with lab {lab} in the class"}, status=404)
         if lab in self.class_labs():  # what they typed until now, from their nodes
             await asyncio.to_thread(typed_history.collect_quietly, self.config, lab)
-        events = await asyncio.to_thread(class_log.read, self.config)
+        events = progress.history(await asyncio.to_thread(class_log.read, self.config), lab, exercise)
+        limit, offset = history_page(request.query, len(events))
         return web.json_response({"student": names[lab], "lab": lab, "exercise": exercise,
+                                  "total": len(events), "offset": offset,
                                   "events": [{**e, "text": progress.describe(e)}
-                                             for e in progress.history(events, lab, exercise)]})
+                                             for e in events[offset:offset + limit]]})
 
     def instructor_routes(self) -> list:
         return [web.get("/i/{token}", self.instructor_page), web.get("/i/{token}/status", self.status),
                 web.get("/i/{token}/board", self.board), web.get("/i/{token}/history/{lab}", self.history),
                 web.post("/i/{token}/start", self.start), web.post("/i/{token}/reset", self.reset)]
+
+
+HISTORY_PAGE = 500  # events a history answers with at most: a student can write ~88k lines
+
+
+def history_page(query, total: int) -> tuple[int, int]:
+    """(limit, offset) from `?limit=&offset=`; by default the last page."""
+    def number(name: str, default: int) -> int:
+        try:
+            return max(0, int(query.get(name, default)))
+        except ValueError:
+            return default
+    limit = min(number("limit", HISTORY_PAGE), HISTORY_PAGE) or HISTORY_PAGE
+    return limit, min(number("offset", max(0, total - limit)), total)
 
 
 def board_view(cells: list[progress.Cell]) -> dict:

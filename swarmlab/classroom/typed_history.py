@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import logging
 import os
+import time
 
-from swarmlab.adapters.remote import run
+from swarmlab.adapters.remote import RemoteError, run
 from swarmlab.classroom import access, class_log
 from swarmlab.classroom.node_account import HISTORY_RECORD
 from swarmlab.config import Config
@@ -22,6 +24,7 @@ from swarmlab.core.typed_commands import parse_record
 from swarmlab.errors import SwarmlabError
 from swarmlab.lab.session import open_lab
 
+log = logging.getLogger(__name__)
 MOST_BYTES = 1 << 20  # a student can write anything into their own record: read its last MiB only
 
 
@@ -47,8 +50,13 @@ def collect(config: Config, lab: str) -> int:
     read: list[dict] = []
     with open_lab(scoped, lab, "answering") as session:
         for node, conn in session.conns.items():
-            text = run(conn, sh(f"tail -c {MOST_BYTES} {HISTORY_RECORD} 2>/dev/null; true"), timeout=30)
-            read += parse_record(text, node, lab)
+            try:  # the cap is ours: `tail` on the node is the student's to replace
+                text = run(conn, sh(f"tail -c {MOST_BYTES} {HISTORY_RECORD} 2>/dev/null; true"), timeout=30,
+                           most_bytes=MOST_BYTES + 4096)
+            except RemoteError as e:
+                log.warning("%s's history on %s not read: %s", lab, node, e)
+                continue
+            read += parse_record(text, node, lab, now=time.time())
     lock = class_log.path(config).with_suffix(".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -62,8 +70,9 @@ def collect(config: Config, lab: str) -> int:
 
 
 def collect_quietly(config: Config, lab: str) -> None:
-    """Before a reset: a lab whose nodes do not answer is reset all the same."""
+    """Before a reset or `class down`: a lab whose nodes do not answer, or whose records hold
+    anything at all, is reset or removed all the same."""
     try:
         collect(config, lab)
-    except SwarmlabError:
-        pass
+    except Exception as e:  # noqa: BLE001 (node data is untrusted: nothing in it may stop a class operation)
+        log.warning("%s's history not collected: %s", lab, e if isinstance(e, SwarmlabError) else type(e).__name__)

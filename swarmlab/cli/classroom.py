@@ -310,7 +310,7 @@ def class_history(lab: str = typer.Argument(..., metavar="LAB", help="The studen
     """One student's history: starts, Checks, hints, resets, and each command typed on their
     nodes (read from the nodes first, secrets masked)."""
     from swarmlab.classroom import class_log, typed_history
-    from swarmlab.core import progress
+    from swarmlab.core import progress, untrusted
     names = class_log.names(class_log.read(ctx.config))
     if lab not in names:
         raise NotFound(f"no student has lab {lab} in the class record (labs: {', '.join(names) or 'none'})")
@@ -324,7 +324,7 @@ def class_history(lab: str = typer.Argument(..., metavar="LAB", help="The studen
         return
     typer.echo(f"{names[lab]} (lab {lab}){f', exercise {exercise}' if exercise else ''}: {len(events)} events")
     for e in events:
-        typer.echo(f"{time.strftime('%H:%M:%S', time.localtime(e['at']))}  {progress.describe(e)}")
+        typer.echo(f"{time.strftime('%H:%M:%S', time.localtime(e['at']))}  {untrusted.printable(progress.describe(e))}")
 
 
 @class_app.command("reset")

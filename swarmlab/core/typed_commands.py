@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import re
 
+from swarmlab.core import untrusted
 from swarmlab.core.command import HIDDEN
 
 MAX_LINE = 2000  # a pasted script is kept to this many characters
+# Commands kept from one read of a node's record: a student types a few hundred in a day; a
+# megabyte of short lines would be ~88k events for the board to go over every few seconds.
+MOST_COMMANDS = 2000
 
 # A word of shell: quoted parts, escapes and plain characters up to a blank or an operator.
 _WORD = r"""(?:'[^']*'?|"(?:[^"\\]|\\.)*"?|\\.|[^\s|&;<>()'"\\])+"""
@@ -106,14 +110,16 @@ def mask(line: str) -> str:
     return re.sub(r"SWMTKN-1-[0-9a-z]+-[0-9a-z]+", HIDDEN, line)  # a token, wherever it is pasted
 
 
-def parse_record(text: str, node: str, lab: str) -> list[dict]:
-    """The node's record as command events, masked. Lines that are not `epoch TAB command`
-    (a student may write to the file: it is theirs) are dropped."""
+def parse_record(text: str, node: str, lab: str, now: float, most: int = MOST_COMMANDS) -> list[dict]:
+    """The node's record as command events, masked: its last `most` commands. The file is the
+    student's to write: lines that are not `epoch TAB command` are dropped, a time after `now`
+    is taken as `now`, and control characters are replaced."""
     events = []
     for raw in text.splitlines():
         when, tab, command = raw.partition("\t")
-        if not tab or not when.isdigit() or not command.strip():
+        at = untrusted.epoch(when, now) if tab else None
+        if at is None or not command.strip():
             continue
-        events.append({"at": float(when), "lab": lab, "kind": "command", "by": "student", "node": node,
-                       "line": mask(command.strip())})
-    return events
+        events.append({"at": at, "lab": lab, "kind": "command", "by": "student", "node": node,
+                       "line": untrusted.printable(mask(command.strip()))})
+    return events[-most:]

@@ -97,7 +97,9 @@ async function showHistory(student, exercise) {
   const answer = await r.json();
   const list = document.getElementById("history-events");
   list.textContent = "";
-  document.getElementById("history-title").textContent = answer.error || `${student.student}: ${exercise}`;
+  const shown = (answer.events || []).length;
+  const part = answer.total > shown ? ` (the last ${shown} of ${answer.total} events)` : "";
+  document.getElementById("history-title").textContent = answer.error || `${student.student}: ${exercise}${part}`;
   for (const e of answer.events || []) {
     const li = document.createElement("li");
     li.className = e.kind;
