@@ -138,3 +138,49 @@ def test_a_shell_lingers_for_a_reload_then_closes(monkeypatch):
     kept, closed, watched = asyncio.run(scenario())
     assert kept and closed == [True]
     assert "[session ended: the student's page closed]" in watched[-1]  # a watcher alone is told, not kept
+
+
+def test_ending_a_session_never_waits_on_a_browser_that_stopped_reading():
+    """A flooding shell and a student's tab that never reads: the pump waits for that tab; a
+    reset, the class clock or `Start for everyone` ending the session must not wait with it."""
+    async def scenario():
+        shell, closed = Shell(), []
+        session = TerminalSession("ann", "swr1", shell, lambda: closed.append(True))
+        stuck = Viewer(Browser(stalled=True), "student")
+        writer = asyncio.ensure_future(stuck.write())
+        await session.attach(stuck)
+        for _ in range(terminal_sessions.QUEUED * 4):
+            shell.stdout.feed_data(b"y" * 65536)
+        await settle()
+        assert stuck.queue.full() and not stuck.gone.is_set()  # the pump now waits for this tab
+        began = asyncio.get_running_loop().time()
+        await asyncio.wait_for(session.end("\r\n[session ended: the lab was reset]\r\n"), 1)
+        writer.cancel()
+        return asyncio.get_running_loop().time() - began, closed, stuck
+
+    took, closed, stuck = asyncio.run(scenario())
+    assert took < 0.5 and closed == [True] and stuck.gone.is_set()
+
+
+def test_a_students_tab_that_takes_nothing_is_let_go_and_their_other_tab_goes_on(monkeypatch):
+    monkeypatch.setattr(terminal_sessions, "SEND_WITHIN", 0.3)
+
+    async def scenario():
+        shell = Shell()
+        session = TerminalSession("ann", "swr1", shell, lambda: None)
+        stuck, reading = Viewer(Browser(stalled=True), "student"), Viewer(Browser(), "student")
+        tasks = [asyncio.ensure_future(v.write()) for v in (stuck, reading)]
+        await session.attach(stuck)
+        await session.attach(reading)
+        chunks = terminal_sessions.QUEUED * 4
+        for i in range(chunks):
+            shell.stdout.feed_data(b"z" * 1000 + str(i).encode())
+        await asyncio.sleep(1.5)
+        for task in tasks:
+            task.cancel()
+        session.close()
+        return stuck, reading, chunks
+
+    stuck, reading, chunks = asyncio.run(scenario())
+    assert stuck.gone.is_set()
+    assert reading.ws.output().count(b"z" * 1000) == chunks

@@ -49,8 +49,7 @@ class InstructorDesk:
             exercise = exercise_files.find(str(body.get("exercise", "")))
         except SwarmlabError as e:
             return web.json_response({"error": str(e)}, status=400)
-        for lab in self.class_labs():
-            await self.end_sessions(lab)
+        await self.end_sessions_of(self.class_labs(), "the lab was reset")
         results = await asyncio.to_thread(class_exercises.class_start, self.config, exercise)
         self.status_read = (float("-inf"), [])
         return web.json_response([{"lab": r.lab, "ok": r.ok, "error": r.error} for r in results])
@@ -65,8 +64,7 @@ class InstructorDesk:
         labs_now = self.class_labs()
         if only is not None and only not in labs_now:
             return web.json_response({"error": f"no lab {only} in the class"}, status=400)
-        for lab in ([only] if only else labs_now):
-            await self.end_sessions(lab)
+        await self.end_sessions_of([only] if only else labs_now, "the lab was reset")
         results = await asyncio.to_thread(classroom.class_reset, self.config, None, [only] if only else None)
         self.status_read = (float("-inf"), [])
         for lab in ([only] if only else labs_now):

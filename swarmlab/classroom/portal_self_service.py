@@ -88,12 +88,12 @@ class SelfService:
 
         def progress(text: str) -> None:  # called from the worker thread
             loop.call_soon_threadsafe(job.step, text)
+        job.step("ending your terminals; your commands are kept")
+        # before the class-wide gate, never under it (ending waits on no browser anyway)
+        await self.end_sessions(lab, "you restarted the exercise" if job.what == "restart" else "you reset your lab")
         if self.self_service_gate.locked():
             job.step("waiting: another student's lab is resetting")
         async with self.self_service_gate:
-            job.step("ending your terminals; your commands are kept")
-            await self.end_sessions(lab, "you restarted the exercise" if job.what == "restart" else
-                                    "you reset your lab")
             try:
                 await asyncio.to_thread(self._work, lab, job, progress)
                 job.ok = True

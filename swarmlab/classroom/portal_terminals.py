@@ -161,10 +161,12 @@ class Terminals:
 
     # --- ending sessions ---------------------------------------------------------------
     async def end_sessions(self, lab: str, why: str = "the lab was reset") -> None:
-        for key, session in list(self.sessions.items()):
-            if key[0] == lab:
-                self.sessions.pop(key, None)
-                await session.end(f"\r\n[session ended: {why}]\r\n")
+        """Ends the lab's sessions; ending never waits on a browser (terminal_sessions)."""
+        await self.end_sessions_of([lab], why)
+
+    async def end_sessions_of(self, labs: list[str], why: str) -> None:
+        ending = [self.sessions.pop(key) for key in list(self.sessions) if key[0] in labs]
+        await asyncio.gather(*(session.end(f"\r\n[session ended: {why}]\r\n") for session in ending))
 
     def sessions_to_end(self) -> list[tuple[TerminalSession, str]]:
         """Sessions on a lab that left the class, or that was reset (by any process: the CLI,
@@ -198,8 +200,7 @@ class Terminals:
             self.torn_down = False  # `class extend` after the end: the class goes on
             return
         message = await asyncio.to_thread(class_end.ended_message, self.config)
-        for lab in {lab for lab, _ in self.sessions}:
-            await self.end_sessions(lab, message)
+        await self.end_sessions_of([lab for lab, _ in self.sessions], message)
         room = await asyncio.to_thread(classroom.load, self.config)
         if room and room.teardown and not self.torn_down:
             self.torn_down = True

@@ -6,7 +6,8 @@ instructor watches or types (a JSON text frame: {"type": "watch", "watching": N,
 Flow control is as it was with one browser per shell: the shell's output is read only when the
 student's browsers have taken the last of it (each viewer holds at most QUEUED chunks), so a
 flood waits in the SSH window, not here. An instructor's browser that falls behind is dropped
-instead: watching never slows a student down. A new viewer first gets the last SCREEN_BYTES of
+instead: watching never slows a student down. Nothing waits on a browser for long: one that
+takes nothing for SEND_WITHIN seconds is let go, and ending a session never waits at all. A new viewer first gets the last SCREEN_BYTES of
 output, so it sees what the student sees. When the last student's browser goes, the shell
 lingers LINGER seconds: a reloaded page finds it again.
 """
@@ -21,6 +22,7 @@ from typing import Awaitable, Callable
 SCREEN_BYTES = 64 * 1024
 QUEUED = 4  # chunks of up to 64 KiB waiting for one browser
 LINGER = 30.0
+SEND_WITHIN = 20.0  # seconds a browser may take nothing before it is let go (the page reconnects)
 
 
 class Viewer:
@@ -33,7 +35,8 @@ class Viewer:
 
     async def offer(self, data: bytes | str) -> None:
         """Queues output for this browser. A student's waits for room (the shell waits with
-        it); an instructor's is dropped when full."""
+        it), for SEND_WITHIN seconds at most: a browser that takes nothing for that long is let
+        go, so that nothing waits on it. An instructor's is dropped when full."""
         if self.gone.is_set():
             return
         if self.role != "student":
@@ -44,20 +47,36 @@ class Viewer:
             return
         put = asyncio.ensure_future(self.queue.put(data))
         gone = asyncio.ensure_future(self.gone.wait())
-        _, pending = await asyncio.wait({put, gone}, return_when=asyncio.FIRST_COMPLETED)
+        _, pending = await asyncio.wait({put, gone}, timeout=SEND_WITHIN, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
+        if put in pending:
+            self.gone.set()
+
+    def finish(self, message: str) -> None:
+        """The last words and the end, without waiting: a browser with no room left for them is
+        simply let go."""
+        if self.gone.is_set():
+            return
+        if self.queue.maxsize - self.queue.qsize() < 2:
+            self.gone.set()
+            return
+        self.queue.put_nowait(message)
+        self.queue.put_nowait(None)  # its writer sends what is queued, then stops
 
     async def write(self) -> None:
-        """Sends what is queued until the browser or the session goes."""
+        """Sends what is queued until the browser or the session goes. A send the browser does
+        not take within SEND_WITHIN seconds (it stopped reading) lets it go."""
         while True:
             data = await self.queue.get()
             if data is None:
                 return
-            if isinstance(data, str):
-                await self.ws.send_str(data)
-            else:
-                await self.ws.send_bytes(data)
+            send = self.ws.send_str(data) if isinstance(data, str) else self.ws.send_bytes(data)
+            try:
+                await asyncio.wait_for(send, SEND_WITHIN)
+            except asyncio.TimeoutError:
+                self.gone.set()
+                return
 
 
 class TerminalSession:
@@ -135,16 +154,12 @@ class TerminalSession:
         await self.end("\r\n[session ended]\r\n")
 
     async def end(self, message: str) -> None:
-        """Says why to every browser and closes them; the shell goes."""
+        """Says why to every browser and closes them; the shell goes. Never waits on a browser."""
         if self.ended.is_set():
             return
         self.ended.set()
         for v in list(self.viewers):
-            await v.offer(message)
-            if v.queue.full():
-                v.gone.set()  # a browser that cannot take the end is simply let go
-            else:
-                v.queue.put_nowait(None)  # its writer sends what is queued, then stops
+            v.finish(message)
         self.close()
 
     def close(self) -> None:
