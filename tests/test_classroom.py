@@ -324,3 +324,32 @@ def test_class_grades_as_junit_one_suite_per_student_with_failures_and_unreachab
     assert 'name="Ann" tests="2" failures="1" errors="0"' in ann
     assert '<failure message="expected swr1; found swr2"' in ann and "web runs 3 replicas" in ann
     assert 'name="Bo" tests="1" failures="0" errors="1"' in bo and 'name="lab reachable"' in bo
+
+
+@pytest.mark.parametrize("cores, class_nodes, vcpus, setting, percent", [
+    (2, 2, 1, 0, None),  # CPUs to spare: nobody is capped
+    (2, 3, 1, 0, 66),  # one 3-node lab on 2 CPUs
+    (2, 6, 1, 0, 33),  # two labs: a spinning lab takes one CPU at most
+    (2, 18, 1, 0, 25),  # the fair share (11 %) would starve an idle node: the floor
+    (16, 36, 1, 0, 44),
+    (2, 6, 1, 80, 80),  # [class] cpu_cap_percent
+])
+def test_a_class_node_is_capped_at_its_fair_share_of_the_hosts_cpus(cores, class_nodes, vcpus, setting, percent):
+    from swarmlab.core.placement import node_cpu_percent
+    assert node_cpu_percent(cores, class_nodes, vcpus, setting) == percent
+
+
+def test_libvirtd_gets_the_machines_cgroup_hierarchies_in_its_own_mount_namespace():
+    from swarmlab.adapters.netns import cgroup_mounts, with_cgroups
+    mounts = cgroup_mounts("tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0\n"
+                           "cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\n"
+                           "cgroup /sys/fs/cgroup/systemd cgroup rw,relatime,name=systemd 0 0\n"
+                           "proc /proc proc rw 0 0\n")
+    assert mounts == [("cgroup", "rw,relatime,cpu", "/sys/fs/cgroup/cpu"),
+                      ("cgroup", "rw,relatime,name=systemd", "/sys/fs/cgroup/systemd")]
+    cmd = with_cgroups(["libvirtd", "-d"], mounts)
+    assert cmd[:2] == ["sh", "-c"] and cmd[-3:] == ["sh", "libvirtd", "-d"]
+    assert cmd[2].index("mount -t tmpfs") < cmd[2].index("mount -t cgroup -o rw,relatime,cpu cgroup /sys/fs/cgroup/cpu")
+    # a cgroup v2 machine: one mount, no tmpfs; and none at all leaves the command as it is
+    assert "tmpfs" not in with_cgroups(["libvirtd"], cgroup_mounts("cgroup2 /sys/fs/cgroup cgroup2 rw 0 0"))[2]
+    assert with_cgroups(["libvirtd", "-d"], []) == ["libvirtd", "-d"]

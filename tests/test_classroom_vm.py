@@ -61,6 +61,7 @@ def two_hosts(lab3):
         with Hypervisor(config.uri) as hv:
             used = hv.node_count()
         text = path.read_text().replace("[host]\n", f'[host]\nservices_address = "{second.controller_ip}"\n')
+        text += f"\n[class]\ncpu_cap_percent = {CAP_PERCENT}\n"  # Ann's 2 nodes alone on 2 CPUs: auto caps none
         text += (f'\n[[hosts]]\nname = "local"\nuri = "{config.uri}"\nnodes = {used + 2}\n'
                  f'\n[[hosts]]\nname = "h2"\nuri = "{second.uri}"\nnodes = 2\nssh = "{second.ssh}"\n'
                  f'ssh_key = "{config.ssh_key_path}"\npool_dir = "{H2_POOLS}"\n')
@@ -144,6 +145,7 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
             assert sorted(nodes.stdout.split()) == ["swr1", "swr2"], nodes.stderr
         assert_nodes_reach_no_management_port(path, config, second, ips)
         assert_the_mirror_takes_no_push(path, config)
+        assert_a_spinning_node_stays_within_its_cpu_cap(path, config)
 
         # students: each in through the gateway, to their own nodes only
         portal = start_portal(path)
@@ -278,6 +280,32 @@ def assert_nodes_reach_no_management_port(path, config, second, ips) -> None:
         standin.close()
     assert [t for t, opened in ann.items() if opened] == [(str(config.gateway), 5000), (ips["ann-lee"]["swr2"], 22)], ann
     assert [t for t, opened in bo.items() if opened] == [(second.controller_ip, 5000), (ips["bo"]["swr2"], 7946)], bo
+
+
+CAP_PERCENT = 40
+
+
+def assert_a_spinning_node_stays_within_its_cpu_cap(path, config) -> None:
+    """Root on Ann's node spins every vCPU: the node (all its QEMU threads) stays within the
+    [class] cpu_cap_percent of one host CPU that `class up` set, as libvirt's own count shows."""
+    import libvirt
+    with Hypervisor(config.uri) as hv:
+        assert hv.cpu_cap("ann-lee-swr1") == (CAP_PERCENT * 1000, 100_000)
+    spin = node_sh(path, "ann-lee", "swr1", "for i in $(seq $(nproc)); do nohup timeout 60 sh -c "
+                   "'while :; do :; done' >/dev/null 2>&1 & done; echo spinning")
+    assert spin.stdout.strip() == "spinning", spin.stdout + spin.stderr
+    conn = libvirt.open(config.uri)
+    try:
+        dom = conn.lookupByName("ann-lee-swr1")
+        time.sleep(5)  # the loops have started
+        began, used = time.monotonic(), dom.getCPUStats(True)[0]["cpu_time"]
+        time.sleep(15)
+        share = (dom.getCPUStats(True)[0]["cpu_time"] - used) / 1e9 / (time.monotonic() - began)
+    finally:
+        conn.close()
+    figure(f"Ann's spinning node used {share * 100:.0f} % of a host CPU under its {CAP_PERCENT} % cap")
+    assert CAP_PERCENT / 100 * 0.6 < share < CAP_PERCENT / 100 * 1.1, f"{share * 100:.0f} % of a CPU"
+    node_sh(path, "ann-lee", "swr1", "pkill -f 'while :; do :; done' || true")
 
 
 def assert_the_mirror_takes_no_push(path, config) -> None:

@@ -16,7 +16,7 @@ from typing import Callable
 from swarmlab.adapters import dns
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.adapters.keys import write_private
-from swarmlab.adapters.netns import in_netns, netns_cmd
+from swarmlab.adapters.netns import host_cgroup_mounts, in_netns, netns_cmd, with_cgroups
 from swarmlab.config import Config
 from swarmlab.errors import Refused, SwarmlabError
 from swarmlab.render import render
@@ -271,6 +271,17 @@ def _libvirt_socket_ready(uri: str) -> bool:
             return False
 
 
+def libvirtd_sees_cpu_cgroup() -> bool | None:
+    """Whether the local libvirtd sees a cgroup CPU controller (so it can cap guests), None when
+    no libvirtd runs here."""
+    pid = find_process("libvirtd")
+    if pid is None:
+        return None
+    root = Path(f"/proc/{pid}/root/sys/fs/cgroup")
+    return any((root / sub).exists() for sub in ("cpu/cpu.cfs_quota_us", "cpu,cpuacct/cpu.cfs_quota_us", "cpu.max",
+                                                  "unified/cgroup.controllers"))
+
+
 def fix_kvm_device() -> bool:
     """Gives /dev/kvm the owner and mode Debian's udev rule gives it (root:kvm 0660) where
     no udev runs. Otherwise libvirt's capability cache sees KVM in qemu's probe but not for
@@ -306,7 +317,10 @@ def ensure_libvirtd(config: Config, namespace: str | None, progress: Progress) -
             for daemon in ("virtlogd", "libvirtd"):
                 if find_process(daemon) is None:
                     progress(f"starting {daemon}" + (f" in namespace {namespace}" if namespace else ""))
-                    subprocess.run(netns_cmd(namespace, [daemon, "-d"]), check=True, capture_output=True)
+                    cmd = [daemon, "-d"]
+                    if namespace and daemon == "libvirtd":
+                        cmd = with_cgroups(cmd, host_cgroup_mounts())  # so that it can cap guests' CPU
+                    subprocess.run(netns_cmd(namespace, cmd), check=True, capture_output=True)
                     started.append(daemon)
     poll_until(lambda: _libvirt_socket_ready(config.uri), 20, 0.2,
                lambda: DaemonError(f"libvirtd did not answer on {config.uri} within 20 s"))

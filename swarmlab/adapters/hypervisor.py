@@ -35,6 +35,10 @@ STATE_NAMES = {  # as `virsh domstate` says them
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
+class CpuCapsUnavailable(HypervisorError):
+    """The host's libvirt manages no cgroups (no CPU controller where it runs)."""
+
+
 @dataclass
 class DomainState:
     name: str
@@ -312,6 +316,36 @@ class Hypervisor(NetworkMixin, StorageMixin, GuestAgentMixin):
             return False
         dom.snapshotLookupByName(snapshot).delete(0)
         return True
+
+    # --- CPU share ----------------------------------------------------------------------------
+    def cap_cpu(self, name: str, quota_us: int | None, period_us: int) -> None:
+        """Caps the whole domain (its vCPUs and QEMU's own threads) at quota/period of one host
+        CPU, live and in its definition, so a snapshot taken afterwards carries it; None lifts
+        it. CpuCapsUnavailable where libvirt has no cgroup CPU controller to set it with."""
+        dom = self._owned(name)
+        if dom is None:
+            raise NotFound(f"domain {name} not found")
+        params = {"global_period": period_us, "global_quota": quota_us or -1}
+        try:  # libvirt takes live and config one at a time for these
+            if dom.isActive():
+                dom.setSchedulerParametersFlags(params, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            dom.setSchedulerParametersFlags(params, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        except libvirt.libvirtError as e:
+            if "cgroup" in (e.get_error_message() or ""):
+                raise CpuCapsUnavailable(f"{self.uri}: {e.get_error_message()}") from None
+            raise
+
+    def cpu_cap(self, name: str) -> tuple[int, int] | None:
+        """(quota, period) in microseconds that the running domain is held to, or None."""
+        dom = self._owned(name)
+        if dom is None or not dom.isActive():
+            return None
+        try:
+            params = dom.schedulerParametersFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError:
+            return None
+        quota = params.get("global_quota", -1)
+        return (quota, params.get("global_period", 0)) if quota > 0 else None
 
     def mac_of(self, name: str) -> str:
         mac = ET.fromstring(self.domain_xml(name)).find("devices/interface/mac")

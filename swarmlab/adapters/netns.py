@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -78,3 +79,42 @@ def netns_cmd(namespace: str | None, cmd: list[str]) -> list[str]:
     return ["ip", "netns", "exec", namespace, *cmd] if namespace else cmd
 
 
+
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def cgroup_mounts(mounts_text: str) -> list[tuple[str, str, str]]:
+    """(type, options, mount point) of each cgroup hierarchy in a /proc/mounts text."""
+    out = []
+    for line in mounts_text.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[2] in ("cgroup", "cgroup2") and \
+                (fields[1] == CGROUP_ROOT or fields[1].startswith(CGROUP_ROOT + "/")):
+            out.append((fields[2], fields[3], fields[1]))
+    return out
+
+
+def with_cgroups(cmd: list[str], mounts: list[tuple[str, str, str]]) -> list[str]:
+    """The command, run once the cgroup hierarchies are mounted again in its mount namespace.
+    `ip netns exec` gives it a new /sys without them, and libvirt manages a guest's cgroups
+    (its CPU cap) only where it sees them. A mount that fails leaves the command uncapped, not
+    unstarted: `doctor` tells."""
+    lines = []
+    if any(point != CGROUP_ROOT for _, _, point in mounts):
+        lines.append(f"mount -t tmpfs -o mode=755 cgroup_root {CGROUP_ROOT}")
+    for fstype, options, point in mounts:
+        q = shlex.quote(point)
+        lines.append(f"mkdir -p {q} && mount -t {fstype} -o {shlex.quote(options)} {fstype} {q}")
+    if not lines:
+        return cmd
+    return ["sh", "-c", " ; ".join(f"{{ {line} ; }} 2>/dev/null" for line in lines) + ' ; exec "$@"', "sh", *cmd]
+
+
+def host_cgroup_mounts() -> list[tuple[str, str, str]]:
+    """The cgroup hierarchies this process sees (the machine's, when it runs outside the lab
+    host's mount namespace)."""
+    try:
+        return cgroup_mounts(Path("/proc/self/mounts").read_text())
+    except OSError:
+        return []

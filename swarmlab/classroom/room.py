@@ -15,22 +15,21 @@ One student's lab, made or brought back by a rerun, is student_lab.py.
 from __future__ import annotations
 
 import ipaddress
-import json
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Callable
 
 from swarmlab.adapters import firewall, remote
 from swarmlab.adapters.hypervisor import Hypervisor
-from swarmlab.adapters.keys import write_private
 from swarmlab.classroom import access, class_log, typed_history
+from swarmlab.classroom import class_file
+from swarmlab.classroom.class_file import ClassError, Classroom, load, require, save  # noqa: F401 (the class's API)
 from swarmlab.classroom.student_lab import CLASS_FINISH, LabProgress, make_student_lab
 from swarmlab.config import Config, HostSpec
 from swarmlab.core.placement import HostRoom, next_subnet, place
 from swarmlab.core.roster import Student
-from swarmlab.errors import NotFound, Refused, SwarmlabError
+from swarmlab.errors import Refused, SwarmlabError
 from swarmlab.host import labhost, template_build
 from swarmlab.host.lab_hosts import survey
 from swarmlab.lab import model as labs, reset as resets, swarm_status
@@ -38,51 +37,8 @@ from swarmlab.teach import exercises
 from swarmlab.waiting import cancelled, run_together
 
 
-class ClassError(SwarmlabError):
-    pass
-
-
-@dataclass
-class Classroom:
-    nodes: int
-    students: list[Student] = field(default_factory=list)
-    ends: float | None = None  # epoch seconds: the class's clock (core/class_clock.py)
-    teardown: bool = False  # at the end, the portal grades the current exercise and removes the labs
-    language: str = ""  # `class up --lang`; empty: [class] language
-
-    def student(self, lab: str) -> Student | None:
-        return next((s for s in self.students if s.lab == lab), None)
-
-
 def lab_network(config: Config, lab: str) -> str:
     return f"{config.network}-{lab}"
-
-
-# --- the class record -----------------------------------------------------------------------
-def _path(config: Config) -> Path:
-    return config.state_dir / "class.json"
-
-
-def load(config: Config) -> Classroom | None:
-    try:
-        data = json.loads(_path(config).read_text())
-    except FileNotFoundError:
-        return None
-    except ValueError:
-        raise ClassError(f"{_path(config)} is corrupt: fix it, or remove it and run `class down` per lab") from None
-    return Classroom(data["nodes"], [Student(**s) for s in data["students"]], data.get("ends"),
-                     data.get("teardown", False), data.get("language", ""))
-
-
-def require(config: Config) -> Classroom:
-    room = load(config)
-    if room is None or not room.students:
-        raise NotFound("there is no class: `swarmlab class up --students N` (or --roster FILE) makes one")
-    return room
-
-
-def save(config: Config, room: Classroom) -> None:
-    write_private(_path(config), json.dumps(asdict(room), indent=2) + "\n")  # names and hosts: not for others
 
 
 def student_config(config: Config, student: Student) -> Config:
@@ -341,7 +297,7 @@ def class_down(config: Config) -> list[LabResult]:
         room.students = left
         save(config, room)
     else:
-        _path(config).unlink(missing_ok=True)
+        class_file.remove(config)
         access.new_instructor_token(config)  # the class is over: so is the instructor's link
         for name in sorted({s.host for s in room.students}):
             if name in {h.name for h in config.lab_hosts} and not config.host(name).local:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from swarmlab.classroom import access, node_account
+from swarmlab.classroom import access, cpu_share, node_account
 from swarmlab.config import Config
 from swarmlab.core.roster import Student
 from swarmlab.core.swarm import FormReport
@@ -21,7 +21,8 @@ from swarmlab.waiting import Cancelled
 
 # progress(lab, phase, detail)
 LabProgress = Callable[[str, str, str], None]
-CLASS_FINISH = (node_account.student_account,)  # what a class adds to every lab it makes, rebuilt or not
+# what a class adds to every lab it makes, rebuilt or not
+CLASS_FINISH = (node_account.student_account, cpu_share.cap_class_nodes)
 
 
 class StudentLabError(SwarmlabError):
@@ -61,7 +62,7 @@ def make_student_lab(config: Config, student: Student, nodes: int, progress: Lab
             raise
         return _back_to_formed(config, student, progress, str(e).splitlines()[0])
     for change in added:
-        progress(student.lab, "accounts", change)
+        progress(student.lab, "finish", change)
     if snapshot and report and not has_formed:  # the baseline resets return to has the student's account
         snapshots.keep_formed(config, student.lab, True, baseline=report.baseline)
     did = what_was_done(before, report)

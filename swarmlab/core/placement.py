@@ -22,6 +22,12 @@ BEYOND_TB_CACHE_MIB = 320
 TCG_NODES_PER_CPU = 9
 
 
+# The least share of a host CPU a node is capped at: an idle formed node takes 12-17 % of a core
+# under TCG (issue 37's measure), and a cap below that would starve its raft heartbeats.
+MIN_NODE_CPU_PERCENT = 25
+CPU_PERIOD_US = 100_000  # the CFS period caps are set in; the quota is a share of it
+
+
 class CapacityShort(Refused):
     pass
 
@@ -113,3 +119,16 @@ def remote_problem(config: Config, spec: HostSpec) -> str | None:
         return ("is on another machine, and its labs' DNS needs this controller's PowerDNS: set [host] "
                 "services_address to the address it reaches this machine at, then `swarmlab host up`")
     return None
+
+
+def node_cpu_percent(cores: int, class_nodes_on_host: int, vcpus: int, setting: int) -> int | None:
+    """The share of one host CPU (percent) each of a class's nodes may use at most, all its
+    threads together, or None for no cap. [class] cpu_cap_percent when set; else, on a host
+    whose class holds more vCPUs than it has CPUs, the fair share (CPUs / class nodes on it), at
+    least MIN_NODE_CPU_PERCENT. One lab that spins every vCPU then takes its share and no more,
+    so the others keep theirs; a host with CPUs to spare caps nobody."""
+    if setting:
+        return setting
+    if cores <= 0 or class_nodes_on_host * vcpus <= cores:
+        return None
+    return max(MIN_NODE_CPU_PERCENT, cores * 100 // class_nodes_on_host)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from swarmlab.adapters import ksm
+from swarmlab.adapters import daemons, ksm
 from swarmlab.adapters.dns import PowerDNS
 from swarmlab.adapters.hypervisor import Hypervisor
-from swarmlab.config import Config, HostSpec
+from swarmlab.config import Config, HostSpec, is_local_uri
 from swarmlab.errors import SwarmlabError
 from swarmlab.host.template_wake import machine_shape, wake_image_of
 
@@ -105,7 +105,28 @@ def run_checks(config: Config) -> list[dict]:
     except FileNotFoundError:
         add("ssh-key", False, f"{key} is missing", "run `swarmlab host up` (it creates the key) or set [ssh] key")
     add("ksm", *ksm_verdict(*_local_ksm(), wanted=config.ksm), KSM_FIX)
+    local_qemu = config.uri.startswith("qemu:") and is_local_uri(config.uri)  # the libvirtd whose view we can read
+    capped = cpu_caps_verdict(daemons.libvirtd_sees_cpu_cgroup(), config.cpu_cap_percent) if local_qemu else None
+    if capped is not None:
+        add("cpu caps", *capped, CPU_CAPS_FIX)
     return checks
+
+
+CPU_CAPS_FIX = ("restart the lab host so that libvirtd starts with the cgroup hierarchies mounted: "
+                "`swarmlab host down`, then `swarmlab host up --isolated`")
+
+
+def cpu_caps_verdict(sees_cgroup: bool | None, setting: int) -> tuple[bool, str] | None:
+    """Whether the lab host's libvirt can hold each class node to its CPU share; None when no
+    libvirtd runs here to ask."""
+    if sees_cgroup is None:
+        return None
+    if not sees_cgroup:
+        return False, ("libvirtd sees no cgroup CPU controller: class nodes are not capped, so one student's "
+                       "spinning nodes slow the others")
+    share = f"{setting} % of a CPU each ([class] cpu_cap_percent)" if setting else \
+        "their fair share when the class holds more nodes than the host has CPUs"
+    return True, f"libvirtd sees the cgroup CPU controller: class nodes are held to {share}"
 
 
 def run_host_checks(config: Config, spec: HostSpec) -> list[dict]:
