@@ -56,6 +56,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "parallel": ("parallel", values.int_range(0, 32)),
         "node_mib": ("node_mib", values.int_range(0, 65536)),
         "cpu_cap_percent": ("cpu_cap_percent", values.int_range(0, 6400)),
+        "node_disk_gib": ("node_disk_gib", values.int_range(0, 4096)),
         "ends": ("class_ends", values.optional_text),
         "language": ("class_language", values.choice("en", "ru")),
     },

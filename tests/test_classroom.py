@@ -54,6 +54,10 @@ def test_free_nodes_from_nodes_memory_or_what_libvirt_reports():
     assert placement.room_bound(spec, 24576, 576, 0) == "memory"
     assert placement.room_bound(spec, 24576, 576, 16) == "memory"
     assert placement.room_bound(HostSpec("h", "u", nodes=30), 0, 576, 2) == "[[hosts]] nodes"
+    # the node pool holds every node full: 77 GiB free, 3 nodes holding 1 GiB now, 8.5 GiB each at most
+    pool = placement.PoolRoom(77 << 30, 1 << 30, placement.node_disk_bytes(8 << 30, 512))
+    assert placement.free_nodes(spec, 24576, 3, 576, emulated_cpus=2, pool=pool) == 6
+    assert placement.room_bound(spec, 24576, 576, 2, pool) == "disk (each node may fill 8.5 GiB of the node pool)"
     refusal = str(pytest.raises(CapacityShort, placement.place, ["a", "b"], 3,
                                 [placement.HostRoom("local", 3, bound_by="2 CPUs without KVM (9 nodes a CPU)")]).value)
     assert "(local 3 free, bound by 2 CPUs without KVM (9 nodes a CPU))" in refusal
@@ -121,7 +125,7 @@ def fake_class(tmp_path):
     path = write_config(tmp_path / "swarmlab.toml", tmp_path / "state",
                         libvirt={"uri": hosts[0][1], "network": "swl-unit", "cidr": "10.79.0.0/24",
                                  "template": "unit-template"},
-                        **{"class": {"node_mib": 1724}})  # round figures: 12 nodes on 24 GiB
+                        **{"class": {"node_mib": 1724, "node_disk_gib": 4}})  # round figures: 12 nodes on 24 GiB
     text = path.read_text() + "".join(f'\n[[hosts]]\nname = "{n}"\nuri = "{u}"\n' for n, u in hosts)
     path.write_text(text)
     return configuration.load(path)
@@ -224,7 +228,11 @@ def test_host_add_ls_rm_through_the_cli(tmp_path):
     assert added.returncode == 0, added.stderr
     assert path.read_text().startswith("# the instructor's own comment\n")
     rows = {r["host"]: r for r in json.loads(swarmlab("host", "ls", "--json", config=path).stdout)}
-    assert (rows["local"]["free_nodes"], rows["two"]["free_nodes"], rows["two"]["capacity"]) == (12, 6, "6 nodes")
+    # 12 by memory; the test driver's pool has 100 GiB, and each node may fill its 8 GiB disk and a memory state
+    assert (rows["local"]["free_nodes"], rows["two"]["free_nodes"], rows["two"]["capacity"]) == (11, 6, "6 nodes")
+    assert rows["local"]["bound_by"] == "disk (each node may fill 8.5 GiB of the node pool)"
+    shown = swarmlab("host", "ls", config=path).stdout
+    assert "memory, bound by disk (each node may fill 8.5 GiB of the node pool)" in shown
     again = swarmlab("host", "add", second, "--name", "two", config=path)
     assert again.returncode == 2 and "repeats host two" in again.stderr
     unreachable = swarmlab("host", "add", f"test://{tmp_path}/nope.xml", "--name", "gone", config=path)

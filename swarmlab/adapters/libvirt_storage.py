@@ -109,6 +109,10 @@ class StorageMixin:
         refresh(pool)
         return ET.fromstring(pool.XMLDesc()).findtext("target/path"), int(pool.info()[3])
 
+    def pool_held_bytes(self, name: str) -> int:
+        """What the pool's volumes take on disk now, together."""
+        return sum(vol.info()[2] for vol in self.pool(name).listAllVolumes())
+
     def volume_path(self, pool: str, volume: str) -> str:
         try:
             return self.pool(pool).storageVolLookupByName(volume).path()

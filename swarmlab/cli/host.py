@@ -155,7 +155,7 @@ def host_ls(as_json: bool = JsonOption):
         emit_json(rows)
         return
     table(("HOST", "URI", "CAPACITY", "FREE", "LABS", "PROBLEM"),
-          [(r["host"], r["uri"], r["capacity"] + (f", bound by {r['bound_by']}" if "CPU" in r["bound_by"] else ""),
+          [(r["host"], r["uri"], r["capacity"] + (f", bound by {r['bound_by']}" if r["bound_by"] not in ("memory", "[[hosts]] nodes") else ""),
             r["free_nodes"], ",".join(r["labs"]) or "-", r["problem"] or "-")
             for r in rows], right={"FREE"})
 

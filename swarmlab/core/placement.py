@@ -49,27 +49,56 @@ def node_cost_mib(node_mib: int, tb_cache_mib: int) -> int:
     return node_mib or (tb_cache_mib or QEMU_TB_CACHE_MIB) + BEYOND_TB_CACHE_MIB
 
 
-def free_nodes(spec: HostSpec, host_mib: int, used_nodes: int, cost_mib: int, emulated_cpus: int = 0) -> int:
+@dataclass(frozen=True)
+class PoolRoom:
+    """The node pool of a host: its free bytes, what its volumes hold now, and the most one
+    node can come to hold (node_disk_bytes)."""
+
+    free: int
+    held: int
+    per_node: int
+
+    def nodes(self) -> int:
+        """Nodes the pool holds with every one of them full: a student who fills their disk
+        then fills only their own share, never the pool that every guest writes to."""
+        return (self.free + self.held) // self.per_node if self.per_node > 0 else 1 << 30
+
+
+def node_disk_bytes(disk_virtual_bytes: int, memory_mib: int) -> int:
+    """The most one node's volume can hold: its whole disk written (it starts as an overlay on
+    the template's, but root on the node can fill it) and a snapshot's memory state."""
+    return disk_virtual_bytes + (memory_mib << 20)
+
+
+def free_nodes(spec: HostSpec, host_mib: int, used_nodes: int, cost_mib: int, emulated_cpus: int = 0,
+               pool: PoolRoom | None = None) -> int:
     """Nodes a host can still take: from [[hosts]] nodes, else from its memory ([[hosts]]
     memory_mib, else 90 % of what libvirt reports), each node (there now, or to come) costing
     `cost_mib`; on a host that emulates its guests' CPUs (`emulated_cpus`: its CPU count when
-    libvirt offers no KVM), at most TCG_NODES_PER_CPU nodes a CPU as well."""
+    libvirt offers no KVM), at most TCG_NODES_PER_CPU nodes a CPU as well; and at most what its
+    node pool holds with every node full."""
     if spec.nodes:
         return max(0, spec.nodes - used_nodes)
-    budget = (spec.memory_mib or int(host_mib * HOST_MEMORY_SHARE)) // cost_mib
+    return max(0, min(_bounds(spec, host_mib, cost_mib, emulated_cpus, pool).values()) - used_nodes)
+
+
+def _bounds(spec: HostSpec, host_mib: int, cost_mib: int, emulated_cpus: int, pool: PoolRoom | None) -> dict[str, int]:
+    """Nodes in all (there now, or to come) by each limit, in words."""
+    bounds = {"memory": (spec.memory_mib or int(host_mib * HOST_MEMORY_SHARE)) // cost_mib}
     if emulated_cpus:
-        budget = min(budget, emulated_cpus * TCG_NODES_PER_CPU)
-    return max(0, budget - used_nodes)
+        bounds[f"{emulated_cpus} CPUs without KVM ({TCG_NODES_PER_CPU} nodes a CPU)"] = emulated_cpus * TCG_NODES_PER_CPU
+    if pool is not None:
+        bounds[f"disk (each node may fill {pool.per_node / (1 << 30):.1f} GiB of the node pool)"] = pool.nodes()
+    return bounds
 
 
-def room_bound(spec: HostSpec, host_mib: int, cost_mib: int, emulated_cpus: int = 0) -> str:
+def room_bound(spec: HostSpec, host_mib: int, cost_mib: int, emulated_cpus: int = 0,
+               pool: PoolRoom | None = None) -> str:
     """What limits a host's room, in words for `host ls` and a refusal."""
     if spec.nodes:
         return "[[hosts]] nodes"
-    by_memory = (spec.memory_mib or int(host_mib * HOST_MEMORY_SHARE)) // cost_mib
-    if emulated_cpus and emulated_cpus * TCG_NODES_PER_CPU < by_memory:
-        return f"{emulated_cpus} CPUs without KVM ({TCG_NODES_PER_CPU} nodes a CPU)"
-    return "memory"
+    bounds = _bounds(spec, host_mib, cost_mib, emulated_cpus, pool)
+    return min(bounds, key=lambda k: (bounds[k], k != "memory"))
 
 
 def place(labs_to_place: list[str], nodes_per_lab: int, rooms: list[HostRoom]) -> dict[str, str]:

@@ -9,9 +9,12 @@ from pathlib import Path
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.config import LOCAL_HOST, Config, HostSpec
 from swarmlab.config_edit import with_host_added, with_host_removed
-from swarmlab.core.placement import HostRoom, free_nodes, node_cost_mib, remote_problem, room_bound
+from swarmlab.core.placement import (HostRoom, PoolRoom, free_nodes, node_cost_mib, node_disk_bytes, remote_problem,
+                                     room_bound)
 from swarmlab.core.roster import slug
 from swarmlab.errors import Refused, SwarmlabError
+
+DEFAULT_DISK_BYTES = 8 << 30  # host/template.py's DISK_SIZE
 
 
 def survey(config: Config) -> list[HostRoom]:
@@ -19,6 +22,7 @@ def survey(config: Config) -> list[HostRoom]:
     template, takes nothing and says why. A host on another machine gets the template at
     `class up`."""
     cost = node_cost_mib(config.node_mib, config.tb_cache_mib)
+    disk = template_disk_bytes(config)
     rooms = []
     for spec in config.lab_hosts:
         problem = remote_problem(config, spec)
@@ -31,12 +35,33 @@ def survey(config: Config) -> list[HostRoom]:
                     rooms.append(HostRoom(spec.name, 0, f"has no template {config.template} "
                                                         "(`swarmlab template build` on it)"))
                     continue
-                host_mib, cpus = hv.memory_mib(), emulated_cpus(hv)
-                free = free_nodes(spec, host_mib, hv.node_count(), cost, cpus)
-                rooms.append(HostRoom(spec.name, free, bound_by=room_bound(spec, host_mib, cost, cpus)))
+                host_mib, cpus, pool = hv.memory_mib(), emulated_cpus(hv), pool_room(config, hv, disk)
+                free = free_nodes(spec, host_mib, hv.node_count(), cost, cpus, pool)
+                rooms.append(HostRoom(spec.name, free, bound_by=room_bound(spec, host_mib, cost, cpus, pool)))
         except SwarmlabError as e:
             rooms.append(HostRoom(spec.name, 0, f"unreachable at {spec.uri} ({e})"))
     return rooms
+
+
+def template_disk_bytes(config: Config) -> int:
+    """The size of the template's disk, which each node's may grow to: read on this machine's
+    libvirt; DEFAULT_DISK_BYTES when it has no template to read."""
+    try:
+        with Hypervisor(config.uri) as hv:
+            path = hv.disk_path(config.template)
+            return hv.backing_info(path)[1] if path else DEFAULT_DISK_BYTES
+    except SwarmlabError:
+        return DEFAULT_DISK_BYTES
+
+
+def pool_room(config: Config, hv: Hypervisor, disk_bytes: int) -> PoolRoom | None:
+    """The host's node pool as placement counts it; None while it has none (`class up` makes it)."""
+    try:
+        _, free = hv.pool_space(config.node_pool)
+        per_node = config.node_disk_gib << 30 or node_disk_bytes(disk_bytes, config.memory_mib)
+        return PoolRoom(free, hv.pool_held_bytes(config.node_pool), per_node)
+    except SwarmlabError:
+        return None
 
 
 def emulated_cpus(hv: Hypervisor) -> int:

@@ -7,6 +7,7 @@ from swarmlab.adapters.dns import PowerDNS
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.config import Config, HostSpec, is_local_uri
 from swarmlab.errors import SwarmlabError
+from swarmlab.host.lab_hosts import pool_room, template_disk_bytes
 from swarmlab.host.template_wake import machine_shape, wake_image_of
 
 
@@ -158,8 +159,9 @@ def run_host_checks(config: Config, spec: HostSpec) -> list[dict]:
                     else f"{config.template} is copied there at `class up`")
             used_nodes, cpus = hv.node_count(), 0 if hv.offers_kvm() else hv.cpus()
             cost = placement.node_cost_mib(config.node_mib, config.tb_cache_mib)
-            free = placement.free_nodes(spec, hv.memory_mib(), used_nodes, cost, cpus)
-            bound = placement.room_bound(spec, hv.memory_mib(), cost, cpus)
+            pool = pool_room(config, hv, template_disk_bytes(config))
+            free = placement.free_nodes(spec, hv.memory_mib(), used_nodes, cost, cpus, pool)
+            bound = placement.room_bound(spec, hv.memory_mib(), cost, cpus, pool)
             add("room", free > 0, f"{free} more nodes ({used_nodes} there now; bound by {bound})",
                 "free the host, or raise its capacity in [[hosts]]")
             try:
