@@ -90,9 +90,9 @@ def test_a_command_answers_with_its_output_and_a_failure_names_its_last_lines(no
 
 def test_a_command_that_drips_forever_ends_at_its_deadline(node):
     began = time.monotonic()
-    with pytest.raises(remote.RemoteError, match="did not finish within 2 s"):
-        remote.run(node, Command("drip"), timeout=2)
-    assert time.monotonic() - began < 5
+    with pytest.raises(remote.RemoteError, match="did not finish within 1 s"):
+        remote.run(node, Command("drip"), timeout=1)
+    assert time.monotonic() - began < 4
     assert remote.run(node, Command("after")) == "ran after\n"  # the connection is still good
 
 
@@ -108,7 +108,7 @@ def fake_engine(answer) -> tuple[remote.EngineAPI, socket.socket]:
     on the other end in a thread."""
     ours, theirs = socket.socketpair()
     api = remote.EngineAPI.__new__(remote.EngineAPI)
-    api.host, api.timeout, api.channel = "swr1", 2, ours
+    api.host, api.timeout, api.channel = "swr1", 1, ours
     api.socket = remote._BoundedSocket(ours, 1 << 20)
     import http.client
     api.http = http.client.HTTPConnection("docker")
@@ -134,7 +134,7 @@ def test_an_engine_reply_that_drips_is_cut_off_at_the_requests_deadline():
     began = time.monotonic()
     with pytest.raises(remote.EngineAPIBroken, match="GET /nodes failed"):
         api.request("GET", "/nodes")
-    assert time.monotonic() - began < 4
+    assert time.monotonic() - began < 3
 
 
 def test_an_engine_reply_that_floods_is_cut_off_at_the_size_cap():
