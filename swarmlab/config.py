@@ -134,6 +134,9 @@ class Config:
     self_service_every: int = 300  # seconds between two restarts or resets a student asks for
     self_service_at_once: int = 1  # restarts and resets students asked for, run at once in the whole class
     max_request_kib: int = 64  # a request body or a terminal message
+    # per client address (a school's NAT puts a whole class behind one)
+    max_connections_per_address: int = 256  # to the gateway and the portal, each
+    guesses_per_minute: int = 60  # requests with no valid token, before the address waits
     source: str = "built-in defaults"
     # Set only in a config scoped to one lab on a network of its own (lab.lab_config): the lab's
     # host, and the host's shared network, which keeps the pools and the registry mirror.

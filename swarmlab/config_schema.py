@@ -72,6 +72,8 @@ SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "self_service_every": ("self_service_every", values.int_range(0, 86400)),
         "self_service_at_once": ("self_service_at_once", values.int_range(1, 100)),
         "max_request_kib": ("max_request_kib", values.int_range(1, 65536)),
+        "max_connections_per_address": ("max_connections_per_address", values.int_range(1, 100000)),
+        "guesses_per_minute": ("guesses_per_minute", values.int_range(1, 100000)),
     },
 }
 HOST_KEYS: dict[str, Callable[[Any], Any]] = {

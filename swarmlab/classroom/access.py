@@ -23,15 +23,19 @@ import subprocess
 from pathlib import Path
 
 from swarmlab.adapters.keys import write_private
-from swarmlab.classroom.limits import OverLimit, StudentLimits
+from swarmlab.classroom.limits import AddressLimits, OverLimit, StudentLimits
 from swarmlab.config import Config
 from swarmlab.lab.model import Lab, jump, known_hosts, lab_config, load_journal
 
 STUDENT_USER = "student"
 
 
+def credentials_root(config: Config) -> Path:
+    return config.state_dir / "class"
+
+
 def credentials_dir(config: Config, lab: str) -> Path:
-    return config.state_dir / "class" / lab
+    return credentials_root(config) / lab
 
 
 def ensure_credentials(config: Config, lab: str) -> bool:
@@ -95,16 +99,6 @@ def token(config: Config, lab: str) -> str | None:
         return None
 
 
-def lab_of_token(config: Config, offered: str, labs: list[str]) -> str | None:
-    """The lab whose portal token this is, compared in constant time; None for any other."""
-    found = None
-    for lab in labs:
-        wanted = token(config, lab)
-        if wanted and hmac.compare_digest(wanted.encode(), offered.encode()):
-            found = lab
-    return found
-
-
 # --- the SSH gateway ----------------------------------------------------------------------------
 def lab_config_of(config: Config, lab: str) -> Config:
     """The config scoped to the lab's host and network."""
@@ -162,16 +156,27 @@ def _gateway_classes():
     import asyncssh
 
     class Gateway(asyncssh.SSHServer):
-        def __init__(self, config: Config, labs: callable, limits: StudentLimits, live: set):
+        def __init__(self, config: Config, labs: callable, limits: StudentLimits, live: set,
+                     addresses: AddressLimits | None):
             self.config, self.labs, self.limits, self.lab = config, labs, limits, None
-            self.live, self.conn = live, None
+            self.live, self.conn, self.addresses, self.address = live, None, addresses, None
 
         def connection_made(self, conn):
             self.conn = conn
             self.live.add(conn)
+            peer = conn.get_extra_info("peername")
+            address = str(peer[0]) if peer else "?"
+            if self.addresses is not None:
+                if not self.addresses.connect(address):
+                    conn.close()  # one address holding every socket: cut off before the key exchange
+                    return
+                self.address = address
 
         def connection_lost(self, exc):
             self.live.discard(self.conn)
+            if self.address is not None:
+                self.addresses.disconnect(self.address)
+                self.address = None
 
         def begin_auth(self, username):
             return True
@@ -287,14 +292,14 @@ GATEWAY_WINDOW = 256 * 1024  # bytes a student may have in flight per channel (a
 
 
 async def start_gateway(config: Config, labs: callable, limits: StudentLimits, host: str = "", port: int = 0,
-                        sock=None):
+                        sock=None, addresses: AddressLimits | None = None):
     """The gateway's server on `sock` (bound before the process entered the lab host's
     namespace), or on host:port; `labs()` names the labs whose students may log in now."""
     import asyncssh
     Gateway = _gateway_classes()
     where = {"sock": sock} if sock is not None else {"host": host, "port": port}
     live: set = set()
-    server = await asyncssh.create_server(lambda: Gateway(config, labs, limits, live), **where,
+    server = await asyncssh.create_server(lambda: Gateway(config, labs, limits, live, addresses), **where,
                                           server_host_keys=[str(gateway_host_key(config))],
                                           agent_forwarding=False, x11_forwarding=False, allow_scp=False,
                                           login_timeout=30, keepalive_interval=30, window=GATEWAY_WINDOW)

@@ -29,17 +29,17 @@ class Classroom:
         return next((s for s in self.students if s.lab == lab), None)
 
 
-def _path(config: Config) -> Path:
+def path(config: Config) -> Path:
     return config.state_dir / "class.json"
 
 
 def load(config: Config) -> Classroom | None:
     try:
-        data = json.loads(_path(config).read_text())
+        data = json.loads(path(config).read_text())
     except FileNotFoundError:
         return None
     except ValueError:
-        raise ClassError(f"{_path(config)} is corrupt: fix it, or remove it and run `class down` per lab") from None
+        raise ClassError(f"{path(config)} is corrupt: fix it, or remove it and run `class down` per lab") from None
     return Classroom(data["nodes"], [Student(**s) for s in data["students"]], data.get("ends"),
                      data.get("teardown", False), data.get("language", ""))
 
@@ -52,8 +52,8 @@ def require(config: Config) -> Classroom:
 
 
 def save(config: Config, room: Classroom) -> None:
-    write_private(_path(config), json.dumps(asdict(room), indent=2) + "\n")  # names and hosts: not for others
+    write_private(path(config), json.dumps(asdict(room), indent=2) + "\n")  # names and hosts: not for others
 
 
 def remove(config: Config) -> None:
-    _path(config).unlink(missing_ok=True)
+    path(config).unlink(missing_ok=True)

@@ -62,3 +62,43 @@ class StudentLimits:
             return self.self_service_every - (now - last)
         self.self_served[lab] = now
         return 0.0
+
+
+class AddressLimits:
+    """Per client address, for the gateway and the portal alike: connections open at once, and
+    requests that named no valid token (someone guessing) per minute. Generous: a school's NAT
+    puts a whole class behind one address; what they stop is one laptop taking every socket."""
+
+    def __init__(self, config: Config, clock=time.monotonic):
+        self.clock = clock
+        self.most_connections = config.max_connections_per_address
+        self.guesses_per_minute = config.guesses_per_minute
+        self.open: dict[str, int] = collections.Counter()
+        self.guesses: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+
+    def connect(self, address: str) -> bool:
+        """Counts a new connection; False (and not counted) when the address has its most."""
+        if self.open[address] >= self.most_connections:
+            return False
+        self.open[address] += 1
+        return True
+
+    def disconnect(self, address: str) -> None:
+        self.open[address] -= 1
+        if self.open[address] <= 0:
+            del self.open[address]
+
+    def guessing(self, address: str) -> float:
+        """0, or the seconds until the address may try a token again."""
+        now, seen = self.clock(), self.guesses.get(address)
+        if not seen:
+            return 0.0
+        while seen and now - seen[0] >= 60:
+            seen.popleft()
+        if not seen:
+            del self.guesses[address]
+            return 0.0
+        return 60 - (now - seen[0]) if len(seen) >= self.guesses_per_minute else 0.0
+
+    def guessed(self, address: str) -> None:
+        self.guesses[address].append(self.clock())

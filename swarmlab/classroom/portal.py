@@ -29,12 +29,13 @@ from aiohttp import web
 from swarmlab.classroom import access, class_end, class_log, room as classroom
 from swarmlab.classroom.access import instructor_token
 from swarmlab.classroom.lab_health import NodeHealth
-from swarmlab.classroom.limits import OverLimit, StudentLimits
+from swarmlab.classroom.limits import AddressLimits, OverLimit, StudentLimits
 from swarmlab.classroom.page_text import class_language, page_text
 from swarmlab.classroom.portal_instructor import InstructorDesk
 from swarmlab.classroom.portal_self_service import SelfService
 from swarmlab.classroom.portal_terminals import Terminals
-from swarmlab.classroom.portal_web import FORBIDDEN_TEXT, security_headers, too_soon
+from swarmlab.classroom.portal_tokens import TokenBook
+from swarmlab.classroom.portal_web import FORBIDDEN_TEXT, guess_limit, security_headers, too_soon
 from swarmlab.config import Config
 from swarmlab.core import checks
 from swarmlab.errors import SwarmlabError
@@ -60,6 +61,8 @@ class Portal(InstructorDesk, SelfService, Terminals):
     def __init__(self, config: Config, clock=time.monotonic, limits: StudentLimits | None = None):
         self.config, self.clock = config, clock
         self.limits = limits or StudentLimits(config, clock)
+        self.addresses = AddressLimits(config, clock)  # the gateway's and the pages' connections, and guessers
+        self.tokens = TokenBook(config)
         # checks wait for swarms and nodes: a pool of their own, so pages never queue behind them
         self.check_pool = concurrent.futures.ThreadPoolExecutor(CHECK_WORKERS, thread_name_prefix="check")
         self.last_check: dict[str, float] = {}
@@ -76,7 +79,7 @@ class Portal(InstructorDesk, SelfService, Terminals):
         return [s.lab for s in room.students] if room else []
 
     def student_lab(self, request: web.Request) -> str | None:
-        return access.lab_of_token(self.config, request.match_info.get("token", ""), self.class_labs())
+        return self.tokens.lab_of(request.match_info.get("token", ""))
 
     def instructor(self, request: web.Request) -> bool:
         return hmac.compare_digest(instructor_token(self.config).encode(),
@@ -195,7 +198,8 @@ class Portal(InstructorDesk, SelfService, Terminals):
         return web.Response(status=403, text=FORBIDDEN_TEXT)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.max_request_kib * 1024)
+        app = web.Application(client_max_size=self.config.max_request_kib * 1024,
+                              middlewares=[guess_limit(self.addresses)])
         app.on_response_prepare.append(security_headers)
         app.on_shutdown.append(self._shutdown)
         app.add_routes([

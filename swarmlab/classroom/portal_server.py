@@ -17,7 +17,8 @@ import sys
 import threading
 from collections.abc import Callable
 
-from swarmlab.classroom import access, portal_endpoint
+from swarmlab.classroom import access, connection_caps, portal_endpoint
+from swarmlab.classroom.limits import AddressLimits
 from swarmlab.classroom.portal import Portal
 from swarmlab.config import Config, ConfigError
 from swarmlab.errors import Refused
@@ -57,11 +58,12 @@ def serve(config: Config, web_sock: socket.socket, ssh_sock: socket.socket, tls:
     limits = pages.limits  # one count per student for terminals and gateway channels alike
 
     async def run() -> None:
-        gateway = await access.start_gateway(config, pages.class_labs, limits, sock=ssh_sock)
+        gateway = await access.start_gateway(config, pages.class_labs, limits, sock=ssh_sock,
+                                             addresses=AddressLimits(config))
         # A stop ends open terminals at once: aiohttp would wait up to 60 s for their handlers.
         runner = web.AppRunner(pages.app(), access_log=None, shutdown_timeout=3)
         await runner.setup()
-        await web.SockSite(runner, web_sock, ssl_context=tls).start()
+        site = await connection_caps.serve_capped(runner, web_sock, tls, pages.addresses)
         loop = asyncio.get_running_loop()
         loop.create_task(pages.watch_class())
         for signum in (signal.SIGTERM, signal.SIGINT):  # a clean stop: the endpoint record goes
@@ -75,8 +77,10 @@ def serve(config: Config, web_sock: socket.socket, ssh_sock: socket.socket, tls:
         try:
             await gateway.wait_closed()
         finally:
+            site.close()
             await runner.cleanup()
     endpoint.pid = os.getpid()
+    connection_caps.raise_open_files_limit()
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(run())

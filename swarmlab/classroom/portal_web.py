@@ -53,3 +53,21 @@ def too_soon(what: str, wait: float) -> web.Response:
 async def security_headers(_request: web.Request, response: web.StreamResponse) -> None:
     """On every answer, aiohttp's own errors and the terminals' websockets included."""
     response.headers.update(SECURITY_HEADERS)
+
+
+def guess_limit(addresses):
+    """A middleware: an address that named no valid token `guesses_per_minute` times in a
+    minute waits before it may try again (429), whatever it asks under /s/ or /i/."""
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        if not request.path.startswith(("/s/", "/i/")):
+            return await handler(request)
+        address = request.remote or "?"
+        wait = addresses.guessing(address)
+        if wait > 0:
+            return too_soon("too many requests with no valid token from your address", wait)
+        response = await handler(request)
+        if response.status == 403:
+            addresses.guessed(address)
+        return response
+    return middleware
