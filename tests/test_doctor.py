@@ -115,3 +115,14 @@ def test_doctor_says_when_a_host_does_not_merge_its_clones_pages():
     ok, detail = ksm_verdict(None)
     assert not ok and "no same-page merging" in detail
     assert "echo 1 > /sys/kernel/mm/ksm/run" in KSM_FIX
+
+
+def test_a_class_host_whose_libvirt_takes_plain_tcp_on_a_students_network_is_named():
+    import ipaddress
+    from swarmlab.lab.doctor import libvirt_tcp_verdict
+    class_lan = [ipaddress.ip_interface("192.168.10.5/24")]
+    ok, detail = libvirt_tcp_verdict("qemu+tcp://192.168.10.7/system", class_lan)
+    assert not ok and "192.168.10.0/24" in detail and "controls the host" in detail
+    assert libvirt_tcp_verdict("qemu+tcp://10.200.0.2/system", class_lan)[0]  # a private link of its own
+    assert libvirt_tcp_verdict("qemu+ssh://root@192.168.10.7/system", class_lan) is None
+    assert libvirt_tcp_verdict("qemu+tcp://h2.example/system", class_lan)[0] is False  # a name: cannot tell

@@ -87,3 +87,22 @@ def test_the_ruleset_names_the_class_hosts_and_lets_only_dns_and_the_mirror_thro
     assert "elements = { 10.200.0.2 }" in text and "elements = { fd00::2 }" in text
     assert 'iifname != "sl-*" accept' in text and "tcp dport { 53, 5000 } accept" in text
     assert firewall.addresses(["10.1.2.3", "", "127.0.0.1", "no-such-host.invalid"]) == ["10.1.2.3"]
+
+
+def test_nodes_on_a_class_host_reach_no_port_of_the_controller_but_dns_and_the_mirror():
+    """The controller's own addresses (its sshd, the portal), not only the services address, are
+    in the set a node on any of the class's hosts reaches only DNS and the mirror at."""
+    from swarmlab import config as configuration
+    from swarmlab.adapters.netns import interface_networks
+    from swarmlab.host.labhost import protected_addresses
+    config = configuration.Config(services_address="10.200.0.1")
+    assert protected_addresses(config, machine=["192.0.2.2", "fd00::2"]) == ["10.200.0.1", "192.0.2.2", "fd00::2"]
+    machine = interface_networks('[{"ifname": "lo", "addr_info": [{"local": "127.0.0.1", "prefixlen": 8, '
+                                 '"scope": "host"}]}, {"ifname": "eth0", "addr_info": [{"local": "192.0.2.2", '
+                                 '"prefixlen": 24, "scope": "global"}, {"local": "fe80::1", "prefixlen": 64, '
+                                 '"scope": "link"}]}]')
+    assert [str(i) for i in machine] == ["192.0.2.2/24"]
+    # and this machine's own, read for real: every global address of it is protected
+    from swarmlab.adapters.netns import machine_networks
+    mine = {str(i.ip) for i in machine_networks()}
+    assert mine and mine <= set(protected_addresses(config))

@@ -4,6 +4,8 @@ started in, for the commands that need the internet (apt)."""
 from __future__ import annotations
 
 import ctypes
+import ipaddress
+import json
 import os
 import shlex
 import subprocess
@@ -118,3 +120,23 @@ def host_cgroup_mounts() -> list[tuple[str, str, str]]:
         return cgroup_mounts(Path("/proc/self/mounts").read_text())
     except OSError:
         return []
+
+
+def interface_networks(ip_addr_json: str) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+    """The global addresses, with their networks, in `ip -j addr`'s output."""
+    out = []
+    for link in json.loads(ip_addr_json or "[]"):
+        for a in link.get("addr_info", []):
+            if a.get("scope") == "global" and a.get("local"):
+                out.append(ipaddress.ip_interface(f"{a['local']}/{a.get('prefixlen', 32)}"))
+    return out
+
+
+def machine_networks() -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+    """This machine's own addresses and networks (in the namespace swarmlab started in, not the
+    lab host's): where students, and nodes of lab hosts on other machines, may reach it."""
+    try:
+        done = run_in_host_netns(["ip", "-j", "addr"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return interface_networks(done.stdout) if done.returncode == 0 else []

@@ -19,7 +19,7 @@ from swarmlab.adapters.dns import PowerDNS
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.adapters.keys import ensure_api_key, ensure_ssh_key
 from swarmlab.adapters.libvirt_xml import network_xml
-from swarmlab.adapters.netns import enter_netns, in_netns, netns_exists
+from swarmlab.adapters.netns import enter_netns, in_netns, machine_networks, netns_exists
 from swarmlab.config import Config
 from swarmlab.errors import Refused, SwarmlabError
 from swarmlab.host import images
@@ -141,10 +141,12 @@ def _restore_ksm(state: HostState) -> list[str]:
     return [f"same-page merging (KSM) back {was}"]
 
 
-def protected_addresses(config: Config) -> list[str]:
-    """The class's other hosts and the services address: nodes reach only DNS and the
-    mirror there."""
-    names = [config.services_address]
+def protected_addresses(config: Config, machine: list[str] | None = None) -> list[str]:
+    """The class's other hosts, the services address and every other address of this machine
+    (the controller: its sshd, the portal): nodes reach only DNS and the mirror there."""
+    if machine is None:
+        machine = [str(i.ip) for i in machine_networks()]
+    names = [config.services_address, *machine]
     for host in config.lab_hosts:
         if not host.local:
             names += [urlsplit(host.uri).hostname or "", (host.jump or "").rpartition("@")[2].rsplit(":", 1)[0]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from swarmlab.adapters import daemons, ksm
+from swarmlab.adapters.netns import machine_networks
 from swarmlab.adapters.dns import PowerDNS
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.config import Config, HostSpec, is_local_uri
@@ -130,6 +131,27 @@ def cpu_caps_verdict(sees_cgroup: bool | None, setting: int) -> tuple[bool, str]
     return True, f"libvirtd sees the cgroup CPU controller: class nodes are held to {share}"
 
 
+def libvirt_tcp_verdict(uri: str, networks: list) -> tuple[bool, str] | None:
+    """Whether a host's libvirt, reached over plain TCP (no TLS, no login), sits on a network
+    this machine shares with the class: whoever reaches it there owns the host. None for other
+    transports."""
+    from ipaddress import ip_address
+    from urllib.parse import urlsplit
+    parts = urlsplit(uri)
+    if not parts.scheme.endswith("+tcp"):
+        return None
+    port = parts.port or 16509
+    try:
+        address = ip_address(parts.hostname or "")
+    except ValueError:
+        return False, f"libvirt on {parts.hostname}:{port} takes plain TCP; check that students cannot reach it"
+    shared = [str(n.network) for n in networks if address in n.network]
+    if shared:
+        return False, (f"libvirt on {address}:{port} takes plain TCP on {shared[0]}, a network this machine's "
+                       "students may be on: whoever reaches it controls the host")
+    return True, f"libvirt on {address}:{port} takes plain TCP, on a network this machine shares with no class"
+
+
 def run_host_checks(config: Config, spec: HostSpec) -> list[dict]:
     """A class host: libvirt, pools, template, room for labs and a free /24, and whether SSH and
     DNS reach its labs."""
@@ -171,6 +193,10 @@ def run_host_checks(config: Config, spec: HostSpec) -> list[dict]:
                 add("lab range", False, str(e), "give the host a wider lab_range")
     except SwarmlabError as e:
         add("libvirt", False, str(e), "start libvirtd there, or fix the URI")
+    exposed = libvirt_tcp_verdict(spec.uri, machine_networks())
+    if exposed is not None:
+        add("libvirt tcp", *exposed, "make that libvirtd listen only where students cannot reach it (a private "
+            "link to this machine), or use qemu+ssh:// or qemu+tls://")
     problem = placement.remote_problem(config, spec)
     if problem:
         add("reach", False, f"{spec.name} {problem}", "see the detail")
