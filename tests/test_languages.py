@@ -57,7 +57,7 @@ def test_the_student_page_and_its_check_speak_the_class_language(a_class, monkey
     room.language = "ru"
     classroom.save(config, room)
     exercises.save_state(access.lab_config_of(config, "ann"), "ann", {"exercise": "services"})
-    monkeypatch.setattr(exercises, "check", lambda *a: [Verdict(True, "service HelloWorld", "2", "2"),
+    monkeypatch.setattr(exercises, "check", lambda *a, **kw: [Verdict(True, "service HelloWorld", "2", "2"),
                                                         Verdict(False, "service HelloGlobal", "1", "0"),
                                                         Verdict(True, "service Leftover", "absent", "absent")])
     ann = access.token(config, "ann")

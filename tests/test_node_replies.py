@@ -13,7 +13,7 @@ import paramiko
 import pytest
 from fabric import Connection
 
-from swarmlab.adapters import remote
+from swarmlab.adapters import engine_api, remote
 from swarmlab.core.command import Command
 from tests.conftest import free_port
 
@@ -103,13 +103,13 @@ def test_a_command_that_floods_is_cut_off_at_the_size_cap(node):
     assert time.monotonic() - began < 10
 
 
-def fake_engine(answer) -> tuple[remote.EngineAPI, socket.socket]:
+def fake_engine(answer) -> tuple[engine_api.EngineAPI, socket.socket]:
     """An EngineAPI whose channel is one end of a socket pair; `answer(sock)` plays the engine
     on the other end in a thread."""
     ours, theirs = socket.socketpair()
-    api = remote.EngineAPI.__new__(remote.EngineAPI)
+    api = engine_api.EngineAPI.__new__(engine_api.EngineAPI)
     api.host, api.timeout, api.channel = "swr1", 1, ours
-    api.socket = remote._BoundedSocket(ours, 1 << 20)
+    api.socket = engine_api._BoundedSocket(ours, 1 << 20)
     import http.client
     api.http = http.client.HTTPConnection("docker")
     api.http.sock = api.socket
@@ -132,7 +132,7 @@ def test_an_engine_reply_that_drips_is_cut_off_at_the_requests_deadline():
             time.sleep(0.1)  # far quicker than the per-read timeout: only an overall deadline stops it
     api, _ = fake_engine(drip)
     began = time.monotonic()
-    with pytest.raises(remote.EngineAPIBroken, match="GET /nodes failed"):
+    with pytest.raises(engine_api.EngineAPIBroken, match="GET /nodes failed"):
         api.request("GET", "/nodes")
     assert time.monotonic() - began < 3
 
@@ -143,7 +143,7 @@ def test_an_engine_reply_that_floods_is_cut_off_at_the_size_cap():
         while True:
             sock.sendall(b"0," * 32768)
     api, _ = fake_engine(flood)
-    with pytest.raises(remote.EngineAPIBroken, match="more than 1024 KiB"):
+    with pytest.raises(engine_api.EngineAPIBroken, match="more than 1024 KiB"):
         api.request("GET", "/tasks")
 
 

@@ -209,7 +209,7 @@ def test_terminals_checks_and_hints_are_capped_per_student(a_class, monkeypatch)
         exercises.save_state(access.lab_config_of(config, lab), lab, {"exercise": "services"})
     gate = {}
 
-    def slow_check(scoped, lab, exercise, wait):
+    def slow_check(scoped, lab, exercise, wait, kept=None):
         gate[lab].wait(20)  # a check waiting for a slow swarm
         return []
     import threading

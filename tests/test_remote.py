@@ -70,7 +70,8 @@ def test_the_jump_to_another_hosts_nodes_is_the_same_for_paramiko_and_openssh(tm
 
 def test_an_engine_api_error_never_shows_a_secret_the_engine_echoes():
     """A join's body holds its token; an engine that quotes it back must not put it on screen."""
-    from swarmlab.adapters.remote import EngineAPI, RemoteError
+    from swarmlab.adapters.engine_api import EngineAPI
+    from swarmlab.adapters.remote import RemoteError
     from swarmlab.core.command import Secret
     token = Secret("SWMTKN-1-echoed-back-by-the-engine")
     api = EngineAPI.__new__(EngineAPI)  # no node: only the answer matters here

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import hmac
 import json
 import time
@@ -39,6 +40,7 @@ from swarmlab.classroom.portal_web import FORBIDDEN_TEXT, guess_limit, security_
 from swarmlab.config import Config
 from swarmlab.core import checks
 from swarmlab.errors import SwarmlabError
+from swarmlab.lab.kept_nodes import KeptNodes
 from swarmlab.render import render
 from swarmlab.teach import exercise_files, exercises
 
@@ -70,6 +72,7 @@ class Portal(InstructorDesk, SelfService, Terminals):
         self.status_read: tuple[float, list] = (float("-inf"), [])
         self.health = NodeHealth(clock)
         self.swarm_views: dict = {}  # lab -> its manager session, kept between status reads
+        self.check_sessions: dict[str, KeptNodes] = {}  # lab -> its nodes' sessions, kept between Checks
         self._self_service_init()
         self._terminals_init()
 
@@ -84,6 +87,12 @@ class Portal(InstructorDesk, SelfService, Terminals):
     def instructor(self, request: web.Request) -> bool:
         return hmac.compare_digest(instructor_token(self.config).encode(),
                                    request.match_info.get("token", "").encode())
+
+    def drop_check_sessions(self, lab: str) -> None:
+        """The lab was reset, restarted or reverted here: its next Check logs in afresh."""
+        kept = self.check_sessions.pop(lab, None)
+        if kept is not None:  # in a thread: a Check may hold it while it logs in
+            asyncio.get_running_loop().run_in_executor(None, kept.close)
 
     def _scoped(self, lab: str) -> Config:
         return access.lab_config_of(self.config, lab)
@@ -144,8 +153,9 @@ class Portal(InstructorDesk, SelfService, Terminals):
                 return web.json_response({"error": "no exercise has started yet: wait for your instructor"},
                                          status=409)
             exercise = self.exercise(state["exercise"])
+            kept = self.check_sessions.setdefault(lab, KeptNodes())
             verdicts = await asyncio.get_running_loop().run_in_executor(
-                self.check_pool, exercises.check, scoped, lab, exercise, False)
+                self.check_pool, functools.partial(exercises.check, scoped, lab, exercise, False, kept=kept))
         except SwarmlabError as e:
             return web.json_response({"error": str(e)}, status=502)
         finally:
@@ -217,5 +227,5 @@ class Portal(InstructorDesk, SelfService, Terminals):
         self.check_pool.shutdown(wait=False, cancel_futures=True)
         for session in self.sessions.values():
             session.close()
-        for view in self.swarm_views.values():
+        for view in [*self.swarm_views.values(), *self.check_sessions.values()]:
             view.close()

@@ -52,6 +52,8 @@ class InstructorDesk:
         await self.end_sessions_of(self.class_labs(), "the lab was reset")
         results = await asyncio.to_thread(class_exercises.class_start, self.config, exercise)
         self.status_read = (float("-inf"), [])
+        for lab in self.class_labs():
+            self.drop_check_sessions(lab)
         return web.json_response([{"lab": r.lab, "ok": r.ok, "error": r.error} for r in results])
 
     async def reset(self, request: web.Request) -> web.Response:
@@ -69,6 +71,7 @@ class InstructorDesk:
         self.status_read = (float("-inf"), [])
         for lab in ([only] if only else labs_now):
             self.health.forget(lab)
+            self.drop_check_sessions(lab)
         return web.json_response([{"lab": r.lab, "ok": r.ok, "error": r.error} for r in results])
 
     async def board(self, request: web.Request) -> web.Response:

@@ -105,6 +105,7 @@ class SelfService:
                 job.done = True
                 self.status_read = (float("-inf"), [])
                 self.health.forget(lab)
+                self.drop_check_sessions(lab)
 
     def _work(self, lab: str, job: Job, progress) -> None:
         scoped = self._scoped(lab)

@@ -6,8 +6,8 @@ Pure: facts in (SwarmState, read over SSH in one round trip), decisions out.
 from __future__ import annotations
 
 import json
-from typing import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 from urllib.parse import quote
 
 from swarmlab.core.command import Command
@@ -78,7 +78,7 @@ class SwarmState:
                    data["configs"], data["secrets"], data["networks"], data.get("node_cert_expiry_s", 90 * 86400))
 
 
-# What reset reads, in one Engine API session (remote.EngineAPI): path per part.
+# What reset reads, in one Engine API session (engine_api.EngineAPI): path per part.
 STATE_REQUESTS = {
     "nodes": "/nodes",
     "services": "/services?status=true",  # ServiceStatus: running and desired tasks

@@ -14,8 +14,9 @@ from typing import Callable, Sequence
 
 from fabric import Connection
 
+from swarmlab.adapters.engine_api import KeptEngineAPI
 from swarmlab.adapters.hypervisor import Hypervisor
-from swarmlab.adapters.remote import KeptEngineAPI, RemoteError, read, run
+from swarmlab.adapters.remote import RemoteError, read, run
 from swarmlab.config import Config
 from swarmlab.config_values import NodeLabel
 from swarmlab.core import baseline as bl, swarm

@@ -10,7 +10,8 @@ from pathlib import Path
 from fabric import Connection
 
 from swarmlab.adapters.netns import run_in_host_netns
-from swarmlab.adapters.remote import KeptEngineAPI, run
+from swarmlab.adapters.engine_api import KeptEngineAPI
+from swarmlab.adapters.remote import run
 from swarmlab.config import Config
 from swarmlab.core import swarm
 from swarmlab.core.command import Command, Raw, sh, then

@@ -19,8 +19,9 @@ from typing import Callable, Sequence
 from fabric import Connection
 
 from swarmlab.adapters.dns import dns_answers
+from swarmlab.adapters.engine_api import EngineAPI
 from swarmlab.adapters.hypervisor import Hypervisor
-from swarmlab.adapters.remote import EngineAPI, HostKeyMismatch, RemoteError, run
+from swarmlab.adapters.remote import HostKeyMismatch, RemoteError, run
 from swarmlab.config import Config
 from swarmlab.config_values import NodeLabel, parse_label
 from swarmlab.core import baseline as bl, reset_costs

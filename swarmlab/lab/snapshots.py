@@ -13,8 +13,9 @@ from typing import Callable
 
 from fabric import Connection
 
+from swarmlab.adapters.engine_api import EngineAPI
 from swarmlab.adapters.hypervisor import Hypervisor
-from swarmlab.adapters.remote import EngineAPI, RemoteError, connect
+from swarmlab.adapters.remote import RemoteError, connect
 from swarmlab.config import Config
 from swarmlab.core import baseline as bl
 from swarmlab.errors import NotFound, Refused, SwarmlabError

@@ -1,7 +1,7 @@
 """Reading a swarm while a drill breaks it: every surviving manager is asked at once and the
 first answer counts, because a manager's API hangs during an election.
 
-Reads go over one kept Engine API session per manager (remote.KeptEngineAPI), not the docker CLI: a
+Reads go over one kept Engine API session per manager (engine_api.KeptEngineAPI), not the docker CLI: a
 CLI call costs ~0.6 s of emulated CPU, so polling three managers every second with it loaded
 the very nodes being timed. A manager still busy with an earlier request is not asked again,
 and a request that times out closes its session, so a slow swarm never piles up requests.
@@ -16,7 +16,8 @@ from urllib.parse import quote
 
 from fabric import Connection
 
-from swarmlab.adapters.remote import KeptEngineAPI, run
+from swarmlab.adapters.engine_api import KeptEngineAPI
+from swarmlab.adapters.remote import run
 from swarmlab.core import swarm
 from swarmlab.core.command import Command
 from swarmlab.core.timeline import API_TIMEOUT

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from fabric import Connection
 
-from swarmlab.adapters.remote import KeptEngineAPI, RemoteError, connect
+from swarmlab.adapters.engine_api import KeptEngineAPI
+from swarmlab.adapters.remote import RemoteError, connect
 from swarmlab.config import Config
 from swarmlab.core import swarm
 from swarmlab.errors import SwarmlabError

@@ -16,14 +16,16 @@ from typing import Callable, Sequence
 
 from fabric import Connection
 
+from swarmlab.adapters.engine_api import EngineAPI, EngineAPIBroken
 from swarmlab.adapters.hypervisor import Hypervisor
-from swarmlab.adapters.remote import EngineAPI, Jump, RemoteError, open_stream, run
+from swarmlab.adapters.remote import Jump, RemoteError, open_stream, run, run_status
 from swarmlab.config import Config, ConfigError
 from swarmlab.core import check_loop, checks
 from swarmlab.core.command import Command, redact, register_secret, sh
 from swarmlab.errors import Refused, SwarmlabError
 from swarmlab.lab import chaos, reset
 from swarmlab.lab.formation import Finish
+from swarmlab.lab.kept_nodes import KeptNodes
 from swarmlab.lab.model import Lab, each_node, jump, lab_config, lab_dir, require_lab
 from swarmlab.lab.session import open_lab
 from swarmlab.teach.exercise_files import (DEFAULT_CHECK_TIMEOUT, Exercise, ExerciseError, context, node_of, render,
@@ -54,18 +56,27 @@ def save_state(config: Config, lab: str, state: dict) -> None:
 
 
 # --- facts and probes ------------------------------------------------------------------------
-def gather(conns: dict[str, Connection], lab: Lab, leader_at_start: str | None) -> checks.Facts:
-    """The swarm's state from the first node that answers as a manager."""
+def gather(conns: dict[str, Connection], lab: Lab, leader_at_start: str | None,
+           kept: KeptNodes | None = None) -> checks.Facts:
+    """The swarm's state from the first node that answers as a manager (over its kept session,
+    when `kept` holds one)."""
     last = "no node answers over SSH"
     for node in lab.nodes:
         conn = conns.get(node.name)
         if conn is None:
             continue
         try:
-            with EngineAPI(conn, timeout=30) as api:
-                answers = {part: api.get(path) for part, path in checks.FACT_REQUESTS.items()}
+            if kept is not None and (api := kept.api(node.name)) is not None:
+                answers = {part: api.get(path, timeout=30) for part, path in checks.FACT_REQUESTS.items()}
+            else:
+                with EngineAPI(conn, timeout=30) as api:
+                    answers = {part: api.get(path) for part, path in checks.FACT_REQUESTS.items()}
             return checks.Facts.from_answers(answers, leader_at_start=leader_at_start)
-        except RemoteError as e:
+        except EngineAPIBroken as e:
+            last = str(e)
+            if kept is not None:
+                kept.drop(node.name)
+        except RemoteError as e:  # a worker's answer, or one the engine refused: the session is fine
             last = str(e)
     return checks.Facts(unavailable=f"no node answers as a swarm manager (last: {last})",
                         leader_at_start=leader_at_start)
@@ -108,11 +119,11 @@ def probe(check: dict, facts: checks.Facts, conns: dict[str, Connection], lab: L
         if conn is None:
             return (255, f"{check['node']} does not answer over SSH")
         try:
-            result = conn.run(sh(check["run"]).shell, hide=True, warn=True, timeout=60, in_stream=False)
-        except Exception as e:  # invoke's CommandTimedOut and transport errors
-            return (255, f"did not finish: {type(e).__name__}")
-        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] if result.exited else []
-        return (result.exited, redact(tail[0])[:200] if tail else "")
+            exited, stdout, stderr = run_status(conn, sh(check["run"]), timeout=60)
+        except RemoteError as e:
+            return (255, str(e).split(": ", 1)[-1])
+        tail = (stderr or stdout).strip().splitlines()[-1:] if exited else []
+        return (exited, redact(tail[0])[:200] if tail else "")
     if kind == "mount":
         service = facts.service(check["service"])
         tasks = facts.running_tasks(service) if service else []
@@ -254,22 +265,23 @@ def start(config: Config, lab_name: str, exercise: Exercise, images: dict[str, s
 
 
 def check(config: Config, lab_name: str, exercise: Exercise, wait: bool = True,
-          progress: Progress = lambda _m: None) -> list[checks.Verdict]:
+          progress: Progress = lambda _m: None, kept: KeptNodes | None = None) -> list[checks.Verdict]:
     """Every check, judged together against one reading of the swarm and retried until all pass
     on two readings in a row or a failing check's own timeout is over (Swarm converges over
-    time). With wait=False, one pass."""
+    time). With wait=False, one pass. `kept` holds the lab's sessions between Checks."""
     config = lab_config(config, lab_name)
     state = load_state(config, lab_name)
-    with open_lab(config, lab_name, "answering") as session:
+    with open_lab(config, lab_name, None if kept is not None else "answering") as session:
+        conns = kept.connect(session.config, session.lab) if kept is not None else session.conns
         ctx = context(exercise, session.lab, state.get("images"))
         resolved = [resolve(c, ctx) for c in exercise.checks]
         timeouts = [c.get("timeout", DEFAULT_CHECK_TIMEOUT) for c in resolved]
 
         def read() -> list[checks.Verdict]:
-            facts = gather(session.conns, session.lab, state.get("leader"))
+            facts = gather(conns, session.lab, state.get("leader"), kept)
             verdicts = []
             for i, c in enumerate(resolved):  # every check against the same facts: one end state
-                result = probe(c, facts, session.conns, session.lab, jump(config))
+                result = probe(c, facts, conns, session.lab, jump(config))
                 if result is not None:
                     facts.probes[i] = result
                 verdicts.append(checks.judge(i, c, facts))
