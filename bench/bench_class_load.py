@@ -9,13 +9,16 @@ every simulated student, for --minutes:
   student's card folder for every other student;
 - presses Check as often as the portal allows (it answers 429 with Retry-After in between) and
   Hint now and then.
-The instructor's status page is read every 5 s meanwhile. With --hostile, a second phase of the
-same length has the first student flood: `yes` in a terminal, terminals and gateway channels up
-to the caps, and Check at once again and again; the others' latencies are compared.
+The instructor's status page is read every 5 s meanwhile, and the first student's history every
+15 s. With --hostile, a second phase of the same length has the first student do everything at
+once: `yes` in a terminal, terminals and gateway channels up to the caps, Check again and again,
+every vCPU of their nodes spinning, a terminal whose browser never reads, their disks filling and
+their history file poisoned (class_load_hostile.py); the others' latencies are compared, and the
+hostile lab's share of the host's CPUs is measured.
 
 Prints figures and the issue's targets beside them, then a last JSON line (students, minutes,
 errors, echo_p99_ratio, check_p99_s, check_alone_s, status_p99_s, portal_rss_mib and with
---hostile others_p99_change); asserts nothing. Run as root with the lab host up and the
+--hostile others_p99_change and hostile_cpu_share); asserts nothing. Run as root with the lab host up and the
 template built, and no class (the bench makes its own and removes it):
     .venv/bin/python bench/bench_class_load.py [--students N] [--nodes 2] [--minutes 2] [--hostile]
 """
@@ -46,6 +49,8 @@ from swarmlab import config as configuration  # noqa: E402
 from swarmlab.classroom import access  # noqa: E402
 from swarmlab.host import hoststate  # noqa: E402
 
+import class_load_hostile as hostile_acts  # noqa: E402
+from class_load_report import report  # noqa: E402
 from class_load_shells import PortalTerminal, ProcessShell, Shell, last_line, summary  # noqa: E402
 
 NO_VERIFY = ssl.create_default_context()
@@ -163,17 +168,25 @@ class Room:
             await self.pause(0.2 if hostile else self.args.check_every)
 
     async def instructor_page(self, http: aiohttp.ClientSession, url: str) -> None:
+        """The status every 5 s; every third time, also the first student's history (read from
+        their nodes, which the hostile phase poisons)."""
+        n = 0
         while not self.stop.is_set():
-            began = time.monotonic()
-            try:
-                async with http.get(f"{url}/i/{self.instructor}/status", ssl=NO_VERIFY) as r:
-                    await r.read()
-                    if r.status == 200:
-                        self.record("instructor status", time.monotonic() - began)
-                    else:
-                        self.errors[f"instructor status: HTTP {r.status}"] += 1
-            except (aiohttp.ClientError, OSError) as e:
-                self.errors[f"instructor status: {type(e).__name__}"] += 1
+            n += 1
+            reads = [("instructor status", "status")]
+            if n % 3 == 0:
+                reads.append(("instructor history", f"history/{self.cards[0]['lab']}"))
+            for kind, path in reads:
+                began = time.monotonic()
+                try:
+                    async with http.get(f"{url}/i/{self.instructor}/{path}", ssl=NO_VERIFY) as r:
+                        await r.json(content_type=None) if r.status == 200 else await r.read()
+                        if r.status == 200:
+                            self.record(kind, time.monotonic() - began)
+                        else:
+                            self.errors[f"{kind}: HTTP {r.status}"] += 1
+                except (aiohttp.ClientError, OSError, ValueError) as e:
+                    self.errors[f"{kind}: {type(e).__name__}"] += 1
             await self.pause(5)
 
     async def hostile(self, http: aiohttp.ClientSession, card: dict) -> None:
@@ -194,9 +207,12 @@ class Room:
                 "ssh", "-F", "ssh_config", "-N", "-o", "BatchMode=yes", card["nodes"][0]["node"],
                 cwd=self.folders / card["folder"], stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL))
+        await hostile_acts.attack_nodes(self.config, card, int(self.args.minutes * 60), self.errors)
+        stuck = asyncio.ensure_future(hostile_acts.stuck_terminal(http, url, NO_VERIFY, self.stop))
         try:
             await self.checking(http, card, hostile=True)
         finally:
+            await stuck
             for ws in held:
                 await ws.close()
             for proc in procs:
@@ -241,18 +257,26 @@ async def phase(room: Room, name: str, seconds: float, portal_url: str, hostile:
             task.cancel()
 
 
-async def checks_alone(cards: list[dict]) -> float | None:
-    """The exercise's own check time: one Check after another through the portal, one lab at a
-    time, nothing else running; the median, in seconds."""
-    took = []
+async def checks_alone(cards: list[dict]) -> tuple[float | None, float | None]:
+    """The exercise's own check time, nothing else running: one Check after another through the
+    portal, one lab at a time, then again once the rate limit allows (the portal keeps each
+    lab's sessions between Checks). The medians of the first and of the second, in seconds."""
+    took: dict[int, list[float]] = {0: [], 1: []}
     async with aiohttp.ClientSession() as http:
-        for card in cards:
-            began = time.monotonic()
-            async with http.post(card["portal"] + "/check", ssl=NO_VERIFY) as r:
-                await r.read()
-                if r.status == 200:
-                    took.append(time.monotonic() - began)
-    return round(statistics.median(took), 1) if took else None
+        for round_ in (0, 1):
+            began_round = time.monotonic()
+            for card in cards:
+                began = time.monotonic()
+                async with http.post(card["portal"] + "/check", ssl=NO_VERIFY) as r:
+                    await r.read()
+                    if r.status == 200:
+                        took[round_].append(time.monotonic() - began)
+            if round_ == 0:
+                await asyncio.sleep(max(0.0, 11 - (time.monotonic() - began_round)))  # the portal's CHECK_EVERY
+
+    def median(values: list[float]) -> float | None:
+        return round(statistics.median(values), 1) if values else None
+    return median(took[0]), median(took[1])
 
 
 def start_portal(directory: Path, port: int) -> tuple[subprocess.Popen, str]:
@@ -301,15 +325,17 @@ def main() -> None:
         portal, url = start_portal(tmp, args.port)
         cards = json.loads(cli("class", "cards", "--json", "--out", str(tmp)).stdout)
         room = Room(config, cards, tmp, args, access.instructor_token(config))
-        alone = asyncio.run(checks_alone(cards[:3]))
+        first, alone = asyncio.run(checks_alone(cards[:3]))
         cpu0, rss0 = proc_cpu_rss(portal.pid)
         load: list[float] = []
         phases = [("calm", False)] + ([("hostile", True)] if args.hostile else [])
         figures: dict = {"students": args.students, "nodes": args.nodes, "minutes": args.minutes,
-                         "class_up_s": round(up_seconds, 1), "check_alone_s": alone}
+                         "class_up_s": round(up_seconds, 1), "check_alone_s": alone,
+                         "check_first_s": first}
         for name, hostile in phases:
             started = time.monotonic()
             cpu_before = proc_cpu_rss(portal.pid)[0]
+            lab_cpu_before = hostile_acts.lab_cpu_seconds(config, cards[0]["lab"])
 
             async def sample_load():
                 while True:
@@ -327,6 +353,9 @@ def main() -> None:
             figures[name] = {kind: summary(values) for kind, values in sorted(room.latency.get(name, {}).items())}
             figures[name]["portal_cpu_percent"] = round(100 * (cpu - cpu_before) / (time.monotonic() - started), 1)
             figures[name]["portal_rss_mib"] = rss
+            # the first student's lab's share of the host's CPUs over the phase
+            used = hostile_acts.lab_cpu_seconds(config, cards[0]["lab"]) - lab_cpu_before
+            figures[name]["first_lab_cpu_share"] = round(used / ((time.monotonic() - started) * os.cpu_count()), 3)
         figures["portal_rss_mib_at_start"] = rss0
         figures["portal_cpu_s"] = round(proc_cpu_rss(portal.pid)[0] - cpu0, 1)
         figures["host_load_1min"] = {"median": statistics.median(load) if load else None,
@@ -340,47 +369,6 @@ def main() -> None:
             portal.wait(30)
         if not args.keep:
             cli("class", "down", "--yes", check=False)
-
-
-def report(figures: dict) -> None:
-    print(f"{figures['students']} students x {figures['nodes']} nodes (class up {figures['class_up_s']} s)")
-    for name in ("calm", "hostile"):
-        if name not in figures:
-            continue
-        f = figures[name]
-        print(f"{name}: portal CPU {f['portal_cpu_percent']}%, RSS {f['portal_rss_mib']} MiB")
-        for kind, s in f.items():
-            if isinstance(s, dict):
-                print(f"  {kind:28s} n={s['n']:4d}  p50 {s['p50']} ms  p95 {s['p95']} ms  p99 {s['p99']} ms")
-        portal_p50, direct_p50 = f.get("portal", {}).get("p50"), f.get("direct", {}).get("p50")
-        if portal_p50 and direct_p50:
-            f["portal_over_direct_p50"] = round(portal_p50 / direct_p50, 2)
-            print(f"  keystroke echo, portal / direct SSH (p50): {f['portal_over_direct_p50']}")
-    if "hostile" in figures:
-        calm, hostile = figures["calm"], figures["hostile"]
-        for kind in ("portal (others)", "check (others)"):
-            if calm.get(kind, {}).get("p99") and hostile.get(kind, {}).get("p99"):
-                figures[f"hostile_moved_p99 {kind}"] = round(hostile[kind]["p99"] / calm[kind]["p99"], 2)
-                print(f"  with a hostile student, the others' {kind} p99 moved x{figures[f'hostile_moved_p99 {kind}']}")
-    print(f"host load (1 min): median {figures['host_load_1min']['median']}, max {figures['host_load_1min']['max']}")
-    print("errors: " + (", ".join(f"{k} x{v}" for k, v in figures["errors_by_kind"].items()) or "none"))
-    # the issue's targets, read by scripts from the last line
-    calm = figures["calm"]
-
-    def ms(kind: str, f: dict = calm) -> float | None:
-        return (f.get(kind) or {}).get("p99")
-    figures["echo_p99_ratio"] = round(ms("portal") / ms("direct"), 2) if ms("portal") and ms("direct") else None
-    figures["check_p99_s"] = round(ms("check") / 1000, 1) if ms("check") else None
-    figures["status_p99_s"] = round(ms("instructor status") / 1000, 1) if ms("instructor status") else None
-    figures["portal_rss_mib"] = max(figures[name]["portal_rss_mib"] for name in ("calm", "hostile") if name in figures)
-    if "hostile" in figures and ms("portal (others)") and ms("portal (others)", figures["hostile"]):
-        figures["others_p99_change"] = round(ms("portal (others)", figures["hostile"]) / ms("portal (others)") - 1, 2)
-    print(f"echo p99 portal/direct {figures['echo_p99_ratio']} (target <= 1.5); check p99 {figures['check_p99_s']} s "
-          f"(alone {figures['check_alone_s']} s; target <= alone + 1); status p99 {figures['status_p99_s']} s "
-          f"(target <= 5); portal RSS {figures['portal_rss_mib']} MiB (target <= 300)"
-          + (f"; others' echo p99 moved {figures['others_p99_change']:+.0%} (target <= +20%)"
-             if "others_p99_change" in figures else ""))
-    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

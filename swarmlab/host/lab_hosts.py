@@ -4,6 +4,7 @@ removing one in swarmlab.toml (`host add/ls/rm`)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from swarmlab.adapters.hypervisor import Hypervisor
@@ -57,7 +58,13 @@ def template_disk_bytes(config: Config) -> int:
 def pool_room(config: Config, hv: Hypervisor, disk_bytes: int) -> PoolRoom | None:
     """The host's node pool as placement counts it; None while it has none (`class up` makes it)."""
     try:
-        _, free = hv.pool_space(config.node_pool)
+        directory, free = hv.pool_space(config.node_pool)
+        if not hv.remote:  # libvirt counts blocks reserved for root too; QEMU writes as its own user
+            try:
+                st = os.statvfs(directory)
+                free = min(free, st.f_bavail * st.f_frsize)
+            except OSError:
+                pass
         per_node = config.node_disk_gib << 30 or node_disk_bytes(disk_bytes, config.memory_mib)
         return PoolRoom(free, hv.pool_held_bytes(config.node_pool), per_node)
     except SwarmlabError:
