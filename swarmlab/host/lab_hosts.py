@@ -59,7 +59,7 @@ def pool_room(config: Config, hv: Hypervisor, disk_bytes: int) -> PoolRoom | Non
     """The host's node pool as placement counts it; None while it has none (`class up` makes it)."""
     try:
         directory, free = hv.pool_space(config.node_pool)
-        if not hv.remote:  # libvirt counts blocks reserved for root too; QEMU writes as its own user
+        if not hv.remote and hv.uri.startswith("qemu"):  # libvirt counts root's reserved blocks; QEMU writes as its user
             try:
                 st = os.statvfs(directory)
                 free = min(free, st.f_bavail * st.f_frsize)
