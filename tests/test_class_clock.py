@@ -114,3 +114,47 @@ def test_teardown_grades_each_labs_current_exercise_then_removes_the_class(a_cla
     assert graded == [("ann", "services", False)] and removed == [True]
     [event] = [e for e in class_log.read(config) if e["kind"] == "check"]
     assert (event["lab"], event["by"], event["passed"], event["of"], event["ok"]) == ("ann", "clock", 1, 2, False)
+
+
+def test_a_tab_that_stopped_reading_holds_up_no_ones_reset(a_class, monkeypatch):  # noqa: F811
+    """Ann's terminal floods into a tab that never reads; she presses "Reset my lab", then Bo
+    does: both jobs end at once (they waited forever when ending a session waited on the tab,
+    under the class-wide gate)."""
+    import types
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from swarmlab.classroom import portal, portal_self_service, terminal_sessions
+    from swarmlab.classroom.terminal_sessions import TerminalSession, Viewer
+    from tests.test_terminal_sessions import Browser, Shell
+    config = a_class
+    monkeypatch.setattr(portal_self_service.typed_history, "collect_quietly", lambda *a: None)
+    monkeypatch.setattr(portal_self_service.resets, "reset", lambda *a, **k: types.SimpleNamespace(ok=True))
+    ann, bo = access.token(config, "ann"), access.token(config, "bo")
+
+    async def scenario():
+        app = portal.Portal(config)
+        async with TestClient(TestServer(app.app())) as client:
+            shell = Shell()
+            session = app.sessions[("ann", "swr1")] = TerminalSession("ann", "swr1", shell, lambda: None)
+            stuck = Viewer(Browser(stalled=True), "student")
+            writer = asyncio.ensure_future(stuck.write())
+            await session.attach(stuck)
+            for _ in range(terminal_sessions.QUEUED * 4):
+                shell.stdout.feed_data(b"y" * 65536)
+            await asyncio.sleep(0.1)
+            began = time.monotonic()
+            for token in (ann, bo):
+                assert (await client.post(f"/s/{token}/reset", json={"confirm": True})).status == 202
+            jobs = {}
+            while len(jobs) < 2 and time.monotonic() - began < 10:
+                for name, token in (("ann", ann), ("bo", bo)):
+                    job = await (await client.get(f"/s/{token}/job")).json()
+                    if job.get("done"):
+                        jobs[name] = job["ok"]
+                await asyncio.sleep(0.05)
+            writer.cancel()
+            return jobs, time.monotonic() - began
+
+    jobs, took = asyncio.run(scenario())
+    assert jobs == {"ann": True, "bo": True} and took < 5, (jobs, took)
