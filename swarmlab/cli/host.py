@@ -158,6 +158,8 @@ def host_ls(as_json: bool = JsonOption):
           [(r["host"], r["uri"], r["capacity"] + (f", bound by {r['bound_by']}" if r["bound_by"] not in ("memory", "[[hosts]] nodes") else ""),
             r["free_nodes"], ",".join(r["labs"]) or "-", r["problem"] or "-")
             for r in rows], right={"FREE"})
+    if rows:
+        typer.echo(f"class nodes are held to {rows[0]['cpu_cap']} (`swarmlab doctor` says whether libvirt can)")
 
 
 @host_app.command("rm")

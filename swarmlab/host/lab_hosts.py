@@ -10,8 +10,8 @@ from pathlib import Path
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.config import LOCAL_HOST, Config, HostSpec
 from swarmlab.config_edit import with_host_added, with_host_removed
-from swarmlab.core.placement import (HostRoom, PoolRoom, free_nodes, node_cost_mib, node_disk_bytes, remote_problem,
-                                     room_bound)
+from swarmlab.core.placement import (MIN_NODE_CPU_PERCENT, HostRoom, PoolRoom, free_nodes, node_cost_mib,
+                                     node_disk_bytes, remote_problem, room_bound)
 from swarmlab.core.roster import slug
 from swarmlab.errors import Refused, SwarmlabError
 
@@ -130,10 +130,19 @@ def host_rm(config: Config, name: str) -> dict:
     return {"host": name, "config": str(path)}
 
 
+def cpu_cap_words(config: Config) -> str:
+    """What a class node on any host is held to, in words for `host ls`."""
+    if config.cpu_cap_percent:
+        return f"{config.cpu_cap_percent} % of a CPU per node ([class] cpu_cap_percent)"
+    return (f"the fair share when the class overcommits the CPUs (CPUs / class nodes there, at least "
+            f"{MIN_NODE_CPU_PERCENT} %)")
+
+
 def host_ls(config: Config) -> list[dict]:
     rooms = {r.name: r for r in survey(config)}
     return [{"host": h.name, "uri": h.uri, "lab_range": str(h.lab_range),
              "capacity": f"{h.nodes} nodes" if h.nodes else f"{h.memory_mib} MiB" if h.memory_mib else "memory",
+             "cpu_cap": cpu_cap_words(config),
              "bound_by": rooms[h.name].bound_by,
              "free_nodes": rooms[h.name].free_nodes, "problem": rooms[h.name].problem, "labs": labs_on(config, h.name)}
             for h in config.lab_hosts]
