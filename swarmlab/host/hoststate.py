@@ -4,12 +4,14 @@ that making a lab needs nothing of `host up` itself."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from swarmlab.adapters.daemons import registry_server, services_registry_server
 from swarmlab.adapters.netns import enter_netns, netns_exists
+from swarmlab.adapters.netns import machine_networks as netns_machine_networks
 from swarmlab.config import Config
 from swarmlab.errors import SwarmlabError
 
@@ -28,6 +30,7 @@ class HostState:
     registry_pid: int | None = None
     services_registry_pid: int | None = None
     ksm_before: dict | None = None  # KSM's settings before host up turned it on, for host down
+    machine_addresses: list[str] = field(default_factory=list)  # this machine's own, as `host up` read them
 
     @staticmethod
     def path(config: Config) -> Path:
@@ -75,3 +78,13 @@ def registry_address(config: Config) -> str | None:
     else:
         server, pid = registry_server(config), state.registry_pid
     return server.address if server and server.running(pid) else None
+
+
+def machine_networks(config: Config) -> list:
+    """This machine's own addresses and networks: read now, or, in a process started inside the
+    lab host's namespace, as `host up` read them."""
+    live = netns_machine_networks()
+    if live is not None:
+        return live
+    state = HostState.load(config)
+    return [ipaddress.ip_interface(a) for a in (state.machine_addresses if state else [])]

@@ -19,11 +19,12 @@ from swarmlab.adapters.dns import PowerDNS
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.adapters.keys import ensure_api_key, ensure_ssh_key
 from swarmlab.adapters.libvirt_xml import network_xml
-from swarmlab.adapters.netns import enter_netns, in_netns, machine_networks, netns_exists
+from swarmlab.adapters.netns import enter_netns, in_netns, netns_exists
+from swarmlab.adapters.netns import machine_networks as netns_machine_networks
 from swarmlab.config import Config
 from swarmlab.errors import Refused, SwarmlabError
 from swarmlab.host import images
-from swarmlab.host.hoststate import HostError, HostState
+from swarmlab.host.hoststate import HostError, HostState, machine_networks
 
 
 # --- host up / status / down ----------------------------------------------------------------
@@ -55,6 +56,9 @@ def host_up(config: Config, isolated: bool, progress: Progress = lambda _m: None
         subprocess.run(["ip", "-n", namespace, "link", "set", "lo", "up"], check=True, capture_output=True)
         changes.append(f"created network namespace {namespace}")
     state.isolated, state.namespace = isolated, namespace
+    live = netns_machine_networks()  # for a later command started inside the namespace, which cannot read them
+    if live is not None:
+        state.machine_addresses = [str(i) for i in live]
     state.save(config)  # from here on, `host down` can undo whatever follows
     if namespace:
         enter_netns(namespace)
@@ -145,7 +149,7 @@ def protected_addresses(config: Config, machine: list[str] | None = None) -> lis
     """The class's other hosts, the services address and every other address of this machine
     (the controller: its sshd, the portal): nodes reach only DNS and the mirror there."""
     if machine is None:
-        machine = [str(i.ip) for i in machine_networks()]
+        machine = [str(i.ip) for i in machine_networks(config)]
     names = [config.services_address, *machine]
     for host in config.lab_hosts:
         if not host.local:

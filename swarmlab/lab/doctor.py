@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from swarmlab.adapters import daemons, ksm
-from swarmlab.adapters.netns import machine_networks
 from swarmlab.adapters.dns import PowerDNS
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.config import Config, HostSpec, is_local_uri
 from swarmlab.errors import SwarmlabError
+from swarmlab.host.hoststate import machine_networks
 from swarmlab.host.lab_hosts import pool_room, template_disk_bytes
 from swarmlab.host.template_wake import machine_shape, wake_image_of
 
@@ -193,7 +193,7 @@ def run_host_checks(config: Config, spec: HostSpec) -> list[dict]:
                 add("lab range", False, str(e), "give the host a wider lab_range")
     except SwarmlabError as e:
         add("libvirt", False, str(e), "start libvirtd there, or fix the URI")
-    exposed = libvirt_tcp_verdict(spec.uri, machine_networks())
+    exposed = libvirt_tcp_verdict(spec.uri, machine_networks(config))
     if exposed is not None:
         add("libvirt tcp", *exposed, "make that libvirtd listen only where students cannot reach it (a private "
             "link to this machine), or use qemu+ssh:// or qemu+tls://")
