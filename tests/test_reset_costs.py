@@ -17,12 +17,36 @@ def test_the_tasks_a_state_level_starts_are_the_replicas_it_recreates_or_restore
     assert rc.tasks_to_start(base, bl.diff(base, base)) == 0
 
 
-def test_until_both_levels_were_measured_on_the_lab_the_choice_stands():
+def test_without_figures_or_tasks_to_start_the_choice_stands():
     chosen = ("state", "the swarm can be put back over SSH")
     assert rc.weigh(*chosen, 3, rc.LevelCosts()) == (*chosen, None)
     assert rc.weigh(*chosen, 3, rc.LevelCosts(snapshot_s=12.0)) == (*chosen, None)  # no task was timed yet
     assert rc.weigh(*chosen, 0, rc.LevelCosts(12.0, 5.0, 15.0)) == (*chosen, None)  # nothing to start
     assert rc.weigh("snapshot", "the leader moved", 3, rc.LevelCosts(12.0, 5.0, 15.0))[0] == "snapshot"
+
+
+def test_a_new_lab_with_no_history_and_no_siblings_chooses_by_the_prior():
+    """Its first reset after a student removed a 3-task service: a revert, not 65 s of tasks."""
+    base, d = keep_removed()
+    costs, sources = rc.known(rc.LevelCosts(), rc.LevelCosts())
+    assert costs == rc.PRIOR and set(sources.values()) == {"prior"}
+    level, why, estimates = rc.weigh("state", "the swarm can be put back over SSH", rc.tasks_to_start(base, d),
+                                     costs, sources)
+    assert level == "snapshot" and estimates["state_s"] > estimates["snapshot_s"]
+    assert estimates["from"] == {"snapshot_s": "prior", "state_base_s": "prior", "per_task_s": "prior"}
+    assert why.endswith("(~65 s as measured on this machine kind) and a revert takes 17 s")
+
+
+def test_a_new_lab_starts_from_what_its_siblings_measured_and_then_from_its_own():
+    # the siblings' tasks start fast (a KVM host, say): the state level wins
+    siblings = rc.LevelCosts(snapshot_s=9.0, state_base_s=2.0, per_task_s=1.0)
+    costs, sources = rc.known(rc.LevelCosts(), siblings)
+    level, why, estimates = rc.weigh("state", "over SSH", 3, costs, sources)
+    assert level == "state" and estimates["state_s"] == 5.0 and set(estimates["from"].values()) == {"sibling labs"}
+    # the lab's own revert, once measured, counts before its siblings'
+    costs, sources = rc.known(rc.LevelCosts(snapshot_s=4.0), siblings)
+    level, why, estimates = rc.weigh("state", "over SSH", 3, costs, sources)
+    assert level == "snapshot" and estimates["from"]["snapshot_s"] == "this lab" and why.endswith("a revert took 4 s")
 
 
 def test_a_state_level_that_would_wait_longer_than_a_revert_gives_way_to_it():
@@ -35,6 +59,7 @@ def test_a_state_level_that_would_wait_longer_than_a_revert_gives_way_to_it():
 
 def test_costs_are_learnt_from_levels_that_ended_healthy_and_kept_per_lab(tmp_path):
     costs = rc.learn(rc.LevelCosts(), "snapshot", 10.6, 0)
+    assert rc.learn(costs, "state", 44.9, 2, state_base_s=5.0) == rc.LevelCosts(10.6, None, 19.95)  # the known base
     costs = rc.learn(costs, "state", 8.0, 0)  # nothing to start: the level's own cost
     costs = rc.learn(costs, "state", 44.9, 2)
     assert costs == rc.LevelCosts(10.6, 8.0, 18.45)
@@ -44,3 +69,6 @@ def test_costs_are_learnt_from_levels_that_ended_healthy_and_kept_per_lab(tmp_pa
     assert rc.load(tmp_path) == costs
     (tmp_path / "reset-costs.json").write_text("{not json")
     assert rc.load(tmp_path) == rc.LevelCosts()
+    shared = rc.siblings_path(tmp_path, "local", "debian13")  # the labs of one host and template together
+    rc.save_file(shared, costs)
+    assert rc.load_file(shared) == costs and shared.parent.name == "reset-costs"

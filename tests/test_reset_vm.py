@@ -75,7 +75,8 @@ def test_state_reset_brings_back_exactly_the_baseline(exercise):
                             cwd=ROOT, env={**os.environ, "SWARMLAB_CONFIG": str(path)})
     assert secret.returncode == 0, secret.stderr
 
-    proc = sw(path, "reset", "--lab", "t1", "--to", "exercise", "--json")
+    # forced: by the prior, starting `keep`'s 2 tasks again is dearer than a revert, which t1 has measured
+    proc = sw(path, "reset", "--lab", "t1", "--to", "exercise", "--level", "state", "--json")
     assert proc.returncode == 0, proc.stderr + proc.stdout
     data = json.loads(proc.stdout)
     assert data["levels"] == ["state"] and data["ok"] and data["problems"] == []
@@ -90,12 +91,13 @@ def test_state_reset_brings_back_exactly_the_baseline(exercise):
     assert labels == {"swr1": {"placepoint": "gdc"}, "swr2": {"env": "dev"}, "swr3": {}}
 
     # this lab's costs are measured now (the fixture's revert, this state level): the same loss
-    # of `keep` again is weighed, and the level run is the cheaper by those figures
+    # of `keep` again is weighed by them, and the level run is the cheaper
     assert d("service", "rm", "keep").returncode == 0
     again = sw(path, "reset", "--lab", "t1", "--to", "exercise", "--json")
     data = json.loads(again.stdout)
     costs = data["estimates"]
     assert costs and costs["tasks"] == 2 and costs["snapshot_s"] > 0, again.stdout + again.stderr
+    assert costs["from"] == {"snapshot_s": "this lab", "state_base_s": "prior", "per_task_s": "this lab"}
     assert data["ok"] and data["levels"][0] == ("snapshot" if costs["state_s"] > costs["snapshot_s"] else "state")
     wait_running(path, "keep", 2)
 

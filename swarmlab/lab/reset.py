@@ -218,11 +218,14 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
             conns, _ = connect_nodes(config, lab, "answering") if read else ({}, {})
             try:
                 now = read_state(conns) if read else None
-                costs = reset_costs.load(lab_dir(config, lab_name))
+                siblings = reset_costs.siblings_path(config.state_dir, config.lab_host or "local", config.template)
+                own = {lab_dir(config, lab_name) / "reset-costs.json": reset_costs.load(lab_dir(config, lab_name)),
+                       siblings: reset_costs.load_file(siblings)}
+                costs, sources = reset_costs.known(*own.values())
                 tasks = reset_costs.tasks_to_start(baseline, bl.diff(baseline, now)) if now is not None else 0
                 if level is None:
                     level, why = bl.choose(record is not None, baseline, now, resumed, stopped)
-                    level, why, result.estimates = reset_costs.weigh(level, why, tasks, costs)
+                    level, why, result.estimates = reset_costs.weigh(level, why, tasks, costs, sources)
                     result.reasons.append(why)
                 else:
                     result.reasons.append(f"--level {level}")
@@ -244,9 +247,11 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
                         result.problems = [str(e)]
                     else:
                         result.problems = wait_healthy(config, hv, lab, baseline, timeout, progress, live)
-                    if not result.problems:  # what this level cost here, for the next choice
-                        reset_costs.save(lab_dir(config, lab_name), reset_costs.learn(
-                            costs, current, time.monotonic() - level_started, tasks if current == "state" else 0))
+                    if not result.problems:  # what this level cost, for the next choice here and on siblings
+                        took = time.monotonic() - level_started
+                        for target, measured in own.items():
+                            reset_costs.save_file(target, reset_costs.learn(
+                                measured, current, took, tasks if current == "state" else 0, costs.state_base_s))
                         break
                     if current != order[-1]:
                         result.reasons.append(f"{current} left: {result.problems[0]}")
