@@ -7,8 +7,9 @@
   live; a student's history; a student's terminals, watched or typed into (portal_terminals.py);
   start an exercise for everyone, reset one lab or all.
 
-Every token is read from its file at each request, so `class down` revokes at once; a wrong or
-missing token gets the same bare 403. Terminals of a lab end when it is reset (from a page or by
+A student's token is looked up in a book read again whenever the class or its credentials
+change (portal_tokens.py), the instructor's at each request, so `class down` revokes at once; a
+wrong or missing token gets the same bare 403, and an address that guesses too often waits. Terminals of a lab end when it is reset (from a page or by
 any swarmlab command), when the lab leaves the class, and at the class's end. The portal calls
 classroom, exercises, reset, access and lab_health only: it knows nothing of libvirt or
 PowerDNS. aiohttp serves HTTP and websockets on the same asyncio loop as the gateway (asyncssh).
