@@ -104,7 +104,7 @@ def test_nodes_on_a_class_host_reach_no_port_of_the_controller_but_dns_and_the_m
     assert [str(i) for i in machine] == ["192.0.2.2/24"]
     # and this machine's own, read for real: every global address of it is protected
     from swarmlab.adapters import netns
-    mine = {str(i.ip) for i in netns.machine_networks()}
+    mine = {str(i.ip) for i in netns.machine_networks("swl-no-such-namespace")}
     assert mine and mine <= set(protected_addresses(config))
     # a command started inside a lab host's namespace cannot read them: it is told so, and falls
     # back on what `host up` read (hoststate.machine_networks), not on the namespace's own
@@ -113,8 +113,8 @@ def test_nodes_on_a_class_host_reach_no_port_of_the_controller_but_dns_and_the_m
     try:
         ip("-n", ns, "link", "add", "d0", "type", "veth", "peer", "name", "d1")
         ip("-n", ns, "addr", "add", "10.252.0.1/24", "dev", "d0")
-        inside = in_namespace(ns, sys.executable, "-c", f"from swarmlab.adapters import netns; netns.enter_netns('{ns}'); "
-                              "print(netns.machine_networks())")
-        assert inside.stdout.strip() == "None", inside.stdout + inside.stderr
+        inside = in_namespace(ns, sys.executable, "-c", "from swarmlab.adapters import netns; "
+                              f"print(netns.machine_networks('{ns}'))")
+        assert inside.stdout.strip() == "None", inside.stdout + inside.stderr  # before entering as after
     finally:
         ip("netns", "del", ns)

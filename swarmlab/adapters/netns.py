@@ -41,15 +41,13 @@ def in_netns(name: str, pid: int | str = "self") -> bool:
 
 
 _host_netns_fd: int | None = None  # the namespace we came from, for commands that need the internet
-_started_inside = False  # this process was started in the namespace it was asked to enter
 
 
 def enter_netns(name: str) -> None:
     """Moves this process into the namespace. Call before any thread starts: setns applies
     to the calling thread, and threads started afterwards inherit it."""
-    global _host_netns_fd, _started_inside
+    global _host_netns_fd
     if in_netns(name):
-        _started_inside = _host_netns_fd is None
         return
     if _host_netns_fd is None:
         _host_netns_fd = os.open("/proc/self/ns/net", os.O_RDONLY)
@@ -134,11 +132,11 @@ def interface_networks(ip_addr_json: str) -> list[ipaddress.IPv4Interface | ipad
     return out
 
 
-def machine_networks() -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] | None:
+def machine_networks(lab_namespace: str | None) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] | None:
     """This machine's own addresses and networks, in the namespace swarmlab started in (not the
     lab host's): where students, and nodes of lab hosts on other machines, may reach it. None
     when this process was started inside the lab host's namespace and cannot tell."""
-    if _started_inside:
+    if _host_netns_fd is None and lab_namespace and in_netns(lab_namespace):
         return None
     try:
         done = run_in_host_netns(["ip", "-j", "addr"], capture_output=True, text=True, timeout=10)

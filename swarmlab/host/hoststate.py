@@ -83,7 +83,7 @@ def registry_address(config: Config) -> str | None:
 def machine_networks(config: Config) -> list:
     """This machine's own addresses and networks: read now, or, in a process started inside the
     lab host's namespace, as `host up` read them."""
-    live = netns_machine_networks()
+    live = netns_machine_networks(config.namespace)
     if live is not None:
         return live
     state = HostState.load(config)

@@ -56,7 +56,7 @@ def host_up(config: Config, isolated: bool, progress: Progress = lambda _m: None
         subprocess.run(["ip", "-n", namespace, "link", "set", "lo", "up"], check=True, capture_output=True)
         changes.append(f"created network namespace {namespace}")
     state.isolated, state.namespace = isolated, namespace
-    live = netns_machine_networks()  # for a later command started inside the namespace, which cannot read them
+    live = netns_machine_networks(config.namespace)  # for a later command started inside the namespace
     if live is not None:
         state.machine_addresses = [str(i) for i in live]
     state.save(config)  # from here on, `host down` can undo whatever follows
