@@ -16,24 +16,15 @@ from swarmlab.lab import model as labs
 from swarmlab.lab.kept_nodes import KeptNodes
 from swarmlab.teach.exercises import gather
 from tests.conftest import write_config
+from tests.standin_ssh import AcceptKeys
 
 NODE_IP = "127.0.0.4"
 SWR1 = {"ID": "n1", "Description": {"Hostname": "swr1"}, "Status": {"State": "ready"},
         "Spec": {"Role": "manager", "Availability": "active"}, "ManagerStatus": {"Leader": True}}
 
 
-class Counted(asyncssh.SSHServer):
-    logins = 0
-
-    def begin_auth(self, username):
-        return True
-
-    def public_key_auth_supported(self):
-        return True
-
-    def validate_public_key(self, username, key):
-        Counted.logins += 1
-        return username == "root"
+class Counted(AcceptKeys):
+    user = "root"
 
 
 engine_sessions = []

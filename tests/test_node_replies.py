@@ -16,6 +16,7 @@ from fabric import Connection
 from swarmlab.adapters import engine_api, remote
 from swarmlab.core.command import Command
 from tests.conftest import free_port
+from tests.standin_ssh import AcceptKeys
 
 
 async def node_process(process):
@@ -42,15 +43,8 @@ async def node_process(process):
         pass
 
 
-class AnyKey(asyncssh.SSHServer):
-    def begin_auth(self, username):
-        return True
-
-    def public_key_auth_supported(self):
-        return True
-
-    def validate_public_key(self, username, key):
-        return True
+class AnyKey(AcceptKeys):
+    user = None
 
 
 @pytest.fixture(scope="module")

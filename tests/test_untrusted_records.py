@@ -19,6 +19,7 @@ from swarmlab.core import untrusted
 from swarmlab.core.typed_commands import MOST_COMMANDS, parse_record
 from swarmlab.lab import model as labs
 from tests.conftest import swarmlab, write_config
+from tests.standin_ssh import AcceptKeys
 from tests.test_access import NODE_IP, a_class  # noqa: F401 (the fixture: a class of Ann and Bo on loopback)
 
 NOW = 1_800_000_000.0
@@ -68,15 +69,8 @@ def test_the_class_record_skips_events_without_a_finite_time_and_reads_only_what
     assert class_log.read(config) == [{"at": 9, "lab": "cy", "kind": "reset"}]
 
 
-class PoisonedNode(asyncssh.SSHServer):
-    def begin_auth(self, username):
-        return True
-
-    def public_key_auth_supported(self):
-        return True
-
-    def validate_public_key(self, username, key):
-        return username == "root"
+class PoisonedNode(AcceptKeys):
+    user = "root"
 
 
 async def answers_with_poison(process):
