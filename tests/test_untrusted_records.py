@@ -133,3 +133,12 @@ def test_class_history_prints_no_escape_sequence(poisoned_nodes):
     class_log.record(config, "", "class", students=[["Ann", "ann"], ["Bo", "bo"]])
     shown = swarmlab("class", "history", "ann", config=Path(config.source), check=True).stdout
     assert "clear the instructor's screen" in shown and "\x1b" not in shown and "\x07" not in shown
+
+
+def test_the_instructors_history_comes_a_page_at_a_time_the_last_by_default():
+    from swarmlab.classroom.portal_instructor import HISTORY_PAGE, history_page
+    assert history_page({}, 90_000) == (HISTORY_PAGE, 90_000 - HISTORY_PAGE)
+    assert history_page({}, 12) == (HISTORY_PAGE, 0)
+    assert history_page({"limit": "50", "offset": "100"}, 90_000) == (50, 100)
+    assert history_page({"limit": "999999", "offset": "x"}, 90_000) == (HISTORY_PAGE, 90_000 - HISTORY_PAGE)
+    assert history_page({"offset": "10**9"}, 10) == (HISTORY_PAGE, 0)
