@@ -97,7 +97,9 @@ def test_state_reset_brings_back_exactly_the_baseline(exercise):
     data = json.loads(again.stdout)
     costs = data["estimates"]
     assert costs and costs["tasks"] == 2 and costs["snapshot_s"] > 0, again.stdout + again.stderr
-    assert costs["from"] == {"snapshot_s": "this lab", "state_base_s": "prior", "per_task_s": "this lab"}
+    # the base of a state level that started no task is this lab's once an earlier module ran one on t1
+    assert costs["from"]["snapshot_s"] == costs["from"]["per_task_s"] == "this lab", costs["from"]
+    assert costs["from"]["state_base_s"] in ("this lab", "prior"), costs["from"]
     assert data["ok"] and data["levels"][0] == ("snapshot" if costs["state_s"] > costs["snapshot_s"] else "state")
     wait_running(path, "keep", 2)
 
