@@ -150,3 +150,10 @@ def test_a_chosen_level_escalates_and_a_forced_one_runs_alone():
     assert bl.levels_to_run("snapshot", forced=False, has_snapshot=True) == ["snapshot", "rebuild"]
     assert bl.levels_to_run("state", forced=True, has_snapshot=True) == ["state"]
     assert bl.levels_to_run("rebuild", forced=False, has_snapshot=False) == ["rebuild"]
+
+
+def test_the_gate_reads_the_swarm_from_the_leader_first_then_the_other_managers():
+    moved = bl.parse_swarm_state(output([node("a", "swr1"), node("b", "swr2"), node("c", "swr3", leader=True),
+                                         node("d", "swr4", role="worker")]))
+    assert moved.managers_leader_first == ["swr3", "swr1", "swr2"]
+    assert formed().managers_leader_first == ["swr1", "swr2", "swr3"]

@@ -121,6 +121,19 @@ def test_network_from_template_is_idempotent_and_owned(hv):
     assert not hv.network_state("swl-unit").exists
 
 
+def test_a_network_made_with_stp_is_made_again_without_it_when_no_node_is_attached(hv):
+    """With STP, Linux held a reverted node's new port ~4 s before it forwarded a frame."""
+    config = configuration.Config(network="swl-unit", cidr=ipaddress.IPv4Network("10.79.0.0/24"))
+    xml = libvirt_xml.network_xml(config)
+    assert not libvirt_xml.runs_stp(xml)
+    hv.ensure_network("swl-unit", xml.replace('stp="off"', 'stp="on"'))
+    assert libvirt_xml.runs_stp(hv.conn.networkLookupByName("swl-unit").XMLDesc())
+    changes = hv.ensure_network("swl-unit", xml)
+    assert changes[0] == "redefined network swl-unit: its bridge forwards a new node's frames at once (no STP)"
+    assert not libvirt_xml.runs_stp(hv.conn.networkLookupByName("swl-unit").XMLDesc())
+    assert hv.ensure_network("swl-unit", xml) == []
+
+
 def test_a_networks_dns_forwarder_is_read_from_its_dnsmasq_options():
     config = configuration.Config(network="swl-unit", dns_port=5353)
     assert libvirt_xml.dns_forwarder(libvirt_xml.network_xml(config)) == "127.0.0.1#5353"

@@ -34,7 +34,7 @@ def test_a_new_lab_with_no_history_and_no_siblings_chooses_by_the_prior():
                                      costs, sources)
     assert level == "snapshot" and estimates["state_s"] > estimates["snapshot_s"]
     assert estimates["from"] == {"snapshot_s": "prior", "state_base_s": "prior", "per_task_s": "prior"}
-    assert why.endswith("(~65 s as measured on this machine kind) and a revert takes 17 s")
+    assert why.endswith("(~65 s as measured on this machine kind) and a revert takes 8 s")
 
 
 def test_a_new_lab_starts_from_what_its_siblings_measured_and_then_from_its_own():

@@ -335,6 +335,13 @@ class Hypervisor(NetworkMixin, StorageMixin, GuestAgentMixin):
                 raise CpuCapsUnavailable(f"{self.uri}: {e.get_error_message()}") from None
             raise
 
+    def cpu_seconds(self, name: str) -> float | None:
+        """CPU time the running domain has used so far, or None when it does not run."""
+        dom = self._owned(name)
+        if dom is None or not dom.isActive():
+            return None
+        return dom.info()[4] / 1e9
+
     def cpu_cap(self, name: str) -> tuple[int, int] | None:
         """(quota, period) in microseconds that the running domain is held to, or None."""
         dom = self._owned(name)

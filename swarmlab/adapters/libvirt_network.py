@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import libvirt
 
 from swarmlab.adapters.libvirt_errors import HypervisorError, libvirt_errors_as_ours, only_missing
-from swarmlab.adapters.libvirt_xml import dhcp_host_xml, dns_forwarder, ownership
+from swarmlab.adapters.libvirt_xml import dhcp_host_xml, dns_forwarder, ownership, runs_stp
 from swarmlab.errors import NotFound, Refused
 
 
@@ -24,6 +24,9 @@ class NetworkState:
     bridge: str | None = None
     gateway: str | None = None
 
+
+def _nodes_attached(net) -> bool:
+    return bool(net.isActive() and int(ET.fromstring(net.XMLDesc()).get("connections", "0")))
 
 
 @libvirt_errors_as_ours
@@ -73,7 +76,11 @@ class NetworkMixin:
             raise Refused(f"network {name} exists and was not created by swarmlab: "
                           "choose another [libvirt] network name, or point swarmlab at it without `host up`")
         elif dns_forwarder(net.XMLDesc()) not in (None, dns_forwarder(xml)):
-            net = self._redefine_network(name, net, xml, changes)
+            net = self._redefine_network(name, net, xml, changes, "the lab zone goes to "
+                                         f"{dns_forwarder(xml)}, no longer {dns_forwarder(net.XMLDesc())}")
+        elif runs_stp(net.XMLDesc()) and not _nodes_attached(net):  # else at the next `host up` that finds none
+            net = self._redefine_network(name, net, xml, changes,
+                                         "its bridge forwards a new node's frames at once (no STP)")
         if not net.isActive():
             try:
                 net.create()
@@ -84,13 +91,14 @@ class NetworkMixin:
             net.setAutostart(True)
         return changes
 
-    def _redefine_network(self, name: str, net, xml: str, changes: list[str]):
+    def _redefine_network(self, name: str, net, xml: str, changes: list[str], why: str):
         """A network of ours whose DNS forwarder is not the config's (a changed [host] dns_port,
-        or one left by a host that was killed): made again, its DHCP reservations kept, when no
-        node is attached to it. libvirt cannot change the forwarder of a running network."""
+        or one left by a host that was killed), or whose bridge still runs STP: made again, its
+        DHCP reservations kept, when no node is attached to it. libvirt cannot change either
+        on a running network."""
         current = ET.fromstring(net.XMLDesc())
         was, wanted = dns_forwarder(net.XMLDesc()), dns_forwarder(xml)
-        if net.isActive() and int(current.get("connections", "0")):
+        if _nodes_attached(net):
             raise Refused(f"network {name} forwards the lab zone to {was}, not to {wanted} as the config says, and "
                           f"nodes are attached to it: bring its labs down (`swarmlab down`), then `swarmlab host up`")
         desired = ET.fromstring(xml)
@@ -104,7 +112,7 @@ class NetworkMixin:
             net = self.conn.networkDefineXML(ET.tostring(desired, encoding="unicode"))
         except libvirt.libvirtError as e:
             raise HypervisorError(f"redefining network {name} failed: {e.get_error_message()}") from None
-        changes.append(f"redefined network {name}: the lab zone goes to {wanted}, no longer {was}")
+        changes.append(f"redefined network {name}: {why}")
         return net
 
     def remove_network(self, name: str) -> list[str]:

@@ -203,6 +203,12 @@ def network_xml(config: Config, lab: str | None = None) -> str:
 DNSMASQ_NS = "http://libvirt.org/schemas/network/dnsmasq/1.0"
 
 
+def runs_stp(network_xml: str) -> bool:
+    """Whether a network's bridge runs STP (networks made before swarmlab turned it off)."""
+    bridge = ET.fromstring(network_xml).find("bridge")
+    return bridge is not None and bridge.get("stp", "on") == "on"
+
+
 def dns_forwarder(network_xml: str) -> str | None:
     """Where a network's dnsmasq sends the lab zone (`address#port`), or None when its XML does
     not say (a network not made from network.xml.j2, or a libvirt that drops dnsmasq options)."""

@@ -65,6 +65,12 @@ class SwarmState:
         return next((n.hostname for n in self.nodes.values() if n.manager_status == "Leader"), None)
 
     @property
+    def managers_leader_first(self) -> list[str]:
+        """Where the swarm's state is read from: the leader, then the other managers."""
+        return sorted((n.hostname for n in self.nodes.values() if n.role == "manager"),
+                      key=lambda name: (name != self.leader, name))
+
+    @property
     def stacks(self) -> list[str]:
         return sorted({s.stack for s in self.services.values() if s.stack})
 

@@ -36,9 +36,10 @@ class LevelCosts:
 
 # What a new lab starts from when neither it nor a sibling (a lab on the same host, of the same
 # template) has measured a level yet: a new 3-node lab on 2 cores under TCG (LAB-HOST-FACTS,
-# 2026-12-07) reverted with its health gate in 17.4 s, and a state level that had to start a
-# removed service's 3 tasks again took 65.8 s, ~20 s a task. Measured figures replace them.
-PRIOR = LevelCosts(snapshot_s=17.4, state_base_s=STATE_BASE_S, per_task_s=20.0)
+# 2026-12-07) reverted with its health gate in 7.1-8.1 s (a quiet snapshot, clocks stepped while
+# the gate reads one manager), and a state level that had to start a removed service's 3 tasks
+# again took 65.8 s, ~20 s a task. Measured figures replace them.
+PRIOR = LevelCosts(snapshot_s=7.6, state_base_s=STATE_BASE_S, per_task_s=20.0)
 FIELDS = ("snapshot_s", "state_base_s", "per_task_s")
 
 

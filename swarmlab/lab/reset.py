@@ -42,30 +42,58 @@ class ResetError(SwarmlabError):
 # --- the health gate -------------------------------------------------------------------------
 def check_health(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmState | None,
                  conns: dict[str, Connection] | None = None) -> list[str]:
-    """The gate's verdict now; a clock found off is synced again first. Opens its own connections
-    unless given live ones."""
-    own = conns is None
+    """The gate's verdict now: what a reset promises (the baseline's nodes, roles, leader and
+    services, as one manager sees them), clocks and DNS. Clocks found off are synced meanwhile,
+    in parallel: right after a revert both took seconds each. Logs in to one manager at a
+    time, the baseline's leader first, unless given live connections."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        clocks = pool.submit(synced_clock_offsets, hv, lab)
+        errors: dict[str, RemoteError] = {}
+        if conns is not None:
+            now = read_state(conns) if baseline is not None else None
+        else:
+            now, errors = _read_state_from_a_manager(config, lab, baseline)
+        offsets = clocks.result()
+    host_keys_ok = {name: not isinstance(error, HostKeyMismatch) for name, error in errors.items()}
+    problems = [f"{name}: {error}" for name, error in errors.items() if host_keys_ok[name]]
+    dns_ok = {n.name: dns_answers(config, n.fqdn) == {n.ip} for n in lab.nodes}
+    return problems + bl.health_problems(baseline, now, offsets, dns_ok, host_keys_ok)
+
+
+def _read_state_from_a_manager(config: Config, lab: Lab, baseline: bl.SwarmState | None
+                               ) -> tuple[bl.SwarmState | None, dict[str, RemoteError]]:
+    """(the swarm's state from the first manager that answers, why those tried before did not).
+    Without a baseline (a lab with no swarm) every node is only logged in to."""
     errors: dict[str, RemoteError] = {}
-    if own:
+    if baseline is None:
         conns, errors = connect_nodes(config, lab, "answering")
-    try:
-        host_keys_ok = {name: not isinstance(error, HostKeyMismatch) for name, error in errors.items()}
-        host_keys_ok.update({name: True for name in conns})
-        problems = [f"{name}: {error}" for name, error in errors.items() if host_keys_ok[name]]
-        clocks = {n.name: hv.guest_clock_offset(n.domain) for n in lab.nodes}
-        for node in lab.nodes:  # a sync the agent answered late to, under load, is made again
-            if clocks[node.name] is not None and abs(clocks[node.name]) > bl.CLOCK_TOLERANCE:
-                try:
-                    hv.sync_clock(node.domain)
-                except SwarmlabError:
-                    continue
-                clocks[node.name] = hv.guest_clock_offset(node.domain)
-        dns_ok = {n.name: dns_answers(config, n.fqdn) == {n.ip} for n in lab.nodes}
-        now = read_state(conns) if baseline is not None else None
-        return problems + bl.health_problems(baseline, now, clocks, dns_ok, host_keys_ok)
-    finally:
-        if own:
+        close(conns)
+        return None, errors
+    for node in [n for name in baseline.managers_leader_first if (n := lab.node(name)) is not None]:
+        conns, failed = connect_nodes(config, Lab(lab.name, [node]), "answering")
+        errors.update(failed)
+        try:
+            now = read_state(conns)
+        finally:
             close(conns)
+        if now is not None:
+            return now, errors
+    return None, errors
+
+
+def synced_clock_offsets(hv: Hypervisor, lab: Lab) -> dict[str, float | None]:
+    """Every node's clock offset, after syncing each that is off by more than the gate allows
+    (a reverted guest stands at snapshot time; an agent that answered late set a late time)."""
+    def one(node) -> float | None:
+        offset = hv.guest_clock_offset(node.domain)
+        if offset is None or abs(offset) > bl.CLOCK_TOLERANCE:
+            try:
+                sync_clocks(hv, Lab(lab.name, [node]))  # waits for an agent that answers a moment after resume
+            except SwarmlabError:
+                return offset
+            offset = hv.guest_clock_offset(node.domain)
+        return offset
+    return dict(zip((n.name for n in lab.nodes), each_node(one, lab.nodes)))
 
 
 def wait_healthy(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmState | None, timeout: float,
@@ -137,13 +165,12 @@ def _reset_snapshot(config: Config, hv: Hypervisor, lab: Lab, record: SnapshotRe
         progress("resuming every node together")
         for node in lab.nodes:
             hv.resume(node.domain)
-    progress("syncing guest clocks")
-    sync_clocks(hv, lab)
-    return [f"reverted to {record.name}", "synced guest clocks"]
+    return [f"reverted to {record.name}"]  # the health gate syncs the clocks while it reads the swarm
 
 
 def _reset_rebuild(config: Config, lab_name: str, record: SnapshotRecord | None, progress: Progress,
-                   finish: Sequence[formation.Finish]) -> list[str]:
+                   finish: Sequence[formation.Finish]) -> tuple[list[str], bl.SwarmState | None]:
+    """(what was done, the new swarm's state for its snapshot)."""
     with Hypervisor(config.uri) as hv:
         lab = require_lab(config, hv, lab_name)
     names = [n.name for n in lab.nodes]
@@ -156,10 +183,10 @@ def _reset_rebuild(config: Config, lab_name: str, record: SnapshotRecord | None,
         managers, labels = lab.managers, [parse_label(s) for s in lab.labels]
     progress(f"rebuilding {len(names)} nodes from the template")
     labs.down(config, lab_name)
-    _, _, added = formation.make_lab(config, len(names), lab_name, prefix, managers, labels, True,
-                                     lambda node, phase, detail: progress(f"{node}: {phase} {detail}".strip()),
-                                     finish)  # before the snapshot the reset saves next
-    return [f"rebuilt {len(names)} nodes", *added]
+    _, report, added = formation.make_lab(config, len(names), lab_name, prefix, managers, labels, True,
+                                          lambda node, phase, detail: progress(f"{node}: {phase} {detail}".strip()),
+                                          finish, read_baseline=True)  # before the snapshot the reset saves next
+    return [f"rebuilt {len(names)} nodes", *added], report.baseline if report else None
 
 
 @dataclass
@@ -260,10 +287,12 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
                 close(conns)
     if result.levels and result.levels[-1] == "rebuild":
         try:
-            result.done += _reset_rebuild(config, lab_name, record, progress, finish)
+            done, formed = _reset_rebuild(config, lab_name, record, progress, finish)
+            result.done += done
             with Hypervisor(config.uri) as hv:
                 lab = require_lab(config, hv, lab_name)
-                record = save_snapshot(config, lab_name, DEFAULT_SNAPSHOT, progress=progress)  # syncs the clocks
+                record = save_snapshot(config, lab_name, DEFAULT_SNAPSHOT, progress=progress,
+                                       baseline=formed)  # syncs the clocks
                 result.done.append(f"saved snapshot {record.name}")
                 result.problems = wait_healthy(config, hv, lab, record.state, timeout, progress)
         except SwarmlabError as e:
