@@ -117,7 +117,7 @@ class Config:
     parallel: int = 0  # labs made at once on one host; 0: one per 4 host CPUs, at least one
     node_mib: int = 0  # host memory one node takes, for placement; 0: estimated from tb_cache_mib
     node_disk_gib: int = 0  # the most disk one node may fill, for placement; 0: its template's disk and a memory state
-    cpu_cap_percent: int = 0  # of one host CPU, per class node; 0: the host's fair share (core/placement.py)
+    cpu_cap_percent: int = 0  # of one host CPU, per class node; 0: none, equal cgroup weights (core/placement.py)
     class_ends: str = ""  # HH:MM: `class up`'s default --ends
     class_language: str = "en"  # the exercises' and the student pages' language (teach/exercise_files.LANGUAGES)
     hosts: tuple[HostSpec, ...] = ()

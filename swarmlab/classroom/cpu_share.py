@@ -1,38 +1,30 @@
-"""Each class node held to its share of its host's CPUs, so that one student whose nodes spin
-(a `while true`, `--replicas 50`) cannot slow the others down.
+"""Each class node held to [class] cpu_cap_percent of a host CPU, when the instructor sets one.
+By default no node is capped: every domain's cgroup has the same weight, so a student whose
+nodes spin (a `while true`, `--replicas 50`) gets an equal share under contention and no more
+(core/placement.node_cpu_percent says what a default quota cost).
 
 A formation.Finish, as the student's account is: applied once the swarm has formed (a capped
 node wakes and forms more slowly, and `class up` makes one lab at a time), kept in the domain's
 definition, so the `formed` snapshot carries it through every revert, and applied again to a
-rebuilt lab. The share is core/placement.node_cpu_percent of the class's nodes on the host.
+rebuilt lab.
 """
 
 from __future__ import annotations
 
 from swarmlab.adapters.hypervisor import CpuCapsUnavailable, Hypervisor
-from swarmlab.classroom import class_file
 from swarmlab.config import Config
 from swarmlab.core.placement import CPU_PERIOD_US, node_cpu_percent
 from swarmlab.errors import SwarmlabError
 from swarmlab.lab.model import Lab
 
 
-def class_nodes_on(config: Config, host: str, nodes_per_lab: int) -> int:
-    """The class's nodes on one host, from its plan (every lab, made yet or not)."""
-    room = class_file.load(config)
-    if room is None:
-        return nodes_per_lab
-    return max(nodes_per_lab, sum(1 for s in room.students if s.host == host) * (room.nodes or nodes_per_lab))
-
-
 def cap_class_nodes(config: Config, lab: Lab) -> list[str]:
-    """What a class adds to each lab it makes (a formation.Finish): every node held to its share
-    of the host's CPUs. Says so in words where the host cannot hold it."""
+    """What a class adds to each lab it makes (a formation.Finish): every node held to [class]
+    cpu_cap_percent, when set. Says so in words where the host cannot hold it."""
+    percent = node_cpu_percent(config.cpu_cap_percent)
+    if percent is None:
+        return []
     with Hypervisor(config.uri) as hv:
-        percent = node_cpu_percent(hv.cpus(), class_nodes_on(config, config.lab_host, len(lab.nodes)),
-                                   config.vcpus, config.cpu_cap_percent)
-        if percent is None:
-            return []
         try:
             for node in lab.nodes:
                 hv.cap_cpu(node.domain, percent * CPU_PERIOD_US // 100, CPU_PERIOD_US)

@@ -135,14 +135,23 @@ ImageOption = typer.Option([], "--image", metavar="NAME=REF",
                            help="Use another image for a parameter, e.g. whoami=traefik/whoami (remembered per lab).")
 
 
+def _outcome(result) -> str:
+    """"ok", with what was done or (a reset) the levels it ran; else why not."""
+    if not result.ok:
+        return result.error or "failed"
+    if result.detail.get("did"):
+        return f"ok: {result.detail['did']}"
+    if result.detail.get("levels"):
+        return f"ok: {' then '.join(result.detail['levels'])}"
+    return "ok"
+
+
 def render_lab_results(results: list, as_json: bool, what: str) -> None:
     if as_json:
         emit_json([asdict(r) for r in results])
     else:
         table(("STUDENT", "LAB", "HOST", "SECONDS", "RESULT"),
-              [(r.student, r.lab, r.host, f"{r.seconds:.1f}",
-                ("ok" + (f": {r.detail['did']}" if r.detail.get("did") else "")) if r.ok else r.error or "failed")
-                for r in results], right={"SECONDS"})
+              [(r.student, r.lab, r.host, f"{r.seconds:.1f}", _outcome(r)) for r in results], right={"SECONDS"})
         typer.echo(f"{sum(r.ok for r in results)}/{len(results)} labs {what}")
     if not all(r.ok for r in results):
         raise typer.Exit(1)

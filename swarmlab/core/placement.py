@@ -22,8 +22,8 @@ BEYOND_TB_CACHE_MIB = 320
 TCG_NODES_PER_CPU = 9
 
 
-# The least share of a host CPU a node is capped at: an idle formed node takes 12-17 % of a core
-# under TCG (issue 37's measure), and a cap below that would starve its raft heartbeats.
+# The least share of a host CPU a node may be capped at: an idle formed node takes 12-17 % of a
+# core under TCG (issue 37's measure), and a cap below that would starve its raft heartbeats.
 MIN_NODE_CPU_PERCENT = 25
 CPU_PERIOD_US = 100_000  # the CFS period caps are set in; the quota is a share of it
 
@@ -150,14 +150,13 @@ def remote_problem(config: Config, spec: HostSpec) -> str | None:
     return None
 
 
-def node_cpu_percent(cores: int, class_nodes_on_host: int, vcpus: int, setting: int) -> int | None:
+def node_cpu_percent(setting: int) -> int | None:
     """The share of one host CPU (percent) each of a class's nodes may use at most, all its
-    threads together, or None for no cap. [class] cpu_cap_percent when set; else, on a host
-    whose class holds more vCPUs than it has CPUs, the fair share (CPUs / class nodes on it), at
-    least MIN_NODE_CPU_PERCENT. One lab that spins every vCPU then takes its share and no more,
-    so the others keep theirs; a host with CPUs to spare caps nobody."""
-    if setting:
-        return setting
-    if cores <= 0 or class_nodes_on_host * vcpus <= cores:
-        return None
-    return max(MIN_NODE_CPU_PERCENT, cores * 100 // class_nodes_on_host)
+    threads together: [class] cpu_cap_percent, at least MIN_NODE_CPU_PERCENT; None (the
+    default) for no cap. Fairness needs none: each domain has a cgroup of its own with the same
+    weight, so under contention every node that wants CPU gets an equal share, and an idle
+    host's CPU goes to whoever needs it. A fair-share quota (25 % a node, 4 labs of 2 on 2
+    CPUs) made every login 3-4x slower, even with no one spinning: a calm student's echo over
+    SSH took 5.0-7.9 s, against 1.6-2.0 s uncapped and 2.4-4.0 s uncapped beside a lab
+    spinning both its nodes; their lab's reset 18.6 s against 7.8 s and 10.5 s."""
+    return max(MIN_NODE_CPU_PERCENT, setting) if setting else None

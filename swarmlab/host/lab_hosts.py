@@ -10,7 +10,7 @@ from pathlib import Path
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.config import LOCAL_HOST, Config, HostSpec
 from swarmlab.config_edit import with_host_added, with_host_removed
-from swarmlab.core.placement import (MIN_NODE_CPU_PERCENT, HostRoom, PoolRoom, free_nodes, node_cost_mib,
+from swarmlab.core.placement import (HostRoom, PoolRoom, free_nodes, node_cost_mib, node_cpu_percent,
                                      node_disk_bytes, remote_problem, room_bound)
 from swarmlab.core.roster import slug
 from swarmlab.errors import Refused, SwarmlabError
@@ -132,10 +132,10 @@ def host_rm(config: Config, name: str) -> dict:
 
 def cpu_cap_words(config: Config) -> str:
     """What a class node on any host is held to, in words for `host ls`."""
-    if config.cpu_cap_percent:
-        return f"{config.cpu_cap_percent} % of a CPU per node ([class] cpu_cap_percent)"
-    return (f"the fair share when the class overcommits the CPUs (CPUs / class nodes there, at least "
-            f"{MIN_NODE_CPU_PERCENT} %)")
+    percent = node_cpu_percent(config.cpu_cap_percent)
+    if percent:
+        return f"{percent} % of a CPU per node ([class] cpu_cap_percent)"
+    return "equal shares under contention, no cap"
 
 
 def host_ls(config: Config) -> list[dict]:

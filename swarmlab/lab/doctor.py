@@ -124,11 +124,11 @@ def cpu_caps_verdict(sees_cgroup: bool | None, setting: int) -> tuple[bool, str]
     if sees_cgroup is None:
         return None
     if not sees_cgroup:
-        return False, ("libvirtd sees no cgroup CPU controller: class nodes are not capped, so one student's "
+        return False, ("libvirtd sees no cgroup CPU controller: nodes share no CPU by cgroup, so one student's "
                        "spinning nodes slow the others")
-    share = f"{setting} % of a CPU each ([class] cpu_cap_percent)" if setting else \
-        "their fair share when the class holds more nodes than the host has CPUs"
-    return True, f"libvirtd sees the cgroup CPU controller: class nodes are held to {share}"
+    share = f"and held to {setting} % of a CPU each ([class] cpu_cap_percent)" if setting else \
+        "(no cap: [class] cpu_cap_percent sets one)"
+    return True, f"libvirtd sees the cgroup CPU controller: nodes get equal shares under contention {share}"
 
 
 def libvirt_tcp_verdict(uri: str, networks: list) -> tuple[bool, str] | None:
