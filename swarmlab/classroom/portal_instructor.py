@@ -54,7 +54,8 @@ class InstructorDesk:
         self.status_read = (float("-inf"), [])
         for lab in self.class_labs():
             self.drop_check_sessions(lab)
-        return web.json_response([{"lab": r.lab, "ok": r.ok, "error": r.error} for r in results])
+        return web.json_response([{"lab": r.lab, "ok": r.ok, "error": r.error, "levels": r.detail.get("levels"),
+                                   "seconds": r.seconds} for r in results])
 
     async def reset(self, request: web.Request) -> web.Response:
         if not self.instructor(request):

@@ -189,12 +189,23 @@ def labs_at_once(config: Config, host: HostSpec) -> int:
         return 1
 
 
+def resets_at_once(config: Config, host: HostSpec) -> int:
+    """Labs a host resets side by side: one per host CPU, at least 2. A revert is mostly its
+    memory image read back, then seconds of guest CPU that the cgroup weights share out; a lab
+    a reset has to rebuild waits for a making slot (labs_at_once) all the same."""
+    try:
+        with Hypervisor(host.uri) as hv:
+            return max(2, hv.cpus())
+    except SwarmlabError:
+        return 2
+
+
 def each_lab(config: Config, students: list[Student], work: Callable[[Config, Student], dict],
-             reading: bool = False) -> list[LabResult]:
-    """work(scoped config, student) for every student at once, at most [class] parallel per
-    host unless the work is only `reading` (a status: no emulated CPU to share out); every
-    lab's outcome is returned, failed or not."""
-    gates = {h.name: threading.Semaphore(len(students) if reading else labs_at_once(config, h))
+             reading: bool = False, at_once: Callable[[Config, HostSpec], int] = labs_at_once) -> list[LabResult]:
+    """work(scoped config, student) for every student at once, at most `at_once` per host
+    ([class] parallel unless told) unless the work is only `reading` (a status: no emulated CPU
+    to share out); every lab's outcome is returned, failed or not."""
+    gates = {h.name: threading.Semaphore(len(students) if reading else at_once(config, h))
              for h in config.lab_hosts if any(s.host == h.name for s in students)}
     results = [LabResult(s.name, s.lab, s.host) for s in students]
 
@@ -266,18 +277,21 @@ def class_status(config: Config, kept: dict | None = None) -> list[dict]:
 
 def class_reset(config: Config, level: str | None = None, only: list[str] | None = None,
                 progress: LabProgress = lambda *_: None) -> list[LabResult]:
-    """Every lab (or those named in `only`) back to its formed swarm, all at once."""
+    """Every lab (or those named in `only`) back to its formed swarm, side by side as each
+    host's CPUs allow (resets_at_once); a lab that must be rebuilt waits for a making slot."""
     room = require(config)
+    making = {h.name: threading.Semaphore(labs_at_once(config, h)) for h in config.lab_hosts}
 
     def reset(scoped: Config, student: Student) -> dict:
         typed_history.collect_quietly(config, student.lab)
         result = resets.reset(scoped, student.lab, level=level, progress=lambda m: progress(student.lab, "reset", m),
-                              finish=CLASS_FINISH)
+                              finish=CLASS_FINISH, rebuild_slot=making.get(student.host))
         if not result.ok:
             raise ClassError((result.problems or [result.error or "reset failed"])[0])
         class_log.record(config, student.lab, "reset", by="instructor")
         return {"levels": result.levels, "reasons": result.reasons, "seconds": result.seconds}
-    return each_lab(config, [s for s in room.students if only is None or s.lab in only], reset)
+    return each_lab(config, [s for s in room.students if only is None or s.lab in only], reset,
+                    at_once=resets_at_once)
 
 
 def class_down(config: Config) -> list[LabResult]:

@@ -10,6 +10,7 @@ diff (baseline.choose_level), and escalates when the health gate fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -207,10 +208,12 @@ class ResetResult:
 
 def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str | None = None,
           timeout: float = 120, progress: Progress = lambda _m: None,
-          finish: Sequence[formation.Finish] = ()) -> ResetResult:
+          finish: Sequence[formation.Finish] = (),
+          rebuild_slot: contextlib.AbstractContextManager | None = None) -> ResetResult:
     """The lab back at snapshot `to` by the cheapest level that works, weighed by what each
     level cost on this lab before (reset_costs). `finish` is what the caller adds to a lab the
-    rebuild level makes anew (formation.make_lab)."""
+    rebuild level makes anew (formation.make_lab); `rebuild_slot`, what that level waits for
+    first (a class's resets run side by side, its labs are made a few at a time)."""
     config = lab_config(config, lab_name)
     started = time.monotonic()
     result = ResetResult(lab_name)
@@ -286,20 +289,26 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
             finally:
                 close(conns)
     if result.levels and result.levels[-1] == "rebuild":
-        try:
-            done, formed = _reset_rebuild(config, lab_name, record, progress, finish)
-            result.done += done
-            with Hypervisor(config.uri) as hv:
-                lab = require_lab(config, hv, lab_name)
-                record = save_snapshot(config, lab_name, DEFAULT_SNAPSHOT, progress=progress,
-                                       baseline=formed)  # syncs the clocks
-                result.done.append(f"saved snapshot {record.name}")
-                result.problems = wait_healthy(config, hv, lab, record.state, timeout, progress)
-        except SwarmlabError as e:
-            result.problems = [str(e)]
+        with rebuild_slot or contextlib.nullcontext():
+            _rebuild_and_snapshot(config, lab_name, record, progress, finish, timeout, result)
     mark_reset(config, lab_name)  # again: a session opened while it ran is on the old lab too
     result.seconds = round(time.monotonic() - started, 1)
     return result
+
+
+def _rebuild_and_snapshot(config: Config, lab_name: str, record: SnapshotRecord | None, progress: Progress,
+                          finish: Sequence[formation.Finish], timeout: float, result: ResetResult) -> None:
+    try:
+        done, formed = _reset_rebuild(config, lab_name, record, progress, finish)
+        result.done += done
+        with Hypervisor(config.uri) as hv:
+            lab = require_lab(config, hv, lab_name)
+            record = save_snapshot(config, lab_name, DEFAULT_SNAPSHOT, progress=progress,
+                                   baseline=formed)  # syncs the clocks
+            result.done.append(f"saved snapshot {record.name}")
+            result.problems = wait_healthy(config, hv, lab, record.state, timeout, progress)
+    except SwarmlabError as e:
+        result.problems = [str(e)]
 
 
 def mark_reset(config: Config, lab_name: str) -> None:

@@ -60,7 +60,8 @@ async function act(what, body) {
   const r = await fetch(`${base}/${what}`, { method: "POST", headers: { "Content-Type": "application/json" },
                                              body: JSON.stringify(body) });
   const answer = await r.json();
-  busy.textContent = answer.error || answer.map((x) => `${x.lab}: ${x.ok ? "ok" : x.error}`).join(" · ");
+  busy.textContent = answer.error || answer.map((x) => `${x.lab}: ${x.ok ? "ok" : x.error}` +
+    (x.ok && x.levels ? ` (${x.levels.join(" then ")}, ${x.seconds.toFixed(1)} s)` : "")).join(" · ");
   refresh();
 }
 
