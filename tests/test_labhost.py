@@ -46,6 +46,8 @@ def test_host_up_builds_everything_inside_the_namespace(host):
     inside = netns_run(config.namespace, "ip", "-br", "addr", "show", bridge).stdout
     assert f"{config.gateway}/24" in inside
     assert subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0
+    # without STP: a woken or reverted node's new port forwards at once, not ~4 s later
+    assert "stp_state 0" in netns_run(config.namespace, "ip", "-d", "link", "show", bridge).stdout
     # libvirtd and PowerDNS run inside the namespace.
     libvirtd = daemons.find_process("libvirtd")
     assert netns.in_netns(config.namespace, libvirtd)
