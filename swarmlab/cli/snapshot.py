@@ -96,6 +96,11 @@ def reset(lab: Optional[str] = LabOption,
         for r in results:
             for line in r.done:
                 typer.echo(f"{r.lab}: + {line}")
+            if r.timings:  # where the seconds went, e.g. "snapshot 3.1 s, gate 4.0 s (clocks 1.2 s, swarm 3.9 s)"
+                parts = {k.removesuffix("_s"): v for k, v in r.timings.items()}
+                inner = [f"{k} {parts.pop(k):.1f} s" for k in ("clocks", "swarm") if k in parts]
+                typer.echo(f"{r.lab}: took " + ", ".join(f"{k} {v:.1f} s" for k, v in parts.items())
+                           + (f" ({', '.join(inner)})" if inner else ""))
         table(("LAB", "LEVEL", "WHY", "SECONDS", "RESULT"),
               [(r.lab, " -> ".join(r.levels) or "-", r.reasons[0] if r.reasons else "-", f"{r.seconds:.1f}",
                  "healthy" if r.ok else (r.error or "; ".join(r.problems))) for r in results], right={"SECONDS"})

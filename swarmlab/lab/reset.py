@@ -42,18 +42,27 @@ class ResetError(SwarmlabError):
 
 # --- the health gate -------------------------------------------------------------------------
 def check_health(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmState | None,
-                 conns: dict[str, Connection] | None = None) -> list[str]:
+                 conns: dict[str, Connection] | None = None, timings: dict[str, float] | None = None) -> list[str]:
     """The gate's verdict now: what a reset promises (the baseline's nodes, roles, leader and
     services, as one manager sees them), clocks and DNS. Clocks found off are synced meanwhile,
     in parallel: right after a revert both took seconds each. Logs in to one manager at a
-    time, the baseline's leader first, unless given live connections."""
+    time, the baseline's leader first, unless given live connections. `timings` gets what the
+    clocks and the swarm's read took."""
+    began = time.monotonic()
+    timings = timings if timings is not None else {}
+
+    def clocks_synced() -> dict[str, float | None]:
+        offsets = synced_clock_offsets(hv, lab)
+        timings["clocks_s"] = round(time.monotonic() - began, 2)
+        return offsets
     with ThreadPoolExecutor(max_workers=1) as pool:
-        clocks = pool.submit(synced_clock_offsets, hv, lab)
+        clocks = pool.submit(clocks_synced)
         errors: dict[str, RemoteError] = {}
         if conns is not None:
             now = read_state(conns) if baseline is not None else None
         else:
             now, errors = _read_state_from_a_manager(config, lab, baseline)
+        timings["swarm_s"] = round(time.monotonic() - began, 2)
         offsets = clocks.result()
     host_keys_ok = {name: not isinstance(error, HostKeyMismatch) for name, error in errors.items()}
     problems = [f"{name}: {error}" for name, error in errors.items() if host_keys_ok[name]]
@@ -98,12 +107,19 @@ def synced_clock_offsets(hv: Hypervisor, lab: Lab) -> dict[str, float | None]:
 
 
 def wait_healthy(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmState | None, timeout: float,
-                 progress: Progress, conns: dict[str, Connection] | None = None) -> list[str]:
+                 progress: Progress, conns: dict[str, Connection] | None = None,
+                 timings: dict[str, float] | None = None) -> list[str]:
     """Polls the gate until it passes or `timeout` runs out; returns what is still wrong. Live
-    connections, when given, serve the first check (the state level keeps its own)."""
-    deadline = time.monotonic() + timeout
+    connections, when given, serve the first check (the state level keeps its own). `timings`
+    gets the first check's parts and the whole wait."""
+    began = time.monotonic()
+    deadline = began + timeout
+    timings = timings if timings is not None else {}
+    first = True
     while True:
-        problems = check_health(config, hv, lab, baseline, conns)
+        problems = check_health(config, hv, lab, baseline, conns, timings if first else None)
+        first = False
+        timings["gate_s"] = round(time.monotonic() - began, 2)
         conns = None
         if not problems or time.monotonic() > deadline:
             return problems
@@ -200,6 +216,9 @@ class ResetResult:
     seconds: float = 0.0
     error: str | None = None
     estimates: dict | None = None  # what the state level and a revert were expected to cost, when weighed
+    # seconds of each part: the level's own work ("snapshot_s": revert and resume), then the health
+    # gate ("gate_s"), whose first check synced clocks ("clocks_s") while it read the swarm ("swarm_s")
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -276,7 +295,9 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
                     except SwarmlabError as e:
                         result.problems = [str(e)]
                     else:
-                        result.problems = wait_healthy(config, hv, lab, baseline, timeout, progress, live)
+                        result.timings[f"{current}_s"] = round(time.monotonic() - level_started, 2)
+                        result.problems = wait_healthy(config, hv, lab, baseline, timeout, progress, live,
+                                                       result.timings)
                     if not result.problems:  # what this level cost, for the next choice here and on siblings
                         took = time.monotonic() - level_started
                         for target, measured in own.items():
