@@ -60,8 +60,13 @@ def check_health(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmSta
         errors: dict[str, RemoteError] = {}
         if conns is not None:
             now = read_state(conns) if baseline is not None else None
+        elif baseline is None:  # a lab with no swarm: every node is only logged in to
+            conns, errors = connect_nodes(config, lab, "answering")
+            close(conns)
+            now = None
         else:
-            now, errors = _read_state_from_a_manager(config, lab, baseline)
+            conns, now, errors = manager_session(config, lab, baseline)
+            close(conns)
         timings["swarm_s"] = round(time.monotonic() - began, 2)
         offsets = clocks.result()
     host_keys_ok = {name: not isinstance(error, HostKeyMismatch) for name, error in errors.items()}
@@ -70,25 +75,20 @@ def check_health(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmSta
     return problems + bl.health_problems(baseline, now, offsets, dns_ok, host_keys_ok)
 
 
-def _read_state_from_a_manager(config: Config, lab: Lab, baseline: bl.SwarmState | None
-                               ) -> tuple[bl.SwarmState | None, dict[str, RemoteError]]:
-    """(the swarm's state from the first manager that answers, why those tried before did not).
-    Without a baseline (a lab with no swarm) every node is only logged in to."""
+def manager_session(config: Config, lab: Lab, baseline: bl.SwarmState
+                    ) -> tuple[dict[str, Connection], bl.SwarmState | None, dict[str, RemoteError]]:
+    """(a connection to the first manager that answers with the swarm's state, that state, why
+    those tried before did not), the baseline's leader first: one login, where every node's
+    took seconds of emulated CPU at once. The connection is the caller's to close."""
     errors: dict[str, RemoteError] = {}
-    if baseline is None:
-        conns, errors = connect_nodes(config, lab, "answering")
-        close(conns)
-        return None, errors
     for node in [n for name in baseline.managers_leader_first if (n := lab.node(name)) is not None]:
         conns, failed = connect_nodes(config, Lab(lab.name, [node]), "answering")
         errors.update(failed)
-        try:
-            now = read_state(conns)
-        finally:
-            close(conns)
+        now = read_state(conns)
         if now is not None:
-            return now, errors
-    return None, errors
+            return conns, now, errors
+        close(conns)
+    return {}, None, errors
 
 
 def synced_clock_offsets(hv: Hypervisor, lab: Lab) -> dict[str, float | None]:
@@ -264,9 +264,8 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
             # Read the swarm only when the answer can matter: a node that is off, or a revert
             # that stopped halfway, already decides the level.
             read = baseline is not None and not stopped and not resumed and level in (None, "state")
-            conns, _ = connect_nodes(config, lab, "answering") if read else ({}, {})
+            conns, now, _ = manager_session(config, lab, baseline) if read else ({}, None, {})
             try:
-                now = read_state(conns) if read else None
                 siblings = reset_costs.siblings_path(config.state_dir, config.lab_host or "local", config.template)
                 own = {lab_dir(config, lab_name) / "reset-costs.json": reset_costs.load(lab_dir(config, lab_name)),
                        siblings: reset_costs.load_file(siblings)}
