@@ -1,8 +1,8 @@
-"""When a new lab is quiet enough to snapshot. A swarm is "formed" seconds before its nodes are
+"""When a lab is quiet enough to snapshot. A swarm is "formed" seconds before its nodes are
 done with it: each engine then builds the ingress network (dozens of iptables runs), ~10 s of
-a busy vCPU per node under TCG. A snapshot taken then keeps that work in its memory image, and
-every revert replays it while the reset's health gate waits: 9 s of gate after a 3 s revert,
-where a quiet snapshot's took 3 s."""
+a busy vCPU per node under TCG; a service just started is as busy. A snapshot taken then keeps
+that work in its memory image, and every revert replays it while the reset's health gate waits:
+9 s of gate after a 3 s revert, where a quiet snapshot's took 3 s."""
 
 from __future__ import annotations
 

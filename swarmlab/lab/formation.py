@@ -25,7 +25,7 @@ from swarmlab.core.command import Secret
 from swarmlab.core.swarm import FormReport
 from swarmlab.errors import SwarmlabError
 from swarmlab.host.hoststate import registry_address
-from swarmlab.lab import lab_up, settle
+from swarmlab.lab import lab_up
 from swarmlab.lab import model as labs
 from swarmlab.lab.model import Lab, Node, NodeProgress, each_node, lab_config, lab_lock
 from swarmlab.lab.node_prep import prepare_node, read_swarm_state
@@ -295,14 +295,9 @@ def make_lab(config: Config, count: int, lab_name: str, prefix: str, managers: i
              finish: Sequence[Finish] = (), read_baseline: bool = False) -> tuple[Lab, FormReport | None, list[str]]:
     """The one way a lab is made, by `up`, `class up` and reset's rebuild: the nodes, the swarm,
     then what the caller adds. Returns (lab, swarm report, what the additions changed). With
-    `read_baseline`, for a snapshot next, the report holds the new swarm's state, and a swarm
-    that changed is waited for until its nodes are quiet (core/settling), before the caller's
-    additions, whose CPU caps would slow that down."""
+    `read_baseline`, for a snapshot next, the report holds the new swarm's state."""
     lab, report = bring_up(config, count, lab_name, prefix, managers, labels, form_swarm, progress, read_baseline)
     scoped = lab_config(config, lab_name)
-    if read_baseline and report is not None and report.changed:
-        for name in settle.wait_quiet(scoped, lab, progress):
-            progress(name, "settle", "still busy: snapshotted as it is")
     return lab, report, [change for add in finish for change in add(scoped, lab)]
 
 

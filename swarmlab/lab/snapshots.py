@@ -18,9 +18,11 @@ from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.adapters.remote import RemoteError, connect
 from swarmlab.config import Config
 from swarmlab.core import baseline as bl
+from swarmlab.core.settling import SETTLE_WITHIN
 from swarmlab.errors import NotFound, Refused, SwarmlabError
 from swarmlab.lab.model import Lab, each_node, lab_dir, ssh_target
 from swarmlab.lab.session import ANSWER_WITHIN, open_lab
+from swarmlab.lab.settle import wait_quiet
 
 DEFAULT_SNAPSHOT = "formed"
 Progress = Callable[[str], None]
@@ -111,7 +113,8 @@ def save_snapshot(config: Config, lab_name: str, name: str = DEFAULT_SNAPSHOT, f
                   progress: Progress = lambda _m: None, locked: bool = False,
                   baseline: bl.SwarmState | None = None) -> SnapshotRecord:
     """`baseline`: the swarm's state as its caller has just read it (formation, over a session
-    it had open), instead of reading it here."""
+    it had open), instead of reading it here. Waits first until the nodes are quiet (at most
+    SETTLE_WITHIN): a snapshot of busy guests replays their work on every revert."""
     if not name or not name.replace("-", "").replace("_", "").isalnum():
         raise SnapshotError(f"snapshot name {name!r} is not a simple name: use letters, digits, '-' and '_'")
     with open_lab(config, lab_name, lock=not locked) as session:
@@ -130,6 +133,9 @@ def save_snapshot(config: Config, lab_name: str, name: str = DEFAULT_SNAPSHOT, f
             if down:
                 raise Refused(f"{', '.join(down)} not Ready in the swarm of lab {lab_name}: a snapshot now "
                               "would keep a broken swarm as its baseline; wait, or --force")
+        busy = wait_quiet(hv, answering, lambda node, _phase, detail: progress(f"{node}: settling, {detail}"))
+        if busy:
+            progress(f"{', '.join(busy)} still busy after {SETTLE_WITHIN:.0f} s: snapshotted as they are")
         before = {n.name: hv.volume_bytes(config.node_pool, n.volume) for n in lab.nodes}
         started = time.monotonic()
         for node in lab.nodes:
