@@ -368,3 +368,18 @@ def test_a_pool_left_pointing_at_a_directory_that_is_gone_is_pointed_again(hv, t
     other = tmp_path / "other"
     with pytest.raises(Refused, match=f"storage pool unit-nodes points at {new}, not {other}"):
         hv.ensure_pool("unit-nodes", other)
+
+
+def test_the_image_cache_is_taken_over_from_another_configs_template_pool(hv, tmp_path):
+    """Every config shares one image cache, and libvirt lets one pool hold a directory: the
+    README's lab and the test suite's take turns on it. Other pools on a directory are refused."""
+    cache = tmp_path / "images"
+    hv.ensure_pool("unit-other-templates", cache)
+    changes = hv.ensure_pool("unit-templates", cache, image_cache=True)
+    assert changes[:2] == [f"took the image cache {cache} over from storage pool unit-other-templates",
+                           "undefined storage pool unit-other-templates (files kept)"]
+    assert ET.fromstring(hv.pool("unit-templates").XMLDesc()).findtext("target/path") == str(cache)
+    nodes = tmp_path / "volumes"
+    hv.ensure_pool("unit-other-nodes", nodes)
+    with pytest.raises(HypervisorError, match="another libvirt pool may use that directory"):
+        hv.ensure_pool("unit-nodes", nodes)

@@ -43,8 +43,10 @@ def refresh(pool, wait: float = 60) -> None:
 class StorageMixin:
     """Needs `conn` and `remote` of the Hypervisor it is mixed into."""
 
-    def ensure_pool(self, name: str, path: Path) -> list[str]:
-        """A directory pool swarmlab owns (pools carry no metadata; the name and path say it)."""
+    def ensure_pool(self, name: str, path: Path, image_cache: bool = False) -> list[str]:
+        """A directory pool swarmlab owns (pools carry no metadata; the name and path say it).
+        image_cache: the directory is the template cache that every config on this machine may
+        share; another config's template pool on it is forgotten (its files stay) for ours."""
         changes = []
         try:
             pool = self.conn.storagePoolLookupByName(name)
@@ -52,6 +54,9 @@ class StorageMixin:
             only_missing(e)
             if not self.remote:
                 path.mkdir(parents=True, exist_ok=True)
+            other = self._template_pool_at(path) if image_cache else None
+            if other:
+                changes += [f"took the image cache {path} over from storage pool {other}"] + self.remove_pool(other)
             try:
                 pool = self.conn.storagePoolDefineXML(dir_pool_xml(name, path))
                 if self.remote:
@@ -76,6 +81,14 @@ class StorageMixin:
             pool.setAutostart(True)
         refresh(pool)
         return changes
+
+    def _template_pool_at(self, path: Path) -> str | None:
+        """Another config's template pool on this directory (libvirt lets one pool hold a directory)."""
+        for pool in self.conn.listAllStoragePools():
+            target = ET.fromstring(pool.XMLDesc()).findtext("target/path")
+            if target and Path(target) == path and pool.name().endswith("-templates"):
+                return pool.name()
+        return None
 
     def remove_pool(self, name: str) -> list[str]:
         """Forgets the pool; its files (cached images, volumes) stay on disk."""

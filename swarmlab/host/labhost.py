@@ -99,7 +99,7 @@ def host_up(config: Config, isolated: bool, progress: Progress = lambda _m: None
     with Hypervisor(config.uri) as hv:
         progress(f"ensuring lab network {config.network} ({config.cidr})")
         changes += hv.ensure_network(config.network, network_xml(config))
-        changes += hv.ensure_pool(config.template_pool, config.cache_dir / "images")
+        changes += hv.ensure_pool(config.template_pool, config.cache_dir / "images", image_cache=True)
         changes += hv.ensure_pool(config.node_pool, config.state_dir / "volumes")
 
     registry = registry_server(config)  # binds the lab network's gateway: after the network

@@ -63,7 +63,7 @@ def template_build(config: Config, name: str, with_engine: bool = True,
         image, built = template.build(
             recipe, config.cache_dir, progress,
             lambda kernel: "kvm" if resolve_domain_type(config, kernel, progress) == "kvm" else "tcg")
-        hv.ensure_pool(config.template_pool, config.cache_dir / "images")
+        hv.ensure_pool(config.template_pool, config.cache_dir / "images", image_cache=True)
         volume = f"{name}-{image.key}.qcow2"
         pooled = config.cache_dir / "images" / volume
         if not pooled.exists():
