@@ -125,7 +125,7 @@ def earlier_runs_cleared():
         print(f"removing what an earlier run left in {path.parent}")
         if swarmlab("host", "up", "--isolated", config=path).returncode == 0:
             down_every_lab(path)
-            swarmlab("host", "down", config=path)
+        swarmlab("host", "down", config=path)  # a host up that failed half way left its daemons
         shutil.rmtree(path.parent, ignore_errors=True)
 
 
