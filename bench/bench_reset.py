@@ -4,10 +4,12 @@
 Each run makes a new 3-node lab (`up 3`), starts a service `web` of 3 replicas and saves the
 snapshot `exercise` a reset returns to. Then, without `--level` (reset chooses, with no history
 on the first):
-- the first reset after the students' changes: `web` removed, a service added, swr3 drained,
-  a label added to swr2;
+- the first reset after the students' changes (`web` removed, a service added, swr3 drained,
+  a label added to swr2), once the nodes are quiet again, as when a class resets minutes later;
 - the second reset after the same changes;
+- a reset right after the same changes, while the guests still stop and move tasks (mid-change);
 - a reset after `chaos kill-leader`.
+Each reset's own JSON says where its seconds went (level, gate, clocks, swarm).
 Then, once, the largest class placement allows here (`--students`, `--nodes`): one lab's reset
 and `class reset` of all, each --runs times, each lab's last node powered off before.
 
@@ -74,6 +76,12 @@ def students_changes() -> None:
     docker("node", "update", "--label-add", "broken=yes", "swr2")
 
 
+def level_and_parts(data: dict) -> str:
+    """e.g. "snapshot (snapshot 3.1, gate 4.0, clocks 1.2, swarm 3.9)": where the seconds went."""
+    parts = ", ".join(f"{k.removesuffix('_s')} {v}" for k, v in data.get("timings", {}).items())
+    return "+".join(data["levels"]) + ("" if data["ok"] else " (unhealthy)") + (f" ({parts})" if parts else "")
+
+
 def one_lab_run() -> dict[str, float | str]:
     cli("down", "--lab", LAB, "--yes")
     out: dict[str, float | str] = {}
@@ -82,15 +90,29 @@ def one_lab_run() -> dict[str, float | str]:
            "swarmlab/busybox:latest", "sleep", "1d")
     wait_running("web", 3)
     cli("snapshot", "save", "exercise", "--lab", LAB)
-    for name in ("first", "second"):
+    for name in ("first", "second", "mid-change"):
         students_changes()
+        if name != "mid-change":  # a class resets minutes after its changes, not while they run
+            wait_quiet(LAB)
         out[name], data = timed("reset", "--lab", LAB, "--to", "exercise")
-        out[f"{name} level"] = "+".join(data["levels"]) + ("" if data["ok"] else " (unhealthy)")
+        out[f"{name} level"] = level_and_parts(data)
     cli("chaos", "kill-leader", "--lab", LAB, "--json", check=False)
     out["after kill-leader"], data = timed("reset", "--lab", LAB, "--to", "exercise")
-    out["after kill-leader level"] = "+".join(data["levels"]) + ("" if data["ok"] else " (unhealthy)")
+    out["after kill-leader level"] = level_and_parts(data)
     cli("down", "--lab", LAB, "--yes")
     return out
+
+
+def wait_quiet(lab: str) -> None:
+    """Until the lab's nodes are quiet again (swarmlab's own measure, at most 60 s)."""
+    sys.path.insert(0, str(ROOT))
+    from swarmlab import config as configuration
+    from swarmlab.adapters.hypervisor import Hypervisor
+    from swarmlab.lab.model import lab_config, require_lab
+    from swarmlab.lab.settle import wait_quiet as settle
+    config = lab_config(configuration.load(), lab)
+    with Hypervisor(config.uri) as hv:
+        settle(hv, require_lab(config, hv, lab), within=60)
 
 
 def power_off_last_nodes(labs: list[str], nodes: int) -> None:
@@ -137,13 +159,14 @@ def main() -> None:
         cli("down", "--lab", LAB, "--yes", check=False)
     classes = class_runs(args.students, args.nodes, args.runs) if args.students else {}
     up = statistics.median(r["up"] for r in runs)
-    figures = {name: [float(r[name]) for r in runs] for name in ("up", "first", "second", "after kill-leader")}
+    figures = {name: [float(r[name]) for r in runs] for name in ("up", "first", "second", "mid-change",
+                                                                 "after kill-leader")}
     figures.update(classes)
     print(f"\n{'':<20} {'median':>7} {'min':>7} {'max':>7} {'x up 3':>7}   target (2 cores, TCG)")
     for name, values in figures.items():
         print(f"{name:<20} {statistics.median(values):>7.1f} {min(values):>7.1f} {max(values):>7.1f} "
               f"{statistics.median(values) / up:>7.2f}   {TARGETS.get(name, '')}")
-    for name in ("first", "second", "after kill-leader"):
+    for name in ("first", "second", "mid-change", "after kill-leader"):
         print(f"{name} levels: {', '.join(str(r[f'{name} level']) for r in runs)}")
     summary = {name: round(statistics.median(values), 1) for name, values in figures.items()}
     summary.update({f"{name}_x_up": round(statistics.median(values) / up, 2) for name, values in figures.items()})

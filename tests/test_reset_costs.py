@@ -17,6 +17,15 @@ def test_the_tasks_a_state_level_starts_are_the_replicas_it_recreates_or_restore
     assert rc.tasks_to_start(base, bl.diff(base, base)) == 0
 
 
+def test_tasks_a_drained_node_left_to_move_count_as_tasks_to_start():
+    """A student drained a node a moment ago: putting its availability back starts nothing, but
+    the health gate waits for its service's task that is still moving (a 12 s gate, measured)."""
+    base = formed(services=[service("s1", "web", 3)], replicas=[("web", "3/3")])
+    moving = formed(services=[service("s1", "web", 3)], replicas=[("web", "2/3")])
+    assert rc.tasks_to_start(base, bl.diff(base, moving), moving) == 1
+    assert rc.tasks_to_start(base, bl.diff(base, base), base) == 0
+
+
 def test_without_figures_or_tasks_to_start_the_choice_stands():
     chosen = ("state", "the swarm can be put back over SSH")
     assert rc.weigh(*chosen, 3, rc.LevelCosts()) == (*chosen, None)

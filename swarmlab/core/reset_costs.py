@@ -55,10 +55,14 @@ def known(own: LevelCosts, siblings: LevelCosts) -> tuple[LevelCosts, dict[str, 
     return LevelCosts(**values), sources
 
 
-def tasks_to_start(baseline: SwarmState, d: Diff) -> int:
-    """Tasks the state level starts: every replica of a service it recreates or restores."""
-    return sum(baseline.services[name].desired for name in (*d.missing_services, *d.changed_services)
-               if name in baseline.services)
+def tasks_to_start(baseline: SwarmState, d: Diff, now: SwarmState | None = None) -> int:
+    """Tasks the state level starts, or waits for: every replica of a service it recreates or
+    restores, and those a kept service is short of now (a drained node's, still moving)."""
+    remade = (*d.missing_services, *d.changed_services)
+    short = 0 if now is None else sum(max(0, base.desired - now.services[name].running)
+                                      for name, base in baseline.services.items()
+                                      if name in now.services and name not in remade)
+    return short + sum(baseline.services[name].desired for name in remade if name in baseline.services)
 
 
 def weigh(level: str, why: str, tasks: int, costs: LevelCosts,

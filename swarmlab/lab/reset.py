@@ -270,7 +270,7 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
                 own = {lab_dir(config, lab_name) / "reset-costs.json": reset_costs.load(lab_dir(config, lab_name)),
                        siblings: reset_costs.load_file(siblings)}
                 costs, sources = reset_costs.known(*own.values())
-                tasks = reset_costs.tasks_to_start(baseline, bl.diff(baseline, now)) if now is not None else 0
+                tasks = reset_costs.tasks_to_start(baseline, bl.diff(baseline, now), now) if now is not None else 0
                 if level is None:
                     level, why = bl.choose(record is not None, baseline, now, resumed, stopped)
                     level, why, result.estimates = reset_costs.weigh(level, why, tasks, costs, sources)
