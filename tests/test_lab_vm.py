@@ -14,6 +14,7 @@ import dns.rdatatype
 import pytest
 
 from swarmlab.adapters.dns import PowerDNS
+from swarmlab.adapters.engine_api import EngineAPI
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.adapters.remote import run, wait_for_ssh
 from swarmlab.core.command import Command
@@ -91,6 +92,21 @@ def test_ssh_to_each_node_prints_its_name(lab3):
         served = run(conn, Command("cat", "/etc/ssh/ssh_host_ed25519_key.pub")).split()[1]
         conn.close()
         assert f"{node.ip} ssh-ed25519 {served}" in lines
+
+
+def test_an_engine_api_session_starts_no_process_in_the_guest(lab3):
+    """sshd connects to the engine's socket itself, where `docker system dial-stdio` cost each
+    session 0.8-1 s of emulated CPU: no docker CLI process runs while the session reads."""
+    path, config, _ = lab3
+    node = labs.load_journal(config, "t1").nodes[0]
+    conn = wait_for_ssh(labs.ssh_target(config, "t1", node), 60)
+    try:
+        with EngineAPI(conn, timeout=30) as api:
+            assert api.get("/info")["Swarm"]["LocalNodeState"] == "active"
+            assert run(conn, Command("pgrep", "-c", "-x", "docker"), check=False).strip() == "0"
+            assert api.get("/nodes")  # the session still reads after the check's own channel
+    finally:
+        conn.close()
 
 
 def test_status_json_agrees(lab3):

@@ -43,7 +43,7 @@ def test_a_new_lab_with_no_history_and_no_siblings_chooses_by_the_prior():
                                      costs, sources)
     assert level == "snapshot" and estimates["state_s"] > estimates["snapshot_s"]
     assert estimates["from"] == {"snapshot_s": "prior", "state_base_s": "prior", "per_task_s": "prior"}
-    assert why.endswith("(~65 s as measured on this machine kind) and a revert takes 8 s")
+    assert why.endswith("(~66 s as measured on this machine kind) and a revert takes 8 s")
 
 
 def test_a_new_lab_starts_from_what_its_siblings_measured_and_then_from_its_own():
@@ -81,3 +81,32 @@ def test_costs_are_learnt_from_levels_that_ended_healthy_and_kept_per_lab(tmp_pa
     shared = rc.siblings_path(tmp_path, "local", "debian13")  # the labs of one host and template together
     rc.save_file(shared, costs)
     assert rc.load_file(shared) == costs and shared.parent.name == "reset-costs"
+
+
+def test_reading_the_swarm_may_take_what_a_state_level_could_save_over_a_revert():
+    assert rc.read_budget(rc.LevelCosts(8.0, 3.0, 20.0)) == 5.0
+    assert rc.read_budget(rc.PRIOR) == rc.PRIOR.snapshot_s - rc.STATE_BASE_S > 4  # a quiet read takes ~2 s
+    assert rc.read_budget(rc.LevelCosts(3.0, 4.0, 20.0)) < 0  # a revert is cheaper than any state level
+    assert rc.read_budget(rc.LevelCosts()) == float("inf")  # nothing to weigh against
+
+
+def test_a_read_that_runs_over_its_budget_is_given_up_and_closes_its_connection_later(monkeypatch):
+    import threading
+    import time
+    from swarmlab.lab import reset
+    closed, ended = [], threading.Event()
+
+    class Conn:
+        def close(self):
+            closed.append(True)
+            ended.set()
+
+    def slow(config, lab, baseline):
+        time.sleep(0.3)
+        return {"swr1": Conn()}, "state", {}
+    monkeypatch.setattr(reset, "manager_session", slow)
+    assert reset.manager_session_within(None, reset.Lab("l", []), None, 0.05) == ({}, None, False)
+    assert ended.wait(5) and closed == [True]
+    conns, now, in_time = reset.manager_session_within(None, reset.Lab("l", []), None, 5)
+    assert in_time and now == "state" and list(conns) == ["swr1"] and closed == [True]
+    assert reset.manager_session_within(None, reset.Lab("l", []), None, -1) == ({}, None, False)

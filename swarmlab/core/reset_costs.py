@@ -19,7 +19,7 @@ from pathlib import Path
 
 from swarmlab.core.baseline import Diff, SwarmState
 
-STATE_BASE_S = 5.0  # a state level that starts no task, until one is measured
+STATE_BASE_S = 2.5  # a state level that starts no task (labels put back: 1.6 s, gate 0.7 s), until measured
 
 
 @dataclass
@@ -38,8 +38,8 @@ class LevelCosts:
 # template) has measured a level yet: a new 3-node lab on 2 cores under TCG (LAB-HOST-FACTS,
 # 2026-12-07) reverted with its health gate in 7.1-8.1 s (a quiet snapshot, clocks stepped while
 # the gate reads one manager), and a state level that had to start a removed service's 3 tasks
-# again took 65.8 s, ~20 s a task. Measured figures replace them.
-PRIOR = LevelCosts(snapshot_s=7.6, state_base_s=STATE_BASE_S, per_task_s=20.0)
+# again took 65.8 s, ~21 s a task above the base. Measured figures replace them.
+PRIOR = LevelCosts(snapshot_s=7.6, state_base_s=STATE_BASE_S, per_task_s=21.0)
 FIELDS = ("snapshot_s", "state_base_s", "per_task_s")
 
 
@@ -63,6 +63,15 @@ def tasks_to_start(baseline: SwarmState, d: Diff, now: SwarmState | None = None)
                                       for name, base in baseline.services.items()
                                       if name in now.services and name not in remade)
     return short + sum(baseline.services[name].desired for name in remade if name in baseline.services)
+
+
+def read_budget(costs: LevelCosts) -> float:
+    """Seconds that reading the swarm may take before a revert is surely the cheaper level: all
+    a state level that starts nothing could save over it. A read that takes longer (guests busy
+    stopping a student's tasks took 6 s to answer) is given up for the revert."""
+    if costs.snapshot_s is None:
+        return float("inf")
+    return costs.snapshot_s - (costs.state_base_s or STATE_BASE_S)
 
 
 def weigh(level: str, why: str, tasks: int, costs: LevelCosts,

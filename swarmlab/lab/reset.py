@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -89,6 +90,31 @@ def manager_session(config: Config, lab: Lab, baseline: bl.SwarmState
             return conns, now, errors
         close(conns)
     return {}, None, errors
+
+
+def manager_session_within(config: Config, lab: Lab, baseline: bl.SwarmState, seconds: float
+                           ) -> tuple[dict[str, Connection], bl.SwarmState | None, bool]:
+    """manager_session(), given up after `seconds`: (connections, state, whether it answered in
+    time). A read given up on goes on alone and closes its connection when it ends."""
+    if seconds <= 0:
+        return {}, None, False
+    lock, box = threading.Lock(), {}
+
+    def work() -> None:
+        conns, now, _ = manager_session(config, lab, baseline)
+        with lock:
+            if box.get("abandoned"):
+                close(conns)
+            else:
+                box["read"] = (conns, now)
+    worker = threading.Thread(target=work, name=f"read-swarm-{lab.name}", daemon=True)
+    worker.start()
+    worker.join(None if seconds == float("inf") else seconds)
+    with lock:
+        if "read" in box:
+            return *box["read"], True
+        box["abandoned"] = True
+    return {}, None, False
 
 
 def synced_clock_offsets(hv: Hypervisor, lab: Lab) -> dict[str, float | None]:
@@ -264,14 +290,22 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
             # Read the swarm only when the answer can matter: a node that is off, or a revert
             # that stopped halfway, already decides the level.
             read = baseline is not None and not stopped and not resumed and level in (None, "state")
-            conns, now, _ = manager_session(config, lab, baseline) if read else ({}, None, {})
+            siblings = reset_costs.siblings_path(config.state_dir, config.lab_host or "local", config.template)
+            own = {lab_dir(config, lab_name) / "reset-costs.json": reset_costs.load(lab_dir(config, lab_name)),
+                   siblings: reset_costs.load_file(siblings)}
+            costs, sources = reset_costs.known(*own.values())
+            budget = reset_costs.read_budget(costs) if level is None else float("inf")
+            conns, now, in_time = manager_session_within(config, lab, baseline, budget) if read else ({}, None, True)
             try:
-                siblings = reset_costs.siblings_path(config.state_dir, config.lab_host or "local", config.template)
-                own = {lab_dir(config, lab_name) / "reset-costs.json": reset_costs.load(lab_dir(config, lab_name)),
-                       siblings: reset_costs.load_file(siblings)}
-                costs, sources = reset_costs.known(*own.values())
                 tasks = reset_costs.tasks_to_start(baseline, bl.diff(baseline, now), now) if now is not None else 0
-                if level is None:
+                if level is None and not in_time:
+                    revert = f"a revert ({costs.snapshot_s:.0f} s)"
+                    level, why = "snapshot", (
+                        f"the swarm did not answer within {budget:.1f} s, all a state level could save over {revert}"
+                        if budget > 0 else f"{revert} costs less here than a state level that starts nothing "
+                        f"({costs.state_base_s:.0f} s)")
+                    result.reasons.append(why)
+                elif level is None:
                     level, why = bl.choose(record is not None, baseline, now, resumed, stopped)
                     level, why, result.estimates = reset_costs.weigh(level, why, tasks, costs, sources)
                     result.reasons.append(why)
