@@ -93,7 +93,7 @@ def test_reading_the_swarm_may_take_what_a_state_level_could_save_over_a_revert(
 def test_a_read_that_runs_over_its_budget_is_given_up_and_closes_its_connection_later(monkeypatch):
     import threading
     import time
-    from swarmlab.lab import reset
+    from swarmlab.lab import reset_gate as reset
     closed, ended = [], threading.Event()
 
     class Conn:
