@@ -24,30 +24,14 @@ from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.adapters.remote import run
 from swarmlab.config import Config
 from swarmlab.config_values import NodeLabel, parse_label
-from swarmlab.core import baseline as bl
-from swarmlab.core import reset_costs
+from swarmlab.core import baseline as bl, reset_costs
 from swarmlab.errors import NotFound, Refused, SwarmlabError
-from swarmlab.lab import formation
-from swarmlab.lab import model as labs
-from swarmlab.lab.model import (
-    Lab,
-    each_node,
-    lab_config,
-    lab_dir,
-    lab_lock,
-    require_lab,
-)
+from swarmlab.lab import formation, model as labs
+from swarmlab.lab.model import Lab, each_node, lab_config, lab_dir, lab_lock, require_lab
 from swarmlab.lab.reset_gate import manager_session_within, wait_healthy
 from swarmlab.lab.session import close
-from swarmlab.lab.snapshots import (
-    DEFAULT_SNAPSHOT,
-    SnapshotRecord,
-    list_snapshots,
-    load_snapshot,
-    resume_paused,
-    save_snapshot,
-    sync_clocks,
-)
+from swarmlab.lab.snapshots import (DEFAULT_SNAPSHOT, SnapshotRecord, list_snapshots, load_snapshot, resume_paused,
+                                    save_snapshot, sync_clocks)
 
 Progress = Callable[[str], None]
 
@@ -56,7 +40,7 @@ class ResetError(SwarmlabError):
     pass
 
 
-# --- the health gate -------------------------------------------------------------------------
+# --- the levels ------------------------------------------------------------------------------
 def _reset_state(config: Config, hv: Hypervisor, lab: Lab, record: SnapshotRecord, conns: dict[str, Connection],
                  now: bl.SwarmState | None, progress: Progress) -> list[str]:
     baseline = record.state
