@@ -71,7 +71,7 @@ def read_budget(costs: LevelCosts) -> float:
     stopping a student's tasks took 6 s to answer) is given up for the revert."""
     if costs.snapshot_s is None:
         return float("inf")
-    return costs.snapshot_s - (costs.state_base_s or STATE_BASE_S)
+    return costs.snapshot_s - costs.estimate_state(0)
 
 
 def weigh(level: str, why: str, tasks: int, costs: LevelCosts,

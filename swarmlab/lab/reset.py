@@ -190,7 +190,7 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
                     level, why = "snapshot", (
                         f"the swarm did not answer within {budget:.1f} s, all a state level could save over {revert}"
                         if budget > 0 else f"{revert} costs less here than a state level that starts nothing "
-                        f"({costs.state_base_s:.0f} s)")
+                        f"({costs.estimate_state(0):.0f} s)")
                     result.reasons.append(why)
                 elif level is None:
                     level, why = bl.choose(record is not None, baseline, now, resumed, stopped)
