@@ -96,11 +96,16 @@ def test_state_reset_brings_back_exactly_the_baseline(exercise):
     again = sw(path, "reset", "--lab", "t1", "--to", "exercise", "--json")
     data = json.loads(again.stdout)
     costs = data["estimates"]
-    assert costs and costs["tasks"] == 2 and costs["snapshot_s"] > 0, again.stdout + again.stderr
+    assert costs and costs["snapshot_s"] > 0, again.stdout + again.stderr
     # the base of a state level that started no task is this lab's once an earlier module ran one on t1
     assert costs["from"]["snapshot_s"] == costs["from"]["per_task_s"] == "this lab", costs["from"]
     assert costs["from"]["state_base_s"] in ("this lab", "prior"), costs["from"]
-    assert data["ok"] and data["levels"][0] == ("snapshot" if costs["state_s"] > costs["snapshot_s"] else "state")
+    assert data["ok"]
+    if costs["tasks"] is None:  # a busy machine: the swarm did not answer within the read's budget
+        assert data["levels"] == ["snapshot"] and "did not answer" in data["reasons"][0], data
+    else:
+        assert costs["tasks"] == 2, costs
+        assert data["levels"][0] == ("snapshot" if costs["state_s"] > costs["snapshot_s"] else "state"), data
     wait_running(path, "keep", 2)
 
 

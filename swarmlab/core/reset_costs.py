@@ -19,6 +19,7 @@ from pathlib import Path
 
 from swarmlab.core.baseline import Diff, SwarmState
 
+READ_FLOOR_S = 1.5  # an Engine API session and one read of a quiet swarm: ~0.8 s under TCG
 STATE_BASE_S = 2.5  # a state level that starts no task (labels put back: 1.6 s, gate 0.7 s), until measured
 
 
@@ -68,10 +69,19 @@ def tasks_to_start(baseline: SwarmState, d: Diff, now: SwarmState | None = None)
 def read_budget(costs: LevelCosts) -> float:
     """Seconds that reading the swarm may take before a revert is surely the cheaper level: all
     a state level that starts nothing could save over it. A read that takes longer (guests busy
-    stopping a student's tasks took 6 s to answer) is given up for the revert."""
+    stopping a student's tasks took 6 s to answer) is given up for the revert. Never less than a
+    quick read: a lab whose one state level was measured under load, dearer than a revert, would
+    otherwise never read, never run a state level and never measure it again."""
     if costs.snapshot_s is None:
         return float("inf")
-    return costs.snapshot_s - costs.estimate_state(0)
+    return max(READ_FLOOR_S, costs.snapshot_s - costs.estimate_state(0))
+
+
+def unread_estimates(costs: LevelCosts, sources: dict[str, str]) -> dict:
+    """What `--json` shows when the swarm was not read in time: the revert against the least a
+    state level costs, with no count of tasks."""
+    return {"state_s": round(costs.estimate_state(0), 1), "snapshot_s": round(costs.snapshot_s, 1),
+            "tasks": None, "from": dict(sources)}
 
 
 def weigh(level: str, why: str, tasks: int, costs: LevelCosts,

@@ -186,12 +186,10 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
             try:
                 tasks = reset_costs.tasks_to_start(baseline, bl.diff(baseline, now), now) if now is not None else 0
                 if level is None and not in_time:
-                    revert = f"a revert ({costs.snapshot_s:.0f} s)"
-                    level, why = "snapshot", (
-                        f"the swarm did not answer within {budget:.1f} s, all a state level could save over {revert}"
-                        if budget > 0 else f"{revert} costs less here than a state level that starts nothing "
-                        f"({costs.estimate_state(0):.0f} s)")
-                    result.reasons.append(why)
+                    level = "snapshot"
+                    result.reasons.append(f"the swarm did not answer within {budget:.1f} s, about what a state "
+                                          f"level could save over a revert ({costs.snapshot_s:.0f} s)")
+                    result.estimates = reset_costs.unread_estimates(costs, sources)
                 elif level is None:
                     level, why = bl.choose(record is not None, baseline, now, resumed, stopped)
                     level, why, result.estimates = reset_costs.weigh(level, why, tasks, costs, sources)
