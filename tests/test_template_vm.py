@@ -74,6 +74,10 @@ def test_docker_answers_and_the_baked_image_runs(nodes):
                      "systemctl is-failed -q swarmlab-images.service && exit 1; sleep 1; done"), timeout=240)
         out = run(conn, Command("docker", "run", "--rm", BAKED_IMAGE, "sh", "-c", "echo baked-$((6*7))"), timeout=180)
         assert out.strip() == "baked-42"
+        # `sleep` as PID 1 ignores SIGTERM: the image's stop signal ends it without a grace period
+        run(conn, Command("docker", "run", "-d", "--name", "stops", BAKED_IMAGE, "sleep", "1d"), timeout=120)
+        run(conn, Command("docker", "stop", "-t", "600", "stops"), timeout=60)
+        run(conn, Command("docker", "rm", "stops"))
         # Baked into /var/lib/docker at template build: no clone loads them at boot.
         run(conn, Command("docker", "image", "inspect", *images.STANDIN_NAMES))
         journal = run(conn, Command("journalctl", "-b", "-u", "swarmlab-images", "-o", "cat", "--no-pager"))

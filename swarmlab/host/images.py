@@ -102,7 +102,9 @@ class StandIn:
 
 
 STANDINS = (
-    StandIn("swarmlab/busybox:latest", "alpine", {}, {"Cmd": ["/bin/sh"]}),
+    # `ping` or `sleep` as PID 1 ignores SIGTERM: each task stopped (an update, a drain, a
+    # reset) would wait out the 10 s grace period. A 5-task rolling update: 105 s -> 50 s.
+    StandIn("swarmlab/busybox:latest", "alpine", {}, {"Cmd": ["/bin/sh"], "StopSignal": "SIGKILL"}),
     StandIn("swarmlab/whoami:latest", "traefik/whoami",
             {"/usr/local/bin/serve": _SERVE, "/usr/local/bin/whoami": _WHOAMI_ENTRY,
              "/www/cgi-bin/index.cgi": _WHOAMI_CGI},
