@@ -208,6 +208,24 @@ def figure(line: str) -> None:
     FIGURES.append(line)
 
 
+class Phases:
+    """Seconds each phase of a long VM test took, one figure for the summary: where to look
+    when the suite grows."""
+
+    def __init__(self, title: str):
+        import time
+        self.title, self.last, self.spent = title, time.monotonic(), []
+
+    def done(self, name: str) -> None:
+        import time
+        now = time.monotonic()
+        self.spent.append(f"{name} {now - self.last:.0f} s")
+        self.last = now
+
+    def report(self) -> None:
+        figure(f"{self.title}: " + ", ".join(self.spent))
+
+
 _module_cpu: dict[str, list[int]] = {}  # module -> [busy, all] jiffies of the whole machine
 _cpu_before: list[tuple[int, int]] = []
 

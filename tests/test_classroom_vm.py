@@ -21,7 +21,7 @@ from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.host import hoststate
 from tests import instructor_views as views, laptop
 from tests.browser import SCREENSHOTS, fetch, open_browser, type_in_terminal, wait_for
-from tests.conftest import TEST_CACHE, figure, swarmlab
+from tests.conftest import TEST_CACHE, Phases, figure, swarmlab
 from tests.second_host import SecondHost
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]
@@ -83,6 +83,7 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
     roster = tmp_path / "roster.txt"
     roster.write_text("# workshop\nAnn Lee\nBo\n")
     portal = browser = pages = None
+    phases = Phases("the class test's phases")
     try:
         # the second host stops in the middle of `class up`: Bo's lab fails, Ann's is made
         stop = threading.Thread(target=stop_when_bo_boots, args=(config, second))
@@ -93,6 +94,7 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         results = {r["lab"]: r for r in json.loads(made.stdout)}
         assert results["ann-lee"]["ok"] and results["ann-lee"]["host"] == "local", made.stdout + made.stderr[-3000:]
         assert not results["bo"]["ok"] and second.uri in results["bo"]["error"], results["bo"]
+        phases.done("class up with a host lost")
         # once the host is back, a rerun converges
         second.start_libvirtd()
         made = swarmlab("class", "up", "--roster", str(roster), "--nodes", "2", "--json", config=path, timeout=1500)
@@ -107,6 +109,7 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         assert [n["start"] for n in results["ann-lee"]["detail"]["nodes"]] == ["wake", "wake"], results["ann-lee"]
         ips = {lab: {n["node"]: n["ip"] for n in r["detail"]["nodes"]} for lab, r in results.items()}
 
+        phases.done("class up rerun")
         # each lab on its own network on its own host, with a /24 of its own in the class
         for lab, uri in (("ann-lee", config.host("local").uri), ("bo", second.uri)):
             with Hypervisor(uri) as hv:
@@ -143,9 +146,12 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
             nodes = swarmlab("docker", "swr1", "--lab", lab, "--", "node", "ls", "--format", "{{.Hostname}}",
                              config=path)
             assert sorted(nodes.stdout.split()) == ["swr1", "swr2"], nodes.stderr
+        phases.done("isolation")
         assert_nodes_reach_no_management_port(path, config, second, ips)
         assert_the_mirror_takes_no_push(path, config)
+        phases.done("management ports, mirror")
         assert_a_spinning_node_stays_within_its_cpu_cap(path, config)
+        phases.done("cpu cap")
 
         # students: each in through the gateway, to their own nodes only
         portal = start_portal(path)
@@ -168,6 +174,7 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         # the gateway's hops to the second host's sshd ended with Bo's sessions
         assert hops_to(second, portal.pid, until=0) == 0, "the gateway left connections to h2's sshd open"
 
+        phases.done("cards, student ssh and tokens")
         status = swarmlab("class", "status", "--json", config=path, timeout=300)
         assert status.returncode == 0, status.stdout + status.stderr
         rows = {r["lab"]: r for r in json.loads(status.stdout)}
@@ -184,9 +191,11 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         assert solved.returncode == 0, solved.stderr
         converged = swarmlab("exercise", "check", "services", "--lab", "ann-lee", config=path, timeout=600)
         assert converged.returncode == 0, converged.stdout + converged.stderr
+        phases.done("status, class start, solve, check")
         # in a browser: Ann's terminal and Check, Bo's own lab only, a bad token, the instructor's page
         browser = open_browser(tmp_path)
         browse_portal(browser, pages, ips, config)
+        phases.done("browser")
         # the instructor's laptop drops the portal mid-class (kill -9) and starts it again:
         # open pages reconnect by themselves, with the same tokens, and no lab is touched
         portal.kill()
@@ -194,11 +203,13 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         portal = start_portal(path)
         assert_pages_reconnect(browser, ips)
         assert_a_lost_host_shows_and_recovers(browser, second)
+        phases.done("portal killed, host lost")
         # over a student's shoulder: watch, take the keyboard; the board, the history, the report
         views.watch_and_take_the_keyboard(browser)
         views.type_a_secret_and_a_command_over_ssh(browser, ann)
         views.assert_board_history_and_report(path, browser, config, tmp_path)
 
+        phases.done("instructor views")
         junit = tmp_path / "grades.xml"
         # one pass: Ann's swarm has converged, and Bo's would only be waited for until the checks time out
         checked = swarmlab("class", "check", "services", "--junit", str(junit), "--json", config=path, timeout=900)
@@ -212,16 +223,22 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         assert rows["ann-lee"]["last_check"]["ok"] and not rows["bo"]["last_check"]["ok"]
         assert rows["bo"]["exercise"] == "services"
 
+        phases.done("class check, status")
         # the instructor's Reset of Bo's lab ends his open terminal; Ann restarts the exercise herself
         reset_from_the_instructor_page(browser, "bo")
         views.restart_from_the_student_page(path, browser)
 
+        phases.done("resets from the pages")
         assert_a_stopped_node_shows_and_class_up_brings_it_back(path, config, browser, roster, ann)
+        phases.done("a node down and back")
         services = swarmlab("docker", "swr1", "--lab", "ann-lee", "--", "service", "ls", "-q", config=path)
         assert services.stdout.strip() == "", "the reset left Ann's service"
         views.assert_the_clock_ends_the_class(path, browser)
+        phases.done("the clock")
     finally:
         gone = swarmlab("class", "down", "--yes", "--json", config=path, timeout=600)
+        phases.done("class down")
+        phases.report()
         if browser is not None:
             browser.quit()
         if portal is not None:
