@@ -137,19 +137,22 @@ def test_the_quorum_guard_refuses_what_would_lose_the_majority():
 
 
 class FakeManager:
-    """A manager whose engine answers after `delay` seconds, counting the requests it got."""
+    """A manager whose engine answers once `released` is set (at once, unless held), counting
+    the requests it got; `answered` is set as each answer has gone back."""
 
-    def __init__(self, name: str, delay: float):
+    def __init__(self, name: str, held: bool):
         import threading
-        self.host, self.delay, self.requests = name, delay, 0
+        self.host, self.requests = name, 0
+        self.released, self.answered = threading.Event(), threading.Event()
+        if not held:
+            self.released.set()
         self.busy = threading.Lock()
 
     def get(self, path: str, timeout: float):
-        import time
         self.requests += 1
-        time.sleep(min(self.delay, timeout))
-        if self.delay > timeout:
+        if not self.released.wait(timeout):
             raise OSError("timed out")
+        self.answered.set()
         return [{"ID": self.host, "Description": {"Hostname": self.host}, "Status": {"State": "ready"},
                  "Spec": {"Availability": "active"}, "ManagerStatus": {"Leader": True}}]
 
@@ -158,13 +161,23 @@ class FakeManager:
 
 
 def test_a_hung_manager_is_not_asked_again_until_it_answers_and_the_others_still_count():
+    import time
+
     from swarmlab.lab.survivors import Survivors
-    hung, quick = FakeManager("swr1", delay=2.0), FakeManager("swr2", delay=0.0)
+    hung, quick = FakeManager("swr1", held=True), FakeManager("swr2", held=False)
     survivors = Survivors({"swr1": hung, "swr2": quick})
     try:
         for _ in range(5):  # five polls while swr1 is still busy with the first
-            assert [n.hostname for n in survivors.nodes(timeout=3)] == ["swr2"]
+            assert [n.hostname for n in survivors.nodes(timeout=30)] == ["swr2"]
         assert (hung.requests, quick.requests) == (1, 5)
-        assert survivors.nodes(exclude={"swr2"}, timeout=3) is None  # only the busy one left: no answer
+        assert survivors.nodes(exclude={"swr2"}, timeout=0.2) is None  # only the busy one left: no answer
+        assert hung.requests == 1
+        hung.released.set()  # its first request answers at last
+        assert hung.answered.wait(5)
+        deadline = time.monotonic() + 5  # the pool's thread hands the manager back just after
+        while hung.busy.locked() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [n.hostname for n in survivors.nodes(exclude={"swr2"}, timeout=5)] == ["swr1"]
+        assert hung.requests == 2  # asked again once it had answered
     finally:
         survivors.close()

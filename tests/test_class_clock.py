@@ -51,7 +51,7 @@ def test_a_student_may_restart_or_reset_once_per_interval(a_class):  # noqa: F81
     assert limits.self_service_wait("ann") == 0
 
 
-def test_restart_and_reset_ask_for_confirmation_run_one_at_a_time_and_are_rate_limited(a_class):  # noqa: F811
+def test_restart_and_reset_ask_for_confirmation_one_job_per_student_and_are_rate_limited(a_class):  # noqa: F811
     config = a_class
     ann = access.token(config, "ann")
 
@@ -78,6 +78,56 @@ def test_restart_and_reset_ask_for_confirmation_run_one_at_a_time_and_are_rate_l
                     "job": (True, False, True), "later": (429, True), "bo's job": {}}, seen
 
 
+def test_students_resets_run_one_at_a_time_in_the_whole_class(a_class, monkeypatch):  # noqa: F811
+    """[portal] self_service_at_once = 1: Ann's reset holds the class-wide gate; Bo's, pressed
+    meanwhile, says it waits and starts only once Ann's has ended."""
+    import threading
+
+    from swarmlab.classroom import portal_self_service
+    from swarmlab.lab.reset import ResetResult
+    config = a_class
+    release, running, most = threading.Event(), [], [0]
+    lock = threading.Lock()
+
+    def reset(scoped, lab, progress, finish):  # a reset that lasts until the test releases it
+        with lock:
+            running.append(lab)
+            most[0] = max(most[0], len(running))
+        release.wait(10)
+        with lock:
+            running.remove(lab)
+        return ResetResult(lab)
+    monkeypatch.setattr(portal_self_service.resets, "reset", reset)
+    monkeypatch.setattr(portal_self_service.class_log, "record", lambda *a, **k: None)
+    ann, bo = access.token(config, "ann"), access.token(config, "bo")
+
+    async def job(client, token):
+        return await (await client.get(f"/s/{token}/job")).json()
+
+    async def until(predicate, client, token):
+        for _ in range(100):
+            seen = await job(client, token)
+            if predicate(seen):
+                return seen
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"never: {seen}")
+
+    async def scenario(client):
+        assert (await client.post(f"/s/{ann}/reset", json={"confirm": True})).status == 202
+        await until(lambda j: running == ["ann"], client, ann)
+        assert (await client.post(f"/s/{bo}/reset", json={"confirm": True})).status == 202
+        waiting = await until(lambda j: "waiting: another student's lab is resetting" in j["steps"], client, bo)
+        both_held = list(running)
+        release.set()
+        ann_done = await until(lambda j: j["done"], client, ann)
+        bo_done = await until(lambda j: j["done"], client, bo)
+        return waiting["done"], both_held, ann_done["ok"] or ann_done["error"], bo_done["ok"] or bo_done["error"]
+
+    bo_was_done, held, ann_ok, bo_ok = run(config, scenario)
+    assert (bo_was_done, held, ann_ok, bo_ok) == (False, ["ann"], True, True)
+    assert most[0] == 1  # never both at once
+
+
 def test_after_the_end_terminals_close_with_a_message_and_pages_learn_the_end(a_class):  # noqa: F811
     config = a_class
     room = classroom.load(config)
@@ -98,20 +148,21 @@ def test_after_the_end_terminals_close_with_a_message_and_pages_learn_the_end(a_
     assert ends == room.ends and (status, error) == (409, "the class has ended")
 
 
-def test_teardown_grades_each_labs_current_exercise_then_removes_the_class(a_class, monkeypatch):  # noqa: F811
+def test_teardown_grades_each_labs_current_exercise_before_it_calls_class_down(a_class, monkeypatch):  # noqa: F811
     """--teardown at the end: a check per lab on its own current exercise, recorded as the
-    clock's, then `class down`; a lab without an exercise is not graded."""
+    clock's, and only then `class down` (what class down removes is test_classroom's); a lab
+    without an exercise is not graded."""
     from swarmlab.classroom import class_end, class_log
     from swarmlab.core.checks import Verdict
     from swarmlab.teach import exercises
     config = a_class
     exercises.save_state(access.lab_config_of(config, "ann"), "ann", {"exercise": "services"})
-    graded, removed = [], []
-    monkeypatch.setattr(exercises, "check", lambda scoped, lab, exercise, wait: graded.append((lab, exercise.id, wait))
+    done = []
+    monkeypatch.setattr(exercises, "check", lambda scoped, lab, exercise, wait: done.append(("check", lab, exercise.id, wait))
                         or [Verdict(True, "t", "", ""), Verdict(False, "t", "", "")])
-    monkeypatch.setattr(classroom, "class_down", lambda c: removed.append(True) or [])
+    monkeypatch.setattr(classroom, "class_down", lambda c: done.append(("class down",)) or [])
     class_end.grade_and_remove(config)
-    assert graded == [("ann", "services", False)] and removed == [True]
+    assert done == [("check", "ann", "services", False), ("class down",)]
     [event] = [e for e in class_log.read(config) if e["kind"] == "check"]
     assert (event["lab"], event["by"], event["passed"], event["of"], event["ok"]) == ("ann", "clock", 1, 2, False)
 

@@ -191,7 +191,24 @@ def test_the_engine_apis_nodes_read_as_node_ls_lists_them():
 NO_SSH = SimpleNamespace(host="10.77.0.11")  # a connection nothing opens: preparation is stubbed
 
 
+class Waiter:
+    """swr2's node_ready in a thread of its own: whether it returned, and what it raised."""
+
+    def __init__(self, pipeline, lab):
+        import threading
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(pipeline, lab), daemon=True)
+
+    def _run(self, pipeline, lab) -> None:
+        try:
+            pipeline.node_ready(lab, lab.nodes[1], NO_SSH)
+        except BaseException as e:  # surfaced by the test, not lost with the thread
+            self.error = e
+
+
 def _new_swarm(tmp_path, monkeypatch, prepare):
+    """(pipeline, lab, swr2's waiter, an event set once swr2 is prepared: from then on it waits
+    for the first node's init)."""
     import threading
 
     from swarmlab import config as configuration
@@ -199,22 +216,29 @@ def _new_swarm(tmp_path, monkeypatch, prepare):
     from swarmlab.lab.model import Lab, Node
     from tests.conftest import write_config
     config = configuration.load(write_config(tmp_path / "swarmlab.toml", tmp_path / "state"))
-    monkeypatch.setattr(formation, "prepare_node", prepare)
+    swr2_prepared = threading.Event()
+
+    def prepared(config, node, *args):
+        info = prepare(config, node, *args)
+        if node.name == "swr2":
+            swr2_prepared.set()
+        return info
+    monkeypatch.setattr(formation, "prepare_node", prepared)
     lab = Lab("t1", [Node(n, f"t1-{n}", "", "", IPS[n], "") for n in ORDER])
     pipeline = formation.NewSwarm(config, None, swarm.FormReport(), lambda *_: None)
-    waiting = threading.Thread(target=pipeline.node_ready, args=(lab, lab.nodes[1], NO_SSH))
-    return pipeline, lab, waiting
+    return pipeline, lab, Waiter(pipeline, lab), swr2_prepared
 
 
 def test_a_new_swarm_stops_waiting_when_the_first_node_fails_to_come_up(tmp_path, monkeypatch):
     """Otherwise `up` would sit for twice the boot timeout after the failure it must report."""
-    pipeline, lab, waiting = _new_swarm(tmp_path, monkeypatch, lambda *_: IDLE)
-    waiting.start()
-    waiting.join(0.5)
-    assert waiting.is_alive()  # swr2 is prepared and waits for swr1's init
+    pipeline, lab, waiter, swr2_prepared = _new_swarm(tmp_path, monkeypatch, lambda *_: IDLE)
+    waiter.thread.start()
+    assert swr2_prepared.wait(5)
+    assert waiter.thread.is_alive()  # prepared, and nothing can end its wait for swr1's init but swr1
     pipeline.node_failed(lab, lab.nodes[0])
-    waiting.join(2)
-    assert not waiting.is_alive() and pipeline.formed(lab) is None and pipeline.joined == {}
+    waiter.thread.join(5)
+    assert not waiter.thread.is_alive() and waiter.error is None
+    assert pipeline.formed(lab) is None and pipeline.joined == {}
 
 
 def test_a_new_swarm_stops_waiting_when_the_first_nodes_preparation_fails(tmp_path, monkeypatch):
@@ -226,12 +250,13 @@ def test_a_new_swarm_stops_waiting_when_the_first_nodes_preparation_fails(tmp_pa
         if node.name == "swr1":
             raise FormError("swr1: the Docker engine does not start")
         return IDLE
-    pipeline, lab, waiting = _new_swarm(tmp_path, monkeypatch, prepare)
-    waiting.start()
+    pipeline, lab, waiter, swr2_prepared = _new_swarm(tmp_path, monkeypatch, prepare)
+    waiter.thread.start()
+    assert swr2_prepared.wait(5) and waiter.thread.is_alive()
     with pytest.raises(FormError, match="does not start"):
         pipeline.node_ready(lab, lab.nodes[0], NO_SSH)
-    waiting.join(2)
-    assert not waiting.is_alive() and pipeline.formed(lab) is None
+    waiter.thread.join(5)
+    assert not waiter.thread.is_alive() and waiter.error is None and pipeline.formed(lab) is None
 
 
 def test_an_engine_bundle_is_refused_for_a_node_of_another_release_with_the_fix():

@@ -16,7 +16,8 @@ from tests.conftest import make_test_host, write_config
 
 @pytest.fixture
 def test_host(tmp_path, pdns_server, monkeypatch):
-    """(config, hv): one shared connection to a test:///FILE host, handed to every Hypervisor()."""
+    """(config, hv): one shared connection to a test:///FILE host (whose state lives per
+    connection), handed to every Hypervisor() libvirt.open would connect anew."""
     uri = make_test_host(tmp_path)
     client, server, key = pdns_server
     client.ensure_zone("lab.swarmlab.test.")
@@ -29,14 +30,22 @@ def test_host(tmp_path, pdns_server, monkeypatch):
                         dns={"api_url": client.api_url, "api_key_file": str(key_file)},
                         host={"dns_port": server.dns_port})
     config = configuration.load(path)
+    import libvirt
+    conn = libvirt.open(config.uri)
+    real_open, real_close = libvirt.open, Hypervisor.close
+
+    def close(self):  # the shared connection stays open for the next Hypervisor
+        if self._conn is conn:
+            self._conn = None
+        else:
+            real_close(self)
+    # every Hypervisor made for this URI, wherever the code makes it, sees the same state
+    monkeypatch.setattr(libvirt, "open", lambda uri=None: conn if uri == config.uri else real_open(uri))
+    monkeypatch.setattr(Hypervisor, "close", close)
     hv = Hypervisor(config.uri)
     assert not hv.domain_state("unit-template").running
-    shared = type("Shared", (Hypervisor,), {"close": lambda self: None, "__exit__": lambda self, *e: None})
-    instance = shared(config.uri, conn=hv.conn)
-    for module in (labs, lab_up):
-        monkeypatch.setattr(module, "Hypervisor", lambda _uri: instance)
-    yield config, instance
-    hv.close()
+    yield config, hv
+    conn.close()
 
 
 def test_a_foreign_domain_with_a_nodes_name_is_refused_before_anything_is_written(test_host):

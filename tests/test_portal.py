@@ -145,21 +145,27 @@ def test_a_terminal_ends_when_its_lab_is_reset_by_any_process_or_leaves_the_clas
     from swarmlab.lab import reset as resets
     config = a_class
     app = portal.Portal(config)
+    said: dict[tuple[str, str], str] = {}
 
-    def session(lab, node, opened):  # a stand-in for an open shared terminal
-        return types.SimpleNamespace(lab=lab, node=node, opened=opened, ended=types.SimpleNamespace(is_set=lambda: False))
-    ann_before, bo_open = session("ann", "swr1", 0.0), session("bo", "swr1", 0.0)
-    app.sessions = {("ann", "swr1"): ann_before, ("bo", "swr1"): bo_open}
-    assert app.sessions_to_end() == []  # no lab was reset since they opened
+    def session(lab, node, opened):  # a stand-in for an open shared terminal: what it was told at its end
+        async def end(message):
+            said[(lab, node)] = message
+        return types.SimpleNamespace(lab=lab, node=node, opened=opened, end=end,
+                                     ended=types.SimpleNamespace(is_set=lambda: (lab, node) in said))
+    app.sessions = {("ann", "swr1"): session("ann", "swr1", 0.0), ("bo", "swr1"): session("bo", "swr1", 0.0)}
+    asyncio.run(app.end_stale_sessions())
+    assert said == {} and len(app.sessions) == 2  # no lab was reset since they opened
     resets.mark_reset(access.lab_config_of(config, "ann"), "ann")  # as `swarmlab reset --lab ann` does
-    ann_after = session("ann", "swr2", resets.last_reset(access.lab_config_of(config, "ann"), "ann") + 1)
-    app.sessions[("ann", "swr2")] = ann_after
-    assert app.sessions_to_end() == [(ann_before, "the lab was reset")]
+    app.sessions[("ann", "swr2")] = session("ann", "swr2", resets.last_reset(access.lab_config_of(config, "ann"), "ann") + 1)
+    asyncio.run(app.end_stale_sessions())
+    assert said == {("ann", "swr1"): "\r\n[session ended: the lab was reset]\r\n"}
+    assert sorted(app.sessions) == [("ann", "swr2"), ("bo", "swr1")]  # the one opened after the reset stays
     room = classroom.load(config)
     room.students = [s for s in room.students if s.lab != "bo"]
     classroom.save(config, room)
-    assert sorted(app.sessions_to_end(), key=lambda e: e[1]) == [(bo_open, "the lab was removed"),
-                                                                  (ann_before, "the lab was reset")]
+    asyncio.run(app.end_stale_sessions())
+    assert said[("bo", "swr1")] == "\r\n[session ended: the lab was removed]\r\n"
+    assert sorted(app.sessions) == [("ann", "swr2")]
 
 
 def test_the_portal_command_records_where_it_listens_and_can_replace_the_instructor_token(a_class, tmp_path):  # noqa: F811

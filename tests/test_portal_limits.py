@@ -207,13 +207,14 @@ def test_terminals_checks_and_hints_are_capped_per_student(a_class, monkeypatch)
     ann, bo = access.token(config, "ann"), access.token(config, "bo")
     for lab in ("ann", "bo"):
         exercises.save_state(access.lab_config_of(config, lab), lab, {"exercise": "services"})
-    gate = {}
+    import threading
+    gate = {"ann": threading.Event(), "bo": threading.Event()}
+    running = {"ann": threading.Event(), "bo": threading.Event()}
 
     def slow_check(scoped, lab, exercise, wait, kept=None):
+        running[lab].set()
         gate[lab].wait(20)  # a check waiting for a slow swarm
         return []
-    import threading
-    gate.update(ann=threading.Event(), bo=threading.Event())
     monkeypatch.setattr(exercises, "check", slow_check)
     monkeypatch.setattr(exercises, "hint", lambda scoped, lab, exercise: {"hint": "h", "number": 1, "of": 3})
     now = [1000.0]
@@ -228,7 +229,7 @@ def test_terminals_checks_and_hints_are_capped_per_student(a_class, monkeypatch)
                                                                       "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
             out["third terminal"] = (third.status, (await third.text()).strip())
             first = asyncio.ensure_future(client.post(f"/s/{ann}/check"))
-            await asyncio.sleep(0.3)
+            assert await asyncio.to_thread(running["ann"].wait, 10)
             now[0] += portal.CHECK_EVERY  # spaced as the page allows, but the first is still running
             second = await client.post(f"/s/{ann}/check")
             out["second check"] = (second.status, (await second.json())["error"])

@@ -182,12 +182,16 @@ class Terminals:
                 ending.append((session, "the lab was reset"))
         return ending
 
+    async def end_stale_sessions(self) -> None:
+        """Ends every session `sessions_to_end` names, each with its reason in the terminal."""
+        for session, why in self.sessions_to_end():
+            self.sessions.pop((session.lab, session.node), None)
+            await session.end(f"\r\n[session ended: {why}]\r\n")
+
     async def watch_class(self) -> None:
         while True:
             await asyncio.sleep(WATCH_EVERY)
-            for session, why in self.sessions_to_end():
-                self.sessions.pop((session.lab, session.node), None)
-                await session.end(f"\r\n[session ended: {why}]\r\n")
+            await self.end_stale_sessions()
             await self.watch_clock()
 
     def class_over(self) -> bool:
