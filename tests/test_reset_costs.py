@@ -112,3 +112,34 @@ def test_a_read_that_runs_over_its_budget_is_given_up_and_closes_its_connection_
     conns, now, in_time = reset.manager_session_within(None, reset.Lab("l", []), None, 5)
     assert in_time and now == "state" and list(conns) == ["swr1"] and closed == [True]
     assert reset.manager_session_within(None, reset.Lab("l", []), None, -1) == ({}, None, False)
+
+
+def test_the_health_gate_answers_what_still_fails_at_its_deadline_and_stops_on_ctrl_c(monkeypatch):
+    """`reset --all` runs the gate in worker threads, which get no KeyboardInterrupt: Ctrl-C
+    reaches them through `cancelled`, or the interrupted reset waited out the whole timeout."""
+    import pytest
+
+    from swarmlab.lab import reset_gate
+    from swarmlab.waiting import Cancelled, cancelled
+    asked, said = [], []
+
+    def failing(config, hv, lab, baseline, conns, timings):
+        asked.append(conns)
+        if len(asked) == 2 and interrupt:
+            cancelled.set()
+        return ["swr2 is down"]
+    monkeypatch.setattr(reset_gate, "check_health", failing)
+    monkeypatch.setattr(reset_gate, "GATE_EVERY_S", 0.01)
+    interrupt = False
+    lab = reset_gate.Lab("l", [])
+    assert reset_gate.wait_healthy(None, None, lab, None, 0.1, said.append, {"swr1": "live"}) == ["swr2 is down"]
+    assert asked[0] == {"swr1": "live"} and asked[1:] == [None] * (len(asked) - 1)  # live conns serve the first only
+    assert said[0] == "waiting for health: swr2 is down"
+    asked.clear()
+    interrupt = True
+    try:
+        with pytest.raises(Cancelled):
+            reset_gate.wait_healthy(None, None, lab, None, 600, said.append)
+    finally:
+        cancelled.clear()
+    assert len(asked) == 2

@@ -19,6 +19,7 @@ from swarmlab.errors import SwarmlabError
 from swarmlab.lab.model import Lab, each_node
 from swarmlab.lab.session import close, connect_nodes
 from swarmlab.lab.snapshots import read_state, sync_clocks
+from swarmlab.waiting import poll_until
 
 Progress = Callable[[str], None]
 
@@ -113,6 +114,9 @@ def synced_clock_offsets(hv: Hypervisor, lab: Lab) -> dict[str, float | None]:
     return dict(zip((n.name for n in lab.nodes), each_node(one, lab.nodes)))
 
 
+GATE_EVERY_S = 1.0  # between two reads of a gate that still fails
+
+
 def wait_healthy(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmState | None, timeout: float,
                  progress: Progress, conns: dict[str, Connection] | None = None,
                  timings: dict[str, float] | None = None) -> list[str]:
@@ -120,18 +124,26 @@ def wait_healthy(config: Config, hv: Hypervisor, lab: Lab, baseline: bl.SwarmSta
     connections, when given, serve the first check (the state level keeps its own). `timings`
     gets the first check's parts and the whole wait."""
     began = time.monotonic()
-    deadline = began + timeout
     timings = timings if timings is not None else {}
-    first = True
-    while True:
-        problems = check_health(config, hv, lab, baseline, conns, timings if first else None)
-        first = False
+    state = {"first": True, "conns": conns, "problems": []}
+
+    def healthy() -> bool:
+        problems = state["problems"] = check_health(config, hv, lab, baseline, state["conns"],
+                                                    timings if state["first"] else None)
+        state["first"], state["conns"] = False, None
         timings["gate_s"] = round(time.monotonic() - began, 2)
-        conns = None
-        if not problems or time.monotonic() > deadline:
-            return problems
-        progress(f"waiting for health: {problems[0]}" + (f" (+{len(problems) - 1})" if len(problems) > 1 else ""))
-        time.sleep(1)
+        if problems:
+            progress(f"waiting for health: {problems[0]}" + (f" (+{len(problems) - 1})" if len(problems) > 1 else ""))
+        return not problems
+    try:  # Ctrl-C stops the wait in a worker thread too (`reset --all`)
+        poll_until(healthy, timeout, GATE_EVERY_S, GateTimedOut)
+    except GateTimedOut:
+        pass
+    return state["problems"]
+
+
+class GateTimedOut(SwarmlabError):
+    """The gate still fails at the deadline: what fails is the answer, not an error."""
 
 
 # --- the levels ------------------------------------------------------------------------------
