@@ -37,7 +37,7 @@ from swarmlab.classroom.portal_instructor import InstructorDesk
 from swarmlab.classroom.portal_self_service import SelfService
 from swarmlab.classroom.portal_terminals import Terminals
 from swarmlab.classroom.portal_tokens import TokenBook
-from swarmlab.classroom.portal_web import FORBIDDEN_TEXT, guess_limit, security_headers, too_soon
+from swarmlab.classroom.portal_web import guess_limit, security_headers, token_gate, too_soon
 from swarmlab.config import Config
 from swarmlab.core import checks
 from swarmlab.errors import SwarmlabError
@@ -82,12 +82,8 @@ class Portal(InstructorDesk, SelfService, Terminals):
         room = classroom.load(self.config)
         return [s.lab for s in room.students] if room else []
 
-    def student_lab(self, request: web.Request) -> str | None:
-        return self.tokens.lab_of(request.match_info.get("token", ""))
-
-    def instructor(self, request: web.Request) -> bool:
-        return hmac.compare_digest(instructor_token(self.config).encode(),
-                                   request.match_info.get("token", "").encode())
+    def is_instructor(self, token: str) -> bool:
+        return hmac.compare_digest(instructor_token(self.config).encode(), token.encode())
 
     def drop_check_sessions(self, lab: str) -> None:
         """The lab was reset, restarted or reverted here: its next Check logs in afresh."""
@@ -125,9 +121,7 @@ class Portal(InstructorDesk, SelfService, Terminals):
         return view
 
     async def student_page(self, request: web.Request) -> web.Response:
-        lab = self.student_lab(request)
-        if lab is None:
-            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        lab = request["lab"]
         view = await asyncio.to_thread(self.lab_view, lab)
         language = await asyncio.to_thread(self.language)
         return web.Response(content_type="text/html", text=render(
@@ -135,9 +129,7 @@ class Portal(InstructorDesk, SelfService, Terminals):
             language=language, t=page_text(language), text_json=json.dumps(page_text(language), ensure_ascii=False)))
 
     async def check(self, request: web.Request) -> web.Response:
-        lab = self.student_lab(request)
-        if lab is None:
-            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        lab = request["lab"]
         now = self.clock()
         wait = CHECK_EVERY - (now - self.last_check.get(lab, -CHECK_EVERY))
         if wait > 0:
@@ -169,9 +161,7 @@ class Portal(InstructorDesk, SelfService, Terminals):
         return web.json_response({"exercise": exercise.id, "ok": tally["ok"], "verdicts": shown})
 
     async def hint(self, request: web.Request) -> web.Response:
-        lab = self.student_lab(request)
-        if lab is None:
-            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        lab = request["lab"]
         scoped = self._scoped(lab)
         state = exercises.load_state(scoped, lab)
         if not state.get("exercise"):
@@ -190,27 +180,13 @@ class Portal(InstructorDesk, SelfService, Terminals):
 
     async def nodes(self, request: web.Request) -> web.Response:
         """Which of the student's nodes are up, so the page can say which one is down."""
-        lab = self.student_lab(request)
-        if lab is None:
-            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        lab = request["lab"]
         health = await self.health.of(self._scoped(lab), lab)
         return web.json_response({**health, "ends": await asyncio.to_thread(class_end.class_ends, self.config)})
 
-    async def forbidden(self, request: web.Request) -> web.Response:
-        """Anything else under a token's place: the same bare 403, whether the token is right
-        or not; a known address asked with the wrong method: 405, whatever the token."""
-        for resource in request.app.router.resources():
-            if resource.canonical.endswith("{tail}"):
-                continue
-            match, allowed = await resource.resolve(request)
-            if match is None and allowed:
-                return web.Response(status=405, text="405 method not allowed\n",
-                                    headers={"Allow": ", ".join(sorted(allowed))})
-        return web.Response(status=403, text=FORBIDDEN_TEXT)
-
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_request_kib * 1024,
-                              middlewares=[guess_limit(self.addresses)])
+                              middlewares=[guess_limit(self.addresses), token_gate(self.tokens.lab_of, self.is_instructor)])
         app.on_response_prepare.append(security_headers)
         app.on_shutdown.append(self._shutdown)
         app.add_routes([
@@ -219,8 +195,6 @@ class Portal(InstructorDesk, SelfService, Terminals):
             web.get("/s/{token}/nodes", self.nodes),
             *self.terminal_routes(), *self.self_service_routes(), *self.instructor_routes(),
             web.static("/static", STATIC),
-            # anything else under a token's place: the same bare 403, whether the token is right or not
-            web.route("*", "/s/{tail:.*}", self.forbidden), web.route("*", "/i/{tail:.*}", self.forbidden),
         ])
         return app
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from aiohttp import web
 
 from swarmlab.classroom import class_log, typed_history
-from swarmlab.classroom.portal_web import FORBIDDEN_TEXT, json_body, too_soon
+from swarmlab.classroom.portal_web import json_body, too_soon
 from swarmlab.classroom.student_lab import CLASS_FINISH
 from swarmlab.errors import SwarmlabError
 from swarmlab.lab import reset as resets
@@ -53,16 +53,12 @@ class SelfService:
         return await self._ask(request, "reset")
 
     async def job(self, request: web.Request) -> web.Response:
-        lab = self.student_lab(request)
-        if lab is None:
-            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        lab = request["lab"]
         job = self.jobs.get(lab)
         return web.json_response(asdict(job) if job else {})
 
     async def _ask(self, request: web.Request, what: str) -> web.Response:
-        lab = self.student_lab(request)
-        if lab is None:
-            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        lab = request["lab"]
         body = await json_body(request)
         if body is None or body.get("confirm") is not True:
             return web.json_response({"error": 'confirm it: the body must be {"confirm": true}'}, status=400)

@@ -13,7 +13,7 @@ import json
 from aiohttp import WSMsgType, web
 
 from swarmlab.classroom import access, class_end, room as classroom
-from swarmlab.classroom.portal_web import FORBIDDEN_TEXT, peer_gone
+from swarmlab.classroom.portal_web import peer_gone
 from swarmlab.classroom.limits import OverLimit
 from swarmlab.classroom.terminal_sessions import TerminalSession, Viewer, serve_viewer
 from swarmlab.errors import SwarmlabError
@@ -30,9 +30,7 @@ class Terminals:
 
     # --- the student's terminals -----------------------------------------------------
     async def terminal(self, request: web.Request) -> web.StreamResponse:
-        lab = self.student_lab(request)
-        if lab is None:
-            return web.Response(status=403, text=FORBIDDEN_TEXT)
+        lab = request["lab"]
         found = access.student_lab(self.config, lab)
         node = found.node(request.match_info["node"]) if found else None
         if node is None:
@@ -76,8 +74,6 @@ class Terminals:
     # --- the instructor's view ---------------------------------------------------------
     async def watch(self, request: web.Request) -> web.StreamResponse:
         """A student's terminal on the instructor's page: read-only until the keyboard is taken."""
-        if not self.instructor(request):
-            return web.Response(status=403, text=FORBIDDEN_TEXT)
         lab, node = request.match_info["lab"], request.match_info["node"]
         session = self.sessions.get((lab, node))
         if session is None or session.ended.is_set():
@@ -88,8 +84,6 @@ class Terminals:
     async def terminals_open(self, request: web.Request) -> web.Response:
         """What each student has open: the page's shared terminals (watchable) and their SSH
         connections through the gateway (only counted: they are the student's own)."""
-        if not self.instructor(request):
-            return web.Response(status=403, text=FORBIDDEN_TEXT)
         rows = []
         for lab in self.class_labs():
             shells = [{"node": node, "students": len(s.students()), "watching": s.marks()["watching"],

@@ -1,5 +1,5 @@
-"""What every answer of the portal shares: its security headers, the reading of a JSON body,
-and whether a browser's connection is still there."""
+"""What every answer of the portal shares: who is asking (the token gate), its security
+headers, the reading of a JSON body, and whether a browser's connection is still there."""
 
 from __future__ import annotations
 
@@ -70,4 +70,31 @@ def guess_limit(addresses):
         if response.status == 403:
             addresses.guessed(address)
         return response
+    return middleware
+
+
+def forbidden() -> web.Response:
+    return web.Response(status=403, text=FORBIDDEN_TEXT)
+
+
+def token_gate(lab_of, is_instructor):
+    """A middleware, the one place a token is checked: a request under /s/<token> gets its
+    student's lab as request["lab"], one under /i/<token> request["instructor"]; a wrong or
+    missing token, or a place that is not there, the same bare 403, whatever the route table
+    holds. A known address asked with the wrong method: 405, whatever the token."""
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        if not request.path.startswith(("/s/", "/i/")):
+            return await handler(request)
+        refused = request.match_info.http_exception
+        if refused is not None:
+            return await handler(request) if refused.status == 405 else forbidden()
+        token = request.match_info.get("token", "")
+        if request.path.startswith("/s/"):
+            request["lab"] = lab_of(token)
+            if request["lab"] is None:
+                return forbidden()
+        elif not is_instructor(token):
+            return forbidden()
+        return await handler(request)
     return middleware
