@@ -209,3 +209,29 @@ def test_a_tab_that_stopped_reading_holds_up_no_ones_reset(a_class, monkeypatch)
 
     jobs, took = asyncio.run(scenario())
     assert jobs == {"ann": True, "bo": True} and took < 5, (jobs, took)
+
+
+def test_at_the_end_the_portal_closes_every_terminal_and_tears_down_once_until_extended(a_class, monkeypatch):  # noqa: F811
+    from swarmlab.classroom import class_end, portal_clock
+    config = a_class
+    room = classroom.load(config)
+    room.teardown = True
+    classroom.save(config, room)
+    over, ended, removed = [True], [], []
+    monkeypatch.setattr(class_end, "is_over", lambda c: over[0])
+    monkeypatch.setattr(class_end, "ended_message", lambda c: "the class ended at 16:30")
+    monkeypatch.setattr(class_end, "grade_and_remove", lambda c: removed.append(True))
+
+    async def end_every_session(why):
+        ended.append(why)
+    clock = portal_clock.ClassClock(config, end_every_session)
+
+    async def scenario():
+        await clock.watch()
+        await clock.watch()  # still over: terminals are ended again (new ones), the class not again
+        over[0] = False  # `class extend`
+        await clock.watch()
+        over[0] = True
+        await clock.watch()
+    asyncio.run(scenario())
+    assert ended == ["the class ended at 16:30"] * 3 and removed == [True, True]

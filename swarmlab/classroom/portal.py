@@ -33,6 +33,7 @@ from swarmlab.classroom.access import instructor_token
 from swarmlab.classroom.lab_health import NodeHealth
 from swarmlab.classroom.limits import AddressLimits, OverLimit, StudentLimits
 from swarmlab.classroom.page_text import class_language, page_text
+from swarmlab.classroom.portal_clock import ClassClock
 from swarmlab.classroom.portal_instructor import InstructorDesk
 from swarmlab.classroom.portal_self_service import SelfService
 from swarmlab.classroom.portal_terminals import Terminals
@@ -76,6 +77,7 @@ class Portal(InstructorDesk, SelfService, Terminals):
         self.check_sessions: dict[str, KeptNodes] = {}  # lab -> its nodes' sessions, kept between Checks
         self._self_service_init()
         self._terminals_init()
+        self.class_clock = ClassClock(config, self.end_every_session)
 
     # --- who is asking ------------------------------------------------------------------
     def class_labs(self) -> list[str]:

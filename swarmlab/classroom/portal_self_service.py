@@ -70,7 +70,7 @@ class SelfService:
             exercise = (await asyncio.to_thread(exercises.load_state, self._scoped(lab), lab)).get("exercise")
             if not exercise:
                 return web.json_response({"error": "no exercise has started yet: nothing to restart"}, status=409)
-        if self.class_over():
+        if self.class_clock.over():
             return web.json_response({"error": "the class has ended"}, status=409)
         wait = self.limits.self_service_wait(lab)
         if wait > 0:

@@ -12,7 +12,7 @@ import json
 
 from aiohttp import WSMsgType, web
 
-from swarmlab.classroom import access, class_end, room as classroom
+from swarmlab.classroom import access, class_end
 from swarmlab.classroom.portal_web import peer_gone
 from swarmlab.classroom.limits import OverLimit
 from swarmlab.classroom.terminal_sessions import TerminalSession, Viewer, serve_viewer
@@ -26,7 +26,6 @@ class Terminals:
     def _terminals_init(self) -> None:
         self.sessions: dict[tuple[str, str], TerminalSession] = {}
         self.opening: dict[tuple[str, str], asyncio.Lock] = {}
-        self.torn_down = False
 
     # --- the student's terminals -----------------------------------------------------
     async def terminal(self, request: web.Request) -> web.StreamResponse:
@@ -35,7 +34,7 @@ class Terminals:
         node = found.node(request.match_info["node"]) if found else None
         if node is None:
             return web.Response(status=404, text="404 no such node in your lab\n")
-        if await asyncio.to_thread(self.class_over):
+        if await asyncio.to_thread(self.class_clock.over):
             return await self._refuse(request, f"\r\n[{await asyncio.to_thread(class_end.ended_message, self.config)}]\r\n")
         try:
             self.limits.take("terminals", lab)
@@ -186,23 +185,10 @@ class Terminals:
         while True:
             await asyncio.sleep(WATCH_EVERY)
             await self.end_stale_sessions()
-            await self.watch_clock()
+            await self.class_clock.watch()
 
-    def class_over(self) -> bool:
-        return class_end.is_over(self.config)
-
-    async def watch_clock(self) -> None:
-        """At the class's end: every terminal closes; with --teardown the labs are graded and
-        removed, once."""
-        if not await asyncio.to_thread(self.class_over):
-            self.torn_down = False  # `class extend` after the end: the class goes on
-            return
-        message = await asyncio.to_thread(class_end.ended_message, self.config)
-        await self.end_sessions_of([lab for lab, _ in self.sessions], message)
-        room = await asyncio.to_thread(classroom.load, self.config)
-        if room and room.teardown and not self.torn_down:
-            self.torn_down = True
-            await asyncio.to_thread(class_end.grade_and_remove, self.config)
+    async def end_every_session(self, why: str) -> None:
+        await self.end_sessions_of([lab for lab, _ in self.sessions], why)
 
     def terminal_routes(self) -> list:
         return [web.get("/s/{token}/term/{node}", self.terminal), web.get("/i/{token}/term/{lab}/{node}", self.watch),
