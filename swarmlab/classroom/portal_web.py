@@ -78,10 +78,11 @@ def forbidden() -> web.Response:
 
 
 def token_gate(lab_of, is_instructor):
-    """A middleware, the one place a token is checked: a request under /s/<token> gets its
-    student's lab as request["lab"], one under /i/<token> request["instructor"]; a wrong or
-    missing token, or a place that is not there, the same bare 403, whatever the route table
-    holds. A known address asked with the wrong method: 405, whatever the token."""
+    """A middleware, the one place a token is checked: a request under /s/<token> reaches its
+    handler with the student's lab as request["lab"], one under /i/<token> only with the
+    instructor's token; a wrong or missing token, or a place that is not there, gets the same
+    bare 403, whatever the route table holds. A known place asked with the wrong method: 405,
+    whatever the token."""
     @web.middleware
     async def middleware(request: web.Request, handler):
         if not request.path.startswith(("/s/", "/i/")):
