@@ -187,8 +187,8 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
                 tasks = reset_costs.tasks_to_start(baseline, bl.diff(baseline, now), now) if now is not None else 0
                 if level is None and not in_time:
                     level = "snapshot"
-                    result.reasons.append(f"the swarm did not answer within {budget:.1f} s, about what a state "
-                                          f"level could save over a revert ({costs.snapshot_s:.0f} s)")
+                    result.reasons.append(f"the swarm did not answer within {budget:.1f} s; "
+                                          f"a revert takes {costs.snapshot_s:.0f} s")
                     result.estimates = reset_costs.unread_estimates(costs, sources)
                 elif level is None:
                     level, why = bl.choose(record is not None, baseline, now, resumed, stopped)
