@@ -19,6 +19,7 @@ from swarmlab import config as configuration
 from swarmlab.adapters.dns import PowerDNS
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.host import hoststate
+from swarmlab.waiting import poll_until
 from tests import instructor_views as views, laptop
 from tests.browser import SCREENSHOTS, fetch, open_browser, type_in_terminal, wait_for
 from tests.conftest import TEST_CACHE, Phases, figure, swarmlab
@@ -150,11 +151,11 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         assert_nodes_reach_no_management_port(path, config, second, ips)
         assert_the_mirror_takes_no_push(path, config)
         phases.done("management ports, mirror")
-        assert_a_spinning_node_stays_within_its_cpu_cap(path, config)
-        phases.done("cpu cap")
 
         # students: each in through the gateway, to their own nodes only
         portal = start_portal(path)
+        assert_a_spinning_node_stays_within_its_cpu_cap_and_weighs_less(path, config)
+        phases.done("cpu cap and weight")
         folders = tmp_path / "cards"
         cards = swarmlab("class", "cards", "--out", str(folders), "--json", config=path)
         assert cards.returncode == 0, cards.stderr
@@ -302,12 +303,14 @@ def assert_nodes_reach_no_management_port(path, config, second, ips) -> None:
 CAP_PERCENT = 70  # low enough to tell from an uncapped node (~100 %), high enough not to slow the rest
 
 
-def assert_a_spinning_node_stays_within_its_cpu_cap(path, config) -> None:
+def assert_a_spinning_node_stays_within_its_cpu_cap_and_weighs_less(path, config) -> None:
     """Root on Ann's node spins every vCPU: the node (all its QEMU threads) stays within the
-    [class] cpu_cap_percent of one host CPU that `class up` set, as libvirt's own count shows."""
+    [class] cpu_cap_percent of one host CPU that `class up` set, as libvirt's own count shows;
+    and the portal has weighed it down against her other, calm node."""
     import libvirt
     with Hypervisor(config.uri) as hv:
         assert hv.cpu_cap("ann-lee-swr1") == (CAP_PERCENT * 1000, 100_000)
+        own = hv.node_cpu()["ann-lee-swr1"][1]
     spin = node_sh(path, "ann-lee", "swr1", "for i in $(seq $(nproc)); do nohup timeout 60 sh -c "
                    "'while :; do :; done' >/dev/null 2>&1 & done; echo spinning")
     assert spin.stdout.strip() == "spinning", spin.stdout + spin.stderr
@@ -322,6 +325,14 @@ def assert_a_spinning_node_stays_within_its_cpu_cap(path, config) -> None:
         conn.close()
     figure(f"Ann's spinning node used {share * 100:.0f} % of a host CPU under its {CAP_PERCENT} % cap")
     assert CAP_PERCENT / 100 * 0.6 < share < CAP_PERCENT / 100 * 1.1, f"{share * 100:.0f} % of a CPU"
+    def ann_weights() -> dict:
+        with Hypervisor(config.uri) as hv:
+            return {name: weight for name, (_, weight) in hv.node_cpu().items() if name.startswith("ann-lee-")}
+    # at 70 % of a CPU the spin counts as one ~13 s after it began, and the portal looks every 5 s
+    weighed = {"ann-lee-swr1": own // 16, "ann-lee-swr2": own}
+    weights = poll_until(lambda: (w := ann_weights()) == weighed and w, 20, 1,
+                         lambda: AssertionError(f"weights {ann_weights()}, not {weighed}"))
+    figure(f"the spinning node's CPU weight: {weights['ann-lee-swr1']}, the calm one's {own}")
     node_sh(path, "ann-lee", "swr1", "pkill -f 'while :; do :; done' || true")
 
 

@@ -342,6 +342,32 @@ class Hypervisor(NetworkMixin, StorageMixin, GuestAgentMixin):
             return None
         return dom.info()[4] / 1e9
 
+    def node_cpu(self) -> dict[str, tuple[float, int]]:
+        """Every running swarmlab node: (CPU seconds it has used, its live CPU weight). Nodes
+        without a weight (no cgroup CPU controller) are left out."""
+        out = {}
+        for dom in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+            try:
+                if (ownership(dom.XMLDesc(0)) or {}).get("role") != "node":
+                    continue
+                weight = dom.schedulerParametersFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE).get("cpu_shares")
+                if weight:
+                    out[dom.name()] = (dom.info()[4] / 1e9, weight)
+            except libvirt.libvirtError:  # gone meanwhile, or no cgroup
+                continue
+        return out
+
+    def set_cpu_weight(self, name: str, weight: int) -> None:
+        """The running domain's CPU weight against the others (cgroup shares), live only: its
+        definition, and so its snapshots, keep their own."""
+        dom = self._owned(name)
+        if dom is None or not dom.isActive():
+            return
+        try:
+            dom.setSchedulerParametersFlags({"cpu_shares": weight}, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError as e:
+            raise HypervisorError(f"setting the CPU weight of {name} failed: {e.get_error_message()}") from None
+
     def cpu_cap(self, name: str) -> tuple[int, int] | None:
         """(quota, period) in microseconds that the running domain is held to, or None."""
         dom = self._owned(name)

@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from swarmlab.classroom import access, connection_caps, portal_endpoint
+from swarmlab.classroom import access, connection_caps, cpu_share, portal_endpoint
 from swarmlab.classroom.limits import AddressLimits
 from swarmlab.classroom.portal import Portal
 from swarmlab.config import Config, ConfigError
@@ -66,6 +66,8 @@ def serve(config: Config, web_sock: socket.socket, ssh_sock: socket.socket, tls:
         site = await connection_caps.serve_capped(runner, web_sock, tls, pages.addresses)
         loop = asyncio.get_running_loop()
         loop.create_task(pages.watch_class())
+        governor = cpu_share.CpuGovernor(config)
+        loop.create_task(cpu_share.govern(governor))
         for signum in (signal.SIGTERM, signal.SIGINT):  # a clean stop: the endpoint record goes
             loop.add_signal_handler(signum, access.stop_gateway, gateway)
         portal_endpoint.record(config, endpoint)
@@ -79,6 +81,7 @@ def serve(config: Config, web_sock: socket.socket, ssh_sock: socket.socket, tls:
         finally:
             site.close()
             await runner.cleanup()
+            await asyncio.to_thread(governor.give_back)
     endpoint.pid = os.getpid()
     connection_caps.raise_open_files_limit()
     loop = asyncio.new_event_loop()

@@ -135,7 +135,7 @@ def cpu_cap_words(config: Config) -> str:
     percent = node_cpu_percent(config.cpu_cap_percent)
     if percent:
         return f"{percent} % of a CPU per node ([class] cpu_cap_percent)"
-    return "equal shares under contention, no cap"
+    return "equal shares under contention, spinning nodes weigh less while the portal runs, no cap"
 
 
 def host_ls(config: Config) -> list[dict]:

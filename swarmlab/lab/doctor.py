@@ -128,7 +128,8 @@ def cpu_caps_verdict(sees_cgroup: bool | None, setting: int) -> tuple[bool, str]
                        "spinning nodes slow the others")
     share = f"and held to {setting} % of a CPU each ([class] cpu_cap_percent)" if setting else \
         "(no cap: [class] cpu_cap_percent sets one)"
-    return True, f"libvirtd sees the cgroup CPU controller: nodes get equal shares under contention {share}"
+    return True, ("libvirtd sees the cgroup CPU controller: nodes get equal shares under contention, and while the "
+                  f"portal runs a node that keeps a CPU busy weighs 1/16 {share}")
 
 
 def libvirt_tcp_verdict(uri: str, networks: list) -> tuple[bool, str] | None:
