@@ -39,13 +39,18 @@ def report(figures: dict) -> None:
     figures["portal_rss_mib"] = max(figures[name]["portal_rss_mib"] for name in ("calm", "hostile") if name in figures)
     if "hostile" in figures:
         figures["hostile_cpu_share"] = figures["hostile"]["first_lab_cpu_share"]
-    if "hostile" in figures and ms("portal (others)") and ms("portal (others)", figures["hostile"]):
-        figures["others_p99_change"] = round(ms("portal (others)", figures["hostile"]) / ms("portal (others)") - 1, 2)
+    if "hostile" in figures:  # the issue's target: the others' echo p99, calm against hostile
+        for kind, key in (("portal", "others_p99_change"), ("direct", "others_direct_p99_change")):
+            before = ms(f"{kind} (others)") or ms(kind)  # calm: every lab is one of "the others"
+            after = ms(f"{kind} (others)", figures["hostile"])
+            if before and after:
+                figures[key] = round(after / before - 1, 2)
     print(f"echo p99 portal/direct {figures['echo_p99_ratio']} (target <= 1.5); check alone {figures['check_alone_s']} s "
           f"(target <= 2), check p99 {figures['check_p99_s']} s (target <= 2x alone); status p99 "
           f"{figures['status_p99_s']} s (target <= 5); portal RSS {figures['portal_rss_mib']} MiB (target <= 300); "
           f"errors {figures['errors']} (target 0)"
-          + (f"; others' echo p99 moved {figures['others_p99_change']:+.0%} (target <= +20%)"
+          + (f"; others' echo p99 moved {figures['others_p99_change']:+.0%} through the portal, "
+             f"{figures.get('others_direct_p99_change', 0):+.0%} over direct SSH (target <= +20%)"
              if "others_p99_change" in figures else "")
           + (f"; the hostile lab took {figures['hostile_cpu_share']:.0%} of the host's CPUs"
              if "hostile_cpu_share" in figures else ""))
