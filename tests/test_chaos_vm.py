@@ -106,3 +106,48 @@ def test_demote_leader_hands_over_and_promotes_it_back(lab3):
     nodes = {n["Hostname"]: n for n in docker_json(path, "swr1", "node", "ls")}
     assert nodes[data["old_leader"]]["ManagerStatus"] == "Reachable"
     assert sorted(n["ManagerStatus"] for n in nodes.values()) == ["Leader", "Reachable", "Reachable"]
+
+
+POLL_SLACK = 5  # a round reads once a second and waits up to 4 s for a manager that hangs
+
+
+def test_losing_the_majority_and_getting_it_back(lab3, service):
+    """Two of t1's three managers cut off by the hypervisor: the leader left in sight steps
+    down, a `service create` is refused and `web` goes on running; healed, a leader and all three
+    managers are back. Each event inside swarmkit's window."""
+    path, _, _ = lab3
+    proc = swarmlab("chaos", "lose-quorum", "--lab", "t1", "--restore", "--json", config=path, timeout=900)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    data = json.loads(proc.stdout)
+    events = {e["event"]: e for e in data["events"]}
+    assert list(events) == ["partitioned", "leader-lost", "writes-refused", "tasks-running", "healed",
+                            "leader-back", "managers-reachable"], events
+    assert sorted(data["target"].split(", ")) == sorted({"swr1", "swr2", "swr3"} - {data["old_leader"]})
+    assert "does not have a leader" in events["writes-refused"]["detail"]
+    for e in events.values():
+        if e["expected"]:
+            low, high = e["expected"]
+            assert low - 1 <= e["t"] <= high + POLL_SLACK, f"{e['event']} at {e['t']} s, expected {low}-{high} s"
+    assert len(running_tasks(path, "swr1")) == 3
+    nodes = docker_json(path, "swr1", "node", "ls")
+    assert sorted(n["ManagerStatus"] for n in nodes) == ["Leader", "Reachable", "Reachable"]
+
+
+def test_a_cut_node_is_healed_by_heal_and_by_reset(lab3):
+    path, config, _ = lab3
+    from swarmlab.adapters.hypervisor import Hypervisor
+    whole = swarmlab("chaos", "partition", "swr2", "swr3", "--lab", "t1", config=path)
+    assert whole.returncode == 4 and "the swarm would lose its majority" in whole.stderr, whole.stderr
+    cut = swarmlab("chaos", "partition", "swr3", "--lab", "t1", "--json", config=path)
+    assert cut.returncode == 0 and json.loads(cut.stdout) == {"cut": ["swr3"]}, cut.stderr
+    with Hypervisor(config.uri) as hv:
+        assert (hv.link_up("t1-swr2"), hv.link_up("t1-swr3")) == (True, False)
+    healed = swarmlab("chaos", "heal", "--all", "--lab", "t1", "--json", config=path)
+    assert json.loads(healed.stdout) == {"healed": ["swr3"]}, healed.stderr
+    swarmlab("chaos", "partition", "swr3", "--lab", "t1", config=path, check=True)
+    reset = swarmlab("reset", "--lab", "t1", "--json", config=path, timeout=600)
+    assert reset.returncode == 0, reset.stderr + reset.stdout
+    result = json.loads(reset.stdout)
+    assert "healed the cut links of swr3" in result["done"] and result["levels"] == ["snapshot"], result
+    with Hypervisor(config.uri) as hv:
+        assert hv.link_up("t1-swr3") is True

@@ -18,6 +18,7 @@ import libvirt
 from swarmlab.adapters.guest_agent import GuestAgentMixin
 from swarmlab.adapters.libvirt_errors import HypervisorError, libvirt_errors_as_ours, only_missing
 from swarmlab.adapters.libvirt_events import start_event_loop
+from swarmlab.adapters.libvirt_link import LinkMixin
 from swarmlab.adapters.libvirt_network import NetworkMixin
 from swarmlab.adapters.libvirt_storage import StorageMixin
 from swarmlab.adapters.libvirt_xml import ownership
@@ -77,7 +78,7 @@ def _remote_conn(uri: str) -> libvirt.virConnect:
 
 
 @libvirt_errors_as_ours
-class Hypervisor(NetworkMixin, StorageMixin, GuestAgentMixin):
+class Hypervisor(NetworkMixin, StorageMixin, GuestAgentMixin, LinkMixin):
     def __init__(self, uri: str, conn: libvirt.virConnect | None = None):
         """`conn`: an open connection to use, as the test:/// driver needs (its state lives
         per connection)."""

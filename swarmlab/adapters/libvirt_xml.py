@@ -262,3 +262,23 @@ def wake_snapshot_xml(domain_xml: str, created: int) -> str:
             ET.SubElement(disks, "disk", {"name": disk.find("target").get("dev"), "snapshot": "internal"})
     root.append(domain)
     return ET.tostring(root, encoding="unicode")
+
+
+def interface_link(domain_xml: str) -> tuple[str, bool]:
+    """The domain's first network interface with its link set (the device XML that
+    updateDeviceFlags takes, as it is now), and whether its link is up."""
+    interface = ET.fromstring(domain_xml).find("devices/interface")
+    if interface is None:
+        raise SwarmlabError("the domain has no network interface")
+    link = interface.find("link")
+    return ET.tostring(interface, encoding="unicode"), link is None or link.get("state", "up") == "up"
+
+
+def with_link(interface_xml: str, up: bool) -> str:
+    """The interface's device XML with its link up or down, everything else as it was."""
+    interface = ET.fromstring(interface_xml)
+    link = interface.find("link")
+    if link is None:
+        link = ET.SubElement(interface, "link")
+    link.set("state", "up" if up else "down")
+    return ET.tostring(interface, encoding="unicode")

@@ -10,7 +10,7 @@ import typer
 from swarmlab import config as configuration
 from swarmlab.cli.common import JsonOption, LabOption, NodeArgument, app, ctx, emit_json, enter_host, table
 from swarmlab.core import timeline
-from swarmlab.lab import chaos
+from swarmlab.lab import chaos, partition
 
 chaos_app = typer.Typer(no_args_is_help=True, help="Failure exercises with a measured timeline.")
 app.add_typer(chaos_app, name="chaos")
@@ -108,3 +108,47 @@ def chaos_demote_leader(lab: Optional[str] = LabOption, timeout: float = Timeout
     """The contrast to kill-leader: demote the leader gracefully, time the hand-over, promote it back."""
     enter_host()
     _render_timelines([chaos.demote_leader(ctx.config, lab or ctx.config.lab, timeout, ctx.progress)], as_json, report)
+
+
+@chaos_app.command("partition")
+def chaos_partition(nodes: list[str] = typer.Argument(..., metavar="NODE", help="Nodes to cut off, e.g. swr2 swr3."),
+                    lab: Optional[str] = LabOption,
+                    force: bool = typer.Option(False, "--force", help="Cut even when it costs the swarm its majority."),
+                    as_json: bool = JsonOption):
+    """Cut nodes off the lab network, as pulling their cables would: the hypervisor sets their
+    link down, so nothing inside the guest can undo it. `chaos heal` (or `reset`) ends it."""
+    enter_host()
+    cut = partition.partition(ctx.config, lab or ctx.config.lab, nodes, force, ctx.progress)
+    if as_json:
+        emit_json({"cut": cut})
+    else:
+        typer.echo(f"cut off: {', '.join(cut)}" if cut else "those nodes were cut off already")
+
+
+@chaos_app.command("heal")
+def chaos_heal(nodes: Optional[list[str]] = typer.Argument(None, metavar="NODE", help="Nodes to heal, e.g. swr2."), lab: Optional[str] = LabOption,
+               all_nodes: bool = typer.Option(False, "--all", help="Every cut node of the lab."),
+               as_json: bool = JsonOption):
+    """Put cut nodes back on the lab network."""
+    enter_host()
+    if bool(nodes) == all_nodes:
+        raise configuration.ConfigError("name the NODEs to heal or pass --all")
+    healed = partition.heal(ctx.config, lab or ctx.config.lab, None if all_nodes else nodes, ctx.progress)
+    if as_json:
+        emit_json({"healed": healed})
+    else:
+        typer.echo(f"healed: {', '.join(healed)}" if healed else "no link was cut; nothing to heal")
+
+
+@chaos_app.command("lose-quorum")
+def chaos_lose_quorum(lab: Optional[str] = LabOption,
+                      restore: bool = typer.Option(False, "--restore", help="Heal the links afterwards and time the "
+                                                                            "leader and managers coming back."),
+                      timeout: float = TimeoutOption, report: Optional[str] = ReportOption, as_json: bool = JsonOption):
+    """Cut a majority of the managers off the lab network (never the leader) and time the leader
+    stepping down, a write refused and the tasks going on running. Without --restore the swarm
+    is left without a majority, for the `quorum` exercise; `chaos heal --all` or `reset` ends it.
+    Exit 5 when an expected event never came."""
+    enter_host()
+    _render_timelines([partition.lose_quorum(ctx.config, lab or ctx.config.lab, restore, timeout, ctx.progress)],
+                      as_json, report)

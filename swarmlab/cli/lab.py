@@ -103,7 +103,7 @@ def status(lab: Optional[str] = LabOption, as_json: bool = JsonOption):
     rows = []
     for row in data["nodes"]:
         dns_name = row["dns"] if row["dns_ip"] == row["ip"] else f"{row['dns']} (DNS: {row['dns_ip'] or 'none'})"
-        rows.append((row["node"], row["state"], row["ip"], dns_name, "yes" if row["ssh"] else "no",
+        rows.append((row["node"], row["state"] + (" (cut off)" if row.get("cut_off") else ""), row["ip"], dns_name, "yes" if row["ssh"] else "no",
                      row["role"] or "-", row["manager_status"] or "-", row["availability"] or "-",
                      row["node_status"] or "-", row["engine"] or "-"))
     table(("NODE", "STATE", "IP", "DNS", "SSH", "ROLE", "MANAGER", "AVAIL", "STATUS", "ENGINE"), rows)

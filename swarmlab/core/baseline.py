@@ -224,10 +224,10 @@ def choose_level(d: Diff | None, has_snapshot: bool) -> tuple[str, str]:
 
 
 def choose(has_snapshot: bool, baseline: SwarmState | None, now: SwarmState | None,
-           resumed: list[str], stopped: list[str]) -> tuple[str, str]:
+           resumed: list[str], stopped: list[str], healed: list[str] = ()) -> tuple[str, str]:
     """Reset's choice from what it found: the cheapest level that can work, and why. `resumed`
-    are nodes an interrupted run left paused, `stopped` nodes that are off; `now` is None when
-    the swarm was not (or could not be) read."""
+    are nodes an interrupted run left paused, `stopped` nodes that are off, `healed` nodes it
+    has just put back on the network; `now` is None when the swarm was not (or could not be) read."""
     if not has_snapshot:
         return "rebuild", "the lab has no snapshot"
     if resumed:  # a revert may have stopped halfway: some nodes back in time, others not
@@ -236,6 +236,8 @@ def choose(has_snapshot: bool, baseline: SwarmState | None, now: SwarmState | No
         return "snapshot", "the lab has no swarm baseline"
     if stopped:
         return "snapshot", f"{', '.join(stopped)} shut off"
+    if healed:  # the swarm is still finding itself again: a revert is quicker than waiting for it
+        return "snapshot", f"{', '.join(healed)} were cut off the network"
     return choose_level(diff(baseline, now) if now is not None else None, has_snapshot=True)
 
 

@@ -29,7 +29,16 @@ EXPECTED = {
     "drained": (0, 30),
     "activated": (0, 5),
     "promoted": (0, 60),
+    # losing the majority (core/quorum.py): the leader steps down one to two election timeouts
+    # after it last heard from a majority; once the links are back, one election
+    "partitioned": (0, 0),
+    "leader-lost": (10, 21),
+    "writes-refused": (10, 31),
+    "healed": (0, 0),
+    "leader-back": (0, 31),
+    "managers-reachable": (0, 60),
 }
+AFTER_RESTORE = {"rejoined": "restarted", "leader-back": "healed", "managers-reachable": "healed"}
 
 
 @dataclass
@@ -57,10 +66,10 @@ class Timeline:
     def mark(self, event: str, detail: str = "", at: float | None = None) -> Event:
         t = round((at if at is not None else time.monotonic()) - self.started, 2)
         window = EXPECTED.get(event)
-        restart = next((e.t for e in self.events if e.event == "restarted"), None)
-        if window and restart is not None and event in ("rejoined",):
-            window = (round(restart + window[0], 1), round(restart + window[1], 1))  # counted from the restart
-        if event == "restarted":
+        restore = next((e.t for e in self.events if e.event == AFTER_RESTORE.get(event)), None)
+        if window and restore is not None:
+            window = (round(restore + window[0], 1), round(restore + window[1], 1))  # counted from the restore
+        if event in ("restarted", "healed"):
             window = None  # it happens when we decide, not when swarm does
         e = Event(event, t, detail, window)
         self.events.append(e)

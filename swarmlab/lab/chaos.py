@@ -46,7 +46,7 @@ DRILL_SERVICE = "swarmlab-drill"
 STEADY_TIMEOUT = 30.0  # a change, or a reading before the drill breaks anything: slow is not down
 
 
-def _managers(session: LabSession) -> tuple[Survivors, list[swarm.SwarmNode]]:
+def managers_of(session: LabSession) -> tuple[Survivors, list[swarm.SwarmNode]]:
     managers = {}
     for name, conn in session.conns.items():
         try:
@@ -82,7 +82,7 @@ def _watch(timeline: Timeline, survivors: Survivors, target: str, deadline: floa
     timeline.missing = [e for e in want if not timeline.has(e)]
 
 
-def _finish(timeline: Timeline, survivors: Survivors, exclude: set[str]) -> Timeline:
+def finish(timeline: Timeline, survivors: Survivors, exclude: set[str]) -> Timeline:
     nodes = survivors.nodes(exclude) or []
     timeline.final_leader = next((n.hostname for n in nodes if n.manager_status == "Leader"), None)
     timeline.after = snapshot(survivors, exclude)
@@ -90,7 +90,7 @@ def _finish(timeline: Timeline, survivors: Survivors, exclude: set[str]) -> Time
     return timeline
 
 
-def _drill_service(survivors: Survivors, replicas: int, timeout: float, progress: Progress) -> None:
+def drill_service(survivors: Survivors, replicas: int, timeout: float, progress: Progress) -> None:
     """A small service of the baked image, so that the drill always has tasks to reschedule."""
     progress(f"no service runs: creating {DRILL_SERVICE} ({replicas} replicas of {BAKED_IMAGE}) for the drill")
     create = Command("docker", "service", "create", "--detach", "--name", DRILL_SERVICE, "--replicas", str(replicas),
@@ -112,7 +112,7 @@ def kill(config: Config, lab_name: str, target: str | None, restore: bool, timeo
     with open_lab(config, lab_name, "running", lock=True) as session:
         if target is not None:
             session.node(target)  # a wrong name is refused before any node is asked
-        survivors, nodes = _managers(session)
+        survivors, nodes = managers_of(session)
         drill = False
         try:
             leader = next((n.hostname for n in nodes if n.manager_status == "Leader"), None)
@@ -135,7 +135,7 @@ def kill(config: Config, lab_name: str, target: str | None, restore: bool, timeo
                 raise NotFound(f"lab {lab_name} has no service {service} "
                                f"(services: {', '.join(services) or 'none'}); leave out --service for a drill service")
             if not services:
-                _drill_service(survivors, max(2, len(nodes)), timeout, progress)
+                drill_service(survivors, max(2, len(nodes)), timeout, progress)
                 drill, service = True, DRILL_SERVICE
             exercise = "kill-leader" if target == leader else "kill"
             timeline = Timeline(exercise, lab_name, target, old_leader=leader)
@@ -156,7 +156,7 @@ def kill(config: Config, lab_name: str, target: str | None, restore: bool, timeo
                        [service] if service else None)
                 if restore:
                     _restart(session, timeline, node, watch, survivors, timeout, progress)
-            return _finish(timeline, survivors, set())
+            return finish(timeline, survivors, set())
         finally:
             if drill:
                 survivors.ask(Command("docker", "service", "rm", DRILL_SERVICE), timeout=STEADY_TIMEOUT)
@@ -198,14 +198,14 @@ def start(config: Config, lab_name: str, names: list[str] | None, timeout: float
         if not timelines:
             return []
         session.connect("running")
-        survivors, _ = _managers(session)
+        survivors, _ = managers_of(session)
         try:
             before = snapshot(survivors)
             for timeline in timelines:
                 timeline.before = before
                 _watch(timeline, survivors, timeline.target, timeline.started + timeout + 120, ["rejoined"],
                        progress, {timeline.target})
-                _finish(timeline, survivors, set())
+                finish(timeline, survivors, set())
         finally:
             survivors.close()
     return timelines
@@ -216,7 +216,7 @@ def availability(config: Config, lab_name: str, target: str, mode: str, timeout:
     """drain or active, with the time until the tasks have moved."""
     with open_lab(config, lab_name, "running") as session:
         session.node(target)
-        survivors, nodes = _managers(session)
+        survivors, nodes = managers_of(session)
         try:
             if not any(n.hostname == target for n in nodes):
                 raise ChaosError(f"{target} is not in the swarm of lab {lab_name}")
@@ -231,7 +231,7 @@ def availability(config: Config, lab_name: str, target: str, mode: str, timeout:
                 timeline.mark("activated", target)
             want = ["drained"] if mode == "drain" else []
             _watch(timeline, survivors, target, timeline.started + timeout, want, progress, set())
-            return _finish(timeline, survivors, set())
+            return finish(timeline, survivors, set())
         finally:
             survivors.close()
 
@@ -241,7 +241,7 @@ def demote_leader(config: Config, lab_name: str, timeout: float, progress: Progr
     its return as a Reachable manager. A promotion that fails is in the timeline (missing
     `promoted`, exit 5): the lab is then a manager short, and the output says so."""
     with open_lab(config, lab_name, "running") as session:
-        survivors, nodes = _managers(session)
+        survivors, nodes = managers_of(session)
         try:
             leader = next((n.hostname for n in nodes if n.manager_status == "Leader"), None)
             managers = [n for n in nodes if n.manager_status]
@@ -275,6 +275,6 @@ def demote_leader(config: Config, lab_name: str, timeout: float, progress: Progr
             else:
                 _watch(timeline, survivors, leader, time.monotonic() + timeout, ["promoted"], progress, set())
                 timeline.missing = missing + timeline.missing
-            return _finish(timeline, survivors, set())
+            return finish(timeline, survivors, set())
         finally:
             survivors.close()

@@ -300,6 +300,7 @@ def status(config: Config, lab: str) -> dict:
             running = bool(state and state.running)
             ip = leases.get(node.mac) or node.ip
             return {"node": node.name, "domain": node.domain, "state": state.state if state else "missing",
+                    "cut_off": running and hv.link_up(node.domain) is False,  # `chaos partition`
                     "ip": ip if running else node.ip, "lease": bool(leases.get(node.mac)),
                     "dns": node.fqdn, "dns_ip": records.get(node.fqdn),
                     "ssh": running and port_open(ip, 22, timeout=SSH_ANSWERS_WITHIN, jump=jump(config))}

@@ -28,6 +28,7 @@ from swarmlab.core import baseline as bl, reset_costs
 from swarmlab.errors import NotFound, Refused, SwarmlabError
 from swarmlab.lab import formation, model as labs
 from swarmlab.lab.model import Lab, each_node, lab_config, lab_dir, lab_lock, require_lab
+from swarmlab.lab.partition import heal_links
 from swarmlab.lab.reset_gate import manager_session_within, wait_healthy
 from swarmlab.lab.session import close
 from swarmlab.lab.snapshots import (DEFAULT_SNAPSHOT, SnapshotRecord, list_snapshots, load_snapshot, resume_paused,
@@ -172,11 +173,15 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
             resumed = resume_paused(hv, lab)
             if resumed:
                 progress(f"resumed {', '.join(resumed)} (left paused by an interrupted run)")
+            healed = heal_links(hv, lab)  # a revert would keep a cut link: it is QEMU's, not the snapshot's
+            if healed:
+                result.done.append(f"healed the cut links of {', '.join(healed)}")
+                progress(result.done[-1])
             baseline = record.state if record else None
             stopped = [n.name for n in lab.nodes if not ((s := hv.domain_state(n.domain)) and s.running)]  # or gone
             # Read the swarm only when the answer can matter: a node that is off, or a revert
             # that stopped halfway, already decides the level.
-            read = baseline is not None and not stopped and not resumed and level in (None, "state")
+            read = baseline is not None and not stopped and not resumed and not healed and level in (None, "state")
             siblings = reset_costs.siblings_path(config.state_dir, config.lab_host or "local", config.template)
             own = {lab_dir(config, lab_name) / "reset-costs.json": reset_costs.load(lab_dir(config, lab_name)),
                    siblings: reset_costs.load_file(siblings)}
@@ -191,7 +196,7 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
                                           f"a revert takes {costs.snapshot_s:.0f} s")
                     result.estimates = reset_costs.unread_estimates(costs, sources)
                 elif level is None:
-                    level, why = bl.choose(record is not None, baseline, now, resumed, stopped)
+                    level, why = bl.choose(record is not None, baseline, now, resumed, stopped, healed)
                     level, why, result.estimates = reset_costs.weigh(level, why, tasks, costs, sources)
                     result.reasons.append(why)
                 else:

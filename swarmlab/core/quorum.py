@@ -1,0 +1,74 @@
+"""Losing the raft majority as a drill, pure: which managers a lose-quorum drill cuts off, and
+what the one left in sight says, turned into timeline events.
+
+Raft commits a change only when a majority of the managers (3 of 5, 2 of 3) agree. Cut off
+enough of them and the leader steps down once an election timeout passes without hearing from
+a majority (swarmkit runs raft with CheckQuorum); every manager then answers "The swarm does not
+have a leader", writes are refused, and the tasks already running go on running.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from swarmlab.core.swarm import SwarmNode
+from swarmlab.errors import Refused
+
+NO_LEADER = "does not have a leader"  # the Engine API's 503 while the swarm has none
+
+
+def majority(managers: int) -> int:
+    return managers // 2 + 1
+
+
+def lose_quorum_cut(nodes: list[SwarmNode], lab: str) -> tuple[list[str], str]:
+    """(the managers to cut off, the leader that stays in sight): as few managers as leave the
+    reachable ones short of a majority, never the leader, so the drill watches it step down."""
+    managers = [n for n in nodes if n.manager_status]
+    reachable = sorted(n.hostname for n in managers if n.manager_status in ("Leader", "Reachable")
+                       and n.status == "Ready")
+    leader = next((n.hostname for n in managers if n.manager_status == "Leader"), None)
+    if len(managers) < 3:
+        raise Refused(f"lab {lab} has {len(managers)} manager{'s' if len(managers) != 1 else ''}: losing the "
+                      "majority needs 3 or more (`swarmlab up 3` makes them)")
+    if leader is None:
+        raise Refused(f"lab {lab} has no leader right now: its swarm has lost its majority already")
+    keep = majority(len(managers)) - 1  # in sight, the leader among them
+    if len(reachable) <= keep:
+        raise Refused(f"lab {lab} has {len(reachable)} of {len(managers)} managers reachable: its swarm is "
+                      "short of a majority already")
+    others = [name for name in reachable if name != leader]
+    return others[:len(reachable) - keep], leader
+
+
+@dataclass
+class QuorumDetector:
+    """Events from what the managers in sight answer, once a round: `nodes` their node list
+    (None when none answered), `error` the refusal one of them gave instead."""
+
+    managers: list[str]
+    healed: bool = False
+    seen: set[str] = field(default_factory=set)
+
+    def feed(self, nodes: list[SwarmNode] | None, error: str | None = None) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+
+        def event(name: str, detail: str = "") -> None:
+            if name not in self.seen:
+                self.seen.add(name)
+                out.append((name, detail))
+
+        leader = next((n.hostname for n in nodes or [] if n.manager_status == "Leader"), None)
+        if not self.healed:
+            if error and NO_LEADER in error:
+                event("leader-lost", "the manager in sight answers: the swarm does not have a leader")
+            elif nodes is not None and leader is None:
+                event("leader-lost", "no manager is Leader")
+            return out
+        if leader:
+            event("leader-back", leader)
+            members = {n.hostname: n for n in nodes}
+            if all(name in members and members[name].status == "Ready"
+                   and members[name].manager_status in ("Leader", "Reachable") for name in self.managers):
+                event("managers-reachable", ", ".join(sorted(self.managers)))
+        return out

@@ -1,0 +1,86 @@
+"""Losing the majority, pure: which managers the drill cuts, the events from what the manager in
+sight answers, the windows counted from the heal, the link in a domain's XML, and reset's
+choice after a heal."""
+
+import pytest
+
+from swarmlab.adapters.libvirt_xml import interface_link, with_link
+from swarmlab.core import baseline as bl
+from swarmlab.core.quorum import QuorumDetector, lose_quorum_cut
+from swarmlab.core.swarm import SwarmNode
+from swarmlab.core.timeline import Timeline
+from swarmlab.errors import Refused
+
+
+def node(name: str, manager: str = "Reachable", status: str = "Ready") -> SwarmNode:
+    return SwarmNode(name, name, status, "Active", manager, "26.1.5")
+
+
+def test_the_drill_cuts_as_few_managers_as_lose_the_majority_and_never_the_leader():
+    three = [node("swr1", "Leader"), node("swr2"), node("swr3")]
+    assert lose_quorum_cut(three, "t1") == (["swr2", "swr3"], "swr1")
+    five = [node("a"), node("b"), node("c", "Leader"), node("d"), node("e"), node("w", "")]
+    assert lose_quorum_cut(five, "t1") == (["a", "b", "d"], "c")  # 2 of 5 left: short of 3; workers stay
+    one_down = [node("a", "Leader"), node("b"), node("c"), node("d"), node("e", "Unreachable", "Down")]
+    assert lose_quorum_cut(one_down, "t1") == (["b", "c"], "a")
+
+
+@pytest.mark.parametrize("nodes, words", [
+    ([node("swr1", "Leader"), node("swr2", "")], "lab t1 has 1 manager: losing the majority needs 3 or more"),
+    ([node("swr1"), node("swr2"), node("swr3", "Unreachable")], "lab t1 has no leader right now"),
+    ([node("a", "Leader"), node("b", "Unreachable", "Down"), node("c", "Unreachable", "Down")],
+     "lab t1 has 1 of 3 managers reachable: its swarm is short of a majority already"),
+])
+def test_a_swarm_that_cannot_lose_its_majority_is_refused_in_words(nodes, words):
+    with pytest.raises(Refused, match=words):
+        lose_quorum_cut(nodes, "t1")
+
+
+def test_events_from_the_manager_in_sight_until_the_leader_is_lost_then_back():
+    detector = QuorumDetector(["swr1", "swr2", "swr3"])
+    assert detector.feed([node("swr1", "Leader"), node("swr2", "Unreachable"), node("swr3")]) == []
+    assert detector.feed(None, "swr1: Docker API GET /nodes: 503 rpc error: The swarm does not have a leader. "
+                               "It's possible that too few managers are online.") == \
+        [("leader-lost", "the manager in sight answers: the swarm does not have a leader")]
+    assert detector.feed(None, "swr1: Docker API GET /nodes failed: TimeoutError") == []
+    detector.healed = True
+    assert detector.feed(None, "The swarm does not have a leader") == []
+    assert detector.feed([node("swr1"), node("swr2", "Leader"), node("swr3", "Unreachable")]) == \
+        [("leader-back", "swr2")]
+    assert detector.feed([node("swr1"), node("swr2", "Leader"), node("swr3")]) == \
+        [("managers-reachable", "swr1, swr2, swr3")]
+
+
+def test_a_timeout_is_not_a_lost_leader():
+    detector = QuorumDetector(["swr1", "swr2", "swr3"])
+    assert detector.feed(None, "swr1: Docker API GET /nodes failed: TimeoutError") == []
+    assert detector.feed(None, None) == []
+
+
+def test_after_a_heal_the_windows_count_from_the_heal():
+    timeline = Timeline("lose-quorum", "t1", "swr2, swr3")
+    timeline.mark("partitioned", at=timeline.started)
+    lost = timeline.mark("leader-lost", at=timeline.started + 14)
+    healed = timeline.mark("healed", at=timeline.started + 30)
+    back = timeline.mark("leader-back", at=timeline.started + 41)
+    assert lost.expected == (10, 21) and healed.expected is None and back.expected == (30, 61)
+
+
+DOMAIN = """<domain><name>t1-swr2</name><devices>
+<interface type="network"><mac address="52:54:00:aa:bb:cc"/><source network="sl-t1"/><model type="virtio"/></interface>
+</devices></domain>"""
+
+
+def test_a_link_is_set_down_and_up_with_the_rest_of_the_interface_kept():
+    interface, up = interface_link(DOMAIN)
+    assert up and 'mac address="52:54:00:aa:bb:cc"' in interface
+    down = with_link(interface, False)
+    assert '<link state="down" />' in down and 'source network="sl-t1"' in down
+    assert interface_link(f"<domain><devices>{down}</devices></domain>")[1] is False
+    assert with_link(down, True).count("<link ") == 1 and '<link state="up" />' in with_link(down, True)
+
+
+def test_reset_reverts_a_lab_whose_links_it_has_just_healed():
+    state = bl.SwarmState(nodes={}, services={}, configs=[], secrets=[], networks=[])
+    assert bl.choose(True, state, state, [], [], ["swr2", "swr3"]) == \
+        ("snapshot", "swr2, swr3 were cut off the network")
