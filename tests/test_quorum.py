@@ -84,3 +84,35 @@ def test_reset_reverts_a_lab_whose_links_it_has_just_healed():
     state = bl.SwarmState(nodes={}, services={}, configs=[], secrets=[], networks=[])
     assert bl.choose(True, state, state, [], [], ["swr2", "swr3"]) == \
         ("snapshot", "swr2, swr3 were cut off the network")
+
+
+def test_a_class_drill_runs_on_every_lab_at_once_and_one_failure_stops_no_other(tmp_path, monkeypatch):
+    import threading
+
+    from swarmlab import config as configuration
+    from swarmlab.classroom import class_chaos, room as classroom
+    from swarmlab.core import roster
+    from swarmlab.errors import NotFound
+    from tests.conftest import write_config
+
+    config = configuration.load(write_config(tmp_path / "swarmlab.toml", tmp_path / "state"))
+    classroom.save(config, classroom.Classroom(1, [roster.Student("Ann", "ann"), roster.Student("Bo", "bo"),
+                                                   roster.Student("Cy", "cy")]))
+    together = threading.Barrier(3, timeout=5)  # breaks unless all three labs run at the same time
+
+    def drill(scoped, lab, restore, timeout, progress):
+        together.wait()
+        if lab == "bo":
+            raise Refused("lab bo has 1 manager: losing the majority needs 3 or more")
+        timeline = Timeline("lose-quorum", lab, "swr2, swr3")
+        timeline.missing = ["leader-back"] if lab == "cy" else []
+        return timeline
+    monkeypatch.setattr(class_chaos.partition, "lose_quorum", drill)
+    monkeypatch.setattr(classroom, "student_config", lambda config, student: config)
+    results, timelines = class_chaos.class_chaos(config, "lose-quorum", True, 60)
+    assert [(r.lab, r.ok, r.error) for r in results] == [
+        ("ann", True, None), ("bo", False, "lab bo has 1 manager: losing the majority needs 3 or more"),
+        ("cy", True, None)]
+    assert [t.lab for t in timelines] == ["ann", "cy"] and timelines[1].missing == ["leader-back"]
+    with pytest.raises(NotFound, match="no class drill split-brain"):
+        class_chaos.class_chaos(config, "split-brain", True, 60)

@@ -8,6 +8,8 @@ from typing import Optional
 import typer
 
 from swarmlab import config as configuration
+from swarmlab.classroom.class_chaos import class_chaos as class_chaos_drills
+from swarmlab.cli.classroom import class_app
 from swarmlab.cli.common import JsonOption, LabOption, NodeArgument, app, ctx, emit_json, enter_host, table
 from swarmlab.core import timeline
 from swarmlab.lab import chaos, partition
@@ -18,13 +20,13 @@ TimeoutOption = typer.Option(180.0, "--timeout", metavar="S", help="Give up wait
 ReportOption = typer.Option(None, "--report", metavar="FILE.html", help="Also write a self-contained HTML report.")
 
 
-def _render_timelines(timelines, as_json: bool, report: Optional[str]) -> None:
+def _render_timelines(timelines, as_json: bool, report: Optional[str], quiet: bool = False) -> None:
     if report:
         Path(report).write_text(timeline.html_report(timelines))
     if as_json:
         data = [t.as_dict() for t in timelines]
         emit_json(data[0] if len(data) == 1 else data)
-    else:
+    elif not quiet:
         for t in timelines:
             typer.echo(f"{t.exercise} {t.target} (lab {t.lab})"
                        + (f": leader {t.old_leader} -> {t.new_leader or '?'}, at the end {t.final_leader}"
@@ -152,3 +154,29 @@ def chaos_lose_quorum(lab: Optional[str] = LabOption,
     enter_host()
     _render_timelines([partition.lose_quorum(ctx.config, lab or ctx.config.lab, restore, timeout, ctx.progress)],
                       as_json, report)
+
+
+@class_app.command("chaos")
+def class_chaos(drill: str = typer.Argument(..., metavar="DRILL", help="lose-quorum or kill-leader."),
+                restore: bool = typer.Option(False, "--restore", help="Heal or restart afterwards and time the return."),
+                only: Optional[list[str]] = typer.Option(None, "--lab", metavar="LAB",
+                                                         help="Only this student's lab (repeat for more)."),
+                timeout: float = TimeoutOption, report: Optional[str] = ReportOption, as_json: bool = JsonOption):
+    """Run one drill on every student's lab at the same time, a timeline each (`--report` puts
+    them on one page to project). Exit 1 when a lab's drill failed, 5 when an expected event
+    never came."""
+    enter_host()
+    results, timelines = class_chaos_drills(ctx.config, drill, restore, timeout, only or None,
+                                            lambda lab, message: ctx.progress(f"{lab}: {message}"))
+    for r in results:
+        if not r.ok:
+            typer.echo(f"{r.student} (lab {r.lab}): {r.error}", err=True)
+    if as_json:  # a list whatever the class's size
+        emit_json([t.as_dict() for t in timelines])
+    try:
+        _render_timelines(timelines, False, report, quiet=as_json)
+    except typer.Exit:
+        if all(r.ok for r in results):
+            raise
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)

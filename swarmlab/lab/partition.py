@@ -30,6 +30,7 @@ from swarmlab.lab import chaos
 from swarmlab.lab.model import Lab
 from swarmlab.lab.session import open_lab
 from swarmlab.lab.survivors import ManagerAPI
+from swarmlab.waiting import Cancelled, cancelled
 
 Progress = Callable[[str], None]
 PROBE_SERVICE = "swarmlab-quorum-probe"
@@ -145,6 +146,8 @@ def _watch(timeline: Timeline, detector: QuorumDetector, seen: ManagerAPI, deadl
            progress: Progress) -> None:
     """Reads the manager in sight about once a second until every wanted event happened."""
     while time.monotonic() < deadline and not set(want) <= detector.seen:
+        if cancelled.is_set():  # Ctrl-C in a class drill: the main thread waits for this one
+            raise Cancelled("interrupted")
         began = time.monotonic()
         nodes, error = None, None
         try:

@@ -1,0 +1,38 @@
+"""`class chaos`: one drill on every student's lab at once, a timeline each, for the
+instructor to show side by side (chaos.py and partition.py run each one)."""
+
+from __future__ import annotations
+
+from swarmlab.classroom import room as classroom
+from swarmlab.classroom.room import LabResult
+from swarmlab.config import Config
+from swarmlab.core.roster import Student
+from swarmlab.core.timeline import Timeline
+from swarmlab.errors import NotFound
+from swarmlab.lab import chaos, partition
+
+DRILLS = ("lose-quorum", "kill-leader")
+
+
+def class_chaos(config: Config, drill: str, restore: bool, timeout: float, only: list[str] | None = None,
+                progress=lambda lab, message: None) -> tuple[list[LabResult], list[Timeline]]:
+    """The drill on every lab (or those in `only`) at the same time; each lab's outcome, and
+    the timelines of those that ran."""
+    if drill not in DRILLS:
+        raise NotFound(f"no class drill {drill} (drills: {', '.join(DRILLS)})")
+    room = classroom.require(config)
+    timelines: dict[str, Timeline] = {}
+
+    def run(scoped: Config, student: Student) -> dict:
+        def said(message: str) -> None:
+            progress(student.lab, message)
+        if drill == "lose-quorum":
+            timeline = partition.lose_quorum(scoped, student.lab, restore, timeout, said)
+        else:
+            timeline = chaos.kill(scoped, student.lab, None, restore, timeout, False, None, said)
+        timelines[student.lab] = timeline
+        return {"missing": timeline.missing}
+
+    students = [s for s in room.students if only is None or s.lab in only]
+    results = classroom.each_lab(config, students, run, reading=True)  # side by side: the point of the drill
+    return results, [timelines[r.lab] for r in results if r.lab in timelines]
