@@ -114,6 +114,28 @@ def test_the_instructor_sees_the_board_and_a_students_history_and_a_student_cann
     assert history["student"] == "Ann" and stranger == 404 and students_try == [403, 403]
 
 
+def test_the_instructor_sees_the_last_class_drill_and_a_student_cannot(a_class):  # noqa: F811
+    from swarmlab.classroom import class_chaos
+    from swarmlab.core.timeline import Timeline, html_report
+    config = a_class
+    token, ann = access.instructor_token(config), access.token(config, "ann")
+
+    async def scenario(client):
+        pages = []
+        for who in (token, token, ann):
+            page = await client.get(f"/i/{who}/drill")
+            pages.append((page.status, await page.text()))
+            class_chaos.report_path(config).parent.mkdir(parents=True, exist_ok=True)
+            timeline = Timeline("lose-quorum", "ann", "swr2, swr3")
+            timeline.mark("leader-lost", "<b>node text</b>", at=timeline.started + 14)
+            class_chaos.report_path(config).write_text(html_report([timeline]))
+        return pages
+
+    (before, _), (status, page), (student, _) = run(config, scenario)
+    assert before == 404 and status == 200 and student == 403
+    assert "leader-lost" in page and "<b>node text</b>" not in page  # what a node said is escaped
+
+
 def test_without_a_certificate_the_portal_makes_a_self_signed_one_once(a_class):  # noqa: F811
     import ssl
     import subprocess

@@ -3,11 +3,13 @@ instructor to show side by side (chaos.py and partition.py run each one)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from swarmlab.classroom import room as classroom
 from swarmlab.classroom.room import LabResult
 from swarmlab.config import Config
 from swarmlab.core.roster import Student
-from swarmlab.core.timeline import Timeline
+from swarmlab.core.timeline import Timeline, html_report
 from swarmlab.errors import NotFound
 from swarmlab.lab import chaos, partition
 
@@ -35,4 +37,21 @@ def class_chaos(config: Config, drill: str, restore: bool, timeout: float, only:
 
     students = [s for s in room.students if only is None or s.lab in only]
     results = classroom.each_lab(config, students, run, reading=True)  # side by side: the point of the drill
-    return results, [timelines[r.lab] for r in results if r.lab in timelines]
+    ran = [timelines[r.lab] for r in results if r.lab in timelines]
+    if ran:
+        page = report_path(config)
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(html_report(ran))
+    return results, ran
+
+
+def report_path(config: Config) -> Path:
+    """The last class drill's page, which the instructor's portal page links to."""
+    return config.state_dir / "class" / "last-drill.html"
+
+
+def last_report(config: Config) -> str | None:
+    try:
+        return report_path(config).read_text()
+    except OSError:
+        return None

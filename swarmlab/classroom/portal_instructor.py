@@ -1,6 +1,6 @@
 """The instructor's side of the portal (/i/<token>): the class status, live; the progress
 board (students × exercises) and one student's history; start an exercise for everyone, reset
-one lab or all. A mixin of portal.Portal: it shares the portal's clock, terminals and caches.
+one lab or all; the last class drill's timelines. A mixin of portal.Portal: it shares the portal's clock, terminals and caches.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import asyncio
 
 from aiohttp import web
 
-from swarmlab.classroom import class_exercises, class_log, room as classroom, typed_history
+from swarmlab.classroom import class_chaos, class_exercises, class_log, room as classroom, typed_history
 from swarmlab.classroom.portal_web import json_body
 from swarmlab.core import progress
 from swarmlab.errors import SwarmlabError
@@ -87,8 +87,16 @@ class InstructorDesk:
                                   "events": [{**e, "text": progress.describe(e)}
                                              for e in events[offset:offset + limit]]})
 
+    async def drill(self, _request: web.Request) -> web.Response:
+        """The last `class chaos` drill: every lab's timeline on one page."""
+        page = await asyncio.to_thread(class_chaos.last_report, self.config)
+        if page is None:
+            return web.Response(status=404, text="no class drill has run yet: `swarmlab class chaos lose-quorum`")
+        return web.Response(content_type="text/html", text=page)
+
     def instructor_routes(self) -> list:
         return [web.get("/i/{token}", self.instructor_page), web.get("/i/{token}/status", self.status),
+                web.get("/i/{token}/drill", self.drill),
                 web.get("/i/{token}/board", self.board), web.get("/i/{token}/history/{lab}", self.history),
                 web.post("/i/{token}/start", self.start), web.post("/i/{token}/reset", self.reset)]
 
