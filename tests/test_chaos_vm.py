@@ -113,14 +113,14 @@ POLL_SLACK = 5  # a round reads once a second and waits up to 4 s for a manager 
 
 def test_losing_the_majority_and_getting_it_back(lab3, service):
     """Two of t1's three managers cut off by the hypervisor: the leader left in sight steps
-    down, a `service create` is refused and `web` goes on running; healed, a leader and all three
+    down and says the swarm has no leader, a `service create` is refused and `web` goes on running; healed, a leader and all three
     managers are back. Each event inside swarmkit's window."""
     path, _, _ = lab3
     proc = swarmlab("chaos", "lose-quorum", "--lab", "t1", "--restore", "--json", config=path, timeout=900)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     data = json.loads(proc.stdout)
     events = {e["event"]: e for e in data["events"]}
-    assert list(events) == ["partitioned", "leader-lost", "writes-refused", "tasks-running", "healed",
+    assert list(events) == ["partitioned", "leader-lost", "no-leader", "writes-refused", "tasks-running", "healed",
                             "leader-back", "managers-reachable"], events
     assert sorted(data["target"].split(", ")) == sorted({"swr1", "swr2", "swr3"} - {data["old_leader"]})
     assert "does not have a leader" in events["writes-refused"]["detail"]
@@ -148,6 +148,7 @@ def test_a_cut_node_is_healed_by_heal_and_by_reset(lab3):
     reset = swarmlab("reset", "--lab", "t1", "--json", config=path, timeout=600)
     assert reset.returncode == 0, reset.stderr + reset.stdout
     result = json.loads(reset.stdout)
-    assert "healed the cut links of swr3" in result["done"] and result["levels"] == ["snapshot"], result
+    assert result["done"][0] == "healed the cut links of swr3", result
+    assert (result["reasons"], result["levels"]) == (["swr3 was cut off the network"], ["snapshot"]), result
     with Hypervisor(config.uri) as hv:
         assert hv.link_up("t1-swr3") is True

@@ -36,25 +36,42 @@ def test_a_swarm_that_cannot_lose_its_majority_is_refused_in_words(nodes, words)
         lose_quorum_cut(nodes, "t1")
 
 
-def test_events_from_the_manager_in_sight_until_the_leader_is_lost_then_back():
+NO_LEADER = ("swr1: Docker API GET /nodes: 503 rpc error: The swarm does not have a leader. It's possible that "
+             "too few managers are online.")
+TIMED_OUT = "swr1: Docker API GET /nodes failed: TimeoutError"
+
+
+def test_the_leader_is_lost_when_its_api_stops_answering_for_good_and_back_after_the_heal():
     detector = QuorumDetector(["swr1", "swr2", "swr3"])
-    assert detector.feed([node("swr1", "Leader"), node("swr2", "Unreachable"), node("swr3")]) == []
-    assert detector.feed(None, "swr1: Docker API GET /nodes: 503 rpc error: The swarm does not have a leader. "
-                               "It's possible that too few managers are online.") == \
-        [("leader-lost", "the manager in sight answers: the swarm does not have a leader")]
-    assert detector.feed(None, "swr1: Docker API GET /nodes failed: TimeoutError") == []
+    cut = [node("swr1", "Leader"), node("swr2", "Unreachable"), node("swr3", "Unreachable")]
+    assert detector.feed(1, cut) == []
+    assert detector.feed(16, None, TIMED_OUT) == []  # stepped down, or only slow: not known yet
+    assert detector.feed(20, None, TIMED_OUT) == []
+    assert detector.feed(28, None, NO_LEADER) == [
+        ("leader-lost", "the leader stopped answering as leader", 16),
+        ("no-leader", "the manager in sight answers: the swarm does not have a leader", 28)]
+    assert detector.feed(29, None, NO_LEADER) == []
     detector.healed = True
-    assert detector.feed(None, "The swarm does not have a leader") == []
-    assert detector.feed([node("swr1"), node("swr2", "Leader"), node("swr3", "Unreachable")]) == \
-        [("leader-back", "swr2")]
-    assert detector.feed([node("swr1"), node("swr2", "Leader"), node("swr3")]) == \
-        [("managers-reachable", "swr1, swr2, swr3")]
+    assert detector.feed(40, None, NO_LEADER) == []
+    assert detector.feed(41, [node("swr1"), node("swr2", "Leader"), node("swr3", "Unreachable")]) == \
+        [("leader-back", "swr2", 41)]
+    assert detector.feed(44, [node("swr1"), node("swr2", "Leader"), node("swr3")]) == \
+        [("managers-reachable", "swr1, swr2, swr3", 44)]
 
 
-def test_a_timeout_is_not_a_lost_leader():
+def test_a_read_slow_for_a_moment_is_not_a_lost_leader():
     detector = QuorumDetector(["swr1", "swr2", "swr3"])
-    assert detector.feed(None, "swr1: Docker API GET /nodes failed: TimeoutError") == []
-    assert detector.feed(None, None) == []
+    leads = [node("swr1", "Leader"), node("swr2"), node("swr3", "Unreachable")]
+    assert detector.feed(5, None, TIMED_OUT) == []
+    assert detector.feed(9, leads) == []  # the leader again: the timeout was load
+    assert detector.feed(20, None, TIMED_OUT) == []
+    assert detector.feed(30, None, NO_LEADER)[0] == ("leader-lost", "the leader stopped answering as leader", 20)
+
+
+def test_a_node_list_without_a_leader_is_a_lost_leader_at_once():
+    detector = QuorumDetector(["swr1", "swr2", "swr3"])
+    assert detector.feed(12, [node("swr1"), node("swr2", "Unreachable"), node("swr3", "Unreachable")]) == \
+        [("leader-lost", "no manager is Leader", 12)]
 
 
 def test_after_a_heal_the_windows_count_from_the_heal():

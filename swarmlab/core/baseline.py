@@ -237,7 +237,7 @@ def choose(has_snapshot: bool, baseline: SwarmState | None, now: SwarmState | No
     if stopped:
         return "snapshot", f"{', '.join(stopped)} shut off"
     if healed:  # the swarm is still finding itself again: a revert is quicker than waiting for it
-        return "snapshot", f"{', '.join(healed)} were cut off the network"
+        return "snapshot", f"{', '.join(healed)} {'was' if len(healed) == 1 else 'were'} cut off the network"
     return choose_level(diff(baseline, now) if now is not None else None, has_snapshot=True)
 
 

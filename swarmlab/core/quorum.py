@@ -43,27 +43,40 @@ def lose_quorum_cut(nodes: list[SwarmNode], lab: str) -> tuple[list[str], str]:
 
 @dataclass
 class QuorumDetector:
-    """Events from what the managers in sight answer, once a round: `nodes` their node list
-    (None when none answered), `error` the refusal one of them gave instead."""
+    """Events from what the managers in sight answer, once a round at `at`: `nodes` their node
+    list (None when none answered in time), `error` the refusal one of them gave instead.
+
+    Cut off from a majority, the leader goes on answering as leader for an election timeout or
+    two, then steps down; its API then hangs (it waits on the lost leader) and at last answers
+    "The swarm does not have a leader". `leader-lost` is the start of that run of failed reads
+    (a read slow for a moment under load, followed by a leader again, is no event), `no-leader`
+    the refusal."""
 
     managers: list[str]
     healed: bool = False
     seen: set[str] = field(default_factory=set)
+    failing_since: float | None = None
 
-    def feed(self, nodes: list[SwarmNode] | None, error: str | None = None) -> list[tuple[str, str]]:
-        out: list[tuple[str, str]] = []
+    def feed(self, at: float, nodes: list[SwarmNode] | None, error: str | None = None) -> list[tuple[str, str, float]]:
+        out: list[tuple[str, str, float]] = []
 
-        def event(name: str, detail: str = "") -> None:
+        def event(name: str, detail: str, when: float = at) -> None:
             if name not in self.seen:
                 self.seen.add(name)
-                out.append((name, detail))
+                out.append((name, detail, when))
 
         leader = next((n.hostname for n in nodes or [] if n.manager_status == "Leader"), None)
         if not self.healed:
+            if leader is not None:
+                self.failing_since = None  # answered as before: a slow read was only slow
+                return out
+            if self.failing_since is None:
+                self.failing_since = at
+            if nodes is not None:
+                event("leader-lost", "no manager is Leader", self.failing_since)
             if error and NO_LEADER in error:
-                event("leader-lost", "the manager in sight answers: the swarm does not have a leader")
-            elif nodes is not None and leader is None:
-                event("leader-lost", "no manager is Leader")
+                event("leader-lost", "the leader stopped answering as leader", self.failing_since)
+                event("no-leader", "the manager in sight answers: the swarm does not have a leader")
             return out
         if leader:
             event("leader-back", leader)

@@ -115,11 +115,11 @@ def lose_quorum(config: Config, lab_name: str, restore: bool, timeout: float,
                 session.hv.set_link(session.node(name).domain, False)
             timeline.mark("partitioned", f"{', '.join(cut)} cut off; {leader} in sight", at=timeline.started)
             detector = QuorumDetector(managers)
-            _watch(timeline, detector, seen, timeline.started + timeout, ["leader-lost"], progress)
-            if timeline.has("leader-lost"):
+            _watch(timeline, detector, seen, timeline.started + timeout, ["leader-lost", "no-leader"], progress)
+            if timeline.has("no-leader"):
                 _try_a_write(timeline, seen, progress)
                 still = _running_tasks(seen)
-                timeline.mark("tasks-running", f"{still} of the {running} service tasks on {leader} still running")
+                timeline.mark("tasks-running", f"{still} of {running} service tasks on {leader} still running")
             if restore:
                 missing = timeline.missing
                 progress(f"healing {', '.join(cut)}")
@@ -155,8 +155,8 @@ def _watch(timeline: Timeline, detector: QuorumDetector, seen: ManagerAPI, deadl
             nodes = parse_api_nodes(answer) if isinstance(answer, list) else None
         except SwarmlabError as e:
             error = str(e)
-        for event, detail in detector.feed(nodes, error):
-            timeline.mark(event, detail, at=began)
+        for event, detail, at in detector.feed(began, nodes, error):
+            timeline.mark(event, detail, at=at)
             if event == "leader-back":
                 timeline.new_leader = detail
             progress(f"{event} {detail}")
