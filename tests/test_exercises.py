@@ -19,7 +19,7 @@ LABS = Path(__file__).parent.parent / "labs"
 def test_every_exercise_in_labs_loads_and_renders():
     found = exercise_files.load_all(LABS)
     assert [e.id for e in found] == ["cluster", "maintenance", "services", "rescheduling", "configs-secrets",
-                                     "placement", "failover", "stack", "publishing"]
+                                     "placement", "failover", "stack", "publishing", "quorum"]
     for exercise in found:
         ctx = exercise_files.context(exercise, None)
         text = exercise_files.student_text(exercise, ctx)

@@ -133,3 +133,16 @@ def test_a_class_drill_runs_on_every_lab_at_once_and_one_failure_stops_no_other(
     assert [t.lab for t in timelines] == ["ann", "cy"] and timelines[1].missing == ["leader-back"]
     with pytest.raises(NotFound, match="no class drill split-brain"):
         class_chaos.class_chaos(config, "split-brain", True, 60)
+
+
+def test_the_nodes_check_counts_every_listed_node_and_wants_them_ready():
+    from swarmlab.core import checks
+
+    def listed(*states):
+        return [{"Description": {"Hostname": name}, "Status": {"State": state}} for name, state in states]
+    check = {"type": "nodes", "count": 3}
+    ok = checks.judge(0, check, checks.Facts(nodes=listed(("swr1", "ready"), ("swr2", "ready"), ("swr3", "ready"))))
+    assert ok.ok and ok.title == "3 nodes listed"
+    stale = checks.judge(0, check, checks.Facts(nodes=listed(("swr1", "ready"), ("swr2", "down"), ("swr2", "ready"),
+                                                             ("swr3", "down"), ("swr3", "ready"))))
+    assert not stale.ok and stale.found == "5 nodes (swr1, swr2, swr2, swr3, swr3); not ready: swr2, swr3"

@@ -150,6 +150,8 @@ def title(check: dict) -> str:
         return f"http port {check['port']}" + (f" ({check['service']})" if check.get("service") else "")
     if kind == "leader":
         return "leader " + ("changed" if check.get("changed", True) else "stayed")
+    if kind == "nodes":
+        return f"{check['count']} nodes listed"
     return f"script on {check['node']}: {check.get('name') or check['run']}"
 
 
@@ -362,6 +364,17 @@ def _http(index: int, check: dict, facts: Facts) -> Verdict:
     return _verdict(check, problems, expected, [f"{len(answers)} nodes answered"])
 
 
+def _nodes(index: int, check: dict, facts: Facts) -> Verdict:
+    """The swarm lists exactly `count` nodes, every one ready: none left behind Down (a dead
+    manager that was never removed, or a node listed twice after it joined again)."""
+    listed = sorted(n["Description"]["Hostname"] for n in facts.nodes)
+    not_ready = sorted(n["Description"]["Hostname"] for n in facts.nodes
+                       if n.get("Status", {}).get("State") != "ready")
+    problems = [f"{len(listed)} nodes ({', '.join(listed)})"] if len(listed) != check["count"] else []
+    problems += [f"not ready: {', '.join(not_ready)}"] if not_ready else []
+    return _verdict(check, problems, [f"{check['count']} nodes, every one ready"], [", ".join(listed)])
+
+
 def _leader(index: int, check: dict, facts: Facts) -> Verdict:
     now = facts.leader()
     before = facts.leader_at_start
@@ -385,5 +398,5 @@ def _script(index: int, check: dict, facts: Facts) -> Verdict:
     return _verdict(check, [] if code == 0 else [f"exit {code}" + (f": {tail}" if tail else "")], expected, ["exit 0"])
 
 
-JUDGES = {"service": _service, "placement": _placement, "node": _node, "mount": _mount, "stack": _stack,
+JUDGES = {"service": _service, "placement": _placement, "node": _node, "nodes": _nodes, "mount": _mount, "stack": _stack,
           "network": _network, "http": _http, "leader": _leader, "script": _script}

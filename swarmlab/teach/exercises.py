@@ -23,11 +23,12 @@ from swarmlab.config import Config, ConfigError
 from swarmlab.core import check_loop, checks
 from swarmlab.core.command import Command, redact, register_secret, sh
 from swarmlab.errors import Refused, SwarmlabError
-from swarmlab.lab import chaos, reset
+from swarmlab.lab import reset
 from swarmlab.lab.formation import Finish
 from swarmlab.lab.kept_nodes import KeptNodes
-from swarmlab.lab.model import Lab, each_node, jump, lab_config, lab_dir, require_lab
+from swarmlab.lab.model import Lab, jump, lab_config, lab_dir, require_lab
 from swarmlab.lab.session import open_lab
+from swarmlab.teach.exercise_actions import ACTIONS
 from swarmlab.teach.exercise_files import (DEFAULT_CHECK_TIMEOUT, Exercise, ExerciseError, context, node_of, render,
                                            resolve)
 
@@ -152,40 +153,6 @@ def probe(check: dict, facts: checks.Facts, conns: dict[str, Connection], lab: L
 
 
 # --- steps -----------------------------------------------------------------------------------
-def _leave_swarm(conns: dict[str, Connection], lab: Lab) -> None:
-    each_node(lambda n: run(conns[n.name], Command("docker", "swarm", "leave", "--force"), check=False, timeout=120),
-              [n for n in lab.nodes if n.name in conns])
-
-
-def _clear_labels(conns: dict[str, Connection], lab: Lab) -> None:
-    for node in [n for n in lab.nodes if n.name in conns]:
-        try:
-            with EngineAPI(conns[node.name]) as api:
-                nodes = api.get("/nodes")
-        except RemoteError:
-            continue
-        for n in nodes:
-            for key in (n.get("Spec", {}).get("Labels") or {}):
-                run(conns[node.name], Command("docker", "node", "update", "--label-rm", key, n["ID"]), timeout=60)
-        return
-
-
-def _kill_leader(config: Config, lab: Lab, conns: dict[str, Connection], step: dict, progress: Progress,
-                 where: str) -> None:
-    timeline = chaos.kill(config, lab.name, None, restore=True, timeout=step.get("timeout", 300),
-                          force=False, progress=lambda m: progress(f"  {m}"))
-    if timeline.missing:
-        raise ExerciseError(f"{where}: the drill did not see {', '.join(timeline.missing)}")
-
-
-# The `action` steps an exercise file may use (the schema lists the same names).
-ACTIONS: dict[str, Callable[..., None]] = {
-    "kill-leader": _kill_leader,
-    "leave-swarm": lambda config, lab, conns, *_: _leave_swarm(conns, lab),
-    "clear-labels": lambda config, lab, conns, *_: _clear_labels(conns, lab),
-}
-
-
 def run_steps(config: Config, lab: Lab, exercise: Exercise, steps: list[dict], ctx: dict,
               conns: dict[str, Connection], progress: Progress, what: str) -> None:
     for i, step in enumerate(steps):
