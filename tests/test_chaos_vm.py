@@ -158,13 +158,15 @@ def test_the_quorum_exercise_tests_itself(lab3):
     """swr2 and swr3 cut off for good: the checks fail; the solution (force-new-cluster on swr1,
     the dead managers removed, the nodes healed and joined again as managers) makes them pass."""
     path, _, _ = lab3
-    proc = swarmlab("exercise", "test", "quorum", "--lab", "t1", "--json", config=path, timeout=1200)
-    results = json.loads(proc.stdout or "[]")
-    assert proc.returncode == 0 and results and results[0]["ok"], proc.stderr[-2000:] + proc.stdout
-    assert results[0]["failed_before_solve"]
-    assert "SWMTKN" not in proc.stdout + proc.stderr  # the manager join token stays hidden
-    nodes = docker_json(path, "swr1", "node", "ls")
-    assert sorted((n["Hostname"], n["ManagerStatus"]) for n in nodes) == [
-        ("swr1", "Leader"), ("swr2", "Reachable"), ("swr3", "Reachable")]
-    reset = swarmlab("reset", "--lab", "t1", config=path, timeout=600)  # the shared lab back to its own swarm
+    try:
+        proc = swarmlab("exercise", "test", "quorum", "--lab", "t1", "--json", config=path, timeout=1200)
+        results = json.loads(proc.stdout or "[]")
+        assert proc.returncode == 0 and results and results[0]["ok"], proc.stderr[-2000:] + proc.stdout
+        assert results[0]["failed_before_solve"]
+        assert "SWMTKN" not in proc.stdout + proc.stderr  # the manager join token stays hidden
+        nodes = docker_json(path, "swr1", "node", "ls")
+        assert sorted((n["Hostname"], n["ManagerStatus"]) for n in nodes) == [
+            ("swr1", "Leader"), ("swr2", "Reachable"), ("swr3", "Reachable")]
+    finally:  # the shared lab back to its own swarm, whatever happened, cut links healed
+        reset = swarmlab("reset", "--lab", "t1", config=path, timeout=600)
     assert reset.returncode == 0, reset.stderr
