@@ -15,8 +15,10 @@ from swarmlab.lab import chaos, partition
 from swarmlab.lab.model import Lab, each_node
 from swarmlab.lab.session import connect_nodes
 from swarmlab.teach.exercise_files import ExerciseError
+from swarmlab.waiting import poll_until
 
 Progress = Callable[[str], None]
+HEALED_ANSWER_S = 60.0
 
 
 def _leave_swarm(conns: dict[str, Connection], lab: Lab) -> None:
@@ -60,10 +62,16 @@ def _heal(config: Config, lab: Lab, conns: dict[str, Connection], step: dict, pr
           where: str) -> None:
     """Every cut node back on the network, and logged in again for the steps that follow."""
     healed = partition.heal(config, lab.name, None, progress=lambda m: progress(f"  {m}"))
-    fresh, errors = connect_nodes(config, Lab(lab.name, [n for n in lab.nodes if n.name in healed]), "answering")
-    conns.update(fresh)
-    if errors:
-        raise ExerciseError(f"{where}: {', '.join(errors)} did not answer over SSH once healed")
+    waiting = Lab(lab.name, [n for n in lab.nodes if n.name in healed])
+
+    def logged_in() -> bool:  # a guest may take a moment to bring its network back
+        fresh, errors = connect_nodes(config, waiting, "answering")
+        conns.update(fresh)
+        waiting.nodes = [n for n in waiting.nodes if n.name in errors]
+        return not waiting.nodes
+    poll_until(logged_in, HEALED_ANSWER_S, 2, lambda: ExerciseError(
+        f"{where}: {', '.join(n.name for n in waiting.nodes)} did not answer over SSH within "
+        f"{HEALED_ANSWER_S:g} s of the heal"))
 
 
 # The `action` steps an exercise file may use (the schema lists the same names).
