@@ -133,31 +133,12 @@ def test_losing_the_majority_and_getting_it_back(lab3, service):
     assert sorted(n["ManagerStatus"] for n in nodes) == ["Leader", "Reachable", "Reachable"]
 
 
-def test_a_cut_node_is_healed_by_heal_and_by_reset(lab3):
+def test_the_quorum_exercise_tests_itself_and_reset_heals_a_cut(lab3):
+    """swr2 and swr3 cut off for good: the checks fail; the solution (force-new-cluster on swr1,
+    the dead managers removed, the nodes healed and joined again as managers) makes them pass.
+    Then a cut by hand, and the reset that ends it."""
     path, config, _ = lab3
     from swarmlab.adapters.hypervisor import Hypervisor
-    whole = swarmlab("chaos", "partition", "swr2", "swr3", "--lab", "t1", config=path)
-    assert whole.returncode == 4 and "the swarm would lose its majority" in whole.stderr, whole.stderr
-    cut = swarmlab("chaos", "partition", "swr3", "--lab", "t1", "--json", config=path)
-    assert cut.returncode == 0 and json.loads(cut.stdout) == {"cut": ["swr3"]}, cut.stderr
-    with Hypervisor(config.uri) as hv:
-        assert (hv.link_up("t1-swr2"), hv.link_up("t1-swr3")) == (True, False)
-    healed = swarmlab("chaos", "heal", "--all", "--lab", "t1", "--json", config=path)
-    assert json.loads(healed.stdout) == {"healed": ["swr3"]}, healed.stderr
-    swarmlab("chaos", "partition", "swr3", "--lab", "t1", config=path, check=True)
-    reset = swarmlab("reset", "--lab", "t1", "--json", config=path, timeout=600)
-    assert reset.returncode == 0, reset.stderr + reset.stdout
-    result = json.loads(reset.stdout)
-    assert result["done"][0] == "healed the cut links of swr3", result
-    assert (result["reasons"], result["levels"]) == (["swr3 was cut off the network"], ["snapshot"]), result
-    with Hypervisor(config.uri) as hv:
-        assert hv.link_up("t1-swr3") is True
-
-
-def test_the_quorum_exercise_tests_itself(lab3):
-    """swr2 and swr3 cut off for good: the checks fail; the solution (force-new-cluster on swr1,
-    the dead managers removed, the nodes healed and joined again as managers) makes them pass."""
-    path, _, _ = lab3
     try:
         proc = swarmlab("exercise", "test", "quorum", "--lab", "t1", "--json", config=path, timeout=1200)
         results = json.loads(proc.stdout or "[]")
@@ -167,6 +148,18 @@ def test_the_quorum_exercise_tests_itself(lab3):
         nodes = docker_json(path, "swr1", "node", "ls")
         assert sorted((n["Hostname"], n["ManagerStatus"]) for n in nodes) == [
             ("swr1", "Leader"), ("swr2", "Reachable"), ("swr3", "Reachable")]
+        # a cut by hand: refused where it costs the majority, shown by status, healed by reset
+        whole = swarmlab("chaos", "partition", "swr2", "swr3", "--lab", "t1", config=path)
+        assert whole.returncode == 4 and "the swarm would lose its majority" in whole.stderr, whole.stderr
+        cut = swarmlab("chaos", "partition", "swr3", "--lab", "t1", "--json", config=path)
+        assert cut.returncode == 0 and json.loads(cut.stdout) == {"cut": ["swr3"]}, cut.stderr
+        rows = json.loads(swarmlab("status", "--lab", "t1", "--json", config=path).stdout)["nodes"]
+        assert [r["node"] for r in rows if r["cut_off"]] == ["swr3"]
     finally:  # the shared lab back to its own swarm, whatever happened, cut links healed
-        reset = swarmlab("reset", "--lab", "t1", config=path, timeout=600)
+        reset = swarmlab("reset", "--lab", "t1", "--json", config=path, timeout=600)
     assert reset.returncode == 0, reset.stderr
+    result = json.loads(reset.stdout)
+    assert result["done"][0] == "healed the cut links of swr3", result
+    assert (result["reasons"], result["levels"]) == (["swr3 was cut off the network"], ["snapshot"]), result
+    with Hypervisor(config.uri) as hv:
+        assert hv.link_up("t1-swr3") is True

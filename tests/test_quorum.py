@@ -146,3 +146,12 @@ def test_the_nodes_check_counts_every_listed_node_and_wants_them_ready():
     stale = checks.judge(0, check, checks.Facts(nodes=listed(("swr1", "ready"), ("swr2", "down"), ("swr2", "ready"),
                                                              ("swr3", "down"), ("swr3", "ready"))))
     assert not stale.ok and stale.found == "5 nodes (swr1, swr2, swr2, swr3, swr3); not ready: swr2, swr3"
+
+
+def test_heal_wants_nodes_or_all(tmp_path):
+    from tests.conftest import swarmlab, write_config
+    path = write_config(tmp_path / "swarmlab.toml", tmp_path / "state")
+    neither = swarmlab("chaos", "heal", config=path)
+    assert neither.returncode == 2 and "name the NODEs to heal or pass --all" in neither.stderr
+    both = swarmlab("chaos", "heal", "swr2", "--all", config=path)
+    assert both.returncode == 2 and "Traceback" not in both.stderr

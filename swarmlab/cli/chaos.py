@@ -132,9 +132,9 @@ def chaos_heal(nodes: Optional[list[str]] = typer.Argument(None, metavar="NODE",
                all_nodes: bool = typer.Option(False, "--all", help="Every cut node of the lab."),
                as_json: bool = JsonOption):
     """Put cut nodes back on the lab network."""
-    enter_host()
     if bool(nodes) == all_nodes:
         raise configuration.ConfigError("name the NODEs to heal or pass --all")
+    enter_host()
     healed = partition.heal(ctx.config, lab or ctx.config.lab, None if all_nodes else nodes, ctx.progress)
     if as_json:
         emit_json({"healed": healed})
