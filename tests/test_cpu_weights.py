@@ -111,3 +111,22 @@ def test_a_clean_stop_gives_every_weight_back(tmp_path, monkeypatch):
     assert host.weight["s01-swr1"] == 64
     governor.give_back()
     assert host.weight["s01-swr1"] == 1024
+
+
+def test_a_host_out_of_reach_keeps_its_record_until_it_is_read_again(tmp_path, monkeypatch):
+    from swarmlab.adapters.libvirt_errors import HypervisorError
+    config = configuration.Config(state_dir=tmp_path)
+    record = tmp_path / "cpu-weights.json"
+    record.write_text(json.dumps({"local": {"s01-swr1": 1024}}))  # a killed portal left it low
+
+    def unreachable(uri):
+        raise HypervisorError("libvirt: End of file while reading data")
+    monkeypatch.setattr(cpu_share, "Hypervisor", unreachable)
+    governor = cpu_share.CpuGovernor(config, clock=lambda: 0.0)
+    assert governor.look() == []
+    assert json.loads(record.read_text()) == {"local": {"s01-swr1": 1024}}
+    host = StandInHost()
+    host.weight["s01-swr1"] = 64
+    monkeypatch.setattr(cpu_share, "Hypervisor", host)
+    assert governor.look() == ["local/s01-swr1: CPU weight 1024"]  # back: its own weight again
+    assert json.loads(record.read_text()) == {}

@@ -6,10 +6,10 @@
   less than one that answers a student (CpuGovernor, core/cpu_weights), so one student's
   spinning nodes barely slow the others.
 
-The cap is a formation.Finish, as the student's account is: applied once the swarm has formed (a capped
-node wakes and forms more slowly, and `class up` makes one lab at a time), kept in the domain's
-definition, so the `formed` snapshot carries it through every revert, and applied again to a
-rebuilt lab.
+The cap is a formation.Finish, as the student's account is: applied once the swarm has
+formed (a capped node wakes and forms more slowly, and `class up` makes one lab at a time), kept
+in the domain's definition, so the `formed` snapshot carries it through every revert, and
+applied again to a rebuilt lab.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class CpuGovernor:
                         changed.append(f"{spec.name}/{name}: CPU weight {weight}")
             except SwarmlabError as e:
                 log.warning("CPU weights on %s: %s", spec.name, str(e).splitlines()[0])
-        self._write_record()
+        self._write_record(carried=own)
         return changed
 
     def give_back(self) -> None:
@@ -106,9 +106,12 @@ class CpuGovernor:
         except (OSError, ValueError, AttributeError, TypeError):
             return {}
 
-    def _write_record(self) -> None:
-        low = {host: {name: node.own_weight for name, node in nodes.items() if node.low}
-               for host, nodes in self.nodes.items()}
+    def _write_record(self, carried: dict[str, dict[str, int]] | None = None) -> None:
+        """The lowered weights, and what was on record for a host not read since this portal
+        started (it may be unreachable now, its nodes still low)."""
+        low = {host: nodes for host, nodes in (carried or {}).items() if host not in self.nodes}
+        low.update({host: {name: node.own_weight for name, node in nodes.items() if node.low}
+                    for host, nodes in self.nodes.items()})
         text = json.dumps({host: nodes for host, nodes in low.items() if nodes}, sort_keys=True)
         if text != self.written:
             write_private(self.record, text)
