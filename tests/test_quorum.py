@@ -133,6 +133,8 @@ def test_a_class_drill_runs_on_every_lab_at_once_and_one_failure_stops_no_other(
     assert [t.lab for t in timelines] == ["ann", "cy"] and timelines[1].missing == ["leader-back"]
     with pytest.raises(NotFound, match="no class drill split-brain"):
         class_chaos.class_chaos(config, "split-brain", True, 60)
+    with pytest.raises(NotFound, match="the class has no lab zed"):
+        class_chaos.class_chaos(config, "lose-quorum", True, 60, only=["ann", "zed"])
 
 
 def test_the_nodes_check_counts_every_listed_node_and_wants_them_ready():

@@ -23,6 +23,10 @@ def class_chaos(config: Config, drill: str, restore: bool, timeout: float, only:
     if drill not in DRILLS:
         raise NotFound(f"no class drill {drill} (drills: {', '.join(DRILLS)})")
     room = classroom.require(config)
+    unknown = sorted(set(only or ()) - {s.lab for s in room.students})
+    if unknown:
+        raise NotFound(f"the class has no lab {unknown[0]} (labs: {', '.join(s.lab for s in room.students)}); "
+                       "see `swarmlab class status`")
     timelines: dict[str, Timeline] = {}
 
     def run(scoped: Config, student: Student) -> dict:

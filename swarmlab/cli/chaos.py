@@ -128,7 +128,8 @@ def chaos_partition(nodes: list[str] = typer.Argument(..., metavar="NODE", help=
 
 
 @chaos_app.command("heal")
-def chaos_heal(nodes: Optional[list[str]] = typer.Argument(None, metavar="NODE", help="Nodes to heal, e.g. swr2."), lab: Optional[str] = LabOption,
+def chaos_heal(nodes: Optional[list[str]] = typer.Argument(None, metavar="NODE", help="Nodes to heal, e.g. swr2."),
+               lab: Optional[str] = LabOption,
                all_nodes: bool = typer.Option(False, "--all", help="Every cut node of the lab."),
                as_json: bool = JsonOption):
     """Put cut nodes back on the lab network."""
@@ -149,7 +150,8 @@ def chaos_lose_quorum(lab: Optional[str] = LabOption,
                       timeout: float = TimeoutOption, report: Optional[str] = ReportOption, as_json: bool = JsonOption):
     """Cut a majority of the managers off the lab network (never the leader) and time the leader
     stepping down, a write refused and the tasks going on running. Without --restore the swarm
-    is left without a majority, for the `quorum` exercise; `chaos heal --all` or `reset` ends it.
+    is left without a majority for a student to recover (as the `quorum` exercise starts);
+    `chaos heal --all` or `reset` ends it.
     Exit 5 when an expected event never came."""
     enter_host()
     _render_timelines([partition.lose_quorum(ctx.config, lab or ctx.config.lab, restore, timeout, ctx.progress)],
