@@ -157,3 +157,12 @@ def test_heal_wants_nodes_or_all(tmp_path):
     assert neither.returncode == 2 and "name the NODEs to heal or pass --all" in neither.stderr
     both = swarmlab("chaos", "heal", "swr2", "--all", config=path)
     assert both.returncode == 2 and "Traceback" not in both.stderr
+
+
+def test_a_timeline_prints_no_escape_a_node_sent(capsys):
+    from swarmlab.cli.chaos import _render_timelines
+    timeline = Timeline("lose-quorum", "t1", "swr2, swr3")
+    timeline.mark("writes-refused", "service create: \x1b[2Jgone", at=timeline.started + 25)
+    _render_timelines([timeline], False, None)
+    out = capsys.readouterr().out
+    assert "writes-refused" in out and "\x1b" not in out

@@ -11,7 +11,7 @@ from swarmlab import config as configuration
 from swarmlab.classroom.class_chaos import class_chaos as class_chaos_drills
 from swarmlab.cli.classroom import class_app
 from swarmlab.cli.common import JsonOption, LabOption, NodeArgument, app, ctx, emit_json, enter_host, table
-from swarmlab.core import timeline
+from swarmlab.core import timeline, untrusted
 from swarmlab.lab import chaos, partition
 
 chaos_app = typer.Typer(no_args_is_help=True, help="Failure exercises with a measured timeline.")
@@ -32,7 +32,8 @@ def _render_timelines(timelines, as_json: bool, report: Optional[str], quiet: bo
                        + (f": leader {t.old_leader} -> {t.new_leader or '?'}, at the end {t.final_leader}"
                           if t.old_leader else ""))
             rows = [(e.event, f"{e.t:.1f}", f"{e.expected[0]:g}-{e.expected[1]:g} s" if e.expected else "",
-                     e.detail + (" LATE" if e.expected and e.t > e.expected[1] else "")) for e in t.events]
+                     untrusted.printable(e.detail)  # a node's own words, where a student is root
+                     + (" LATE" if e.expected and e.t > e.expected[1] else "")) for e in t.events]
             rows += [(m, "-", "", "not seen within the timeout") for m in t.missing]
             table(("EVENT", "SECONDS", "EXPECTED", "DETAIL"), rows, indent=2, right={"SECONDS"})
         if report:
