@@ -121,9 +121,10 @@ def test_losing_the_majority_and_getting_it_back(lab3, service):
     data = json.loads(proc.stdout)
     events = {e["event"]: e for e in data["events"]}
     assert list(events) == ["partitioned", "leader-lost", "no-leader", "writes-refused", "tasks-running", "healed",
-                            "leader-back", "managers-reachable"], events
+                            "leader-back", "managers-reachable", "services-back"], events
     assert sorted(data["target"].split(", ")) == sorted({"swr1", "swr2", "swr3"} - {data["old_leader"]})
     assert "does not have a leader" in events["writes-refused"]["detail"]
+    assert events["services-back"]["detail"].startswith("web 3/3"), events["services-back"]
     for e in events.values():
         if e["expected"]:
             low, high = e["expected"]

@@ -6,8 +6,8 @@ import pytest
 
 from swarmlab.adapters.libvirt_xml import interface_link, with_link
 from swarmlab.core import baseline as bl
-from swarmlab.core.quorum import QuorumDetector, lose_quorum_cut
-from swarmlab.core.swarm import SwarmNode
+from swarmlab.core.quorum import QuorumDetector, lose_quorum_cut, services_back
+from swarmlab.core.swarm import SwarmNode, Task
 from swarmlab.core.timeline import Timeline
 from swarmlab.errors import Refused
 
@@ -166,3 +166,19 @@ def test_a_timeline_prints_no_escape_a_node_sent(capsys):
     _render_timelines([timeline], False, None)
     out = capsys.readouterr().out
     assert "writes-refused" in out and "\x1b" not in out
+
+
+def task(name: str, state: str) -> Task:
+    return Task(id=name, name=name, node="swr1", desired_state="Running", current_state=f"{state} 3 seconds ago", error="")
+
+
+def test_services_are_back_when_each_runs_as_many_tasks_as_before_the_cut():
+    before = {"web": 3, "broken": 0}
+    starting = {"web": (3, [task("web.1", "Running"), task("web.2", "Running"), task("web.3", "Starting")]),
+                "broken": (2, [task("broken.1", "Rejected")])}
+    assert services_back(before, starting) == (False, "web 2/3, broken 0/2")
+    running = {**starting, "web": (3, [task(f"web.{i}", "Running") for i in (1, 2, 3)])}
+    assert services_back(before, running) == (True, "web 3/3, broken 0/2")  # broken was short before: not waited for
+    assert services_back({"web": 3}, {}) == (True, "no services")  # removed meanwhile: nothing to wait for
+    assert services_back({"web": 3}, {"web": (1, [task("web.1", "Running")])}) == (True, "web 1/1")  # scaled down
+    assert services_back({}, {}) == (True, "no services")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from swarmlab.core.swarm import SwarmNode
+from swarmlab.core.swarm import SwarmNode, Task
 from swarmlab.errors import Refused
 
 NO_LEADER = "does not have a leader"  # the Engine API's 503 while the swarm has none
@@ -85,3 +85,19 @@ class QuorumDetector:
                    and members[name].manager_status in ("Leader", "Reachable") for name in self.managers):
                 event("managers-reachable", ", ".join(sorted(self.managers)))
         return out
+
+
+ServiceTasks = dict[str, tuple[int, list[Task]]]  # a service's desired replicas, its tasks
+
+
+def running_counts(tasks: ServiceTasks) -> dict[str, int]:
+    return {name: sum(t.state == "Running" for t in ps) for name, (_desired, ps) in tasks.items()}
+
+
+def services_back(before: dict[str, int], tasks: ServiceTasks) -> tuple[bool, str]:
+    """(every service running as many tasks as before the cut, a summary). A service that was
+    short before (an image that never pulled, say) is not waited for beyond what it had, nor one
+    removed since, nor the tasks scaled away."""
+    now = running_counts(tasks)
+    summary = ", ".join(f"{name} {now[name]}/{desired}" for name, (desired, _ps) in tasks.items()) or "no services"
+    return all(now[name] >= min(count, tasks[name][0]) for name, count in before.items() if name in tasks), summary

@@ -40,8 +40,10 @@ EXPECTED = {
     "healed": (0, 0),
     "leader-back": (0, 31),
     "managers-reachable": (0, 60),
+    "services-back": (0, 90),
 }
-AFTER_RESTORE = {"rejoined": "restarted", "leader-back": "healed", "managers-reachable": "healed"}
+AFTER_RESTORE = {"rejoined": "restarted", "leader-back": "healed", "managers-reachable": "healed",
+                 "services-back": "healed"}
 
 
 @dataclass

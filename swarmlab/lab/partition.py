@@ -29,7 +29,7 @@ from swarmlab.host.images import BAKED_IMAGE
 from swarmlab.lab import chaos
 from swarmlab.lab.model import Lab
 from swarmlab.lab.session import open_lab
-from swarmlab.lab.survivors import ManagerAPI
+from swarmlab.lab.survivors import ManagerAPI, Survivors
 from swarmlab.waiting import Cancelled, cancelled
 
 Progress = Callable[[str], None]
@@ -107,6 +107,7 @@ def lose_quorum(config: Config, lab_name: str, restore: bool, timeout: float,
                 raise chaos.ChaosError(f"the leader {leader} of lab {lab_name} does not answer over SSH")
             timeline = Timeline("lose-quorum", lab_name, ", ".join(cut), old_leader=leader)
             timeline.before = chaos.snapshot(survivors)
+            before = quorum.running_counts(survivors.tasks(None, set(), timeout=chaos.STEADY_TIMEOUT) or {})
             running = _running_tasks(seen)
             progress(f"cutting {', '.join(cut)} off the lab network: {len(managers) - len(cut)} of {len(managers)} "
                      f"managers left in touch, a majority needs {quorum.majority(len(managers))}")
@@ -126,8 +127,10 @@ def lose_quorum(config: Config, lab_name: str, restore: bool, timeout: float,
                 heal_links(session.hv, session.lab, cut)
                 timeline.mark("healed", ", ".join(cut))
                 cut, detector.healed = [], True
-                _watch(timeline, detector, seen, time.monotonic() + timeout, ["leader-back", "managers-reachable"],
-                       progress)
+                deadline = time.monotonic() + timeout
+                _watch(timeline, detector, seen, deadline, ["leader-back", "managers-reachable"], progress)
+                if timeline.has("leader-back"):
+                    _wait_services_back(timeline, survivors, before, deadline, progress)
                 timeline.missing = missing + timeline.missing
             return chaos.finish(timeline, survivors, set(cut))
         except BaseException:
@@ -162,6 +165,27 @@ def _watch(timeline: Timeline, detector: QuorumDetector, seen: ManagerAPI, deadl
             progress(f"{event} {detail}")
         time.sleep(max(0.0, chaos.POLL - (time.monotonic() - began)))
     timeline.missing = [e for e in want if not timeline.has(e)]
+
+
+def _wait_services_back(timeline: Timeline, survivors: Survivors, before: dict[str, int], deadline: float,
+                        progress: Progress) -> None:
+    """Every service running as many tasks as before the cut: a new leader first counts the
+    nodes it has not heard from as Unknown, and a task starting when the links went down starts again."""
+    summary = ""
+    while time.monotonic() < deadline:
+        if cancelled.is_set():
+            raise Cancelled("interrupted")
+        began = time.monotonic()
+        tasks = survivors.tasks(None, set())
+        if tasks is not None:
+            back, summary = quorum.services_back(before, tasks)
+            if back:
+                timeline.mark("services-back", summary, at=began)
+                progress(f"services-back {summary}")
+                return
+        time.sleep(max(0.0, chaos.POLL - (time.monotonic() - began)))
+    timeline.missing.append("services-back")
+    progress(f"services not back in time: {summary or 'no manager answered'}")
 
 
 def _try_a_write(timeline: Timeline, seen: ManagerAPI, progress: Progress) -> None:
