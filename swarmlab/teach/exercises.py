@@ -203,9 +203,10 @@ def _check_requirements(exercise: Exercise, lab: Lab, facts: checks.Facts | None
 
 
 def start(config: Config, lab_name: str, exercise: Exercise, images: dict[str, str] | None = None,
-          progress: Progress = lambda _m: None, finish: Sequence[Finish] = ()) -> dict:
+          progress: Progress = lambda _m: None, finish: Sequence[Finish] = (), kept: KeptNodes | None = None) -> dict:
     """The lab at the exercise's starting point: reset to the formed snapshot (the cheapest level
-    that works), then the exercise's setup; the leader at that moment is recorded."""
+    that works), then the exercise's setup; the leader at that moment is recorded. `kept`, when
+    given, holds the sessions the setup opens, for what follows."""
     config = lab_config(config, lab_name)
     unknown = sorted(set(images or {}) - set(exercise.images))
     if unknown:
@@ -217,14 +218,15 @@ def start(config: Config, lab_name: str, exercise: Exercise, images: dict[str, s
     if not result.ok:
         raise ExerciseError(f"reset of lab {lab_name} failed: {(result.problems or [result.error])[0]}: "
                             f"`swarmlab reset --lab {lab_name}` shows more")
-    with open_lab(config, lab_name, "answering") as session:
-        facts = gather(session.conns, session.lab, None)
+    with open_lab(config, lab_name, None if kept is not None else "answering") as session:
+        conns = kept.connect(session.config, session.lab) if kept is not None else session.conns
+        facts = gather(conns, session.lab, None)
         _check_requirements(exercise, session.lab, facts)
         previous = load_state(config, lab_name)
         chosen = {**previous.get("images", {}), **(images or {})}
         ctx = context(exercise, session.lab, chosen)
-        run_steps(config, session.lab, exercise, exercise.setup, ctx, session.conns, progress, "setup")
-        leader = gather(session.conns, session.lab, None).leader()
+        run_steps(config, session.lab, exercise, exercise.setup, ctx, conns, progress, "setup")
+        leader = gather(conns, session.lab, None).leader()
     save_state(config, lab_name, {"exercise": exercise.id, "started": time.time(), "hints": 0,
                                   "leader": leader, "images": chosen})
     reset_done = {"levels": result.levels, "reasons": result.reasons, "seconds": result.seconds}
@@ -276,12 +278,14 @@ def hint(config: Config, lab_name: str, exercise: Exercise) -> dict:
             "of": len(exercise.hints)}
 
 
-def solve(config: Config, lab_name: str, exercise: Exercise, progress: Progress = lambda _m: None) -> None:
+def solve(config: Config, lab_name: str, exercise: Exercise, progress: Progress = lambda _m: None,
+          kept: KeptNodes | None = None) -> None:
     config = lab_config(config, lab_name)
     state = load_state(config, lab_name)
-    with open_lab(config, lab_name, "answering") as session:
+    with open_lab(config, lab_name, None if kept is not None else "answering") as session:
+        conns = kept.connect(session.config, session.lab) if kept is not None else session.conns
         ctx = context(exercise, session.lab, state.get("images"))
-        run_steps(config, session.lab, exercise, exercise.solution, ctx, session.conns, progress, "solve")
+        run_steps(config, session.lab, exercise, exercise.solution, ctx, conns, progress, "solve")
 
 
 @dataclass
@@ -299,19 +303,22 @@ class SelfTest:
 
 
 def self_test(config: Config, lab_name: str, exercise: Exercise, progress: Progress = lambda _m: None) -> SelfTest:
-    """start; check must fail; solve; check must pass."""
+    """start; check must fail; solve; check must pass. One login per node after the reset, kept
+    for the setup, the checks and the solution: each login is seconds of emulated CPU under TCG."""
     began = time.monotonic()
     result = SelfTest(exercise.id)
+    kept = KeptNodes()
     try:
         progress(f"{exercise.id}: start")
-        start(config, lab_name, exercise, progress=progress)
-        before = check(config, lab_name, exercise, wait=False)
+        start(config, lab_name, exercise, progress=progress, kept=kept)
+        before = check(config, lab_name, exercise, wait=False, kept=kept)
         result.failed_before = [v.title for v in before if not v.ok]
         if not result.failed_before:
             raise ExerciseError("every check passed before the solution ran: the checks test nothing")
         progress(f"{exercise.id}: {len(result.failed_before)} of {len(before)} checks fail before the solution, as they must")
-        solve(config, lab_name, exercise, progress)
-        after = check(config, lab_name, exercise, wait=True, progress=lambda m: progress(f"{exercise.id}: {m}"))
+        solve(config, lab_name, exercise, progress, kept)
+        after = check(config, lab_name, exercise, wait=True, progress=lambda m: progress(f"{exercise.id}: {m}"),
+                      kept=kept)
         result.after = [v.as_dict() for v in after]
         bad = [v for v in after if not v.ok]
         if bad:
@@ -319,6 +326,8 @@ def self_test(config: Config, lab_name: str, exercise: Exercise, progress: Progr
         result.ok = True
     except SwarmlabError as e:
         result.error = str(e)
+    finally:
+        kept.close()
     result.seconds = round(time.monotonic() - began, 1)
     return result
 
