@@ -2,14 +2,17 @@
 test server (the a_class fixture: Ann and Bo on loopback stand-ins)."""
 
 import asyncio
+import json
 import time
 
 import pytest
 
+from swarmlab import config as configuration
 from swarmlab.classroom import access, room as classroom
-from swarmlab.core import class_clock
+from swarmlab.core import class_clock, roster
 from swarmlab.core.class_clock import ClockError
 from swarmlab.classroom.limits import StudentLimits
+from tests.conftest import swarmlab, write_config
 from tests.test_access import a_class  # noqa: F401
 from tests.test_portal import run
 
@@ -39,6 +42,22 @@ def test_time_left_and_extensions():
     assert class_clock.extended(at("16:30"), 15, now) == at("16:45")
     assert class_clock.extended(at("15:00"), 15, now) == at("16:15")  # ended: from now
     assert class_clock.extended(None, 15, now) == at("16:15")
+    assert class_clock.ended_now(at("16:30"), now) == now and class_clock.ended_now(None, now) == now
+    assert class_clock.ended_now(at("15:00"), now) == at("15:00")  # ended already: its own end stays
+
+
+def test_class_end_ends_now_and_asks_first_when_the_labs_would_be_removed(tmp_path):
+    path = write_config(tmp_path / "swarmlab.toml", tmp_path / "state")
+    config = configuration.load(path)
+    classroom.save(config, classroom.Classroom(1, [roster.Student("Ann", "ann")], ends=time.time() + 3600,
+                                               teardown=True))
+    refused = swarmlab("class", "end", config=path)
+    assert refused.returncode == 4 and "made with --teardown" in refused.stderr and "--yes" in refused.stderr
+    assert classroom.load(config).ends > time.time() + 3000  # nothing changed
+    ended = swarmlab("class", "end", "--yes", "--json", config=path)
+    assert ended.returncode == 0, ended.stderr
+    assert json.loads(ended.stdout)["said"].startswith("ended at")
+    assert class_clock.over(classroom.load(config).ends, time.time())
 
 
 def test_a_student_may_restart_or_reset_once_per_interval(a_class):  # noqa: F811

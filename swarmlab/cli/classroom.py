@@ -16,7 +16,7 @@ from swarmlab.classroom import cards, class_exercises, room as classroom
 from swarmlab.cli.common import (ExerciseArgument, JsonOption, NodeBoard, app, ctx, emit_json, enter_host,
                                  render_lab_results, table)
 from swarmlab.core import class_clock, roster as rosters
-from swarmlab.errors import NotFound
+from swarmlab.errors import NotFound, Refused
 from swarmlab.lab import model as labs
 from swarmlab.teach import exercise_files
 
@@ -87,6 +87,26 @@ def class_extend(minutes: int = typer.Argument(..., metavar="MINUTES", help="How
         emit_json({"ends": room.ends, "teardown": room.teardown, "said": said})
     else:
         typer.echo(f"the class {said}" + ("; then its labs are graded and removed" if room.teardown else ""))
+
+
+@class_app.command("end")
+def class_end_now(yes: bool = typer.Option(False, "--yes", help="Confirm the end of a class made with --teardown: "
+                                                                "its labs are then graded and removed."),
+                  as_json: bool = JsonOption):
+    """End the class now, as its clock would: the terminals close with the reason and Check
+    still grades. `class extend MINUTES` opens the terminals again."""
+    room = classroom.require(ctx.config)
+    if room.teardown and not yes and not class_clock.over(room.ends, time.time()):
+        raise Refused("this class was made with --teardown: ending it now grades every lab and removes it. "
+                      "Pass --yes to do that, or `class extend` to move the end instead")
+    room.ends = class_clock.ended_now(room.ends, time.time())
+    classroom.save(ctx.config, room)
+    said = class_clock.say_left(room.ends, time.time())
+    if as_json:
+        emit_json({"ends": room.ends, "teardown": room.teardown, "said": said})
+    else:
+        typer.echo(f"the class {said}: the portal closes the terminals within seconds"
+                   + ("; then its labs are graded and removed" if room.teardown else ""))
 
 
 @class_app.command("status")

@@ -31,6 +31,11 @@ def extended(ends: float | None, minutes: int, now: float) -> float:
     return max(ends or now, now) + minutes * 60
 
 
+def ended_now(ends: float | None, now: float) -> float:
+    """The end brought to now; a class that has ended already keeps its own end."""
+    return ends if ends is not None and ends <= now else now
+
+
 def left(ends: float | None, now: float) -> float | None:
     """Seconds left (0 once over), or None for a class without an end."""
     return None if ends is None else max(0.0, ends - now)
