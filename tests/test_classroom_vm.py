@@ -182,7 +182,10 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
         assert all(r["detail"]["exercise"] == "services" for r in json.loads(started.stdout))
         figure(f"class start: {[(r['lab'], r['detail']['reset']) for r in json.loads(started.stdout)]}\n"
               + "".join(line for line in started.stderr.splitlines(True) if "health" in line or "level" in line))
-        solved = swarmlab("exercise", "solve", "services", "--lab", "ann-lee", config=path, timeout=600)
+        # Ann does what the checks ask, no more (`exercise test` runs each solution in full)
+        solved = node_sh(path, "ann-lee", "swr1", "docker service create --detach --name HelloWorld --replicas 2 "
+                         "swarmlab/busybox sleep 1d && docker service create --detach --name HelloGlobal --mode global "
+                         "swarmlab/busybox sleep 1d && docker service rm Leftover")
         assert solved.returncode == 0, solved.stderr
         converged = swarmlab("exercise", "check", "services", "--lab", "ann-lee", config=path, timeout=600)
         assert converged.returncode == 0, converged.stdout + converged.stderr
