@@ -335,8 +335,10 @@ def assert_a_spinning_node_stays_within_its_cpu_cap_and_weighs_less(path, config
 
 
 def assert_the_mirror_takes_no_push(path, config) -> None:
-    """Root on a node pushes its own image as swarmlab/agent into the mirror every lab pulls
-    from: refused, and the mirror still serves the original."""
+    """Root on a node writes into the mirror every lab pulls from, as `docker push` and
+    `docker image rm` over the registry API would (an upload starts with a POST, a manifest is a
+    PUT): every write refused, and the mirror still serves the original swarmlab/agent.
+    (`docker push` itself retries for ~50 s before it gives up; its first request is this POST.)"""
     import requests
     mirror = f"{config.gateway}:5000"
 
@@ -344,9 +346,17 @@ def assert_the_mirror_takes_no_push(path, config) -> None:
         return requests.head(f"http://{mirror}/v2/swarmlab/agent/manifests/latest", timeout=5, headers={
             "Accept": "application/vnd.docker.distribution.manifest.v2+json"}).headers["Docker-Content-Digest"]
     before = digest()
-    pushed = swarmlab("ssh", "swr1", "--lab", "ann-lee", "--", f"docker tag swarmlab/busybox {mirror}/swarmlab/agent "
-                      f"&& docker push {mirror}/swarmlab/agent", config=path, timeout=180)
-    assert pushed.returncode != 0, pushed.stdout + pushed.stderr
+    writes = ["POST /v2/swarmlab/agent/blobs/uploads/", "POST /v2/swarmlab/agent/blobs/uploads/?mount=sha256:0",
+              "PUT /v2/swarmlab/agent/manifests/latest",
+              "DELETE /v2/swarmlab/agent/manifests/latest"]
+    script = "".join(
+        f"exec 3<>/dev/tcp/{config.gateway}/5000; printf '{w} HTTP/1.0\\r\\nHost: {mirror}\\r\\nContent-Type: "
+        "application/vnd.docker.distribution.manifest.v2+json\\r\\nContent-Length: 2\\r\\n\\r\\n{}' >&3; "
+        f"echo \"{w} => $(head -n 1 <&3)\"; exec 3>&-; " for w in writes)
+    answered = node_sh(path, "ann-lee", "swr1", script)
+    assert answered.returncode == 0, answered.stderr
+    statuses = dict(line.split(" => ") for line in answered.stdout.strip().splitlines())
+    assert {w: statuses[w].split()[1] for w in writes} == {w: "405" for w in writes}, statuses
     assert digest() == before
 
 
