@@ -206,7 +206,7 @@ def test_a_tab_that_stopped_reading_holds_up_no_ones_reset(a_class, monkeypatch)
         app = portal.Portal(config)
         async with TestClient(TestServer(app.app())) as client:
             shell = Shell()
-            session = app.sessions[("ann", "swr1")] = TerminalSession("ann", "swr1", shell, lambda: None)
+            session = app.terminals.sessions[("ann", "swr1")] = TerminalSession("ann", "swr1", shell, lambda: None)
             stuck = Viewer(Browser(stalled=True), "student")
             writer = asyncio.ensure_future(stuck.write())
             await session.attach(stuck)

@@ -39,7 +39,7 @@ def test_the_pages_cap_the_connections_one_address_keeps_open(a_class):  # noqa:
         sock = socket.socket()
         sock.bind(("127.0.0.1", port))
         sock.listen(16)
-        server = await connection_caps.serve_capped(runner, sock, None, pages.addresses)
+        server = await connection_caps.serve_capped(runner, sock, None, pages.state.addresses)
         try:
             held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
             over = await asyncio.open_connection("127.0.0.1", port)
@@ -100,7 +100,7 @@ def test_an_address_that_guesses_tokens_waits_and_the_others_do_not(a_class):  #
         async with TestClient(TestServer(app.app())) as client:
             guesses = [(await client.get(f"/s/guess{i}")).status for i in range(6)]
             own = await client.get(f"/s/{ann}/nodes")  # the same address, a right token: it waits too
-            app.addresses.guesses.clear()  # another address, as far as the limit can tell
+            app.state.addresses.guesses.clear()  # another address, as far as the limit can tell
             later = await client.get(f"/s/{ann}/nodes")
             return guesses, own.status, own.headers.get("Retry-After"), later.status
 

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from swarmlab.classroom import access, lab_health, portal, portal_endpoint
+from swarmlab.classroom import access, lab_health, portal, portal_endpoint, portal_student
 from swarmlab.lab import model as labs
 from tests.test_access import a_class  # noqa: F401 (the fixture: a class of Ann and Bo on loopback)
 
@@ -66,7 +66,7 @@ def test_checks_are_rate_limited_per_lab(a_class):  # noqa: F811
         answer = await client.post(f"/s/{ann}/check")
         out.append((answer.status, answer.headers.get("Retry-After")))
         out.append((await client.post(f"/s/{bo}/check")).status)  # another lab has its own pace
-        now[0] += portal.CHECK_EVERY
+        now[0] += portal_student.CHECK_EVERY
         out.append((await client.post(f"/s/{ann}/check")).status)
         return out
 
@@ -154,10 +154,10 @@ def test_without_a_certificate_the_portal_makes_a_self_signed_one_once(a_class):
 
 
 def test_the_exercise_text_is_shown_as_a_page_not_as_markdown():
-    html = str(portal.task_html("1. Create **HelloWorld**: `docker service ls 2>/dev/null`\n2. Scale it"))
+    html = str(portal_student.task_html("1. Create **HelloWorld**: `docker service ls 2>/dev/null`\n2. Scale it"))
     assert "<li>Create <strong>HelloWorld</strong>: <code>docker service ls 2&gt;/dev/null</code></li>" in html
     # the README's own title would repeat the page's heading
-    titled = str(portal.task_html("# Services\n\n1. Create it\n\n## Then\n"))
+    titled = str(portal_student.task_html("# Services\n\n1. Create it\n\n## Then\n"))
     assert "Services" not in titled and "<h2>Then</h2>" in titled and "<li>Create it</li>" in titled
 
 
@@ -174,20 +174,20 @@ def test_a_terminal_ends_when_its_lab_is_reset_by_any_process_or_leaves_the_clas
             said[(lab, node)] = message
         return types.SimpleNamespace(lab=lab, node=node, opened=opened, end=end,
                                      ended=types.SimpleNamespace(is_set=lambda: (lab, node) in said))
-    app.sessions = {("ann", "swr1"): session("ann", "swr1", 0.0), ("bo", "swr1"): session("bo", "swr1", 0.0)}
-    asyncio.run(app.end_stale_sessions())
-    assert said == {} and len(app.sessions) == 2  # no lab was reset since they opened
+    app.terminals.sessions = {("ann", "swr1"): session("ann", "swr1", 0.0), ("bo", "swr1"): session("bo", "swr1", 0.0)}
+    asyncio.run(app.terminals.end_stale_sessions())
+    assert said == {} and len(app.terminals.sessions) == 2  # no lab was reset since they opened
     resets.mark_reset(access.lab_config_of(config, "ann"), "ann")  # as `swarmlab reset --lab ann` does
-    app.sessions[("ann", "swr2")] = session("ann", "swr2", resets.last_reset(access.lab_config_of(config, "ann"), "ann") + 1)
-    asyncio.run(app.end_stale_sessions())
+    app.terminals.sessions[("ann", "swr2")] = session("ann", "swr2", resets.last_reset(access.lab_config_of(config, "ann"), "ann") + 1)
+    asyncio.run(app.terminals.end_stale_sessions())
     assert said == {("ann", "swr1"): "\r\n[session ended: the lab was reset]\r\n"}
-    assert sorted(app.sessions) == [("ann", "swr2"), ("bo", "swr1")]  # the one opened after the reset stays
+    assert sorted(app.terminals.sessions) == [("ann", "swr2"), ("bo", "swr1")]  # the one opened after the reset stays
     room = classroom.load(config)
     room.students = [s for s in room.students if s.lab != "bo"]
     classroom.save(config, room)
-    asyncio.run(app.end_stale_sessions())
+    asyncio.run(app.terminals.end_stale_sessions())
     assert said[("bo", "swr1")] == "\r\n[session ended: the lab was removed]\r\n"
-    assert sorted(app.sessions) == [("ann", "swr2")]
+    assert sorted(app.terminals.sessions) == [("ann", "swr2")]
 
 
 def test_the_portal_command_records_where_it_listens_and_can_replace_the_instructor_token(a_class, tmp_path):  # noqa: F811

@@ -13,7 +13,7 @@ import asyncssh
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from swarmlab.classroom import access, portal, portal_web
+from swarmlab.classroom import access, portal, portal_student, portal_web
 from swarmlab.classroom.limits import StudentLimits
 from swarmlab.lab import model as labs
 from swarmlab.teach import exercises
@@ -188,10 +188,10 @@ def test_a_flood_of_keystrokes_waits_in_the_browser_and_another_students_page_st
             ws.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             ws._response.connection.transport.abort()
             for _ in range(50):  # its browser's terminal ends, and with it the slot it held
-                if not app.limits.held["terminals", "ann"]:
+                if not app.state.limits.held["terminals", "ann"]:
                     break
                 await asyncio.sleep(0.1)
-            return page.status, took, sent, grown, app.limits.held["terminals", "ann"]
+            return page.status, took, sent, grown, app.state.limits.held["terminals", "ann"]
         finally:
             node.close()
 
@@ -230,7 +230,7 @@ def test_terminals_checks_and_hints_are_capped_per_student(a_class, monkeypatch)
             out["third terminal"] = (third.status, (await third.text()).strip())
             first = asyncio.ensure_future(client.post(f"/s/{ann}/check"))
             assert await asyncio.to_thread(running["ann"].wait, 10)
-            now[0] += portal.CHECK_EVERY  # spaced as the page allows, but the first is still running
+            now[0] += portal_student.CHECK_EVERY  # spaced as the page allows, but the first is still running
             second = await client.post(f"/s/{ann}/check")
             out["second check"] = (second.status, (await second.json())["error"])
             started = time.monotonic()

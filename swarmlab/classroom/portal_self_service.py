@@ -5,8 +5,7 @@ Each asks for confirmation (the page, and `{"confirm": true}` in the body), at m
 [portal] self_service_every seconds per student, and at most [portal] self_service_at_once in
 the whole class at a time (the others wait their turn: a reset is emulated CPU that every lab
 shares). It runs as a job the page follows (GET /s/<token>/job), ends the lab's terminals,
-collects what the student typed first, and goes into the class's record. A mixin of
-portal.Portal.
+collects what the student typed first, and goes into the class's record.
 """
 
 from __future__ import annotations
@@ -17,7 +16,9 @@ from dataclasses import asdict, dataclass, field
 
 from aiohttp import web
 
-from swarmlab.classroom import class_log, typed_history
+from swarmlab.classroom import class_end, class_log, typed_history
+from swarmlab.classroom.portal_state import PortalState
+from swarmlab.classroom.portal_terminals import Terminals
 from swarmlab.classroom.portal_web import json_body, too_soon
 from swarmlab.classroom.student_lab import CLASS_FINISH
 from swarmlab.errors import SwarmlabError
@@ -42,9 +43,10 @@ class Job:
 
 
 class SelfService:
-    def _self_service_init(self) -> None:
+    def __init__(self, state: PortalState, terminals: Terminals):
+        self.state, self.terminals = state, terminals
         self.jobs: dict[str, Job] = {}
-        self.self_service_gate = asyncio.Semaphore(self.config.self_service_at_once)
+        self.self_service_gate = asyncio.Semaphore(state.config.self_service_at_once)
 
     async def restart_exercise(self, request: web.Request) -> web.Response:
         return await self._ask(request, "restart")
@@ -67,14 +69,14 @@ class SelfService:
             return web.json_response({"error": f"your lab's {running.what} is still running"}, status=409)
         exercise = None
         if what == "restart":
-            exercise = (await asyncio.to_thread(exercises.load_state, self._scoped(lab), lab)).get("exercise")
+            exercise = (await asyncio.to_thread(exercises.load_state, self.state.scoped(lab), lab)).get("exercise")
             if not exercise:
                 return web.json_response({"error": "no exercise has started yet: nothing to restart"}, status=409)
-        if self.class_clock.over():
+        if await asyncio.to_thread(class_end.is_over, self.state.config):
             return web.json_response({"error": "the class has ended"}, status=409)
-        wait = self.limits.self_service_wait(lab)
+        wait = self.state.limits.self_service_wait(lab)
         if wait > 0:
-            return too_soon(f"one restart or reset every {self.limits.self_service_every} s", wait)
+            return too_soon(f"one restart or reset every {self.state.limits.self_service_every} s", wait)
         job = self.jobs[lab] = Job(what, exercise)
         asyncio.ensure_future(self._run(lab, job))
         return web.json_response(asdict(job), status=202)
@@ -86,7 +88,7 @@ class SelfService:
             loop.call_soon_threadsafe(job.step, text)
         job.step("ending your terminals; your commands are kept")
         # before the class-wide gate, never under it (ending waits on no browser anyway)
-        await self.end_sessions(lab, "you restarted the exercise" if job.what == "restart" else "you reset your lab")
+        await self.terminals.end_sessions(lab, "you restarted the exercise" if job.what == "restart" else "you reset your lab")
         if self.self_service_gate.locked():
             job.step("waiting: another student's lab is resetting")
         async with self.self_service_gate:
@@ -99,23 +101,21 @@ class SelfService:
                 job.ok, job.error = False, f"{type(e).__name__}: {e}"
             finally:
                 job.done = True
-                self.status_read = (float("-inf"), [])
-                self.health.forget(lab)
-                self.drop_check_sessions(lab)
+                self.state.lab_changed(lab)
 
     def _work(self, lab: str, job: Job, progress) -> None:
-        scoped = self._scoped(lab)
-        typed_history.collect_quietly(self.config, lab)
+        scoped = self.state.scoped(lab)
+        typed_history.collect_quietly(self.state.config, lab)
         if job.what == "restart":
             exercises.start(scoped, lab, exercise_files.find(job.exercise), progress=progress, finish=CLASS_FINISH)
         else:
             result = resets.reset(scoped, lab, progress=progress, finish=CLASS_FINISH)
             if not result.ok:
                 raise SwarmlabError((result.problems or [result.error or "the reset failed"])[0])
-        class_log.record(self.config, lab, job.what, by="student",
+        class_log.record(self.state.config, lab, job.what, by="student",
                          **({"exercise": job.exercise} if job.exercise else {}))
         progress("done")
 
-    def self_service_routes(self) -> list:
+    def routes(self) -> list:
         return [web.post("/s/{token}/restart", self.restart_exercise), web.post("/s/{token}/reset", self.reset_lab),
                 web.get("/s/{token}/job", self.job)]

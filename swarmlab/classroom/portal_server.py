@@ -55,15 +55,15 @@ def serve(config: Config, web_sock: socket.socket, ssh_sock: socket.socket, tls:
     meanwhile, for `class cards`."""
     from aiohttp import web
     pages = Portal(config)
-    limits = pages.limits  # one count per student for terminals and gateway channels alike
+    limits = pages.state.limits  # one count per student for terminals and gateway channels alike
 
     async def run() -> None:
-        gateway = await access.start_gateway(config, pages.class_labs, limits, sock=ssh_sock,
+        gateway = await access.start_gateway(config, pages.state.class_labs, limits, sock=ssh_sock,
                                              addresses=AddressLimits(config))
         # A stop ends open terminals at once: aiohttp would wait up to 60 s for their handlers.
         runner = web.AppRunner(pages.app(), access_log=None, shutdown_timeout=3)
         await runner.setup()
-        site = await connection_caps.serve_capped(runner, web_sock, tls, pages.addresses)
+        site = await connection_caps.serve_capped(runner, web_sock, tls, pages.state.addresses)
         loop = asyncio.get_running_loop()
         loop.create_task(pages.watch_class())
         governor = cpu_share.CpuGovernor(config)
@@ -72,7 +72,7 @@ def serve(config: Config, web_sock: socket.socket, ssh_sock: socket.socket, tls:
             loop.add_signal_handler(signum, access.stop_gateway, gateway)
         portal_endpoint.record(config, endpoint)
         progress(f"SSH gateway on {endpoint.listen}:{endpoint.ssh_port}, portal on {endpoint.listen}:"
-                 f"{endpoint.https_port}, for {len(pages.class_labs())} students at {endpoint.url} "
+                 f"{endpoint.https_port}, for {len(pages.state.class_labs())} students at {endpoint.url} "
                  "(`swarmlab class cards` hands out their pages); Ctrl-C stops both")
         progress(f"certificate SHA-256 {endpoint.fingerprint}")
         progress(f"instructor: {endpoint.url}/i/{access.instructor_token(config)}")

@@ -1,8 +1,7 @@
 """The portal's terminals: a student's page opens a shell per node (/s/<token>/term/<node>),
 the instructor watches it (/i/<token>/term/<lab>/<node>) and may take the keyboard. Both are
 viewers of one shared session (terminal_sessions.py). Sessions end when their lab is reset
-(by any process) or leaves the class, and when the class's clock runs out. A mixin of
-portal.Portal.
+(by any process) or leaves the class, and when the class's clock runs out.
 """
 
 from __future__ import annotations
@@ -13,31 +12,31 @@ import json
 from aiohttp import WSMsgType, web
 
 from swarmlab.classroom import access, class_end
+from swarmlab.classroom.portal_state import PortalState
 from swarmlab.classroom.portal_web import peer_gone
 from swarmlab.classroom.limits import OverLimit
 from swarmlab.classroom.terminal_sessions import TerminalSession, Viewer, serve_viewer
 from swarmlab.errors import SwarmlabError
 from swarmlab.lab import reset as resets
 
-WATCH_EVERY = 2.0  # how soon a terminal ends after its lab was reset or removed, or the class's end
-
 
 class Terminals:
-    def _terminals_init(self) -> None:
+    def __init__(self, state: PortalState):
+        self.state = state
         self.sessions: dict[tuple[str, str], TerminalSession] = {}
         self.opening: dict[tuple[str, str], asyncio.Lock] = {}
 
     # --- the student's terminals -----------------------------------------------------
     async def terminal(self, request: web.Request) -> web.StreamResponse:
         lab = request["lab"]
-        found = access.student_lab(self.config, lab)
+        found = access.student_lab(self.state.config, lab)
         node = found.node(request.match_info["node"]) if found else None
         if node is None:
             return web.Response(status=404, text="404 no such node in your lab\n")
-        if await asyncio.to_thread(self.class_clock.over):
-            return await self._refuse(request, f"\r\n[{await asyncio.to_thread(class_end.ended_message, self.config)}]\r\n")
+        if await asyncio.to_thread(class_end.is_over, self.state.config):
+            return await self._refuse(request, f"\r\n[{await asyncio.to_thread(class_end.ended_message, self.state.config)}]\r\n")
         try:
-            self.limits.take("terminals", lab)
+            self.state.limits.take("terminals", lab)
         except OverLimit as e:
             return web.Response(status=429, text=f"429 {e}\n")
         try:
@@ -52,7 +51,7 @@ class Terminals:
                 return await self._say_and_close(ws, f"\r\n[swarmlab: {node.name}: {e}]\r\n")
             return await self._serve(request, ws, session, Viewer(ws, "student"))
         finally:
-            self.limits.give("terminals", lab)
+            self.state.limits.give("terminals", lab)
 
     async def _session(self, lab: str, node) -> TerminalSession:
         """The node's shared session, opened at the first browser that asks."""
@@ -61,7 +60,7 @@ class Terminals:
             session = self.sessions.get(key)
             if session is not None and not session.ended.is_set():
                 return session
-            conn = await access.connect_as_student(self.config, lab, node.ip)
+            conn = await access.connect_as_student(self.state.config, lab, node.ip)
             try:
                 process = await conn.create_process(term_type="xterm-256color", term_size=(100, 30), encoding=None)
             except BaseException:
@@ -84,16 +83,16 @@ class Terminals:
         """What each student has open: the page's shared terminals (watchable) and their SSH
         connections through the gateway (only counted: they are the student's own)."""
         rows = []
-        for lab in self.class_labs():
+        for lab in self.state.class_labs():
             shells = [{"node": node, "students": len(s.students()), "watching": s.marks()["watching"],
                        "typing": s.marks()["typing"]}
                       for (lab_, node), s in sorted(self.sessions.items()) if lab_ == lab and not s.ended.is_set()]
-            rows.append({"lab": lab, "terminals": shells, "ssh_connections": self.limits.held["channels", lab]})
+            rows.append({"lab": lab, "terminals": shells, "ssh_connections": self.state.limits.held["channels", lab]})
         return web.json_response(rows)
 
     # --- one browser -------------------------------------------------------------------
     def _websocket(self) -> web.WebSocketResponse:
-        return web.WebSocketResponse(heartbeat=30, max_msg_size=self.config.max_request_kib * 1024)
+        return web.WebSocketResponse(heartbeat=30, max_msg_size=self.state.config.max_request_kib * 1024)
 
     async def _serve(self, request: web.Request, ws: web.WebSocketResponse, session: TerminalSession,
                      viewer: Viewer) -> web.WebSocketResponse:
@@ -164,14 +163,14 @@ class Terminals:
     def sessions_to_end(self) -> list[tuple[TerminalSession, str]]:
         """Sessions on a lab that left the class, or that was reset (by any process: the CLI,
         `class start`, a page) after they opened."""
-        labs_now = set(self.class_labs())
+        labs_now = set(self.state.class_labs())
         ending = []
         for (lab, _node), session in list(self.sessions.items()):
             if session.ended.is_set():
                 self.sessions.pop((lab, _node), None)
             elif lab not in labs_now:
                 ending.append((session, "the lab was removed"))
-            elif session.opened < resets.last_reset(self._scoped(lab), lab):
+            elif session.opened < resets.last_reset(self.state.scoped(lab), lab):
                 ending.append((session, "the lab was reset"))
         return ending
 
@@ -181,16 +180,14 @@ class Terminals:
             self.sessions.pop((session.lab, session.node), None)
             await session.end(f"\r\n[session ended: {why}]\r\n")
 
-    async def watch_class(self) -> None:
-        while True:
-            await asyncio.sleep(WATCH_EVERY)
-            await self.end_stale_sessions()
-            await self.class_clock.watch()
-
     async def end_every_session(self, why: str) -> None:
         await self.end_sessions_of([lab for lab, _ in self.sessions], why)
 
-    def terminal_routes(self) -> list:
+    def close(self) -> None:
+        for session in self.sessions.values():
+            session.close()
+
+    def routes(self) -> list:
         return [web.get("/s/{token}/term/{node}", self.terminal), web.get("/i/{token}/term/{lab}/{node}", self.watch),
                 web.get("/i/{token}/terminals", self.terminals_open)]
 
