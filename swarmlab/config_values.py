@@ -11,6 +11,11 @@ from typing import Any, Callable
 
 from swarmlab.errors import SwarmlabError
 
+# Names the CLI shows as defaults, here so that `--help` needs no libvirt or SSH library
+DEFAULT_SNAPSHOT = "formed"  # the snapshot `up` takes and `reset` returns to
+SUITES = ("bookworm", "trixie")  # Debian 12 and 13, the releases templates are built from
+DEFAULT_SUITE = "trixie"  # the current stable, with docker.io 26
+
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")  # Debian policy 5.6.1
 

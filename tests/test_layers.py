@@ -34,6 +34,9 @@ def imported(path: Path, module: str) -> set[str]:
                 out.add(candidate if sub.with_suffix(".py").exists() or sub.is_dir() else source)
         elif isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("swarmlab")}
+        elif (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "deferred" and node.args
+              and isinstance(node.args[0], ast.Constant) and str(node.args[0].value).startswith("swarmlab")):
+            out.add(node.args[0].value)  # the CLI's modules imported at first use (cli/deferred.py)
     return out
 
 
@@ -55,3 +58,20 @@ def test_the_layer_check_sees_an_upward_import(tmp_path):
     probe.write_text("def f():\n    from ..lab import model\n")
     assert imported(probe, "swarmlab.core.probe") == {"swarmlab.lab.model"}
     assert layer_of("swarmlab.lab.model") > layer_of("swarmlab.core.probe")
+
+
+def test_the_command_starts_without_loading_libvirt_ssh_http_or_templates():
+    """`swarmlab --help`, a usage error, `class extend`: none needs them, and they were half a
+    second of every start (each command loads its own at first use)."""
+    import subprocess
+    import sys
+    heavy = ("libvirt", "fabric", "paramiko", "requests", "jinja2", "asyncssh", "aiohttp")
+    probe = ("import sys; from swarmlab import cli; "
+             f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.split() == [], loaded.stdout
+    used = subprocess.run([sys.executable, "-c", "from swarmlab.cli import deferred; "
+                           "m = deferred.deferred('swarmlab.lab.model'); print(m.Lab.__module__)"],
+                          capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert used.stdout.strip() == "swarmlab.lab.model", used.stderr

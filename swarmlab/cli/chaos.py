@@ -8,11 +8,15 @@ from typing import Optional
 import typer
 
 from swarmlab import config as configuration
-from swarmlab.classroom.class_chaos import class_chaos as class_chaos_drills
 from swarmlab.cli.classroom import class_app
 from swarmlab.cli.common import JsonOption, LabOption, NodeArgument, app, ctx, emit_json, enter_host, table
-from swarmlab.core import timeline, untrusted
-from swarmlab.lab import chaos, partition
+from swarmlab.cli.deferred import deferred
+
+timeline = deferred("swarmlab.core.timeline")
+untrusted = deferred("swarmlab.core.untrusted")
+chaos = deferred("swarmlab.lab.chaos")
+partition = deferred("swarmlab.lab.partition")
+class_drills = deferred("swarmlab.classroom.class_chaos")
 
 chaos_app = typer.Typer(no_args_is_help=True, help="Failure exercises with a measured timeline.")
 app.add_typer(chaos_app, name="chaos")
@@ -169,7 +173,7 @@ def class_chaos(drill: str = typer.Argument(..., metavar="DRILL", help="lose-quo
     them on one page to project). Exit 1 when a lab's drill failed, 5 when an expected event
     never came."""
     enter_host()
-    results, timelines = class_chaos_drills(ctx.config, drill, restore, timeout, only or None,
+    results, timelines = class_drills.class_chaos(ctx.config, drill, restore, timeout, only or None,
                                             lambda lab, message: ctx.progress(f"{lab}: {message}"))
     for r in results:
         if not r.ok:

@@ -12,13 +12,17 @@ from typing import Optional
 import typer
 
 from swarmlab import config as configuration
-from swarmlab.classroom import cards, class_exercises, room as classroom
 from swarmlab.cli.common import (ExerciseArgument, JsonOption, NodeBoard, app, ctx, emit_json, enter_host,
                                  render_lab_results, table)
 from swarmlab.core import class_clock, roster as rosters
 from swarmlab.errors import NotFound, Refused
-from swarmlab.lab import model as labs
-from swarmlab.teach import exercise_files
+from swarmlab.cli.deferred import deferred
+
+cards = deferred("swarmlab.classroom.cards")
+class_exercises = deferred("swarmlab.classroom.class_exercises")
+classroom = deferred("swarmlab.classroom.room")
+labs = deferred("swarmlab.lab.model")
+exercise_files = deferred("swarmlab.teach.exercise_files")
 
 class_app = typer.Typer(no_args_is_help=True, help="A class: one lab per student, spread over the lab hosts.")
 app.add_typer(class_app, name="class")

@@ -11,18 +11,26 @@ from typing import Optional
 import typer
 
 from swarmlab import __version__, config as configuration
-from swarmlab.adapters import logfile
-from swarmlab.classroom import node_account
-from swarmlab.host import hoststate
-from swarmlab.lab import lab_up
+from swarmlab.cli.deferred import deferred
+
+logfile = deferred("swarmlab.adapters.logfile")
+node_account = deferred("swarmlab.classroom.node_account")
+hoststate = deferred("swarmlab.host.hoststate")
+lab_up = deferred("swarmlab.lab.lab_up")
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
                   help="Docker Swarm training labs on a libvirt host.")
 
 JsonOption = typer.Option(False, "--json", help="Print a JSON document on stdout instead of text.")
 
+
+
+def _student_account(config: configuration.Config, lab) -> list[str]:
+    return node_account.student_account(config, lab)
+
+
 # A class lab keeps its student's account whatever command makes its nodes anew.
-LAB_FINISH = (node_account.student_account,)
+LAB_FINISH = (_student_account,)
 
 
 class Context:

@@ -10,8 +10,11 @@ import typer
 from swarmlab import config as configuration
 from swarmlab.cli.common import (LAB_FINISH, ExerciseArgument, ImageOption, JsonOption, LabOption, app, ctx, emit_json,
                                  enter_host, table)
-from swarmlab.lab import model as labs
-from swarmlab.teach import exercise_files, exercises
+from swarmlab.cli.deferred import deferred
+
+labs = deferred("swarmlab.lab.model")
+exercise_files = deferred("swarmlab.teach.exercise_files")
+exercises = deferred("swarmlab.teach.exercises")
 
 exercise_app = typer.Typer(no_args_is_help=True, help="The article's exercises (labs/): set up, check, hint, solve.")
 app.add_typer(exercise_app, name="exercise")

@@ -8,8 +8,14 @@ import typer
 
 from swarmlab import config as configuration
 from swarmlab.cli.common import JsonOption, app, ctx, emit_json, enter_host, table
-from swarmlab.host import lab_hosts, labhost, template, template_build as templates
-from swarmlab.lab import doctor as checks
+from swarmlab.cli.deferred import deferred
+from swarmlab.config_values import DEFAULT_SUITE, SUITES
+
+lab_hosts = deferred("swarmlab.host.lab_hosts")
+labhost = deferred("swarmlab.host.labhost")
+template = deferred("swarmlab.host.template")
+templates = deferred("swarmlab.host.template_build")
+checks = deferred("swarmlab.lab.doctor")
 
 host_app = typer.Typer(no_args_is_help=True, help="The embedded lab host: libvirtd, lab network, PowerDNS.")
 template_app = typer.Typer(no_args_is_help=True, help="The Debian template VM that nodes are cloned from.")
@@ -80,8 +86,8 @@ def host_down(as_json: bool = JsonOption):
 def template_build(name: Optional[str] = typer.Option(None, "--name", help="Domain name (default: [libvirt] template)."),
                    no_engine: bool = typer.Option(False, "--no-engine", help="Leave the Docker engine out "
                                                   "(for testing swarmlab's own engine install)."),
-                   suite: str = typer.Option(template.DEFAULT_SUITE, "--suite",
-                                             help=f"Debian release: {' or '.join(template.SUITES)}."),
+                   suite: str = typer.Option(DEFAULT_SUITE, "--suite",
+                                             help=f"Debian release: {' or '.join(SUITES)}."),
                    no_wake: bool = typer.Option(False, "--no-wake", help="Save no wake-up state: clones "
                                                 "boot instead of waking (slower, one boot less here)."),
                    as_json: bool = JsonOption):
@@ -89,8 +95,8 @@ def template_build(name: Optional[str] = typer.Option(None, "--name", help="Doma
     save the booted state its clones wake from (once per recipe)."""
     # No enter_host(): debootstrap needs the Debian mirror, which the lab namespace cannot reach,
     # and libvirt's socket is reachable from anywhere.
-    if suite not in template.SUITES:
-        raise typer.BadParameter(f"{suite} is not a release swarmlab builds: use {' or '.join(template.SUITES)}",
+    if suite not in SUITES:
+        raise typer.BadParameter(f"{suite} is not a release swarmlab builds: use {' or '.join(SUITES)}",
                                  param_hint="--suite")
     result = templates.template_build(ctx.config, name or ctx.config.template, not no_engine, ctx.progress, suite,
                                       wake=not no_wake)

@@ -14,7 +14,12 @@ from swarmlab import config as configuration
 from swarmlab.cli.common import (LAB_FINISH, JsonOption, LabOption, NodeArgument, NodeBoard, app, ctx, emit_json,
                                  enter_host, table)
 from swarmlab.config_values import parse_label
-from swarmlab.lab import formation, model as labs, snapshots, swarm_status
+from swarmlab.cli.deferred import deferred
+
+formation = deferred("swarmlab.lab.formation")
+labs = deferred("swarmlab.lab.model")
+snapshots = deferred("swarmlab.lab.snapshots")
+swarm_status = deferred("swarmlab.lab.swarm_status")
 
 
 @app.command()

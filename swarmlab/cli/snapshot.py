@@ -10,14 +10,19 @@ import typer
 
 from swarmlab import config as configuration
 from swarmlab.cli.common import LAB_FINISH, JsonOption, LabOption, app, ctx, emit_json, enter_host, table
-from swarmlab.lab import model as labs, reset as resets, snapshots
+from swarmlab.cli.deferred import deferred
+from swarmlab.config_values import DEFAULT_SNAPSHOT
+
+labs = deferred("swarmlab.lab.model")
+resets = deferred("swarmlab.lab.reset")
+snapshots = deferred("swarmlab.lab.snapshots")
 
 snapshot_app = typer.Typer(no_args_is_help=True, help="Consistent whole-lab snapshots that `reset` returns to.")
 app.add_typer(snapshot_app, name="snapshot")
 
 
 @snapshot_app.command("save")
-def snapshot_save(name: str = typer.Argument(snapshots.DEFAULT_SNAPSHOT, metavar="[NAME]"),
+def snapshot_save(name: str = typer.Argument(DEFAULT_SNAPSHOT, metavar="[NAME]"),
                   lab: Optional[str] = LabOption,
                   force: bool = typer.Option(False, "--force", help="Save even while a node is down (not consistent)."),
                   as_json: bool = JsonOption):
@@ -69,7 +74,7 @@ def snapshot_rm(name: str = typer.Argument(..., metavar="NAME"), lab: Optional[s
 @app.command()
 def reset(lab: Optional[str] = LabOption,
           all_labs: bool = typer.Option(False, "--all", help="Every lab on this host, in parallel."),
-          to: str = typer.Option(snapshots.DEFAULT_SNAPSHOT, "--to", metavar="NAME", help="Snapshot to return to."),
+          to: str = typer.Option(DEFAULT_SNAPSHOT, "--to", metavar="NAME", help="Snapshot to return to."),
           level: Optional[str] = typer.Option(None, "--level", metavar="state|snapshot|rebuild",
                                               help="Force a level; default: the cheapest that can work, escalating "
                                                    "when the health gate fails."),

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from swarmlab import config_values
 from swarmlab.errors import SwarmlabError
 from swarmlab.host import images
 
@@ -25,8 +26,7 @@ from swarmlab.host import images
 # template domain's devices do (the wake-up state holds them). 8: free page reporting.
 RECIPE_VERSION = 8
 
-SUITES = ("bookworm", "trixie")  # Debian 12 and 13
-DEFAULT_SUITE = "trixie"  # the current stable, with docker.io 26
+SUITES, DEFAULT_SUITE = config_values.SUITES, config_values.DEFAULT_SUITE
 BASE_PACKAGES = (
     "systemd-sysv", "systemd-resolved", "udev", "dbus", "apparmor", "iproute2", "procps",
     "ca-certificates", "openssh-server", "qemu-guest-agent", "linux-image-cloud-amd64",

@@ -18,13 +18,14 @@ from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.adapters.remote import RemoteError, connect
 from swarmlab.config import Config
 from swarmlab.core import baseline as bl
+from swarmlab import config_values
 from swarmlab.core.settling import SETTLE_WITHIN
 from swarmlab.errors import NotFound, Refused, SwarmlabError
 from swarmlab.lab.model import Lab, each_node, lab_dir, ssh_target
 from swarmlab.lab.session import ANSWER_WITHIN, open_lab
 from swarmlab.lab.settle import wait_quiet
 
-DEFAULT_SNAPSHOT = "formed"
+DEFAULT_SNAPSHOT = config_values.DEFAULT_SNAPSHOT
 Progress = Callable[[str], None]
 
 
