@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from swarmlab.errors import SwarmlabError
 
@@ -33,6 +33,18 @@ def poll_until(check: Callable[[], T], timeout: float, interval: float,
             return result
         if time.monotonic() >= deadline:
             raise on_timeout()
+        time.sleep(max(0.0, min(interval - (time.monotonic() - started), deadline - time.monotonic())))
+
+
+def rounds(deadline: float, interval: float) -> Iterator[float]:
+    """The start (monotonic) of each round of a watch that records what it sees, `interval`
+    seconds apart, until `deadline`: the caller breaks out once it has seen what it waits for,
+    and notes what it missed when the rounds run out. Raises Cancelled after Ctrl-C."""
+    while time.monotonic() < deadline:
+        if cancelled.is_set():
+            raise Cancelled("interrupted")
+        started = time.monotonic()
+        yield started
         time.sleep(max(0.0, min(interval - (time.monotonic() - started), deadline - time.monotonic())))
 
 

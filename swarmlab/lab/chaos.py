@@ -21,7 +21,7 @@ from swarmlab.host.images import BAKED_IMAGE
 from swarmlab.lab.model import Node
 from swarmlab.lab.session import LabSession, open_lab
 from swarmlab.lab.survivors import Survivors
-from swarmlab.waiting import poll_until
+from swarmlab.waiting import poll_until, rounds
 
 POLL = 1.0  # seconds between polls
 
@@ -69,8 +69,9 @@ def _watch(timeline: Timeline, survivors: Survivors, target: str, deadline: floa
     """Polls until every wanted event happened or the deadline passes."""
     was_manager = any(n["node"] == target and n["manager"] for n in timeline.before.get("nodes", []))
     detector = EventDetector(target, want, was_manager)
-    while time.monotonic() < deadline and not detector.done:
-        round_started = time.monotonic()
+    for round_started in rounds(deadline, POLL):
+        if detector.done:
+            break
         nodes = survivors.nodes(exclude)
         tasks = survivors.tasks(services, exclude, nodes) if nodes is not None and detector.wants_tasks() else None
         for event, detail in detector.feed(nodes, tasks):
@@ -78,7 +79,6 @@ def _watch(timeline: Timeline, survivors: Survivors, target: str, deadline: floa
             if event == "new-leader":
                 timeline.new_leader = detail
             progress(f"{event} {detail}".strip() if event not in ("api-unavailable",) else event)
-        time.sleep(max(0.0, POLL - (time.monotonic() - round_started)))
     timeline.missing = [e for e in want if not timeline.has(e)]
 
 
@@ -259,13 +259,12 @@ def demote_leader(config: Config, lab_name: str, timeout: float, progress: Progr
             progress(f"promoting {leader} back")
             # Right after the hand-over the managers may still be removing the old leader from
             # raft and refuse the promotion for a moment: retry for a while before calling it failed.
-            deadline = time.monotonic() + min(timeout, 60)
-            promoted = survivors.ask(Command("docker", "node", "promote", leader), exclude={leader},
-                                     timeout=STEADY_TIMEOUT)
-            while promoted is None and time.monotonic() < deadline:
-                time.sleep(2)
+            promoted = None
+            for _ in rounds(time.monotonic() + min(timeout, 60), 2):
                 promoted = survivors.ask(Command("docker", "node", "promote", leader), exclude={leader},
                                          timeout=STEADY_TIMEOUT)
+                if promoted is not None:
+                    break
             if promoted is None:
                 timeline.missing = missing + ["promoted"]
                 timeline.mark("promote-failed", f"`docker node promote {leader}` failed: the lab is a manager "

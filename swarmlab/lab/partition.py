@@ -30,7 +30,7 @@ from swarmlab.lab import chaos
 from swarmlab.lab.model import Lab
 from swarmlab.lab.session import open_lab
 from swarmlab.lab.survivors import ManagerAPI, Survivors
-from swarmlab.waiting import Cancelled, cancelled
+from swarmlab.waiting import rounds
 
 Progress = Callable[[str], None]
 PROBE_SERVICE = "swarmlab-quorum-probe"
@@ -148,10 +148,9 @@ def lose_quorum(config: Config, lab_name: str, restore: bool, timeout: float,
 def _watch(timeline: Timeline, detector: QuorumDetector, seen: ManagerAPI, deadline: float, want: list[str],
            progress: Progress) -> None:
     """Reads the manager in sight about once a second until every wanted event happened."""
-    while time.monotonic() < deadline and not set(want) <= detector.seen:
-        if cancelled.is_set():  # Ctrl-C in a class drill: the main thread waits for this one
-            raise Cancelled("interrupted")
-        began = time.monotonic()
+    for began in rounds(deadline, chaos.POLL):  # Ctrl-C in a class drill ends it: the main thread waits for it
+        if set(want) <= detector.seen:
+            break
         nodes, error = None, None
         try:
             answer = seen.get("/nodes", API_TIMEOUT)
@@ -163,7 +162,6 @@ def _watch(timeline: Timeline, detector: QuorumDetector, seen: ManagerAPI, deadl
             if event == "leader-back":
                 timeline.new_leader = detail
             progress(f"{event} {detail}")
-        time.sleep(max(0.0, chaos.POLL - (time.monotonic() - began)))
     timeline.missing = [e for e in want if not timeline.has(e)]
 
 
@@ -172,10 +170,7 @@ def _wait_services_back(timeline: Timeline, survivors: Survivors, before: dict[s
     """Every service running as many tasks as before the cut: a new leader first counts the
     nodes it has not heard from as Unknown, and a task starting when the links went down starts again."""
     summary = ""
-    while time.monotonic() < deadline:
-        if cancelled.is_set():
-            raise Cancelled("interrupted")
-        began = time.monotonic()
+    for began in rounds(deadline, chaos.POLL):
         tasks = survivors.tasks(None, set())
         if tasks is not None:
             back, summary = quorum.services_back(before, tasks)
@@ -183,7 +178,6 @@ def _wait_services_back(timeline: Timeline, survivors: Survivors, before: dict[s
                 timeline.mark("services-back", summary, at=began)
                 progress(f"services-back {summary}")
                 return
-        time.sleep(max(0.0, chaos.POLL - (time.monotonic() - began)))
     timeline.missing.append("services-back")
     progress(f"services not back in time: {summary or 'no manager answered'}")
 
