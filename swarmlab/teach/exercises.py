@@ -17,7 +17,6 @@ from typing import Callable, Sequence
 from fabric import Connection
 
 from swarmlab.adapters.engine_api import EngineAPI, EngineAPIBroken
-from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.adapters.remote import Jump, RemoteError, open_stream, run, run_status
 from swarmlab.config import Config, ConfigError
 from swarmlab.core import check_loop, checks
@@ -26,7 +25,7 @@ from swarmlab.errors import Refused, SwarmlabError
 from swarmlab.lab import reset
 from swarmlab.lab.formation import Finish
 from swarmlab.lab.kept_nodes import KeptNodes
-from swarmlab.lab.model import Lab, jump, lab_config, lab_dir, require_lab
+from swarmlab.lab.model import Lab, jump, lab_dir
 from swarmlab.lab.session import open_lab
 from swarmlab.teach.exercise_actions import ACTIONS
 from swarmlab.teach.exercise_files import (DEFAULT_CHECK_TIMEOUT, Exercise, ExerciseError, context, node_of, render,
@@ -207,7 +206,6 @@ def start(config: Config, lab_name: str, exercise: Exercise, images: dict[str, s
     """The lab at the exercise's starting point: reset to the formed snapshot (the cheapest level
     that works), then the exercise's setup; the leader at that moment is recorded. `kept`, when
     given, holds the sessions the setup opens, for what follows."""
-    config = lab_config(config, lab_name)
     unknown = sorted(set(images or {}) - set(exercise.images))
     if unknown:
         raise ConfigError(f"exercise {exercise.id} has no image parameter {unknown[0]} (parameters: "
@@ -225,7 +223,7 @@ def start(config: Config, lab_name: str, exercise: Exercise, images: dict[str, s
         previous = load_state(config, lab_name)
         chosen = {**previous.get("images", {}), **(images or {})}
         ctx = context(exercise, session.lab, chosen)
-        run_steps(config, session.lab, exercise, exercise.setup, ctx, conns, progress, "setup")
+        run_steps(session.config, session.lab, exercise, exercise.setup, ctx, conns, progress, "setup")
         leader = gather(conns, session.lab, None).leader()
     save_state(config, lab_name, {"exercise": exercise.id, "started": time.time(), "hints": 0,
                                   "leader": leader, "images": chosen})
@@ -238,7 +236,6 @@ def check(config: Config, lab_name: str, exercise: Exercise, wait: bool = True,
     """Every check, judged together against one reading of the swarm and retried until all pass
     on two readings in a row or a failing check's own timeout is over (Swarm converges over
     time). With wait=False, one pass. `kept` holds the lab's sessions between Checks."""
-    config = lab_config(config, lab_name)
     state = load_state(config, lab_name)
     with open_lab(config, lab_name, None if kept is not None else "answering") as session:
         conns = kept.connect(session.config, session.lab) if kept is not None else session.conns
@@ -250,7 +247,7 @@ def check(config: Config, lab_name: str, exercise: Exercise, wait: bool = True,
             facts = gather(conns, session.lab, state.get("leader"), kept)
             verdicts = []
             for i, c in enumerate(resolved):  # every check against the same facts: one end state
-                result = probe(c, facts, conns, session.lab, jump(config))
+                result = probe(c, facts, conns, session.lab, jump(session.config))
                 if result is not None:
                     facts.probes[i] = result
                 verdicts.append(checks.judge(i, c, facts))
@@ -263,7 +260,6 @@ def check(config: Config, lab_name: str, exercise: Exercise, wait: bool = True,
 
 
 def hint(config: Config, lab_name: str, exercise: Exercise) -> dict:
-    config = lab_config(config, lab_name)
     state = load_state(config, lab_name)
     if state.get("exercise") != exercise.id:
         state = {"exercise": exercise.id, "hints": 0, "images": state.get("images", {})}
@@ -272,20 +268,19 @@ def hint(config: Config, lab_name: str, exercise: Exercise) -> dict:
     seen = min(state.get("hints", 0) + 1, len(exercise.hints))
     state["hints"] = seen
     save_state(config, lab_name, state)
-    with Hypervisor(config.uri) as hv:
-        ctx = context(exercise, require_lab(config, hv, lab_name), state.get("images"))
+    with open_lab(config, lab_name) as session:
+        ctx = context(exercise, session.lab, state.get("images"))
     return {"hint": render(exercise.hints[seen - 1], ctx, f"{exercise.id} hint {seen}"), "number": seen,
             "of": len(exercise.hints)}
 
 
 def solve(config: Config, lab_name: str, exercise: Exercise, progress: Progress = lambda _m: None,
           kept: KeptNodes | None = None) -> None:
-    config = lab_config(config, lab_name)
     state = load_state(config, lab_name)
     with open_lab(config, lab_name, None if kept is not None else "answering") as session:
         conns = kept.connect(session.config, session.lab) if kept is not None else session.conns
         ctx = context(exercise, session.lab, state.get("images"))
-        run_steps(config, session.lab, exercise, exercise.solution, ctx, conns, progress, "solve")
+        run_steps(session.config, session.lab, exercise, exercise.solution, ctx, conns, progress, "solve")
 
 
 @dataclass
