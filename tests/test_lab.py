@@ -10,7 +10,7 @@ import pytest
 from swarmlab import config as configuration
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.errors import NotFound, Refused, SwarmlabError
-from swarmlab.lab import lab_up, model as labs
+from swarmlab.lab import lab_down, lab_up, model as labs, node_status
 from tests.conftest import make_test_host, write_config
 
 
@@ -77,7 +77,7 @@ def test_down_refuses_a_journal_naming_a_domain_it_does_not_own_and_removes_noth
     labs.save_journal(config, labs.Lab("g1", [
         labs.Node("swr1", "g1-swr1", "g1-swr1.qcow2", "52:54:00:00:00:99", "10.79.0.50", "swr1.g1.lab.swarmlab.test.")]))
     with pytest.raises(Refused, match="domain g1-swr1 does not belong to lab g1; leaving the whole lab alone"):
-        labs.down(config, "g1")
+        lab_down.down(config, "g1")
     assert hv.domain_state("g1-swr1").running
     assert hv.dhcp_reservations(config.network)["52:54:00:00:00:99"] == "10.79.0.50"
     assert labs.load_journal(config, "g1") is not None
@@ -86,7 +86,7 @@ def test_down_refuses_a_journal_naming_a_domain_it_does_not_own_and_removes_noth
 def test_status_of_an_unknown_lab_is_one_error_type_with_one_exit_code(test_host):
     config, _ = test_host
     with pytest.raises(labs.LabNotFound) as err:
-        labs.status(config, "nosuch")
+        node_status.status(config, "nosuch")
     assert err.value.exit_code == NotFound.exit_code == 3
     assert "lab nosuch does not exist" in str(err.value)
 
@@ -165,7 +165,7 @@ def test_a_class_lab_is_found_on_its_own_network_and_down_removes_only_that_netw
         ("swl-unit-x", "10.80.3.0/24", "local", "swl-unit")
     assert labs.lab_config(found, "x") == found  # scoping twice changes nothing
     assert [r["network"] for r in labs.list_labs(config) if r["lab"] == "x"] == ["swl-unit-x"]
-    removed = labs.down(config, "x")
+    removed = lab_down.down(config, "x")
     assert "undefined network swl-unit-x" in removed
     assert not hv.network_state("swl-unit-x").exists and hv.network_state("swl-unit").exists
     assert labs.lab_config(config, "x") == config  # no journal: the shared network

@@ -7,7 +7,7 @@ import asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
 from swarmlab.classroom import access, lab_health, portal, portal_endpoint, portal_student
-from swarmlab.lab import model as labs
+from swarmlab.lab import model as labs, node_status
 from tests.test_access import a_class  # noqa: F401 (the fixture: a class of Ann and Bo on loopback)
 
 
@@ -269,7 +269,7 @@ def test_a_students_page_learns_which_node_is_down_with_one_read_per_interval(a_
         if lab == "bo":
             raise labs.LabError("cannot connect to qemu+ssh://h2/system")
         return [{"node": "swr1", "state": "shut off", "up": False}]
-    monkeypatch.setattr(labs, "node_states", node_states)
+    monkeypatch.setattr(node_status, "node_states", node_states)
 
     async def scenario(client):
         ann, bo = access.token(config, "ann"), access.token(config, "bo")

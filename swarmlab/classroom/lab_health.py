@@ -9,7 +9,7 @@ import time
 
 from swarmlab.config import Config
 from swarmlab.errors import SwarmlabError
-from swarmlab.lab import model as labs
+from swarmlab.lab import node_status
 
 HEALTH_EVERY = 5.0
 
@@ -26,7 +26,7 @@ class NodeHealth:
             at, answer = self.read_at.get(lab, (float("-inf"), {}))
             if self.clock() - at >= HEALTH_EVERY:
                 try:
-                    answer = {"nodes": await asyncio.to_thread(labs.node_states, scoped, lab)}
+                    answer = {"nodes": await asyncio.to_thread(node_status.node_states, scoped, lab)}
                 except SwarmlabError as e:
                     answer = {"error": f"your lab's host does not answer: {e}"}
                 self.read_at[lab] = (self.clock(), answer)

@@ -32,7 +32,7 @@ from swarmlab.core.roster import Student
 from swarmlab.errors import Refused, SwarmlabError
 from swarmlab.host import labhost, template_build
 from swarmlab.host.lab_hosts import survey
-from swarmlab.lab import model as labs, reset as resets, swarm_status
+from swarmlab.lab import lab_down, model as labs, reset as resets, swarm_status
 from swarmlab.teach import exercises
 from swarmlab.waiting import cancelled, run_together
 
@@ -302,7 +302,7 @@ def class_down(config: Config) -> list[LabResult]:
 
     def remove(scoped: Config, student: Student) -> dict:
         typed_history.collect_quietly(config, student.lab)
-        removed = labs.down(scoped, student.lab)
+        removed = lab_down.down(scoped, student.lab)
         access.revoke(config, student.lab)  # the key and the portal token stop working now
         return {"removed": removed}
     results = each_lab(config, room.students, remove)

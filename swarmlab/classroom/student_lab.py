@@ -16,7 +16,7 @@ from swarmlab.config import Config
 from swarmlab.core.roster import Student
 from swarmlab.core.swarm import FormReport
 from swarmlab.errors import Refused, SwarmlabError
-from swarmlab.lab import formation, model as labs, reset as resets, snapshots
+from swarmlab.lab import formation, model as labs, node_status, reset as resets, snapshots
 from swarmlab.waiting import Cancelled
 
 # progress(lab, phase, detail)
@@ -75,7 +75,7 @@ def _states_before(config: Config, lab: str) -> dict[str, str]:
     if labs.load_journal(labs.lab_config(config, lab), lab) is None:
         return {}
     try:
-        return {row["node"]: row["state"] for row in labs.node_states(config, lab)}
+        return {row["node"]: row["state"] for row in node_status.node_states(config, lab)}
     except labs.LabNotFound:
         return {}
 

@@ -18,6 +18,8 @@ from swarmlab.cli.deferred import deferred
 
 formation = deferred("swarmlab.lab.formation")
 labs = deferred("swarmlab.lab.model")
+lab_down = deferred("swarmlab.lab.lab_down")
+session = deferred("swarmlab.lab.session")
 snapshots = deferred("swarmlab.lab.snapshots")
 swarm_status = deferred("swarmlab.lab.swarm_status")
 
@@ -149,7 +151,7 @@ def swarm_form(lab: Optional[str] = LabOption,
 def ssh(typer_ctx: typer.Context, node: str = NodeArgument, lab: Optional[str] = LabOption):
     """A shell on a node, or one command after `--`, with the lab's key and known_hosts."""
     enter_host()
-    argv = labs.ssh_command(ctx.config, lab or ctx.config.lab, node, list(typer_ctx.args))
+    argv = session.ssh_command(ctx.config, lab or ctx.config.lab, node, list(typer_ctx.args))
     os.execvp(argv[0], argv)
 
 
@@ -159,7 +161,7 @@ def docker(typer_ctx: typer.Context, node: str = NodeArgument, lab: Optional[str
     enter_host()
     if not typer_ctx.args:
         raise configuration.ConfigError("give docker's arguments after `--`, e.g. swarmlab docker swr1 -- node ls")
-    argv = labs.ssh_command(ctx.config, lab or ctx.config.lab, node, ["docker", *map(shlex.quote, typer_ctx.args)])
+    argv = session.ssh_command(ctx.config, lab or ctx.config.lab, node, ["docker", *map(shlex.quote, typer_ctx.args)])
     os.execvp(argv[0], argv)
 
 
@@ -174,7 +176,7 @@ def down(lab: Optional[str] = LabOption,
         if not sys.stdin.isatty():
             raise configuration.ConfigError(f"`down` removes every node of lab {name}: pass --yes to confirm")
         typer.confirm(f"Remove lab {name} and everything in it?", abort=True)
-    removed = labs.down(ctx.config, name, ctx.progress)
+    removed = lab_down.down(ctx.config, name, ctx.progress)
     if as_json:
         emit_json({"lab": name, "removed": removed})
         return

@@ -14,15 +14,14 @@ import fcntl
 import ipaddress
 import json
 import os
-import shutil
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from swarmlab.adapters.dns import PowerDNS, canonical
+from swarmlab.adapters.dns import canonical
 from swarmlab.adapters.hypervisor import Hypervisor
-from swarmlab.adapters.remote import Jump, SshTarget, port_open
+from swarmlab.adapters.remote import Jump, SshTarget
 from swarmlab.config import Config, HostSpec
 from swarmlab.config_values import is_dns_label
 from swarmlab.errors import NotFound, Refused, SwarmlabError
@@ -240,20 +239,6 @@ def all_labs(config: Config, hv: Hypervisor) -> list[str]:
     return sorted(names)
 
 
-def ssh_command(config: Config, lab: str, node_name: str, command: list[str]) -> list[str]:
-    """argv for OpenSSH to a node with the lab's key and known_hosts (strict checking)."""
-    config = lab_config(config, lab)
-    with Hypervisor(config.uri) as hv:
-        found = require_lab(config, hv, lab)
-    node = found.require_node(node_name)
-    tty = ["-t"] if not command else []
-    via = jump(config)
-    hop = ["-o", f"ProxyCommand={via.proxy_command()}"] if via else []
-    return ["ssh", *tty, "-i", str(config.ssh_key_path), "-o", f"UserKnownHostsFile={known_hosts(config, lab)}",
-            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", *hop,
-            f"{config.ssh_user}@{node.ip}", *command]
-
-
 def each_node(work: Callable[[Node], object], nodes: list[Node]) -> list:
     """Runs work per node at once (one shared libvirt connection: libvirt's is thread-safe).
     Returns the results in node order. After all have finished, raises the failure when one
@@ -281,47 +266,7 @@ def ssh_target(config: Config, lab: str, node: Node) -> SshTarget:
     return SshTarget(node.ip, config.ssh_user, config.ssh_key_path, known_hosts(config, lab), jump(config))
 
 
-# --- status / ls ----------------------------------------------------------------------------
-def status(config: Config, lab: str) -> dict:
-    config = lab_config(config, lab)
-    with Hypervisor(config.uri) as hv:
-        found = require_lab(config, hv, lab)
-        leases = hv.dhcp_leases(config.network)
-        try:
-            records = {r.name: r.ip for r in PowerDNS.from_config(config).list_a(config.zone)}
-            dns_error = None
-        except SwarmlabError as e:
-            records, dns_error = {}, str(e)
-        # Every node at once, each given SSH_ANSWERS_WITHIN: a loaded guest's sshd (a new
-        # sshd-session each time, under TCG) took up to 2.8 s to say hello, so 1.5 s showed
-        # busy nodes as down.
-        def row(node: Node) -> dict:
-            state = hv.domain_state(node.domain)
-            running = bool(state and state.running)
-            ip = leases.get(node.mac) or node.ip
-            return {"node": node.name, "domain": node.domain, "state": state.state if state else "missing",
-                    "cut_off": running and hv.link_up(node.domain) is False,  # `chaos partition`
-                    "ip": ip if running else node.ip, "lease": bool(leases.get(node.mac)),
-                    "dns": node.fqdn, "dns_ip": records.get(node.fqdn),
-                    "ssh": running and port_open(ip, 22, timeout=SSH_ANSWERS_WITHIN, jump=jump(config))}
-        rows = each_node(row, found.nodes)
-    result = {"lab": lab, "nodes": rows}
-    if dns_error:
-        result["dns_error"] = dns_error
-    return result
-
-
-def node_states(config: Config, lab: str) -> list[dict]:
-    """Each node's state as libvirt says it ("running", "shut off", "missing"...) and whether
-    it is up (a paused node is not): one cheap read, no SSH, for pages that ask often."""
-    config = lab_config(config, lab)
-    with Hypervisor(config.uri) as hv:
-        found = require_lab(config, hv, lab)
-        states = [(n.name, hv.domain_state(n.domain)) for n in found.nodes]
-    return [{"node": name, "state": state.state if state else "missing",
-             "up": bool(state and state.state in ("running", "idle"))} for name, state in states]
-
-
+# --- ls -------------------------------------------------------------------------------------
 def list_labs(config: Config) -> list[dict]:
     with Hypervisor(config.uri) as hv:
         out = []
@@ -333,51 +278,3 @@ def list_labs(config: Config) -> list[dict]:
                         "running": sum(1 for s in states if s and s.running),
                         "states": sorted({s.state if s else "missing" for s in states})})
         return out
-
-
-# --- down -----------------------------------------------------------------------------------
-def down(config: Config, lab: str, progress: Callable[[str], None] = lambda _m: None) -> list[str]:
-    """Removes exactly what the journal and the ownership metadata say belongs to the lab.
-    Every domain's ownership is checked before anything is removed."""
-    if not is_dns_label(lab):
-        raise LabError(f"lab name {lab!r} is not a DNS label")
-    config = lab_config(config, lab)
-    removed: list[str] = []
-    with Hypervisor(config.uri) as hv, lab_lock(config, lab):
-        found = find_lab(config, hv, lab)
-        if found is None:
-            return []
-        for node in found.nodes:
-            state = hv.domain_state(node.domain)
-            if state is not None and (state.owner is None or state.owner.get("lab") != lab):
-                raise Refused(f"domain {node.domain} does not belong to lab {lab}; leaving the whole lab alone: "
-                              f"remove {node.domain} from {lab_dir(config, lab) / 'lab.json'} if it is not yours")
-        network_owned = hv.network_state(config.network).owner is not None
-        for node in found.nodes:
-            if hv.domain_state(node.domain) is not None:
-                progress(f"removing {node.domain}")
-                hv.undefine(node.domain)
-                removed.append(f"domain {node.domain}")
-            for volume in (node.volume, *node.extra_volumes):
-                if hv.delete_volume(config.node_pool, volume):
-                    removed.append(f"volume {volume}")
-            if network_owned and not config.lab_host and node.mac and hv.remove_reservation(config.network, node.mac):
-                removed.append(f"reservation {node.mac} -> {node.ip}")
-        names = [n.fqdn for n in found.nodes]
-        if names:
-            client = PowerDNS.from_config(config)
-            present = {r.name for r in client.list_a(config.zone)}
-            ours = [n for n in names if n in present]
-            if ours:
-                with dns_lock(config):
-                    client.delete_a(config.zone, ours)
-                    client.rectify(config.zone)
-                removed += [f"record {n}" for n in ours]
-        own = hv.network_state(config.network).owner if config.lab_host else None
-        if own is not None and own.get("lab") == lab:  # the lab's own network, never the shared one
-            removed += hv.remove_network(config.network)
-        directory = lab_dir(config, lab)
-        if (directory / "known_hosts").exists():
-            removed.append(f"known_hosts of {lab}")
-        shutil.rmtree(directory, ignore_errors=True)
-    return removed

@@ -26,7 +26,7 @@ from swarmlab.config import Config
 from swarmlab.config_values import NodeLabel, parse_label
 from swarmlab.core import baseline as bl, reset_costs
 from swarmlab.errors import NotFound, Refused, SwarmlabError
-from swarmlab.lab import formation, model as labs
+from swarmlab.lab import formation, lab_down
 from swarmlab.lab.model import Lab, each_node, lab_config, lab_dir, lab_lock, require_lab
 from swarmlab.lab.partition import heal_links
 from swarmlab.lab.reset_gate import manager_session_within, wait_healthy
@@ -113,7 +113,7 @@ def _reset_rebuild(config: Config, lab_name: str, record: SnapshotRecord | None,
     else:
         managers, labels = lab.managers, [parse_label(s) for s in lab.labels]
     progress(f"rebuilding {len(names)} nodes from the template")
-    labs.down(config, lab_name)
+    lab_down.down(config, lab_name)
     _, report, added = formation.make_lab(config, len(names), lab_name, prefix, managers, labels, True,
                                           lambda node, phase, detail: progress(f"{node}: {phase} {detail}".strip()),
                                           finish, read_baseline=True)  # before the snapshot the reset saves next

@@ -14,7 +14,7 @@ from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.adapters.remote import RemoteError, connect
 from swarmlab.config import Config
 from swarmlab.errors import SwarmlabError
-from swarmlab.lab.model import Lab, Node, each_node, lab_config, lab_lock, require_lab, ssh_target
+from swarmlab.lab.model import Lab, Node, each_node, jump, known_hosts, lab_config, lab_lock, require_lab, ssh_target
 
 # every: each node must answer (formation works on all of them);
 # answering: whoever answers within 10 s (a check or a reset still judges a lab with a node down);
@@ -102,3 +102,15 @@ def open_lab(config: Config, name: str, reach: Reach | None = None, lock: bool =
     finally:
         if own:
             hv.close()
+
+
+def ssh_command(config: Config, lab: str, node_name: str, command: list[str]) -> list[str]:
+    """argv for OpenSSH to a node with the lab's key and known_hosts (strict checking)."""
+    with open_lab(config, lab) as session:
+        config, node = session.config, session.node(node_name)
+    tty = ["-t"] if not command else []
+    via = jump(config)
+    hop = ["-o", f"ProxyCommand={via.proxy_command()}"] if via else []
+    return ["ssh", *tty, "-i", str(config.ssh_key_path), "-o", f"UserKnownHostsFile={known_hosts(config, lab)}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", *hop,
+            f"{config.ssh_user}@{node.ip}", *command]

@@ -10,7 +10,7 @@ from swarmlab.adapters.remote import RemoteError, connect
 from swarmlab.config import Config
 from swarmlab.core import swarm
 from swarmlab.errors import SwarmlabError
-from swarmlab.lab import model as labs
+from swarmlab.lab import node_status
 from swarmlab.lab.model import Lab, Node, ssh_target
 from swarmlab.lab.session import open_lab
 
@@ -78,7 +78,7 @@ def swarm_view(config: Config, lab: Lab, running: list[Node], kept: KeptSwarmVie
 def status_with_swarm(config: Config, lab_name: str, kept: KeptSwarmView | None = None) -> dict:
     """`status`: the lab's rows, plus each node's swarm columns read from one manager (over the
     session `kept` holds, when given)."""
-    data = labs.status(config, lab_name)
+    data = node_status.status(config, lab_name)
     with open_lab(config, lab_name) as session:
         config, found = session.config, session.lab
     running = [found.node(r["node"]) for r in data["nodes"] if r["ssh"]]
