@@ -146,90 +146,33 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
     """The lab back at snapshot `to` by the cheapest level that works, weighed by what each
     level cost on this lab before (reset_costs). `finish` is what the caller adds to a lab the
     rebuild level makes anew (formation.make_lab); `rebuild_slot`, what that level waits for
-    first (a class's resets run side by side, its labs are made a few at a time)."""
+    first (a class's resets run side by side, its labs are made a few at a time).
+
+    Under the lab's lock: the refusals, then the lab made readable (paused nodes resumed, cut
+    links healed), the level chosen, and the levels run in order until the health gate passes.
+    A rebuild runs after the lock is let go: it is `down` and `up`, which take it themselves."""
     config = lab_config(config, lab_name)
     started = time.monotonic()
     result = ResetResult(lab_name)
-    auto = level is None  # only a level swarmlab chose escalates; one the user forced runs alone
     with Hypervisor(config.uri) as hv:
         with lab_lock(config, lab_name):
             lab = require_lab(config, hv, lab_name)
-            record = load_snapshot(config, lab_name, to)
-            if record is None and (level in ("state", "snapshot") or to != DEFAULT_SNAPSHOT):
-                raise NotFound(f"lab {lab_name} has no snapshot {to} (snapshots: "
-                               f"{', '.join(r.name for r in list_snapshots(config, lab_name)) or 'none'}): "
-                               "`swarmlab snapshot save` takes one, or `reset --level rebuild`")
-            if record is not None:
-                if sorted(record.nodes) != sorted(n.name for n in lab.nodes):
-                    raise Refused(f"lab {lab_name} has {len(lab.nodes)} nodes, snapshot {to} was taken with "
-                                  f"{len(record.nodes)}: take a new one (`swarmlab snapshot save {to}`) or "
-                                  "`reset --level rebuild`")
-                expiry = record.state.node_cert_expiry_s if record.state else None
-                if expiry and time.time() > record.created + expiry:
-                    raise Refused(f"snapshot {to} is older than the swarm's node certificates "
-                                  f"({expiry // 86400} days): its nodes would not trust each other; "
-                                  "`reset --level rebuild`, then `snapshot save`")
+            record = _snapshot_to_return_to(config, lab, to, level)
             mark_reset(config, lab_name)  # past the refusals: from here on the lab changes
-            resumed = resume_paused(hv, lab)
-            if resumed:
-                progress(f"resumed {', '.join(resumed)} (left paused by an interrupted run)")
-            healed = heal_links(hv, lab)  # a revert would keep a cut link: it is QEMU's, not the snapshot's
-            if healed:
-                result.done.append(f"healed the cut links of {', '.join(healed)}")
-                progress(result.done[-1])
+            resumed, healed, stopped = _made_readable(hv, lab, result, progress)
             baseline = record.state if record else None
-            stopped = [n.name for n in lab.nodes if not ((s := hv.domain_state(n.domain)) and s.running)]  # or gone
             # Read the swarm only when the answer can matter: a node that is off, or a revert
             # that stopped halfway, already decides the level.
             read = baseline is not None and not stopped and not resumed and not healed and level in (None, "state")
-            siblings = reset_costs.siblings_path(config.state_dir, config.lab_host or "local", config.template)
-            own = {lab_dir(config, lab_name) / "reset-costs.json": reset_costs.load(lab_dir(config, lab_name)),
-                   siblings: reset_costs.load_file(siblings)}
-            costs, sources = reset_costs.known(*own.values())
-            budget = reset_costs.read_budget(costs) if level is None else float("inf")
+            costs = _Costs.of(config, lab_name)
+            budget = reset_costs.read_budget(costs.known) if level is None else float("inf")
             conns, now, in_time = manager_session_within(config, lab, baseline, budget) if read else ({}, None, True)
             try:
                 tasks = reset_costs.tasks_to_start(baseline, bl.diff(baseline, now), now) if now is not None else 0
-                if level is None and not in_time:
-                    level = "snapshot"
-                    result.reasons.append(f"the swarm did not answer within {budget:.1f} s; "
-                                          f"a revert takes {costs.snapshot_s:.0f} s")
-                    result.estimates = reset_costs.unread_estimates(costs, sources)
-                elif level is None:
-                    level, why = bl.choose(record is not None, baseline, now, resumed, stopped, healed)
-                    level, why, result.estimates = reset_costs.weigh(level, why, tasks, costs, sources)
-                    result.reasons.append(why)
-                else:
-                    result.reasons.append(f"--level {level}")
-                order = bl.levels_to_run(level, forced=not auto, has_snapshot=record is not None)
-                for current in order:
-                    result.levels.append(current)
-                    progress(f"level {current}: {result.reasons[-1]}")
-                    level_started = time.monotonic()
-                    if current == "rebuild":
-                        break  # outside the lab lock: it is `down` and `up`, which take it themselves
-                    live = None
-                    try:
-                        if current == "state":
-                            result.done += _reset_state(config, hv, lab, record, conns, now, progress)
-                            live = conns
-                        else:
-                            result.done += _reset_snapshot(config, hv, lab, record, progress)
-                    except SwarmlabError as e:
-                        result.problems = [str(e)]
-                    else:
-                        result.timings[f"{current}_s"] = round(time.monotonic() - level_started, 2)
-                        result.problems = wait_healthy(config, hv, lab, baseline, timeout, progress, live,
-                                                       result.timings)
-                    if not result.problems:  # what this level cost, for the next choice here and on siblings
-                        took = time.monotonic() - level_started
-                        for target, measured in own.items():
-                            reset_costs.save_file(target, reset_costs.learn(
-                                measured, current, took, tasks if current == "state" else 0, costs.state_base_s))
-                        break
-                    if current != order[-1]:
-                        result.reasons.append(f"{current} left: {result.problems[0]}")
-                        progress(f"escalating: {result.problems[0]}")
+                chosen = _choose_level(result, level, record, now, in_time, budget, tasks, costs,
+                                       resumed, stopped, healed)
+                order = bl.levels_to_run(chosen, forced=level is not None, has_snapshot=record is not None)
+                _run_levels(config, hv, lab, record, order, conns, now, tasks, costs, timeout, progress, result)
             finally:
                 close(conns)
     if result.levels and result.levels[-1] == "rebuild":
@@ -238,6 +181,114 @@ def reset(config: Config, lab_name: str, to: str = DEFAULT_SNAPSHOT, level: str 
     mark_reset(config, lab_name)  # again: a session opened while it ran is on the old lab too
     result.seconds = round(time.monotonic() - started, 1)
     return result
+
+
+def _snapshot_to_return_to(config: Config, lab: Lab, to: str, level: str | None) -> SnapshotRecord | None:
+    """The snapshot's record (None: only a rebuild can work), or the refusal that leaves the lab
+    as it is: no such snapshot, one of another size, or one older than the swarm's certificates."""
+    record = load_snapshot(config, lab.name, to)
+    if record is None and (level in ("state", "snapshot") or to != DEFAULT_SNAPSHOT):
+        raise NotFound(f"lab {lab.name} has no snapshot {to} (snapshots: "
+                       f"{', '.join(r.name for r in list_snapshots(config, lab.name)) or 'none'}): "
+                       "`swarmlab snapshot save` takes one, or `reset --level rebuild`")
+    if record is not None:
+        if sorted(record.nodes) != sorted(n.name for n in lab.nodes):
+            raise Refused(f"lab {lab.name} has {len(lab.nodes)} nodes, snapshot {to} was taken with "
+                          f"{len(record.nodes)}: take a new one (`swarmlab snapshot save {to}`) or "
+                          "`reset --level rebuild`")
+        expiry = record.state.node_cert_expiry_s if record.state else None
+        if expiry and time.time() > record.created + expiry:
+            raise Refused(f"snapshot {to} is older than the swarm's node certificates "
+                          f"({expiry // 86400} days): its nodes would not trust each other; "
+                          "`reset --level rebuild`, then `snapshot save`")
+    return record
+
+
+def _made_readable(hv: Hypervisor, lab: Lab, result: ResetResult, progress: Progress
+                   ) -> tuple[list[str], list[str], list[str]]:
+    """(nodes resumed, nodes healed, nodes not running): what an interrupted run or a drill
+    left is undone first, and decides the level."""
+    resumed = resume_paused(hv, lab)
+    if resumed:
+        progress(f"resumed {', '.join(resumed)} (left paused by an interrupted run)")
+    healed = heal_links(hv, lab)  # a revert would keep a cut link: it is QEMU's, not the snapshot's
+    if healed:
+        result.done.append(f"healed the cut links of {', '.join(healed)}")
+        progress(result.done[-1])
+    stopped = [n.name for n in lab.nodes if not ((s := hv.domain_state(n.domain)) and s.running)]  # or gone
+    return resumed, healed, stopped
+
+
+@dataclass
+class _Costs:
+    """What each level cost before, on this lab and on its siblings (reset_costs), and the files
+    a level that worked adds its cost to."""
+    known: reset_costs.LevelCosts
+    sources: dict
+    files: dict
+
+    @classmethod
+    def of(cls, config: Config, lab_name: str) -> "_Costs":
+        siblings = reset_costs.siblings_path(config.state_dir, config.lab_host or "local", config.template)
+        files = {lab_dir(config, lab_name) / "reset-costs.json": reset_costs.load(lab_dir(config, lab_name)),
+                 siblings: reset_costs.load_file(siblings)}
+        known, sources = reset_costs.known(*files.values())
+        return cls(known, sources, files)
+
+    def learn(self, level: str, took: float, tasks: int) -> None:
+        for target, measured in self.files.items():
+            reset_costs.save_file(target, reset_costs.learn(measured, level, took, tasks if level == "state" else 0,
+                                                            self.known.state_base_s))
+
+
+def _choose_level(result: ResetResult, level: str | None, record: SnapshotRecord | None, now: bl.SwarmState | None,
+                  in_time: bool, budget: float, tasks: int, costs: _Costs, resumed: list[str], stopped: list[str],
+                  healed: list[str]) -> str:
+    """The level to start from, its reason in `result` (and the estimates it was weighed by)."""
+    if level is not None:
+        result.reasons.append(f"--level {level}")
+        return level
+    if not in_time:
+        result.reasons.append(f"the swarm did not answer within {budget:.1f} s; "
+                              f"a revert takes {costs.known.snapshot_s:.0f} s")
+        result.estimates = reset_costs.unread_estimates(costs.known, costs.sources)
+        return "snapshot"
+    chosen, why = bl.choose(record is not None, record.state if record else None, now, resumed, stopped, healed)
+    chosen, why, result.estimates = reset_costs.weigh(chosen, why, tasks, costs.known, costs.sources)
+    result.reasons.append(why)
+    return chosen
+
+
+def _run_levels(config: Config, hv: Hypervisor, lab: Lab, record: SnapshotRecord | None, order: list[str],
+                conns: dict[str, Connection], now: bl.SwarmState | None, tasks: int, costs: _Costs,
+                timeout: float, progress: Progress, result: ResetResult) -> None:
+    """Each level in turn until the health gate passes; a rebuild is left to the caller, outside
+    the lab's lock."""
+    baseline = record.state if record else None
+    for current in order:
+        result.levels.append(current)
+        progress(f"level {current}: {result.reasons[-1]}")
+        level_started = time.monotonic()
+        if current == "rebuild":
+            return
+        live = None
+        try:
+            if current == "state":
+                result.done += _reset_state(config, hv, lab, record, conns, now, progress)
+                live = conns
+            else:
+                result.done += _reset_snapshot(config, hv, lab, record, progress)
+        except SwarmlabError as e:
+            result.problems = [str(e)]
+        else:
+            result.timings[f"{current}_s"] = round(time.monotonic() - level_started, 2)
+            result.problems = wait_healthy(config, hv, lab, baseline, timeout, progress, live, result.timings)
+        if not result.problems:  # what this level cost, for the next choice here and on siblings
+            costs.learn(current, time.monotonic() - level_started, tasks)
+            return
+        if current != order[-1]:
+            result.reasons.append(f"{current} left: {result.problems[0]}")
+            progress(f"escalating: {result.problems[0]}")
 
 
 def _rebuild_and_snapshot(config: Config, lab_name: str, record: SnapshotRecord | None, progress: Progress,
