@@ -335,9 +335,9 @@ def assert_a_spinning_node_stays_within_its_cpu_cap_and_weighs_less(path, config
 
 
 def assert_the_mirror_takes_no_push(path, config) -> None:
-    """Root on a node writes into the mirror every lab pulls from, as `docker push` and
-    `docker image rm` over the registry API would (an upload starts with a POST, a manifest is a
-    PUT): every write refused, and the mirror still serves the original swarmlab/agent.
+    """Root on a node writes into the mirror every lab pulls from over the registry API, as
+    `docker push` would (an upload starts with a POST, a manifest is a PUT), or deletes a
+    manifest: every write refused, and the mirror still serves the original swarmlab/agent.
     (`docker push` itself retries for ~50 s before it gives up; its first request is this POST.)"""
     import requests
     mirror = f"{config.gateway}:5000"
