@@ -14,7 +14,7 @@ def test_key_follows_content_not_name():
     assert a.key() == Recipe("other-name", "ssh-ed25519 AAAA key-a").key()
     assert a.key() != Recipe("debian12", "ssh-ed25519 AAAA key-b").key()
     assert a.key() != Recipe("debian12", "ssh-ed25519 AAAA key-a", with_engine=False).key()
-    # The debootstrap stage is shared by every recipe with the same packages.
+    # The bootstrap stage is shared by every recipe with the same packages.
     assert a.base_key() == Recipe("x", "ssh-ed25519 AAAA key-b").base_key()
     assert a.base_key() != Recipe("x", "k", extra_packages=("curl",)).base_key()
 
@@ -79,3 +79,15 @@ def test_each_suite_gets_the_docker_cli_and_bookworms_package_list_is_unchanged(
     assert bookworm.base_key() != trixie.base_key() and bookworm.key() != trixie.key()
     assert set(template.ENGINE_PACKAGES) == set(template.SUITES) == set(template.SUITE_PACKAGES)
     assert "util-linux-extra" in trixie.packages  # hwclock, which the guest agent's clock sync runs
+
+
+def test_the_bake_boot_runs_only_where_no_wake_up_boot_loads_the_images():
+    engine, bare = Recipe("t", "k"), Recipe("t", "k", with_engine=False)
+    assert not template.bake_boot_needed(engine, wake_follows=True, accel="tcg")  # one boot less under TCG
+    assert template.bake_boot_needed(engine, wake_follows=False, accel="tcg")  # --no-wake: clones boot
+    assert template.bake_boot_needed(engine, wake_follows=True, accel="kvm")
+    assert not template.bake_boot_needed(bare, wake_follows=False, accel="kvm")
+    # The bake unit runs on the bake boot's command line only: a clone or the wake-up boot of an
+    # unbaked disk loads the images by swarmlab-images and never powers itself off.
+    unit = template.guest_files(engine)["/etc/systemd/system/swarmlab-bake.service"]
+    assert f"ConditionKernelCommandLine={template.BAKE_ARG}" in unit

@@ -93,7 +93,7 @@ def template_build(name: Optional[str] = typer.Option(None, "--name", help="Doma
                    as_json: bool = JsonOption):
     """Build the Debian template image (cached by recipe), define it as a shut-off domain, and
     save the booted state its clones wake from (once per recipe)."""
-    # No enter_host(): debootstrap needs the Debian mirror, which the lab namespace cannot reach,
+    # No enter_host(): mmdebstrap needs the Debian mirror, which the lab namespace cannot reach,
     # and libvirt's socket is reachable from anywhere.
     if suite not in SUITES:
         raise typer.BadParameter(f"{suite} is not a release swarmlab builds: use {' or '.join(SUITES)}",

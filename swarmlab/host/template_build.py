@@ -62,7 +62,8 @@ def template_build(config: Config, name: str, with_engine: bool = True,
         started = time.monotonic()
         image, built = template.build(
             recipe, config.cache_dir, progress,
-            lambda kernel: "kvm" if resolve_domain_type(config, kernel, progress) == "kvm" else "tcg")
+            lambda kernel: "kvm" if resolve_domain_type(config, kernel, progress) == "kvm" else "tcg",
+            wake_follows=wake)
         hv.ensure_pool(config.template_pool, config.cache_dir / "images", image_cache=True)
         volume = f"{name}-{image.key}.qcow2"
         pooled = config.cache_dir / "images" / volume
