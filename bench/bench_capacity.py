@@ -24,7 +24,12 @@ after the exercises).
 --class-up instead makes the largest class this host holds, as `host ls` counts its room, with
 one `class up --students L` (labs one at a time per 4 CPUs, as [class] parallel says), prints
 a line per lab (its seconds and how its nodes started) and measures the formed nodes as above;
-`class down` removes it.
+`class down` removes it. --class-labs L makes a class of L labs instead.
+
+--cpu (with --class-up) then leaves the formed class idle for --idle-s (300) and reports what
+its nodes cost the host's CPU: each QEMU's share of a core, sampled every 10 s (mean per node,
+p95 of every sample), the guests' load and the host's. The JSON line has idle_cpu_per_node (the
+mean, % of a core), labs and class_up_s.
 
 The settings measured are the ones in swarmlab.toml ([nodes] memory_mib, tb_cache_mib, the
 template's balloon; KSM as `host up` set it); --ksm off stops and unmerges KSM first.
@@ -50,6 +55,8 @@ sys.path.insert(0, str(ROOT))
 from swarmlab import config as configuration  # noqa: E402
 from swarmlab.adapters import ksm  # noqa: E402
 from swarmlab.host import hoststate  # noqa: E402
+
+import idle_cpu  # noqa: E402
 
 HOST_SHARE = 0.9  # placement's share of a host's memory for nodes
 MIB = 1 << 20
@@ -179,10 +186,23 @@ def tb_curve(sizes: list[int], nodes: int, prefix: str, guest_mib: int, director
     return points
 
 
-def class_up_largest(nodes: int, settle: float, guest_mib: int, prefix: str) -> dict:
-    """`class up` of as many labs as `host ls` has room for; a line per lab, then the nodes' figures."""
+def guest_loads(labs: list[str], nodes: int, prefix: str) -> list[float]:
+    """Each node's own 5-minute load average."""
+    loads = []
+    for lab in labs:
+        for i in range(1, nodes + 1):
+            out = cli("ssh", "--lab", lab, f"{prefix}{i}", "--", "cat /proc/loadavg", check=False).stdout.split()
+            if len(out) >= 2:
+                loads.append(float(out[1]))
+    return loads
+
+
+def class_up_largest(nodes: int, settle: float, guest_mib: int, prefix: str, labs: int = 0,
+                     idle_s: float = 0) -> dict:
+    """`class up` of as many labs as `host ls` has room for (or `labs`); a line per lab, then the
+    nodes' figures, and with idle_s what they cost the CPU while left idle that long."""
     room = json.loads(cli("host", "ls", "--json").stdout)
-    labs = sum(h["free_nodes"] for h in room if not h["problem"]) // nodes
+    labs = labs or sum(h["free_nodes"] for h in room if not h["problem"]) // nodes
     avail0, cpu0 = mem_available_mib(), ksmd_cpu_s()
     print(f"class up of {labs} labs of {nodes} nodes, the largest class `host ls` has room for", flush=True)
     began = time.monotonic()
@@ -199,10 +219,19 @@ def class_up_largest(nodes: int, settle: float, guest_mib: int, prefix: str) -> 
         settle_ksm(settle)
         formed = measure(domains, avail0, cpu0, began, guest_mib)
         load = os.getloadavg()[0]
+        idle = None
+        if idle_s:
+            print(f"leaving the class idle for {idle_s:.0f} s", flush=True)
+            idle = idle_cpu.sample(domains, idle_s, progress=lambda line: print(line, flush=True))
+            loads = guest_loads([r["lab"] for r in results], nodes, prefix)
+            idle["guest_load_5min_mean"] = round(sum(loads) / len(loads), 2) if loads else None
+            print(f"idle: {idle['mean_percent']} % of a core per node (p95 {idle['p95_percent']} %), guest load "
+                  f"{idle['guest_load_5min_mean']}, host load {idle['host_load']}", flush=True)
     finally:
         cli("class", "down", "--yes", check=False, timeout=3600)
     figure = {"labs": labs, "ok": sum(r["ok"] for r in results), "class_up_s": round(took),
-              "per_lab_s": [r["seconds"] for r in results], "formed": formed, "load_1min": round(load, 1)}
+              "per_lab_s": [r["seconds"] for r in results], "formed": formed, "load_1min": round(load, 1),
+              "idle": idle}
     print(f"class up of {labs} labs: {figure['ok']} ok in {took:.0f} s; per formed node PSS "
           f"{formed['pss_mib_per_node']} MiB, host {formed['host_mib_per_node']} MiB; load {load:.1f}", flush=True)
     return figure
@@ -220,13 +249,19 @@ def main() -> None:
     parser.add_argument("--tb-curve", default="", metavar="MIB,MIB", help="translation cache sizes to measure first")
     parser.add_argument("--no-capacity", action="store_true", help="stop after the translation cache curve")
     parser.add_argument("--class-up", action="store_true", help="class up of the largest class the host holds")
+    parser.add_argument("--class-labs", type=int, default=0, help="with --class-up: this many labs instead")
+    parser.add_argument("--cpu", action="store_true", help="with --class-up: the formed class's idle CPU cost")
+    parser.add_argument("--idle-s", type=float, default=300, help="with --cpu: how long the class is left idle")
     args = parser.parse_args()
     config = configuration.load()
     hoststate.enter_host(config)
     if args.class_up:
-        figure = class_up_largest(args.nodes, args.settle, config.memory_mib, config.prefix)
+        figure = class_up_largest(args.nodes, args.settle, config.memory_mib, config.prefix, args.class_labs,
+                                  args.idle_s if args.cpu else 0)
         print(json.dumps({"largest_class_labs": figure["labs"], "class_up_s": figure["class_up_s"],
-                          "node_pss_mib_formed": figure["formed"]["pss_mib_per_node"], **figure}))
+                          "node_pss_mib_formed": figure["formed"]["pss_mib_per_node"],
+                          **({"idle_cpu_per_node": figure["idle"]["mean_percent"]} if figure["idle"] else {}),
+                          **figure}))
         return
     if args.tb_curve:
         import tempfile
