@@ -8,6 +8,7 @@ import pytest
 from swarmlab import config as configuration
 from swarmlab.adapters import libvirt_xml
 from swarmlab.adapters.hypervisor import Hypervisor, HypervisorError
+from swarmlab.adapters.domain_xml import DomainXML
 from swarmlab.adapters.libvirt_xml import NS_URI, TemplateError, derive_clone_xml
 from swarmlab.errors import Refused
 from swarmlab.render import render
@@ -340,18 +341,19 @@ def test_a_slow_guest_agent_is_not_taken_for_a_guest_clock_that_is_off():
 def test_a_kvm_template_copied_to_a_host_without_kvm_is_defined_as_a_qemu_domain_there():
     from swarmlab.host.template_build import without_kvm
 
-    def domain(domain_type: str) -> ET.Element:
-        return ET.fromstring(render("domain.xml.j2", domain_type=domain_type, name="swarmlab-template",
-                                    ns_uri=NS_URI, role="template", attrs={"recipe": "abc", "domain_type": domain_type},
-                                    memory_mib=1024, vcpus=1, kernel="/k", initrd="/i", cmdline="root=/dev/vda",
-                                    pool="p", volume="v.qcow2", network="n"))
+    def domain(domain_type: str) -> DomainXML:
+        return DomainXML(render("domain.xml.j2", domain_type=domain_type, name="swarmlab-template",
+                                ns_uri=NS_URI, role="template", attrs={"recipe": "abc", "domain_type": domain_type},
+                                memory_mib=1024, vcpus=1, kernel="/k", initrd="/i", cmdline="root=/dev/vda",
+                                pool="p", volume="v.qcow2", network="n"))
     kvm = domain("kvm")
-    assert not without_kvm(kvm, host_offers_kvm=True) and kvm.get("type") == "kvm"
+    assert not without_kvm(kvm, host_offers_kvm=True) and kvm.domain_type == "kvm"
     assert without_kvm(kvm, host_offers_kvm=False)
-    assert kvm.get("type") == "qemu" and kvm.find("cpu") is None
-    assert kvm.find(f"metadata/{{{NS_URI}}}resource").get("domain_type") == "qemu"
+    written = ET.fromstring(str(kvm))
+    assert written.get("type") == "qemu" and written.find("cpu") is None
+    assert written.find(f"metadata/{{{NS_URI}}}resource").attrib == {"role": "template", "recipe": "abc", "domain_type": "qemu"}
     qemu = domain("qemu")
-    assert not without_kvm(qemu, host_offers_kvm=True) and qemu.get("type") == "qemu"  # runs anywhere as it is
+    assert not without_kvm(qemu, host_offers_kvm=True) and qemu.domain_type == "qemu"  # runs anywhere as it is
     with Hypervisor("test:///default") as hv:
         assert hv.offers_kvm() is False  # the test driver offers its own type only
 

@@ -22,6 +22,7 @@ from swarmlab.adapters.libvirt_cpu import CpuCapsUnavailable, CpuMixin  # noqa: 
 from swarmlab.adapters.libvirt_link import LinkMixin
 from swarmlab.adapters.libvirt_network import NetworkMixin
 from swarmlab.adapters.libvirt_storage import StorageMixin
+from swarmlab.adapters.domain_xml import DomainXML
 from swarmlab.adapters.libvirt_xml import ownership
 from swarmlab.config import is_local_uri
 from swarmlab.errors import NotFound, Refused, SwarmlabError
@@ -161,8 +162,8 @@ class Hypervisor(NetworkMixin, StorageMixin, GuestAgentMixin, LinkMixin, CpuMixi
 
     def disk_path(self, name: str) -> str | None:
         """The first disk's file, or None when its volume or file is gone."""
-        disk = ET.fromstring(self.domain_xml(name)).find("devices/disk/source")
-        return None if disk is None else self.source_path(dict(disk.attrib))
+        source = DomainXML(self.domain_xml(name)).first_disk_source
+        return None if source is None else self.source_path(source)
 
     def ping(self) -> None:
         """Raises HypervisorError when libvirt does not answer."""
@@ -190,15 +191,15 @@ class Hypervisor(NetworkMixin, StorageMixin, GuestAgentMixin, LinkMixin, CpuMixi
     def define_domain(self, xml: str) -> None:
         if ownership(xml) is None:
             raise HypervisorError("refusing to define a domain without swarmlab ownership metadata")
-        root = ET.fromstring(xml)
-        name = root.findtext("name")
+        domain = DomainXML(xml)
+        name = domain.name
         existing = self._domain(name)
         if existing is not None:
             if ownership(existing.XMLDesc(0)) is None:
                 raise Refused(f"domain {name} exists and was not created by swarmlab; pick another name")
-            if root.find("uuid") is None:  # redefining keeps the domain's identity
-                ET.SubElement(root, "uuid").text = existing.UUIDString()
-                xml = ET.tostring(root, encoding="unicode")
+            if domain.uuid is None:  # redefining keeps the domain's identity
+                domain.uuid = existing.UUIDString()
+                xml = str(domain)
         try:
             self.conn.defineXML(xml)
         except libvirt.libvirtError as e:
@@ -237,7 +238,7 @@ class Hypervisor(NetworkMixin, StorageMixin, GuestAgentMixin, LinkMixin, CpuMixi
         if dom.isActive():
             dom.destroy()
         flags = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-        if ET.fromstring(dom.XMLDesc(0)).find("os/nvram") is not None:
+        if DomainXML(dom.XMLDesc(0)).has_nvram:
             flags |= libvirt.VIR_DOMAIN_UNDEFINE_NVRAM  # the clone's own copy, made from the template's
         dom.undefineFlags(flags)
         return True
@@ -316,5 +317,4 @@ class Hypervisor(NetworkMixin, StorageMixin, GuestAgentMixin, LinkMixin, CpuMixi
         return True
 
     def mac_of(self, name: str) -> str:
-        mac = ET.fromstring(self.domain_xml(name)).find("devices/interface/mac")
-        return mac.get("address").lower()
+        return DomainXML(self.domain_xml(name)).mac

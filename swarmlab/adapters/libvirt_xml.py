@@ -11,24 +11,17 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from swarmlab.adapters.domain_xml import NS_PREFIX, NS_URI, DomainXML, TemplateError, owner_of  # noqa: F401 (the names callers use)
 from swarmlab.config import Config, ConfigError
 from swarmlab.errors import SwarmlabError
 from swarmlab.render import render
 
-NS_URI = "https://swarmlab.dev/xmlns/resource/1"
-NS_PREFIX = "swarmlab"
-ET.register_namespace(NS_PREFIX, NS_URI)
 ET.register_namespace("dnsmasq", "http://libvirt.org/schemas/network/dnsmasq/1.0")
-
-
-class TemplateError(SwarmlabError):
-    """A template whose XML swarmlab cannot clone as it is."""
 
 
 def ownership(xml: str) -> dict[str, str] | None:
     """The swarmlab metadata attributes of a domain or network XML, or None if not ours."""
-    element = ET.fromstring(xml).find(f"metadata/{{{NS_URI}}}resource")
-    return dict(element.attrib) if element is not None else None
+    return owner_of(ET.fromstring(xml))
 
 
 def random_mac() -> str:
@@ -50,8 +43,8 @@ def clone_disks(template_xml: str) -> list[CloneDisk]:
     shared read-write between clones would be corrupted by them); read-only media and disks
     marked shareable are used as they are. Disks swarmlab cannot overlay are refused."""
     out = []
-    for disk in ET.fromstring(template_xml).findall("devices/disk"):
-        target = disk.find("target").get("dev") if disk.find("target") is not None else "?"
+    for disk in DomainXML(template_xml).disks:
+        target = DomainXML.target(disk)
         source = dict(disk.find("source").attrib) if disk.find("source") is not None else {}
         if disk.get("device", "disk") in ("cdrom", "floppy") or disk.find("readonly") is not None \
                 or disk.find("shareable") is not None:
@@ -79,78 +72,35 @@ def derive_clone_xml(template_xml: str, name: str, mac: str, pool: str, volumes:
     second; otherwise `up` sets it over SSH. `network` puts the node on that libvirt network
     instead of the template's (a class lab's own); `tb_cache_mib` sizes TCG's translation cache
     (QEMU's default is 1 GiB of host memory per guest)."""
-    root = ET.fromstring(template_xml)
-    root.find("name").text = name
-    for tag in ("uuid", "title", "description"):
-        for el in root.findall(tag):
-            root.remove(el)
-    metadata = root.find("metadata")
-    if metadata is None:
-        metadata = ET.SubElement(root, "metadata")
-    for el in metadata.findall(f"{{{NS_URI}}}resource"):
-        metadata.remove(el)
-    ET.SubElement(metadata, f"{{{NS_URI}}}resource", {k: str(v) for k, v in owner.items()})
-    interfaces = root.findall("devices/interface")
-    if len(interfaces) != 1:
-        raise TemplateError(f"template has {len(interfaces)} network interfaces; swarmlab needs exactly one")
-    for el in interfaces[0].findall("mac") + interfaces[0].findall("target"):
-        interfaces[0].remove(el)  # the tap device name is the template's, too
-    ET.SubElement(interfaces[0], "mac", {"address": mac})
-    if network:
-        interfaces[0].set("type", "network")
-        for el in interfaces[0].findall("source"):
-            interfaces[0].remove(el)
-        interfaces[0].insert(0, ET.Element("source", {"network": network}))
-    if tb_cache_mib and root.get("type") == "qemu":
-        features = root.find("features")
-        if features is None:
-            features = ET.SubElement(root, "features")
-        for el in features.findall("tcg"):
-            features.remove(el)
-        tcg = ET.SubElement(features, "tcg")
-        ET.SubElement(tcg, "tb-cache", {"unit": "MiB"}).text = str(tb_cache_mib)
+    domain = DomainXML(template_xml)
+    domain.name = name
+    domain.forget_identity()
+    domain.owner = owner
+    if len(domain.interfaces) != 1:
+        raise TemplateError(f"template has {len(domain.interfaces)} network interfaces; swarmlab needs exactly one")
+    domain.give_interface(mac, network)
+    if tb_cache_mib and domain.domain_type == "qemu":
+        domain.set_tcg_cache(tb_cache_mib)
     planned = {d.target: d for d in clone_disks(template_xml)}
-    for disk in root.findall("devices/disk"):
-        target = disk.find("target").get("dev") if disk.find("target") is not None else "?"
+    for disk in domain.disks:
+        target = DomainXML.target(disk)
         if planned[target].action != "overlay":
             continue
         if target not in volumes:
             raise TemplateError(f"template disk {target} is writable and has no overlay for {name}")
-        disk.set("type", "volume")
-        for el in disk.findall("source") + disk.findall("backingStore"):
-            disk.remove(el)
-        disk.insert(1, ET.Element("source", {"pool": pool, "volume": volumes[target]}))
-        driver = disk.find("driver")
-        if driver is None:
-            driver = ET.SubElement(disk, "driver", {"name": "qemu"})
-        driver.set("type", "qcow2")
-    nvram = root.find("os/nvram")
-    if nvram is not None:
-        # No path: libvirt creates <name>_VARS.fd for the clone from the template file (the
-        # template's own variables when it names no other), instead of sharing one.
-        if nvram.text and not nvram.get("template"):
-            nvram.set("template", nvram.text.strip())
-        nvram.text = None
-    for channel in root.findall("devices/channel"):
-        for source in channel.findall("source"):
-            source.attrib.pop("path", None)  # libvirt makes a socket per domain
-    for graphics in root.findall("devices/graphics"):
-        for attr in ("port", "tlsPort", "websocket"):
-            graphics.attrib.pop(attr, None)
-        graphics.set("autoport", "yes")
-    cmdline = root.find("os/cmdline")
-    if hostname and root.find("os/kernel") is not None:
-        if cmdline is None:
-            cmdline = ET.SubElement(root.find("os"), "cmdline")
-        words = [w for w in (cmdline.text or "").split() if not w.startswith("systemd.hostname=")]
-        cmdline.text = " ".join(words + [f"systemd.hostname={hostname}"])
-    return ET.tostring(root, encoding="unicode")
+        domain.put_on_volume(disk, pool, volumes[target])
+    domain.own_nvram()
+    domain.forget_fixed_endpoints()
+    if hostname and domain.boots_given_kernel:
+        domain.kernel_args = [w for w in domain.kernel_args if not w.startswith("systemd.hostname=")] + \
+            [f"systemd.hostname={hostname}"]
+    return str(domain)
 
 
 def sets_hostname_at_boot(template_xml: str) -> bool:
     """True when clones of this template boot a kernel libvirt hands them (direct kernel boot),
     so that derive_clone_xml can put the hostname on its command line."""
-    return ET.fromstring(template_xml).find("os/kernel") is not None
+    return DomainXML(template_xml).boots_given_kernel
 
 
 def overlay_volume_xml(name: str, backing_path: str, backing_format: str, capacity: int) -> str:
@@ -225,25 +175,20 @@ WAKE_SNAPSHOT = "wake"
 def split_interface(domain_xml: str) -> tuple[str, str]:
     """(the domain without its one network interface, that interface). A woken clone's state
     was saved without a NIC: it gets its own, with its own MAC, once its identity is fresh."""
-    root = ET.fromstring(domain_xml)
-    devices = root.find("devices")
-    interfaces = devices.findall("interface") if devices is not None else []
-    if len(interfaces) != 1:
-        raise TemplateError(f"domain has {len(interfaces)} network interfaces; a woken clone needs exactly one")
-    devices.remove(interfaces[0])
-    return ET.tostring(root, encoding="unicode"), ET.tostring(interfaces[0], encoding="unicode")
+    domain = DomainXML(domain_xml)
+    if len(domain.interfaces) != 1:
+        raise TemplateError(f"domain has {len(domain.interfaces)} network interfaces; a woken clone needs exactly one")
+    interface = domain.take_interface()
+    return str(domain), ET.tostring(interface, encoding="unicode")
 
 
 def with_kernel_args(domain_xml: str, *words: str) -> str:
     """The domain with words added to its kernel command line (direct kernel boot only)."""
-    root = ET.fromstring(domain_xml)
-    cmdline = root.find("os/cmdline")
-    if root.find("os/kernel") is None:
+    domain = DomainXML(domain_xml)
+    if not domain.boots_given_kernel:
         raise TemplateError("the template boots from its own disk: its kernel command line is not libvirt's to change")
-    if cmdline is None:
-        cmdline = ET.SubElement(root.find("os"), "cmdline")
-    cmdline.text = " ".join((cmdline.text or "").split() + [w for w in words if w not in (cmdline.text or "").split()])
-    return ET.tostring(root, encoding="unicode")
+    domain.kernel_args = domain.kernel_args + [w for w in words if w not in domain.kernel_args]
+    return str(domain)
 
 
 def wake_snapshot_xml(domain_xml: str, created: int) -> str:
@@ -256,20 +201,21 @@ def wake_snapshot_xml(domain_xml: str, created: int) -> str:
     ET.SubElement(root, "creationTime").text = str(created)
     ET.SubElement(root, "memory", {"snapshot": "internal"})
     disks = ET.SubElement(root, "disks")
-    domain = ET.fromstring(domain_xml)
-    for disk in domain.findall("devices/disk"):
+    domain = DomainXML(domain_xml)
+    for disk in domain.disks:
         if disk.get("device", "disk") == "disk" and disk.find("target") is not None:
-            ET.SubElement(disks, "disk", {"name": disk.find("target").get("dev"), "snapshot": "internal"})
-    root.append(domain)
+            ET.SubElement(disks, "disk", {"name": DomainXML.target(disk), "snapshot": "internal"})
+    root.append(domain.root)
     return ET.tostring(root, encoding="unicode")
 
 
 def interface_link(domain_xml: str) -> tuple[str, bool]:
     """The domain's first network interface with its link set (the device XML that
     updateDeviceFlags takes, as it is now), and whether its link is up."""
-    interface = ET.fromstring(domain_xml).find("devices/interface")
-    if interface is None:
+    interfaces = DomainXML(domain_xml).interfaces
+    if not interfaces:
         raise SwarmlabError("the domain has no network interface")
+    interface = interfaces[0]
     link = interface.find("link")
     return ET.tostring(interface, encoding="unicode"), link is None or link.get("state", "up") == "up"
 

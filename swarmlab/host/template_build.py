@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import os
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from swarmlab.adapters.daemons import Progress
+from swarmlab.adapters.domain_xml import DomainXML
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.adapters.keys import ensure_ssh_key
 from swarmlab.adapters.libvirt_xml import NS_URI
@@ -90,19 +90,17 @@ def template_build(config: Config, name: str, with_engine: bool = True,
 
 
 
-def without_kvm(domain: ET.Element, host_offers_kvm: bool) -> bool:
+def without_kvm(domain: DomainXML, host_offers_kvm: bool) -> bool:
     """A KVM template's domain made a QEMU (TCG) one for a host without KVM: the type, no
     host-passthrough CPU, and its recorded domain type. True if it changed. A QEMU template
     stays QEMU on any host (it runs everywhere)."""
-    if domain.get("type") != "kvm" or host_offers_kvm:
+    if domain.domain_type != "kvm" or host_offers_kvm:
         return False
-    domain.set("type", "qemu")
-    cpu = domain.find("cpu")
-    if cpu is not None and cpu.get("mode") == "host-passthrough":
-        domain.remove(cpu)
-    for owner in domain.iterfind(f"metadata/{{{NS_URI}}}resource"):
-        if owner.get("domain_type"):
-            owner.set("domain_type", "qemu")
+    domain.domain_type = "qemu"
+    domain.drop_host_passthrough_cpu()
+    owner = domain.owner
+    if owner and owner.get("domain_type"):
+        domain.owner = {**owner, "domain_type": "qemu"}
     return True
 
 
@@ -116,12 +114,11 @@ def push_template(config: Config, host: HostSpec, progress: Progress = lambda _m
         if state is None or not state.owner or not state.owner.get("recipe"):
             raise NotFound(f"template {config.template} is not a swarmlab template on this host: "
                            "`swarmlab template build` first, then it is copied to the other hosts")
-        xml = ET.fromstring(here.domain_xml(config.template))
+        xml = DomainXML(here.domain_xml(config.template))
         disk = here.disk_path(config.template)
     recipe = state.owner["recipe"]
-    source = xml.find("devices/disk/source")
-    kernel, initrd = xml.find("os/kernel"), xml.find("os/initrd")
-    if disk is None or source is None or not source.get("volume") or kernel is None or initrd is None:
+    source = xml.first_disk_source
+    if disk is None or source is None or not source.get("volume") or not xml.kernel or not xml.initrd:
         raise Refused(f"template {config.template} is not in a pool with its own kernel: rebuild it "
                       "with `swarmlab template build`")
     with Hypervisor(host.uri) as there:
@@ -142,20 +139,18 @@ def push_template(config: Config, host: HostSpec, progress: Progress = lambda _m
         started = time.monotonic()
         progress(f"uploading template {config.template} ({Path(disk).stat().st_size >> 20} MiB)")
         there.upload_volume(config.template_pool, source.get("volume"), Path(disk))
-        kernel.text = there.upload_volume(config.template_pool, f"{config.template}-{recipe}.vmlinuz",
-                                          Path(kernel.text))
-        initrd.text = there.upload_volume(config.template_pool, f"{config.template}-{recipe}.initrd",
-                                          Path(initrd.text))
-        for element in (xml.find("uuid"), xml.find("devices/interface/mac")):
-            if element is not None:  # the host gives its copy an identity of its own
-                parent = xml if element.tag == "uuid" else xml.find("devices/interface")
-                parent.remove(element)
+        xml.kernel = there.upload_volume(config.template_pool, f"{config.template}-{recipe}.vmlinuz",
+                                         Path(xml.kernel))
+        xml.initrd = there.upload_volume(config.template_pool, f"{config.template}-{recipe}.initrd",
+                                         Path(xml.initrd))
+        xml.uuid = None  # the host gives its copy an identity of its own
+        xml.forget_mac()
         if without_kvm(xml, there.offers_kvm()):
             progress(f"host {host.name} has no KVM: its copy of the template runs under QEMU (TCG)")
-        there.define_domain(ET.tostring(xml, encoding="unicode"))
+        there.define_domain(str(xml))
         changes.append(f"copied template {config.template} (recipe {recipe}) to host {host.name} "
                        f"in {time.monotonic() - started:.1f} s")
-        woken = ensure_wake_copy_for_host(config, host.name, recipe, xml.get("type"), state.owner.get("shape", ""),
+        woken = ensure_wake_copy_for_host(config, host.name, recipe, xml.domain_type, state.owner.get("shape", ""),
                                           there.disk_path(config.template))
         changes += [woken] if woken else []
     return changes

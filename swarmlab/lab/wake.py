@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Callable
 
+from swarmlab.adapters.domain_xml import DomainXML
 from swarmlab.adapters.hypervisor import Hypervisor
 from swarmlab.adapters.libvirt_xml import WAKE_SNAPSHOT, split_interface, wake_snapshot_xml
 from swarmlab.config import Config
@@ -48,7 +48,7 @@ FRESH_IDENTITY = (
 
 def machine_id(domain_xml: str) -> str:
     """What systemd itself takes at a VM's first boot: the domain's UUID, as 32 hex digits."""
-    return ET.fromstring(domain_xml).findtext("uuid").replace("-", "").lower()
+    return DomainXML(domain_xml).uuid.replace("-", "").lower()
 
 
 def lay_out(config: Config, hv: Hypervisor, node: Node, clone_xml: str, wake_image: str) -> str:
@@ -87,4 +87,4 @@ def cut_short(domain_xml: str, snapshots: list[str], running: bool) -> bool:
     """A wake that a killed `up` did not finish: the saved state is still recorded (it is
     dropped last), or the node was defined and stopped before it got its NIC. A running node
     whose NIC someone unplugged by hand is not one."""
-    return WAKE_SNAPSHOT in snapshots or (not running and ET.fromstring(domain_xml).find("devices/interface") is None)
+    return WAKE_SNAPSHOT in snapshots or (not running and not DomainXML(domain_xml).interfaces)
