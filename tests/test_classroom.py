@@ -45,7 +45,10 @@ def test_free_nodes_from_nodes_memory_or_what_libvirt_reports():
     # 24 GiB reported: 90 % of it at 1.7 GiB a node
     assert placement.free_nodes(spec, 24576, 0, 1724) == 12
     assert placement.free_nodes(spec, 24576, 12, 1724) == 0
-    # emulated CPUs (no KVM): at most 9 nodes a CPU, whatever the memory; [[hosts]] nodes still rules
+    # emulated CPUs (no KVM): at most 9 nodes a CPU, whatever the memory; [[hosts]] nodes still rules.
+    # The 9 is what idle nodes at the measured 7.9 % of a CPU each may take; cheaper ones, more.
+    assert placement.nodes_per_emulated_cpu() == placement.TCG_NODES_PER_CPU == 9
+    assert placement.nodes_per_emulated_cpu(3.5) == 20 and placement.nodes_per_emulated_cpu(90) == 1
     assert placement.free_nodes(spec, 24576, 0, 576, emulated_cpus=2) == 18
     assert placement.free_nodes(spec, 24576, 0, 576, emulated_cpus=0) == 38
     assert placement.free_nodes(spec, 24576, 15, 576, emulated_cpus=2) == 3

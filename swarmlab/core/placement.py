@@ -16,14 +16,28 @@ QEMU_TB_CACHE_MIB = 1024  # TCG's translation cache when tb_cache_mib is 0 (QEMU
 # reporting (bench/bench_capacity.py, PSS after all nine exercises): the guest's own pages
 # 197-231 MiB and QEMU's 70 MiB. The largest (302 MiB) and some room.
 BEYOND_TB_CACHE_MIB = 320
-# Nodes one host CPU carries when it emulates them (TCG, no KVM): `class up` of 12 three-node
-# labs on 2 cores (bench_capacity.py --class-up) made 6 labs in 88-221 s each; from the 7th on,
-# at a load of 40-46, no woken node's sshd answered within 300 s. 18 nodes on 2 cores worked.
-TCG_NODES_PER_CPU = 9
+# What a formed node takes of a host CPU while nobody uses it, under TCG: 7.9 % (6.8-9.9, the
+# leader most), bench_capacity.py --cpu's sampling over 90 s of an idle 3-node lab. Almost all of
+# it is swarm mode itself: raft's heartbeats, the gossip of the overlay network, Go's GC.
+TCG_IDLE_NODE_CPU_PERCENT = 7.9
+# The share of a CPU that idle nodes may take, leaving the rest to the nodes students work on
+# and to waking the next lab: `class up` of 12 three-node labs on 2 cores made 6 labs; from the
+# 7th on (idle nodes wanting 1.4 of 2 CPUs), no woken node's sshd answered within 300 s.
+IDLE_SHARE_OF_A_CPU = 0.7
 
 
-# The least share of a host CPU a node may be capped at: an idle formed node takes 12-17 % of a
-# core under TCG (issue 37's measure), and a cap below that would starve its raft heartbeats.
+def nodes_per_emulated_cpu(idle_node_percent: float = TCG_IDLE_NODE_CPU_PERCENT,
+                           idle_share: float = IDLE_SHARE_OF_A_CPU) -> int:
+    """Formed nodes one host CPU carries when it emulates them (TCG, no KVM): as many as leave
+    idle_share of it taken while they idle. 9 on today's measure; a cheaper idle node, more."""
+    return max(1, round(100 * idle_share / idle_node_percent))
+
+
+TCG_NODES_PER_CPU = nodes_per_emulated_cpu()
+
+
+# The least share of a host CPU a node may be capped at: an idle formed node takes 7-10 % of a
+# core under TCG, more while it wakes, and a cap near that would starve its raft heartbeats.
 MIN_NODE_CPU_PERCENT = 25
 CPU_PERIOD_US = 100_000  # the CFS period caps are set in; the quota is a share of it
 
