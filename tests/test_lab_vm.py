@@ -274,25 +274,57 @@ def test_second_lab_survives_the_first_labs_down_and_grows(lab3):
     again = swarmlab("down", "--lab", "t1", "--yes", config=path)
     assert again.returncode == 0 and "does not exist" in again.stdout
 
-    grown = swarmlab("up", "3", "--lab", "t2", "--managers", "1", "--json", config=path)
+    grown = swarmlab("up", "4", "--lab", "t2", "--managers", "1", "--json", config=path)
     assert grown.returncode == 0, grown.stderr
     nodes = json.loads(grown.stdout)["nodes"]
-    assert [n["node"] for n in nodes] == ["swr1", "swr2", "swr3"] and without_times(nodes)[0] == without_times(t2)[0]
-    assert resolve(config.dns_server, nodes[2]["dns"]) == {nodes[2]["ip"]}
+    assert [n["node"] for n in nodes] == ["swr1", "swr2", "swr3", "swr4"]
+    assert without_times(nodes)[0] == without_times(t2)[0]
+    assert resolve(config.dns_server, nodes[3]["dns"]) == {nodes[3]["ip"]}
     members = {n["Hostname"]: n for n in docker_json(path, "swr1", "node", "ls", lab="t2")}
-    assert {h: m["ManagerStatus"] for h, m in members.items()} == {"swr1": "Leader", "swr2": "", "swr3": ""}
+    assert {h: m["ManagerStatus"] for h, m in members.items()} == {"swr1": "Leader", "swr2": "", "swr3": "", "swr4": ""}
     assert all(m["Status"] == "Ready" for m in members.values())
     # One manager: killing it would lose the quorum, so chaos refuses without --force.
     refused = swarmlab("chaos", "kill-leader", "--lab", "t2", config=path)
     assert refused.returncode == 4 and "leaves 0 of 1 managers" in refused.stderr
     assert swarmlab("status", "--lab", "t2", "--json", config=path).returncode == 0
 
-    # `swarm form --managers 3` promotes the workers (it used to say "nothing changed")
-    promoted = swarmlab("swarm", "form", "--lab", "t2", "--managers", "3", "--json", config=path)
+    # `swarm form --managers 4` promotes the workers (it used to say "nothing changed")
+    promoted = swarmlab("swarm", "form", "--lab", "t2", "--managers", "4", "--json", config=path)
     assert promoted.returncode == 0, promoted.stderr
-    assert json.loads(promoted.stdout)["promoted"] == ["swr2", "swr3"]
+    assert json.loads(promoted.stdout)["promoted"] == ["swr2", "swr3", "swr4"]
     members = {n["Hostname"]: n["ManagerStatus"] for n in docker_json(path, "swr1", "node", "ls", lab="t2")}
-    assert sorted(members.values()) == ["Leader", "Reachable", "Reachable"]
+    assert sorted(members.values()) == ["Leader", "Reachable", "Reachable", "Reachable"]
+
+
+@pytest.mark.last
+def test_four_managers_split_in_halves_leave_neither_half_a_leader_until_joined_again(lab3):
+    """t2, four managers since the test above, split by the hypervisor into two halves of two:
+    the leader's half loses its leader, the half out of sight (read through its guest agent)
+    has none either, a write is refused; joined again, a leader, all four managers and the
+    drill service are back, each inside swarmkit's window, and no split network is left."""
+    path, config, _ = lab3
+    four = swarmlab("up", "4", "--lab", "t2", "--managers", "4", config=path)  # a no-op after the test above
+    assert four.returncode == 0, four.stderr
+    proc = swarmlab("chaos", "split", "--lab", "t2", "--restore", "--json", config=path, timeout=900)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    data = json.loads(proc.stdout)
+    events = {e["event"]: e for e in data["events"]}
+    assert set(events) == {"split", "leader-lost", "no-leader", "other-half-no-leader", "writes-refused",
+                           "tasks-running", "healed", "leader-back", "managers-reachable", "services-back"}, events
+    away = data["target"].split(", ")
+    assert len(away) == 2 and data["old_leader"] not in away and data["missing"] == []
+    assert "does not have a leader" in events["writes-refused"]["detail"]
+    assert events["services-back"]["detail"] == "swarmlab-drill 4/4", events["services-back"]
+    for e in events.values():
+        if e["expected"]:
+            low, high = e["expected"]
+            assert low - 1 <= e["t"] <= high + 5, f"{e['event']} at {e['t']} s, expected {low}-{high} s"
+    members = docker_json(path, "swr1", "node", "ls", lab="t2")
+    assert sorted(m["ManagerStatus"] for m in members) == ["Leader", "Reachable", "Reachable", "Reachable"]
+    assert all(m["Status"] == "Ready" for m in members)
+    with Hypervisor(config.uri) as hv:
+        assert hv.split_networks("t2") == []
+        assert not any(hv.cable(f"t2-{name}").cut_off for name in ("swr1", "swr2", "swr3", "swr4"))
 
 
 @pytest.mark.last

@@ -1,15 +1,15 @@
-"""Losing the majority, pure: which managers the drill cuts, the events from what the manager in
-sight answers, the windows counted from the heal, the link in a domain's XML, and reset's
-choice after a heal."""
+"""Losing the majority, pure: which managers the drills cut (lose-quorum) or split off, the
+events from what the managers in and out of sight answer, the windows counted from the heal,
+the link and network in a domain's XML, and reset's choice after a heal."""
 
 import pytest
 
-from swarmlab.adapters.libvirt_xml import interface_link, with_link
+from swarmlab.adapters.libvirt_xml import interface_link, interface_network, on_network, split_network_xml, with_link
 from swarmlab.core import baseline as bl
-from swarmlab.core.quorum import QuorumDetector, lose_quorum_cut, services_back
+from swarmlab.core.quorum import QuorumDetector, lose_quorum_cut, other_half_says, services_back, split_halves
 from swarmlab.core.swarm import SwarmNode, Task
 from swarmlab.core.timeline import Timeline
-from swarmlab.errors import Refused
+from swarmlab.errors import Refused, SwarmlabError
 
 
 def node(name: str, manager: str = "Reachable", status: str = "Ready") -> SwarmNode:
@@ -34,6 +34,36 @@ def test_the_drill_cuts_as_few_managers_as_lose_the_majority_and_never_the_leade
 def test_a_swarm_that_cannot_lose_its_majority_is_refused_in_words(nodes, words):
     with pytest.raises(Refused, match=words):
         lose_quorum_cut(nodes, "t1")
+
+
+def test_a_split_gives_each_half_as_many_managers_the_leader_in_sight_and_shares_the_workers():
+    four = [node("swr1"), node("swr2", "Leader"), node("swr3"), node("swr4")]
+    assert split_halves(four, "t2") == (["swr1", "swr2"], ["swr3", "swr4"], "swr2")
+    six = [node("a"), node("b"), node("c", "Leader"), node("d"), node("w1", ""), node("w2", ""), node("w3", "")]
+    sight, away, leader = split_halves(six, "t2")
+    assert (sight, away, leader) == (["a", "c", "w1", "w3"], ["b", "d", "w2"], "c")
+
+
+@pytest.mark.parametrize("nodes, words", [
+    ([node("swr1", "Leader"), node("swr2"), node("swr3")],
+     r"lab t2 has 3 managers: a split that leaves neither half a majority needs an even number, 4 or more "
+     r"\(`swarmlab up 4 --managers 4`"),
+    ([node("a", "Leader"), node("b"), node("c", ""), node("d", "")], "lab t2 has 2 managers"),
+    ([node("a"), node("b"), node("c"), node("d")], "lab t2 has no leader right now"),
+    ([node("a", "Leader"), node("b"), node("c"), node("d", "Unreachable", "Down")],
+     r"lab t2 has managers that are not reachable \(d\): `swarmlab chaos heal --all --lab t2`"),
+])
+def test_a_lab_that_cannot_be_split_evenly_is_refused_in_words(nodes, words):
+    with pytest.raises(Refused, match=words):
+        split_halves(nodes, "t2")
+
+
+def test_the_other_half_is_read_from_what_docker_node_ls_printed():
+    assert other_half_says("Error response from daemon: rpc error: code = Unknown desc = The swarm does not have "
+                           "a leader. It's possible that too few managers are online.") == "no-leader"
+    assert other_half_says("swr1 Reachable\nswr2 Leader\nswr3 Reachable\n") == "swr2"
+    assert other_half_says("") is None  # timed out: its manager still waits on the lost leader
+    assert other_half_says("swr1 Leader of the pack\n") is None  # a student's own words are no answer
 
 
 NO_LEADER = ("swr1: Docker API GET /nodes: 503 rpc error: The swarm does not have a leader. It's possible that "
@@ -97,6 +127,29 @@ def test_a_link_is_set_down_and_up_with_the_rest_of_the_interface_kept():
     assert with_link(down, True).count("<link ") == 1 and '<link state="up" />' in with_link(down, True)
 
 
+def test_a_node_moves_to_another_network_with_its_mac_tap_and_link_kept():
+    live = DOMAIN.replace('<source network="sl-t1"/>',
+                          '<source network="sl-t1" portid="b2008f17" bridge="sl-sl-t1"/><target dev="vnet3"/>'
+                          '<link state="up"/>')
+    interface, _ = interface_link(live)
+    moved = on_network(interface, "swarmlab-split-t1")
+    assert interface_network(moved) == "swarmlab-split-t1" and interface_network(interface) == "sl-t1"
+    assert "portid" not in moved and "bridge=" not in moved  # the old network's port: libvirt makes a new one
+    assert all(part in moved for part in ('52:54:00:aa:bb:cc', 'dev="vnet3"', '<link state="up" />'))
+    bridged = '<interface type="bridge"><source bridge="br0"/></interface>'
+    with pytest.raises(SwarmlabError, match="not on a libvirt network"):
+        on_network(bridged, "x")
+
+
+def test_a_split_network_is_an_owned_bridge_with_no_address_dhcp_or_route():
+    from swarmlab.adapters.libvirt_xml import ownership
+    xml = split_network_xml("swarmlab-split-a-lab-with-a-long-name", "a-lab-with-a-long-name")
+    assert ownership(xml) == {"role": "split", "lab": "a-lab-with-a-long-name"}
+    assert "<ip" not in xml and "<forward" not in xml and "<dns" not in xml
+    bridge = xml.split('<bridge name="')[1].split('"')[0]
+    assert len(bridge) <= 15  # Linux's cap on an interface name
+
+
 def test_reset_reverts_a_lab_whose_links_it_has_just_healed():
     state = bl.SwarmState(nodes={}, services={}, configs=[], secrets=[], networks=[])
     assert bl.choose(True, state, state, [], [], ["swr2", "swr3"]) == \
@@ -124,13 +177,17 @@ def test_a_class_drill_runs_on_every_lab_at_once_and_one_failure_stops_no_other(
         timeline = Timeline("lose-quorum", lab, "swr2, swr3")
         timeline.missing = ["leader-back"] if lab == "cy" else []
         return timeline
-    monkeypatch.setattr(class_chaos.partition, "lose_quorum", drill)
+    monkeypatch.setattr(class_chaos.quorum_drills, "lose_quorum", drill)
     monkeypatch.setattr(classroom, "student_config", lambda config, student: config)
     results, timelines = class_chaos.class_chaos(config, "lose-quorum", True, 60)
     assert [(r.lab, r.ok, r.error) for r in results] == [
         ("ann", True, None), ("bo", False, "lab bo has 1 manager: losing the majority needs 3 or more"),
         ("cy", True, None)]
     assert [t.lab for t in timelines] == ["ann", "cy"] and timelines[1].missing == ["leader-back"]
+    split = []
+    monkeypatch.setattr(class_chaos.quorum_drills, "split", lambda scoped, lab, *a: split.append(lab) or Timeline("split", lab))
+    assert [t.exercise for t in class_chaos.class_chaos(config, "split", True, 60, only=["cy"])[1]] == ["split"]
+    assert split == ["cy"]
     with pytest.raises(NotFound, match="no class drill split-brain"):
         class_chaos.class_chaos(config, "split-brain", True, 60)
     with pytest.raises(NotFound, match="the class has no lab zed"):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import libvirt
 
 from swarmlab.adapters.libvirt_errors import HypervisorError, libvirt_errors_as_ours, only_missing
-from swarmlab.adapters.libvirt_xml import dhcp_host_xml, dns_forwarder, ownership, runs_stp
+from swarmlab.adapters.libvirt_xml import dhcp_host_xml, dns_forwarder, ownership, runs_stp, split_network_xml
 from swarmlab.errors import NotFound, Refused
 
 
@@ -122,12 +122,36 @@ class NetworkMixin:
         if ownership(net.XMLDesc()) is None:
             raise Refused(f"network {name} was not created by swarmlab; leaving it alone")
         changes = []
+        persistent = net.isPersistent()
         if net.isActive():
             net.destroy()
             changes.append(f"stopped network {name}")
-        net.undefine()
-        changes.append(f"undefined network {name}")
+        if persistent:
+            net.undefine()
+            changes.append(f"undefined network {name}")
         return changes
+
+    # --- a lab's split network (`chaos split`) ----------------------------------------------
+    def open_split_network(self, name: str, lab: str) -> None:
+        """The lab's split network, started: transient, so nothing of it outlives the host's
+        libvirtd. One of another owner by that name is refused."""
+        net = self._network(name)
+        if net is not None:
+            owner = ownership(net.XMLDesc())
+            if owner is None or owner.get("role") != "split" or owner.get("lab") != lab:
+                raise Refused(f"network {name} exists and is not lab {lab}'s split network; leaving it alone")
+            if not net.isActive():
+                net.create()
+            return
+        try:
+            self.conn.networkCreateXML(split_network_xml(name, lab))
+        except libvirt.libvirtError as e:
+            raise HypervisorError(f"starting network {name} failed: {e.get_error_message()}") from None
+
+    def split_networks(self, lab: str) -> list[str]:
+        """The names of the lab's split networks on this host (one at most, unless a run was killed)."""
+        return [net.name() for net in self.conn.listAllNetworks()
+                if (owner := ownership(net.XMLDesc())) and owner.get("role") == "split" and owner.get("lab") == lab]
 
     def dhcp_leases(self, network: str) -> dict[str, str]:
         """MAC -> IPv4 from the network's current DHCP leases."""

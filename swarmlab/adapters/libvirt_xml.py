@@ -220,6 +220,35 @@ def interface_link(domain_xml: str) -> tuple[str, bool]:
     return ET.tostring(interface, encoding="unicode"), link is None or link.get("state", "up") == "up"
 
 
+def interface_network(interface_xml: str) -> str | None:
+    """The libvirt network an interface's device XML is on (None: a bridge or other type)."""
+    source = ET.fromstring(interface_xml).find("source")
+    return source.get("network") if source is not None else None
+
+
+def on_network(interface_xml: str, network: str) -> str:
+    """The interface's device XML moved to another libvirt network, everything else (MAC, tap,
+    PCI address, link) as it was: updateDeviceFlags then moves its tap to that network's bridge.
+    The live port and bridge are the old network's, so they go."""
+    interface = ET.fromstring(interface_xml)
+    if interface.get("type") != "network" or interface.find("source") is None:
+        raise SwarmlabError("the node's interface is not on a libvirt network: it cannot be moved to another")
+    interface.find("source").attrib.clear()
+    interface.find("source").set("network", network)
+    return ET.tostring(interface, encoding="unicode")
+
+
+def split_network_xml(name: str, lab: str) -> str:
+    """A lab's split network: a bridge of its own with no address, DHCP or route, so the
+    nodes moved onto it reach one another and nothing else (`chaos split`)."""
+    root = ET.Element("network")
+    ET.SubElement(root, "name").text = name
+    metadata = ET.SubElement(root, "metadata")
+    ET.SubElement(metadata, f"{{{NS_URI}}}resource", {"role": "split", "lab": lab})
+    ET.SubElement(root, "bridge", {"name": bridge_name(name), "stp": "off", "delay": "0"})
+    return ET.tostring(root, encoding="unicode")
+
+
 def with_link(interface_xml: str, up: bool) -> str:
     """The interface's device XML with its link up or down, everything else as it was."""
     interface = ET.fromstring(interface_xml)

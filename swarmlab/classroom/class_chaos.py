@@ -1,5 +1,5 @@
 """`class chaos`: one drill on every student's lab at once, a timeline each, for the
-instructor to show side by side (chaos.py and partition.py run each one)."""
+instructor to show side by side (chaos.py and quorum_drills.py run each one)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from swarmlab.config import Config
 from swarmlab.core.roster import Student
 from swarmlab.core.timeline import Timeline, html_report
 from swarmlab.errors import NotFound
-from swarmlab.lab import chaos, partition
+from swarmlab.lab import chaos, quorum_drills
 
-DRILLS = ("lose-quorum", "kill-leader")
+DRILLS = ("lose-quorum", "split", "kill-leader")
 
 
 def class_chaos(config: Config, drill: str, restore: bool, timeout: float, only: list[str] | None = None,
@@ -33,7 +33,9 @@ def class_chaos(config: Config, drill: str, restore: bool, timeout: float, only:
         def said(message: str) -> None:
             progress(student.lab, message)
         if drill == "lose-quorum":
-            timeline = partition.lose_quorum(scoped, student.lab, restore, timeout, said)
+            timeline = quorum_drills.lose_quorum(scoped, student.lab, restore, timeout, said)
+        elif drill == "split":
+            timeline = quorum_drills.split(scoped, student.lab, restore, timeout, said)
         else:
             timeline = chaos.kill(scoped, student.lab, None, restore, timeout, False, None, said)
         timelines[student.lab] = timeline

@@ -16,6 +16,7 @@ timeline = deferred("swarmlab.core.timeline")
 untrusted = deferred("swarmlab.core.untrusted")
 chaos = deferred("swarmlab.lab.chaos")
 partition = deferred("swarmlab.lab.partition")
+quorum_drills = deferred("swarmlab.lab.quorum_drills")
 class_drills = deferred("swarmlab.classroom.class_chaos")
 
 chaos_app = typer.Typer(no_args_is_help=True, help="Failure exercises with a measured timeline.")
@@ -33,7 +34,7 @@ def _render_timelines(timelines, as_json: bool, report: Optional[str], quiet: bo
     elif not quiet:
         for t in timelines:
             typer.echo(f"{t.exercise} {t.target} (lab {t.lab})"
-                       + (f": leader {t.old_leader} -> {t.new_leader or '?'}, at the end {t.final_leader}"
+                       + (f": leader {t.old_leader} -> {t.new_leader or '?'}, at the end {t.final_leader or 'none'}"
                           if t.old_leader else ""))
             rows = [(e.event, f"{e.t:.1f}", f"{e.expected[0]:g}-{e.expected[1]:g} s" if e.expected else "",
                      untrusted.printable(e.detail)  # a node's own words, where a student is root
@@ -137,7 +138,7 @@ def chaos_heal(nodes: Optional[list[str]] = typer.Argument(None, metavar="NODE",
                lab: Optional[str] = LabOption,
                all_nodes: bool = typer.Option(False, "--all", help="Every cut node of the lab."),
                as_json: bool = JsonOption):
-    """Put cut nodes back on the lab network."""
+    """Put cut nodes back on the lab network: links up, split halves joined."""
     if bool(nodes) == all_nodes:
         raise configuration.ConfigError("name the NODEs to heal or pass --all")
     enter_host()
@@ -159,12 +160,28 @@ def chaos_lose_quorum(lab: Optional[str] = LabOption,
     `chaos heal --all` or `reset` ends it.
     Exit 5 when an expected event never came."""
     enter_host()
-    _render_timelines([partition.lose_quorum(ctx.config, lab or ctx.config.lab, restore, timeout, ctx.progress)],
+    _render_timelines([quorum_drills.lose_quorum(ctx.config, lab or ctx.config.lab, restore, timeout, ctx.progress)],
+                      as_json, report)
+
+
+@chaos_app.command("split")
+def chaos_split(lab: Optional[str] = LabOption,
+                restore: bool = typer.Option(False, "--restore", help="Join the halves afterwards and time the leader "
+                                                                      "and managers coming back."),
+                timeout: float = TimeoutOption, report: Optional[str] = ReportOption, as_json: bool = JsonOption):
+    """Split a lab of an even number of managers (4 or more) into two halves with as many
+    managers each: the hypervisor plugs one half into a network of its own. Times the leader's
+    half losing its leader, the other half saying it has none, a write refused and the tasks
+    going on running: an even number of managers buys nothing. Needs `up 4 --managers 4` (or
+    `swarm form --managers 4`). Without --restore the halves stay apart; `chaos heal --all` or
+    `reset` joins them. Exit 5 when an expected event never came."""
+    enter_host()
+    _render_timelines([quorum_drills.split(ctx.config, lab or ctx.config.lab, restore, timeout, ctx.progress)],
                       as_json, report)
 
 
 @class_app.command("chaos")
-def class_chaos(drill: str = typer.Argument(..., metavar="DRILL", help="lose-quorum or kill-leader."),
+def class_chaos(drill: str = typer.Argument(..., metavar="DRILL", help="lose-quorum, split or kill-leader."),
                 restore: bool = typer.Option(False, "--restore", help="Heal or restart afterwards and time the return."),
                 only: Optional[list[str]] = typer.Option(None, "--lab", metavar="LAB",
                                                          help="Only this student's lab (repeat for more)."),

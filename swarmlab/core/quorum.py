@@ -41,6 +41,45 @@ def lose_quorum_cut(nodes: list[SwarmNode], lab: str) -> tuple[list[str], str]:
     return others[:len(reachable) - keep], leader
 
 
+def split_halves(nodes: list[SwarmNode], lab: str) -> tuple[list[str], list[str], str]:
+    """(the half that stays on the lab network, with the leader; the half moved onto a network
+    of its own; the leader) for a split of an even number of managers into equal halves, so
+    that neither half has a majority. Workers are shared out as evenly."""
+    managers = sorted(n.hostname for n in nodes if n.manager_status)
+    reachable = [n for n in nodes if n.manager_status in ("Leader", "Reachable") and n.status == "Ready"]
+    leader = next((n.hostname for n in nodes if n.manager_status == "Leader"), None)
+    if len(managers) < 4 or len(managers) % 2:
+        raise Refused(f"lab {lab} has {len(managers)} manager{'s' if len(managers) != 1 else ''}: a split that leaves "
+                      "neither half a majority needs an even number, 4 or more (`swarmlab up 4 --managers 4`, or "
+                      "`swarmlab swarm form --managers 4` on a lab of 4 nodes)")
+    if leader is None:
+        raise Refused(f"lab {lab} has no leader right now: its swarm has lost its majority already")
+    if len(reachable) < len(managers):
+        down = sorted(set(managers) - {n.hostname for n in reachable})
+        raise Refused(f"lab {lab} has managers that are not reachable ({', '.join(down)}): "
+                      f"`swarmlab chaos heal --all --lab {lab}` or `swarmlab reset --lab {lab}` first")
+    others = [name for name in managers if name != leader]
+    half = len(managers) // 2
+    sight, away = [leader] + others[:half - 1], others[half - 1:]
+    workers = sorted(n.hostname for n in nodes if not n.manager_status)
+    sight += workers[::2]
+    away += workers[1::2]
+    return sorted(sight), sorted(away), leader
+
+
+def other_half_says(output: str) -> str | None:
+    """What a manager of the half out of sight answered to `docker node ls` (read through its
+    guest agent): "no-leader" when it says the swarm has none, the leader's name when one of its
+    lines shows one, None when it said neither (no answer yet)."""
+    if NO_LEADER in output:
+        return "no-leader"
+    for line in output.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[1] == "Leader":
+            return words[0]
+    return None
+
+
 @dataclass
 class QuorumDetector:
     """Events from what the managers in sight answer, once a round at `at`: `nodes` their node

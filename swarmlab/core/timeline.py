@@ -32,11 +32,13 @@ EXPECTED = {
     # losing the majority (core/quorum.py): the leader steps down one to two election timeouts
     # after it last heard from a majority (CheckQuorum); its API then waits on the lost leader
     # before it says there is none (12 s more, measured under TCG); once the links are back,
-    # one election
+    # one election. A split's other half has the same timers.
     "partitioned": (0, 0),
     "leader-lost": (10, 21),
     "no-leader": (10, 41),
     "writes-refused": (10, 41),
+    "split": (0, 0),
+    "other-half-no-leader": (10, 41),
     "healed": (0, 0),
     "leader-back": (0, 31),
     "managers-reachable": (0, 60),

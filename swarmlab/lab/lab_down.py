@@ -55,6 +55,8 @@ def _remove(config: Config, hv, found, progress: Callable[[str], None]) -> list[
                 client.delete_a(config.zone, ours)
                 client.rectify(config.zone)
             removed += [f"record {n}" for n in ours]
+    for split in hv.split_networks(lab):  # `chaos split` left running, or killed mid-drill
+        removed += hv.remove_network(split)
     own = hv.network_state(config.network).owner if config.lab_host else None
     if own is not None and own.get("lab") == lab:  # the lab's own network, never the shared one
         removed += hv.remove_network(config.network)
