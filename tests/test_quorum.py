@@ -239,3 +239,27 @@ def test_services_are_back_when_each_runs_as_many_tasks_as_before_the_cut():
     assert services_back({"web": 3}, {}) == (True, "no services")  # removed meanwhile: nothing to wait for
     assert services_back({"web": 3}, {"web": (1, [task("web.1", "Running")])}) == (True, "web 1/1")  # scaled down
     assert services_back({}, {}) == (True, "no services")
+
+
+def test_the_other_half_is_watched_until_it_says_there_is_no_leader_or_the_time_is_up(monkeypatch):
+    from types import SimpleNamespace
+
+    from swarmlab.lab import chaos, quorum_drills
+    answers = iter(["", "swr3 Reachable\nswr4 Leader\n", "Error response from daemon: rpc error: code = Unknown "
+                    "desc = The swarm does not have a leader. It's possible that too few managers are online."])
+    asked = []
+
+    def guest_exec(domain, argv, timeout):
+        asked.append((domain, argv[2:4]))
+        return 1, next(answers)
+    monkeypatch.setattr(chaos, "POLL", 0.01)
+    timeline = Timeline("split", "t2", "swr3, swr4")
+    session = SimpleNamespace(hv=SimpleNamespace(guest_exec=guest_exec))
+    quorum_drills.OtherHalf(session, "t2-swr3", timeline.started + 10).record(timeline, lambda _m: None)
+    assert [e.event for e in timeline.events] == ["other-half-no-leader"] and timeline.missing == []
+    assert asked == [("t2-swr3", ["/usr/bin/docker", "node"])] * 3  # a timeout and a leader are no event
+
+    timeline = Timeline("split", "t2", "swr3, swr4")
+    silent = SimpleNamespace(hv=SimpleNamespace(guest_exec=lambda *a, **k: (124, "")))
+    quorum_drills.OtherHalf(silent, "t2-swr3", timeline.started + 0.1).record(timeline, lambda _m: None)
+    assert timeline.events == [] and timeline.missing == ["other-half-no-leader"]

@@ -33,7 +33,7 @@ from swarmlab.lab import chaos
 from swarmlab.lab.partition import cut_links, heal_links
 from swarmlab.lab.session import LabSession, open_lab
 from swarmlab.lab.survivors import ManagerAPI, Survivors
-from swarmlab.waiting import rounds
+from swarmlab.waiting import Cancelled, rounds
 
 Progress = Callable[[str], None]
 PROBE_SERVICE = "swarmlab-quorum-probe"
@@ -177,16 +177,19 @@ class OtherHalf:
         self._thread.start()
 
     def _watch(self) -> None:
-        while not self._stop.is_set() and time.monotonic() < self.deadline:
-            began = time.monotonic()
-            try:
-                _code, output = self.hv.guest_exec(self.domain, OTHER_HALF_ASKS, timeout=15)
-            except SwarmlabError:
-                output = ""
-            if quorum.other_half_says(output) == "no-leader":
-                self.said = ("the manager out of sight answers: the swarm does not have a leader", began)
-                return
-            self._stop.wait(max(0.0, chaos.POLL - (time.monotonic() - began)))
+        try:
+            for began in rounds(self.deadline, chaos.POLL):
+                if self._stop.is_set():
+                    return
+                try:
+                    _code, output = self.hv.guest_exec(self.domain, OTHER_HALF_ASKS, timeout=15)
+                except SwarmlabError:
+                    output = ""
+                if quorum.other_half_says(output) == "no-leader":
+                    self.said = ("the manager out of sight answers: the swarm does not have a leader", began)
+                    return
+        except Cancelled:  # Ctrl-C: the drill's own thread stops it too
+            return
 
     def record(self, timeline: Timeline, progress: Progress) -> None:
         """Its event on the timeline, once it has one or the deadline passed."""
