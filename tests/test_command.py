@@ -30,10 +30,8 @@ def test_log_records_are_redacted(caplog):
 
 
 def test_facts_pair_a_command_with_its_parser():
-    assert swarm.SERVICES.command.shell == "docker service ls --format '{{json .}}'"
-    services = swarm.SERVICES.parse('{"ID":"x1","Image":"swarmlab/busybox:latest","Mode":"replicated",'
-                                    '"Name":"web","Ports":"","Replicas":"3/5"}\n')
-    assert services[0].name == "web" and services[0].running == 3
-    assert swarm.tasks("web; x", running_only=True).command.shell == (
-        "docker service ps --no-trunc --format '{{json .}}' --filter desired-state=running 'web; x'")
+    assert swarm.SWARM.command.shell == "docker info --format '{{json .Swarm}}'"
+    assert swarm.SWARM.parse('{"LocalNodeState":"active","ControlAvailable":true,"Managers":3}').is_manager
+    assert swarm.node_labels("swr1; x").command.shell == (
+        "docker node inspect --format '{{json .Spec.Labels}}' 'swr1; x'")
     assert swarm.node_labels("swr1").parse("null") == {}

@@ -1,4 +1,4 @@
-"""Parsing docker's --format '{{json .}}' output, by key, as docker 20.10 prints it."""
+"""The swarm as data: docker info's JSON and the Engine API's answers, parsed by key."""
 
 import pytest
 
@@ -16,20 +16,6 @@ def test_swarm_info_active_manager_and_inactive():
     idle = swarm.parse_swarm_info('{"NodeID":"","NodeAddr":"","LocalNodeState":"inactive","ControlAvailable":false,'
                                   '"Error":"","RemoteManagers":null}')
     assert (idle.state, idle.is_manager, idle.managers) == ("inactive", False, 0)
-
-
-def test_services_and_tasks():
-    services = swarm.parse_service_ls('{"ID":"x1","Image":"swarmlab/busybox:latest","Mode":"replicated",'
-                                      '"Name":"web","Ports":"","Replicas":"3/5"}\n')
-    assert (services[0].name, services[0].running, services[0].desired) == ("web", 3, 5)
-    tasks = swarm.parse_service_ps(
-        '{"CurrentState":"Running 5 seconds ago","DesiredState":"Running","Error":"","ID":"t1","Image":"b",'
-        '"Name":"web.1","Node":"swr2","Ports":""}\n'
-        '{"CurrentState":"Shutdown 1 minute ago","DesiredState":"Shutdown","Error":"task: non-zero exit (255)",'
-        '"ID":"t0","Image":"b","Name":" \\\\_ web.1","Node":"swr1","Ports":""}\n')
-    assert [(t.name, t.node, t.state, t.desired_state) for t in tasks] == [
-        ("web.1", "swr2", "Running", "Running"), ("web.1", "swr1", "Shutdown", "Shutdown")]
-    assert tasks[1].error == "task: non-zero exit (255)"
 
 
 def test_the_engine_apis_services_and_tasks_read_as_the_cli_lists_them():
@@ -81,8 +67,8 @@ def test_engine_api_images_and_swarm_state_read_as_the_cli_shows_them():
 
 
 def test_garbage_is_a_clear_error():
-    with pytest.raises(SwarmlabError, match="unexpected output from `docker service ls`: Error response"):
-        swarm.parse_service_ls("Error response from daemon: This node is not a swarm manager.")
+    with pytest.raises(SwarmlabError, match="unexpected output from `docker info`: Error response"):
+        swarm.parse_swarm_info("Error response from daemon: Cannot connect to the Docker daemon.")
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -105,7 +91,8 @@ def test_manager_defaults_and_even_warning():
     assert [swarm.default_managers(n) for n in (1, 2, 3, 5)] == [1, 1, 3, 3]
     assert swarm.manager_warning(3) is None
     assert "majority (2 of 2)" in swarm.manager_warning(2)
-    assert "majority (3 of 4)" in swarm.manager_warning(4)
+    assert "majority (3 of 4)" in swarm.manager_warning(4) and "chaos split" in swarm.manager_warning(4)
+    assert "chaos split" not in swarm.manager_warning(2)  # a split needs two managers a side
 
 
 def test_plan_checks_before_anything_is_created():

@@ -1,7 +1,7 @@
-"""Docker CLI output as data, and the formation plan: which node inits, joins, is promoted,
-demoted or relabelled, computed from facts. Every docker command that reads state is a Fact
-(command paired with its parser) using --format '{{json .}}', parsed by key, never by column
-position. Pure: no I/O."""
+"""The swarm as data, and the formation plan: which node inits, joins, is promoted, demoted or
+relabelled, computed from facts. Nodes, services and tasks are read from the Engine API's
+answers; the few docker commands that still read state are Facts (a command paired with its
+parser, `--format '{{json ...}}'`, parsed by key). Pure: no I/O."""
 
 from __future__ import annotations
 
@@ -13,24 +13,10 @@ from swarmlab.core.command import Command, Fact, Secret
 from swarmlab.errors import SwarmlabError
 
 SWARM_PORTS = ("2377/tcp", "7946/tcp", "7946/udp", "4789/udp")
-JSON = ("--format", "{{json .}}")
 
 
 class SwarmParseError(SwarmlabError):
     pass
-
-
-def _json_lines(text: str, what: str) -> list[dict]:
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            raise SwarmParseError(f"unexpected output from `{what}`: {line[:120]}") from None
-    return out
 
 
 @dataclass(frozen=True)
@@ -103,11 +89,6 @@ class Service:
         return int(self.replicas.split("/")[1].split()[0]) if "/" in self.replicas else 0
 
 
-def parse_service_ls(text: str) -> list[Service]:
-    return [Service(d["ID"], d["Name"], d.get("Mode", ""), d.get("Replicas", ""), d.get("Image", ""))
-            for d in _json_lines(text, "docker service ls")]
-
-
 @dataclass(frozen=True)
 class Task:
     id: str
@@ -120,12 +101,6 @@ class Task:
     @property
     def state(self) -> str:
         return self.current_state.split()[0] if self.current_state else ""
-
-
-def parse_service_ps(text: str) -> list[Task]:
-    return [Task(d["ID"], d["Name"].strip("\\_ ").strip(), d.get("Node", ""), d.get("DesiredState", ""),
-                 d.get("CurrentState", ""), d.get("Error", ""))
-            for d in _json_lines(text, "docker service ps")]
 
 
 def parse_api_services(services: list[dict]) -> list[Service]:
@@ -162,12 +137,6 @@ def parse_labels_json(text: str) -> dict[str, str]:
 
 # --- facts: a command that reads state, paired with its parser -------------------------------
 SWARM = Fact(Command("docker", "info", "--format", "{{json .Swarm}}"), parse_swarm_info)
-SERVICES = Fact(Command("docker", "service", "ls", *JSON), parse_service_ls)
-
-
-def tasks(service: str, running_only: bool = False) -> Fact[list[Task]]:
-    desired = ("--filter", "desired-state=running") if running_only else ()
-    return Fact(Command("docker", "service", "ps", "--no-trunc", *JSON, *desired, service), parse_service_ps)
 
 
 def node_labels(node: str) -> Fact[dict[str, str]]:
@@ -183,7 +152,8 @@ def default_managers(nodes: int) -> int:
 def manager_warning(managers: int) -> str | None:
     if managers % 2 == 0:
         return (f"{managers} managers tolerate no more failures than {managers - 1}: raft needs a majority "
-                f"({managers // 2 + 1} of {managers}), so an even count only adds a voter that can fail")
+                f"({managers // 2 + 1} of {managers}), so an even count only adds a voter that can fail"
+                + (" (`swarmlab chaos split` shows it)" if managers >= 4 else ""))
     return None
 
 
