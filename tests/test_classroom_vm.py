@@ -142,6 +142,16 @@ def test_a_class_over_two_hosts_is_made_isolated_checked_reset_and_removed(two_h
                              config=path)
             assert sorted(nodes.stdout.split()) == ["swr1", "swr2"], nodes.stderr
         phases.done("isolation")
+        # a class drill reaches every lab on both hosts, and says of each why it cannot run there
+        drill = swarmlab("class", "chaos", "split", "--json", config=path, timeout=300)
+        assert drill.returncode == 1 and json.loads(drill.stdout) == [], drill.stdout + drill.stderr
+        said = {line.split(" (lab ")[0]: line for line in drill.stderr.splitlines() if " (lab " in line}
+        assert sorted(said) == ["Ann Lee", "Bo"], drill.stderr
+        assert all(f"lab {lab} has 1 manager: a split that leaves neither half a majority needs an even number"
+                   in said[student] for student, lab in (("Ann Lee", "ann-lee"), ("Bo", "bo"))), drill.stderr
+        assert said["Bo"].startswith(f"Bo (lab bo): host h2 ({second.uri}): ")  # which host, for a lab elsewhere
+        with Hypervisor(second.uri) as hv:
+            assert hv.split_networks("bo") == []  # refused before anything changed
         assert_nodes_reach_no_management_port(path, config, second, ips)
         assert_the_mirror_takes_no_push(path, config)
         phases.done("management ports, mirror")
