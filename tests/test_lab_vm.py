@@ -321,6 +321,9 @@ def test_four_managers_split_in_halves_leave_neither_half_a_leader_until_healed(
             assert low - 1 <= e["t"] <= high + 5, f"{e['event']} at {e['t']} s, expected {low}-{high} s"
     rows = json.loads(swarmlab("status", "--lab", "t2", "--json", config=path).stdout)["nodes"]
     assert sorted(r["node"] for r in rows if r["cut_off"]) == sorted(away)
+    # a snapshot would keep the NICs on the split's network: a revert could not even start them
+    kept = swarmlab("snapshot", "save", "halves", "--lab", "t2", "--force", config=path)
+    assert kept.returncode == 4 and "cut off the lab network" in kept.stderr, kept.stderr
 
     healed = swarmlab("chaos", "heal", "--all", "--lab", "t2", "--json", config=path)
     assert healed.returncode == 0 and sorted(json.loads(healed.stdout)["healed"]) == sorted(away), healed.stderr

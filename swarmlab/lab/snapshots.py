@@ -127,6 +127,10 @@ def save_snapshot(config: Config, lab_name: str, name: str = DEFAULT_SNAPSHOT, f
         if stopped and not force:
             raise Refused(f"{', '.join(stopped)} of lab {lab_name} not running: a snapshot now would not be "
                           f"consistent; `swarmlab chaos start --all --lab {lab_name}` first, or --force")
+        cut = [n.name for n in lab.nodes if (cable := hv.cable(n.domain)) and cable.cut_off]
+        if cut:  # a snapshot keeps the live NIC: a revert would bring the cut back, or fail on a split's network
+            raise Refused(f"{', '.join(cut)} of lab {lab_name} cut off the lab network (`chaos partition` or "
+                          f"`split`): `swarmlab chaos heal --all --lab {lab_name}` first")
         answering = Lab(lab.name, [n for n in lab.nodes if n.name not in stopped])  # a stopped node never answers
         state = baseline if baseline is not None else read_state_logging_in(config, answering)
         if state is not None and not force:
