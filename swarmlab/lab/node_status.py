@@ -31,7 +31,7 @@ def status(config: Config, lab: str) -> dict:
             running = bool(state and state.running)
             ip = leases.get(node.mac) or node.ip
             return {"node": node.name, "domain": node.domain, "state": state.state if state else "missing",
-                    "cut_off": running and bool((cable := hv.cable(node.domain)) and cable.cut_off),  # `chaos partition`, `split`
+                    "cut_off": running and bool((cable := hv.cable(node.domain)) and cable.cut_off),  # partition, split
                     "ip": ip if running else node.ip, "lease": bool(leases.get(node.mac)),
                     "dns": node.fqdn, "dns_ip": records.get(node.fqdn),
                     "ssh": running and port_open(ip, 22, timeout=SSH_ANSWERS_WITHIN, jump=hop)}

@@ -127,7 +127,12 @@ def _drill(exercise: str, first_event: str, plan: Callable[[LabSession, list], _
             progress(the_cut.announce)
             timeline.started = time.monotonic()
             cut = the_cut.nodes
-            the_cut.apply()
+            try:
+                the_cut.apply()
+            except BaseException:  # half a cut is no drill: whatever was cut is healed, restore or not
+                heal_links(session.hv, session.lab, cut)
+                cut = []
+                raise
             timeline.mark(first_event, the_cut.detail, at=timeline.started)
             if the_cut.other_half:
                 other_half = OtherHalf(session, the_cut.other_half, timeline.started + timeout)
