@@ -263,3 +263,22 @@ def test_the_other_half_is_watched_until_it_says_there_is_no_leader_or_the_time_
     silent = SimpleNamespace(hv=SimpleNamespace(guest_exec=lambda *a, **k: (124, "")))
     quorum_drills.OtherHalf(silent, "t2-swr3", timeline.started + 0.1).record(timeline, lambda _m: None)
     assert timeline.events == [] and timeline.missing == ["other-half-no-leader"]
+
+
+def test_what_a_guest_prints_is_kept_up_to_a_cap():
+    """Root in the guest decides what `docker node ls` prints: a flood is cut, not held whole."""
+    import base64
+
+    from swarmlab.adapters.guest_agent import GuestAgentMixin
+
+    class Guest(GuestAgentMixin):
+        def _owned(self, name):
+            return name
+
+        def _agent(self, dom, command, timeout=5, **arguments):
+            if command == "guest-exec":
+                return {"pid": 1}
+            flood = base64.b64encode(b"x" * 1_000_000).decode()
+            return {"exited": True, "exitcode": 0, "out-data": flood, "err-data": base64.b64encode(b"tail").decode()}
+    code, output = Guest().guest_exec("t2-swr3", ["/usr/bin/docker"], timeout=5, most_bytes=1000)
+    assert code == 0 and len(output) <= 1002 + 4 and output.endswith("tail")

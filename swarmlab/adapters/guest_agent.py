@@ -11,6 +11,7 @@ import libvirt
 
 from swarmlab.adapters.libvirt_errors import HypervisorError, libvirt_errors_as_ours
 
+GUEST_OUTPUT_BYTES = 65536  # what swarmlab's own guest commands print is a few lines
 CLOCK_SYNCED = 0.3  # seconds a synced guest clock may be off (the health gate allows 1)
 
 
@@ -96,9 +97,12 @@ class GuestAgentMixin:
                                           f"{e.get_error_message()}") from None
                 time.sleep(0.5)
 
-    def guest_exec(self, name: str, argv: list[str], stdin: bytes = b"", timeout: float = 60) -> tuple[int, str]:
+    def guest_exec(self, name: str, argv: list[str], stdin: bytes = b"", timeout: float = 60,
+                   most_bytes: int = GUEST_OUTPUT_BYTES) -> tuple[int, str]:
         """(exit code, stdout and stderr) of a program run inside the guest by its agent, before
-        the guest has any network. The output is not logged: callers keep secrets out of it."""
+        the guest has any network. The output is not logged: callers keep secrets out of it.
+        Root in the guest decides what it prints: at most `most_bytes` of each stream is kept
+        (qemu-ga itself sends at most 16 MiB)."""
         import base64
         dom = self._owned(name)
         arguments = {"path": argv[0], "arg": argv[1:], "capture-output": True}
@@ -117,7 +121,8 @@ class GuestAgentMixin:
         except libvirt.libvirtError as e:
             raise HypervisorError(f"running {argv[0]} in {name} through its guest agent failed: "
                                   f"{e.get_error_message()}") from None
-        output = b"".join(base64.b64decode(status.get(k, "")) for k in ("out-data", "err-data"))
+        keep = (most_bytes + 2) // 3 * 4  # base64 characters for most_bytes
+        output = b"".join(base64.b64decode(status.get(k, "")[:keep]) for k in ("out-data", "err-data"))
         return status.get("exitcode", -1), output.decode(errors="replace")
 
     def read_guest_file(self, name: str, path: str, limit: int = 65536) -> str | None:

@@ -22,6 +22,7 @@ from swarmlab import config_values
 from swarmlab.core.settling import SETTLE_WITHIN
 from swarmlab.errors import NotFound, Refused, SwarmlabError
 from swarmlab.lab.model import Lab, each_node, lab_dir, ssh_target
+from swarmlab.lab.partition import cut_links
 from swarmlab.lab.session import ANSWER_WITHIN, open_lab
 from swarmlab.lab.settle import wait_quiet
 
@@ -127,7 +128,7 @@ def save_snapshot(config: Config, lab_name: str, name: str = DEFAULT_SNAPSHOT, f
         if stopped and not force:
             raise Refused(f"{', '.join(stopped)} of lab {lab_name} not running: a snapshot now would not be "
                           f"consistent; `swarmlab chaos start --all --lab {lab_name}` first, or --force")
-        cut = [n.name for n in lab.nodes if (cable := hv.cable(n.domain)) and cable.cut_off]
+        cut = cut_links(hv, lab)
         if cut:  # a snapshot keeps the live NIC: a revert would bring the cut back, or fail on a split's network
             raise Refused(f"{', '.join(cut)} of lab {lab_name} cut off the lab network (`chaos partition` or "
                           f"`split`): `swarmlab chaos heal --all --lab {lab_name}` first")
